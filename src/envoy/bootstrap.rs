@@ -1,0 +1,129 @@
+//! Envoy bootstraps: one that points Envoy at attache's ADS server, and a self-contained one with
+//! every resource in `static_resources` (for `attache translate --bootstrap` and offline checks).
+//! Both are checked against Envoy's Bootstrap schema before they are returned.
+
+use serde_json::{json, Value};
+
+use super::{decode, resources_json, DecodeError};
+use crate::snapshot::{ResourceType, Snapshot};
+
+/// The xDS flavour Envoy should use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdsProtocol {
+    /// State of the world: every response carries the full set (LDS/CDS) or the requested names.
+    Sotw,
+}
+
+/// What an ADS bootstrap needs.
+#[derive(Clone, Debug)]
+pub struct AdsBootstrap {
+    /// Envoy's node id (attache keeps per-node state by it).
+    pub node_id: String,
+    /// Envoy's node cluster.
+    pub node_cluster: String,
+    /// Host of attache's ADS server (IP or DNS name).
+    pub ads_host: String,
+    /// Port of attache's ADS server.
+    pub ads_port: u16,
+    /// Envoy admin address.
+    pub admin_host: String,
+    /// Envoy admin port.
+    pub admin_port: u16,
+    /// Which xDS flavour.
+    pub protocol: XdsProtocol,
+}
+
+fn socket(host: &str, port: u16) -> Value {
+    json!({"socket_address": {"address": host, "port_value": port}})
+}
+
+fn admin(host: &str, port: u16) -> Value {
+    json!({"address": socket(host, port)})
+}
+
+/// The name of the static cluster that reaches attache.
+pub const ADS_CLUSTER: &str = "attache_ads";
+
+/// A bootstrap that takes everything from attache over ADS.
+///
+/// # Errors
+/// If the result does not decode as an Envoy Bootstrap (a bug, or an invalid host name).
+pub fn ads(b: &AdsBootstrap) -> Result<Value, DecodeError> {
+    let is_ip = b.ads_host.parse::<std::net::IpAddr>().is_ok();
+    let api_type = match b.protocol {
+        XdsProtocol::Sotw => "GRPC",
+    };
+    let value = json!({
+        "node": {"id": b.node_id, "cluster": b.node_cluster},
+        "admin": admin(&b.admin_host, b.admin_port),
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": api_type,
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": true,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": ADS_CLUSTER}}]
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"}
+        },
+        "static_resources": {"clusters": [{
+            "name": ADS_CLUSTER,
+            "type": if is_ip { "STATIC" } else { "STRICT_DNS" },
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {
+                        "connection_keepalive": {"interval": "30s", "timeout": "5s"}
+                    }}
+                }
+            },
+            "load_assignment": {
+                "cluster_name": ADS_CLUSTER,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket(&b.ads_host, b.ads_port)}}]}]
+            }
+        }]}
+    });
+    decode("envoy.config.bootstrap.v3.Bootstrap", &value)?;
+    Ok(value)
+}
+
+/// A self-contained bootstrap: listeners (with their routes inlined, since there is no RDS
+/// server) and clusters in `static_resources`.
+///
+/// # Errors
+/// If the result does not decode as an Envoy Bootstrap.
+pub fn static_resources(snapshot: &Snapshot, admin_host: &str, admin_port: u16) -> Result<Value, DecodeError> {
+    let mut listeners = resources_json(snapshot, ResourceType::Listener);
+    for l in &mut listeners {
+        inline_routes(l, snapshot);
+    }
+    let value = json!({
+        "node": {"id": "attache-static", "cluster": "attache"},
+        "admin": admin(admin_host, admin_port),
+        "static_resources": {
+            "listeners": listeners,
+            "clusters": resources_json(snapshot, ResourceType::Cluster),
+        }
+    });
+    decode("envoy.config.bootstrap.v3.Bootstrap", &value)?;
+    Ok(value)
+}
+
+/// Replaces `rds` in every HTTP connection manager of a listener (JSON, camelCase) by the route
+/// configuration it names.
+fn inline_routes(listener: &mut Value, snapshot: &Snapshot) {
+    let Some(chains) = listener.get_mut("filterChains").and_then(Value::as_array_mut) else { return };
+    for chain in chains {
+        let Some(filters) = chain.get_mut("filters").and_then(Value::as_array_mut) else { continue };
+        for filter in filters {
+            let Some(Value::Object(hcm)) = filter.get_mut("typedConfig") else { continue };
+            let Some(rds) = hcm.remove("rds") else { continue };
+            let name = rds.get("routeConfigName").and_then(Value::as_str).unwrap_or_default();
+            let route = snapshot
+                .get(ResourceType::Route, name)
+                .map_or_else(|| json!({"name": name}), |r| super::bytes_to_json(ResourceType::Route.message_name(), &r.bytes));
+            hcm.insert("routeConfig".to_string(), route);
+        }
+    }
+}

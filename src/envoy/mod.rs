@@ -1,0 +1,133 @@
+//! Stage 5: the only module that names Envoy protobuf types.
+//!
+//! Rendered rule output (JSON values in the proto3 JSON mapping) is decoded against a descriptor
+//! pool of the Envoy v3 API, the one shipped by `envoy-types`, so a misspelled field or a wrong
+//! type is an error with a field path instead of a silently dropped setting. `build_snapshot`
+//! encodes decoded resources into a [`Snapshot`]; `bootstrap` renders Envoy bootstraps.
+
+pub mod bootstrap;
+
+use std::sync::OnceLock;
+
+use prost::Message as _;
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
+use serde_json::Value;
+
+/// Envoy's descriptors, without source comments (written by `build.rs`).
+static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
+
+/// The descriptor pool of the Envoy v3 API (decoded once, on first use).
+pub fn pool() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| DescriptorPool::decode(DESCRIPTORS).expect("the descriptor set built into attache is valid; this is a bug"))
+}
+
+/// The descriptor of a message type, if the pool has it.
+pub fn message(name: &str) -> Option<MessageDescriptor> {
+    pool().get_message_by_name(name)
+}
+
+/// Why rendered output is not a valid Envoy message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("at `{path}`: {message}")]
+pub struct DecodeError {
+    /// Field path inside the message (`filter_chains[0].filters[0].typed_config`).
+    pub path: String,
+    /// What was wrong.
+    pub message: String,
+}
+
+/// Decodes a JSON value into a message of type `name` (unknown fields are errors).
+///
+/// # Errors
+/// A [`DecodeError`] with the field path.
+pub fn decode(name: &str, value: &Value) -> Result<DynamicMessage, DecodeError> {
+    let desc = message(name).ok_or_else(|| DecodeError {
+        path: String::new(),
+        message: format!("unknown Envoy message type `{name}`"),
+    })?;
+    let options = DeserializeOptions::new().deny_unknown_fields(true);
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(value, &mut track);
+    DynamicMessage::deserialize_with_options(desc, de, &options).map_err(|e| {
+        let path = track.path().to_string();
+        DecodeError {
+            path: if path == "." { String::new() } else { path },
+            message: e.to_string(),
+        }
+    })
+}
+
+/// The protobuf encoding of a message.
+pub fn encode(message: &DynamicMessage) -> Vec<u8> {
+    message.encode_to_vec()
+}
+
+/// A message in the proto3 JSON mapping (camelCase names, defaults omitted), for humans and goldens.
+pub fn to_json(message: &DynamicMessage) -> Value {
+    let options = SerializeOptions::new().skip_default_fields(true);
+    message
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .unwrap_or_else(|e| Value::String(format!("<cannot serialize: {e}>")))
+}
+
+/// Decodes encoded bytes of type `name` back into JSON (admin dumps, `translate` output).
+pub fn bytes_to_json(name: &str, bytes: &[u8]) -> Value {
+    match message(name).map(|d| DynamicMessage::decode(d, bytes)) {
+        Some(Ok(m)) => to_json(&m),
+        Some(Err(e)) => Value::String(format!("<cannot decode: {e}>")),
+        None => Value::String(format!("<unknown type {name}>")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_with_any_and_durations() {
+        let v = json!({
+            "name": "c", "connect_timeout": "3s", "type": "STRICT_DNS",
+        });
+        let m = decode("envoy.config.cluster.v3.Cluster", &v).unwrap();
+        assert_eq!(to_json(&m)["connectTimeout"], "3s");
+    }
+
+    #[test]
+    fn unknown_fields_have_paths() {
+        let v = json!({"name": "l", "filter_chains": [{"filters": [{"name": "x", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefx": "a"}}]}]});
+        let e = decode("envoy.config.listener.v3.Listener", &v).unwrap_err();
+        assert!(e.path.starts_with("filter_chains[0].filters[0].typed_config"), "{e}");
+        assert!(e.message.contains("stat_prefx"), "{e}");
+    }
+}
+
+/// Decodes and encodes every rendered resource into a snapshot. A resource that does not decode
+/// (which the rules stage already checked, so only a bug gets here) is left out with a diagnostic.
+pub fn build_snapshot(rendered: &crate::rules::Rendered) -> (crate::snapshot::Snapshot, Vec<crate::diagnostic::Diagnostic>) {
+    let mut snapshot = crate::snapshot::Snapshot::default();
+    let mut diagnostics = Vec::new();
+    for (ty, resources) in &rendered.resources {
+        for (name, r) in resources {
+            match decode(ty.message_name(), &r.value) {
+                Ok(m) => snapshot.insert(*ty, name.clone(), crate::snapshot::Resource::new(encode(&m))),
+                Err(e) => diagnostics.push(crate::diagnostic::Diagnostic::error(
+                    "envoy.invalid_resource",
+                    format!("{} `{name}` from rule `{}` is not valid: {e}", ty.label(), r.rule),
+                )),
+            }
+        }
+    }
+    (snapshot, diagnostics)
+}
+
+/// A snapshot's resources of one type as JSON (proto3 JSON mapping), sorted by name.
+pub fn resources_json(snapshot: &crate::snapshot::Snapshot, ty: crate::snapshot::ResourceType) -> Vec<Value> {
+    snapshot
+        .of_type(ty)
+        .map(|(_, r)| bytes_to_json(ty.message_name(), &r.bytes))
+        .collect()
+}

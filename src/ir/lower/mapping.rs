@@ -1,0 +1,249 @@
+//! Mapping resources → routes (in Emissary's match order) and deduplicated clusters.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::diagnostic::{Diagnostic, ObjectRef};
+use crate::lang::service::Scheme;
+use crate::resource::host::InsecureAction;
+use crate::resource::mapping::HeaderValue;
+use crate::resource::{Mapping, Meta, ResourceSet};
+
+use super::host::{globs_intersect, EffectiveHost};
+use super::{source_of, LowerOptions};
+use crate::ir::{Cluster, Discovery, HeaderMatch, MatchKind, Route, RouteAction, SecurityModel};
+
+/// Emissary's default upstream timeout (`cluster_request_timeout_ms`).
+const DEFAULT_TIMEOUT_MS: u64 = 3000;
+/// Emissary's default connect timeout.
+const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3000;
+/// How many Mappings a cluster lists in `used_by`.
+const USED_BY_MAX: usize = 8;
+
+/// What identifies an upstream cluster.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ClusterKey {
+    tls: bool,
+    host: String,
+    port: u16,
+}
+
+/// Clusters collected while lowering routes.
+#[derive(Default)]
+pub(super) struct Clusters {
+    by_key: BTreeMap<ClusterKey, Vec<ObjectRef>>,
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect()
+}
+
+fn base_name(key: &ClusterKey) -> String {
+    format!(
+        "cluster_{}_{}{}",
+        sanitize(&key.host),
+        key.port,
+        if key.tls { "_tls" } else { "" }
+    )
+}
+
+/// Cluster names: readable, and made unique with a content hash only when two different
+/// upstreams would share one (so adding a Mapping never renames an unrelated cluster).
+fn cluster_name(key: &ClusterKey) -> String {
+    let base = base_name(key);
+    let lossless = key.host.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    // `.` and `-` both become `_`: only names without `_`-ambiguity are used bare.
+    if lossless && !key.host.contains('-') {
+        base
+    } else {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(format!("{}|{}|{}", key.tls, key.host, key.port));
+        let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        format!("{base}_{hex}")
+    }
+}
+
+impl Clusters {
+    fn add(&mut self, key: ClusterKey, user: &Meta) -> String {
+        let name = cluster_name(&key);
+        let users = self.by_key.entry(key).or_default();
+        let r = user.object_ref();
+        if users.len() < USED_BY_MAX && !users.contains(&r) {
+            users.push(r);
+        }
+        name
+    }
+
+    pub(super) fn finish(self) -> Vec<Cluster> {
+        let mut out: Vec<Cluster> = self
+            .by_key
+            .into_iter()
+            .map(|(key, mut used_by)| {
+                used_by.sort();
+                let is_ip = key.host.parse::<std::net::IpAddr>().is_ok();
+                Cluster {
+                    name: cluster_name(&key),
+                    discovery: if is_ip { Discovery::Static } else { Discovery::StrictDns },
+                    host: key.host,
+                    port: key.port,
+                    tls: key.tls,
+                    connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+                    used_by,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+/// The `:authority` condition a Mapping adds inside a virtual host, if any.
+fn authority_match(m: &Mapping, vhost_hostname: &str) -> Option<HeaderMatch> {
+    if let Some(host) = &m.host {
+        return Some(HeaderMatch { name: ":authority".into(), kind: MatchKind::Exact, value: host.clone() });
+    }
+    let glob = m.hostname.as_deref().unwrap_or("*");
+    if glob == "*" || glob.eq_ignore_ascii_case(vhost_hostname) {
+        return None;
+    }
+    Some(if let Some(suffix) = glob.strip_prefix('*') {
+        HeaderMatch { name: ":authority".into(), kind: MatchKind::Suffix, value: suffix.to_string() }
+    } else if let Some(prefix) = glob.strip_suffix('*') {
+        HeaderMatch { name: ":authority".into(), kind: MatchKind::Prefix, value: prefix.to_string() }
+    } else {
+        HeaderMatch { name: ":authority".into(), kind: MatchKind::Exact, value: glob.to_string() }
+    })
+}
+
+/// Whether a Mapping is served by a Host: hostname globs intersect and the Host's
+/// `mappingSelector` (if any) matches the Mapping's labels.
+fn associated(meta: &Meta, m: &Mapping, h: &EffectiveHost) -> bool {
+    let glob = m.host.as_deref().or(m.hostname.as_deref()).unwrap_or("*");
+    globs_intersect(glob, &h.hostname) && h.mapping_selector.as_ref().is_none_or(|s| s.matches(&meta.labels))
+}
+
+/// The routes of one virtual host, in match order.
+pub(super) fn routes_for(
+    set: &ResourceSet,
+    model: SecurityModel,
+    host: &EffectiveHost,
+    options: &LowerOptions,
+    clusters: &mut Clusters,
+    used: &mut BTreeSet<(String, String)>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<Route> {
+    struct Candidate<'a> {
+        meta: &'a Meta,
+        m: &'a Mapping,
+        headers: Vec<HeaderMatch>,
+        cluster: String,
+    }
+    let mut candidates = Vec::new();
+    for (meta, m) in &set.mappings {
+        if !associated(meta, m, host) {
+            continue;
+        }
+        used.insert((meta.namespace.clone(), meta.name.clone()));
+        let mut headers: Vec<HeaderMatch> = m
+            .headers
+            .iter()
+            .map(|(name, v)| match v {
+                HeaderValue::Exact(value) => HeaderMatch { name: name.to_ascii_lowercase(), kind: MatchKind::Exact, value: value.clone() },
+                HeaderValue::Present(_) => HeaderMatch { name: name.to_ascii_lowercase(), kind: MatchKind::Present, value: String::new() },
+            })
+            .collect();
+        if let Some(a) = authority_match(m, &host.hostname) {
+            headers.push(a);
+        }
+        if let Some(method) = &m.method {
+            headers.push(HeaderMatch { name: ":method".into(), kind: MatchKind::Exact, value: method.to_ascii_uppercase() });
+        }
+        headers.sort();
+        let tls = m.service.scheme == Some(Scheme::Https);
+        let mut service_host = m.service.host.clone();
+        if !m.service.is_ip && !service_host.contains('.') && meta.namespace != options.ambassador_namespace && service_host != "localhost" {
+            service_host = format!("{service_host}.{}", meta.namespace);
+        }
+        let port = m.service.port.unwrap_or(if tls { 443 } else { 80 });
+        let cluster = clusters.add(ClusterKey { tls, host: service_host, port }, meta);
+        candidates.push(Candidate { meta, m, headers, cluster });
+    }
+    // Emissary's order: precedence, then longer prefix, then more header matchers.
+    candidates.sort_by(|a, b| {
+        b.m.precedence
+            .cmp(&a.m.precedence)
+            .then(b.m.prefix.len().cmp(&a.m.prefix.len()))
+            .then(b.headers.len().cmp(&a.headers.len()))
+            .then(a.m.prefix.cmp(&b.m.prefix))
+            .then(a.headers.cmp(&b.headers))
+            .then((&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name)))
+    });
+    let mut routes = Vec::new();
+    let mut seen: BTreeMap<(&str, &[HeaderMatch]), &Meta> = BTreeMap::new();
+    for c in &candidates {
+        if let Some(first) = seen.get(&(c.m.prefix.as_str(), c.headers.as_slice())) {
+            diagnostics.push(
+                Diagnostic::warning(
+                    "mapping.shadowed",
+                    format!("{} matches the same requests as {} and is never used on host `{}`", c.meta.object_ref(), first.object_ref(), host.hostname),
+                )
+                .at(c.meta.origin.clone())
+                .on(c.meta.object_ref())
+                .path("spec.prefix")
+                .hint("canary groups (weight) are not supported yet; give one Mapping a different prefix, headers or precedence"),
+            );
+            continue;
+        }
+        seen.insert((c.m.prefix.as_str(), c.headers.as_slice()), c.meta);
+        let base = Route {
+            name: format!("{}/{}", c.meta.namespace, c.meta.name),
+            action: RouteAction::Route,
+            prefix: c.m.prefix.clone(),
+            headers: c.headers.clone(),
+            cluster: c.cluster.clone(),
+            prefix_rewrite: (!c.m.rewrite.is_empty()).then(|| c.m.rewrite.clone()),
+            timeout_ms: c.m.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+            precedence: c.m.precedence,
+            source: Some(source_of(c.meta)),
+        };
+        let insecure = |action: RouteAction| {
+            let mut r = base.clone();
+            r.name.push_str("/insecure");
+            r.action = action;
+            r
+        };
+        let secure = || {
+            let mut r = base.clone();
+            r.headers.push(HeaderMatch { name: "x-forwarded-proto".into(), kind: MatchKind::Exact, value: "https".into() });
+            r.headers.sort();
+            r
+        };
+        match (model, host.insecure_action) {
+            (SecurityModel::Secure, _) | (SecurityModel::Xfp | SecurityModel::Insecure, InsecureAction::Route) => routes.push(base.clone()),
+            (SecurityModel::Xfp, InsecureAction::Redirect) => {
+                routes.push(secure());
+                routes.push(insecure(RouteAction::HttpsRedirect));
+            }
+            (SecurityModel::Xfp, InsecureAction::Reject) => routes.push(secure()),
+            (SecurityModel::Insecure, InsecureAction::Redirect) => routes.push(insecure(RouteAction::HttpsRedirect)),
+            (SecurityModel::Insecure, InsecureAction::Reject) => {}
+        }
+    }
+    routes
+}
+
+/// Warns about Mappings that no Host serves.
+pub(super) fn report_unused(set: &ResourceSet, used: &BTreeSet<(String, String)>, diagnostics: &mut Vec<Diagnostic>) {
+    for (meta, m) in &set.mappings {
+        if !used.contains(&(meta.namespace.clone(), meta.name.clone())) {
+            let glob = m.host.as_deref().or(m.hostname.as_deref()).unwrap_or("*");
+            diagnostics.push(
+                Diagnostic::warning("mapping.no_host", format!("no Host serves this Mapping (hostname `{glob}`); it is not routed"))
+                    .at(meta.origin.clone())
+                    .on(meta.object_ref())
+                    .hint("check the Mapping's hostname and labels against the Hosts' hostname and mappingSelector"),
+            );
+        }
+    }
+}

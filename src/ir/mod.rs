@@ -1,0 +1,225 @@
+//! Stage 3: the semantic model between what users wrote and what Envoy gets.
+//!
+//! The IR speaks neither Ambassador nor protobuf: listeners with their route tables, virtual hosts,
+//! routes in match order, and deduplicated upstream clusters. `lower` builds it from a
+//! [`ResourceSet`](crate::resource::ResourceSet), resolving Listener ↔ Host ↔ Mapping association,
+//! and reports conflicts as diagnostics. Every node serializes to the template context that rule
+//! packs see (see `rules/README.md`): field names here are a public API, so change them with care.
+//! Knows nothing about Kubernetes, files, time or protobuf.
+
+pub mod lower;
+
+use serde::Serialize;
+
+use crate::diagnostic::{ObjectRef, Origin};
+
+pub use lower::lower;
+
+/// The kinds of IR node that rule packs can target. `as_str` is the key used in `pack.yaml`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NodeKind {
+    /// An Envoy listener on one port: [`Listener`].
+    Listener,
+    /// The route table of one listener: [`RouteConfig`].
+    RouteConfig,
+    /// One hostname's routes inside a route table: [`VirtualHost`].
+    VirtualHost,
+    /// One route: [`Route`].
+    Route,
+    /// One upstream: [`Cluster`].
+    Cluster,
+}
+
+impl NodeKind {
+    /// Every kind, in rendering order (children before the parents that embed them).
+    pub const ALL: [NodeKind; 5] = [
+        NodeKind::Cluster,
+        NodeKind::Route,
+        NodeKind::VirtualHost,
+        NodeKind::RouteConfig,
+        NodeKind::Listener,
+    ];
+
+    /// The snake_case key used in rule packs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Listener => "listener",
+            NodeKind::RouteConfig => "route_config",
+            NodeKind::VirtualHost => "virtual_host",
+            NodeKind::Route => "route",
+            NodeKind::Cluster => "cluster",
+        }
+    }
+
+    /// Parses a rule pack key.
+    pub fn from_key(key: &str) -> Option<NodeKind> {
+        NodeKind::ALL.into_iter().find(|k| k.as_str() == key)
+    }
+}
+
+/// The user object an IR node came from, for diagnostics.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct SourceRef {
+    /// `Kind namespace/name`.
+    pub object: ObjectRef,
+    /// Where it was defined.
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// The whole model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Ir {
+    /// Listeners, by port.
+    pub listeners: Vec<Listener>,
+    /// Route tables, one per listener, by name.
+    pub route_configs: Vec<RouteConfig>,
+    /// Upstream clusters, by name.
+    pub clusters: Vec<Cluster>,
+}
+
+/// How a listener decides whether a request is secure (Ambassador's `securityModel`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityModel {
+    /// `X-Forwarded-Proto: https` means secure.
+    Xfp,
+    /// Everything is secure.
+    Secure,
+    /// Everything is insecure.
+    Insecure,
+}
+
+/// An Envoy listener. Ends up as `envoy.config.listener.v3.Listener`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Listener {
+    /// Envoy resource name: `listener-<port>` (Envoy `Listener.name`).
+    pub name: String,
+    /// Address to bind (Envoy `Listener.address.socket_address.address`).
+    pub address: String,
+    /// Port to bind (Envoy `Listener.address.socket_address.port_value`).
+    pub port: u16,
+    /// HTTP connection manager stat prefix.
+    pub stat_prefix: String,
+    /// Name of the RouteConfiguration served over RDS for this listener.
+    pub route_config: String,
+    /// How requests are judged secure.
+    pub security_model: SecurityModel,
+    /// Whether a PROXY protocol header is expected (HTTPPROXY / HTTPSPROXY).
+    pub proxy_protocol: bool,
+    /// `xff_num_trusted_hops` (Ambassador `l7Depth`).
+    pub xff_num_trusted_hops: u32,
+    /// The Listener resource this came from (`null` for the default listener).
+    pub source: Option<SourceRef>,
+}
+
+/// The routes of one listener. Ends up as `envoy.config.route.v3.RouteConfiguration`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RouteConfig {
+    /// Envoy resource name: `routes-<port>`.
+    pub name: String,
+    /// One virtual host per hostname, sorted by hostname (most specific first is Envoy's job).
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// One hostname inside a route table. Ends up as `envoy.config.route.v3.VirtualHost`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VirtualHost {
+    /// Name, unique within the route table: the hostname.
+    pub name: String,
+    /// The Host's hostname.
+    pub hostname: String,
+    /// Envoy domains matched (Envoy `VirtualHost.domains`).
+    pub domains: Vec<String>,
+    /// Routes in match order.
+    pub routes: Vec<Route>,
+    /// The Host resource this came from (`null` for the default host).
+    pub source: Option<SourceRef>,
+}
+
+/// What a route does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteAction {
+    /// Forward to `cluster`.
+    Route,
+    /// Redirect to the same URL over HTTPS.
+    HttpsRedirect,
+}
+
+/// How a header matcher compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchKind {
+    /// Equal to `value`.
+    Exact,
+    /// Starts with `value`.
+    Prefix,
+    /// Ends with `value`.
+    Suffix,
+    /// Present, whatever the value.
+    Present,
+}
+
+/// A header condition (Envoy `HeaderMatcher`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct HeaderMatch {
+    /// Header name (lowercase; `:authority` and `:method` are pseudo-headers).
+    pub name: String,
+    /// How to compare.
+    pub kind: MatchKind,
+    /// The value compared with (empty for `present`).
+    pub value: String,
+}
+
+/// One route. Ends up as `envoy.config.route.v3.Route` inside its virtual host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// Route name: `<namespace>/<mapping>` (plus `/insecure` for the cleartext variant).
+    pub name: String,
+    /// What the route does.
+    pub action: RouteAction,
+    /// Path prefix matched (Envoy `RouteMatch.prefix`).
+    pub prefix: String,
+    /// Header conditions, sorted by name (Envoy `RouteMatch.headers`).
+    pub headers: Vec<HeaderMatch>,
+    /// Cluster name for `route` actions (Envoy `RouteAction.cluster`).
+    pub cluster: String,
+    /// Replacement for the matched prefix, `null` for none (Envoy `RouteAction.prefix_rewrite`).
+    pub prefix_rewrite: Option<String>,
+    /// Upstream timeout in milliseconds (Envoy `RouteAction.timeout`).
+    pub timeout_ms: u64,
+    /// Mapping precedence (higher first).
+    pub precedence: i32,
+    /// The Mapping this came from.
+    pub source: Option<SourceRef>,
+}
+
+/// How Envoy finds a cluster's endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discovery {
+    /// Fixed IP address.
+    Static,
+    /// DNS name, re-resolved periodically.
+    StrictDns,
+}
+
+/// An upstream. Ends up as `envoy.config.cluster.v3.Cluster`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Cluster {
+    /// Envoy resource name: `cluster_<host>_<port>` (non-alphanumerics as `_`, `_tls` when TLS).
+    pub name: String,
+    /// Host to connect to (DNS name or IP).
+    pub host: String,
+    /// Port to connect to.
+    pub port: u16,
+    /// Whether to originate TLS.
+    pub tls: bool,
+    /// How endpoints are found.
+    pub discovery: Discovery,
+    /// Connect timeout in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// The Mappings using this cluster (first few, for diagnostics).
+    pub used_by: Vec<ObjectRef>,
+}

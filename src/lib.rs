@@ -1,0 +1,72 @@
+//! attache: a control plane for Envoy that reads Ambassador / Emissary-ingress resources.
+//!
+//! The pipeline, in reading order (see ARCHITECTURE.md):
+//! `source` → `resource` (with `lang`) → `ir` → `rules` → `envoy` → `snapshot` → `xds`.
+//! Everything from `resource` to `snapshot` is a pure function of its input: [`translate`].
+
+// Diagnostics travel alongside every stage.
+pub mod diagnostic;
+// 1. Where objects come from (a directory of YAML; Kubernetes later).
+pub mod source;
+// 2b. Small languages inside fields (service references, rule conditions), one per grammar/.
+pub mod lang;
+// 2. Typed Ambassador resources.
+pub mod resource;
+// 3. The semantic model and lowering into it.
+pub mod ir;
+// 4. Rule packs: IR nodes → Envoy messages through handlebars templates.
+pub mod rules;
+// 5. Envoy protobuf: decoding rendered output, bootstraps.
+pub mod envoy;
+// 6. Versioned snapshots.
+pub mod snapshot;
+// 7. The ADS server (the only module that knows tonic).
+pub mod xds;
+// 8. Admin HTTP endpoints.
+pub mod admin;
+// Running it all: `attache serve` and the Envoy child process.
+pub mod serve;
+// YAML output for humans and golden files.
+pub mod output;
+// Fuzz entry points (shared by `fuzz/` and the corpus replay tests).
+pub mod fuzzing;
+
+use diagnostic::Diagnostic;
+
+/// Options of a translation.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Which objects are read.
+    pub parse: resource::ParseOptions,
+    /// How resources are lowered.
+    pub lower: ir::lower::LowerOptions,
+}
+
+/// The result of translating a set of objects.
+#[derive(Clone, Debug, Default)]
+pub struct Translation {
+    /// The semantic model.
+    pub ir: ir::Ir,
+    /// The Envoy resources, versioned.
+    pub snapshot: snapshot::Snapshot,
+    /// Everything worth telling the user, sorted by file and line.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Translates raw objects into Envoy resources: the pure core that `attache translate`, `serve`,
+/// the golden tests and the fuzzers all call. Deterministic: the same objects in any order give
+/// the same bytes.
+pub fn translate(loaded: &source::Loaded, registry: &rules::Registry, options: &Options) -> Translation {
+    let mut diagnostics = loaded.diagnostics.clone();
+    let (resources, d) = resource::parse(&loaded.objects, &options.parse);
+    diagnostics.extend(d);
+    let (ir, d) = ir::lower(&resources, &options.lower);
+    diagnostics.extend(d);
+    let (rendered, d) = rules::render(&ir, registry);
+    diagnostics.extend(d);
+    let (snapshot, d) = envoy::build_snapshot(&rendered);
+    diagnostics.extend(d);
+    diagnostics.sort();
+    diagnostics.dedup();
+    Translation { ir, snapshot, diagnostics }
+}

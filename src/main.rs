@@ -1,0 +1,211 @@
+//! The `attache` command line: `translate`, `validate`, `bootstrap` and `serve`.
+//!
+//! Thin wiring over the library; `anyhow` is used only here.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use attache::envoy::bootstrap::{self, AdsBootstrap, XdsProtocol};
+use attache::snapshot::ResourceType;
+
+/// attache: an Envoy control plane for Ambassador / Emissary-ingress resources.
+///
+/// Reads Mapping, Host and Listener resources (getambassador.io v3alpha1 or v2) from a directory
+/// of YAML files, turns them into Envoy configuration, and serves it to Envoy over ADS.
+#[derive(Parser)]
+#[command(name = "attache", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+#[derive(clap::Args, Clone)]
+struct Translation {
+    /// Extra rule pack directory; repeat for several. Later packs override earlier ones by rule id.
+    #[arg(long = "rules", value_name = "DIR")]
+    rules: Vec<PathBuf>,
+    /// Only objects with this ambassador_id (or none) are read.
+    #[arg(long, env = "AMBASSADOR_ID", default_value = "default")]
+    ambassador_id: String,
+    /// The namespace attache runs in: bare service names of Mappings in other namespaces are
+    /// qualified with the Mapping's namespace.
+    #[arg(long, env = "AMBASSADOR_NAMESPACE", default_value = "default")]
+    ambassador_namespace: String,
+}
+
+impl Translation {
+    fn options(&self) -> attache::Options {
+        attache::Options {
+            parse: attache::resource::ParseOptions { ambassador_id: self.ambassador_id.clone() },
+            lower: attache::ir::lower::LowerOptions { ambassador_namespace: self.ambassador_namespace.clone() },
+        }
+    }
+
+    fn registry(&self) -> anyhow::Result<attache::rules::Registry> {
+        attache::rules::Registry::with_packs(&self.rules).context("loading rule packs")
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the Envoy resources for a directory (or file) of YAML, without serving anything.
+    ///
+    /// Diagnostics go to stderr; the exit code is 0 even when some objects were left out
+    /// (use `validate` to fail on errors).
+    Translate {
+        /// Directory (searched recursively for *.yaml, *.yml, *.json) or single file.
+        path: PathBuf,
+        /// Print a complete Envoy bootstrap with every resource in static_resources, for
+        /// `envoy --mode validate -c FILE` or `envoy -c FILE`.
+        #[arg(long)]
+        bootstrap: bool,
+        /// Envoy admin address in the --bootstrap output.
+        #[arg(long, default_value = "127.0.0.1:9901", value_name = "HOST:PORT")]
+        envoy_admin: SocketAddr,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+        output: Format,
+        #[command(flatten)]
+        translation: Translation,
+    },
+    /// Check a directory of YAML and print diagnostics as `file:line:col: Kind ns/name: field: ...`.
+    ///
+    /// Exits 1 when there is at least one error (an object or field that would be left out).
+    Validate {
+        /// Directory or single file.
+        path: PathBuf,
+        #[command(flatten)]
+        translation: Translation,
+    },
+    /// Print an Envoy bootstrap that points Envoy at attache's ADS server.
+    Bootstrap {
+        /// Where attache's ADS server listens, as Envoy should reach it.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:18000")]
+        ads: String,
+        /// Envoy node id.
+        #[arg(long, default_value = "attache-envoy")]
+        node_id: String,
+        /// Envoy admin address.
+        #[arg(long, default_value = "127.0.0.1:9901", value_name = "HOST:PORT")]
+        envoy_admin: SocketAddr,
+        /// xDS protocol flavour.
+        #[arg(long, value_enum, default_value = "sotw")]
+        xds: XdsProtocol,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+        output: Format,
+    },
+    /// Serve ADS, watch the config directory and push every change to Envoy.
+    Serve(attache::serve::ServeArgs),
+}
+
+fn print(value: &serde_json::Value, format: Format) -> anyhow::Result<()> {
+    let text = match format {
+        Format::Yaml => attache::output::to_yaml(value),
+        Format::Json => serde_json::to_string_pretty(value)? + "\n",
+    };
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not an error worth a message.
+    if let Err(e) = out.write_all(text.as_bytes()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = s.rsplit_once(':').context("expected HOST:PORT")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    Ok((host, port.parse().context("port must be a number")?))
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Translate { path, bootstrap, envoy_admin, output, translation } => {
+            attache::serve::init_logging("warn");
+            let registry = translation.registry()?;
+            let loaded = attache::source::dir::load(&path);
+            let t = attache::translate(&loaded, &registry, &translation.options());
+            for d in &t.diagnostics {
+                eprintln!("{d}");
+            }
+            let value = if bootstrap {
+                bootstrap::static_resources(&t.snapshot, &envoy_admin.ip().to_string(), envoy_admin.port())
+                    .map_err(|e| anyhow::anyhow!("generated bootstrap is invalid ({e}); this is a bug"))?
+            } else {
+                let mut map = serde_json::Map::new();
+                for ty in ResourceType::ALL {
+                    let items = attache::envoy::resources_json(&t.snapshot, ty);
+                    if !items.is_empty() {
+                        map.insert(ty.label().to_string(), serde_json::Value::Array(items));
+                    }
+                }
+                serde_json::Value::Object(map)
+            };
+            print(&value, output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { path, translation } => {
+            attache::serve::init_logging("warn");
+            let registry = translation.registry()?;
+            let loaded = attache::source::dir::load(&path);
+            let t = attache::translate(&loaded, &registry, &translation.options());
+            for d in &t.diagnostics {
+                println!("{d}");
+            }
+            let counts = attache::diagnostic::count(&t.diagnostics);
+            println!(
+                "{} objects read: {} errors, {} warnings, {} notices",
+                loaded.objects.len(),
+                counts.errors,
+                counts.warnings,
+                counts.notices
+            );
+            Ok(if counts.errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Bootstrap { ads, node_id, envoy_admin, xds, output } => {
+            let (ads_host, ads_port) = parse_host_port(&ads).with_context(|| format!("--ads {ads}"))?;
+            let value = bootstrap::ads(&AdsBootstrap {
+                node_id,
+                node_cluster: "attache".into(),
+                ads_host,
+                ads_port,
+                admin_host: envoy_admin.ip().to_string(),
+                admin_port: envoy_admin.port(),
+                protocol: xds,
+            })
+            .map_err(|e| anyhow::anyhow!("cannot build a bootstrap: {e}"))?;
+            print(&value, output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(args) => {
+            attache::serve::init_logging("info");
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(attache::serve::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("attache: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

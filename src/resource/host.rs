@@ -1,0 +1,82 @@
+//! `Host`: a hostname that attache serves, which Mappings it takes, and what to do with
+//! cleartext requests.
+
+use serde::Deserialize;
+
+use super::{LabelSelector, Reader};
+
+/// What to do with a request that did not arrive over TLS (`requestPolicy.insecure.action`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+pub enum InsecureAction {
+    /// Redirect to HTTPS (Emissary's default).
+    #[default]
+    Redirect,
+    /// Serve it like a secure request.
+    Route,
+    /// Refuse it (404).
+    Reject,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct Insecure {
+    #[serde(default)]
+    action: InsecureAction,
+    #[serde(rename = "additionalPort")]
+    additional_port: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct RequestPolicy {
+    #[serde(default)]
+    insecure: Insecure,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct HostSpec {
+    hostname: Option<String>,
+    #[serde(rename = "mappingSelector", alias = "selector")]
+    mapping_selector: Option<LabelSelector>,
+    #[serde(rename = "requestPolicy", default)]
+    request_policy: RequestPolicy,
+    #[allow(dead_code, reason = "read by resource::parse before the spec")]
+    ambassador_id: Option<serde_json::Value>,
+}
+
+/// A valid Host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    /// The hostname (a DNS glob); `*` when absent.
+    pub hostname: String,
+    /// Only Mappings whose labels match are attached; `None` attaches by hostname alone.
+    pub mapping_selector: Option<LabelSelector>,
+    /// What to do with cleartext requests.
+    pub insecure_action: InsecureAction,
+}
+
+/// Reads and checks a Host spec.
+pub(crate) fn read(r: &mut Reader<'_>) -> Option<Host> {
+    let spec: HostSpec = r.spec(&|p| {
+        (p == "spec.requestPolicy.insecure.action")
+            .then(|| "the action is one of Redirect, Route or Reject".to_string())
+    })?;
+    if spec.request_policy.insecure.additional_port.is_some() {
+        let d = r.warning(
+            "unsupported_field",
+            "spec.requestPolicy.insecure.additionalPort",
+            "additionalPort is not supported by attache yet; ignored",
+        );
+        r.diagnostics.push(d);
+    }
+    let hostname = spec.hostname.unwrap_or_else(|| "*".to_string());
+    if hostname.is_empty() || hostname.contains(char::is_whitespace) {
+        let d = r.error("invalid_hostname", "spec.hostname", format!("`{hostname}` is not a hostname"))
+            .hint("use a DNS name such as `example.com`, or a glob such as `*.example.com` or `*`");
+        r.diagnostics.push(d);
+        return None;
+    }
+    Some(Host {
+        hostname,
+        mapping_selector: spec.mapping_selector,
+        insecure_action: spec.request_policy.insecure.action,
+    })
+}

@@ -1,0 +1,144 @@
+//! `Mapping`: route requests with a path prefix (and optional headers, method, host) to a service.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::Reader;
+use crate::lang::service::{self, ServiceRef};
+
+/// A header to match: a value for an exact match, `true` for "present" (v2 shorthand).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderValue {
+    /// The header must have exactly this value.
+    Exact(String),
+    /// `true`: the header must be present; `false` is rejected.
+    Present(bool),
+}
+
+/// The spec as written (CRD spelling).
+#[derive(Clone, Debug, Default, Deserialize)]
+struct MappingSpec {
+    prefix: Option<String>,
+    service: Option<String>,
+    rewrite: Option<String>,
+    hostname: Option<String>,
+    host: Option<String>,
+    #[serde(default)]
+    precedence: i32,
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    headers: BTreeMap<String, HeaderValue>,
+    method: Option<String>,
+    #[allow(dead_code, reason = "read by resource::parse before the spec; declared so it is not reported as unknown")]
+    ambassador_id: Option<serde_json::Value>,
+}
+
+/// A valid Mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// Path prefix to match (`spec.prefix`).
+    pub prefix: String,
+    /// Where to send matching requests (`spec.service`), parsed.
+    pub service: ServiceRef,
+    /// `spec.service` as written, for messages.
+    pub service_text: String,
+    /// Prefix rewrite; Emissary's default is `/`, and `""` turns rewriting off.
+    pub rewrite: String,
+    /// `spec.hostname`: a DNS glob for the `:authority` (v3alpha1 style).
+    pub hostname: Option<String>,
+    /// `spec.host`: an exact `:authority` (v2 style).
+    pub host: Option<String>,
+    /// Higher precedence routes are matched first.
+    pub precedence: i32,
+    /// Upstream request timeout in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Headers that must match (name → value or presence).
+    pub headers: BTreeMap<String, HeaderValue>,
+    /// HTTP method to match.
+    pub method: Option<String>,
+}
+
+fn hint(path: &str) -> Option<String> {
+    Some(
+        match path {
+            "spec.timeout_ms" => "timeout_ms is a whole number of milliseconds, e.g. `timeout_ms: 5000`",
+            "spec.precedence" => "precedence is an integer; higher values are matched first",
+            p if p.starts_with("spec.headers") => {
+                "headers maps a header name to the exact value to match (or `true` for presence)"
+            }
+            "spec.prefix" | "spec.service" | "spec.rewrite" | "spec.hostname" | "spec.host" => {
+                "this field is a string"
+            }
+            _ => return None,
+        }
+        .to_string(),
+    )
+}
+
+/// Reads and checks a Mapping spec.
+pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
+    let spec: MappingSpec = r.spec(&hint)?;
+    let mut ok = true;
+    let Some(prefix) = spec.prefix.filter(|p| !p.is_empty()) else {
+        let d = r
+            .error("missing_prefix", "spec.prefix", "a Mapping needs a `prefix`")
+            .hint("add e.g. `prefix: /backend/`; this Mapping was left out of the configuration");
+        r.diagnostics.push(d);
+        return None;
+    };
+    if !prefix.starts_with('/') {
+        let d = r
+            .error("invalid_prefix", "spec.prefix", format!("prefix `{prefix}` does not start with `/`"))
+            .hint("write the path prefix as it appears in the URL, e.g. `/backend/`");
+        r.diagnostics.push(d);
+        ok = false;
+    }
+    let Some(service_text) = spec.service.filter(|s| !s.trim().is_empty()) else {
+        let d = r
+            .error("missing_service", "spec.service", "a Mapping needs a `service` to send requests to")
+            .hint("add e.g. `service: quote:80` (or `name.namespace:port`); this Mapping was left out of the configuration");
+        r.diagnostics.push(d);
+        return None;
+    };
+    let service = match service::parse(service_text.trim()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            let mut d = r.error("invalid_service", "spec.service", format!("invalid service `{}`: {} (column {})", e.input, e.message, e.offset + 1))
+                .hint("write it as [scheme://]name[.namespace][:port], e.g. `quote.default:80` or `https://api.example.com`");
+            if let Some(origin) = &mut d.origin {
+                origin.column += u32::try_from(e.offset).unwrap_or(0);
+            }
+            r.diagnostics.push(d);
+            None
+        }
+    };
+    for (name, value) in &spec.headers {
+        if *value == HeaderValue::Present(false) {
+            let d = r.error(
+                "invalid_header",
+                &format!("spec.headers.{name}"),
+                "`false` is not a header match",
+            ).hint("use `true` to require the header, or a string to match its value");
+            r.diagnostics.push(d);
+            ok = false;
+        }
+    }
+    let service = service?;
+    if !ok {
+        return None;
+    }
+    Some(Mapping {
+        prefix,
+        service,
+        service_text,
+        rewrite: spec.rewrite.unwrap_or_else(|| "/".to_string()),
+        hostname: spec.hostname,
+        host: spec.host,
+        precedence: spec.precedence,
+        timeout_ms: spec.timeout_ms,
+        headers: spec.headers,
+        method: spec.method,
+    })
+}

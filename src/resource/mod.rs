@@ -1,0 +1,440 @@
+//! Stage 2: typed Ambassador resources (`getambassador.io` v2 / v3alpha1), one file per kind.
+//!
+//! `parse` turns raw documents into typed resources and never fails as a whole: a document that is
+//! not an Ambassador object, or an object with a bad field, becomes a diagnostic (naming file,
+//! line, object and field path) and is left out, and the rest are returned. Unknown fields are
+//! reported and ignored. The CRD spelling of every field lives here (`#[serde(rename)]`), so this
+//! module is the boundary with users' manifests. Knows nothing about Envoy.
+
+pub mod host;
+pub mod listener;
+pub mod mapping;
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::diagnostic::{Diagnostic, ObjectRef, Origin};
+use crate::source::yaml::{Node, Segment};
+use crate::source::RawObject;
+
+pub use host::Host;
+pub use listener::Listener;
+pub use mapping::Mapping;
+
+/// The API group attache reads.
+pub const GROUP: &str = "getambassador.io";
+/// Namespace of objects that do not name one.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Options that change which objects are read.
+#[derive(Clone, Debug)]
+pub struct ParseOptions {
+    /// This instance's `ambassador_id`; objects naming other ids are ignored (as in Emissary).
+    pub ambassador_id: String,
+}
+
+impl Default for ParseOptions {
+    fn default() -> Self {
+        ParseOptions {
+            ambassador_id: "default".to_string(),
+        }
+    }
+}
+
+/// What every resource carries besides its spec.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Meta {
+    /// `kind` as written.
+    pub kind: String,
+    /// `apiVersion` as written.
+    pub api_version: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`, `default` when absent.
+    pub namespace: String,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// Where the object starts.
+    pub origin: Origin,
+}
+
+impl Meta {
+    /// The object as diagnostics name it.
+    pub fn object_ref(&self) -> ObjectRef {
+        ObjectRef {
+            kind: self.kind.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// A typed spec.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Spec {
+    /// `Listener`.
+    Listener(Listener),
+    /// `Host`.
+    Host(Host),
+    /// `Mapping`.
+    Mapping(Mapping),
+}
+
+/// One typed resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    /// Identity and origin.
+    pub meta: Meta,
+    /// The kind-specific part.
+    pub spec: Spec,
+}
+
+/// Every resource that parsed, sorted by (kind, namespace, name): the order of the input files
+/// and documents does not matter past this point.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResourceSet {
+    /// `Listener`s.
+    pub listeners: Vec<(Meta, Listener)>,
+    /// `Host`s.
+    pub hosts: Vec<(Meta, Host)>,
+    /// `Mapping`s.
+    pub mappings: Vec<(Meta, Mapping)>,
+}
+
+/// Kinds of the getambassador.io group that attache does not handle yet (they are ignored with a
+/// notice, rather than called unknown).
+const NOT_YET: &[&str] = &[
+    "Module",
+    "TLSContext",
+    "AuthService",
+    "RateLimitService",
+    "TracingService",
+    "LogService",
+    "TCPMapping",
+    "KubernetesEndpointResolver",
+    "KubernetesServiceResolver",
+    "ConsulResolver",
+    "DevPortal",
+];
+
+/// A field reader for one object: turns serde errors and ignored fields into diagnostics that
+/// point at the right line.
+pub(crate) struct Reader<'a> {
+    pub root: &'a Node,
+    pub meta: &'a Meta,
+    pub diagnostics: &'a mut Vec<Diagnostic>,
+    pub code_prefix: &'static str,
+}
+
+impl Reader<'_> {
+    /// Origin of a field path like `spec.timeout_ms` or `spec.headers[0]`.
+    pub fn origin_of(&self, path: &str) -> Origin {
+        let (line, column) = self.root.locate(&parse_path(path));
+        Origin::new(self.meta.origin.file.clone(), line, column)
+    }
+
+    /// An error diagnostic on `path`.
+    pub fn error(&self, what: &str, path: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::error(&format!("{}.{what}", self.code_prefix), message)
+            .at(self.origin_of(path))
+            .on(self.meta.object_ref())
+            .path(path)
+    }
+
+    /// A warning diagnostic on `path`.
+    pub fn warning(&self, what: &str, path: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::warning(&format!("{}.{what}", self.code_prefix), message)
+            .at(self.origin_of(path))
+            .on(self.meta.object_ref())
+            .path(path)
+    }
+
+    /// Deserializes `spec`, reporting unknown fields as warnings. `None` (with an error
+    /// diagnostic) when a field has the wrong type.
+    pub fn spec<T: DeserializeOwned>(&mut self, hint_for: &dyn Fn(&str) -> Option<String>) -> Option<T> {
+        let spec = self.root.get("spec").map_or(serde_json::Value::Object(Default::default()), Node::to_json);
+        let spec = if spec.is_null() { serde_json::Value::Object(Default::default()) } else { spec };
+        let mut ignored = Vec::new();
+        let result: Result<T, _> = {
+            let mut on_ignored = |p: serde_ignored::Path<'_>| ignored.push(format!("spec.{p}"));
+            let de = serde_ignored::Deserializer::new(&spec, &mut on_ignored);
+            serde_path_to_error::deserialize(de)
+        };
+        for path in ignored {
+            let d = self
+                .warning("unknown_field", &path, "field not supported by attache (yet); ignored")
+                .hint("check the spelling against the getambassador.io CRD; supported fields are listed in docs/compatibility.md");
+            self.diagnostics.push(d);
+        }
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let path = if inner == "." { "spec".to_string() } else { format!("spec.{inner}") };
+                let hint = hint_for(&path).unwrap_or_else(|| "fix the field".to_string());
+                let d = self
+                    .error("invalid_field", &path, e.inner().to_string())
+                    .hint(format!("{hint}; this {} was left out of the configuration", self.meta.kind));
+                self.diagnostics.push(d);
+                None
+            }
+        }
+    }
+}
+
+/// `spec.a[2].b` → segments.
+pub fn parse_path(path: &str) -> Vec<Segment> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let mut rest = part;
+        if let Some(open) = rest.find('[') {
+            let key = &rest[..open];
+            if !key.is_empty() {
+                out.push(Segment::Key(key.to_string()));
+            }
+            rest = &rest[open..];
+            while let Some(stripped) = rest.strip_prefix('[') {
+                let close = stripped.find(']').unwrap_or(stripped.len());
+                if let Ok(i) = stripped[..close].parse() {
+                    out.push(Segment::Index(i));
+                }
+                rest = stripped.get(close + 1..).unwrap_or("");
+            }
+        } else if !rest.is_empty() {
+            out.push(Segment::Key(rest.to_string()));
+        }
+    }
+    out
+}
+
+/// `ambassador_id` as a string or a list of strings.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum AmbassadorId {
+    /// One id.
+    One(String),
+    /// Several ids.
+    Many(Vec<String>),
+}
+
+impl AmbassadorId {
+    fn contains(&self, id: &str) -> bool {
+        match self {
+            AmbassadorId::One(s) => s == id,
+            AmbassadorId::Many(v) => v.iter().any(|s| s == id),
+        }
+    }
+}
+
+/// A Kubernetes label selector (only `matchLabels` is supported).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct LabelSelector {
+    /// Every label here must be present with this value.
+    #[serde(rename = "matchLabels", default)]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+impl LabelSelector {
+    /// Whether `labels` satisfy the selector (an empty selector matches everything).
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+fn str_field<'a>(root: &'a Node, path: &[&str]) -> Option<&'a Node> {
+    let mut cur = root;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    Some(cur)
+}
+
+/// Parses raw documents into typed resources.
+pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec<Diagnostic>) {
+    let mut diagnostics = Vec::new();
+    let mut set = ResourceSet::default();
+    for obj in objects {
+        if let Some(resource) = parse_one(obj, options, &mut diagnostics) {
+            match resource.spec {
+                Spec::Listener(l) => set.listeners.push((resource.meta, l)),
+                Spec::Host(h) => set.hosts.push((resource.meta, h)),
+                Spec::Mapping(m) => set.mappings.push((resource.meta, m)),
+            }
+        }
+    }
+    dedupe(&mut set.listeners, &mut diagnostics);
+    dedupe(&mut set.hosts, &mut diagnostics);
+    dedupe(&mut set.mappings, &mut diagnostics);
+    (set, diagnostics)
+}
+
+/// Sorts by (namespace, name) and keeps the first of each identity (by origin), reporting others.
+fn dedupe<T>(items: &mut Vec<(Meta, T)>, diagnostics: &mut Vec<Diagnostic>) {
+    items.sort_by(|(a, _), (b, _)| {
+        (&a.namespace, &a.name, &a.origin).cmp(&(&b.namespace, &b.name, &b.origin))
+    });
+    let mut kept: Vec<(Meta, T)> = Vec::with_capacity(items.len());
+    for (meta, spec) in items.drain(..) {
+        if let Some((first, _)) = kept.last() {
+            if first.namespace == meta.namespace && first.name == meta.name {
+                diagnostics.push(
+                    Diagnostic::error(
+                        "resource.duplicate",
+                        format!("{} {}/{} is defined twice; the first definition (at {}) is used", meta.kind, meta.namespace, meta.name, first.origin),
+                    )
+                    .at(meta.origin.clone())
+                    .on(meta.object_ref())
+                    .hint("rename one of them or delete the copy"),
+                );
+                continue;
+            }
+        }
+        kept.push((meta, spec));
+    }
+    *items = kept;
+}
+
+fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diagnostic>) -> Option<Resource> {
+    let root = &obj.root;
+    let at = obj.origin.clone();
+    if !matches!(root.value, crate::source::yaml::NodeValue::Map(_)) {
+        diagnostics.push(
+            Diagnostic::error("resource.not_an_object", "document is not a mapping with apiVersion, kind and metadata")
+                .at(at),
+        );
+        return None;
+    }
+    let text = |path: &[&str]| str_field(root, path).and_then(Node::as_str).map(str::to_string);
+    let (Some(api_version), Some(kind)) = (text(&["apiVersion"]), text(&["kind"])) else {
+        diagnostics.push(
+            Diagnostic::error("resource.missing_type", "document has no string `apiVersion` and `kind`; ignored")
+                .at(at)
+                .hint("every object needs e.g. `apiVersion: getambassador.io/v3alpha1` and `kind: Mapping`"),
+        );
+        return None;
+    };
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version.as_str()));
+    let name = text(&["metadata", "name"]);
+    let namespace = text(&["metadata", "namespace"]).unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    let mut labels = BTreeMap::new();
+    if let Some(Node { value: crate::source::yaml::NodeValue::Map(entries), .. }) = str_field(root, &["metadata", "labels"]) {
+        for (k, v) in entries {
+            if let Some(s) = v.as_str() {
+                labels.insert(k.name.clone(), s.to_string());
+            } else {
+                let j = v.to_json();
+                labels.insert(k.name.clone(), j.to_string());
+            }
+        }
+    }
+    let object = ObjectRef {
+        kind: kind.clone(),
+        namespace: namespace.clone(),
+        name: name.clone().unwrap_or_default(),
+    };
+    if group != GROUP {
+        diagnostics.push(
+            Diagnostic::notice("resource.ignored_kind", format!("{kind} ({api_version}) is not a {GROUP} resource; ignored"))
+                .at(at)
+                .on(object),
+        );
+        return None;
+    }
+    if !matches!(version, "v1" | "v2" | "v3alpha1") {
+        diagnostics.push(
+            Diagnostic::error("resource.unsupported_version", format!("API version `{api_version}` is not supported; ignored"))
+                .at(at)
+                .on(object)
+                .hint("use getambassador.io/v3alpha1 (v2 and v1 are read too)"),
+        );
+        return None;
+    }
+    if !matches!(kind.as_str(), "Listener" | "Host" | "Mapping") {
+        let message = if NOT_YET.contains(&kind.as_str()) {
+            format!("{kind} is not supported by attache yet; ignored")
+        } else {
+            format!("unknown kind `{kind}`; ignored")
+        };
+        diagnostics.push(Diagnostic::notice("resource.ignored_kind", message).at(at).on(object));
+        return None;
+    }
+    let Some(name) = name else {
+        diagnostics.push(
+            Diagnostic::error("resource.missing_name", format!("{kind} has no metadata.name; ignored"))
+                .at(at)
+                .on(object)
+                .path("metadata.name"),
+        );
+        return None;
+    };
+    let meta = Meta {
+        kind: kind.clone(),
+        api_version: api_version.clone(),
+        name,
+        namespace,
+        labels,
+        origin: at,
+    };
+    // ambassador_id: objects meant for other instances are skipped.
+    if let Some(id_node) = str_field(root, &["spec", "ambassador_id"]) {
+        match serde_json::from_value::<AmbassadorId>(id_node.to_json()) {
+            Ok(ids) if !ids.contains(&options.ambassador_id) => {
+                diagnostics.push(
+                    Diagnostic::notice(
+                        "resource.other_ambassador_id",
+                        format!("ambassador_id does not include `{}`; ignored", options.ambassador_id),
+                    )
+                    .at(meta.origin.clone())
+                    .on(meta.object_ref())
+                    .path("spec.ambassador_id"),
+                );
+                return None;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let r = Reader { root, meta: &meta, diagnostics, code_prefix: "resource" };
+                let d = r.error("invalid_field", "spec.ambassador_id", "ambassador_id must be a string or a list of strings");
+                diagnostics.push(d);
+                return None;
+            }
+        }
+    }
+    let mut reader = Reader {
+        root,
+        meta: &meta,
+        diagnostics,
+        code_prefix: match kind.as_str() {
+            "Listener" => "listener",
+            "Host" => "host",
+            _ => "mapping",
+        },
+    };
+    let spec = match kind.as_str() {
+        "Listener" => listener::read(&mut reader).map(Spec::Listener),
+        "Host" => host::read(&mut reader).map(Spec::Host),
+        _ => mapping::read(&mut reader).map(Spec::Mapping),
+    }?;
+    Some(Resource { meta, spec })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse() {
+        assert_eq!(
+            parse_path("spec.headers[2].name"),
+            vec![
+                Segment::Key("spec".into()),
+                Segment::Key("headers".into()),
+                Segment::Index(2),
+                Segment::Key("name".into())
+            ]
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! Rendering the IR through the rule table.
+//!
+//! Children are rendered before the parents that embed them: routes, then virtual hosts (which
+//! see their routes' output as `rendered.routes`), then route tables (`rendered.virtual_hosts`).
+//! A rule whose output fails (template error, YAML error, or a field Envoy's schema does not have)
+//! produces a diagnostic naming the rule, its template, the IR node and the user object behind it,
+//! and only that output is left out.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::pack::{Registry, Rule};
+use crate::diagnostic::Diagnostic;
+use crate::ir::{Ir, NodeKind, SourceRef};
+use crate::snapshot::ResourceType;
+
+/// A top-level Envoy resource as rendered JSON, with what produced it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RenderedResource {
+    /// The message in the proto3 JSON mapping (already checked against the schema).
+    pub value: Value,
+    /// Id of the rule that produced it.
+    pub rule: String,
+}
+
+/// Everything the rules produced: top-level resources by type and name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rendered {
+    /// Resources by type, then name.
+    pub resources: BTreeMap<ResourceType, BTreeMap<String, RenderedResource>>,
+}
+
+struct Renderer<'a> {
+    registry: &'a Registry,
+    out: Rendered,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// The context a template sees: the node serialized, without its child list, plus `rendered`.
+fn context<T: Serialize>(node: &T, child_key: Option<&str>, rendered: Option<(&str, Vec<Value>)>) -> Value {
+    let mut v = serde_json::to_value(node).unwrap_or(Value::Null);
+    if let (Some(key), Value::Object(map)) = (child_key, &mut v) {
+        map.remove(key);
+    }
+    if let Value::Object(map) = &mut v {
+        let mut r = serde_json::Map::new();
+        if let Some((key, items)) = rendered {
+            r.insert(key.to_string(), Value::Array(items));
+        }
+        map.insert("rendered".to_string(), Value::Object(r));
+    }
+    v
+}
+
+/// Deep merge for patches: maps merge, lists append, anything else replaces.
+fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(p)) => b.extend(p),
+        (b, p) => *b = p,
+    }
+}
+
+impl Renderer<'_> {
+    fn fail(&mut self, rule: &Rule, node: &str, source: Option<&SourceRef>, code: &str, message: String) {
+        let mut d = Diagnostic::error(
+            code,
+            format!("rule `{}` ({}) for {node}: {message}", rule.id, rule.template),
+        )
+        .hint("this output was left out; if the rule comes from an operator pack, fix the template");
+        if let Some(s) = source {
+            d = d.on(s.object.clone()).at(s.origin.clone());
+        }
+        self.diagnostics.push(d);
+    }
+
+    fn applies(&mut self, rule: &Rule, ctx: &Value, node: &str, source: Option<&SourceRef>) -> bool {
+        match &rule.when {
+            None => true,
+            Some((text, c)) => match c.eval(ctx) {
+                Ok(b) => b,
+                Err(path) => {
+                    self.fail(rule, node, source, "rules.bad_condition", format!("`when: {text}` reads `{path}`, which this node's context does not have"));
+                    false
+                }
+            },
+        }
+    }
+
+    fn render_one(&mut self, rule: &Rule, ctx: &Value, node: &str, source: Option<&SourceRef>) -> Option<Value> {
+        let text = match self.registry.hbs.render(&rule.template_key, ctx) {
+            Ok(t) => t,
+            Err(e) => {
+                self.fail(rule, node, source, "rules.template_failed", e.to_string());
+                return None;
+            }
+        };
+        match crate::source::yaml::parse_one(&text) {
+            Ok(Some(n)) => Some(n.to_json()),
+            Ok(None) => Some(Value::Object(serde_json::Map::new())),
+            Err(e) => {
+                let line = text.lines().nth(e.line.saturating_sub(1) as usize).unwrap_or("");
+                self.fail(rule, node, source, "rules.invalid_yaml", format!("rendered text is not YAML at line {} ({}): `{}`", e.line, e.message, line.trim()));
+                None
+            }
+        }
+    }
+
+    /// Renders one node: every applicable non-patch rule gives one message, into which the
+    /// applicable patches for the same message type are merged. Returns (emitted type, value).
+    fn node(&mut self, kind: NodeKind, ctx: &Value, node: &str, source: Option<&SourceRef>) -> Vec<(String, Value, String)> {
+        let registry = self.registry;
+        let mut outputs = Vec::new();
+        for rule in registry.rules.iter().filter(|r| r.kind == kind && !r.patch) {
+            if !self.applies(rule, ctx, node, source) {
+                continue;
+            }
+            let Some(mut value) = self.render_one(rule, ctx, node, source) else { continue };
+            let mut applied = rule;
+            for patch in registry.rules.iter().filter(|r| r.kind == kind && r.patch && r.emits == rule.emits) {
+                if self.applies(patch, ctx, node, source) {
+                    if let Some(p) = self.render_one(patch, ctx, node, source) {
+                        merge(&mut value, p);
+                        applied = patch;
+                    }
+                }
+            }
+            if let Err(e) = crate::envoy::decode(&rule.emits, &value) {
+                let blame = if std::ptr::eq(applied, rule) { rule } else { applied };
+                self.fail(blame, node, source, "rules.invalid_output", format!("output is not a valid {}: {e}", rule.emits));
+                continue;
+            }
+            outputs.push((rule.emits.clone(), value, rule.id.clone()));
+        }
+        outputs
+    }
+
+    /// Renders a node and files top-level resources; returns the fragments of `fragment_type`.
+    fn node_into(&mut self, kind: NodeKind, ctx: &Value, node: &str, source: Option<&SourceRef>, fragment_type: Option<&str>) -> Vec<Value> {
+        let mut fragments = Vec::new();
+        for (emits, value, rule) in self.node(kind, ctx, node, source) {
+            if let Some(ty) = ResourceType::from_message_name(&emits) {
+                let name = value.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let by_name = self.out.resources.entry(ty).or_default();
+                if let Some(existing) = by_name.get(&name) {
+                    let mut d = Diagnostic::error(
+                        "rules.duplicate_resource",
+                        format!("rule `{rule}` for {node} emits {} `{name}`, which rule `{}` already emitted; the first one is kept", ty.label(), existing.rule),
+                    );
+                    if let Some(s) = source {
+                        d = d.on(s.object.clone()).at(s.origin.clone());
+                    }
+                    self.diagnostics.push(d);
+                    continue;
+                }
+                by_name.insert(name, RenderedResource { value, rule });
+            } else if fragment_type == Some(emits.as_str()) {
+                fragments.push(value);
+            }
+        }
+        fragments
+    }
+}
+
+/// Renders the IR through the registry's rules.
+pub fn render(ir: &Ir, registry: &Registry) -> (Rendered, Vec<Diagnostic>) {
+    let mut r = Renderer { registry, out: Rendered::default(), diagnostics: Vec::new() };
+    for c in &ir.clusters {
+        let ctx = context(c, None, None);
+        r.node_into(NodeKind::Cluster, &ctx, &format!("cluster `{}`", c.name), None, None);
+    }
+    for rc in &ir.route_configs {
+        let mut vhosts = Vec::new();
+        for vh in &rc.virtual_hosts {
+            let mut routes = Vec::new();
+            for route in &vh.routes {
+                let ctx = context(route, None, None);
+                let node = format!("route `{}`", route.name);
+                routes.extend(r.node_into(NodeKind::Route, &ctx, &node, route.source.as_ref(), Some("envoy.config.route.v3.Route")));
+            }
+            let ctx = context(vh, Some("routes"), Some(("routes", routes)));
+            let node = format!("virtual host `{}` of `{}`", vh.name, rc.name);
+            vhosts.extend(r.node_into(NodeKind::VirtualHost, &ctx, &node, vh.source.as_ref(), Some("envoy.config.route.v3.VirtualHost")));
+        }
+        let ctx = context(rc, Some("virtual_hosts"), Some(("virtual_hosts", vhosts)));
+        r.node_into(NodeKind::RouteConfig, &ctx, &format!("route table `{}`", rc.name), None, None);
+    }
+    for l in &ir.listeners {
+        let ctx = context(l, None, None);
+        r.node_into(NodeKind::Listener, &ctx, &format!("listener `{}`", l.name), l.source.as_ref(), None);
+    }
+    (r.out, r.diagnostics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge;
+    use serde_json::json;
+
+    #[test]
+    fn merge_appends_lists_and_merges_maps() {
+        let mut a = json!({"a": {"x": 1}, "l": [1], "s": "old"});
+        merge(&mut a, json!({"a": {"y": 2}, "l": [2], "s": "new"}));
+        assert_eq!(a, json!({"a": {"x": 1, "y": 2}, "l": [1, 2], "s": "new"}));
+    }
+}

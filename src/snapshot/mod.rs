@@ -1,0 +1,197 @@
+//! Stage 6: versioned snapshots of Envoy resources, and what changed between two of them.
+//!
+//! A [`Snapshot`] maps `(ResourceType, name)` to the resource's encoded protobuf bytes and a content
+//! hash. Versions are content hashes: per resource, of its bytes; per type, of the sorted
+//! `(name, hash)` pairs. Two replicas given the same input therefore agree on every version.
+//! Knows no IR and no tonic; the bytes are opaque here.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+/// The xDS resource types attache serves, in make-before-break order: what a resource refers to is
+/// delivered before it (clusters before the routes that name them, listeners before their routes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum ResourceType {
+    /// CDS: `envoy.config.cluster.v3.Cluster`.
+    Cluster,
+    /// EDS: `envoy.config.endpoint.v3.ClusterLoadAssignment`.
+    Endpoint,
+    /// LDS: `envoy.config.listener.v3.Listener`.
+    Listener,
+    /// RDS: `envoy.config.route.v3.RouteConfiguration`.
+    Route,
+    /// SDS: `envoy.extensions.transport_sockets.tls.v3.Secret`.
+    Secret,
+}
+
+impl ResourceType {
+    /// All types in make-before-break order.
+    pub const ALL: [ResourceType; 5] = [
+        ResourceType::Cluster,
+        ResourceType::Endpoint,
+        ResourceType::Listener,
+        ResourceType::Route,
+        ResourceType::Secret,
+    ];
+
+    /// The full protobuf message name.
+    pub fn message_name(self) -> &'static str {
+        match self {
+            ResourceType::Cluster => "envoy.config.cluster.v3.Cluster",
+            ResourceType::Endpoint => "envoy.config.endpoint.v3.ClusterLoadAssignment",
+            ResourceType::Listener => "envoy.config.listener.v3.Listener",
+            ResourceType::Route => "envoy.config.route.v3.RouteConfiguration",
+            ResourceType::Secret => "envoy.extensions.transport_sockets.tls.v3.Secret",
+        }
+    }
+
+    /// The xDS type URL.
+    pub fn type_url(self) -> String {
+        format!("type.googleapis.com/{}", self.message_name())
+    }
+
+    /// The type for a type URL.
+    pub fn from_type_url(url: &str) -> Option<ResourceType> {
+        let name = url.strip_prefix("type.googleapis.com/")?;
+        Self::from_message_name(name)
+    }
+
+    /// The type for a message name.
+    pub fn from_message_name(name: &str) -> Option<ResourceType> {
+        ResourceType::ALL.into_iter().find(|t| t.message_name() == name)
+    }
+
+    /// Short lowercase label (`clusters`, `listeners`...) used in file names and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            ResourceType::Cluster => "clusters",
+            ResourceType::Endpoint => "endpoints",
+            ResourceType::Listener => "listeners",
+            ResourceType::Route => "routes",
+            ResourceType::Secret => "secrets",
+        }
+    }
+
+    /// Whether a state-of-the-world response of this type must carry every resource (LDS, CDS),
+    /// rather than the names the client asked for (RDS, EDS, SDS).
+    pub fn is_full_state(self) -> bool {
+        matches!(self, ResourceType::Cluster | ResourceType::Listener)
+    }
+}
+
+/// One resource: encoded bytes and their hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    /// Protobuf encoding of the message.
+    pub bytes: Arc<[u8]>,
+    /// Content hash of `bytes` (16 hex digits).
+    pub version: String,
+}
+
+impl Resource {
+    /// Wraps encoded bytes, computing the version.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        let version = short_hash(&bytes);
+        Resource {
+            bytes: bytes.into(),
+            version,
+        }
+    }
+}
+
+fn short_hash(data: &[u8]) -> String {
+    let digest = Sha256::digest(data);
+    let mut s = String::with_capacity(16);
+    for b in &digest[..8] {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// All resources at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    resources: BTreeMap<ResourceType, BTreeMap<String, Resource>>,
+}
+
+impl Snapshot {
+    /// Adds (or replaces) a resource.
+    pub fn insert(&mut self, ty: ResourceType, name: String, resource: Resource) {
+        self.resources.entry(ty).or_default().insert(name, resource);
+    }
+
+    /// The resources of one type, by name.
+    pub fn of_type(&self, ty: ResourceType) -> impl Iterator<Item = (&String, &Resource)> {
+        self.resources.get(&ty).into_iter().flatten()
+    }
+
+    /// One resource.
+    pub fn get(&self, ty: ResourceType, name: &str) -> Option<&Resource> {
+        self.resources.get(&ty)?.get(name)
+    }
+
+    /// Number of resources of one type.
+    pub fn count(&self, ty: ResourceType) -> usize {
+        self.resources.get(&ty).map_or(0, BTreeMap::len)
+    }
+
+    /// The version of a set of named resources of one type: a hash over sorted (name, version).
+    pub fn version_of<'a>(&'a self, ty: ResourceType, names: impl IntoIterator<Item = &'a str>) -> String {
+        let mut h = Sha256::new();
+        for name in names {
+            if let Some(r) = self.get(ty, name) {
+                h.update(name.as_bytes());
+                h.update([0]);
+                h.update(r.version.as_bytes());
+                h.update([b'\n']);
+            }
+        }
+        let digest = h.finalize();
+        short_hash(&digest)
+    }
+
+    /// The version of everything of one type (the SotW `version_info` of LDS and CDS).
+    pub fn type_version(&self, ty: ResourceType) -> String {
+        self.version_of(ty, self.of_type(ty).map(|(n, _)| n.as_str()))
+    }
+
+    /// One version for the whole snapshot (for logs and metrics).
+    pub fn version(&self) -> String {
+        let mut h = Sha256::new();
+        for ty in ResourceType::ALL {
+            h.update(ty.label().as_bytes());
+            h.update(self.type_version(ty).as_bytes());
+        }
+        short_hash(&h.finalize())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_content_hashes() {
+        let mut a = Snapshot::default();
+        a.insert(ResourceType::Cluster, "x".into(), Resource::new(vec![1, 2]));
+        a.insert(ResourceType::Cluster, "y".into(), Resource::new(vec![3]));
+        let mut b = Snapshot::default();
+        b.insert(ResourceType::Cluster, "y".into(), Resource::new(vec![3]));
+        b.insert(ResourceType::Cluster, "x".into(), Resource::new(vec![1, 2]));
+        assert_eq!(a.type_version(ResourceType::Cluster), b.type_version(ResourceType::Cluster));
+        assert_eq!(a.version(), b.version());
+        b.insert(ResourceType::Cluster, "x".into(), Resource::new(vec![1, 3]));
+        assert_ne!(a.type_version(ResourceType::Cluster), b.type_version(ResourceType::Cluster));
+        assert_eq!(a.get(ResourceType::Cluster, "y"), b.get(ResourceType::Cluster, "y"));
+    }
+
+    #[test]
+    fn type_urls_round_trip() {
+        for ty in ResourceType::ALL {
+            assert_eq!(ResourceType::from_type_url(&ty.type_url()), Some(ty));
+        }
+    }
+}

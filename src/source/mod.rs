@@ -1,0 +1,53 @@
+//! Stage 1: where objects come from.
+//!
+//! A source yields the complete current set of raw objects, each a parsed YAML document with its
+//! [`Origin`], plus diagnostics for what could not be read. `dir` reads (and watches) a directory
+//! of YAML files. This stage knows nothing about Ambassador kinds: it does not look inside the
+//! documents it yields.
+
+pub mod dir;
+pub mod yaml;
+
+use crate::diagnostic::{Diagnostic, Origin};
+
+/// One document as read from a source.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawObject {
+    /// Where the document starts.
+    pub origin: Origin,
+    /// The document, with positions.
+    pub root: yaml::Node,
+}
+
+/// The complete set of objects a source holds at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Loaded {
+    /// Every document that parsed, in a deterministic order (by file, then position).
+    pub objects: Vec<RawObject>,
+    /// Files or documents that could not be read.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Parses one YAML text (a file's content) into raw objects; syntax errors become diagnostics.
+pub fn parse_text(file: &str, text: &str) -> Loaded {
+    let (docs, errors) = yaml::parse_stream(text);
+    let objects = docs
+        .into_iter()
+        .map(|d| RawObject {
+            origin: Origin::new(file, d.root.line, d.root.column),
+            root: d.root,
+        })
+        .collect();
+    let diagnostics = errors
+        .into_iter()
+        .map(|e| {
+            Diagnostic::error("yaml.syntax", format!("YAML syntax error: {}", e.message))
+                .at(Origin::new(file, e.line, e.column))
+                .hint("this document was skipped; the other documents in the file were read")
+        })
+        .collect();
+    Loaded {
+        objects,
+        diagnostics,
+    }
+}
