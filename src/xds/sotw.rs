@@ -1,0 +1,135 @@
+//! State-of-the-world ADS: the protocol state of one stream, free of I/O so it can be tested
+//! request by request.
+//!
+//! See <https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol> ("ACK/NACK and
+//! resource type instance version", "When to send an update", "Resource warming").
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+
+use envoy_types::pb::envoy::config::core::v3::ControlPlane;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf::Any;
+
+use crate::snapshot::{ResourceType, Snapshot};
+use crate::state::{type_index, Nack, Shared};
+
+/// Per-type state of a stream.
+#[derive(Debug, Default)]
+struct TypeState {
+    /// Envoy has asked for this type at least once.
+    requested: bool,
+    /// Names asked for (ignored for LDS/CDS, which are always full state).
+    names: BTreeSet<String>,
+    /// Nonce of the last response of this type; requests with another nonce are stale.
+    nonce: Option<String>,
+    /// Version of the last response.
+    sent_version: Option<String>,
+    /// Version last rejected.
+    nacked_version: Option<String>,
+}
+
+/// The state of one SotW ADS stream.
+#[derive(Debug)]
+pub struct SotwStream {
+    id: u64,
+    nonce_counter: u64,
+    types: BTreeMap<ResourceType, TypeState>,
+}
+
+impl SotwStream {
+    /// A fresh stream.
+    pub fn new(id: u64) -> Self {
+        SotwStream { id, nonce_counter: 0, types: BTreeMap::new() }
+    }
+
+    /// Handles one request; returns the responses to send (possibly none).
+    pub fn on_request(&mut self, req: &DiscoveryRequest, snapshot: Option<&Snapshot>, shared: &Shared) -> Vec<DiscoveryResponse> {
+        let Some(ty) = ResourceType::from_type_url(&req.type_url) else {
+            tracing::debug!(stream = self.id, type_url = %req.type_url, "request for a type attache does not serve; ignored");
+            return Vec::new();
+        };
+        let id = self.id;
+        let st = self.types.entry(ty).or_default();
+        if !req.response_nonce.is_empty() && st.nonce.as_deref() != Some(req.response_nonce.as_str()) {
+            tracing::debug!(stream = id, r#type = ty.label(), nonce = %req.response_nonce, "stale nonce; request ignored");
+            return Vec::new();
+        }
+        if let Some(error) = &req.error_detail {
+            let version = st.sent_version.clone().unwrap_or_default();
+            shared.metrics.xds_nacks[type_index(ty)].fetch_add(1, Ordering::Relaxed);
+            if st.nacked_version.as_deref() != Some(version.as_str()) {
+                tracing::warn!(stream = id, r#type = ty.label(), %version, message = %error.message, "Envoy rejected an update (NACK); it keeps its previous configuration");
+            }
+            st.nacked_version = Some(version.clone());
+            shared.with_envoy(id, |e| {
+                e.types.entry(ty.label()).or_default().last_nack = Some(Nack { version, message: error.message.clone() });
+            });
+        } else if !req.response_nonce.is_empty() {
+            shared.metrics.xds_acks[type_index(ty)].fetch_add(1, Ordering::Relaxed);
+            st.nacked_version = None;
+            shared.with_envoy(id, |e| {
+                let t = e.types.entry(ty.label()).or_default();
+                t.acked_version = Some(req.version_info.clone());
+                t.last_nack = None;
+            });
+        }
+        let names: BTreeSet<String> = req.resource_names.iter().filter(|n| *n != "*").cloned().collect();
+        let first = !st.requested;
+        let changed = names != st.names;
+        st.requested = true;
+        st.names = names;
+        if changed {
+            let subscribed: Vec<String> = st.names.iter().cloned().collect();
+            shared.with_envoy(id, |e| e.types.entry(ty.label()).or_default().subscribed = subscribed);
+        }
+        let Some(snapshot) = snapshot else { return Vec::new() };
+        // Answer a new subscription even when the content did not change.
+        self.respond(ty, snapshot, first || changed, shared).into_iter().collect()
+    }
+
+    /// Handles a new snapshot: every requested type whose content changed, in make-before-break
+    /// order (clusters, endpoints, listeners, routes).
+    pub fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DiscoveryResponse> {
+        let requested: Vec<ResourceType> =
+            ResourceType::ALL.into_iter().filter(|ty| self.types.get(ty).is_some_and(|s| s.requested)).collect();
+        requested.into_iter().filter_map(|ty| self.respond(ty, snapshot, false, shared)).collect()
+    }
+
+    fn respond(&mut self, ty: ResourceType, snapshot: &Snapshot, force: bool, shared: &Shared) -> Option<DiscoveryResponse> {
+        let st = self.types.get_mut(&ty)?;
+        let names: Vec<&str> = if ty.is_full_state() {
+            snapshot.of_type(ty).map(|(n, _)| n.as_str()).collect()
+        } else {
+            st.names.iter().map(String::as_str).filter(|n| snapshot.get(ty, n).is_some()).collect()
+        };
+        let version = snapshot.version_of(ty, names.iter().copied());
+        if !force && st.sent_version.as_deref() == Some(version.as_str()) {
+            return None;
+        }
+        if !force && st.nacked_version.as_deref() == Some(version.as_str()) {
+            return None;
+        }
+        let resources = names
+            .iter()
+            .filter_map(|n| snapshot.get(ty, n))
+            .map(|r| Any { type_url: ty.type_url(), value: r.bytes.to_vec() })
+            .collect();
+        self.nonce_counter += 1;
+        let nonce = self.nonce_counter.to_string();
+        st.nonce = Some(nonce.clone());
+        st.sent_version = Some(version.clone());
+        shared.metrics.xds_responses[type_index(ty)].fetch_add(1, Ordering::Relaxed);
+        let id = self.id;
+        shared.with_envoy(id, |e| e.types.entry(ty.label()).or_default().sent_version = Some(version.clone()));
+        tracing::debug!(stream = id, r#type = ty.label(), %version, resources = names.len(), "sending");
+        Some(DiscoveryResponse {
+            version_info: version,
+            resources,
+            type_url: ty.type_url(),
+            nonce,
+            control_plane: Some(ControlPlane { identifier: format!("attache {}", env!("CARGO_PKG_VERSION")) }),
+            ..Default::default()
+        })
+    }
+}
