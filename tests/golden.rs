@@ -1,0 +1,103 @@
+//! Golden tests: `tests/golden/<area>/<case>/input.yaml` → expected IR, diagnostics and one YAML
+//! file per Envoy resource type, next to the input.
+//!
+//! `UPDATE_GOLDEN=1 cargo test --test golden` rewrites the expected files (and deletes the ones a
+//! case no longer produces). Without it, a mismatch, a missing file or an orphaned file fails.
+//! A case may hold rule packs in `<case>/rules/<pack>/`, applied in name order.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use attache::output::to_yaml;
+use attache::snapshot::ResourceType;
+
+fn cases(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for area in std::fs::read_dir(root).expect("tests/golden exists") {
+        let area = area.unwrap().path();
+        if !area.is_dir() {
+            continue;
+        }
+        for case in std::fs::read_dir(&area).unwrap() {
+            let case = case.unwrap().path();
+            if case.join("input.yaml").is_file() {
+                out.push(case);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What a case produces: file name → content.
+fn produce(case: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(case.join("input.yaml")).unwrap();
+    let loaded = attache::source::parse_text("input.yaml", &text);
+    let mut packs: Vec<PathBuf> = std::fs::read_dir(case.join("rules"))
+        .map(|rd| rd.map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    packs.sort();
+    let registry = attache::rules::Registry::with_packs(&packs).expect("case rule packs load");
+    let t = attache::translate(&loaded, &registry, &attache::Options::default());
+    let mut files = BTreeMap::new();
+    files.insert("ir.yaml".to_string(), to_yaml(&serde_json::to_value(&t.ir).unwrap()));
+    if !t.diagnostics.is_empty() {
+        let lines: Vec<serde_json::Value> = t.diagnostics.iter().map(|d| serde_json::Value::String(d.to_string())).collect();
+        files.insert("diagnostics.yaml".to_string(), to_yaml(&serde_json::Value::Array(lines)));
+    }
+    for ty in ResourceType::ALL {
+        let items = attache::envoy::resources_json(&t.snapshot, ty);
+        if !items.is_empty() {
+            files.insert(format!("{}.yaml", ty.label()), to_yaml(&serde_json::Value::Array(items)));
+        }
+    }
+    files
+}
+
+const PRODUCED: &[&str] = &["ir.yaml", "diagnostics.yaml", "clusters.yaml", "endpoints.yaml", "listeners.yaml", "routes.yaml", "secrets.yaml"];
+
+#[test]
+fn golden() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    assert!(!(update && std::env::var_os("CI").is_some()), "UPDATE_GOLDEN is refused when CI is set");
+    let cases = cases(&root);
+    assert!(cases.len() >= 5, "expected golden cases under {}", root.display());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case.strip_prefix(&root).unwrap().display().to_string();
+        let produced = produce(case);
+        for file in PRODUCED {
+            let path = case.join(file);
+            let expected = std::fs::read_to_string(&path).ok();
+            match (produced.get(*file), expected) {
+                (Some(got), Some(want)) if *got == want => {}
+                (Some(got), want) => {
+                    if update {
+                        std::fs::write(&path, got).unwrap();
+                    } else {
+                        let diff = similar::TextDiff::from_lines(want.as_deref().unwrap_or(""), got.as_str())
+                            .unified_diff()
+                            .header("expected", "actual")
+                            .to_string();
+                        failures.push(format!("{name}/{file}: {}\n{diff}", if want.is_none() { "missing" } else { "differs" }));
+                    }
+                }
+                (None, Some(_)) => {
+                    if update {
+                        std::fs::remove_file(&path).unwrap();
+                    } else {
+                        failures.push(format!("{name}/{file}: orphaned (the case no longer produces it)"));
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} golden mismatch(es); review, then run `UPDATE_GOLDEN=1 cargo test --test golden`:\n\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
