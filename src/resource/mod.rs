@@ -256,46 +256,62 @@ fn str_field<'a>(root: &'a Node, path: &[&str]) -> Option<&'a Node> {
 /// Parses raw documents into typed resources.
 pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
-    let mut set = ResourceSet::default();
-    for obj in objects {
+    let mut listeners = Vec::new();
+    let mut hosts = Vec::new();
+    let mut mappings = Vec::new();
+    for (i, obj) in objects.iter().enumerate() {
         if let Some(resource) = parse_one(obj, options, &mut diagnostics) {
             match resource.spec {
-                Spec::Listener(l) => set.listeners.push((resource.meta, l)),
-                Spec::Host(h) => set.hosts.push((resource.meta, h)),
-                Spec::Mapping(m) => set.mappings.push((resource.meta, m)),
+                Spec::Listener(l) => listeners.push((resource.meta, l, i)),
+                Spec::Host(h) => hosts.push((resource.meta, h, i)),
+                Spec::Mapping(m) => mappings.push((resource.meta, m, i)),
             }
         }
     }
-    dedupe(&mut set.listeners, &mut diagnostics);
-    dedupe(&mut set.hosts, &mut diagnostics);
-    dedupe(&mut set.mappings, &mut diagnostics);
+    let set = ResourceSet {
+        listeners: dedupe(listeners, objects, &mut diagnostics),
+        hosts: dedupe(hosts, objects, &mut diagnostics),
+        mappings: dedupe(mappings, objects, &mut diagnostics),
+    };
     (set, diagnostics)
 }
 
-/// Sorts by (namespace, name) and keeps the first of each identity (by origin), reporting others.
-fn dedupe<T>(items: &mut Vec<(Meta, T)>, diagnostics: &mut Vec<Diagnostic>) {
-    items.sort_by(|(a, _), (b, _)| {
-        (&a.namespace, &a.name, &a.origin).cmp(&(&b.namespace, &b.name, &b.origin))
-    });
-    let mut kept: Vec<(Meta, T)> = Vec::with_capacity(items.len());
-    for (meta, spec) in items.drain(..) {
-        if let Some((first, _)) = kept.last() {
-            if first.namespace == meta.namespace && first.name == meta.name {
+/// Sorts by (namespace, name) and keeps one object per identity, reporting the others. Which
+/// one is kept depends on content only (the smallest canonical JSON), never on input order.
+fn dedupe<T>(mut items: Vec<(Meta, T, usize)>, objects: &[RawObject], diagnostics: &mut Vec<Diagnostic>) -> Vec<(Meta, T)> {
+    items.sort_by(|(a, _, _), (b, _, _)| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let mut out: Vec<(Meta, T)> = Vec::with_capacity(items.len());
+    let mut group: Vec<(Meta, T, usize)> = Vec::new();
+    let mut flush = |group: &mut Vec<(Meta, T, usize)>, out: &mut Vec<(Meta, T)>| {
+        if group.len() > 1 {
+            let content = |i: usize| objects[i].root.to_json().to_string();
+            group.sort_by_cached_key(|(m, _, i)| (content(*i), m.origin.clone()));
+            let kept = group[0].0.origin.clone();
+            for (meta, _, _) in group.iter().skip(1) {
                 diagnostics.push(
                     Diagnostic::error(
                         "resource.duplicate",
-                        format!("{} {}/{} is defined twice; the first definition (at {}) is used", meta.kind, meta.namespace, meta.name, first.origin),
+                        format!("{} {}/{} is defined more than once; the definition at {kept} is used", meta.kind, meta.namespace, meta.name),
                     )
                     .at(meta.origin.clone())
                     .on(meta.object_ref())
                     .hint("rename one of them or delete the copy"),
                 );
-                continue;
             }
         }
-        kept.push((meta, spec));
+        if let Some((meta, spec, _)) = group.drain(..).next() {
+            out.push((meta, spec));
+        }
+        group.clear();
+    };
+    for item in items {
+        if group.first().is_some_and(|(m, _, _)| m.namespace != item.0.namespace || m.name != item.0.name) {
+            flush(&mut group, &mut out);
+        }
+        group.push(item);
     }
-    *items = kept;
+    flush(&mut group, &mut out);
+    out
 }
 
 fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diagnostic>) -> Option<Resource> {
