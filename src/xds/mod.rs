@@ -108,7 +108,7 @@ async fn run_sotw(
     let mut stream = sotw::SotwStream::new(id);
     let peer = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
     let mut registered = false;
-    loop {
+    'stream: loop {
         let responses = tokio::select! {
             msg = inbound.next() => match msg {
                 Some(Ok(req)) => {
@@ -145,7 +145,8 @@ async fn run_sotw(
         };
         for r in responses {
             if tx.send(Ok(r)).await.is_err() {
-                break;
+                tracing::info!(stream = id, %peer, "ADS stream dropped by Envoy");
+                break 'stream;
             }
         }
     }
