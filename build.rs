@@ -26,7 +26,14 @@ fn find_descriptor_set() -> PathBuf {
     // `--filter-platform` keeps cargo from wanting crates of other platforms, which an offline
     // metadata call could not fetch.
     let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform", &target])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--filter-platform",
+            &target,
+        ])
         .current_dir(&manifest_dir)
         .output()
         .expect("run cargo metadata");
@@ -86,11 +93,10 @@ fn write_varint(mut v: u64, out: &mut Vec<u8>) {
 
 /// Walks one message's fields, calling `keep(field_number)`; returns the kept bytes and, for each
 /// length-delimited field, lets `map` rewrite its payload.
-fn filter_fields(
-    b: &[u8],
-    keep: &dyn Fn(u64) -> bool,
-    map: &dyn Fn(u64, &[u8]) -> Option<Vec<u8>>,
-) -> Option<Vec<u8>> {
+/// Rewrites the payload of a length-delimited field (`None` keeps it as it is).
+type MapPayload<'a> = &'a dyn Fn(u64, &[u8]) -> Option<Vec<u8>>;
+
+fn filter_fields(b: &[u8], keep: &dyn Fn(u64) -> bool, map: MapPayload<'_>) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {

@@ -70,5 +70,9 @@ pub fn translate(loaded: &source::Loaded, registry: &rules::Registry, options: &
     diagnostics.extend(d);
     diagnostics.sort();
     diagnostics.dedup();
-    Translation { ir, snapshot, diagnostics }
+    Translation {
+        ir,
+        snapshot,
+        diagnostics,
+    }
 }

@@ -109,7 +109,13 @@ fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Translate { path, bootstrap, envoy_admin, output, translation } => {
+        Command::Translate {
+            path,
+            bootstrap,
+            envoy_admin,
+            output,
+            translation,
+        } => {
             attache::serve::init_logging("warn");
             let registry = translation.registry()?;
             let loaded = attache::source::dir::load(&path);
@@ -149,9 +155,19 @@ fn run() -> anyhow::Result<ExitCode> {
                 counts.warnings,
                 counts.notices
             );
-            Ok(if counts.errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if counts.errors > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        Command::Bootstrap { ads, node_id, envoy_admin, xds, output } => {
+        Command::Bootstrap {
+            ads,
+            node_id,
+            envoy_admin,
+            xds,
+            output,
+        } => {
             let (ads_host, ads_port) = parse_host_port(&ads).with_context(|| format!("--ads {ads}"))?;
             let value = bootstrap::ads(&AdsBootstrap {
                 node_id,

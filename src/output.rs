@@ -28,14 +28,21 @@ fn plain_ok(s: &str) -> bool {
         "true", "false", "True", "False", "TRUE", "FALSE", "null", "Null", "NULL", "~", "yes", "no", "Yes", "No",
         "YES", "NO", "on", "off", "On", "Off", "ON", "OFF", "y", "n", "Y", "N",
     ];
-    if reserved.contains(&s) || s.parse::<f64>().is_ok() || s.starts_with(['.', '-', '+']) && s[1..].parse::<f64>().is_ok() {
+    if reserved.contains(&s)
+        || s.parse::<f64>().is_ok()
+        || s.starts_with(['.', '-', '+']) && s[1..].parse::<f64>().is_ok()
+    {
         return false;
     }
     let first = s.chars().next().unwrap_or(' ');
     if !(first.is_ascii_alphanumeric() || first == '/' || first == '_') {
         return false;
     }
-    s.chars().all(|c| c.is_ascii_alphanumeric() || "/_.-@:".contains(c)) && !s.contains(": ") && !s.ends_with(':') && !s.starts_with("0x") && !s.starts_with("0o")
+    s.chars().all(|c| c.is_ascii_alphanumeric() || "/_.-@:".contains(c))
+        && !s.contains(": ")
+        && !s.ends_with(':')
+        && !s.starts_with("0x")
+        && !s.starts_with("0o")
 }
 
 fn scalar(v: &Value) -> String {

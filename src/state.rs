@@ -133,14 +133,44 @@ impl Shared {
         let per_type = |arr: &[AtomicU64; 5]| {
             ResourceType::ALL
                 .iter()
-                .map(|t| (format!("{{type=\"{}\"}}", t.label()), arr[type_index(*t)].load(Ordering::Relaxed)))
+                .map(|t| {
+                    (
+                        format!("{{type=\"{}\"}}", t.label()),
+                        arr[type_index(*t)].load(Ordering::Relaxed),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
-        counter("attache_ready", "1 once the first snapshot is served", "gauge", vec![(String::new(), u64::from(self.ready.load(Ordering::Relaxed)))]);
-        counter("attache_translations_total", "Translations run", "counter", one(&m.translations));
-        counter("attache_translation_last_duration_microseconds", "Duration of the last translation", "gauge", one(&m.last_translation_micros));
-        counter("attache_snapshots_published_total", "Snapshots with a new version", "counter", one(&m.snapshots_published));
-        counter("attache_config_objects", "Objects read in the last load", "gauge", one(&m.objects));
+        counter(
+            "attache_ready",
+            "1 once the first snapshot is served",
+            "gauge",
+            vec![(String::new(), u64::from(self.ready.load(Ordering::Relaxed)))],
+        );
+        counter(
+            "attache_translations_total",
+            "Translations run",
+            "counter",
+            one(&m.translations),
+        );
+        counter(
+            "attache_translation_last_duration_microseconds",
+            "Duration of the last translation",
+            "gauge",
+            one(&m.last_translation_micros),
+        );
+        counter(
+            "attache_snapshots_published_total",
+            "Snapshots with a new version",
+            "counter",
+            one(&m.snapshots_published),
+        );
+        counter(
+            "attache_config_objects",
+            "Objects read in the last load",
+            "gauge",
+            one(&m.objects),
+        );
         let t = self.translation();
         let counts = crate::diagnostic::count(&t.diagnostics);
         counter(
@@ -157,15 +187,48 @@ impl Shared {
             "attache_snapshot_resources",
             "Resources in the served snapshot",
             "gauge",
-            ResourceType::ALL.iter().map(|ty| (format!("{{type=\"{}\"}}", ty.label()), t.snapshot.count(*ty) as u64)).collect(),
+            ResourceType::ALL
+                .iter()
+                .map(|ty| (format!("{{type=\"{}\"}}", ty.label()), t.snapshot.count(*ty) as u64))
+                .collect(),
         );
         let connected = self.envoys.lock().map(|e| e.len() as u64).unwrap_or(0);
-        counter("attache_xds_connected_streams", "Open ADS streams", "gauge", vec![(String::new(), connected)]);
-        counter("attache_xds_streams_opened_total", "ADS streams opened", "counter", one(&m.xds_streams_opened));
-        counter("attache_xds_responses_total", "xDS responses sent", "counter", per_type(&m.xds_responses));
-        counter("attache_xds_acks_total", "xDS ACKs received", "counter", per_type(&m.xds_acks));
-        counter("attache_xds_nacks_total", "xDS NACKs (rejected updates) received", "counter", per_type(&m.xds_nacks));
-        counter("attache_envoy_restarts_total", "Times the supervised Envoy was restarted", "counter", one(&m.envoy_restarts));
+        counter(
+            "attache_xds_connected_streams",
+            "Open ADS streams",
+            "gauge",
+            vec![(String::new(), connected)],
+        );
+        counter(
+            "attache_xds_streams_opened_total",
+            "ADS streams opened",
+            "counter",
+            one(&m.xds_streams_opened),
+        );
+        counter(
+            "attache_xds_responses_total",
+            "xDS responses sent",
+            "counter",
+            per_type(&m.xds_responses),
+        );
+        counter(
+            "attache_xds_acks_total",
+            "xDS ACKs received",
+            "counter",
+            per_type(&m.xds_acks),
+        );
+        counter(
+            "attache_xds_nacks_total",
+            "xDS NACKs (rejected updates) received",
+            "counter",
+            per_type(&m.xds_nacks),
+        );
+        counter(
+            "attache_envoy_restarts_total",
+            "Times the supervised Envoy was restarted",
+            "counter",
+            one(&m.envoy_restarts),
+        );
         out
     }
 }

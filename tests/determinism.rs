@@ -13,7 +13,13 @@ fn mapping() -> impl Strategy<Value = Doc> {
     (
         0u32..40,
         prop::sample::select(vec!["/", "/a/", "/a/b/", "/api/", "/x/"]),
-        prop::sample::select(vec!["quote", "quote.prod:8080", "https://api.example.com", "127.0.0.1:9000", "bad::svc"]),
+        prop::sample::select(vec![
+            "quote",
+            "quote.prod:8080",
+            "https://api.example.com",
+            "127.0.0.1:9000",
+            "bad::svc",
+        ]),
         prop::option::of(-2i32..3),
         prop::option::of(prop::sample::select(vec!["*", "a.example.com", "*.example.com"])),
         prop::option::of(prop::sample::select(vec!["default", "prod", "edge"])),
@@ -61,7 +67,11 @@ fn listener() -> impl Strategy<Value = Doc> {
 }
 
 fn docs() -> impl Strategy<Value = Vec<Doc>> {
-    (prop::collection::vec(mapping(), 0..25), prop::collection::vec(host(), 0..4), prop::collection::vec(listener(), 0..3))
+    (
+        prop::collection::vec(mapping(), 0..25),
+        prop::collection::vec(host(), 0..4),
+        prop::collection::vec(listener(), 0..3),
+    )
         .prop_map(|(mut m, h, l)| {
             m.extend(h);
             m.extend(l);
@@ -85,7 +95,11 @@ fn load(docs: &[Doc], files: usize) -> Loaded {
 fn fingerprint(t: &attache::Translation) -> Vec<(ResourceType, String, Vec<u8>, String)> {
     ResourceType::ALL
         .iter()
-        .flat_map(|ty| t.snapshot.of_type(*ty).map(|(n, r)| (*ty, n.clone(), r.bytes.to_vec(), r.version.clone())))
+        .flat_map(|ty| {
+            t.snapshot
+                .of_type(*ty)
+                .map(|(n, r)| (*ty, n.clone(), r.bytes.to_vec(), r.version.clone()))
+        })
         .collect()
 }
 

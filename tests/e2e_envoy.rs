@@ -22,12 +22,21 @@ fn static_bootstrap_passes_envoy_validate_and_serves() {
         &dir.path().join("config/all.yaml"),
         &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")),
     );
-    let out = attache().arg("translate").arg("--bootstrap").arg(dir.path().join("config")).output().unwrap();
+    let out = attache()
+        .arg("translate")
+        .arg("--bootstrap")
+        .arg(dir.path().join("config"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let bootstrap = dir.path().join("bootstrap.yaml");
     std::fs::write(&bootstrap, &out.stdout).unwrap();
 
-    let validate = Command::new(envoy_bin()).args(["--mode", "validate", "-c"]).arg(&bootstrap).output().unwrap();
+    let validate = Command::new(envoy_bin())
+        .args(["--mode", "validate", "-c"])
+        .arg(&bootstrap)
+        .output()
+        .unwrap();
     assert!(
         validate.status.success(),
         "envoy --mode validate refused the bootstrap:\n{}{}",
@@ -36,16 +45,29 @@ fn static_bootstrap_passes_envoy_validate_and_serves() {
     );
 
     // JSON output is accepted too.
-    let out = attache().args(["translate", "--bootstrap", "-o", "json"]).arg(dir.path().join("config")).output().unwrap();
+    let out = attache()
+        .args(["translate", "--bootstrap", "-o", "json"])
+        .arg(dir.path().join("config"))
+        .output()
+        .unwrap();
     let json_path = dir.path().join("bootstrap.json");
     std::fs::write(&json_path, &out.stdout).unwrap();
-    let validate = Command::new(envoy_bin()).args(["--mode", "validate", "-c"]).arg(&json_path).output().unwrap();
+    let validate = Command::new(envoy_bin())
+        .args(["--mode", "validate", "-c"])
+        .arg(&json_path)
+        .output()
+        .unwrap();
     assert!(validate.status.success());
 
     // And `envoy -c` serves it.
     let admin_port = free_port();
     let out = attache()
-        .args(["translate", "--bootstrap", "--envoy-admin", &format!("127.0.0.1:{admin_port}")])
+        .args([
+            "translate",
+            "--bootstrap",
+            "--envoy-admin",
+            &format!("127.0.0.1:{admin_port}"),
+        ])
         .arg(dir.path().join("config"))
         .output()
         .unwrap();
@@ -66,7 +88,12 @@ struct Served {
     admin: SocketAddr,
 }
 
-fn serve(config: &std::path::Path, logs: &std::path::Path, port: u16, extra: &[&str]) -> (Proc, SocketAddr, SocketAddr, SocketAddr) {
+fn serve(
+    config: &std::path::Path,
+    logs: &std::path::Path,
+    port: u16,
+    extra: &[&str],
+) -> (Proc, SocketAddr, SocketAddr, SocketAddr) {
     let ads = loopback(free_port());
     let admin = loopback(free_port());
     let envoy_admin = loopback(free_port());
@@ -100,23 +127,36 @@ fn serve_routes_by_prefix_and_host_and_follows_file_changes() {
         ),
     );
     let (attache_proc, listen, envoy_admin, admin) = serve(&config, dir.path(), port, &[]);
-    let s = Served { _attache: attache_proc, listen, envoy_admin, admin };
+    let s = Served {
+        _attache: attache_proc,
+        listen,
+        envoy_admin,
+        admin,
+    };
 
     // Routing by prefix, with Emissary's default rewrite and an explicit one.
-    let r = wait_for("Envoy to route /a/", Duration::from_secs(30), || get(s.listen, "x", "/a/one").ok().filter(|r| r.status == 200));
+    let r = wait_for("Envoy to route /a/", Duration::from_secs(30), || {
+        get(s.listen, "x", "/a/one").ok().filter(|r| r.status == 200)
+    });
     assert_eq!(r.body, "upstream=a path=/one host=x");
     let r = get(s.listen, "x", "/b/two").unwrap();
     assert_eq!(r.body, "upstream=b path=/b/two host=x");
     // Routing by host: only b.example.com reaches the catch-all Mapping, whatever the port in
     // `Host:` (Envoy strips it: strip_any_host_port).
     let r = get(s.listen, "b.example.com:1234", "/other").unwrap();
-    assert_eq!((r.status, r.body.as_str()), (200, "upstream=b path=/other host=b.example.com"));
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "upstream=b path=/other host=b.example.com")
+    );
     assert_eq!(get(s.listen, "c.example.com", "/other").unwrap().status, 404);
 
     // attache's own view: ready, one Envoy connected that ACKed clusters.
     assert_eq!(get(s.admin, "a", "/ready").unwrap().status, 200);
     let envoys = get(s.admin, "a", "/debug/envoys").unwrap().body;
-    assert!(envoys.contains("\"node_id\":\"e2e\"") && envoys.contains("acked_version"), "{envoys}");
+    assert!(
+        envoys.contains("\"node_id\":\"e2e\"") && envoys.contains("acked_version"),
+        "{envoys}"
+    );
 
     let cds_before = stat(s.envoy_admin, "cluster_manager.cds.update_success").unwrap();
     let rds_stat = format!("http.ingress_http.rds.routes-{port}.update_success");
@@ -125,10 +165,14 @@ fn serve_routes_by_prefix_and_host_and_follows_file_changes() {
     // Editing a file moves /a/ to upstream b.
     write(&config.join("a.yaml"), &mapping("a", "/a/", b.addr, ""));
     wait_for("/a/ to move to upstream b", Duration::from_secs(10), || {
-        get(s.listen, "x", "/a/one").ok().filter(|r| r.body.starts_with("upstream=b"))
+        get(s.listen, "x", "/a/one")
+            .ok()
+            .filter(|r| r.body.starts_with("upstream=b"))
     });
     wait_for("Envoy to count the updates", Duration::from_secs(10), || {
-        (stat(s.envoy_admin, "cluster_manager.cds.update_success")? > cds_before && stat(s.envoy_admin, &rds_stat)? > rds_before).then_some(())
+        (stat(s.envoy_admin, "cluster_manager.cds.update_success")? > cds_before
+            && stat(s.envoy_admin, &rds_stat)? > rds_before)
+            .then_some(())
     });
 
     // Bad Mappings among good ones: reported, left out, the rest keeps serving.
@@ -142,20 +186,34 @@ fn serve_routes_by_prefix_and_host_and_follows_file_changes() {
             mapping("c", "/c/", a.addr, ""),
         ),
     );
-    wait_for("the good Mapping next to bad ones to serve", Duration::from_secs(10), || {
-        get(s.listen, "x", "/c/x").ok().filter(|r| r.status == 200)
-    });
+    wait_for(
+        "the good Mapping next to bad ones to serve",
+        Duration::from_secs(10),
+        || get(s.listen, "x", "/c/x").ok().filter(|r| r.status == 200),
+    );
     assert_eq!(get(s.listen, "x", "/a/one").unwrap().status, 200);
     assert_eq!(get(s.listen, "x", "/bt/x").unwrap().status, 404);
     let diags = get(s.admin, "a", "/debug/diagnostics").unwrap().body;
-    for needle in ["mapping.missing_service", "mapping.invalid_field", "mapping.invalid_service", "bad.yaml"] {
+    for needle in [
+        "mapping.missing_service",
+        "mapping.invalid_field",
+        "mapping.invalid_service",
+        "bad.yaml",
+    ] {
         assert!(diags.contains(needle), "{needle} missing from {diags}");
     }
     let metrics = get(s.admin, "a", "/metrics").unwrap().body;
-    assert!(metrics.contains("attache_diagnostics{severity=\"error\"} 3"), "{metrics}");
+    assert!(
+        metrics.contains("attache_diagnostics{severity=\"error\"} 3"),
+        "{metrics}"
+    );
 
     // Envoy never rejected anything.
-    for name in ["cluster_manager.cds.update_rejected", "listener_manager.lds.update_rejected", &format!("http.ingress_http.rds.routes-{port}.update_rejected")] {
+    for name in [
+        "cluster_manager.cds.update_rejected",
+        "listener_manager.lds.update_rejected",
+        &format!("http.ingress_http.rds.routes-{port}.update_rejected"),
+    ] {
         assert_eq!(stat(s.envoy_admin, name), Some(0), "{name}");
     }
     assert_eq!(stat(s.envoy_admin, "control_plane.connected_state"), Some(1));
@@ -168,9 +226,14 @@ fn supervised_envoy_is_restarted_and_stopped_with_attache() {
     let config = dir.path().join("config");
     let a = upstream("a");
     let port = free_port();
-    write(&config.join("all.yaml"), &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")));
+    write(
+        &config.join("all.yaml"),
+        &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")),
+    );
     let (mut attache_proc, listen, envoy_admin, admin) = serve(&config, dir.path(), port, &[]);
-    wait_for("Envoy to serve", Duration::from_secs(30), || get(listen, "x", "/a/").ok().filter(|r| r.status == 200));
+    wait_for("Envoy to serve", Duration::from_secs(30), || {
+        get(listen, "x", "/a/").ok().filter(|r| r.status == 200)
+    });
 
     // Envoy exits (as if it crashed): attache starts a new one, which gets the config again.
     let _ = http("POST", envoy_admin, "admin", "/quitquitquit");
@@ -182,8 +245,14 @@ fn supervised_envoy_is_restarted_and_stopped_with_attache() {
 
     // SIGTERM to attache stops Envoy too.
     let status = attache_proc.terminate().expect("attache exits after SIGTERM");
-    assert!(status.success(), "attache exit status {status:?}\n{}", attache_proc.log_text());
-    wait_for("Envoy to stop", Duration::from_secs(15), || get(envoy_admin, "admin", "/ready").is_err().then_some(()));
+    assert!(
+        status.success(),
+        "attache exit status {status:?}\n{}",
+        attache_proc.log_text()
+    );
+    wait_for("Envoy to stop", Duration::from_secs(15), || {
+        get(envoy_admin, "admin", "/ready").is_err().then_some(())
+    });
 }
 
 #[test]
@@ -192,7 +261,10 @@ fn operator_rule_packs_change_what_envoy_serves() {
     let config = dir.path().join("config");
     let a = upstream("a");
     let port = free_port();
-    write(&config.join("all.yaml"), &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")));
+    write(
+        &config.join("all.yaml"),
+        &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")),
+    );
     // Pack 1 overrides the built-in route rule (adds a retry policy); pack 2 adds a response header
     // to every route.
     let retries = dir.path().join("packs/retries");
@@ -215,11 +287,22 @@ fn operator_rule_packs_change_what_envoy_serves() {
     );
     let retries_arg = retries.display().to_string();
     let header_arg = header.display().to_string();
-    let (_attache, listen, envoy_admin, _admin) =
-        serve(&config, dir.path(), port, &["--rules", &retries_arg, "--rules", &header_arg]);
-    let r = wait_for("Envoy to serve /a/", Duration::from_secs(30), || get(listen, "x", "/a/z").ok().filter(|r| r.status == 200));
+    let (_attache, listen, envoy_admin, _admin) = serve(
+        &config,
+        dir.path(),
+        port,
+        &["--rules", &retries_arg, "--rules", &header_arg],
+    );
+    let r = wait_for("Envoy to serve /a/", Duration::from_secs(30), || {
+        get(listen, "x", "/a/z").ok().filter(|r| r.status == 200)
+    });
     assert_eq!(r.body, "upstream=a path=/z host=x");
     assert_eq!(r.header("x-served-by"), Some("default/a"), "{r:?}");
-    let dump = get(envoy_admin, "admin", "/config_dump?resource=dynamic_route_configs").unwrap().body;
-    assert!(dump.contains("\"num_retries\": 3") && dump.contains("\"retry_on\": \"5xx\""), "{dump}");
+    let dump = get(envoy_admin, "admin", "/config_dump?resource=dynamic_route_configs")
+        .unwrap()
+        .body;
+    assert!(
+        dump.contains("\"num_retries\": 3") && dump.contains("\"retry_on\": \"5xx\""),
+        "{dump}"
+    );
 }

@@ -42,25 +42,46 @@ fn produce(case: &Path) -> BTreeMap<String, String> {
     let mut files = BTreeMap::new();
     files.insert("ir.yaml".to_string(), to_yaml(&serde_json::to_value(&t.ir).unwrap()));
     if !t.diagnostics.is_empty() {
-        let lines: Vec<serde_json::Value> = t.diagnostics.iter().map(|d| serde_json::Value::String(d.to_string())).collect();
-        files.insert("diagnostics.yaml".to_string(), to_yaml(&serde_json::Value::Array(lines)));
+        let lines: Vec<serde_json::Value> = t
+            .diagnostics
+            .iter()
+            .map(|d| serde_json::Value::String(d.to_string()))
+            .collect();
+        files.insert(
+            "diagnostics.yaml".to_string(),
+            to_yaml(&serde_json::Value::Array(lines)),
+        );
     }
     for ty in ResourceType::ALL {
         let items = attache::envoy::resources_json(&t.snapshot, ty);
         if !items.is_empty() {
-            files.insert(format!("{}.yaml", ty.label()), to_yaml(&serde_json::Value::Array(items)));
+            files.insert(
+                format!("{}.yaml", ty.label()),
+                to_yaml(&serde_json::Value::Array(items)),
+            );
         }
     }
     files
 }
 
-const PRODUCED: &[&str] = &["ir.yaml", "diagnostics.yaml", "clusters.yaml", "endpoints.yaml", "listeners.yaml", "routes.yaml", "secrets.yaml"];
+const PRODUCED: &[&str] = &[
+    "ir.yaml",
+    "diagnostics.yaml",
+    "clusters.yaml",
+    "endpoints.yaml",
+    "listeners.yaml",
+    "routes.yaml",
+    "secrets.yaml",
+];
 
 #[test]
 fn golden() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    assert!(!(update && std::env::var_os("CI").is_some()), "UPDATE_GOLDEN is refused when CI is set");
+    assert!(
+        !(update && std::env::var_os("CI").is_some()),
+        "UPDATE_GOLDEN is refused when CI is set"
+    );
     let cases = cases(&root);
     assert!(cases.len() >= 5, "expected golden cases under {}", root.display());
     let mut failures = Vec::new();
@@ -80,7 +101,10 @@ fn golden() {
                             .unified_diff()
                             .header("expected", "actual")
                             .to_string();
-                        failures.push(format!("{name}/{file}: {}\n{diff}", if want.is_none() { "missing" } else { "differs" }));
+                        failures.push(format!(
+                            "{name}/{file}: {}\n{diff}",
+                            if want.is_none() { "missing" } else { "differs" }
+                        ));
                     }
                 }
                 (None, Some(_)) => {

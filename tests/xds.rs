@@ -43,10 +43,23 @@ struct FakeEnvoy {
 
 impl FakeEnvoy {
     async fn connect(url: &str, node_id: &str) -> FakeEnvoy {
-        let mut client = AggregatedDiscoveryServiceClient::connect(url.to_string()).await.unwrap();
+        let mut client = AggregatedDiscoveryServiceClient::connect(url.to_string())
+            .await
+            .unwrap();
         let (tx, rx) = mpsc::channel(16);
-        let response = client.stream_aggregated_resources(ReceiverStream::new(rx)).await.unwrap();
-        FakeEnvoy { tx, rx: response.into_inner(), node: Some(Node { id: node_id.into(), cluster: "test".into(), ..Default::default() }) }
+        let response = client
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap();
+        FakeEnvoy {
+            tx,
+            rx: response.into_inner(),
+            node: Some(Node {
+                id: node_id.into(),
+                cluster: "test".into(),
+                ..Default::default()
+            }),
+        }
     }
 
     async fn send(&mut self, ty: ResourceType, version: &str, nonce: &str, names: &[&str], error: Option<&str>) {
@@ -56,14 +69,22 @@ impl FakeEnvoy {
             resource_names: names.iter().map(|s| (*s).to_string()).collect(),
             type_url: ty.type_url(),
             response_nonce: nonce.into(),
-            error_detail: error.map(|m| RpcStatus { code: 3, message: m.into(), details: vec![] }),
+            error_detail: error.map(|m| RpcStatus {
+                code: 3,
+                message: m.into(),
+                details: vec![],
+            }),
             ..Default::default()
         };
         self.tx.send(req).await.unwrap();
     }
 
     async fn recv(&mut self) -> DiscoveryResponse {
-        tokio::time::timeout(Duration::from_secs(5), self.rx.next()).await.expect("a response within 5s").unwrap().unwrap()
+        tokio::time::timeout(Duration::from_secs(5), self.rx.next())
+            .await
+            .expect("a response within 5s")
+            .unwrap()
+            .unwrap()
     }
 
     /// Asserts that nothing arrives for a while.
@@ -79,9 +100,21 @@ fn names(r: &DiscoveryResponse) -> Vec<String> {
     r.resources
         .iter()
         .map(|any| match ResourceType::from_type_url(&any.type_url) {
-            Some(ResourceType::Cluster) => envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(any.value.as_slice()).unwrap().name,
-            Some(ResourceType::Route) => envoy_types::pb::envoy::config::route::v3::RouteConfiguration::decode(any.value.as_slice()).unwrap().name,
-            Some(ResourceType::Listener) => envoy_types::pb::envoy::config::listener::v3::Listener::decode(any.value.as_slice()).unwrap().name,
+            Some(ResourceType::Cluster) => {
+                envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(any.value.as_slice())
+                    .unwrap()
+                    .name
+            }
+            Some(ResourceType::Route) => {
+                envoy_types::pb::envoy::config::route::v3::RouteConfiguration::decode(any.value.as_slice())
+                    .unwrap()
+                    .name
+            }
+            Some(ResourceType::Listener) => {
+                envoy_types::pb::envoy::config::listener::v3::Listener::decode(any.value.as_slice())
+                    .unwrap()
+                    .name
+            }
             _ => String::new(),
         })
         .collect()
@@ -102,9 +135,13 @@ async fn ack_nack_stale_nonce_and_updates() {
     assert!(!r1.nonce.is_empty() && !r1.version_info.is_empty());
 
     // ACK: nothing more to send.
-    envoy.send(ResourceType::Cluster, &r1.version_info, &r1.nonce, &[], None).await;
+    envoy
+        .send(ResourceType::Cluster, &r1.version_info, &r1.nonce, &[], None)
+        .await;
     envoy.quiet().await;
-    let acked = shared.envoys.lock().unwrap().values().next().unwrap().types["clusters"].acked_version.clone();
+    let acked = shared.envoys.lock().unwrap().values().next().unwrap().types["clusters"]
+        .acked_version
+        .clone();
     assert_eq!(acked.as_deref(), Some(r1.version_info.as_str()));
 
     // A new snapshot: a new version with the full state (a cluster removed is absent).
@@ -115,11 +152,21 @@ async fn ack_nack_stale_nonce_and_updates() {
     assert_eq!(names(&r2), vec!["cluster_a_80", "cluster_c_80"]);
 
     // A stale request (old nonce) is ignored, even with other content.
-    envoy.send(ResourceType::Cluster, &r1.version_info, &r1.nonce, &["x"], None).await;
+    envoy
+        .send(ResourceType::Cluster, &r1.version_info, &r1.nonce, &["x"], None)
+        .await;
     envoy.quiet().await;
 
     // NACK: recorded, counted, and the same content is not sent again.
-    envoy.send(ResourceType::Cluster, &r1.version_info, &r2.nonce, &[], Some("bad cluster")).await;
+    envoy
+        .send(
+            ResourceType::Cluster,
+            &r1.version_info,
+            &r2.nonce,
+            &[],
+            Some("bad cluster"),
+        )
+        .await;
     envoy.quiet().await;
     {
         let envoys = shared.envoys.lock().unwrap();
@@ -129,7 +176,9 @@ async fn ack_nack_stale_nonce_and_updates() {
         assert_eq!(nack.version, r2.version_info);
         assert_eq!(status.acked_version.as_deref(), Some(r1.version_info.as_str()));
     }
-    assert!(shared.render_metrics().contains("attache_xds_nacks_total{type=\"clusters\"} 1"));
+    assert!(shared
+        .render_metrics()
+        .contains("attache_xds_nacks_total{type=\"clusters\"} 1"));
 
     // Republishing identical content does not resend the rejected version.
     shared.snapshot.send_replace(Some(snapshot_of(&mappings(&["c", "a"]))));
@@ -139,7 +188,9 @@ async fn ack_nack_stale_nonce_and_updates() {
     shared.snapshot.send_replace(Some(snapshot_of(&mappings(&["a"]))));
     let r3 = envoy.recv().await;
     assert_eq!(names(&r3), vec!["cluster_a_80"]);
-    envoy.send(ResourceType::Cluster, &r3.version_info, &r3.nonce, &[], None).await;
+    envoy
+        .send(ResourceType::Cluster, &r3.version_info, &r3.nonce, &[], None)
+        .await;
     envoy.quiet().await;
     let envoys = shared.envoys.lock().unwrap();
     assert!(envoys.values().next().unwrap().types["clusters"].last_nack.is_none());
@@ -155,16 +206,28 @@ async fn rds_answers_requested_names_and_subscription_changes() {
     envoy.send(ResourceType::Route, "", "", &["routes-8080"], None).await;
     let r1 = envoy.recv().await;
     assert_eq!(names(&r1), vec!["routes-8080"]);
-    envoy.send(ResourceType::Route, &r1.version_info, &r1.nonce, &["routes-8080"], None).await;
+    envoy
+        .send(ResourceType::Route, &r1.version_info, &r1.nonce, &["routes-8080"], None)
+        .await;
     envoy.quiet().await;
 
     // Subscribing to a name that does not exist: answered (without it) even though nothing changed.
-    envoy.send(ResourceType::Route, &r1.version_info, &r1.nonce, &["routes-8080", "routes-9999"], None).await;
+    envoy
+        .send(
+            ResourceType::Route,
+            &r1.version_info,
+            &r1.nonce,
+            &["routes-8080", "routes-9999"],
+            None,
+        )
+        .await;
     let r2 = envoy.recv().await;
     assert_eq!(names(&r2), vec!["routes-8080"]);
 
     // Unsubscribing from everything: an empty response.
-    envoy.send(ResourceType::Route, &r2.version_info, &r2.nonce, &[], None).await;
+    envoy
+        .send(ResourceType::Route, &r2.version_info, &r2.nonce, &[], None)
+        .await;
     let r3 = envoy.recv().await;
     assert!(r3.resources.is_empty());
 }
@@ -178,13 +241,19 @@ async fn snapshot_changes_go_out_in_make_before_break_order() {
     // Subscribe in the "wrong" order: routes, listeners, clusters.
     envoy.send(ResourceType::Route, "", "", &["routes-8080"], None).await;
     let r = envoy.recv().await;
-    envoy.send(ResourceType::Route, &r.version_info, &r.nonce, &["routes-8080"], None).await;
+    envoy
+        .send(ResourceType::Route, &r.version_info, &r.nonce, &["routes-8080"], None)
+        .await;
     envoy.send(ResourceType::Listener, "", "", &[], None).await;
     let l = envoy.recv().await;
-    envoy.send(ResourceType::Listener, &l.version_info, &l.nonce, &[], None).await;
+    envoy
+        .send(ResourceType::Listener, &l.version_info, &l.nonce, &[], None)
+        .await;
     envoy.send(ResourceType::Cluster, "", "", &[], None).await;
     let c = envoy.recv().await;
-    envoy.send(ResourceType::Cluster, &c.version_info, &c.nonce, &[], None).await;
+    envoy
+        .send(ResourceType::Cluster, &c.version_info, &c.nonce, &[], None)
+        .await;
     envoy.quiet().await;
 
     // A change that touches clusters and routes: clusters first.
@@ -208,16 +277,27 @@ async fn two_envoys_are_served_independently() {
     // `two` never ACKs or reads its updates; `one` keeps getting its own.
     two.send(ResourceType::Cluster, "", "", &[], None).await;
     let r2 = two.recv().await;
-    assert_eq!(r1.version_info, r2.version_info, "same content, same version on every stream");
-    one.send(ResourceType::Cluster, &r1.version_info, &r1.nonce, &[], None).await;
+    assert_eq!(
+        r1.version_info, r2.version_info,
+        "same content, same version on every stream"
+    );
+    one.send(ResourceType::Cluster, &r1.version_info, &r1.nonce, &[], None)
+        .await;
     for i in 0..20 {
         let names: Vec<String> = (0..=i).map(|n| format!("m{n}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         shared.snapshot.send_replace(Some(snapshot_of(&mappings(&refs))));
         let r = one.recv().await;
-        one.send(ResourceType::Cluster, &r.version_info, &r.nonce, &[], None).await;
+        one.send(ResourceType::Cluster, &r.version_info, &r.nonce, &[], None)
+            .await;
     }
-    let nodes: Vec<String> = shared.envoys.lock().unwrap().values().map(|e| e.node_id.clone()).collect();
+    let nodes: Vec<String> = shared
+        .envoys
+        .lock()
+        .unwrap()
+        .values()
+        .map(|e| e.node_id.clone())
+        .collect();
     assert_eq!(nodes, vec!["node-1", "node-2"]);
 }
 
@@ -227,7 +307,10 @@ async fn delta_is_refused_clearly() {
     let url = start(shared).await;
     let mut client = AggregatedDiscoveryServiceClient::connect(url).await.unwrap();
     let (_tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(1);
-    let err = client.delta_aggregated_resources(ReceiverStream::new(rx)).await.unwrap_err();
+    let err = client
+        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(err.message().contains("sotw"));
 }

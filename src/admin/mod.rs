@@ -40,7 +40,9 @@ pub async fn serve(
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(shared)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn index() -> impl IntoResponse {
@@ -54,12 +56,18 @@ async fn ready(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     if s.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no configuration served yet\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no configuration served yet\n",
+        )
     }
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.render_metrics())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.render_metrics(),
+    )
 }
 
 async fn diagnostics(State(s): State<Arc<Shared>>) -> Json<Value> {
@@ -81,7 +89,9 @@ async fn diagnostics(State(s): State<Arc<Shared>>) -> Json<Value> {
 
 async fn snapshot(State(s): State<Arc<Shared>>) -> Json<Value> {
     let snap = s.snapshot.borrow().clone();
-    let Some(snap) = snap else { return Json(json!({"version": null})) };
+    let Some(snap) = snap else {
+        return Json(json!({"version": null}));
+    };
     let mut types = serde_json::Map::new();
     for ty in ResourceType::ALL {
         // Secrets would carry private keys: only their names and versions leave the process.
@@ -96,7 +106,10 @@ async fn snapshot(State(s): State<Arc<Shared>>) -> Json<Value> {
                 json!({"name": name, "version": r.version, "config": config})
             })
             .collect();
-        types.insert(ty.label().to_string(), json!({"version": snap.type_version(ty), "resources": resources}));
+        types.insert(
+            ty.label().to_string(),
+            json!({"version": snap.type_version(ty), "resources": resources}),
+        );
     }
     Json(json!({"version": snap.version(), "types": types}))
 }

@@ -113,16 +113,23 @@ pub fn static_resources(snapshot: &Snapshot, admin_host: &str, admin_port: u16) 
 /// Replaces `rds` in every HTTP connection manager of a listener (JSON, camelCase) by the route
 /// configuration it names.
 fn inline_routes(listener: &mut Value, snapshot: &Snapshot) {
-    let Some(chains) = listener.get_mut("filterChains").and_then(Value::as_array_mut) else { return };
+    let Some(chains) = listener.get_mut("filterChains").and_then(Value::as_array_mut) else {
+        return;
+    };
     for chain in chains {
-        let Some(filters) = chain.get_mut("filters").and_then(Value::as_array_mut) else { continue };
+        let Some(filters) = chain.get_mut("filters").and_then(Value::as_array_mut) else {
+            continue;
+        };
         for filter in filters {
-            let Some(Value::Object(hcm)) = filter.get_mut("typedConfig") else { continue };
+            let Some(Value::Object(hcm)) = filter.get_mut("typedConfig") else {
+                continue;
+            };
             let Some(rds) = hcm.remove("rds") else { continue };
             let name = rds.get("routeConfigName").and_then(Value::as_str).unwrap_or_default();
-            let route = snapshot
-                .get(ResourceType::Route, name)
-                .map_or_else(|| json!({"name": name}), |r| super::bytes_to_json(ResourceType::Route.message_name(), &r.bytes));
+            let route = snapshot.get(ResourceType::Route, name).map_or_else(
+                || json!({"name": name}),
+                |r| super::bytes_to_json(ResourceType::Route.message_name(), &r.bytes),
+            );
             hcm.insert("routeConfig".to_string(), route);
         }
     }

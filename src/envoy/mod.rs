@@ -3,7 +3,7 @@
 //! Rendered rule output (JSON values in the proto3 JSON mapping) is decoded against a descriptor
 //! pool of the Envoy v3 API, the one shipped by `envoy-types`, so a misspelled field or a wrong
 //! type is an error with a field path instead of a silently dropped setting. `build_snapshot`
-//! encodes decoded resources into a [`Snapshot`]; `bootstrap` renders Envoy bootstraps.
+//! encodes decoded resources into a [`Snapshot`](crate::snapshot::Snapshot); `bootstrap` renders Envoy bootstraps.
 
 pub mod bootstrap;
 
@@ -19,7 +19,9 @@ static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_desc
 /// The descriptor pool of the Envoy v3 API (decoded once, on first use).
 pub fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| DescriptorPool::decode(DESCRIPTORS).expect("the descriptor set built into attache is valid; this is a bug"))
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(DESCRIPTORS).expect("the descriptor set built into attache is valid; this is a bug")
+    })
 }
 
 /// The descriptor of a message type, if the pool has it.
@@ -80,6 +82,35 @@ pub fn bytes_to_json(name: &str, bytes: &[u8]) -> Value {
     }
 }
 
+/// Decodes and encodes every rendered resource into a snapshot. A resource that does not decode
+/// (which the rules stage already checked, so only a bug gets here) is left out with a diagnostic.
+pub fn build_snapshot(
+    rendered: &crate::rules::Rendered,
+) -> (crate::snapshot::Snapshot, Vec<crate::diagnostic::Diagnostic>) {
+    let mut snapshot = crate::snapshot::Snapshot::default();
+    let mut diagnostics = Vec::new();
+    for (ty, resources) in &rendered.resources {
+        for (name, r) in resources {
+            match decode(ty.message_name(), &r.value) {
+                Ok(m) => snapshot.insert(*ty, name.clone(), crate::snapshot::Resource::new(encode(&m))),
+                Err(e) => diagnostics.push(crate::diagnostic::Diagnostic::error(
+                    "envoy.invalid_resource",
+                    format!("{} `{name}` from rule `{}` is not valid: {e}", ty.label(), r.rule),
+                )),
+            }
+        }
+    }
+    (snapshot, diagnostics)
+}
+
+/// A snapshot's resources of one type as JSON (proto3 JSON mapping), sorted by name.
+pub fn resources_json(snapshot: &crate::snapshot::Snapshot, ty: crate::snapshot::ResourceType) -> Vec<Value> {
+    snapshot
+        .of_type(ty)
+        .map(|(_, r)| bytes_to_json(ty.message_name(), &r.bytes))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,31 +134,4 @@ mod tests {
         assert!(e.path.starts_with("filter_chains[0].filters[0].typed_config"), "{e}");
         assert!(e.message.contains("stat_prefx"), "{e}");
     }
-}
-
-/// Decodes and encodes every rendered resource into a snapshot. A resource that does not decode
-/// (which the rules stage already checked, so only a bug gets here) is left out with a diagnostic.
-pub fn build_snapshot(rendered: &crate::rules::Rendered) -> (crate::snapshot::Snapshot, Vec<crate::diagnostic::Diagnostic>) {
-    let mut snapshot = crate::snapshot::Snapshot::default();
-    let mut diagnostics = Vec::new();
-    for (ty, resources) in &rendered.resources {
-        for (name, r) in resources {
-            match decode(ty.message_name(), &r.value) {
-                Ok(m) => snapshot.insert(*ty, name.clone(), crate::snapshot::Resource::new(encode(&m))),
-                Err(e) => diagnostics.push(crate::diagnostic::Diagnostic::error(
-                    "envoy.invalid_resource",
-                    format!("{} `{name}` from rule `{}` is not valid: {e}", ty.label(), r.rule),
-                )),
-            }
-        }
-    }
-    (snapshot, diagnostics)
-}
-
-/// A snapshot's resources of one type as JSON (proto3 JSON mapping), sorted by name.
-pub fn resources_json(snapshot: &crate::snapshot::Snapshot, ty: crate::snapshot::ResourceType) -> Vec<Value> {
-    snapshot
-        .of_type(ty)
-        .map(|(_, r)| bytes_to_json(ty.message_name(), &r.bytes))
-        .collect()
 }

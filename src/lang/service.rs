@@ -3,14 +3,19 @@
 //! Only the syntax lives here; what a bare name means (which namespace, which port) is decided in
 //! `ir::lower`, which knows the Mapping's namespace.
 
-use pest::Parser as _;
-use pest_derive::Parser;
-
 use super::LangError;
+use pest::Parser as _;
 
-#[derive(Parser)]
-#[grammar = "grammar/service.pest"]
-struct ServiceParser;
+#[allow(missing_docs, reason = "pest generates an undocumented `Rule` enum")]
+mod grammar {
+    use pest_derive::Parser;
+
+    #[derive(Parser)]
+    #[grammar = "grammar/service.pest"]
+    pub(super) struct ServiceParser;
+}
+
+use grammar::{Rule, ServiceParser};
 
 /// The scheme of a service reference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -51,8 +56,7 @@ fn describe(rule: &Rule) -> &'static str {
 /// A [`LangError`] pointing at the first character that does not fit, or at the scheme or port
 /// when they are not acceptable.
 pub fn parse(input: &str) -> Result<ServiceRef, LangError> {
-    let pairs = ServiceParser::parse(Rule::service, input)
-        .map_err(|e| LangError::from_pest(input, &e, describe))?;
+    let pairs = ServiceParser::parse(Rule::service, input).map_err(|e| LangError::from_pest(input, &e, describe))?;
     let mut out = ServiceRef {
         scheme: None,
         host: String::new(),
@@ -71,12 +75,7 @@ pub fn parse(input: &str) -> Result<ServiceRef, LangError> {
                 out.scheme = Some(match pair.as_str().to_ascii_lowercase().as_str() {
                     "http" => Scheme::Http,
                     "https" => Scheme::Https,
-                    other => {
-                        return Err(err(
-                            offset,
-                            format!("unsupported scheme `{other}` (use http or https)"),
-                        ))
-                    }
+                    other => return Err(err(offset, format!("unsupported scheme `{other}` (use http or https)"))),
                 });
             }
             Rule::ipv6 => {

@@ -6,14 +6,20 @@
 
 use pest::iterators::Pair;
 use pest::Parser as _;
-use pest_derive::Parser;
 use serde_json::Value;
 
 use super::LangError;
 
-#[derive(Parser)]
-#[grammar = "grammar/when.pest"]
-struct WhenParser;
+#[allow(missing_docs, reason = "pest generates an undocumented `Rule` enum")]
+mod grammar {
+    use pest_derive::Parser;
+
+    #[derive(Parser)]
+    #[grammar = "grammar/when.pest"]
+    pub(super) struct WhenParser;
+}
+
+use grammar::{Rule, WhenParser};
 
 /// A parsed condition.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,8 +61,7 @@ fn describe(rule: &Rule) -> &'static str {
 /// # Errors
 /// A [`LangError`] pointing at the first character that does not fit.
 pub fn parse(input: &str) -> Result<Condition, LangError> {
-    let mut pairs = WhenParser::parse(Rule::condition, input)
-        .map_err(|e| LangError::from_pest(input, &e, describe))?;
+    let mut pairs = WhenParser::parse(Rule::condition, input).map_err(|e| LangError::from_pest(input, &e, describe))?;
     let condition = pairs.next().and_then(|c| c.into_inner().next());
     Ok(condition.map_or(Condition::And(Vec::new()), build))
 }
@@ -94,17 +99,12 @@ fn build(pair: Pair<'_, Rule>) -> Condition {
             }
             inner
         }
-        Rule::primary => pair
-            .into_inner()
-            .next()
-            .map_or(Condition::And(Vec::new()), build),
+        Rule::primary => pair.into_inner().next().map_or(Condition::And(Vec::new()), build),
         Rule::comparison => {
             let mut it = pair.into_inner();
             let left = it.next().map_or(Operand::Literal(Value::Null), operand);
             match (it.next(), it.next()) {
-                (Some(op), Some(right)) => {
-                    Condition::Compare(left, operand(right), op.as_str() == "!=")
-                }
+                (Some(op), Some(right)) => Condition::Compare(left, operand(right), op.as_str() == "!="),
                 _ => Condition::Truthy(left),
             }
         }
@@ -199,10 +199,7 @@ impl Operand {
             Operand::Path(segs) => {
                 let mut cur = ctx;
                 for s in segs {
-                    cur = cur
-                        .as_object()
-                        .and_then(|m| m.get(s))
-                        .ok_or_else(|| segs.join("."))?;
+                    cur = cur.as_object().and_then(|m| m.get(s)).ok_or_else(|| segs.join("."))?;
                 }
                 Ok(cur.clone())
             }

@@ -69,7 +69,12 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Host> {
     }
     let hostname = spec.hostname.unwrap_or_else(|| "*".to_string());
     if hostname.is_empty() || hostname.contains(char::is_whitespace) {
-        let d = r.error("invalid_hostname", "spec.hostname", format!("`{hostname}` is not a hostname"))
+        let d = r
+            .error(
+                "invalid_hostname",
+                "spec.hostname",
+                format!("`{hostname}` is not a hostname"),
+            )
             .hint("use a DNS name such as `example.com`, or a glob such as `*.example.com` or `*`");
         r.diagnostics.push(d);
         return None;

@@ -119,13 +119,17 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Listener> {
             return None;
         }
         None => {
-            let d = r.error("missing_port", "spec", "a Listener needs a `port`").hint("add e.g. `port: 8080`");
+            let d = r
+                .error("missing_port", "spec", "a Listener needs a `port`")
+                .hint("add e.g. `port: 8080`");
             r.diagnostics.push(d);
             return None;
         }
     };
     let Some(protocol) = spec.protocol else {
-        let d = r.error("missing_protocol", "spec", "a Listener needs a `protocol`").hint("add e.g. `protocol: HTTP`");
+        let d = r
+            .error("missing_protocol", "spec", "a Listener needs a `protocol`")
+            .hint("add e.g. `protocol: HTTP`");
         r.diagnostics.push(d);
         return None;
     };
@@ -138,20 +142,33 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Listener> {
     };
     match protocol {
         Protocol::Tcp | Protocol::Tls | Protocol::Udp => {
-            let d = r.error("unsupported_protocol", "spec.protocol", format!("{protocol:?} Listeners are not supported by attache yet"))
+            let d = r
+                .error(
+                    "unsupported_protocol",
+                    "spec.protocol",
+                    format!("{protocol:?} Listeners are not supported by attache yet"),
+                )
                 .hint("HTTP and HTTPS Listeners are supported");
             r.diagnostics.push(d);
             return None;
         }
         Protocol::Https | Protocol::Httpsproxy => {
-            let d = r.warning("tls_not_implemented", "spec.protocol", "TLS termination is not implemented yet: this Listener accepts cleartext HTTP only");
+            let d = r.warning(
+                "tls_not_implemented",
+                "spec.protocol",
+                "TLS termination is not implemented yet: this Listener accepts cleartext HTTP only",
+            );
             r.diagnostics.push(d);
         }
         Protocol::Http | Protocol::Httpproxy => {}
     }
     let binding = spec.host_binding.unwrap_or_else(|| {
         let d = r
-            .warning("missing_host_binding", "spec", "no hostBinding: Hosts from all namespaces are served")
+            .warning(
+                "missing_host_binding",
+                "spec",
+                "no hostBinding: Hosts from all namespaces are served",
+            )
             .hint("add `hostBinding: {namespace: {from: ALL}}` to say so explicitly");
         r.diagnostics.push(d);
         HostBinding::default()

@@ -31,7 +31,10 @@ struct MappingSpec {
     #[serde(default)]
     headers: BTreeMap<String, HeaderValue>,
     method: Option<String>,
-    #[allow(dead_code, reason = "read by resource::parse before the spec; declared so it is not reported as unknown")]
+    #[allow(
+        dead_code,
+        reason = "read by resource::parse before the spec; declared so it is not reported as unknown"
+    )]
     ambassador_id: Option<serde_json::Value>,
 }
 
@@ -68,9 +71,7 @@ fn hint(path: &str) -> Option<String> {
             p if p.starts_with("spec.headers") => {
                 "headers maps a header name to the exact value to match (or `true` for presence)"
             }
-            "spec.prefix" | "spec.service" | "spec.rewrite" | "spec.hostname" | "spec.host" => {
-                "this field is a string"
-            }
+            "spec.prefix" | "spec.service" | "spec.rewrite" | "spec.hostname" | "spec.host" => "this field is a string",
             _ => return None,
         }
         .to_string(),
@@ -90,7 +91,11 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
     };
     if !prefix.starts_with('/') {
         let d = r
-            .error("invalid_prefix", "spec.prefix", format!("prefix `{prefix}` does not start with `/`"))
+            .error(
+                "invalid_prefix",
+                "spec.prefix",
+                format!("prefix `{prefix}` does not start with `/`"),
+            )
             .hint("write the path prefix as it appears in the URL, e.g. `/backend/`");
         r.diagnostics.push(d);
         ok = false;
@@ -116,11 +121,13 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
     };
     for (name, value) in &spec.headers {
         if *value == HeaderValue::Present(false) {
-            let d = r.error(
-                "invalid_header",
-                &format!("spec.headers.{name}"),
-                "`false` is not a header match",
-            ).hint("use `true` to require the header, or a string to match its value");
+            let d = r
+                .error(
+                    "invalid_header",
+                    &format!("spec.headers.{name}"),
+                    "`false` is not a header match",
+                )
+                .hint("use `true` to require the header, or a string to match its value");
             r.diagnostics.push(d);
             ok = false;
         }

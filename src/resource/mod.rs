@@ -154,8 +154,15 @@ impl Reader<'_> {
     /// Deserializes `spec`, reporting unknown fields as warnings. `None` (with an error
     /// diagnostic) when a field has the wrong type.
     pub fn spec<T: DeserializeOwned>(&mut self, hint_for: &dyn Fn(&str) -> Option<String>) -> Option<T> {
-        let spec = self.root.get("spec").map_or(serde_json::Value::Object(Default::default()), Node::to_json);
-        let spec = if spec.is_null() { serde_json::Value::Object(Default::default()) } else { spec };
+        let spec = self
+            .root
+            .get("spec")
+            .map_or(serde_json::Value::Object(Default::default()), Node::to_json);
+        let spec = if spec.is_null() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            spec
+        };
         let mut ignored = Vec::new();
         let result: Result<T, _> = {
             let mut on_ignored = |p: serde_ignored::Path<'_>| ignored.push(format!("spec.{p}"));
@@ -172,11 +179,16 @@ impl Reader<'_> {
             Ok(v) => Some(v),
             Err(e) => {
                 let inner = e.path().to_string();
-                let path = if inner == "." { "spec".to_string() } else { format!("spec.{inner}") };
+                let path = if inner == "." {
+                    "spec".to_string()
+                } else {
+                    format!("spec.{inner}")
+                };
                 let hint = hint_for(&path).unwrap_or_else(|| "fix the field".to_string());
-                let d = self
-                    .error("invalid_field", &path, e.inner().to_string())
-                    .hint(format!("{hint}; this {} was left out of the configuration", self.meta.kind));
+                let d = self.error("invalid_field", &path, e.inner().to_string()).hint(format!(
+                    "{hint}; this {} was left out of the configuration",
+                    self.meta.kind
+                ));
                 self.diagnostics.push(d);
                 None
             }
@@ -239,9 +251,7 @@ pub struct LabelSelector {
 impl LabelSelector {
     /// Whether `labels` satisfy the selector (an empty selector matches everything).
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
     }
 }
 
@@ -278,7 +288,11 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
 
 /// Sorts by (namespace, name) and keeps one object per identity, reporting the others. Which
 /// one is kept depends on content only (the smallest canonical JSON), never on input order.
-fn dedupe<T>(mut items: Vec<(Meta, T, usize)>, objects: &[RawObject], diagnostics: &mut Vec<Diagnostic>) -> Vec<(Meta, T)> {
+fn dedupe<T>(
+    mut items: Vec<(Meta, T, usize)>,
+    objects: &[RawObject],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<(Meta, T)> {
     items.sort_by(|(a, _, _), (b, _, _)| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let mut out: Vec<(Meta, T)> = Vec::with_capacity(items.len());
     let mut group: Vec<(Meta, T, usize)> = Vec::new();
@@ -291,7 +305,10 @@ fn dedupe<T>(mut items: Vec<(Meta, T, usize)>, objects: &[RawObject], diagnostic
                 diagnostics.push(
                     Diagnostic::error(
                         "resource.duplicate",
-                        format!("{} {}/{} is defined more than once; the definition at {kept} is used", meta.kind, meta.namespace, meta.name),
+                        format!(
+                            "{} {}/{} is defined more than once; the definition at {kept} is used",
+                            meta.kind, meta.namespace, meta.name
+                        ),
                     )
                     .at(meta.origin.clone())
                     .on(meta.object_ref())
@@ -305,7 +322,10 @@ fn dedupe<T>(mut items: Vec<(Meta, T, usize)>, objects: &[RawObject], diagnostic
         group.clear();
     };
     for item in items {
-        if group.first().is_some_and(|(m, _, _)| m.namespace != item.0.namespace || m.name != item.0.name) {
+        if group
+            .first()
+            .is_some_and(|(m, _, _)| m.namespace != item.0.namespace || m.name != item.0.name)
+        {
             flush(&mut group, &mut out);
         }
         group.push(item);
@@ -319,17 +339,23 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
     let at = obj.origin.clone();
     if !matches!(root.value, crate::source::yaml::NodeValue::Map(_)) {
         diagnostics.push(
-            Diagnostic::error("resource.not_an_object", "document is not a mapping with apiVersion, kind and metadata")
-                .at(at),
+            Diagnostic::error(
+                "resource.not_an_object",
+                "document is not a mapping with apiVersion, kind and metadata",
+            )
+            .at(at),
         );
         return None;
     }
     let text = |path: &[&str]| str_field(root, path).and_then(Node::as_str).map(str::to_string);
     let (Some(api_version), Some(kind)) = (text(&["apiVersion"]), text(&["kind"])) else {
         diagnostics.push(
-            Diagnostic::error("resource.missing_type", "document has no string `apiVersion` and `kind`; ignored")
-                .at(at)
-                .hint("every object needs e.g. `apiVersion: getambassador.io/v3alpha1` and `kind: Mapping`"),
+            Diagnostic::error(
+                "resource.missing_type",
+                "document has no string `apiVersion` and `kind`; ignored",
+            )
+            .at(at)
+            .hint("every object needs e.g. `apiVersion: getambassador.io/v3alpha1` and `kind: Mapping`"),
         );
         return None;
     };
@@ -337,7 +363,11 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
     let name = text(&["metadata", "name"]);
     let namespace = text(&["metadata", "namespace"]).unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     let mut labels = BTreeMap::new();
-    if let Some(Node { value: crate::source::yaml::NodeValue::Map(entries), .. }) = str_field(root, &["metadata", "labels"]) {
+    if let Some(Node {
+        value: crate::source::yaml::NodeValue::Map(entries),
+        ..
+    }) = str_field(root, &["metadata", "labels"])
+    {
         for (k, v) in entries {
             if let Some(s) = v.as_str() {
                 labels.insert(k.name.clone(), s.to_string());
@@ -354,18 +384,24 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
     };
     if group != GROUP {
         diagnostics.push(
-            Diagnostic::notice("resource.ignored_kind", format!("{kind} ({api_version}) is not a {GROUP} resource; ignored"))
-                .at(at)
-                .on(object),
+            Diagnostic::notice(
+                "resource.ignored_kind",
+                format!("{kind} ({api_version}) is not a {GROUP} resource; ignored"),
+            )
+            .at(at)
+            .on(object),
         );
         return None;
     }
     if !matches!(version, "v1" | "v2" | "v3alpha1") {
         diagnostics.push(
-            Diagnostic::error("resource.unsupported_version", format!("API version `{api_version}` is not supported; ignored"))
-                .at(at)
-                .on(object)
-                .hint("use getambassador.io/v3alpha1 (v2 and v1 are read too)"),
+            Diagnostic::error(
+                "resource.unsupported_version",
+                format!("API version `{api_version}` is not supported; ignored"),
+            )
+            .at(at)
+            .on(object)
+            .hint("use getambassador.io/v3alpha1 (v2 and v1 are read too)"),
         );
         return None;
     }
@@ -412,8 +448,17 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
             }
             Ok(_) => {}
             Err(_) => {
-                let r = Reader { root, meta: &meta, diagnostics, code_prefix: "resource" };
-                let d = r.error("invalid_field", "spec.ambassador_id", "ambassador_id must be a string or a list of strings");
+                let r = Reader {
+                    root,
+                    meta: &meta,
+                    diagnostics,
+                    code_prefix: "resource",
+                };
+                let d = r.error(
+                    "invalid_field",
+                    "spec.ambassador_id",
+                    "ambassador_id must be a string or a list of strings",
+                );
                 diagnostics.push(d);
                 return None;
             }

@@ -18,17 +18,38 @@ use crate::lang::when::{self, Condition};
 /// `rules/core/` so that it cannot go stale).
 pub const CORE_FILES: &[(&str, &str)] = &[
     ("pack.yaml", include_str!("../../rules/core/pack.yaml")),
-    ("cluster/cluster.yaml.hbs", include_str!("../../rules/core/cluster/cluster.yaml.hbs")),
-    ("listener/listener.yaml.hbs", include_str!("../../rules/core/listener/listener.yaml.hbs")),
+    (
+        "cluster/cluster.yaml.hbs",
+        include_str!("../../rules/core/cluster/cluster.yaml.hbs"),
+    ),
+    (
+        "listener/listener.yaml.hbs",
+        include_str!("../../rules/core/listener/listener.yaml.hbs"),
+    ),
     (
         "route_config/route_configuration.yaml.hbs",
         include_str!("../../rules/core/route_config/route_configuration.yaml.hbs"),
     ),
-    ("virtual_host/virtual_host.yaml.hbs", include_str!("../../rules/core/virtual_host/virtual_host.yaml.hbs")),
-    ("route/route.yaml.hbs", include_str!("../../rules/core/route/route.yaml.hbs")),
-    ("route/https_redirect.yaml.hbs", include_str!("../../rules/core/route/https_redirect.yaml.hbs")),
-    ("_partials/header_matcher.hbs", include_str!("../../rules/core/_partials/header_matcher.hbs")),
-    ("_partials/route_match.hbs", include_str!("../../rules/core/_partials/route_match.hbs")),
+    (
+        "virtual_host/virtual_host.yaml.hbs",
+        include_str!("../../rules/core/virtual_host/virtual_host.yaml.hbs"),
+    ),
+    (
+        "route/route.yaml.hbs",
+        include_str!("../../rules/core/route/route.yaml.hbs"),
+    ),
+    (
+        "route/https_redirect.yaml.hbs",
+        include_str!("../../rules/core/route/https_redirect.yaml.hbs"),
+    ),
+    (
+        "_partials/header_matcher.hbs",
+        include_str!("../../rules/core/_partials/header_matcher.hbs"),
+    ),
+    (
+        "_partials/route_match.hbs",
+        include_str!("../../rules/core/_partials/route_match.hbs"),
+    ),
 ];
 
 /// A rule pack could not be loaded.
@@ -122,14 +143,21 @@ impl Registry {
     /// # Errors
     /// Only if the built-in pack is broken (a test keeps it from being).
     pub fn core() -> Result<Registry, PackError> {
-        let mut registry = Registry { rules: Vec::new(), hbs: new_handlebars() };
-        registry.add_pack("core", &|file| {
-            CORE_FILES
-                .iter()
-                .find(|(p, _)| *p == file)
-                .map(|(_, text)| (*text).to_string())
-                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "not in the built-in pack"))
-        }, &CORE_FILES.iter().map(|(p, _)| (*p).to_string()).collect::<Vec<_>>())?;
+        let mut registry = Registry {
+            rules: Vec::new(),
+            hbs: new_handlebars(),
+        };
+        registry.add_pack(
+            "core",
+            &|file| {
+                CORE_FILES
+                    .iter()
+                    .find(|(p, _)| *p == file)
+                    .map(|(_, text)| (*text).to_string())
+                    .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "not in the built-in pack"))
+            },
+            &CORE_FILES.iter().map(|(p, _)| (*p).to_string()).collect::<Vec<_>>(),
+        )?;
         Ok(registry)
     }
 
@@ -172,7 +200,11 @@ impl Registry {
         read: &dyn Fn(&str) -> std::io::Result<String>,
         files: &[String],
     ) -> Result<(), PackError> {
-        let io = |file: &str, source| PackError::Io { pack: label.to_string(), file: file.to_string(), source };
+        let io = |file: &str, source| PackError::Io {
+            pack: label.to_string(),
+            file: file.to_string(),
+            source,
+        };
         let text = read("pack.yaml").map_err(|e| io("pack.yaml", e))?;
         let doc = crate::source::yaml::parse_one(&text)
             .map_err(|e| invalid(label, "pack.yaml", format!("line {}: {}", e.line, e.message)))?
@@ -181,7 +213,11 @@ impl Registry {
             .map_err(|e| invalid(label, "pack.yaml", format!("at `{}`: {}", e.path(), e.inner())))?;
         let name = pack.name;
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(invalid(label, "pack.yaml", format!("pack name `{name}` must be non-empty and use only letters, digits, `-` and `_`")));
+            return Err(invalid(
+                label,
+                "pack.yaml",
+                format!("pack name `{name}` must be non-empty and use only letters, digits, `-` and `_`"),
+            ));
         }
         // Partials first: templates may include them.
         for file in files.iter().filter(|f| f.starts_with("_partials/")) {
@@ -200,10 +236,18 @@ impl Registry {
             }
             let kind = NodeKind::from_key(&entry.kind).ok_or_else(|| {
                 let kinds: Vec<_> = NodeKind::ALL.iter().map(|k| k.as_str()).collect();
-                invalid(label, &at, format!("unknown kind `{}` (one of: {})", entry.kind, kinds.join(", ")))
+                invalid(
+                    label,
+                    &at,
+                    format!("unknown kind `{}` (one of: {})", entry.kind, kinds.join(", ")),
+                )
             })?;
             if crate::envoy::message(&entry.emits).is_none() {
-                return Err(invalid(label, &at, format!("`emits: {}` is not an Envoy message type known to attache", entry.emits)));
+                return Err(invalid(
+                    label,
+                    &at,
+                    format!("`emits: {}` is not an Envoy message type known to attache", entry.emits),
+                ));
             }
             let when = match entry.when {
                 Some(text) => {
@@ -239,7 +283,11 @@ impl Registry {
             .iter()
             .find(|f| f.ends_with(".hbs") && !f.starts_with("_partials/") && !used_templates.contains(*f))
         {
-            return Err(invalid(label, orphan, "template is not used by any rule in pack.yaml (put shared snippets in _partials/)"));
+            return Err(invalid(
+                label,
+                orphan,
+                "template is not used by any rule in pack.yaml (put shared snippets in _partials/)",
+            ));
         }
         Ok(())
     }
@@ -319,7 +367,10 @@ mod tests {
         built_in.sort();
         on_disk.retain(|f| f != "README.md");
         on_disk.sort();
-        assert_eq!(built_in, on_disk, "CORE_FILES must list exactly the files in rules/core");
+        assert_eq!(
+            built_in, on_disk,
+            "CORE_FILES must list exactly the files in rules/core"
+        );
     }
 
     #[test]
@@ -336,17 +387,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pack.yaml"), "name: bad\nrules:\n  - id: x\n    kind: routez\n    emits: envoy.config.route.v3.Route\n    template: t.yaml.hbs\n").unwrap();
         std::fs::write(dir.path().join("t.yaml.hbs"), "name: x").unwrap();
-        let e = Registry::with_packs(&[dir.path().to_path_buf()]).unwrap_err().to_string();
+        let e = Registry::with_packs(&[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("rule `x`") && e.contains("routez"), "{e}");
         std::fs::write(dir.path().join("pack.yaml"), "name: bad\nrules:\n  - id: x\n    kind: route\n    emits: envoy.config.route.v3.Routez\n    template: t.yaml.hbs\n").unwrap();
-        let e = Registry::with_packs(&[dir.path().to_path_buf()]).unwrap_err().to_string();
+        let e = Registry::with_packs(&[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Routez"), "{e}");
         std::fs::write(dir.path().join("pack.yaml"), "name: bad\nrules:\n  - id: x\n    kind: route\n    when: 'a =='\n    emits: envoy.config.route.v3.Route\n    template: t.yaml.hbs\n").unwrap();
-        let e = Registry::with_packs(&[dir.path().to_path_buf()]).unwrap_err().to_string();
+        let e = Registry::with_packs(&[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("when"), "{e}");
         std::fs::write(dir.path().join("pack.yaml"), "name: bad\nrules:\n  - id: x\n    kind: route\n    emits: envoy.config.route.v3.Route\n    template: t.yaml.hbs\n").unwrap();
         std::fs::write(dir.path().join("t.yaml.hbs"), "name: {{#if}").unwrap();
-        let e = Registry::with_packs(&[dir.path().to_path_buf()]).unwrap_err().to_string();
+        let e = Registry::with_packs(&[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("t.yaml.hbs"), "{e}");
     }
 }

@@ -91,7 +91,13 @@ impl Renderer<'_> {
             Some((text, c)) => match c.eval(ctx) {
                 Ok(b) => b,
                 Err(path) => {
-                    self.fail(rule, node, source, "rules.bad_condition", format!("`when: {text}` reads `{path}`, which this node's context does not have"));
+                    self.fail(
+                        rule,
+                        node,
+                        source,
+                        "rules.bad_condition",
+                        format!("`when: {text}` reads `{path}`, which this node's context does not have"),
+                    );
                     false
                 }
             },
@@ -111,7 +117,18 @@ impl Renderer<'_> {
             Ok(None) => Some(Value::Object(serde_json::Map::new())),
             Err(e) => {
                 let line = text.lines().nth(e.line.saturating_sub(1) as usize).unwrap_or("");
-                self.fail(rule, node, source, "rules.invalid_yaml", format!("rendered text is not YAML at line {} ({}): `{}`", e.line, e.message, line.trim()));
+                self.fail(
+                    rule,
+                    node,
+                    source,
+                    "rules.invalid_yaml",
+                    format!(
+                        "rendered text is not YAML at line {} ({}): `{}`",
+                        e.line,
+                        e.message,
+                        line.trim()
+                    ),
+                );
                 None
             }
         }
@@ -119,16 +136,28 @@ impl Renderer<'_> {
 
     /// Renders one node: every applicable non-patch rule gives one message, into which the
     /// applicable patches for the same message type are merged. Returns (emitted type, value).
-    fn node(&mut self, kind: NodeKind, ctx: &Value, node: &str, source: Option<&SourceRef>) -> Vec<(String, Value, String)> {
+    fn node(
+        &mut self,
+        kind: NodeKind,
+        ctx: &Value,
+        node: &str,
+        source: Option<&SourceRef>,
+    ) -> Vec<(String, Value, String)> {
         let registry = self.registry;
         let mut outputs = Vec::new();
         for rule in registry.rules.iter().filter(|r| r.kind == kind && !r.patch) {
             if !self.applies(rule, ctx, node, source) {
                 continue;
             }
-            let Some(mut value) = self.render_one(rule, ctx, node, source) else { continue };
+            let Some(mut value) = self.render_one(rule, ctx, node, source) else {
+                continue;
+            };
             let mut applied = rule;
-            for patch in registry.rules.iter().filter(|r| r.kind == kind && r.patch && r.emits == rule.emits) {
+            for patch in registry
+                .rules
+                .iter()
+                .filter(|r| r.kind == kind && r.patch && r.emits == rule.emits)
+            {
                 if self.applies(patch, ctx, node, source) {
                     if let Some(p) = self.render_one(patch, ctx, node, source) {
                         merge(&mut value, p);
@@ -138,7 +167,13 @@ impl Renderer<'_> {
             }
             if let Err(e) = crate::envoy::decode(&rule.emits, &value) {
                 let blame = if std::ptr::eq(applied, rule) { rule } else { applied };
-                self.fail(blame, node, source, "rules.invalid_output", format!("output is not a valid {}: {e}", rule.emits));
+                self.fail(
+                    blame,
+                    node,
+                    source,
+                    "rules.invalid_output",
+                    format!("output is not a valid {}: {e}", rule.emits),
+                );
                 continue;
             }
             outputs.push((rule.emits.clone(), value, rule.id.clone()));
@@ -147,11 +182,22 @@ impl Renderer<'_> {
     }
 
     /// Renders a node and files top-level resources; returns the fragments of `fragment_type`.
-    fn node_into(&mut self, kind: NodeKind, ctx: &Value, node: &str, source: Option<&SourceRef>, fragment_type: Option<&str>) -> Vec<Value> {
+    fn node_into(
+        &mut self,
+        kind: NodeKind,
+        ctx: &Value,
+        node: &str,
+        source: Option<&SourceRef>,
+        fragment_type: Option<&str>,
+    ) -> Vec<Value> {
         let mut fragments = Vec::new();
         for (emits, value, rule) in self.node(kind, ctx, node, source) {
             if let Some(ty) = ResourceType::from_message_name(&emits) {
-                let name = value.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let name = value
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let by_name = self.out.resources.entry(ty).or_default();
                 if let Some(existing) = by_name.get(&name) {
                     let mut d = Diagnostic::error(
@@ -175,7 +221,11 @@ impl Renderer<'_> {
 
 /// Renders the IR through the registry's rules.
 pub fn render(ir: &Ir, registry: &Registry) -> (Rendered, Vec<Diagnostic>) {
-    let mut r = Renderer { registry, out: Rendered::default(), diagnostics: Vec::new() };
+    let mut r = Renderer {
+        registry,
+        out: Rendered::default(),
+        diagnostics: Vec::new(),
+    };
     for c in &ir.clusters {
         let ctx = context(c, None, None);
         r.node_into(NodeKind::Cluster, &ctx, &format!("cluster `{}`", c.name), None, None);
@@ -187,18 +237,42 @@ pub fn render(ir: &Ir, registry: &Registry) -> (Rendered, Vec<Diagnostic>) {
             for route in &vh.routes {
                 let ctx = context(route, None, None);
                 let node = format!("route `{}`", route.name);
-                routes.extend(r.node_into(NodeKind::Route, &ctx, &node, route.source.as_ref(), Some("envoy.config.route.v3.Route")));
+                routes.extend(r.node_into(
+                    NodeKind::Route,
+                    &ctx,
+                    &node,
+                    route.source.as_ref(),
+                    Some("envoy.config.route.v3.Route"),
+                ));
             }
             let ctx = context(vh, Some("routes"), Some(("routes", routes)));
             let node = format!("virtual host `{}` of `{}`", vh.name, rc.name);
-            vhosts.extend(r.node_into(NodeKind::VirtualHost, &ctx, &node, vh.source.as_ref(), Some("envoy.config.route.v3.VirtualHost")));
+            vhosts.extend(r.node_into(
+                NodeKind::VirtualHost,
+                &ctx,
+                &node,
+                vh.source.as_ref(),
+                Some("envoy.config.route.v3.VirtualHost"),
+            ));
         }
         let ctx = context(rc, Some("virtual_hosts"), Some(("virtual_hosts", vhosts)));
-        r.node_into(NodeKind::RouteConfig, &ctx, &format!("route table `{}`", rc.name), None, None);
+        r.node_into(
+            NodeKind::RouteConfig,
+            &ctx,
+            &format!("route table `{}`", rc.name),
+            None,
+            None,
+        );
     }
     for l in &ir.listeners {
         let ctx = context(l, None, None);
-        r.node_into(NodeKind::Listener, &ctx, &format!("listener `{}`", l.name), l.source.as_ref(), None);
+        r.node_into(
+            NodeKind::Listener,
+            &ctx,
+            &format!("listener `{}`", l.name),
+            l.source.as_ref(),
+            None,
+        );
     }
     (r.out, r.diagnostics)
 }

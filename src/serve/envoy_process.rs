@@ -61,7 +61,11 @@ pub fn find_envoy() -> anyhow::Result<PathBuf> {
 fn ads_host(addr: SocketAddr) -> String {
     // Envoy must connect to a concrete address; a wildcard listen address means loopback.
     if addr.ip().is_unspecified() {
-        if addr.is_ipv4() { "127.0.0.1".into() } else { "::1".into() }
+        if addr.is_ipv4() {
+            "127.0.0.1".into()
+        } else {
+            "::1".into()
+        }
     } else {
         addr.ip().to_string()
     }
@@ -82,7 +86,10 @@ pub async fn supervise(config: Config, shared: Arc<Shared>, mut stop: watch::Rec
         protocol: config.protocol,
     })
     .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
-    let dir = tempfile::Builder::new().prefix("attache-envoy-").tempdir().context("creating a directory for Envoy's bootstrap")?;
+    let dir = tempfile::Builder::new()
+        .prefix("attache-envoy-")
+        .tempdir()
+        .context("creating a directory for Envoy's bootstrap")?;
     let path = dir.path().join("bootstrap.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&bootstrap)?).context("writing Envoy's bootstrap")?;
     let mut backoff = Duration::from_millis(500);
@@ -140,7 +147,10 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 async fn terminate(child: &mut tokio::process::Child, pid: Option<u32>) {
     if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_ok() {
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_ok()
+        {
             tracing::info!("Envoy stopped");
             return;
         }

@@ -39,8 +39,12 @@ impl TranslationArgs {
     /// Translation options from the flags.
     pub fn options(&self) -> crate::Options {
         crate::Options {
-            parse: crate::resource::ParseOptions { ambassador_id: self.ambassador_id.clone() },
-            lower: crate::ir::lower::LowerOptions { ambassador_namespace: self.ambassador_namespace.clone() },
+            parse: crate::resource::ParseOptions {
+                ambassador_id: self.ambassador_id.clone(),
+            },
+            lower: crate::ir::lower::LowerOptions {
+                ambassador_namespace: self.ambassador_namespace.clone(),
+            },
         }
     }
 
@@ -85,6 +89,7 @@ pub struct ServeArgs {
     /// Quiet period before a burst of file changes is translated, in milliseconds.
     #[arg(long, default_value_t = 150, value_name = "MS")]
     pub debounce_ms: u64,
+    #[allow(missing_docs, reason = "a doc comment here would become clap help text")]
     #[command(flatten)]
     pub translation: TranslationArgs,
 }
@@ -93,7 +98,8 @@ pub struct ServeArgs {
 pub fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter)
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
@@ -157,7 +163,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 let options = options.clone();
                 let objects = loaded.objects.len();
                 let started = Instant::now();
-                let Ok(t) = tokio::task::spawn_blocking(move || crate::translate(&loaded, &registry, &options)).await else {
+                let Ok(t) = tokio::task::spawn_blocking(move || crate::translate(&loaded, &registry, &options)).await
+                else {
                     tracing::error!("translation panicked; keeping the previous configuration (this is a bug)");
                     continue;
                 };
@@ -215,12 +222,19 @@ fn publish(
 ) {
     let m = &shared.metrics;
     m.translations.fetch_add(1, Ordering::Relaxed);
-    m.last_translation_micros.store(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    m.last_translation_micros.store(
+        u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
     m.objects.store(objects as u64, Ordering::Relaxed);
     let counts = crate::diagnostic::count(&t.diagnostics);
     // Log each problem once, when it appears, not at every reload.
     let mut current = std::collections::BTreeSet::new();
-    for d in t.diagnostics.iter().filter(|d| d.severity != crate::diagnostic::Severity::Notice) {
+    for d in t
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity != crate::diagnostic::Severity::Notice)
+    {
         let text = d.to_string();
         if !last_errors.contains(&text) {
             tracing::warn!("{text}");

@@ -181,10 +181,16 @@ mod tests {
         let mut b = Snapshot::default();
         b.insert(ResourceType::Cluster, "y".into(), Resource::new(vec![3]));
         b.insert(ResourceType::Cluster, "x".into(), Resource::new(vec![1, 2]));
-        assert_eq!(a.type_version(ResourceType::Cluster), b.type_version(ResourceType::Cluster));
+        assert_eq!(
+            a.type_version(ResourceType::Cluster),
+            b.type_version(ResourceType::Cluster)
+        );
         assert_eq!(a.version(), b.version());
         b.insert(ResourceType::Cluster, "x".into(), Resource::new(vec![1, 3]));
-        assert_ne!(a.type_version(ResourceType::Cluster), b.type_version(ResourceType::Cluster));
+        assert_ne!(
+            a.type_version(ResourceType::Cluster),
+            b.type_version(ResourceType::Cluster)
+        );
         assert_eq!(a.get(ResourceType::Cluster, "y"), b.get(ResourceType::Cluster, "y"));
     }
 

@@ -27,17 +27,16 @@ pub fn load(path: &Path) -> Loaded {
     let mut files = Vec::new();
     if let Err(e) = collect(path, &mut files) {
         loaded.diagnostics.push(
-            Diagnostic::error("source.unreadable", format!("cannot read directory: {e}"))
-                .at(Origin::new(path.display().to_string(), 0, 0)),
+            Diagnostic::error("source.unreadable", format!("cannot read directory: {e}")).at(Origin::new(
+                path.display().to_string(),
+                0,
+                0,
+            )),
         );
     }
     files.sort();
     for file in files {
-        let name = file
-            .strip_prefix(path)
-            .unwrap_or(&file)
-            .display()
-            .to_string();
+        let name = file.strip_prefix(path).unwrap_or(&file).display().to_string();
         read_file(&file, &name, &mut loaded);
     }
     loaded
@@ -59,10 +58,7 @@ fn read_file(file: &Path, name: &str, loaded: &mut Loaded) {
 }
 
 fn is_config_file(p: &Path) -> bool {
-    matches!(
-        p.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml" | "json")
-    )
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

@@ -46,8 +46,5 @@ pub fn parse_text(file: &str, text: &str) -> Loaded {
                 .hint("this document was skipped; the other documents in the file were read")
         })
         .collect();
-    Loaded {
-        objects,
-        diagnostics,
-    }
+    Loaded { objects, diagnostics }
 }

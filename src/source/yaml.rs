@@ -92,8 +92,9 @@ impl Node {
             NodeValue::Null => Value::Null,
             NodeValue::Bool(b) => Value::Bool(*b),
             NodeValue::Int(i) => Value::from(*i),
-            NodeValue::Float(f) => serde_json::Number::from_f64(*f)
-                .map_or_else(|| Value::String(f.to_string()), Value::Number),
+            NodeValue::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or_else(|| Value::String(f.to_string()), Value::Number)
+            }
             NodeValue::String(s) => Value::String(s.clone()),
             NodeValue::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             NodeValue::Map(entries) => {
@@ -133,9 +134,7 @@ impl Node {
                     .iter()
                     .find(|(key, _)| &key.name == k)
                     .map(|(key, v)| (v, (key.line, key.column))),
-                (NodeValue::Seq(items), Segment::Index(i)) => {
-                    items.get(*i).map(|v| (v, (v.line, v.column)))
-                }
+                (NodeValue::Seq(items), Segment::Index(i)) => items.get(*i).map(|v| (v, (v.line, v.column))),
                 _ => None,
             };
             match next {
@@ -187,9 +186,8 @@ fn split_documents(text: &str) -> Vec<(u32, String)> {
     let mut start = 0u32;
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let trimmed = line.trim_end_matches(['\n', '\r']);
-        let is_marker = |m: &str| {
-            trimmed == m || (trimmed.starts_with(m) && trimmed[m.len()..].starts_with([' ', '\t']))
-        };
+        let is_marker =
+            |m: &str| trimmed == m || (trimmed.starts_with(m) && trimmed[m.len()..].starts_with([' ', '\t']));
         if is_marker("---") || is_marker("...") {
             if !current.trim().is_empty() {
                 chunks.push((start, std::mem::take(&mut current)));
@@ -197,9 +195,9 @@ fn split_documents(text: &str) -> Vec<(u32, String)> {
             current.clear();
             start = u32::try_from(i).unwrap_or(u32::MAX);
             // Keep what follows `--- ` on the marker line (`--- !tag` or `--- {a: 1}`).
-            if trimmed.starts_with("---") {
+            if let Some(rest) = trimmed.strip_prefix("---") {
                 current.push_str("   ");
-                current.push_str(&trimmed[3..]);
+                current.push_str(rest);
             }
             current.push('\n');
         } else {
@@ -247,9 +245,7 @@ fn parse_document(text: &str) -> Result<Option<Node>, SyntaxError> {
         message,
     };
     for event in Parser::new_from_str(text) {
-        let (event, span) = event.map_err(|e| {
-            err(e.marker().line(), e.marker().col(), e.info().to_string())
-        })?;
+        let (event, span) = event.map_err(|e| err(e.marker().line(), e.marker().col(), e.info().to_string()))?;
         let (line, col) = (span.start.line(), span.start.col());
         let node_at = |value| Node {
             line: u32_of(line),
@@ -375,9 +371,7 @@ fn resolve_plain(s: &str) -> NodeValue {
         "" | "~" | "null" | "Null" | "NULL" => return NodeValue::Null,
         "true" | "True" | "TRUE" => return NodeValue::Bool(true),
         "false" | "False" | "FALSE" => return NodeValue::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
-            return NodeValue::Float(f64::INFINITY)
-        }
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return NodeValue::Float(f64::INFINITY),
         "-.inf" | "-.Inf" | "-.INF" => return NodeValue::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return NodeValue::Float(f64::NAN),
         _ => {}

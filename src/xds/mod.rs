@@ -39,7 +39,10 @@ pub struct Ads {
 impl Ads {
     /// A service over shared state.
     pub fn new(shared: Arc<Shared>) -> Self {
-        Ads { shared, next_stream: Arc::new(AtomicU64::new(1)) }
+        Ads {
+            shared,
+            next_stream: Arc::new(AtomicU64::new(1)),
+        }
     }
 
     /// The tonic service, with raised message limits.

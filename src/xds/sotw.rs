@@ -40,11 +40,20 @@ pub struct SotwStream {
 impl SotwStream {
     /// A fresh stream.
     pub fn new(id: u64) -> Self {
-        SotwStream { id, nonce_counter: 0, types: BTreeMap::new() }
+        SotwStream {
+            id,
+            nonce_counter: 0,
+            types: BTreeMap::new(),
+        }
     }
 
     /// Handles one request; returns the responses to send (possibly none).
-    pub fn on_request(&mut self, req: &DiscoveryRequest, snapshot: Option<&Snapshot>, shared: &Shared) -> Vec<DiscoveryResponse> {
+    pub fn on_request(
+        &mut self,
+        req: &DiscoveryRequest,
+        snapshot: Option<&Snapshot>,
+        shared: &Shared,
+    ) -> Vec<DiscoveryResponse> {
         let Some(ty) = ResourceType::from_type_url(&req.type_url) else {
             tracing::debug!(stream = self.id, type_url = %req.type_url, "request for a type attache does not serve; ignored");
             return Vec::new();
@@ -63,7 +72,10 @@ impl SotwStream {
             }
             st.nacked_version = Some(version.clone());
             shared.with_envoy(id, |e| {
-                e.types.entry(ty.label()).or_default().last_nack = Some(Nack { version, message: error.message.clone() });
+                e.types.entry(ty.label()).or_default().last_nack = Some(Nack {
+                    version,
+                    message: error.message.clone(),
+                });
             });
         } else if !req.response_nonce.is_empty() {
             shared.metrics.xds_acks[type_index(ty)].fetch_add(1, Ordering::Relaxed);
@@ -85,23 +97,40 @@ impl SotwStream {
         }
         let Some(snapshot) = snapshot else { return Vec::new() };
         // Answer a new subscription even when the content did not change.
-        self.respond(ty, snapshot, first || changed, shared).into_iter().collect()
+        self.respond(ty, snapshot, first || changed, shared)
+            .into_iter()
+            .collect()
     }
 
     /// Handles a new snapshot: every requested type whose content changed, in make-before-break
     /// order (clusters, endpoints, listeners, routes).
     pub fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DiscoveryResponse> {
-        let requested: Vec<ResourceType> =
-            ResourceType::ALL.into_iter().filter(|ty| self.types.get(ty).is_some_and(|s| s.requested)).collect();
-        requested.into_iter().filter_map(|ty| self.respond(ty, snapshot, false, shared)).collect()
+        let requested: Vec<ResourceType> = ResourceType::ALL
+            .into_iter()
+            .filter(|ty| self.types.get(ty).is_some_and(|s| s.requested))
+            .collect();
+        requested
+            .into_iter()
+            .filter_map(|ty| self.respond(ty, snapshot, false, shared))
+            .collect()
     }
 
-    fn respond(&mut self, ty: ResourceType, snapshot: &Snapshot, force: bool, shared: &Shared) -> Option<DiscoveryResponse> {
+    fn respond(
+        &mut self,
+        ty: ResourceType,
+        snapshot: &Snapshot,
+        force: bool,
+        shared: &Shared,
+    ) -> Option<DiscoveryResponse> {
         let st = self.types.get_mut(&ty)?;
         let names: Vec<&str> = if ty.is_full_state() {
             snapshot.of_type(ty).map(|(n, _)| n.as_str()).collect()
         } else {
-            st.names.iter().map(String::as_str).filter(|n| snapshot.get(ty, n).is_some()).collect()
+            st.names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| snapshot.get(ty, n).is_some())
+                .collect()
         };
         let version = snapshot.version_of(ty, names.iter().copied());
         if !force && st.sent_version.as_deref() == Some(version.as_str()) {
@@ -113,7 +142,10 @@ impl SotwStream {
         let resources = names
             .iter()
             .filter_map(|n| snapshot.get(ty, n))
-            .map(|r| Any { type_url: ty.type_url(), value: r.bytes.to_vec() })
+            .map(|r| Any {
+                type_url: ty.type_url(),
+                value: r.bytes.to_vec(),
+            })
             .collect();
         self.nonce_counter += 1;
         let nonce = self.nonce_counter.to_string();
@@ -121,14 +153,18 @@ impl SotwStream {
         st.sent_version = Some(version.clone());
         shared.metrics.xds_responses[type_index(ty)].fetch_add(1, Ordering::Relaxed);
         let id = self.id;
-        shared.with_envoy(id, |e| e.types.entry(ty.label()).or_default().sent_version = Some(version.clone()));
+        shared.with_envoy(id, |e| {
+            e.types.entry(ty.label()).or_default().sent_version = Some(version.clone())
+        });
         tracing::debug!(stream = id, r#type = ty.label(), %version, resources = names.len(), "sending");
         Some(DiscoveryResponse {
             version_info: version,
             resources,
             type_url: ty.type_url(),
             nonce,
-            control_plane: Some(ControlPlane { identifier: format!("attache {}", env!("CARGO_PKG_VERSION")) }),
+            control_plane: Some(ControlPlane {
+                identifier: format!("attache {}", env!("CARGO_PKG_VERSION")),
+            }),
             ..Default::default()
         })
     }

@@ -43,7 +43,9 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Proc {
         let file = std::fs::File::create(&log).unwrap();
-        cmd.stdout(Stdio::from(file.try_clone().unwrap())).stderr(Stdio::from(file)).stdin(Stdio::null());
+        cmd.stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .stdin(Stdio::null());
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Proc { child, name, log }
     }
@@ -54,7 +56,10 @@ impl Proc {
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(s)) = self.child.try_wait() {
@@ -83,7 +88,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -92,7 +100,10 @@ pub fn http(method: &str, addr: SocketAddr, host: &str, path: &str) -> std::io::
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).to_string();
@@ -103,8 +114,17 @@ pub fn http(method: &str, addr: SocketAddr, host: &str, path: &str) -> std::io::
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
-    let headers = lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect();
-    Ok(Response { status, headers, body: body.to_string() })
+    let headers = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    Ok(Response {
+        status,
+        headers,
+        body: body.to_string(),
+    })
 }
 
 pub fn get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<Response> {
@@ -118,7 +138,10 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         thread::sleep(Duration::from_millis(100));
     }
 }
@@ -148,14 +171,22 @@ pub fn upstream(name: &'static str) -> Upstream {
                         }
                     }
                     let head = String::from_utf8_lossy(&head).to_string();
-                    let path = head.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or("").to_string();
+                    let path = head
+                        .lines()
+                        .next()
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .unwrap_or("")
+                        .to_string();
                     let host = head
                         .lines()
                         .find_map(|l| l.strip_prefix("host: ").or_else(|| l.strip_prefix("Host: ")))
                         .unwrap_or("")
                         .to_string();
                     let body = format!("upstream={name} path={path} host={host}");
-                    let reply = format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
                     if stream.write_all(reply.as_bytes()).is_err() {
                         return;
                     }
@@ -169,7 +200,9 @@ pub fn upstream(name: &'static str) -> Upstream {
 /// Envoy admin: one stat's value.
 pub fn stat(admin: SocketAddr, name: &str) -> Option<u64> {
     let r = get(admin, "admin", &format!("/stats?filter=^{}$", name.replace('.', "\\."))).ok()?;
-    r.body.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
 }
 
 /// The attache binary under test.

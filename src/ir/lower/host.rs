@@ -25,8 +25,11 @@ pub(super) struct EffectiveHost {
 pub(super) fn effective_hosts(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec<EffectiveHost> {
     if set.hosts.is_empty() {
         diagnostics.push(
-            Diagnostic::notice("host.default", "no Host defined: every Mapping is served for any hostname (`*`), cleartext requests included")
-                .hint("define a Host to choose hostnames and what happens to cleartext requests"),
+            Diagnostic::notice(
+                "host.default",
+                "no Host defined: every Mapping is served for any hostname (`*`), cleartext requests included",
+            )
+            .hint("define a Host to choose hostnames and what happens to cleartext requests"),
         );
         return vec![EffectiveHost {
             hostname: "*".to_string(),
@@ -74,7 +77,10 @@ pub(super) fn bound_to<'h>(
                 diagnostics.push(
                     Diagnostic::error(
                         "host.hostname_conflict",
-                        format!("hostname `{}` is already served by {owner} on {}; this Host is not used there", h.hostname, l.ir.name),
+                        format!(
+                            "hostname `{}` is already served by {owner} on {}; this Host is not used there",
+                            h.hostname, l.ir.name
+                        ),
                     )
                     .at(src.origin.clone())
                     .on(src.object.clone())

@@ -22,13 +22,21 @@ pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec
     let mut out: Vec<Lowered> = Vec::new();
     for (meta, l) in &set.listeners {
         if let Some(first) = out.iter().find(|o| o.ir.port == l.port) {
-            let owner = first.ir.source.as_ref().map(|s| s.object.to_string()).unwrap_or_default();
+            let owner = first
+                .ir
+                .source
+                .as_ref()
+                .map(|s| s.object.to_string())
+                .unwrap_or_default();
             diagnostics.push(
-                Diagnostic::error("listener.port_conflict", format!("port {} is already used by {owner}; this Listener was left out", l.port))
-                    .at(meta.origin.clone())
-                    .on(meta.object_ref())
-                    .path("spec.port")
-                    .hint("give each Listener its own port"),
+                Diagnostic::error(
+                    "listener.port_conflict",
+                    format!("port {} is already used by {owner}; this Listener was left out", l.port),
+                )
+                .at(meta.origin.clone())
+                .on(meta.object_ref())
+                .path("spec.port")
+                .hint("give each Listener its own port"),
             );
             continue;
         }

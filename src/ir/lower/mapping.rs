@@ -35,7 +35,13 @@ pub(super) struct Clusters {
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -52,7 +58,10 @@ fn base_name(key: &ClusterKey) -> String {
 /// upstreams would share one (so adding a Mapping never renames an unrelated cluster).
 fn cluster_name(key: &ClusterKey) -> String {
     let base = base_name(key);
-    let lossless = key.host.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    let lossless = key
+        .host
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
     // `.` and `-` both become `_`: only names without `_`-ambiguity are used bare.
     if lossless && !key.host.contains('-') {
         base
@@ -101,18 +110,34 @@ impl Clusters {
 /// The `:authority` condition a Mapping adds inside a virtual host, if any.
 fn authority_match(m: &Mapping, vhost_hostname: &str) -> Option<HeaderMatch> {
     if let Some(host) = &m.host {
-        return Some(HeaderMatch { name: ":authority".into(), kind: MatchKind::Exact, value: host.clone() });
+        return Some(HeaderMatch {
+            name: ":authority".into(),
+            kind: MatchKind::Exact,
+            value: host.clone(),
+        });
     }
     let glob = m.hostname.as_deref().unwrap_or("*");
     if glob == "*" || glob.eq_ignore_ascii_case(vhost_hostname) {
         return None;
     }
     Some(if let Some(suffix) = glob.strip_prefix('*') {
-        HeaderMatch { name: ":authority".into(), kind: MatchKind::Suffix, value: suffix.to_string() }
+        HeaderMatch {
+            name: ":authority".into(),
+            kind: MatchKind::Suffix,
+            value: suffix.to_string(),
+        }
     } else if let Some(prefix) = glob.strip_suffix('*') {
-        HeaderMatch { name: ":authority".into(), kind: MatchKind::Prefix, value: prefix.to_string() }
+        HeaderMatch {
+            name: ":authority".into(),
+            kind: MatchKind::Prefix,
+            value: prefix.to_string(),
+        }
     } else {
-        HeaderMatch { name: ":authority".into(), kind: MatchKind::Exact, value: glob.to_string() }
+        HeaderMatch {
+            name: ":authority".into(),
+            kind: MatchKind::Exact,
+            value: glob.to_string(),
+        }
     })
 }
 
@@ -149,25 +174,53 @@ pub(super) fn routes_for(
             .headers
             .iter()
             .map(|(name, v)| match v {
-                HeaderValue::Exact(value) => HeaderMatch { name: name.to_ascii_lowercase(), kind: MatchKind::Exact, value: value.clone() },
-                HeaderValue::Present(_) => HeaderMatch { name: name.to_ascii_lowercase(), kind: MatchKind::Present, value: String::new() },
+                HeaderValue::Exact(value) => HeaderMatch {
+                    name: name.to_ascii_lowercase(),
+                    kind: MatchKind::Exact,
+                    value: value.clone(),
+                },
+                HeaderValue::Present(_) => HeaderMatch {
+                    name: name.to_ascii_lowercase(),
+                    kind: MatchKind::Present,
+                    value: String::new(),
+                },
             })
             .collect();
         if let Some(a) = authority_match(m, &host.hostname) {
             headers.push(a);
         }
         if let Some(method) = &m.method {
-            headers.push(HeaderMatch { name: ":method".into(), kind: MatchKind::Exact, value: method.to_ascii_uppercase() });
+            headers.push(HeaderMatch {
+                name: ":method".into(),
+                kind: MatchKind::Exact,
+                value: method.to_ascii_uppercase(),
+            });
         }
         headers.sort();
         let tls = m.service.scheme == Some(Scheme::Https);
         let mut service_host = m.service.host.clone();
-        if !m.service.is_ip && !service_host.contains('.') && meta.namespace != options.ambassador_namespace && service_host != "localhost" {
+        if !m.service.is_ip
+            && !service_host.contains('.')
+            && meta.namespace != options.ambassador_namespace
+            && service_host != "localhost"
+        {
             service_host = format!("{service_host}.{}", meta.namespace);
         }
         let port = m.service.port.unwrap_or(if tls { 443 } else { 80 });
-        let cluster = clusters.add(ClusterKey { tls, host: service_host, port }, meta);
-        candidates.push(Candidate { meta, m, headers, cluster });
+        let cluster = clusters.add(
+            ClusterKey {
+                tls,
+                host: service_host,
+                port,
+            },
+            meta,
+        );
+        candidates.push(Candidate {
+            meta,
+            m,
+            headers,
+            cluster,
+        });
     }
     // Emissary's order: precedence, then longer prefix, then more header matchers.
     candidates.sort_by(|a, b| {
@@ -215,12 +268,18 @@ pub(super) fn routes_for(
         };
         let secure = || {
             let mut r = base.clone();
-            r.headers.push(HeaderMatch { name: "x-forwarded-proto".into(), kind: MatchKind::Exact, value: "https".into() });
+            r.headers.push(HeaderMatch {
+                name: "x-forwarded-proto".into(),
+                kind: MatchKind::Exact,
+                value: "https".into(),
+            });
             r.headers.sort();
             r
         };
         match (model, host.insecure_action) {
-            (SecurityModel::Secure, _) | (SecurityModel::Xfp | SecurityModel::Insecure, InsecureAction::Route) => routes.push(base.clone()),
+            (SecurityModel::Secure, _) | (SecurityModel::Xfp | SecurityModel::Insecure, InsecureAction::Route) => {
+                routes.push(base.clone())
+            }
             (SecurityModel::Xfp, InsecureAction::Redirect) => {
                 routes.push(secure());
                 routes.push(insecure(RouteAction::HttpsRedirect));
@@ -239,10 +298,13 @@ pub(super) fn report_unused(set: &ResourceSet, used: &BTreeSet<(String, String)>
         if !used.contains(&(meta.namespace.clone(), meta.name.clone())) {
             let glob = m.host.as_deref().or(m.hostname.as_deref()).unwrap_or("*");
             diagnostics.push(
-                Diagnostic::warning("mapping.no_host", format!("no Host serves this Mapping (hostname `{glob}`); it is not routed"))
-                    .at(meta.origin.clone())
-                    .on(meta.object_ref())
-                    .hint("check the Mapping's hostname and labels against the Hosts' hostname and mappingSelector"),
+                Diagnostic::warning(
+                    "mapping.no_host",
+                    format!("no Host serves this Mapping (hostname `{glob}`); it is not routed"),
+                )
+                .at(meta.origin.clone())
+                .on(meta.object_ref())
+                .hint("check the Mapping's hostname and labels against the Hosts' hostname and mappingSelector"),
             );
         }
     }

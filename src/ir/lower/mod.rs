@@ -48,7 +48,15 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
         let bound = host::bound_to(l, &hosts, &mut diagnostics);
         let mut virtual_hosts = Vec::new();
         for h in bound {
-            let routes = mapping::routes_for(set, l.ir.security_model, h, options, &mut clusters, &mut used_mappings, &mut diagnostics);
+            let routes = mapping::routes_for(
+                set,
+                l.ir.security_model,
+                h,
+                options,
+                &mut clusters,
+                &mut used_mappings,
+                &mut diagnostics,
+            );
             virtual_hosts.push(host::virtual_host(h, routes));
         }
         virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
