@@ -1,0 +1,142 @@
+//! The command-line contract: exit codes, output formats, help text.
+
+mod support;
+
+use std::process::Command;
+
+use support::{attache, envoy_bin, write};
+
+#[test]
+fn validate_prints_located_diagnostics_and_fails_on_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("ns/mappings.yaml"),
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: ok\nspec:\n  prefix: /ok/\n  service: ok\n---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: slow\n  namespace: shop\nspec:\n  prefix: /slow/\n  service: slow\n  timeout_ms: \"notanumber\"\n",
+    );
+    let out = attache().arg("validate").arg(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("ns/mappings.yaml:17:3: Mapping shop/slow: spec.timeout_ms: error[mapping.invalid_field]: invalid type: string \"notanumber\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("hint: timeout_ms is a whole number of milliseconds"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 objects read: 1 errors"), "{stdout}");
+
+    write(&dir.path().join("ns/mappings.yaml"), "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: ok\nspec:\n  prefix: /ok/\n  service: ok\n");
+    let out = attache().arg("validate").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn translate_prints_yaml_or_json_by_type() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("m.yaml"), "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: q\nspec:\n  prefix: /q/\n  service: quote\n");
+    let out = attache()
+        .args(["translate", "-o", "json"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["clusters"][0]["name"], "cluster_quote_80");
+    assert_eq!(v["listeners"][0]["name"], "listener-8080");
+    assert_eq!(v["routes"][0]["virtualHosts"][0]["routes"][0]["match"]["prefix"], "/q/");
+    let out = attache()
+        .arg("translate")
+        .arg(dir.path().join("m.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("clusters:\n"), "{text}");
+    // Diagnostics go to stderr, not into the resources.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listener.default"));
+}
+
+#[test]
+fn ads_bootstrap_is_accepted_by_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = attache()
+        .args(["bootstrap", "--ads", "127.0.0.1:18000", "--node-id", "n1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("id: n1") && text.contains("attache_ads"), "{text}");
+    let path = dir.path().join("b.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let v = Command::new(envoy_bin())
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    let out = attache().args(["bootstrap", "--ads", "nonsense"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HOST:PORT"));
+}
+
+#[test]
+fn a_bad_rule_pack_stops_attache_with_the_rule_named() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("pack/pack.yaml"), "name: broken\nrules:\n  - id: x.route\n    kind: route\n    emits: envoy.config.route.v3.Route\n    template: route.yaml.hbs\n");
+    write(&dir.path().join("pack/route.yaml.hbs"), "name: {{json name}\n");
+    write(&dir.path().join("config/m.yaml"), "");
+    let out = attache()
+        .arg("translate")
+        .arg("--rules")
+        .arg(dir.path().join("pack"))
+        .arg(dir.path().join("config"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("route.yaml.hbs") && err.contains("rule pack"), "{err}");
+}
+
+#[test]
+fn help_explains_every_subcommand() {
+    let out = attache().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for sub in ["translate", "validate", "bootstrap", "serve"] {
+        assert!(text.contains(sub), "{text}");
+    }
+    let out = attache().args(["serve", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--config-dir",
+        "--ads-listen",
+        "--admin-listen",
+        "--envoy",
+        "--rules",
+        "--debounce-ms",
+    ] {
+        assert!(text.contains(flag), "{flag} missing from serve --help:\n{text}");
+    }
+}
+
+#[test]
+fn serve_refuses_a_missing_directory_clearly() {
+    let out = attache()
+        .args([
+            "serve",
+            "--config-dir",
+            "/nonexistent/attache",
+            "--ads-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
+}
