@@ -106,6 +106,15 @@ fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
     Ok((host, port.parse().context("port must be a number")?))
 }
 
+/// Refuses a path that does not exist (an empty translation would look like success).
+fn existing(path: &std::path::Path) -> anyhow::Result<()> {
+    if path.exists() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}: no such file or directory", path.display())
+    }
+}
+
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
@@ -117,6 +126,7 @@ fn run() -> anyhow::Result<ExitCode> {
             translation,
         } => {
             attache::serve::init_logging("warn");
+            existing(&path)?;
             let registry = translation.registry()?;
             let loaded = attache::source::dir::load(&path);
             let t = attache::translate(&loaded, &registry, &translation.options());
@@ -141,6 +151,7 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Validate { path, translation } => {
             attache::serve::init_logging("warn");
+            existing(&path)?;
             let registry = translation.registry()?;
             let loaded = attache::source::dir::load(&path);
             let t = attache::translate(&loaded, &registry, &translation.options());

@@ -140,3 +140,15 @@ fn serve_refuses_a_missing_directory_clearly() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
 }
+
+#[test]
+fn a_missing_path_is_an_error_not_an_empty_config() {
+    for sub in ["translate", "validate"] {
+        let out = attache().args([sub, "/nonexistent/attache-config"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{sub}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no such file or directory"),
+            "{sub}"
+        );
+    }
+}

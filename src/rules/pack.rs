@@ -316,6 +316,19 @@ fn new_handlebars() -> Handlebars<'static> {
     h
 }
 
+/// Strict mode does not cover helper parameters: a misspelled `{{json nmae}}` would render
+/// `null`. Make it the same error a misspelled `{{nmae}}` is.
+fn missing_is_an_error(helper: &str, param: &handlebars::PathAndJson<'_>) -> Result<(), handlebars::RenderError> {
+    if param.is_value_missing() {
+        let path = param.relative_path().cloned().unwrap_or_default();
+        return Err(handlebars::RenderErrorReason::Other(format!(
+            "`{path}` (in `{{{{{helper} {path}}}}}`) is not a field of this node's context"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// `{{json value}}`: the value as JSON (strings quoted and escaped), which is valid YAML too.
 fn json_helper(
     h: &handlebars::Helper<'_>,
@@ -327,6 +340,7 @@ fn json_helper(
     let param = h
         .param(0)
         .ok_or_else(|| handlebars::RenderErrorReason::ParamNotFoundForIndex("json", 0))?;
+    missing_is_an_error("json", param)?;
     out.write(&serde_json::to_string(param.value()).unwrap_or_default())?;
     Ok(())
 }
@@ -339,9 +353,13 @@ fn duration_helper(
     _: &mut handlebars::RenderContext<'_, '_>,
     out: &mut dyn handlebars::Output,
 ) -> handlebars::HelperResult {
-    let ms = h
+    let param = h
         .param(0)
-        .and_then(|p| p.value().as_u64())
+        .ok_or_else(|| handlebars::RenderErrorReason::ParamNotFoundForIndex("duration", 0))?;
+    missing_is_an_error("duration", param)?;
+    let ms = param
+        .value()
+        .as_u64()
         .ok_or_else(|| handlebars::RenderErrorReason::InvalidParamType("duration: a whole number of milliseconds"))?;
     let text = if ms % 1000 == 0 {
         format!("\"{}s\"", ms / 1000)

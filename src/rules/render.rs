@@ -282,6 +282,62 @@ mod tests {
     use super::merge;
     use serde_json::json;
 
+    fn translate_with_route_template(template: &str) -> crate::Translation {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pack.yaml"),
+            "name: typo\nrules:\n  - id: core.route\n    kind: route\n    when: action == \"route\"\n    emits: envoy.config.route.v3.Route\n    template: route.yaml.hbs\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("route.yaml.hbs"), template).unwrap();
+        let registry = crate::rules::Registry::with_packs(&[dir.path().to_path_buf()]).unwrap();
+        let input = "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: q\nspec:\n  prefix: /q/\n  service: q\n---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: r\nspec:\n  prefix: /r/\n  service: r\n";
+        crate::translate(
+            &crate::source::parse_text("in.yaml", input),
+            &registry,
+            &crate::Options::default(),
+        )
+    }
+
+    #[test]
+    fn a_field_typo_in_a_template_names_rule_template_node_and_path() {
+        let t = translate_with_route_template(
+            "name: {{json name}}\nmatch: {prefix: {{json prefix}}}\nroute:\n  cluster: {{json cluster}}\n  timeoutt: 1s\n",
+        );
+        let errors: Vec<String> = t
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        let e = &errors[0];
+        for needle in [
+            "in.yaml:1:1: Mapping default/q",
+            "rule `core.route`",
+            "route.yaml.hbs",
+            "route `default/q`",
+            "at `route`",
+            "timeoutt",
+        ] {
+            assert!(e.contains(needle), "{needle} not in {e}");
+        }
+        // The routes are left out; the rest of the configuration is still there.
+        assert_eq!(t.snapshot.count(crate::snapshot::ResourceType::Cluster), 2);
+        assert_eq!(t.snapshot.count(crate::snapshot::ResourceType::Listener), 1);
+    }
+
+    #[test]
+    fn a_misspelled_context_field_is_a_strict_mode_error() {
+        let t = translate_with_route_template("name: {{json nmae}}\n");
+        let e = t
+            .diagnostics
+            .iter()
+            .find(|d| d.code == "rules.template_failed")
+            .expect("template error");
+        assert!(e.message.contains("nmae"), "{e}");
+    }
+
     #[test]
     fn merge_appends_lists_and_merges_maps() {
         let mut a = json!({"a": {"x": 1}, "l": [1], "s": "old"});

@@ -123,7 +123,9 @@ async fn run_sotw(
                         }
                         registered = true;
                     }
-                    let snapshot = snapshots.borrow_and_update().clone();
+                    // `borrow`, not `borrow_and_update`: a snapshot that arrived meanwhile must
+                    // still wake the other branch so every type gets it, not only this one.
+                    let snapshot = snapshots.borrow().clone();
                     stream.on_request(&req, snapshot.as_deref(), &shared)
                 }
                 Some(Err(status)) => {
