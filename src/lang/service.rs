@@ -52,6 +52,16 @@ fn describe(rule: &Rule) -> &'static str {
 
 /// Parses a service reference.
 ///
+/// ```
+/// use attache::lang::service::{parse, Scheme};
+///
+/// let s = parse("https://quote.prod:8443").unwrap();
+/// assert_eq!((s.scheme, s.host.as_str(), s.port), (Some(Scheme::Https), "quote.prod", Some(8443)));
+///
+/// let e = parse("quote::80").unwrap_err();
+/// assert_eq!(e.offset, 6); // points at the second `:`
+/// ```
+///
 /// # Errors
 /// A [`LangError`] pointing at the first character that does not fit, or at the scheme or port
 /// when they are not acceptable.
