@@ -106,13 +106,20 @@ fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
     Ok((host, port.parse().context("port must be a number")?))
 }
 
-/// Refuses a path that does not exist (an empty translation would look like success).
-fn existing(path: &std::path::Path) -> anyhow::Result<()> {
-    if path.exists() {
-        Ok(())
-    } else {
-        anyhow::bail!("{}: no such file or directory", path.display())
+/// Loads and translates a directory or file for `translate` and `validate`; returns the number
+/// of objects read and the translation. A path that does not exist is an error (an empty
+/// translation would look like success).
+fn translate_path(path: &std::path::Path, translation: &Translation) -> anyhow::Result<(usize, attache::Translation)> {
+    attache::serve::init_logging("warn");
+    if !path.exists() {
+        anyhow::bail!("{}: no such file or directory", path.display());
     }
+    let registry = translation.registry()?;
+    let loaded = attache::source::dir::load(path);
+    Ok((
+        loaded.objects.len(),
+        attache::translate(&loaded, &registry, &translation.options()),
+    ))
 }
 
 fn run() -> anyhow::Result<ExitCode> {
@@ -125,11 +132,7 @@ fn run() -> anyhow::Result<ExitCode> {
             output,
             translation,
         } => {
-            attache::serve::init_logging("warn");
-            existing(&path)?;
-            let registry = translation.registry()?;
-            let loaded = attache::source::dir::load(&path);
-            let t = attache::translate(&loaded, &registry, &translation.options());
+            let (_, t) = translate_path(&path, &translation)?;
             for d in &t.diagnostics {
                 eprintln!("{d}");
             }
@@ -150,21 +153,14 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { path, translation } => {
-            attache::serve::init_logging("warn");
-            existing(&path)?;
-            let registry = translation.registry()?;
-            let loaded = attache::source::dir::load(&path);
-            let t = attache::translate(&loaded, &registry, &translation.options());
+            let (objects, t) = translate_path(&path, &translation)?;
             for d in &t.diagnostics {
                 println!("{d}");
             }
             let counts = attache::diagnostic::count(&t.diagnostics);
             println!(
                 "{} objects read: {} errors, {} warnings, {} notices",
-                loaded.objects.len(),
-                counts.errors,
-                counts.warnings,
-                counts.notices
+                objects, counts.errors, counts.warnings, counts.notices
             );
             Ok(if counts.errors > 0 {
                 ExitCode::from(1)
