@@ -137,6 +137,24 @@ proptest! {
     }
 
     #[test]
+    fn applying_the_diff_of_two_snapshots_gives_the_second(a in docs(), b in docs()) {
+        let registry = attache::rules::Registry::core().unwrap();
+        let opts = attache::Options::default();
+        let sa = attache::translate(&load(&a, 1), &registry, &opts).snapshot;
+        let sb = attache::translate(&load(&b, 1), &registry, &opts).snapshot;
+        let d = attache::snapshot::diff::diff(&sa, &sb);
+        prop_assert_eq!(d.apply(&sa), sb.clone());
+        prop_assert!(attache::snapshot::diff::diff(&sb, &sb).is_empty());
+        // Nothing is both upserted and removed, and removals name only what `a` had.
+        for (ty, td) in &d.types {
+            for name in &td.removals {
+                prop_assert!(sa.get(*ty, name).is_some() && sb.get(*ty, name).is_none());
+                prop_assert!(!td.upserts.contains_key(name));
+            }
+        }
+    }
+
+    #[test]
     fn versions_are_content_hashes(docs in docs()) {
         let registry = attache::rules::Registry::core().unwrap();
         let t = attache::translate(&load(&docs, 1), &registry, &attache::Options::default());

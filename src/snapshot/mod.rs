@@ -5,6 +5,8 @@
 //! `(name, hash)` pairs. Two replicas given the same input therefore agree on every version.
 //! Knows no IR and no tonic; the bytes are opaque here.
 
+pub mod diff;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -121,6 +123,16 @@ impl Snapshot {
     /// Adds (or replaces) a resource.
     pub fn insert(&mut self, ty: ResourceType, name: String, resource: Resource) {
         self.resources.entry(ty).or_default().insert(name, resource);
+    }
+
+    /// Removes a resource (if present).
+    pub fn remove(&mut self, ty: ResourceType, name: &str) {
+        if let Some(m) = self.resources.get_mut(&ty) {
+            m.remove(name);
+            if m.is_empty() {
+                self.resources.remove(&ty);
+            }
+        }
     }
 
     /// The resources of one type, by name.
