@@ -75,7 +75,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901", value_name = "HOST:PORT")]
         envoy_admin: SocketAddr,
         /// xDS protocol flavour.
-        #[arg(long, value_enum, default_value = "sotw")]
+        #[arg(long, value_enum, default_value = "delta")]
         xds: XdsProtocol,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "yaml")]

@@ -111,7 +111,16 @@ fn serve(
 }
 
 #[test]
-fn serve_routes_by_prefix_and_host_and_follows_file_changes() {
+fn serve_delta_routes_by_prefix_and_host_and_follows_file_changes() {
+    routes_by_prefix_and_host_and_follows_file_changes("delta");
+}
+
+#[test]
+fn serve_sotw_routes_by_prefix_and_host_and_follows_file_changes() {
+    routes_by_prefix_and_host_and_follows_file_changes("sotw");
+}
+
+fn routes_by_prefix_and_host_and_follows_file_changes(xds: &str) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config");
     let (a, b) = (upstream("a"), upstream("b"));
@@ -126,7 +135,7 @@ fn serve_routes_by_prefix_and_host_and_follows_file_changes() {
             mapping("b-host", "/", b.addr, "  host: b.example.com\n")
         ),
     );
-    let (attache_proc, listen, envoy_admin, admin) = serve(&config, dir.path(), port, &[]);
+    let (attache_proc, listen, envoy_admin, admin) = serve(&config, dir.path(), port, &["--xds", xds]);
     let s = Served {
         _attache: attache_proc,
         listen,
@@ -157,6 +166,7 @@ fn serve_routes_by_prefix_and_host_and_follows_file_changes() {
         envoys.contains("\"node_id\":\"e2e\"") && envoys.contains("acked_version"),
         "{envoys}"
     );
+    assert!(envoys.contains(&format!("\"protocol\":\"{xds}\"")), "{envoys}");
 
     let cds_before = stat(s.envoy_admin, "cluster_manager.cds.update_success").unwrap();
     let rds_stat = format!("http.ingress_http.rds.routes-{port}.update_success");

@@ -301,16 +301,246 @@ async fn two_envoys_are_served_independently() {
     assert_eq!(nodes, vec!["node-1", "node-2"]);
 }
 
+// ---- Delta (incremental) xDS ----
+
+struct FakeDeltaEnvoy {
+    tx: mpsc::Sender<DeltaDiscoveryRequest>,
+    rx: tonic::Streaming<envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse>,
+    node: Option<Node>,
+}
+
+type DeltaResponse = envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
+
+impl FakeDeltaEnvoy {
+    async fn connect(url: &str, node_id: &str) -> FakeDeltaEnvoy {
+        let mut client = AggregatedDiscoveryServiceClient::connect(url.to_string())
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        let response = client
+            .delta_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap();
+        FakeDeltaEnvoy {
+            tx,
+            rx: response.into_inner(),
+            node: Some(Node {
+                id: node_id.into(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        ty: ResourceType,
+        nonce: &str,
+        subscribe: &[&str],
+        unsubscribe: &[&str],
+        initial: &[(&str, &str)],
+        error: Option<&str>,
+    ) {
+        let req = DeltaDiscoveryRequest {
+            node: self.node.take(),
+            type_url: ty.type_url(),
+            resource_names_subscribe: subscribe.iter().map(|s| (*s).to_string()).collect(),
+            resource_names_unsubscribe: unsubscribe.iter().map(|s| (*s).to_string()).collect(),
+            initial_resource_versions: initial
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+            response_nonce: nonce.into(),
+            error_detail: error.map(|m| RpcStatus {
+                code: 3,
+                message: m.into(),
+                details: vec![],
+            }),
+            ..Default::default()
+        };
+        self.tx.send(req).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> DeltaResponse {
+        tokio::time::timeout(Duration::from_secs(5), self.rx.next())
+            .await
+            .expect("a response within 5s")
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn quiet(&mut self) {
+        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(300), self.rx.next()).await {
+            panic!(
+                "unexpected response: {:?}",
+                r.map(|r| (r.type_url, r.resources.len(), r.removed_resources))
+            );
+        }
+    }
+}
+
+fn upserted(r: &DeltaResponse) -> Vec<String> {
+    r.resources.iter().map(|x| x.name.clone()).collect()
+}
+
 #[tokio::test]
-async fn delta_is_refused_clearly() {
+async fn delta_wildcard_sends_only_changes_then_removals() {
     let shared = Arc::new(Shared::default());
-    let url = start(shared).await;
-    let mut client = AggregatedDiscoveryServiceClient::connect(url).await.unwrap();
-    let (_tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(1);
-    let err = client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("sotw"));
+    shared.snapshot.send_replace(Some(snapshot_of(&mappings(&["a", "b"]))));
+    let url = start(Arc::clone(&shared)).await;
+    let mut envoy = FakeDeltaEnvoy::connect(&url, "d1").await;
+
+    // Legacy wildcard: a first CDS request naming nothing.
+    envoy.send(ResourceType::Cluster, "", &[], &[], &[], None).await;
+    let r1 = envoy.recv().await;
+    assert_eq!(upserted(&r1), vec!["cluster_a_80", "cluster_b_80"]);
+    assert!(r1
+        .resources
+        .iter()
+        .all(|r| !r.version.is_empty() && r.resource.is_some()));
+    envoy.send(ResourceType::Cluster, &r1.nonce, &[], &[], &[], None).await;
+    envoy.quiet().await;
+
+    // b removed, c added: the addition first, then the removal; a is not resent.
+    shared.snapshot.send_replace(Some(snapshot_of(&mappings(&["a", "c"]))));
+    let add = envoy.recv().await;
+    assert_eq!(
+        (upserted(&add), add.removed_resources.clone()),
+        (vec!["cluster_c_80".to_string()], vec![])
+    );
+    let remove = envoy.recv().await;
+    assert_eq!(
+        (upserted(&remove), remove.removed_resources.clone()),
+        (vec![], vec!["cluster_b_80".to_string()])
+    );
+    envoy.send(ResourceType::Cluster, &add.nonce, &[], &[], &[], None).await;
+    envoy
+        .send(ResourceType::Cluster, &remove.nonce, &[], &[], &[], None)
+        .await;
+    envoy.quiet().await;
+
+    // NACK: recorded; the rejected content is not sent again; the next change is.
+    shared
+        .snapshot
+        .send_replace(Some(snapshot_of(&mappings(&["a", "c", "d"]))));
+    let r = envoy.recv().await;
+    assert_eq!(upserted(&r), vec!["cluster_d_80"]);
+    envoy
+        .send(ResourceType::Cluster, &r.nonce, &[], &[], &[], Some("no thanks"))
+        .await;
+    envoy.quiet().await;
+    assert_eq!(
+        shared.envoys.lock().unwrap().values().next().unwrap().types["clusters"]
+            .last_nack
+            .as_ref()
+            .map(|n| n.message.clone()),
+        Some("no thanks".to_string())
+    );
+    shared
+        .snapshot
+        .send_replace(Some(snapshot_of(&mappings(&["a", "c", "d", "e"]))));
+    let r = envoy.recv().await;
+    assert_eq!(upserted(&r), vec!["cluster_e_80"]);
+}
+
+#[tokio::test]
+async fn delta_reconnect_with_initial_versions_resends_nothing_envoy_has() {
+    let shared = Arc::new(Shared::default());
+    let snapshot = snapshot_of(&mappings(&["a", "b"]));
+    let va = snapshot
+        .get(ResourceType::Cluster, "cluster_a_80")
+        .unwrap()
+        .version
+        .clone();
+    let vb = snapshot
+        .get(ResourceType::Cluster, "cluster_b_80")
+        .unwrap()
+        .version
+        .clone();
+    shared.snapshot.send_replace(Some(snapshot));
+    let url = start(Arc::clone(&shared)).await;
+
+    // Envoy has both at the current versions: nothing to send.
+    let mut envoy = FakeDeltaEnvoy::connect(&url, "d1").await;
+    envoy
+        .send(
+            ResourceType::Cluster,
+            "",
+            &[],
+            &[],
+            &[("cluster_a_80", &va), ("cluster_b_80", &vb)],
+            None,
+        )
+        .await;
+    envoy.quiet().await;
+
+    // Envoy has an old b and a cluster that no longer exists: b is sent, the other removed.
+    let mut envoy = FakeDeltaEnvoy::connect(&url, "d2").await;
+    envoy
+        .send(
+            ResourceType::Cluster,
+            "",
+            &[],
+            &[],
+            &[("cluster_a_80", &va), ("cluster_b_80", "old"), ("cluster_gone_80", "x")],
+            None,
+        )
+        .await;
+    let r = envoy.recv().await;
+    assert_eq!(upserted(&r), vec!["cluster_b_80"]);
+    assert_eq!(r.removed_resources, vec!["cluster_gone_80"]);
+}
+
+#[tokio::test]
+async fn delta_explicit_subscriptions_and_unknown_names() {
+    let shared = Arc::new(Shared::default());
+    shared.snapshot.send_replace(Some(snapshot_of(&mappings(&["a"]))));
+    let url = start(Arc::clone(&shared)).await;
+    let mut envoy = FakeDeltaEnvoy::connect(&url, "d1").await;
+
+    envoy
+        .send(ResourceType::Route, "", &["routes-8080", "routes-9999"], &[], &[], None)
+        .await;
+    let r = envoy.recv().await;
+    assert_eq!(upserted(&r), vec!["routes-8080"]);
+    assert_eq!(
+        r.removed_resources,
+        vec!["routes-9999"],
+        "a subscribed name that does not exist is reported removed"
+    );
+    envoy.send(ResourceType::Route, &r.nonce, &[], &[], &[], None).await;
+    envoy.quiet().await;
+
+    // Unsubscribe (with a stale nonce: subscription changes count whatever the nonce), then
+    // subscribe again: sent again.
+    envoy
+        .send(ResourceType::Route, "0", &[], &["routes-8080"], &[], None)
+        .await;
+    envoy.quiet().await;
+    envoy
+        .send(ResourceType::Route, "0", &["routes-8080"], &[], &[], None)
+        .await;
+    let r = envoy.recv().await;
+    assert_eq!(upserted(&r), vec!["routes-8080"]);
+    assert!(r.removed_resources.is_empty());
+
+    // Only subscribed route configurations are sent when the snapshot changes.
+    shared.snapshot.send_replace(Some(snapshot_of(&mappings(&["a", "b"]))));
+    let r = envoy.recv().await;
+    assert_eq!(r.type_url, ResourceType::Route.type_url());
+    assert_eq!(upserted(&r), vec!["routes-8080"]);
+}
+
+#[tokio::test]
+async fn delta_and_sotw_streams_side_by_side() {
+    let shared = Arc::new(Shared::default());
+    shared.snapshot.send_replace(Some(snapshot_of(&mappings(&["a"]))));
+    let url = start(Arc::clone(&shared)).await;
+    let mut d = FakeDeltaEnvoy::connect(&url, "delta-node").await;
+    let mut s = FakeEnvoy::connect(&url, "sotw-node").await;
+    d.send(ResourceType::Cluster, "", &["*"], &[], &[], None).await;
+    s.send(ResourceType::Cluster, "", "", &[], None).await;
+    assert_eq!(upserted(&d.recv().await), vec!["cluster_a_80"]);
+    assert_eq!(names(&s.recv().await), vec!["cluster_a_80"]);
+    let protocols: Vec<&str> = shared.envoys.lock().unwrap().values().map(|e| e.protocol).collect();
+    assert_eq!(protocols, vec!["delta", "sotw"]);
 }

@@ -10,6 +10,8 @@ use crate::snapshot::{ResourceType, Snapshot};
 /// The xDS flavour Envoy should use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum XdsProtocol {
+    /// Incremental: only what changed is sent, and nothing Envoy already has on reconnect.
+    Delta,
     /// State of the world: every response carries the full set (LDS/CDS) or the requested names.
     Sotw,
 }
@@ -52,6 +54,7 @@ pub fn ads(b: &AdsBootstrap) -> Result<Value, DecodeError> {
     let is_ip = b.ads_host.parse::<std::net::IpAddr>().is_ok();
     let api_type = match b.protocol {
         XdsProtocol::Sotw => "GRPC",
+        XdsProtocol::Delta => "DELTA_GRPC",
     };
     let value = json!({
         "node": {"id": b.node_id, "cluster": b.node_cluster},

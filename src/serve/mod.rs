@@ -81,7 +81,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "attache-envoy")]
     pub node_id: String,
     /// xDS protocol flavour for the started Envoy.
-    #[arg(long, value_enum, default_value = "sotw")]
+    #[arg(long, value_enum, default_value = "delta")]
     pub xds: XdsProtocol,
     /// Extra argument for Envoy (repeatable), e.g. --envoy-arg=--log-level --envoy-arg=debug.
     #[arg(long = "envoy-arg", value_name = "ARG", allow_hyphen_values = true)]

@@ -123,14 +123,27 @@ mod tests {
     #[test]
     fn diff_lists_added_changed_removed_in_make_before_break_order() {
         use ResourceType::{Cluster, Listener, Route};
-        let a = snap(&[(Cluster, "old", 1), (Cluster, "same", 2), (Route, "r", 1), (Listener, "l", 1)]);
-        let b = snap(&[(Cluster, "new", 1), (Cluster, "same", 2), (Route, "r", 2), (Listener, "l", 1)]);
+        let a = snap(&[
+            (Cluster, "old", 1),
+            (Cluster, "same", 2),
+            (Route, "r", 1),
+            (Listener, "l", 1),
+        ]);
+        let b = snap(&[
+            (Cluster, "new", 1),
+            (Cluster, "same", 2),
+            (Route, "r", 2),
+            (Listener, "l", 1),
+        ]);
         let d = diff(&a, &b);
         let c = d.of_type(Cluster).unwrap();
         assert_eq!(c.upserts.keys().collect::<Vec<_>>(), vec!["new"]);
         assert_eq!(c.removals.iter().collect::<Vec<_>>(), vec!["old"]);
         assert!(d.of_type(Listener).is_none());
-        assert_eq!(d.steps(), vec![Step::Upsert(Cluster), Step::Upsert(Route), Step::Remove(Cluster)]);
+        assert_eq!(
+            d.steps(),
+            vec![Step::Upsert(Cluster), Step::Upsert(Route), Step::Remove(Cluster)]
+        );
         assert_eq!(d.apply(&a), b);
         assert!(diff(&b, &b).is_empty());
     }

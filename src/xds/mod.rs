@@ -4,9 +4,10 @@
 //! the requests Envoy sends and by new snapshots. Rules followed (see DESIGN.md §3): nonces per
 //! stream, stale nonces ignored, ACK/NACK told apart by `error_detail`, rejected content never
 //! resent in a loop, LDS/CDS as full state and RDS by name, types sent in make-before-break
-//! order, message size limits well above tonic's 4 MiB default. Delta xDS answers
-//! `UNIMPLEMENTED` for now.
+//! order, message size limits well above tonic's 4 MiB default. Delta streams
+//! ([`delta::DeltaStream`]) send only what changed and honour `initial_resource_versions`.
 
+pub mod delta;
 pub mod sotw;
 
 use std::net::SocketAddr;
@@ -24,6 +25,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use envoy_types::pb::envoy::config::core::v3::Node;
+
+use crate::snapshot::Snapshot;
 use crate::state::{EnvoyStatus, Shared};
 
 /// Largest xDS message accepted or sent (SotW responses at tens of thousands of routes are big).
@@ -86,29 +90,102 @@ impl AggregatedDiscoveryService for Ads {
         let (tx, rx) = mpsc::channel(4);
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.xds_streams_opened.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(run_sotw(Arc::clone(&self.shared), id, peer, inbound, tx));
+        tokio::spawn(run_stream(
+            Arc::clone(&self.shared),
+            id,
+            peer,
+            inbound,
+            tx,
+            sotw::SotwStream::new(id),
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "attache does not serve delta xDS yet; use a bootstrap with api_type GRPC (attache bootstrap --xds sotw)",
-        ))
+        let peer = request.remote_addr();
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.xds_streams_opened.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(run_stream(
+            Arc::clone(&self.shared),
+            id,
+            peer,
+            inbound,
+            tx,
+            delta::DeltaStream::new(id),
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
-async fn run_sotw(
+/// One protocol's per-stream state machine, as the stream task drives it.
+trait Protocol: Send + 'static {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    /// `sotw` or `delta`, for logs and the admin API.
+    const NAME: &'static str;
+    fn node(req: &Self::Request) -> Option<&Node>;
+    fn on_request(&mut self, req: &Self::Request, snapshot: Option<&Snapshot>, shared: &Shared) -> Vec<Self::Response>;
+    fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<Self::Response>;
+}
+
+impl Protocol for sotw::SotwStream {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const NAME: &'static str = "sotw";
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+    fn on_request(
+        &mut self,
+        req: &DiscoveryRequest,
+        snapshot: Option<&Snapshot>,
+        shared: &Shared,
+    ) -> Vec<DiscoveryResponse> {
+        sotw::SotwStream::on_request(self, req, snapshot, shared)
+    }
+    fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DiscoveryResponse> {
+        sotw::SotwStream::on_snapshot(self, snapshot, shared)
+    }
+}
+
+impl Protocol for delta::DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const NAME: &'static str = "delta";
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+    fn on_request(
+        &mut self,
+        req: &DeltaDiscoveryRequest,
+        snapshot: Option<&Snapshot>,
+        shared: &Shared,
+    ) -> Vec<DeltaDiscoveryResponse> {
+        delta::DeltaStream::on_request(self, req, snapshot, shared)
+    }
+    fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DeltaDiscoveryResponse> {
+        delta::DeltaStream::on_snapshot(self, snapshot, shared)
+    }
+}
+
+/// Drives one ADS stream: requests from Envoy and new snapshots in, responses out, until either
+/// side goes away.
+async fn run_stream<P: Protocol>(
     shared: Arc<Shared>,
     id: u64,
     peer: Option<SocketAddr>,
-    mut inbound: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-) {
+    mut inbound: Streaming<P::Request>,
+    tx: mpsc::Sender<Result<P::Response, Status>>,
+    mut stream: P,
+) where
+    Streaming<P::Request>: futures::Stream<Item = Result<P::Request, Status>> + Unpin,
+{
     let mut snapshots = shared.snapshot.subscribe();
-    let mut stream = sotw::SotwStream::new(id);
     let peer = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
     let mut registered = false;
     'stream: loop {
@@ -116,10 +193,10 @@ async fn run_sotw(
             msg = inbound.next() => match msg {
                 Some(Ok(req)) => {
                     if !registered {
-                        let (node_id, node_cluster) = req.node.as_ref().map(|n| (n.id.clone(), n.cluster.clone())).unwrap_or_default();
-                        tracing::info!(stream = id, node = %node_id, %peer, "Envoy connected (ADS, state of the world)");
+                        let (node_id, node_cluster) = P::node(&req).map(|n| (n.id.clone(), n.cluster.clone())).unwrap_or_default();
+                        tracing::info!(stream = id, node = %node_id, %peer, protocol = P::NAME, "Envoy connected");
                         if let Ok(mut map) = shared.envoys.lock() {
-                            map.insert(id, EnvoyStatus { node_id, node_cluster, protocol: "sotw", peer: peer.clone(), types: Default::default() });
+                            map.insert(id, EnvoyStatus { node_id, node_cluster, protocol: P::NAME, peer: peer.clone(), types: Default::default() });
                         }
                         registered = true;
                     }

@@ -1,0 +1,241 @@
+//! Incremental (delta) ADS: the protocol state of one stream, free of I/O.
+//!
+//! Per type the stream remembers what Envoy has (`known`: name → version, seeded from
+//! `initial_resource_versions` on reconnect, updated when we send), what it subscribed to
+//! (wildcard and/or explicit names) and which requested names we told it do not exist. Only
+//! resources whose version differs from what Envoy has are sent; deletions, and subscribed names
+//! that do not exist, go in `removed_resources`. Subscription changes are honoured whatever the
+//! nonce. A NACK is recorded and the rejected versions are not sent again (Envoy's state for them
+//! is what it had; the next content change is sent). See
+//! <https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#incremental-xds>.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+
+use envoy_types::pb::envoy::config::core::v3::ControlPlane;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
+use envoy_types::pb::google::protobuf::Any;
+
+use crate::snapshot::{ResourceType, Snapshot};
+use crate::state::{type_index, Nack, Shared};
+
+/// Which part of a type's changes to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    /// Added and changed resources only.
+    Upserts,
+    /// Removals only.
+    Removals,
+    /// Both.
+    All,
+}
+
+#[derive(Debug, Default)]
+struct TypeState {
+    requested: bool,
+    wildcard: bool,
+    names: BTreeSet<String>,
+    known: BTreeMap<String, String>,
+    told_absent: BTreeSet<String>,
+    /// Nonce → system version of the responses not yet answered.
+    pending: BTreeMap<String, String>,
+}
+
+/// The state of one delta ADS stream.
+#[derive(Debug)]
+pub struct DeltaStream {
+    id: u64,
+    nonce_counter: u64,
+    types: BTreeMap<ResourceType, TypeState>,
+}
+
+impl DeltaStream {
+    /// A fresh stream.
+    pub fn new(id: u64) -> Self {
+        DeltaStream {
+            id,
+            nonce_counter: 0,
+            types: BTreeMap::new(),
+        }
+    }
+
+    /// Handles one request; returns the responses to send (possibly none).
+    pub fn on_request(
+        &mut self,
+        req: &DeltaDiscoveryRequest,
+        snapshot: Option<&Snapshot>,
+        shared: &Shared,
+    ) -> Vec<DeltaDiscoveryResponse> {
+        let Some(ty) = ResourceType::from_type_url(&req.type_url) else {
+            tracing::debug!(stream = self.id, type_url = %req.type_url, "delta request for a type attache does not serve; ignored");
+            return Vec::new();
+        };
+        let id = self.id;
+        let st = self.types.entry(ty).or_default();
+        let first = !st.requested;
+        st.requested = true;
+        if first {
+            // Reconnect: what Envoy already has is not sent again.
+            st.known = req
+                .initial_resource_versions
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            // Legacy wildcard: a first LDS/CDS request that names nothing means "everything".
+            if req.resource_names_subscribe.is_empty() && ty.is_full_state() {
+                st.wildcard = true;
+            }
+        }
+        for name in &req.resource_names_subscribe {
+            if name == "*" {
+                st.wildcard = true;
+            } else {
+                st.names.insert(name.clone());
+            }
+        }
+        for name in &req.resource_names_unsubscribe {
+            if name == "*" {
+                st.wildcard = false;
+            } else {
+                st.names.remove(name);
+                st.told_absent.remove(name);
+            }
+        }
+        if !st.wildcard {
+            // Envoy forgets what it unsubscribed from: forget it too, so a resubscription resends it.
+            let names = &st.names;
+            st.known.retain(|n, _| names.contains(n));
+        }
+        if !req.response_nonce.is_empty() {
+            let version = st.pending.remove(&req.response_nonce);
+            // Older nonces can no longer be answered in order; drop them.
+            let nonce_num: u64 = req.response_nonce.parse().unwrap_or(0);
+            st.pending.retain(|n, _| n.parse::<u64>().unwrap_or(0) > nonce_num);
+            let version = version.unwrap_or_default();
+            if let Some(error) = &req.error_detail {
+                shared.metrics.xds_nacks[type_index(ty)].fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(stream = id, r#type = ty.label(), %version, message = %error.message, "Envoy rejected an update (NACK); it keeps its previous configuration");
+                shared.with_envoy(id, |e| {
+                    e.types.entry(ty.label()).or_default().last_nack = Some(Nack {
+                        version,
+                        message: error.message.clone(),
+                    });
+                });
+            } else {
+                shared.metrics.xds_acks[type_index(ty)].fetch_add(1, Ordering::Relaxed);
+                shared.with_envoy(id, |e| {
+                    let t = e.types.entry(ty.label()).or_default();
+                    t.acked_version = Some(version);
+                    t.last_nack = None;
+                });
+            }
+        }
+        let subscribed: Vec<String> = if st.wildcard {
+            std::iter::once("*".to_string())
+                .chain(st.names.iter().cloned())
+                .collect()
+        } else {
+            st.names.iter().cloned().collect()
+        };
+        shared.with_envoy(id, |e| e.types.entry(ty.label()).or_default().subscribed = subscribed);
+        let Some(snapshot) = snapshot else { return Vec::new() };
+        self.respond(ty, snapshot, Part::All, shared).into_iter().collect()
+    }
+
+    /// Handles a new snapshot: upserts in make-before-break type order, then removals in reverse.
+    pub fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DeltaDiscoveryResponse> {
+        let requested: Vec<ResourceType> = ResourceType::ALL
+            .into_iter()
+            .filter(|ty| self.types.get(ty).is_some_and(|s| s.requested))
+            .collect();
+        let mut out: Vec<DeltaDiscoveryResponse> = requested
+            .iter()
+            .filter_map(|ty| self.respond(*ty, snapshot, Part::Upserts, shared))
+            .collect();
+        out.extend(
+            requested
+                .iter()
+                .rev()
+                .filter_map(|ty| self.respond(*ty, snapshot, Part::Removals, shared)),
+        );
+        out
+    }
+
+    fn respond(
+        &mut self,
+        ty: ResourceType,
+        snapshot: &Snapshot,
+        part: Part,
+        shared: &Shared,
+    ) -> Option<DeltaDiscoveryResponse> {
+        let st = self.types.get_mut(&ty)?;
+        let mut resources = Vec::new();
+        let mut removed = Vec::new();
+        if part != Part::Removals {
+            let in_scope = |name: &str| st.wildcard || st.names.contains(name);
+            let candidates: Vec<(&String, &crate::snapshot::Resource)> =
+                snapshot.of_type(ty).filter(|(n, _)| in_scope(n)).collect();
+            for (name, r) in candidates {
+                if st.known.get(name) != Some(&r.version) {
+                    resources.push(Resource {
+                        name: name.clone(),
+                        version: r.version.clone(),
+                        resource: Some(Any {
+                            type_url: ty.type_url(),
+                            value: r.bytes.to_vec(),
+                        }),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        if part != Part::Upserts {
+            for name in st.known.keys() {
+                if snapshot.get(ty, name).is_none() {
+                    removed.push(name.clone());
+                }
+            }
+            for name in &st.names {
+                if snapshot.get(ty, name).is_none() && !st.known.contains_key(name) && !st.told_absent.contains(name) {
+                    removed.push(name.clone());
+                }
+            }
+        }
+        if resources.is_empty() && removed.is_empty() {
+            return None;
+        }
+        for r in &resources {
+            st.known.insert(r.name.clone(), r.version.clone());
+            st.told_absent.remove(&r.name);
+        }
+        for name in &removed {
+            st.known.remove(name);
+            if st.names.contains(name) {
+                st.told_absent.insert(name.clone());
+            }
+        }
+        removed.sort();
+        removed.dedup();
+        self.nonce_counter += 1;
+        let nonce = self.nonce_counter.to_string();
+        let version = snapshot.type_version(ty);
+        st.pending.insert(nonce.clone(), version.clone());
+        shared.metrics.xds_responses[type_index(ty)].fetch_add(1, Ordering::Relaxed);
+        let id = self.id;
+        shared.with_envoy(id, |e| {
+            e.types.entry(ty.label()).or_default().sent_version = Some(version.clone())
+        });
+        tracing::debug!(stream = id, r#type = ty.label(), %version, upserts = resources.len(), removals = removed.len(), "sending delta");
+        Some(DeltaDiscoveryResponse {
+            system_version_info: version,
+            resources,
+            type_url: ty.type_url(),
+            removed_resources: removed,
+            nonce,
+            control_plane: Some(ControlPlane {
+                identifier: format!("attache {}", env!("CARGO_PKG_VERSION")),
+            }),
+            ..Default::default()
+        })
+    }
+}
