@@ -160,6 +160,7 @@ pub fn upstream(name: &'static str) -> Upstream {
             let Ok(mut stream) = stream else { continue };
             thread::spawn(move || {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = stream.set_nodelay(true);
                 loop {
                     // Read one request head (keep-alive: Envoy reuses connections).
                     let mut head = Vec::new();
