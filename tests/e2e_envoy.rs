@@ -316,3 +316,61 @@ fn operator_rule_packs_change_what_envoy_serves() {
         "{dump}"
     );
 }
+
+fn nack_count(admin: SocketAddr) -> u64 {
+    let metrics = get(admin, "a", "/metrics").unwrap().body;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("attache_xds_nacks_total{type=\"clusters\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+fn rejected_config_is_nacked_once_and_the_previous_keeps_serving(xds: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let port = free_port();
+    write(&config.join("all.yaml"), &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")));
+    // An operator pack that makes Envoy reject clusters for one host: a STATIC cluster whose
+    // address is a DNS name passes the schema but not Envoy.
+    let pack = dir.path().join("packs/static");
+    write(
+        &pack.join("pack.yaml"),
+        "name: force-static\nrules:\n  - id: force_static.cluster\n    kind: cluster\n    patch: true\n    when: host == \"bad.invalid\"\n    emits: envoy.config.cluster.v3.Cluster\n    template: cluster/static.yaml.hbs\n",
+    );
+    write(&pack.join("cluster/static.yaml.hbs"), "type: STATIC\n");
+    let pack_arg = pack.display().to_string();
+    let (_attache, listen, envoy_admin, admin) = serve(&config, dir.path(), port, &["--xds", xds, "--rules", &pack_arg]);
+    wait_for("Envoy to serve /a/", Duration::from_secs(30), || get(listen, "x", "/a/").ok().filter(|r| r.status == 200));
+    assert_eq!(nack_count(admin), 0);
+
+    write(&config.join("bad.yaml"), "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: bad\nspec:\n  prefix: /bad/\n  service: bad.invalid\n");
+    wait_for("the NACK", Duration::from_secs(10), || (nack_count(admin) >= 1).then_some(()));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(nack_count(admin), 1, "exactly one NACK for one change (no resend loop)");
+    let envoys = get(admin, "a", "/debug/envoys").unwrap().body;
+    assert!(envoys.contains("last_nack") && envoys.contains("bad.invalid"), "the NACK message is shown: {envoys}");
+    assert!(stat(envoy_admin, "cluster_manager.cds.update_rejected").unwrap() >= 1);
+    // The previous configuration keeps serving.
+    assert_eq!(get(listen, "x", "/a/").unwrap().status, 200);
+
+    // Fixing the input clears the NACK.
+    std::fs::remove_file(config.join("bad.yaml")).unwrap();
+    wait_for("the NACK to clear", Duration::from_secs(10), || {
+        let envoys = get(admin, "a", "/debug/envoys").ok()?.body;
+        (!envoys.contains("bad.invalid")).then_some(())
+    });
+    assert_eq!(nack_count(admin), 1);
+    assert_eq!(get(listen, "x", "/a/").unwrap().status, 200);
+}
+
+#[test]
+fn delta_rejected_config_is_nacked_once_and_the_previous_keeps_serving() {
+    rejected_config_is_nacked_once_and_the_previous_keeps_serving("delta");
+}
+
+#[test]
+fn sotw_rejected_config_is_nacked_once_and_the_previous_keeps_serving() {
+    rejected_config_is_nacked_once_and_the_previous_keeps_serving("sotw");
+}
