@@ -331,7 +331,10 @@ fn rejected_config_is_nacked_once_and_the_previous_keeps_serving(xds: &str) {
     let config = dir.path().join("config");
     let a = upstream("a");
     let port = free_port();
-    write(&config.join("all.yaml"), &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")));
+    write(
+        &config.join("all.yaml"),
+        &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")),
+    );
     // An operator pack that makes Envoy reject clusters for one host: a STATIC cluster whose
     // address is a DNS name passes the schema but not Envoy.
     let pack = dir.path().join("packs/static");
@@ -341,16 +344,24 @@ fn rejected_config_is_nacked_once_and_the_previous_keeps_serving(xds: &str) {
     );
     write(&pack.join("cluster/static.yaml.hbs"), "type: STATIC\n");
     let pack_arg = pack.display().to_string();
-    let (_attache, listen, envoy_admin, admin) = serve(&config, dir.path(), port, &["--xds", xds, "--rules", &pack_arg]);
-    wait_for("Envoy to serve /a/", Duration::from_secs(30), || get(listen, "x", "/a/").ok().filter(|r| r.status == 200));
+    let (_attache, listen, envoy_admin, admin) =
+        serve(&config, dir.path(), port, &["--xds", xds, "--rules", &pack_arg]);
+    wait_for("Envoy to serve /a/", Duration::from_secs(30), || {
+        get(listen, "x", "/a/").ok().filter(|r| r.status == 200)
+    });
     assert_eq!(nack_count(admin), 0);
 
     write(&config.join("bad.yaml"), "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: bad\nspec:\n  prefix: /bad/\n  service: bad.invalid\n");
-    wait_for("the NACK", Duration::from_secs(10), || (nack_count(admin) >= 1).then_some(()));
+    wait_for("the NACK", Duration::from_secs(10), || {
+        (nack_count(admin) >= 1).then_some(())
+    });
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(nack_count(admin), 1, "exactly one NACK for one change (no resend loop)");
     let envoys = get(admin, "a", "/debug/envoys").unwrap().body;
-    assert!(envoys.contains("last_nack") && envoys.contains("bad.invalid"), "the NACK message is shown: {envoys}");
+    assert!(
+        envoys.contains("last_nack") && envoys.contains("bad.invalid"),
+        "the NACK message is shown: {envoys}"
+    );
     assert!(stat(envoy_admin, "cluster_manager.cds.update_rejected").unwrap() >= 1);
     // The previous configuration keeps serving.
     assert_eq!(get(listen, "x", "/a/").unwrap().status, 200);

@@ -28,7 +28,11 @@ fn keepalive_get(reader: &mut BufReader<TcpStream>, path: &str) -> std::io::Resu
     reader.get_mut().write_all(request.as_bytes())?;
     let mut line = String::new();
     reader.read_line(&mut line)?;
-    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
     let mut length = 0usize;
     loop {
         line.clear();
@@ -89,7 +93,14 @@ fn reconfigure_under_load(xds: &str) {
     write(&config.join("base.yaml"), &listener_and_host(port));
     let stable = |moved_to_b: bool| {
         (0..4)
-            .map(|k| mapping(&format!("stable-{k}"), &format!("/stable-{k}/"), if k == 0 && moved_to_b { b.addr } else { a.addr }, ""))
+            .map(|k| {
+                mapping(
+                    &format!("stable-{k}"),
+                    &format!("/stable-{k}/"),
+                    if k == 0 && moved_to_b { b.addr } else { a.addr },
+                    "",
+                )
+            })
             .collect::<Vec<_>>()
             .join("---\n")
     };
@@ -100,12 +111,30 @@ fn reconfigure_under_load(xds: &str) {
         let envoy_admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut cmd = attache();
         cmd.arg("serve").arg("--config-dir").arg(&config);
-        cmd.args(["--ads-listen", &ads.to_string(), "--admin-listen", &admin.to_string(), "--envoy-admin", &envoy_admin.to_string()]);
-        cmd.args(["--xds", xds, "--debounce-ms", "20", "--node-id", "load"]).arg("--envoy").arg(envoy_bin());
-        (Proc::spawn("attache", cmd, dir.path().join("attache.log")), SocketAddr::from(([127, 0, 0, 1], port)), envoy_admin, admin)
+        cmd.args([
+            "--ads-listen",
+            &ads.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+            "--envoy-admin",
+            &envoy_admin.to_string(),
+        ]);
+        cmd.args(["--xds", xds, "--debounce-ms", "20", "--node-id", "load"])
+            .arg("--envoy")
+            .arg(envoy_bin());
+        (
+            Proc::spawn("attache", cmd, dir.path().join("attache.log")),
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            envoy_admin,
+            admin,
+        )
     };
     for k in 0..4 {
-        wait_for("stable routes", Duration::from_secs(30), || get(listen, "x", &format!("/stable-{k}/")).ok().filter(|r| r.status == 200));
+        wait_for("stable routes", Duration::from_secs(30), || {
+            get(listen, "x", &format!("/stable-{k}/"))
+                .ok()
+                .filter(|r| r.status == 200)
+        });
     }
     let rds = format!("http.ingress_http.rds.routes-{port}.update_success");
     let rds_before = stat(envoy_admin, &rds).unwrap();
@@ -127,7 +156,15 @@ fn reconfigure_under_load(xds: &str) {
         match i % 4 {
             // Add a Mapping (new cluster: a new upstream port each time) and drop an old one.
             0 => {
-                write(&config.join(format!("churn-{i}.yaml")), &mapping(&format!("churn-{i}"), &format!("/churn-{i}/"), SocketAddr::from(([127, 0, 0, 1], 20000 + i as u16)), ""));
+                write(
+                    &config.join(format!("churn-{i}.yaml")),
+                    &mapping(
+                        &format!("churn-{i}"),
+                        &format!("/churn-{i}/"),
+                        SocketAddr::from(([127, 0, 0, 1], 20000 + i as u16)),
+                        "",
+                    ),
+                );
                 if i >= 8 {
                     let _ = std::fs::remove_file(config.join(format!("churn-{}.yaml", i - 8)));
                 }
@@ -144,7 +181,10 @@ fn reconfigure_under_load(xds: &str) {
                 }
             }
             // Change a route's settings (timeout) on a stable Mapping's neighbour.
-            _ => write(&config.join("tuned.yaml"), &mapping("tuned", "/tuned/", a.addr, &format!("  timeout_ms: {}\n", 1000 + i))),
+            _ => write(
+                &config.join("tuned.yaml"),
+                &mapping("tuned", "/tuned/", a.addr, &format!("  timeout_ms: {}\n", 1000 + i)),
+            ),
         }
         thread::sleep(Duration::from_millis(120));
     }
@@ -164,11 +204,22 @@ fn reconfigure_under_load(xds: &str) {
         tally.conn_errors.load(Ordering::Relaxed)
     );
     let log = attache_proc.log_text();
-    assert_eq!(tally.non_2xx.load(Ordering::Relaxed), 0, "non-2xx responses on stable routes");
+    assert_eq!(
+        tally.non_2xx.load(Ordering::Relaxed),
+        0,
+        "non-2xx responses on stable routes"
+    );
     assert_eq!(tally.conn_errors.load(Ordering::Relaxed), 0, "connection errors");
     assert!(ok > 1000, "too few requests went through: {ok}");
-    assert!(rds_updates >= 90, "expected about {changes} route updates in Envoy, saw {rds_updates}\n{log}");
-    for name in ["cluster_manager.cds.update_rejected", "listener_manager.lds.update_rejected", &format!("http.ingress_http.rds.routes-{port}.update_rejected")] {
+    assert!(
+        rds_updates >= 90,
+        "expected about {changes} route updates in Envoy, saw {rds_updates}\n{log}"
+    );
+    for name in [
+        "cluster_manager.cds.update_rejected",
+        "listener_manager.lds.update_rejected",
+        &format!("http.ingress_http.rds.routes-{port}.update_rejected"),
+    ] {
         assert_eq!(stat(envoy_admin, name), Some(0), "{name}");
     }
 }

@@ -23,7 +23,9 @@ fn attache_serve(config: &std::path::Path, ads: SocketAddr, admin: SocketAddr, l
 
 fn metric(admin: SocketAddr, line_prefix: &str) -> Option<u64> {
     let body = get(admin, "a", "/metrics").ok()?.body;
-    body.lines().find_map(|l| l.strip_prefix(line_prefix)).and_then(|v| v.trim().parse().ok())
+    body.lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 #[test]
@@ -34,7 +36,12 @@ fn replicas_agree_and_a_moved_envoy_gets_nothing_resent() {
     let port = free_port();
     write(
         &config.join("all.yaml"),
-        &format!("{}---\n{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, ""), mapping("b", "/b/", a.addr, "  rewrite: /bee/\n")),
+        &format!(
+            "{}---\n{}---\n{}",
+            listener_and_host(port),
+            mapping("a", "/a/", a.addr, ""),
+            mapping("b", "/b/", a.addr, "  rewrite: /bee/\n")
+        ),
     );
     let ads = loopback(free_port());
     let (admin1, admin2) = (loopback(free_port()), loopback(free_port()));
@@ -56,7 +63,17 @@ fn replicas_agree_and_a_moved_envoy_gets_nothing_resent() {
     // An Envoy on the first replica (delta xDS).
     let envoy_admin = loopback(free_port());
     let out = attache()
-        .args(["bootstrap", "--ads", &ads.to_string(), "--node-id", "moved", "--envoy-admin", &envoy_admin.to_string(), "--xds", "delta"])
+        .args([
+            "bootstrap",
+            "--ads",
+            &ads.to_string(),
+            "--node-id",
+            "moved",
+            "--envoy-admin",
+            &envoy_admin.to_string(),
+            "--xds",
+            "delta",
+        ])
         .output()
         .unwrap();
     let bootstrap = dir.path().join("bootstrap.yaml");
@@ -65,14 +82,18 @@ fn replicas_agree_and_a_moved_envoy_gets_nothing_resent() {
     cmd.arg("-c").arg(&bootstrap).arg("--use-dynamic-base-id");
     let _envoy = Proc::spawn("envoy", cmd, dir.path().join("envoy.log"));
     let listen = loopback(port);
-    wait_for("Envoy to serve /a/", Duration::from_secs(30), || get(listen, "x", "/a/").ok().filter(|r| r.status == 200));
+    wait_for("Envoy to serve /a/", Duration::from_secs(30), || {
+        get(listen, "x", "/a/").ok().filter(|r| r.status == 200)
+    });
     let cds = stat(envoy_admin, "cluster_manager.cds.update_success").unwrap();
     let rds_stat = format!("http.ingress_http.rds.routes-{port}.update_success");
     let rds = stat(envoy_admin, &rds_stat).unwrap();
 
     // The replica goes away: Envoy keeps serving what it has.
     first.terminate().expect("attache stops");
-    wait_for("Envoy to notice", Duration::from_secs(10), || (stat(envoy_admin, "control_plane.connected_state")? == 0).then_some(()));
+    wait_for("Envoy to notice", Duration::from_secs(10), || {
+        (stat(envoy_admin, "control_plane.connected_state")? == 0).then_some(())
+    });
     for _ in 0..20 {
         assert_eq!(get(listen, "x", "/b/x").unwrap().body, "upstream=a path=/bee/x host=x");
     }
@@ -82,11 +103,17 @@ fn replicas_agree_and_a_moved_envoy_gets_nothing_resent() {
     let admin3 = loopback(free_port());
     let _third = attache_serve(&config, ads, admin3, dir.path().join("third.log"));
     wait_for("Envoy to reconnect", Duration::from_secs(30), || {
-        (stat(envoy_admin, "control_plane.connected_state")? == 1 && get(admin3, "a", "/debug/envoys").ok()?.body.contains("\"moved\"")).then_some(())
+        (stat(envoy_admin, "control_plane.connected_state")? == 1
+            && get(admin3, "a", "/debug/envoys").ok()?.body.contains("\"moved\""))
+        .then_some(())
     });
     std::thread::sleep(Duration::from_millis(500));
     for ty in ["clusters", "listeners", "routes"] {
-        assert_eq!(metric(admin3, &format!("attache_xds_responses_total{{type=\"{ty}\"}} ")), Some(0), "{ty} were resent");
+        assert_eq!(
+            metric(admin3, &format!("attache_xds_responses_total{{type=\"{ty}\"}} ")),
+            Some(0),
+            "{ty} were resent"
+        );
     }
     assert_eq!(stat(envoy_admin, "cluster_manager.cds.update_success"), Some(cds));
     assert_eq!(stat(envoy_admin, &rds_stat), Some(rds));
@@ -94,5 +121,7 @@ fn replicas_agree_and_a_moved_envoy_gets_nothing_resent() {
 
     // And it serves the next change.
     write(&config.join("c.yaml"), &mapping("c", "/c/", a.addr, ""));
-    wait_for("the new replica to push a change", Duration::from_secs(10), || get(listen, "x", "/c/").ok().filter(|r| r.status == 200));
+    wait_for("the new replica to push a change", Duration::from_secs(10), || {
+        get(listen, "x", "/c/").ok().filter(|r| r.status == 200)
+    });
 }

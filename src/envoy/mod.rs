@@ -6,6 +6,7 @@
 //! encodes decoded resources into a [`Snapshot`](crate::snapshot::Snapshot); `bootstrap` renders Envoy bootstraps.
 
 pub mod bootstrap;
+pub mod validate;
 
 use std::sync::OnceLock;
 
@@ -58,6 +59,27 @@ pub fn decode(name: &str, value: &Value) -> Result<DynamicMessage, DecodeError> 
             message: e.to_string(),
         }
     })
+}
+
+/// Decodes like [`decode`], then checks Envoy's protoc-gen-validate rules, so that what passes is
+/// what Envoy accepts (as far as those rules go).
+///
+/// # Errors
+/// A [`DecodeError`] with the field path of the first problem (all violations are listed).
+pub fn decode_checked(name: &str, value: &Value) -> Result<DynamicMessage, DecodeError> {
+    let message = decode(name, value)?;
+    let violations = validate::check(&message);
+    match violations.first() {
+        None => Ok(message),
+        Some(first) => Err(DecodeError {
+            path: first.path.clone(),
+            message: violations
+                .iter()
+                .map(|v| format!("`{}` {}", v.path, v.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        }),
+    }
 }
 
 /// The protobuf encoding of a message.

@@ -220,6 +220,8 @@ pub struct Cluster {
     pub discovery: Discovery,
     /// Connect timeout in milliseconds.
     pub connect_timeout_ms: u64,
-    /// The Mappings using this cluster (first few, for diagnostics).
+    /// The Mappings using this cluster (first few, sorted, for diagnostics).
     pub used_by: Vec<ObjectRef>,
+    /// The first of those Mappings, which diagnostics about the cluster point at.
+    pub source: Option<SourceRef>,
 }

@@ -111,7 +111,7 @@ pub struct Rule {
     pub kind: NodeKind,
     /// Full name of the Envoy message it emits.
     pub emits: String,
-    /// Template path inside its pack (for messages).
+    /// `<pack name>/<template path inside the pack>`, for messages.
     pub template: String,
     /// The condition, as written and parsed.
     pub when: Option<(String, Condition)>,
@@ -267,7 +267,7 @@ impl Registry {
                 pack: name.clone(),
                 kind,
                 emits: entry.emits,
-                template: format!("{label}/{}", entry.template),
+                template: format!("{name}/{}", entry.template),
                 when,
                 patch: entry.patch,
                 template_key,

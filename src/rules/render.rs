@@ -165,7 +165,7 @@ impl Renderer<'_> {
                     }
                 }
             }
-            if let Err(e) = crate::envoy::decode(&rule.emits, &value) {
+            if let Err(e) = crate::envoy::decode_checked(&rule.emits, &value) {
                 let blame = if std::ptr::eq(applied, rule) { rule } else { applied };
                 self.fail(
                     blame,
@@ -228,7 +228,13 @@ pub fn render(ir: &Ir, registry: &Registry) -> (Rendered, Vec<Diagnostic>) {
     };
     for c in &ir.clusters {
         let ctx = context(c, None, None);
-        r.node_into(NodeKind::Cluster, &ctx, &format!("cluster `{}`", c.name), None, None);
+        r.node_into(
+            NodeKind::Cluster,
+            &ctx,
+            &format!("cluster `{}`", c.name),
+            c.source.as_ref(),
+            None,
+        );
     }
     for rc in &ir.route_configs {
         let mut vhosts = Vec::new();

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::diagnostic::{Diagnostic, ObjectRef};
+use crate::diagnostic::Diagnostic;
 use crate::lang::service::Scheme;
 use crate::resource::host::InsecureAction;
 use crate::resource::mapping::HeaderValue;
@@ -10,7 +10,7 @@ use crate::resource::{Mapping, Meta, ResourceSet};
 
 use super::host::{globs_intersect, EffectiveHost};
 use super::{source_of, LowerOptions};
-use crate::ir::{Cluster, Discovery, HeaderMatch, MatchKind, Route, RouteAction, SecurityModel};
+use crate::ir::{Cluster, Discovery, HeaderMatch, MatchKind, Route, RouteAction, SecurityModel, SourceRef};
 
 /// Emissary's default upstream timeout (`cluster_request_timeout_ms`).
 const DEFAULT_TIMEOUT_MS: u64 = 3000;
@@ -30,7 +30,7 @@ struct ClusterKey {
 /// Clusters collected while lowering routes.
 #[derive(Default)]
 pub(super) struct Clusters {
-    by_key: BTreeMap<ClusterKey, Vec<ObjectRef>>,
+    by_key: BTreeMap<ClusterKey, Vec<SourceRef>>,
 }
 
 fn sanitize(s: &str) -> String {
@@ -77,9 +77,12 @@ impl Clusters {
     fn add(&mut self, key: ClusterKey, user: &Meta) -> String {
         let name = cluster_name(&key);
         let users = self.by_key.entry(key).or_default();
-        let r = user.object_ref();
-        if users.len() < USED_BY_MAX && !users.contains(&r) {
+        let r = source_of(user);
+        if !users.iter().any(|u| u.object == r.object) {
             users.push(r);
+            // Keep the smallest few, so the list does not depend on input order.
+            users.sort();
+            users.truncate(USED_BY_MAX);
         }
         name
     }
@@ -88,8 +91,7 @@ impl Clusters {
         let mut out: Vec<Cluster> = self
             .by_key
             .into_iter()
-            .map(|(key, mut used_by)| {
-                used_by.sort();
+            .map(|(key, users)| {
                 let is_ip = key.host.parse::<std::net::IpAddr>().is_ok();
                 Cluster {
                     name: cluster_name(&key),
@@ -98,7 +100,8 @@ impl Clusters {
                     port: key.port,
                     tls: key.tls,
                     connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
-                    used_by,
+                    used_by: users.iter().map(|u| u.object.clone()).collect(),
+                    source: users.first().cloned(),
                 }
             })
             .collect();

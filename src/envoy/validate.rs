@@ -1,0 +1,491 @@
+//! The protoc-gen-validate rules of Envoy's API, checked before a resource reaches Envoy.
+//!
+//! Envoy's protos carry `(validate.rules)` options (required fields, string lengths, number and
+//! duration bounds, defined enum values, list sizes, required oneofs) that Envoy enforces by
+//! rejecting the whole update (a NACK). The descriptor pool has them, so we check them here and
+//! turn a violation into a diagnostic on the object that caused it. `Any` fields are checked
+//! through the message they contain. Covered: message `required`, oneof `required`, numbers
+//! (`const`, `lt`, `lte`, `gt`, `gte`, `in`, `not_in`), strings and bytes (lengths, `prefix`,
+//! `suffix`, `contains`, `in`, `not_in`), enums (`defined_only`, `in`, `not_in`), durations
+//! (`required`, bounds), repeated (`min_items`, `max_items`, `items`), maps (`min_pairs`,
+//! `max_pairs`), and rules on wrapper types. Not covered: regex and well-known string formats.
+
+use std::sync::OnceLock;
+
+use prost_reflect::{DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, ReflectMessage as _, Value};
+
+use super::pool;
+
+/// One broken rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Field path (`filter_chains[0].filters[0].typed_config.stat_prefix`).
+    pub path: String,
+    /// What the rule demands.
+    pub message: String,
+}
+
+fn ext(name: &str) -> Option<ExtensionDescriptor> {
+    pool().get_extension_by_name(name)
+}
+
+fn field_rules_ext() -> Option<&'static ExtensionDescriptor> {
+    static EXT: OnceLock<Option<ExtensionDescriptor>> = OnceLock::new();
+    EXT.get_or_init(|| ext("validate.rules")).as_ref()
+}
+
+fn oneof_required_ext() -> Option<&'static ExtensionDescriptor> {
+    static EXT: OnceLock<Option<ExtensionDescriptor>> = OnceLock::new();
+    EXT.get_or_init(|| ext("validate.required")).as_ref()
+}
+
+/// Checks a message and everything inside it.
+pub fn check(msg: &DynamicMessage) -> Vec<Violation> {
+    let mut out = Vec::new();
+    check_message(msg, "", &mut out, 0);
+    out
+}
+
+fn join(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+fn rules_of(field: &FieldDescriptor) -> Option<DynamicMessage> {
+    let ext = field_rules_ext()?;
+    let options = field.options();
+    if !options.has_extension(ext) {
+        return None;
+    }
+    match options.get_extension(ext).into_owned() {
+        Value::Message(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// The sub-message of `rules` named `name` if it is set.
+fn sub(rules: &DynamicMessage, name: &str) -> Option<DynamicMessage> {
+    if !rules.has_field_by_name(name) {
+        return None;
+    }
+    match rules.get_field_by_name(name)?.into_owned() {
+        Value::Message(m) => Some(m),
+        _ => None,
+    }
+}
+
+fn flag(rules: &DynamicMessage, name: &str) -> bool {
+    rules.has_field_by_name(name) && rules.get_field_by_name(name).is_some_and(|v| v.as_bool() == Some(true))
+}
+
+fn check_message(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>, depth: usize) {
+    if depth > 64 {
+        return;
+    }
+    let desc = msg.descriptor();
+    if desc.full_name() == "google.protobuf.Any" {
+        check_any(msg, path, out, depth);
+        return;
+    }
+    if let Some(ext) = oneof_required_ext() {
+        for oneof in desc.oneofs() {
+            let options = oneof.options();
+            let required = options.has_extension(ext) && options.get_extension(ext).as_bool() == Some(true);
+            if required && !oneof.fields().any(|f| msg.has_field(&f)) {
+                let names: Vec<String> = oneof.fields().map(|f| f.name().to_string()).collect();
+                out.push(Violation {
+                    path: join(path, oneof.name()),
+                    message: format!("one of {} is required", names.join(", ")),
+                });
+            }
+        }
+    }
+    for field in desc.fields() {
+        let fpath = join(path, field.name());
+        let present = msg.has_field(&field);
+        let value = msg.get_field(&field);
+        // A field of a oneof is checked only when it is the member that is set.
+        let rules = if field.containing_oneof().is_some() && !present {
+            None
+        } else {
+            rules_of(&field)
+        };
+        if let Some(rules) = &rules {
+            check_field_rules(&field, rules, present, value.as_ref(), &fpath, out);
+        }
+        if !present {
+            continue;
+        }
+        // Recurse into messages (lists and maps of messages too).
+        match value.as_ref() {
+            Value::Message(m) => check_message(m, &fpath, out, depth + 1),
+            Value::List(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    if let Value::Message(m) = v {
+                        check_message(m, &format!("{fpath}[{i}]"), out, depth + 1);
+                    }
+                }
+            }
+            Value::Map(entries) => {
+                for (k, v) in entries {
+                    if let Value::Message(m) = v {
+                        check_message(m, &format!("{fpath}[{k:?}]"), out, depth + 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn check_any(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>, depth: usize) {
+    let type_url = msg
+        .get_field_by_name("type_url")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let bytes = msg
+        .get_field_by_name("value")
+        .and_then(|v| v.as_bytes().cloned())
+        .unwrap_or_default();
+    let name = type_url.rsplit('/').next().unwrap_or("");
+    if let Some(desc) = pool().get_message_by_name(name) {
+        if let Ok(inner) = DynamicMessage::decode(desc, bytes) {
+            check_message(&inner, path, out, depth + 1);
+        }
+    }
+}
+
+fn check_field_rules(
+    field: &FieldDescriptor,
+    rules: &DynamicMessage,
+    present: bool,
+    value: &Value,
+    path: &str,
+    out: &mut Vec<Violation>,
+) {
+    let mut fail = |message: String| {
+        out.push(Violation {
+            path: path.to_string(),
+            message,
+        })
+    };
+    if let Some(m) = sub(rules, "message") {
+        if flag(&m, "skip") {
+            return;
+        }
+        if flag(&m, "required") && !present {
+            fail("is required".to_string());
+            return;
+        }
+    }
+    if field.is_list() {
+        if let Some(r) = sub(rules, "repeated") {
+            let items = value.as_list().map(<[Value]>::len).unwrap_or(0) as u64;
+            if let Some(min) = num(&r, "min_items") {
+                if (items as f64) < min {
+                    fail(format!("needs at least {min} item(s), has {items}"));
+                }
+            }
+            if let Some(max) = num(&r, "max_items") {
+                if (items as f64) > max {
+                    fail(format!("allows at most {max} item(s), has {items}"));
+                }
+            }
+            if let (Some(item_rules), Some(list)) = (sub(&r, "items"), value.as_list()) {
+                for (i, v) in list.iter().enumerate() {
+                    check_value(field, &item_rules, v, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        return;
+    }
+    if field.is_map() {
+        if let Some(r) = sub(rules, "map") {
+            let pairs = value.as_map().map(|m| m.len()).unwrap_or(0) as f64;
+            if num(&r, "min_pairs").is_some_and(|min| pairs < min) {
+                fail("has too few entries".to_string());
+            }
+            if num(&r, "max_pairs").is_some_and(|max| pairs > max) {
+                fail("has too many entries".to_string());
+            }
+        }
+        return;
+    }
+    if let Kind::Message(m) = field.kind() {
+        let name = m.full_name();
+        if name == "google.protobuf.Duration" {
+            if let Some(r) = sub(rules, "duration") {
+                if flag(&r, "required") && !present {
+                    fail("is required".to_string());
+                }
+                if present {
+                    if let Value::Message(d) = value {
+                        check_bounds(duration_secs(d), &r, &duration_bound, "s", &mut fail);
+                    }
+                }
+            }
+            return;
+        }
+        if name.starts_with("google.protobuf.") && name.ends_with("Value") {
+            // Wrapper types: the scalar rules apply to the wrapped value, when set.
+            if present {
+                if let Value::Message(w) = value {
+                    if let Some(inner) = w.get_field_by_name("value") {
+                        if let Some(inner_field) = w.descriptor().get_field_by_name("value") {
+                            check_scalar(&inner_field, rules, inner.as_ref(), path, out);
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        return;
+    }
+    check_scalar(field, rules, value, path, out);
+}
+
+/// Rules for one element of a repeated field (message elements are checked by recursion).
+fn check_value(field: &FieldDescriptor, rules: &DynamicMessage, value: &Value, path: &str, out: &mut Vec<Violation>) {
+    if !matches!(field.kind(), Kind::Message(_)) {
+        check_scalar(field, rules, value, path, out);
+    }
+}
+
+fn num(rules: &DynamicMessage, name: &str) -> Option<f64> {
+    if !rules.has_field_by_name(name) {
+        return None;
+    }
+    as_f64(rules.get_field_by_name(name)?.as_ref())
+}
+
+fn as_f64(v: &Value) -> Option<f64> {
+    Some(match v {
+        Value::I32(x) | Value::EnumNumber(x) => f64::from(*x),
+        Value::I64(x) => *x as f64,
+        Value::U32(x) => f64::from(*x),
+        Value::U64(x) => *x as f64,
+        Value::F32(x) => f64::from(*x),
+        Value::F64(x) => *x,
+        _ => return None,
+    })
+}
+
+fn duration_secs(d: &DynamicMessage) -> f64 {
+    let s = d.get_field_by_name("seconds").and_then(|v| as_f64(&v)).unwrap_or(0.0);
+    let n = d.get_field_by_name("nanos").and_then(|v| as_f64(&v)).unwrap_or(0.0);
+    s + n / 1e9
+}
+
+fn duration_bound(rules: &DynamicMessage, name: &str) -> Option<f64> {
+    sub(rules, name).map(|d| duration_secs(&d))
+}
+
+fn check_bounds(
+    v: f64,
+    rules: &DynamicMessage,
+    get: &dyn Fn(&DynamicMessage, &str) -> Option<f64>,
+    unit: &str,
+    fail: &mut dyn FnMut(String),
+) {
+    if let Some(c) = get(rules, "const") {
+        if v != c {
+            fail(format!("must be {c}{unit}"));
+        }
+    }
+    if let Some(b) = get(rules, "gt") {
+        if v <= b {
+            fail(format!("must be greater than {b}{unit}, is {v}{unit}"));
+        }
+    }
+    if let Some(b) = get(rules, "gte") {
+        if v < b {
+            fail(format!("must be at least {b}{unit}, is {v}{unit}"));
+        }
+    }
+    if let Some(b) = get(rules, "lt") {
+        if v >= b {
+            fail(format!("must be less than {b}{unit}, is {v}{unit}"));
+        }
+    }
+    if let Some(b) = get(rules, "lte") {
+        if v > b {
+            fail(format!("must be at most {b}{unit}, is {v}{unit}"));
+        }
+    }
+}
+
+fn list_of(rules: &DynamicMessage, name: &str) -> Vec<Value> {
+    rules
+        .get_field_by_name(name)
+        .and_then(|v| v.as_list().map(<[Value]>::to_vec))
+        .unwrap_or_default()
+}
+
+fn check_scalar(field: &FieldDescriptor, rules: &DynamicMessage, value: &Value, path: &str, out: &mut Vec<Violation>) {
+    let mut fail = |message: String| {
+        out.push(Violation {
+            path: path.to_string(),
+            message,
+        })
+    };
+    match value {
+        Value::String(s) => {
+            let Some(r) = sub(rules, "string") else { return };
+            if flag(&r, "ignore_empty") && s.is_empty() {
+                return;
+            }
+            let chars = s.chars().count() as f64;
+            let bytes = s.len() as f64;
+            if num(&r, "min_len").is_some_and(|m| chars < m) || num(&r, "min_bytes").is_some_and(|m| bytes < m) {
+                fail(if s.is_empty() {
+                    "must not be empty".to_string()
+                } else {
+                    format!("`{s}` is too short")
+                });
+            }
+            if num(&r, "max_len").is_some_and(|m| chars > m) || num(&r, "max_bytes").is_some_and(|m| bytes > m) {
+                fail("is too long".to_string());
+            }
+            for (rule, test) in [("prefix", 0), ("suffix", 1), ("contains", 2)] {
+                if r.has_field_by_name(rule) {
+                    let want = r
+                        .get_field_by_name(rule)
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    let ok = match test {
+                        0 => s.starts_with(&want),
+                        1 => s.ends_with(&want),
+                        _ => s.contains(&want),
+                    };
+                    if !ok {
+                        fail(format!("must {} `{want}`", ["start with", "end with", "contain"][test]));
+                    }
+                }
+            }
+            let allowed = list_of(&r, "in");
+            if !allowed.is_empty() && !allowed.iter().any(|v| v.as_str() == Some(s)) {
+                fail(format!("`{s}` is not an allowed value"));
+            }
+            if list_of(&r, "not_in").iter().any(|v| v.as_str() == Some(s)) {
+                fail(format!("`{s}` is not allowed"));
+            }
+        }
+        Value::Bytes(b) => {
+            let Some(r) = sub(rules, "bytes") else { return };
+            let n = b.len() as f64;
+            if num(&r, "min_len").is_some_and(|m| n < m) {
+                fail("is too short".to_string());
+            }
+            if num(&r, "max_len").is_some_and(|m| n > m) {
+                fail("is too long".to_string());
+            }
+        }
+        Value::EnumNumber(n) => {
+            let Some(r) = sub(rules, "enum") else { return };
+            if flag(&r, "defined_only") {
+                if let Kind::Enum(e) = field.kind() {
+                    if e.get_value(*n).is_none() {
+                        fail(format!("{n} is not a defined {} value", e.name()));
+                    }
+                }
+            }
+            let allowed = list_of(&r, "in");
+            if !allowed.is_empty() && !allowed.iter().any(|v| as_f64(v) == Some(f64::from(*n))) {
+                fail(format!("{n} is not an allowed value"));
+            }
+            if list_of(&r, "not_in").iter().any(|v| as_f64(v) == Some(f64::from(*n))) {
+                fail(format!("{n} is not allowed"));
+            }
+        }
+        other => {
+            let Some(v) = as_f64(other) else { return };
+            let type_rules = [
+                "float", "double", "int32", "int64", "uint32", "uint64", "sint32", "sint64", "fixed32", "fixed64",
+                "sfixed32", "sfixed64",
+            ];
+            let Some(r) = type_rules.iter().find_map(|t| sub(rules, t)) else {
+                return;
+            };
+            if flag(&r, "ignore_empty") && v == 0.0 {
+                return;
+            }
+            check_bounds(v, &r, &num, "", &mut fail);
+            let allowed = list_of(&r, "in");
+            if !allowed.is_empty() && !allowed.iter().any(|a| as_f64(a) == Some(v)) {
+                fail(format!("{v} is not an allowed value"));
+            }
+            if list_of(&r, "not_in").iter().any(|a| as_f64(a) == Some(v)) {
+                fail(format!("{v} is not allowed"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::check;
+    use crate::envoy::decode;
+
+    fn violations(name: &str, v: serde_json::Value) -> Vec<String> {
+        check(&decode(name, &v).unwrap())
+            .into_iter()
+            .map(|v| format!("{}: {}", v.path, v.message))
+            .collect()
+    }
+
+    #[test]
+    fn catches_what_envoy_would_reject() {
+        // Empty cluster name in a route (string min_len); members of a oneof that are not set
+        // are not checked.
+        let v = violations(
+            "envoy.config.route.v3.Route",
+            json!({"match": {"prefix": "/"}, "route": {"cluster": ""}}),
+        );
+        assert_eq!(v, vec!["route.cluster: must not be empty"]);
+        // A zero connect timeout (duration gt 0).
+        let v = violations(
+            "envoy.config.cluster.v3.Cluster",
+            json!({"name": "c", "connect_timeout": "0s"}),
+        );
+        assert!(
+            v.iter()
+                .any(|m| m.starts_with("connect_timeout: must be greater than 0s")),
+            "{v:?}"
+        );
+        // A required oneof left unset (route action) and a required message (match).
+        let v = violations("envoy.config.route.v3.Route", json!({"name": "x"}));
+        assert!(v.iter().any(|m| m.starts_with("match:")), "{v:?}");
+        assert!(v.iter().any(|m| m.starts_with("action:")), "{v:?}");
+        // Port out of range, inside an Any (HCM in a listener) an empty stat_prefix.
+        let v = violations(
+            "envoy.config.listener.v3.Listener",
+            json!({"name": "l", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 70000}},
+                   "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {
+                       "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                       "stat_prefix": "", "rds": {"route_config_name": "r", "config_source": {"ads": {}}}}}]}]}),
+        );
+        assert!(
+            v.iter().any(|m| m.starts_with("address.socket_address.port_value:")),
+            "{v:?}"
+        );
+        assert!(
+            v.iter()
+                .any(|m| m.starts_with("filter_chains[0].filters[0].typed_config.stat_prefix:")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn the_core_pack_output_is_clean() {
+        let loaded = crate::source::parse_text("t.yaml", include_str!("../../examples/quickstart/quickstart.yaml"));
+        let registry = crate::rules::Registry::core().unwrap();
+        let t = crate::translate(&loaded, &registry, &crate::Options::default());
+        assert!(t.diagnostics.iter().all(|d| !d.is_error()), "{:?}", t.diagnostics);
+        assert_eq!(t.snapshot.count(crate::snapshot::ResourceType::Cluster), 2);
+    }
+}
