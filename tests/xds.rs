@@ -544,3 +544,78 @@ async fn delta_and_sotw_streams_side_by_side() {
     let protocols: Vec<&str> = shared.envoys.lock().unwrap().values().map(|e| e.protocol).collect();
     assert_eq!(protocols, vec!["delta", "sotw"]);
 }
+
+#[tokio::test]
+async fn sotw_removes_a_cluster_only_after_the_routes_that_used_it() {
+    let shared = Arc::new(Shared::default());
+    shared.snapshot.send_replace(Some(snapshot_of(&mappings(&["a"]))));
+    let url = start(Arc::clone(&shared)).await;
+    let mut envoy = FakeEnvoy::connect(&url, "n").await;
+    for (ty, names) in [
+        (ResourceType::Cluster, vec![]),
+        (ResourceType::Listener, vec![]),
+        (ResourceType::Route, vec!["routes-8080"]),
+    ] {
+        envoy.send(ty, "", "", &names, None).await;
+        let r = envoy.recv().await;
+        envoy.send(ty, &r.version_info, &r.nonce, &names, None).await;
+    }
+    envoy.quiet().await;
+
+    // `a` is replaced by `b`: clusters a and b, then the routes; `a` stays until the routes are ACKed.
+    shared.snapshot.send_replace(Some(snapshot_of(&mappings(&["b"]))));
+    let cds = envoy.recv().await;
+    assert_eq!(names(&cds), vec!["cluster_a_80", "cluster_b_80"]);
+    let rds = envoy.recv().await;
+    assert_eq!(rds.type_url, ResourceType::Route.type_url());
+    envoy
+        .send(ResourceType::Cluster, &cds.version_info, &cds.nonce, &[], None)
+        .await;
+    envoy.quiet().await;
+    envoy
+        .send(
+            ResourceType::Route,
+            &rds.version_info,
+            &rds.nonce,
+            &["routes-8080"],
+            None,
+        )
+        .await;
+    let cds2 = envoy.recv().await;
+    assert_eq!(names(&cds2), vec!["cluster_b_80"]);
+}
+
+#[tokio::test]
+async fn delta_removes_a_cluster_only_after_the_routes_that_used_it() {
+    let shared = Arc::new(Shared::default());
+    shared.snapshot.send_replace(Some(snapshot_of(&mappings(&["a"]))));
+    let url = start(Arc::clone(&shared)).await;
+    let mut envoy = FakeDeltaEnvoy::connect(&url, "n").await;
+    for (ty, names) in [
+        (ResourceType::Cluster, vec![]),
+        (ResourceType::Listener, vec![]),
+        (ResourceType::Route, vec!["routes-8080"]),
+    ] {
+        envoy.send(ty, "", &names, &[], &[], None).await;
+        let r = envoy.recv().await;
+        envoy.send(ty, &r.nonce, &[], &[], &[], None).await;
+    }
+    envoy.quiet().await;
+
+    shared.snapshot.send_replace(Some(snapshot_of(&mappings(&["b"]))));
+    let cds = envoy.recv().await;
+    assert_eq!(
+        (upserted(&cds), cds.removed_resources.len()),
+        (vec!["cluster_b_80".to_string()], 0)
+    );
+    let rds = envoy.recv().await;
+    assert_eq!(rds.type_url, ResourceType::Route.type_url());
+    envoy.send(ResourceType::Cluster, &cds.nonce, &[], &[], &[], None).await;
+    envoy.quiet().await;
+    envoy.send(ResourceType::Route, &rds.nonce, &[], &[], &[], None).await;
+    let removal = envoy.recv().await;
+    assert_eq!(
+        (upserted(&removal), removal.removed_resources.clone()),
+        (vec![], vec!["cluster_a_80".to_string()])
+    );
+}

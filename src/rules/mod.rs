@@ -11,4 +11,4 @@ pub mod pack;
 pub mod render;
 
 pub use pack::{PackError, Registry, Rule};
-pub use render::{render, Rendered};
+pub use render::{render, render_cached, RenderCache, Rendered};

@@ -6,7 +6,7 @@
 //! produces a diagnostic naming the rule, its template, the IR node and the user object behind it,
 //! and only that output is left out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -32,10 +32,40 @@ pub struct Rendered {
     pub resources: BTreeMap<ResourceType, BTreeMap<String, RenderedResource>>,
 }
 
+/// What rendering one node produced: (emitted message type, value, rule id) per output, and the
+/// diagnostics it raised.
+#[derive(Clone, Debug)]
+struct NodeOutput {
+    outputs: Vec<(String, Value, String)>,
+    diagnostics: Vec<Diagnostic>,
+    generation: u64,
+}
+
+/// Rendered output of IR nodes from the previous translation, keyed by everything rendering a
+/// node reads (kind, full context, source origin). With it, a translation re-renders only the
+/// nodes whose content changed, and produces exactly what a fresh translation would: a hit
+/// returns what the same input rendered before. Entries unused by a translation are dropped at
+/// its end, so the cache holds one translation's worth. Valid for one rule registry only.
+#[derive(Debug, Default)]
+pub struct RenderCache {
+    entries: HashMap<String, NodeOutput>,
+    generation: u64,
+    hits: usize,
+    misses: usize,
+}
+
+impl RenderCache {
+    /// (nodes reused, nodes rendered) in the last translation.
+    pub fn last_stats(&self) -> (usize, usize) {
+        (self.hits, self.misses)
+    }
+}
+
 struct Renderer<'a> {
     registry: &'a Registry,
     out: Rendered,
     diagnostics: Vec<Diagnostic>,
+    cache: Option<&'a mut RenderCache>,
 }
 
 /// The context a template sees: the node serialized, without its child list, plus `rendered`.
@@ -181,6 +211,42 @@ impl Renderer<'_> {
         outputs
     }
 
+    /// [`Self::node`] through the cache, when there is one.
+    fn cached_node(
+        &mut self,
+        kind: NodeKind,
+        ctx: &Value,
+        node: &str,
+        source: Option<&SourceRef>,
+    ) -> Vec<(String, Value, String)> {
+        let Some(cache) = self.cache.as_deref_mut() else {
+            return self.node(kind, ctx, node, source);
+        };
+        let key = format!("{}\u{0}{}\u{0}{:?}", kind.as_str(), ctx, source.map(|s| &s.origin));
+        let generation = cache.generation;
+        if let Some(hit) = cache.entries.get_mut(&key) {
+            hit.generation = generation;
+            cache.hits += 1;
+            self.diagnostics.extend(hit.diagnostics.iter().cloned());
+            return hit.outputs.clone();
+        }
+        cache.misses += 1;
+        let before = self.diagnostics.len();
+        let outputs = self.node(kind, ctx, node, source);
+        let diagnostics = self.diagnostics[before..].to_vec();
+        if let Some(cache) = self.cache.as_deref_mut() {
+            cache.entries.insert(
+                key,
+                NodeOutput {
+                    outputs: outputs.clone(),
+                    diagnostics,
+                    generation,
+                },
+            );
+        }
+        outputs
+    }
+
     /// Renders a node and files top-level resources; returns the fragments of `fragment_type`.
     fn node_into(
         &mut self,
@@ -191,7 +257,8 @@ impl Renderer<'_> {
         fragment_type: Option<&str>,
     ) -> Vec<Value> {
         let mut fragments = Vec::new();
-        for (emits, value, rule) in self.node(kind, ctx, node, source) {
+        let outputs = self.cached_node(kind, ctx, node, source);
+        for (emits, value, rule) in outputs {
             if let Some(ty) = ResourceType::from_message_name(&emits) {
                 let name = value
                     .get("name")
@@ -221,10 +288,21 @@ impl Renderer<'_> {
 
 /// Renders the IR through the registry's rules.
 pub fn render(ir: &Ir, registry: &Registry) -> (Rendered, Vec<Diagnostic>) {
+    render_cached(ir, registry, None)
+}
+
+/// Renders the IR, reusing the output of nodes that did not change since the cache was last used.
+pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut RenderCache>) -> (Rendered, Vec<Diagnostic>) {
+    if let Some(c) = cache.as_deref_mut() {
+        c.generation += 1;
+        c.hits = 0;
+        c.misses = 0;
+    }
     let mut r = Renderer {
         registry,
         out: Rendered::default(),
         diagnostics: Vec::new(),
+        cache,
     };
     for c in &ir.clusters {
         let ctx = context(c, None, None);
@@ -279,6 +357,10 @@ pub fn render(ir: &Ir, registry: &Registry) -> (Rendered, Vec<Diagnostic>) {
             l.source.as_ref(),
             None,
         );
+    }
+    if let Some(c) = r.cache.as_deref_mut() {
+        let generation = c.generation;
+        c.entries.retain(|_, e| e.generation == generation);
     }
     (r.out, r.diagnostics)
 }

@@ -158,18 +158,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let mut last_errors = std::collections::BTreeSet::new();
+            // Incremental: the translator keeps its previous output and re-renders only what
+            // changed (a fresh one after a panic, which would be a bug).
+            let mut translator = crate::Translator::new(Arc::clone(&registry), options.clone());
             while let Some(loaded) = updates.recv().await {
-                let registry = Arc::clone(&registry);
-                let options = options.clone();
                 let objects = loaded.objects.len();
                 let started = Instant::now();
-                let Ok(t) = tokio::task::spawn_blocking(move || crate::translate(&loaded, &registry, &options)).await
-                else {
-                    tracing::error!("translation panicked; keeping the previous configuration (this is a bug)");
-                    continue;
+                let (t, tr) = match tokio::task::spawn_blocking(move || {
+                    let t = translator.translate(&loaded);
+                    (t, translator)
+                })
+                .await
+                {
+                    Ok(done) => done,
+                    Err(_) => {
+                        tracing::error!("translation panicked; keeping the previous configuration (this is a bug)");
+                        translator = crate::Translator::new(Arc::clone(&registry), options.clone());
+                        continue;
+                    }
                 };
-                let elapsed = started.elapsed();
-                publish(&shared, t, objects, elapsed, &mut last_errors);
+                translator = tr;
+                let (reused, rendered) = translator.last_render_stats();
+                tracing::debug!(reused, rendered, "IR nodes reused from the previous translation");
+                publish(&shared, t, objects, started.elapsed(), &mut last_errors);
             }
         })
     };

@@ -113,6 +113,18 @@ fn short_hash(data: &[u8]) -> String {
     s
 }
 
+/// The version of a list of (name, resource version) pairs, given sorted by name.
+pub fn version_of_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut h = Sha256::new();
+    for (name, version) in pairs {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(version.as_bytes());
+        h.update([b'\n']);
+    }
+    short_hash(&h.finalize())
+}
+
 /// All resources at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -152,17 +164,11 @@ impl Snapshot {
 
     /// The version of a set of named resources of one type: a hash over sorted (name, version).
     pub fn version_of<'a>(&'a self, ty: ResourceType, names: impl IntoIterator<Item = &'a str>) -> String {
-        let mut h = Sha256::new();
-        for name in names {
-            if let Some(r) = self.get(ty, name) {
-                h.update(name.as_bytes());
-                h.update([0]);
-                h.update(r.version.as_bytes());
-                h.update([b'\n']);
-            }
-        }
-        let digest = h.finalize();
-        short_hash(&digest)
+        version_of_pairs(
+            names
+                .into_iter()
+                .filter_map(|n| self.get(ty, n).map(|r| (n, r.version.as_str()))),
+        )
     }
 
     /// The version of everything of one type (the SotW `version_info` of LDS and CDS).

@@ -37,6 +37,8 @@ struct TypeState {
     names: BTreeSet<String>,
     known: BTreeMap<String, String>,
     told_absent: BTreeSet<String>,
+    /// A response of this type has not been answered yet.
+    awaiting: bool,
     /// Nonce → system version of the responses not yet answered.
     pending: BTreeMap<String, String>,
 }
@@ -47,6 +49,9 @@ pub struct DeltaStream {
     id: u64,
     nonce_counter: u64,
     types: BTreeMap<ResourceType, TypeState>,
+    /// Cluster and endpoint removals wait until the routes and listeners sent before them are
+    /// answered, so no route points at a cluster that is gone.
+    removals_pending: bool,
 }
 
 impl DeltaStream {
@@ -56,6 +61,7 @@ impl DeltaStream {
             id,
             nonce_counter: 0,
             types: BTreeMap::new(),
+            removals_pending: false,
         }
     }
 
@@ -111,6 +117,7 @@ impl DeltaStream {
             // Older nonces can no longer be answered in order; drop them.
             let nonce_num: u64 = req.response_nonce.parse().unwrap_or(0);
             st.pending.retain(|n, _| n.parse::<u64>().unwrap_or(0) > nonce_num);
+            st.awaiting = !st.pending.is_empty();
             let version = version.unwrap_or_default();
             if let Some(error) = &req.error_detail {
                 shared.metrics.xds_nacks[type_index(ty)].fetch_add(1, Ordering::Relaxed);
@@ -139,10 +146,18 @@ impl DeltaStream {
         };
         shared.with_envoy(id, |e| e.types.entry(ty.label()).or_default().subscribed = subscribed);
         let Some(snapshot) = snapshot else { return Vec::new() };
-        self.respond(ty, snapshot, Part::All, shared).into_iter().collect()
+        let part = if self.removals_pending && matches!(ty, ResourceType::Cluster | ResourceType::Endpoint) {
+            Part::Upserts
+        } else {
+            Part::All
+        };
+        let mut out: Vec<DeltaDiscoveryResponse> = self.respond(ty, snapshot, part, shared).into_iter().collect();
+        out.extend(self.finish_removals(snapshot, shared));
+        out
     }
 
-    /// Handles a new snapshot: upserts in make-before-break type order, then removals in reverse.
+    /// Handles a new snapshot: upserts in make-before-break type order, then removals in reverse;
+    /// cluster and endpoint removals wait until the routes and listeners are answered.
     pub fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DeltaDiscoveryResponse> {
         let requested: Vec<ResourceType> = ResourceType::ALL
             .into_iter()
@@ -152,13 +167,37 @@ impl DeltaStream {
             .iter()
             .filter_map(|ty| self.respond(*ty, snapshot, Part::Upserts, shared))
             .collect();
-        out.extend(
-            requested
-                .iter()
-                .rev()
-                .filter_map(|ty| self.respond(*ty, snapshot, Part::Removals, shared)),
-        );
+        for ty in requested.iter().rev() {
+            if matches!(ty, ResourceType::Cluster | ResourceType::Endpoint) {
+                self.removals_pending = true;
+            } else if let Some(r) = self.respond(*ty, snapshot, Part::Removals, shared) {
+                out.push(r);
+            }
+        }
+        out.extend(self.finish_removals(snapshot, shared));
         out
+    }
+
+    /// Sends cluster and endpoint removals once no route or listener response is unanswered.
+    fn finish_removals(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DeltaDiscoveryResponse> {
+        if !self.removals_pending {
+            return Vec::new();
+        }
+        let waiting = [ResourceType::Route, ResourceType::Listener]
+            .iter()
+            .any(|t| self.types.get(t).is_some_and(|s| s.awaiting));
+        if waiting {
+            return Vec::new();
+        }
+        self.removals_pending = false;
+        let types: Vec<ResourceType> = [ResourceType::Endpoint, ResourceType::Cluster]
+            .into_iter()
+            .filter(|ty| self.types.get(ty).is_some_and(|s| s.requested))
+            .collect();
+        types
+            .into_iter()
+            .filter_map(|ty| self.respond(ty, snapshot, Part::Removals, shared))
+            .collect()
     }
 
     fn respond(
@@ -220,6 +259,7 @@ impl DeltaStream {
         let nonce = self.nonce_counter.to_string();
         let version = snapshot.type_version(ty);
         st.pending.insert(nonce.clone(), version.clone());
+        st.awaiting = true;
         shared.metrics.xds_responses[type_index(ty)].fetch_add(1, Ordering::Relaxed);
         let id = self.id;
         shared.with_envoy(id, |e| {

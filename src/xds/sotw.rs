@@ -1,6 +1,11 @@
 //! State-of-the-world ADS: the protocol state of one stream, free of I/O so it can be tested
 //! request by request.
 //!
+//! Make before break: when a new snapshot drops clusters Envoy has, the CDS update first keeps
+//! them (new ∪ old clusters), then listeners and routes are sent, and only once Envoy has answered
+//! those is a CDS update without the dropped clusters sent. So no route ever points at a cluster
+//! that is already gone. New clusters go out before the routes that use them (type order).
+//!
 //! See <https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol> ("ACK/NACK and
 //! resource type instance version", "When to send an update", "Resource warming").
 
@@ -27,6 +32,11 @@ struct TypeState {
     sent_version: Option<String>,
     /// Version last rejected.
     nacked_version: Option<String>,
+    /// A response of this type has not been answered yet.
+    awaiting: bool,
+    /// What the last response carried (full-state types), so clusters can be kept while routes
+    /// still use them.
+    sent: BTreeMap<String, crate::snapshot::Resource>,
 }
 
 /// The state of one SotW ADS stream.
@@ -35,6 +45,8 @@ pub struct SotwStream {
     id: u64,
     nonce_counter: u64,
     types: BTreeMap<ResourceType, TypeState>,
+    /// Clusters Envoy has but the snapshot dropped are kept until routes and listeners are answered.
+    cluster_removal_pending: bool,
 }
 
 impl SotwStream {
@@ -44,6 +56,7 @@ impl SotwStream {
             id,
             nonce_counter: 0,
             types: BTreeMap::new(),
+            cluster_removal_pending: false,
         }
     }
 
@@ -63,6 +76,9 @@ impl SotwStream {
         if !req.response_nonce.is_empty() && st.nonce.as_deref() != Some(req.response_nonce.as_str()) {
             tracing::debug!(stream = id, r#type = ty.label(), nonce = %req.response_nonce, "stale nonce; request ignored");
             return Vec::new();
+        }
+        if !req.response_nonce.is_empty() {
+            st.awaiting = false;
         }
         if let Some(error) = &req.error_detail {
             let version = st.sent_version.clone().unwrap_or_default();
@@ -97,9 +113,12 @@ impl SotwStream {
         }
         let Some(snapshot) = snapshot else { return Vec::new() };
         // Answer a new subscription even when the content did not change.
-        self.respond(ty, snapshot, first || changed, shared)
+        let mut out: Vec<DiscoveryResponse> = self
+            .respond(ty, snapshot, first || changed, shared)
             .into_iter()
-            .collect()
+            .collect();
+        out.extend(self.finish_cluster_removal(snapshot, shared));
+        out
     }
 
     /// Handles a new snapshot: every requested type whose content changed, in make-before-break
@@ -109,10 +128,38 @@ impl SotwStream {
             .into_iter()
             .filter(|ty| self.types.get(ty).is_some_and(|s| s.requested))
             .collect();
-        requested
+        let routes_follow = requested
+            .iter()
+            .any(|t| matches!(t, ResourceType::Route | ResourceType::Listener));
+        let drops_clusters = self
+            .types
+            .get(&ResourceType::Cluster)
+            .is_some_and(|st| st.sent.keys().any(|n| snapshot.get(ResourceType::Cluster, n).is_none()));
+        if drops_clusters && routes_follow {
+            self.cluster_removal_pending = true;
+        }
+        let mut out: Vec<DiscoveryResponse> = requested
             .into_iter()
             .filter_map(|ty| self.respond(ty, snapshot, false, shared))
-            .collect()
+            .collect();
+        out.extend(self.finish_cluster_removal(snapshot, shared));
+        out
+    }
+
+    /// Sends the CDS update without the dropped clusters once the routes and listeners sent after
+    /// them have been answered (ACK or NACK).
+    fn finish_cluster_removal(&mut self, snapshot: &Snapshot, shared: &Shared) -> Option<DiscoveryResponse> {
+        if !self.cluster_removal_pending {
+            return None;
+        }
+        let waiting = [ResourceType::Route, ResourceType::Listener]
+            .iter()
+            .any(|t| self.types.get(t).is_some_and(|s| s.awaiting));
+        if waiting {
+            return None;
+        }
+        self.cluster_removal_pending = false;
+        self.respond(ResourceType::Cluster, snapshot, false, shared)
     }
 
     fn respond(
@@ -122,31 +169,43 @@ impl SotwStream {
         force: bool,
         shared: &Shared,
     ) -> Option<DiscoveryResponse> {
+        let keep_old_clusters = ty == ResourceType::Cluster && self.cluster_removal_pending;
         let st = self.types.get_mut(&ty)?;
-        let names: Vec<&str> = if ty.is_full_state() {
-            snapshot.of_type(ty).map(|(n, _)| n.as_str()).collect()
+        let mut items: Vec<(String, crate::snapshot::Resource)> = if ty.is_full_state() {
+            snapshot.of_type(ty).map(|(n, r)| (n.clone(), r.clone())).collect()
         } else {
             st.names
                 .iter()
-                .map(String::as_str)
-                .filter(|n| snapshot.get(ty, n).is_some())
+                .filter_map(|n| snapshot.get(ty, n).map(|r| (n.clone(), r.clone())))
                 .collect()
         };
-        let version = snapshot.version_of(ty, names.iter().copied());
+        if keep_old_clusters {
+            for (n, r) in &st.sent {
+                if snapshot.get(ty, n).is_none() {
+                    items.push((n.clone(), r.clone()));
+                }
+            }
+            items.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        let version = crate::snapshot::version_of_pairs(items.iter().map(|(n, r)| (n.as_str(), r.version.as_str())));
         if !force && st.sent_version.as_deref() == Some(version.as_str()) {
             return None;
         }
         if !force && st.nacked_version.as_deref() == Some(version.as_str()) {
             return None;
         }
-        let resources = names
+        let resources = items
             .iter()
-            .filter_map(|n| snapshot.get(ty, n))
-            .map(|r| Any {
+            .map(|(_, r)| Any {
                 type_url: ty.type_url(),
                 value: r.bytes.to_vec(),
             })
             .collect();
+        let count = items.len();
+        if ty.is_full_state() {
+            st.sent = items.into_iter().collect();
+        }
+        st.awaiting = true;
         self.nonce_counter += 1;
         let nonce = self.nonce_counter.to_string();
         st.nonce = Some(nonce.clone());
@@ -156,7 +215,7 @@ impl SotwStream {
         shared.with_envoy(id, |e| {
             e.types.entry(ty.label()).or_default().sent_version = Some(version.clone())
         });
-        tracing::debug!(stream = id, r#type = ty.label(), %version, resources = names.len(), "sending");
+        tracing::debug!(stream = id, r#type = ty.label(), %version, resources = count, "sending");
         Some(DiscoveryResponse {
             version_info: version,
             resources,
