@@ -1,6 +1,6 @@
 //! Statelessness and coalescing: replicas on the same input serve identical versions, an Envoy that moves to
 //! a restarted (or another) attache over delta xDS is sent nothing it already has, and keeps
-//! serving throughout.
+//! serving throughout; and a burst of file changes becomes one push.
 
 mod support;
 
@@ -134,18 +134,39 @@ fn a_burst_of_500_files_becomes_one_push() {
     let admin = loopback(free_port());
     let mut cmd = attache();
     cmd.arg("serve").arg("--config-dir").arg(&config);
-    cmd.args(["--ads-listen", &loopback(free_port()).to_string(), "--admin-listen", &admin.to_string(), "--debounce-ms", "300"]);
+    cmd.args([
+        "--ads-listen",
+        &loopback(free_port()).to_string(),
+        "--admin-listen",
+        &admin.to_string(),
+        "--debounce-ms",
+        "300",
+    ]);
     let _attache = Proc::spawn("attache", cmd, dir.path().join("attache.log"));
-    wait_for("the first snapshot", Duration::from_secs(20), || (metric(admin, "attache_snapshots_published_total ")? == 1).then_some(()));
+    wait_for("the first snapshot", Duration::from_secs(20), || {
+        (metric(admin, "attache_snapshots_published_total ")? == 1).then_some(())
+    });
 
     // `kubectl apply` of 500 objects, as 500 files written back to back.
     let upstream = loopback(9);
     for i in 0..500 {
-        write(&config.join(format!("m{i}.yaml")), &mapping(&format!("m{i}"), &format!("/m{i}/"), SocketAddr::new(upstream.ip(), 1000 + i), ""));
+        write(
+            &config.join(format!("m{i}.yaml")),
+            &mapping(
+                &format!("m{i}"),
+                &format!("/m{i}/"),
+                SocketAddr::new(upstream.ip(), 1000 + i),
+                "",
+            ),
+        );
     }
     wait_for("500 clusters in the snapshot", Duration::from_secs(20), || {
         (metric(admin, "attache_snapshot_resources{type=\"clusters\"} ")? == 500).then_some(())
     });
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(metric(admin, "attache_snapshots_published_total "), Some(2), "the burst must be coalesced into one push");
+    assert_eq!(
+        metric(admin, "attache_snapshots_published_total "),
+        Some(2),
+        "the burst must be coalesced into one push"
+    );
 }

