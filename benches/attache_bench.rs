@@ -299,10 +299,42 @@ fn end_to_end(root: &Path, n: usize, xds: &str, changes: usize) -> Option<(Durat
     Some((median(samples), rss))
 }
 
+/// `--stages N`: where a full translation of N Mappings spends its time, stage by stage.
+fn stages(n: usize) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = generate(root.path(), n, &|i| format!("svc-{i}:80"));
+    let registry = attache::rules::Registry::core().unwrap();
+    let opts = attache::Options::default();
+    let _ = attache::translate(&attache::source::dir::load(&dir), &registry, &opts);
+    let t = Instant::now();
+    let loaded = attache::source::dir::load(&dir);
+    let load = t.elapsed();
+    let t = Instant::now();
+    let (set, _) = attache::resource::parse(&loaded.objects, &opts.parse);
+    let parse = t.elapsed();
+    let t = Instant::now();
+    let (ir, _) = attache::ir::lower(&set, &opts.lower);
+    let lower = t.elapsed();
+    let t = Instant::now();
+    let (rendered, _) = attache::rules::render(&ir, &registry);
+    let render = t.elapsed();
+    let t = Instant::now();
+    let (snapshot, _) = attache::envoy::build_snapshot(&rendered);
+    let encode = t.elapsed();
+    println!(
+        "{n} Mappings: load (read + YAML) {} ms, resources {} ms, lower {} ms, render (templates, YAML, schema and validation checks) {} ms, snapshot (encode, hash) {} ms; {} clusters",
+        ms(load), ms(parse), ms(lower), ms(render), ms(encode), snapshot.count(ResourceType::Cluster)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
         child(Path::new(&args[i + 1]));
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--stages") {
+        stages(args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(5_000));
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");

@@ -12,7 +12,7 @@
 
 use std::sync::OnceLock;
 
-use prost_reflect::{DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, ReflectMessage as _, Value};
+use prost_reflect::{DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage as _, Value};
 
 use super::pool;
 
@@ -81,6 +81,59 @@ fn flag(rules: &DynamicMessage, name: &str) -> bool {
     rules.has_field_by_name(name) && rules.get_field_by_name(name).is_some_and(|v| v.as_bool() == Some(true))
 }
 
+/// What checking one message type involves, worked out once per type: its required oneofs, and
+/// the fields that have rules or may contain messages. Reading field options decodes them, so
+/// doing it per message checked would dominate translation time.
+struct Plan {
+    required_oneofs: Vec<(String, Vec<FieldDescriptor>)>,
+    fields: Vec<FieldPlan>,
+}
+
+struct FieldPlan {
+    field: FieldDescriptor,
+    rules: Option<DynamicMessage>,
+    in_oneof: bool,
+    holds_messages: bool,
+}
+
+fn plan(desc: &MessageDescriptor) -> std::sync::Arc<Plan> {
+    static PLANS: OnceLock<std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Plan>>>> = OnceLock::new();
+    let plans = PLANS.get_or_init(Default::default);
+    if let Some(p) = plans.lock().ok().and_then(|m| m.get(desc.full_name()).cloned()) {
+        return p;
+    }
+    let mut required_oneofs = Vec::new();
+    if let Some(ext) = oneof_required_ext() {
+        for oneof in desc.oneofs() {
+            let options = oneof.options();
+            if options.has_extension(ext) && options.get_extension(ext).as_bool() == Some(true) {
+                required_oneofs.push((oneof.name().to_string(), oneof.fields().collect()));
+            }
+        }
+    }
+    let fields = desc
+        .fields()
+        .filter_map(|field| {
+            let rules = rules_of(&field);
+            let holds_messages = match field.kind() {
+                Kind::Message(m) => !field.is_map() || m.map_entry_value_field().kind().as_message().is_some(),
+                _ => false,
+            };
+            (rules.is_some() || holds_messages).then(|| FieldPlan {
+                in_oneof: field.containing_oneof().is_some(),
+                field,
+                rules,
+                holds_messages,
+            })
+        })
+        .collect();
+    let p = std::sync::Arc::new(Plan { required_oneofs, fields });
+    if let Ok(mut m) = plans.lock() {
+        m.insert(desc.full_name().to_string(), std::sync::Arc::clone(&p));
+    }
+    p
+}
+
 fn check_message(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>, depth: usize) {
     if depth > 64 {
         return;
@@ -90,33 +143,26 @@ fn check_message(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>, dep
         check_any(msg, path, out, depth);
         return;
     }
-    if let Some(ext) = oneof_required_ext() {
-        for oneof in desc.oneofs() {
-            let options = oneof.options();
-            let required = options.has_extension(ext) && options.get_extension(ext).as_bool() == Some(true);
-            if required && !oneof.fields().any(|f| msg.has_field(&f)) {
-                let names: Vec<String> = oneof.fields().map(|f| f.name().to_string()).collect();
-                out.push(Violation {
-                    path: join(path, oneof.name()),
-                    message: format!("one of {} is required", names.join(", ")),
-                });
-            }
+    let plan = plan(&desc);
+    for (name, members) in &plan.required_oneofs {
+        if !members.iter().any(|f| msg.has_field(f)) {
+            let names: Vec<&str> = members.iter().map(FieldDescriptor::name).collect();
+            out.push(Violation { path: join(path, name), message: format!("one of {} is required", names.join(", ")) });
         }
     }
-    for field in desc.fields() {
-        let fpath = join(path, field.name());
-        let present = msg.has_field(&field);
-        let value = msg.get_field(&field);
+    for fp in &plan.fields {
+        let field = &fp.field;
+        let present = msg.has_field(field);
         // A field of a oneof is checked only when it is the member that is set.
-        let rules = if field.containing_oneof().is_some() && !present {
-            None
-        } else {
-            rules_of(&field)
-        };
-        if let Some(rules) = &rules {
-            check_field_rules(&field, rules, present, value.as_ref(), &fpath, out);
+        if !present && (fp.in_oneof || fp.rules.is_none()) {
+            continue;
         }
-        if !present {
+        let fpath = join(path, field.name());
+        let value = msg.get_field(field);
+        if let Some(rules) = &fp.rules {
+            check_field_rules(field, rules, present, value.as_ref(), &fpath, out);
+        }
+        if !present || !fp.holds_messages {
             continue;
         }
         // Recurse into messages (lists and maps of messages too).
