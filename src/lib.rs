@@ -63,15 +63,13 @@ pub fn translate(loaded: &source::Loaded, registry: &rules::Registry, options: &
 }
 
 /// A translator that remembers its previous output, so that a changed input is translated
-/// incrementally: only IR nodes whose content changed are rendered, and only resources whose
-/// rendering changed are encoded. Its output is byte-identical to [`translate`] on the same input
+/// incrementally: only IR nodes whose content changed are rendered (and checked and encoded). Its output is byte-identical to [`translate`] on the same input
 /// (a property test checks this).
 #[derive(Debug)]
 pub struct Translator {
     registry: std::sync::Arc<rules::Registry>,
     options: Options,
     render_cache: rules::RenderCache,
-    encode_cache: envoy::EncodeCache,
 }
 
 impl Translator {
@@ -81,19 +79,13 @@ impl Translator {
             registry,
             options,
             render_cache: rules::RenderCache::default(),
-            encode_cache: envoy::EncodeCache::default(),
         }
     }
 
     /// Translates, reusing what did not change since the last call.
     pub fn translate(&mut self, loaded: &source::Loaded) -> Translation {
         let registry = std::sync::Arc::clone(&self.registry);
-        translate_with(
-            loaded,
-            &registry,
-            &self.options,
-            Some((&mut self.render_cache, &mut self.encode_cache)),
-        )
+        translate_with(loaded, &registry, &self.options, Some(&mut self.render_cache))
     }
 
     /// (IR nodes reused, IR nodes rendered) in the last translation.
@@ -106,20 +98,16 @@ fn translate_with(
     loaded: &source::Loaded,
     registry: &rules::Registry,
     options: &Options,
-    caches: Option<(&mut rules::RenderCache, &mut envoy::EncodeCache)>,
+    render_cache: Option<&mut rules::RenderCache>,
 ) -> Translation {
     let mut diagnostics = loaded.diagnostics.clone();
     let (resources, d) = resource::parse(&loaded.objects, &options.parse);
     diagnostics.extend(d);
     let (ir, d) = ir::lower(&resources, &options.lower);
     diagnostics.extend(d);
-    let (render_cache, encode_cache) = match caches {
-        Some((r, e)) => (Some(r), Some(e)),
-        None => (None, None),
-    };
     let (rendered, d) = rules::render_cached(&ir, registry, render_cache);
     diagnostics.extend(d);
-    let (snapshot, d) = envoy::build_snapshot_cached(&rendered, encode_cache);
+    let (snapshot, d) = envoy::build_snapshot(&rendered);
     diagnostics.extend(d);
     diagnostics.sort();
     diagnostics.dedup();

@@ -104,65 +104,21 @@ pub fn bytes_to_json(name: &str, bytes: &[u8]) -> Value {
     }
 }
 
-/// Encoded resources from the previous translation, keyed by type and rendered JSON: an unchanged
-/// resource is not decoded, checked and encoded again. Entries unused by a translation are
-/// dropped at its end.
-#[derive(Debug, Default)]
-pub struct EncodeCache {
-    entries: std::collections::HashMap<(crate::snapshot::ResourceType, String), (crate::snapshot::Resource, u64)>,
-    generation: u64,
-}
-
-/// Decodes and encodes every rendered resource into a snapshot. A resource that does not decode
-/// (which the rules stage already checked, so only a bug gets here) is left out with a diagnostic.
+/// The snapshot of rendered resources (already decoded, checked and encoded by the rules stage).
 pub fn build_snapshot(
     rendered: &crate::rules::Rendered,
 ) -> (crate::snapshot::Snapshot, Vec<crate::diagnostic::Diagnostic>) {
-    build_snapshot_cached(rendered, None)
-}
-
-/// [`build_snapshot`], reusing the encoding of resources whose rendered JSON did not change.
-pub fn build_snapshot_cached(
-    rendered: &crate::rules::Rendered,
-    mut cache: Option<&mut EncodeCache>,
-) -> (crate::snapshot::Snapshot, Vec<crate::diagnostic::Diagnostic>) {
     let mut snapshot = crate::snapshot::Snapshot::default();
-    let mut diagnostics = Vec::new();
-    if let Some(c) = cache.as_deref_mut() {
-        c.generation += 1;
-    }
     for (ty, resources) in &rendered.resources {
         for (name, r) in resources {
-            let key = cache.as_ref().map(|_| (*ty, r.value.to_string()));
-            if let (Some(c), Some(k)) = (cache.as_deref_mut(), key.as_ref()) {
-                let generation = c.generation;
-                if let Some((resource, used)) = c.entries.get_mut(k) {
-                    *used = generation;
-                    snapshot.insert(*ty, name.clone(), resource.clone());
-                    continue;
-                }
-            }
-            match decode(ty.message_name(), &r.value) {
-                Ok(m) => {
-                    let resource = crate::snapshot::Resource::new(encode(&m));
-                    if let (Some(c), Some(k)) = (cache.as_deref_mut(), key) {
-                        let generation = c.generation;
-                        c.entries.insert(k, (resource.clone(), generation));
-                    }
-                    snapshot.insert(*ty, name.clone(), resource);
-                }
-                Err(e) => diagnostics.push(crate::diagnostic::Diagnostic::error(
-                    "envoy.invalid_resource",
-                    format!("{} `{name}` from rule `{}` is not valid: {e}", ty.label(), r.rule),
-                )),
-            }
+            snapshot.insert(
+                *ty,
+                name.clone(),
+                crate::snapshot::Resource::from_shared(std::sync::Arc::clone(&r.encoded)),
+            );
         }
     }
-    if let Some(c) = cache {
-        let generation = c.generation;
-        c.entries.retain(|_, (_, used)| *used == generation);
-    }
-    (snapshot, diagnostics)
+    (snapshot, Vec::new())
 }
 
 /// A snapshot's resources of one type as JSON (proto3 JSON mapping), sorted by name.

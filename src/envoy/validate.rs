@@ -12,7 +12,9 @@
 
 use std::sync::OnceLock;
 
-use prost_reflect::{DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage as _, Value};
+use prost_reflect::{
+    DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage as _, Value,
+};
 
 use super::pool;
 
@@ -127,7 +129,10 @@ fn plan(desc: &MessageDescriptor) -> std::sync::Arc<Plan> {
             })
         })
         .collect();
-    let p = std::sync::Arc::new(Plan { required_oneofs, fields });
+    let p = std::sync::Arc::new(Plan {
+        required_oneofs,
+        fields,
+    });
     if let Ok(mut m) = plans.lock() {
         m.insert(desc.full_name().to_string(), std::sync::Arc::clone(&p));
     }
@@ -147,7 +152,10 @@ fn check_message(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>, dep
     for (name, members) in &plan.required_oneofs {
         if !members.iter().any(|f| msg.has_field(f)) {
             let names: Vec<&str> = members.iter().map(FieldDescriptor::name).collect();
-            out.push(Violation { path: join(path, name), message: format!("one of {} is required", names.join(", ")) });
+            out.push(Violation {
+                path: join(path, name),
+                message: format!("one of {} is required", names.join(", ")),
+            });
         }
     }
     for fp in &plan.fields {

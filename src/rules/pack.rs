@@ -341,6 +341,12 @@ fn json_helper(
         .param(0)
         .ok_or_else(|| handlebars::RenderErrorReason::ParamNotFoundForIndex("json", 0))?;
     missing_is_an_error("json", param)?;
+    // Rendered children (`{{json rendered.routes}}`) can be large: instead of printing and parsing
+    // them again, print a placeholder that the renderer swaps for the value after parsing.
+    if let Some(path) = param.relative_path().filter(|p| p.starts_with("rendered.")) {
+        out.write(&serde_json::to_string(&format!("{}{path}", crate::rules::render::PLACEHOLDER)).unwrap_or_default())?;
+        return Ok(());
+    }
     out.write(&serde_json::to_string(param.value()).unwrap_or_default())?;
     Ok(())
 }

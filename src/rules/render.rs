@@ -23,6 +23,39 @@ pub struct RenderedResource {
     pub value: Value,
     /// Id of the rule that produced it.
     pub rule: String,
+    /// Its protobuf encoding.
+    pub encoded: std::sync::Arc<[u8]>,
+}
+
+/// Prefix of the placeholder `{{json rendered.X}}` prints (see the `json` helper).
+pub(crate) const PLACEHOLDER: &str = "\u{1}attache-placeholder:";
+
+/// Replaces placeholders left by `{{json rendered.X}}` with the rendered values from the context.
+fn fill_placeholders(value: &mut Value, ctx: &Value) {
+    match value {
+        Value::String(s) => {
+            if let Some(path) = s.strip_prefix(PLACEHOLDER) {
+                let mut cur = ctx;
+                for seg in path.split('.') {
+                    cur = cur.get(seg).unwrap_or(&Value::Null);
+                }
+                *value = cur.clone();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| fill_placeholders(v, ctx)),
+        Value::Object(map) => map.values_mut().for_each(|v| fill_placeholders(v, ctx)),
+        _ => {}
+    }
+}
+
+/// One message a rule produced for a node.
+#[derive(Clone, Debug)]
+struct Output {
+    emits: String,
+    value: Value,
+    rule: String,
+    /// The protobuf encoding, for messages that are xDS resources.
+    encoded: Option<std::sync::Arc<[u8]>>,
 }
 
 /// Everything the rules produced: top-level resources by type and name.
@@ -36,7 +69,7 @@ pub struct Rendered {
 /// diagnostics it raised.
 #[derive(Clone, Debug)]
 struct NodeOutput {
-    outputs: Vec<(String, Value, String)>,
+    outputs: Vec<Output>,
     diagnostics: Vec<Diagnostic>,
     generation: u64,
 }
@@ -143,7 +176,13 @@ impl Renderer<'_> {
             }
         };
         match crate::source::yaml::parse_one(&text) {
-            Ok(Some(n)) => Some(n.to_json()),
+            Ok(Some(n)) => {
+                let mut value = n.to_json();
+                if text.contains("attache-placeholder:") {
+                    fill_placeholders(&mut value, ctx);
+                }
+                Some(value)
+            }
             Ok(None) => Some(Value::Object(serde_json::Map::new())),
             Err(e) => {
                 let line = text.lines().nth(e.line.saturating_sub(1) as usize).unwrap_or("");
@@ -166,13 +205,7 @@ impl Renderer<'_> {
 
     /// Renders one node: every applicable non-patch rule gives one message, into which the
     /// applicable patches for the same message type are merged. Returns (emitted type, value).
-    fn node(
-        &mut self,
-        kind: NodeKind,
-        ctx: &Value,
-        node: &str,
-        source: Option<&SourceRef>,
-    ) -> Vec<(String, Value, String)> {
+    fn node(&mut self, kind: NodeKind, ctx: &Value, node: &str, source: Option<&SourceRef>) -> Vec<Output> {
         let registry = self.registry;
         let mut outputs = Vec::new();
         for rule in registry.rules.iter().filter(|r| r.kind == kind && !r.patch) {
@@ -195,30 +228,33 @@ impl Renderer<'_> {
                     }
                 }
             }
-            if let Err(e) = crate::envoy::decode_checked(&rule.emits, &value) {
-                let blame = if std::ptr::eq(applied, rule) { rule } else { applied };
-                self.fail(
-                    blame,
-                    node,
-                    source,
-                    "rules.invalid_output",
-                    format!("output is not a valid {}: {e}", rule.emits),
-                );
-                continue;
-            }
-            outputs.push((rule.emits.clone(), value, rule.id.clone()));
+            let message = match crate::envoy::decode_checked(&rule.emits, &value) {
+                Ok(m) => m,
+                Err(e) => {
+                    let blame = if std::ptr::eq(applied, rule) { rule } else { applied };
+                    self.fail(
+                        blame,
+                        node,
+                        source,
+                        "rules.invalid_output",
+                        format!("output is not a valid {}: {e}", rule.emits),
+                    );
+                    continue;
+                }
+            };
+            let encoded = ResourceType::from_message_name(&rule.emits).map(|_| crate::envoy::encode(&message).into());
+            outputs.push(Output {
+                emits: rule.emits.clone(),
+                value,
+                rule: rule.id.clone(),
+                encoded,
+            });
         }
         outputs
     }
 
     /// [`Self::node`] through the cache, when there is one.
-    fn cached_node(
-        &mut self,
-        kind: NodeKind,
-        ctx: &Value,
-        node: &str,
-        source: Option<&SourceRef>,
-    ) -> Vec<(String, Value, String)> {
+    fn cached_node(&mut self, kind: NodeKind, ctx: &Value, node: &str, source: Option<&SourceRef>) -> Vec<Output> {
         let Some(cache) = self.cache.as_deref_mut() else {
             return self.node(kind, ctx, node, source);
         };
@@ -258,8 +294,14 @@ impl Renderer<'_> {
     ) -> Vec<Value> {
         let mut fragments = Vec::new();
         let outputs = self.cached_node(kind, ctx, node, source);
-        for (emits, value, rule) in outputs {
-            if let Some(ty) = ResourceType::from_message_name(&emits) {
+        for Output {
+            emits,
+            value,
+            rule,
+            encoded,
+        } in outputs
+        {
+            if let (Some(ty), Some(encoded)) = (ResourceType::from_message_name(&emits), encoded) {
                 let name = value
                     .get("name")
                     .and_then(Value::as_str)
@@ -277,7 +319,7 @@ impl Renderer<'_> {
                     self.diagnostics.push(d);
                     continue;
                 }
-                by_name.insert(name, RenderedResource { value, rule });
+                by_name.insert(name, RenderedResource { value, rule, encoded });
             } else if fragment_type == Some(emits.as_str()) {
                 fragments.push(value);
             }

@@ -96,11 +96,13 @@ pub struct Resource {
 impl Resource {
     /// Wraps encoded bytes, computing the version.
     pub fn new(bytes: Vec<u8>) -> Self {
+        Self::from_shared(bytes.into())
+    }
+
+    /// Wraps shared encoded bytes, computing the version.
+    pub fn from_shared(bytes: Arc<[u8]>) -> Self {
         let version = short_hash(&bytes);
-        Resource {
-            bytes: bytes.into(),
-            version,
-        }
+        Resource { bytes, version }
     }
 }
 
