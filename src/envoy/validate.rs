@@ -93,7 +93,7 @@ struct Plan {
 
 struct FieldPlan {
     field: FieldDescriptor,
-    rules: Option<DynamicMessage>,
+    rules: Option<Compiled>,
     in_oneof: bool,
     holds_messages: bool,
 }
@@ -116,9 +116,14 @@ fn plan(desc: &MessageDescriptor) -> std::sync::Arc<Plan> {
     let fields = desc
         .fields()
         .filter_map(|field| {
-            let rules = rules_of(&field);
+            let rules = rules_of(&field).map(|r| compile(&r));
             let holds_messages = match field.kind() {
-                Kind::Message(m) => !field.is_map() || m.map_entry_value_field().kind().as_message().is_some(),
+                Kind::Message(m) if field.is_map() => m
+                    .map_entry_value_field()
+                    .kind()
+                    .as_message()
+                    .is_some_and(|v| has_rules_below(&v)),
+                Kind::Message(m) => has_rules_below(&m),
                 _ => false,
             };
             (rules.is_some() || holds_messages).then(|| FieldPlan {
@@ -137,6 +142,44 @@ fn plan(desc: &MessageDescriptor) -> std::sync::Arc<Plan> {
         m.insert(desc.full_name().to_string(), std::sync::Arc::clone(&p));
     }
     p
+}
+
+/// Whether checking a message of this type can find anything: some field below it (through any
+/// depth, and always through `Any`) has rules. Types that cannot are not walked at all.
+fn has_rules_below(desc: &MessageDescriptor) -> bool {
+    static MEMO: OnceLock<std::sync::Mutex<std::collections::HashMap<String, bool>>> = OnceLock::new();
+    fn walk(desc: &MessageDescriptor, seen: &mut std::collections::HashSet<String>) -> bool {
+        if desc.full_name() == "google.protobuf.Any" {
+            return true;
+        }
+        if !seen.insert(desc.full_name().to_string()) {
+            // A cycle: whatever it holds is found where the cycle started.
+            return false;
+        }
+        let oneof_required = oneof_required_ext().is_some_and(|ext| {
+            desc.oneofs().any(|o| {
+                let options = o.options();
+                options.has_extension(ext) && options.get_extension(ext).as_bool() == Some(true)
+            })
+        });
+        oneof_required
+            || desc.fields().any(|f| {
+                rules_of(&f).is_some()
+                    || match f.kind() {
+                        Kind::Message(m) => walk(&m, seen),
+                        _ => false,
+                    }
+            })
+    }
+    let memo = MEMO.get_or_init(Default::default);
+    if let Some(v) = memo.lock().ok().and_then(|m| m.get(desc.full_name()).copied()) {
+        return v;
+    }
+    let v = walk(desc, &mut std::collections::HashSet::new());
+    if let Ok(mut m) = memo.lock() {
+        m.insert(desc.full_name().to_string(), v);
+    }
+    v
 }
 
 fn check_message(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>, depth: usize) {
@@ -212,9 +255,151 @@ fn check_any(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>, depth: 
     }
 }
 
+/// Bounds of a number or a duration (in seconds).
+#[derive(Debug, Default)]
+struct Bounds {
+    konst: Option<f64>,
+    gt: Option<f64>,
+    gte: Option<f64>,
+    lt: Option<f64>,
+    lte: Option<f64>,
+}
+
+#[derive(Debug, Default)]
+struct StringRules {
+    min_chars: Option<f64>,
+    max_chars: Option<f64>,
+    min_bytes: Option<f64>,
+    max_bytes: Option<f64>,
+    prefix: Option<String>,
+    suffix: Option<String>,
+    contains: Option<String>,
+    allowed: Vec<String>,
+    forbidden: Vec<String>,
+    ignore_empty: bool,
+}
+
+#[derive(Debug, Default)]
+struct NumberRules {
+    bounds: Bounds,
+    allowed: Vec<f64>,
+    forbidden: Vec<f64>,
+    ignore_empty: bool,
+    defined_only: bool,
+}
+
+/// A field's `(validate.rules)`, read once into plain data.
+#[derive(Debug, Default)]
+struct Compiled {
+    skip: bool,
+    required: bool,
+    duration: Option<Bounds>,
+    items: Option<(Option<f64>, Option<f64>, Option<Box<Compiled>>)>,
+    pairs: Option<(Option<f64>, Option<f64>)>,
+    string: Option<StringRules>,
+    bytes: Option<(Option<f64>, Option<f64>)>,
+    enumeration: Option<NumberRules>,
+    number: Option<NumberRules>,
+}
+
+fn strings(rules: &DynamicMessage, name: &str) -> Vec<String> {
+    list_of(rules, name)
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+fn numbers(rules: &DynamicMessage, name: &str) -> Vec<f64> {
+    list_of(rules, name).iter().filter_map(as_f64).collect()
+}
+
+fn text(rules: &DynamicMessage, name: &str) -> Option<String> {
+    if !rules.has_field_by_name(name) {
+        return None;
+    }
+    rules
+        .get_field_by_name(name)
+        .and_then(|v| v.as_str().map(str::to_string))
+}
+
+fn compile(rules: &DynamicMessage) -> Compiled {
+    let mut c = Compiled::default();
+    if let Some(m) = sub(rules, "message") {
+        c.skip = flag(&m, "skip");
+        c.required = flag(&m, "required");
+    }
+    if let Some(r) = sub(rules, "repeated") {
+        c.items = Some((
+            num(&r, "min_items"),
+            num(&r, "max_items"),
+            sub(&r, "items").map(|i| Box::new(compile(&i))),
+        ));
+    }
+    if let Some(r) = sub(rules, "map") {
+        c.pairs = Some((num(&r, "min_pairs"), num(&r, "max_pairs")));
+    }
+    if let Some(r) = sub(rules, "duration") {
+        c.required |= flag(&r, "required");
+        let b = |n: &str| duration_bound(&r, n);
+        c.duration = Some(Bounds {
+            konst: b("const"),
+            gt: b("gt"),
+            gte: b("gte"),
+            lt: b("lt"),
+            lte: b("lte"),
+        });
+    }
+    if let Some(r) = sub(rules, "string") {
+        c.string = Some(StringRules {
+            min_chars: num(&r, "min_len"),
+            max_chars: num(&r, "max_len"),
+            min_bytes: num(&r, "min_bytes"),
+            max_bytes: num(&r, "max_bytes"),
+            prefix: text(&r, "prefix"),
+            suffix: text(&r, "suffix"),
+            contains: text(&r, "contains"),
+            allowed: strings(&r, "in"),
+            forbidden: strings(&r, "not_in"),
+            ignore_empty: flag(&r, "ignore_empty"),
+        });
+    }
+    if let Some(r) = sub(rules, "bytes") {
+        c.bytes = Some((num(&r, "min_len"), num(&r, "max_len")));
+    }
+    if let Some(r) = sub(rules, "enum") {
+        c.enumeration = Some(NumberRules {
+            defined_only: flag(&r, "defined_only"),
+            allowed: numbers(&r, "in"),
+            forbidden: numbers(&r, "not_in"),
+            ..NumberRules::default()
+        });
+    }
+    let number_types = [
+        "float", "double", "int32", "int64", "uint32", "uint64", "sint32", "sint64", "fixed32", "fixed64", "sfixed32",
+        "sfixed64",
+    ];
+    if let Some(r) = number_types.iter().find_map(|t| sub(rules, t)) {
+        let b = |n: &str| num(&r, n);
+        c.number = Some(NumberRules {
+            bounds: Bounds {
+                konst: b("const"),
+                gt: b("gt"),
+                gte: b("gte"),
+                lt: b("lt"),
+                lte: b("lte"),
+            },
+            allowed: numbers(&r, "in"),
+            forbidden: numbers(&r, "not_in"),
+            ignore_empty: flag(&r, "ignore_empty"),
+            defined_only: false,
+        });
+    }
+    c
+}
+
 fn check_field_rules(
     field: &FieldDescriptor,
-    rules: &DynamicMessage,
+    rules: &Compiled,
     present: bool,
     value: &Value,
     path: &str,
@@ -226,43 +411,40 @@ fn check_field_rules(
             message,
         })
     };
-    if let Some(m) = sub(rules, "message") {
-        if flag(&m, "skip") {
-            return;
-        }
-        if flag(&m, "required") && !present {
-            fail("is required".to_string());
-            return;
-        }
+    if rules.skip {
+        return;
+    }
+    if rules.required && !present {
+        fail("is required".to_string());
+        return;
     }
     if field.is_list() {
-        if let Some(r) = sub(rules, "repeated") {
-            let items = value.as_list().map(<[Value]>::len).unwrap_or(0) as u64;
-            if let Some(min) = num(&r, "min_items") {
-                if (items as f64) < min {
-                    fail(format!("needs at least {min} item(s), has {items}"));
-                }
+        if let Some((min, max, item_rules)) = &rules.items {
+            let list = value.as_list().unwrap_or(&[]);
+            let n = list.len() as f64;
+            if min.is_some_and(|m| n < m) {
+                fail(format!("needs at least {} item(s), has {n}", min.unwrap_or(0.0)));
             }
-            if let Some(max) = num(&r, "max_items") {
-                if (items as f64) > max {
-                    fail(format!("allows at most {max} item(s), has {items}"));
-                }
+            if max.is_some_and(|m| n > m) {
+                fail(format!("allows at most {} item(s), has {n}", max.unwrap_or(0.0)));
             }
-            if let (Some(item_rules), Some(list)) = (sub(&r, "items"), value.as_list()) {
-                for (i, v) in list.iter().enumerate() {
-                    check_value(field, &item_rules, v, &format!("{path}[{i}]"), out);
+            if let Some(item_rules) = item_rules {
+                if !matches!(field.kind(), Kind::Message(_)) {
+                    for (i, v) in list.iter().enumerate() {
+                        check_scalar(field, item_rules, v, &format!("{path}[{i}]"), out);
+                    }
                 }
             }
         }
         return;
     }
     if field.is_map() {
-        if let Some(r) = sub(rules, "map") {
-            let pairs = value.as_map().map(|m| m.len()).unwrap_or(0) as f64;
-            if num(&r, "min_pairs").is_some_and(|min| pairs < min) {
+        if let Some((min, max)) = rules.pairs {
+            let n = value.as_map().map(|m| m.len()).unwrap_or(0) as f64;
+            if min.is_some_and(|m| n < m) {
                 fail("has too few entries".to_string());
             }
-            if num(&r, "max_pairs").is_some_and(|max| pairs > max) {
+            if max.is_some_and(|m| n > m) {
                 fail("has too many entries".to_string());
             }
         }
@@ -271,41 +453,22 @@ fn check_field_rules(
     if let Kind::Message(m) = field.kind() {
         let name = m.full_name();
         if name == "google.protobuf.Duration" {
-            if let Some(r) = sub(rules, "duration") {
-                if flag(&r, "required") && !present {
-                    fail("is required".to_string());
-                }
-                if present {
-                    if let Value::Message(d) = value {
-                        check_bounds(duration_secs(d), &r, &duration_bound, "s", &mut fail);
-                    }
-                }
+            if let (Some(bounds), true, Value::Message(d)) = (&rules.duration, present, value) {
+                check_bounds(duration_secs(d), bounds, "s", &mut fail);
             }
-            return;
-        }
-        if name.starts_with("google.protobuf.") && name.ends_with("Value") {
+        } else if name.starts_with("google.protobuf.") && name.ends_with("Value") && present {
             // Wrapper types: the scalar rules apply to the wrapped value, when set.
-            if present {
-                if let Value::Message(w) = value {
-                    if let Some(inner) = w.get_field_by_name("value") {
-                        if let Some(inner_field) = w.descriptor().get_field_by_name("value") {
-                            check_scalar(&inner_field, rules, inner.as_ref(), path, out);
-                        }
-                    }
+            if let Value::Message(w) = value {
+                if let (Some(inner), Some(inner_field)) =
+                    (w.get_field_by_name("value"), w.descriptor().get_field_by_name("value"))
+                {
+                    check_scalar(&inner_field, rules, inner.as_ref(), path, out);
                 }
             }
-            return;
         }
         return;
     }
     check_scalar(field, rules, value, path, out);
-}
-
-/// Rules for one element of a repeated field (message elements are checked by recursion).
-fn check_value(field: &FieldDescriptor, rules: &DynamicMessage, value: &Value, path: &str, out: &mut Vec<Violation>) {
-    if !matches!(field.kind(), Kind::Message(_)) {
-        check_scalar(field, rules, value, path, out);
-    }
 }
 
 fn num(rules: &DynamicMessage, name: &str) -> Option<f64> {
@@ -337,36 +500,30 @@ fn duration_bound(rules: &DynamicMessage, name: &str) -> Option<f64> {
     sub(rules, name).map(|d| duration_secs(&d))
 }
 
-fn check_bounds(
-    v: f64,
-    rules: &DynamicMessage,
-    get: &dyn Fn(&DynamicMessage, &str) -> Option<f64>,
-    unit: &str,
-    fail: &mut dyn FnMut(String),
-) {
-    if let Some(c) = get(rules, "const") {
+fn check_bounds(v: f64, b: &Bounds, unit: &str, fail: &mut dyn FnMut(String)) {
+    if let Some(c) = b.konst {
         if v != c {
             fail(format!("must be {c}{unit}"));
         }
     }
-    if let Some(b) = get(rules, "gt") {
-        if v <= b {
-            fail(format!("must be greater than {b}{unit}, is {v}{unit}"));
+    if let Some(x) = b.gt {
+        if v <= x {
+            fail(format!("must be greater than {x}{unit}, is {v}{unit}"));
         }
     }
-    if let Some(b) = get(rules, "gte") {
-        if v < b {
-            fail(format!("must be at least {b}{unit}, is {v}{unit}"));
+    if let Some(x) = b.gte {
+        if v < x {
+            fail(format!("must be at least {x}{unit}, is {v}{unit}"));
         }
     }
-    if let Some(b) = get(rules, "lt") {
-        if v >= b {
-            fail(format!("must be less than {b}{unit}, is {v}{unit}"));
+    if let Some(x) = b.lt {
+        if v >= x {
+            fail(format!("must be less than {x}{unit}, is {v}{unit}"));
         }
     }
-    if let Some(b) = get(rules, "lte") {
-        if v > b {
-            fail(format!("must be at most {b}{unit}, is {v}{unit}"));
+    if let Some(x) = b.lte {
+        if v > x {
+            fail(format!("must be at most {x}{unit}, is {v}{unit}"));
         }
     }
 }
@@ -378,7 +535,7 @@ fn list_of(rules: &DynamicMessage, name: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn check_scalar(field: &FieldDescriptor, rules: &DynamicMessage, value: &Value, path: &str, out: &mut Vec<Violation>) {
+fn check_scalar(field: &FieldDescriptor, rules: &Compiled, value: &Value, path: &str, out: &mut Vec<Violation>) {
     let mut fail = |message: String| {
         out.push(Violation {
             path: path.to_string(),
@@ -387,91 +544,77 @@ fn check_scalar(field: &FieldDescriptor, rules: &DynamicMessage, value: &Value, 
     };
     match value {
         Value::String(s) => {
-            let Some(r) = sub(rules, "string") else { return };
-            if flag(&r, "ignore_empty") && s.is_empty() {
+            let Some(r) = &rules.string else { return };
+            if r.ignore_empty && s.is_empty() {
                 return;
             }
             let chars = s.chars().count() as f64;
             let bytes = s.len() as f64;
-            if num(&r, "min_len").is_some_and(|m| chars < m) || num(&r, "min_bytes").is_some_and(|m| bytes < m) {
+            if r.min_chars.is_some_and(|m| chars < m) || r.min_bytes.is_some_and(|m| bytes < m) {
                 fail(if s.is_empty() {
                     "must not be empty".to_string()
                 } else {
                     format!("`{s}` is too short")
                 });
             }
-            if num(&r, "max_len").is_some_and(|m| chars > m) || num(&r, "max_bytes").is_some_and(|m| bytes > m) {
+            if r.max_chars.is_some_and(|m| chars > m) || r.max_bytes.is_some_and(|m| bytes > m) {
                 fail("is too long".to_string());
             }
-            for (rule, test) in [("prefix", 0), ("suffix", 1), ("contains", 2)] {
-                if r.has_field_by_name(rule) {
-                    let want = r
-                        .get_field_by_name(rule)
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default();
-                    let ok = match test {
-                        0 => s.starts_with(&want),
-                        1 => s.ends_with(&want),
-                        _ => s.contains(&want),
-                    };
-                    if !ok {
-                        fail(format!("must {} `{want}`", ["start with", "end with", "contain"][test]));
-                    }
-                }
+            if let Some(p) = r.prefix.as_ref().filter(|p| !s.starts_with(p.as_str())) {
+                fail(format!("must start with `{p}`"));
             }
-            let allowed = list_of(&r, "in");
-            if !allowed.is_empty() && !allowed.iter().any(|v| v.as_str() == Some(s)) {
+            if let Some(p) = r.suffix.as_ref().filter(|p| !s.ends_with(p.as_str())) {
+                fail(format!("must end with `{p}`"));
+            }
+            if let Some(p) = r.contains.as_ref().filter(|p| !s.contains(p.as_str())) {
+                fail(format!("must contain `{p}`"));
+            }
+            if !r.allowed.is_empty() && !r.allowed.contains(s) {
                 fail(format!("`{s}` is not an allowed value"));
             }
-            if list_of(&r, "not_in").iter().any(|v| v.as_str() == Some(s)) {
+            if r.forbidden.contains(s) {
                 fail(format!("`{s}` is not allowed"));
             }
         }
         Value::Bytes(b) => {
-            let Some(r) = sub(rules, "bytes") else { return };
+            let Some((min, max)) = rules.bytes else { return };
             let n = b.len() as f64;
-            if num(&r, "min_len").is_some_and(|m| n < m) {
+            if min.is_some_and(|m| n < m) {
                 fail("is too short".to_string());
             }
-            if num(&r, "max_len").is_some_and(|m| n > m) {
+            if max.is_some_and(|m| n > m) {
                 fail("is too long".to_string());
             }
         }
         Value::EnumNumber(n) => {
-            let Some(r) = sub(rules, "enum") else { return };
-            if flag(&r, "defined_only") {
+            let Some(r) = &rules.enumeration else { return };
+            if r.defined_only {
                 if let Kind::Enum(e) = field.kind() {
                     if e.get_value(*n).is_none() {
                         fail(format!("{n} is not a defined {} value", e.name()));
                     }
                 }
             }
-            let allowed = list_of(&r, "in");
-            if !allowed.is_empty() && !allowed.iter().any(|v| as_f64(v) == Some(f64::from(*n))) {
+            let v = f64::from(*n);
+            if !r.allowed.is_empty() && !r.allowed.contains(&v) {
                 fail(format!("{n} is not an allowed value"));
             }
-            if list_of(&r, "not_in").iter().any(|v| as_f64(v) == Some(f64::from(*n))) {
+            if r.forbidden.contains(&v) {
                 fail(format!("{n} is not allowed"));
             }
         }
         other => {
-            let Some(v) = as_f64(other) else { return };
-            let type_rules = [
-                "float", "double", "int32", "int64", "uint32", "uint64", "sint32", "sint64", "fixed32", "fixed64",
-                "sfixed32", "sfixed64",
-            ];
-            let Some(r) = type_rules.iter().find_map(|t| sub(rules, t)) else {
+            let (Some(v), Some(r)) = (as_f64(other), &rules.number) else {
                 return;
             };
-            if flag(&r, "ignore_empty") && v == 0.0 {
+            if r.ignore_empty && v == 0.0 {
                 return;
             }
-            check_bounds(v, &r, &num, "", &mut fail);
-            let allowed = list_of(&r, "in");
-            if !allowed.is_empty() && !allowed.iter().any(|a| as_f64(a) == Some(v)) {
+            check_bounds(v, &r.bounds, "", &mut fail);
+            if !r.allowed.is_empty() && !r.allowed.contains(&v) {
                 fail(format!("{v} is not an allowed value"));
             }
-            if list_of(&r, "not_in").iter().any(|a| as_f64(a) == Some(v)) {
+            if r.forbidden.contains(&v) {
                 fail(format!("{v} is not allowed"));
             }
         }
