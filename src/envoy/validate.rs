@@ -122,7 +122,7 @@ fn plan(desc: &MessageDescriptor) -> std::sync::Arc<Plan> {
                     .map_entry_value_field()
                     .kind()
                     .as_message()
-                    .is_some_and(|v| has_rules_below(&v)),
+                    .is_some_and(|v| has_rules_below(v)),
                 Kind::Message(m) => has_rules_below(&m),
                 _ => false,
             };
@@ -288,13 +288,16 @@ struct NumberRules {
     defined_only: bool,
 }
 
+/// Repeated-field rules: (min items, max items, rules for each item).
+type ItemRules = (Option<f64>, Option<f64>, Option<Box<Compiled>>);
+
 /// A field's `(validate.rules)`, read once into plain data.
 #[derive(Debug, Default)]
 struct Compiled {
     skip: bool,
     required: bool,
     duration: Option<Bounds>,
-    items: Option<(Option<f64>, Option<f64>, Option<Box<Compiled>>)>,
+    items: Option<ItemRules>,
     pairs: Option<(Option<f64>, Option<f64>)>,
     string: Option<StringRules>,
     bytes: Option<(Option<f64>, Option<f64>)>,
