@@ -122,7 +122,7 @@ fn plan(desc: &MessageDescriptor) -> std::sync::Arc<Plan> {
                     .map_entry_value_field()
                     .kind()
                     .as_message()
-                    .is_some_and(|v| has_rules_below(v)),
+                    .is_some_and(has_rules_below),
                 Kind::Message(m) => has_rules_below(&m),
                 _ => false,
             };
