@@ -316,8 +316,10 @@ fn stages(n: usize) {
     let (ir, _) = attache::ir::lower(&set, &opts.lower);
     let lower = t.elapsed();
     let t = Instant::now();
-    let (rendered, _) = attache::rules::render(&ir, &registry);
+    let mut cache = attache::rules::RenderCache::default();
+    let (rendered, _) = attache::rules::render_cached(&ir, &registry, Some(&mut cache));
     let render = t.elapsed();
+    println!("nodes reused / rendered: {:?}", cache.last_stats());
     let t = Instant::now();
     let (snapshot, _) = attache::envoy::build_snapshot(&rendered);
     let encode = t.elapsed();

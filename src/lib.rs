@@ -59,7 +59,9 @@ pub struct Translation {
 /// the golden tests and the fuzzers all call. Deterministic: the same objects in any order give
 /// the same bytes.
 pub fn translate(loaded: &source::Loaded, registry: &rules::Registry, options: &Options) -> Translation {
-    translate_with(loaded, registry, options, None)
+    // A cache even for one translation: nodes with identical contexts (the same route on several
+    // listeners) are rendered once.
+    translate_with(loaded, registry, options, Some(&mut rules::RenderCache::default()))
 }
 
 /// A translator that remembers its previous output, so that a changed input is translated

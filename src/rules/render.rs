@@ -27,6 +27,39 @@ pub struct RenderedResource {
     pub encoded: std::sync::Arc<[u8]>,
 }
 
+/// The cache key of a node: a 128-bit hash of its kind, its own context (without the rendered
+/// children, which are represented by their own keys), its origin, and its children's keys. Built
+/// like a Merkle tree, so a route table's key costs as much as its own fields, not its routes.
+fn node_key(kind: NodeKind, ctx: &Value, source: Option<&SourceRef>, children: &[u128]) -> u128 {
+    struct Hasher(xxhash_rust::xxh3::Xxh3);
+    impl std::io::Write for Hasher {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hasher(xxhash_rust::xxh3::Xxh3::new());
+    h.0.update(kind.as_str().as_bytes());
+    if let Value::Object(map) = ctx {
+        for (k, v) in map.iter().filter(|(k, _)| k.as_str() != "rendered") {
+            h.0.update(k.as_bytes());
+            h.0.update(&[0]);
+            let _ = serde_json::to_writer(&mut h, v);
+            h.0.update(&[0]);
+        }
+    }
+    if let Some(s) = source {
+        h.0.update(format!("{:?}", s.origin).as_bytes());
+    }
+    for c in children {
+        h.0.update(&c.to_le_bytes());
+    }
+    h.0.digest128()
+}
+
 /// Prefix of the placeholder `{{json rendered.X}}` prints (see the `json` helper).
 pub(crate) const PLACEHOLDER: &str = "\u{1}attache-placeholder:";
 
@@ -81,7 +114,7 @@ struct NodeOutput {
 /// its end, so the cache holds one translation's worth. Valid for one rule registry only.
 #[derive(Debug, Default)]
 pub struct RenderCache {
-    entries: HashMap<String, NodeOutput>,
+    entries: HashMap<u128, NodeOutput>,
     generation: u64,
     hits: usize,
     misses: usize,
@@ -254,17 +287,24 @@ impl Renderer<'_> {
     }
 
     /// [`Self::node`] through the cache, when there is one.
-    fn cached_node(&mut self, kind: NodeKind, ctx: &Value, node: &str, source: Option<&SourceRef>) -> Vec<Output> {
+    fn cached_node(
+        &mut self,
+        kind: NodeKind,
+        ctx: &Value,
+        node: &str,
+        source: Option<&SourceRef>,
+        children: &[u128],
+    ) -> (u128, Vec<Output>) {
         let Some(cache) = self.cache.as_deref_mut() else {
-            return self.node(kind, ctx, node, source);
+            return (0, self.node(kind, ctx, node, source));
         };
-        let key = format!("{}\u{0}{}\u{0}{:?}", kind.as_str(), ctx, source.map(|s| &s.origin));
+        let key = node_key(kind, ctx, source, children);
         let generation = cache.generation;
         if let Some(hit) = cache.entries.get_mut(&key) {
             hit.generation = generation;
             cache.hits += 1;
             self.diagnostics.extend(hit.diagnostics.iter().cloned());
-            return hit.outputs.clone();
+            return (key, hit.outputs.clone());
         }
         cache.misses += 1;
         let before = self.diagnostics.len();
@@ -280,7 +320,7 @@ impl Renderer<'_> {
                 },
             );
         }
-        outputs
+        (key, outputs)
     }
 
     /// Renders a node and files top-level resources; returns the fragments of `fragment_type`.
@@ -291,9 +331,10 @@ impl Renderer<'_> {
         node: &str,
         source: Option<&SourceRef>,
         fragment_type: Option<&str>,
-    ) -> Vec<Value> {
+        children: &[u128],
+    ) -> (u128, Vec<Value>) {
         let mut fragments = Vec::new();
-        let outputs = self.cached_node(kind, ctx, node, source);
+        let (key, outputs) = self.cached_node(kind, ctx, node, source, children);
         for Output {
             emits,
             value,
@@ -324,7 +365,7 @@ impl Renderer<'_> {
                 fragments.push(value);
             }
         }
-        fragments
+        (key, fragments)
     }
 }
 
@@ -354,32 +395,41 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
             &format!("cluster `{}`", c.name),
             c.source.as_ref(),
             None,
+            &[],
         );
     }
     for rc in &ir.route_configs {
         let mut vhosts = Vec::new();
+        let mut vhost_keys = Vec::new();
         for vh in &rc.virtual_hosts {
             let mut routes = Vec::new();
+            let mut route_keys = Vec::new();
             for route in &vh.routes {
                 let ctx = context(route, None, None);
                 let node = format!("route `{}`", route.name);
-                routes.extend(r.node_into(
+                let (key, fragments) = r.node_into(
                     NodeKind::Route,
                     &ctx,
                     &node,
                     route.source.as_ref(),
                     Some("envoy.config.route.v3.Route"),
-                ));
+                    &[],
+                );
+                route_keys.push(key);
+                routes.extend(fragments);
             }
             let ctx = context(vh, Some("routes"), Some(("routes", routes)));
             let node = format!("virtual host `{}` of `{}`", vh.name, rc.name);
-            vhosts.extend(r.node_into(
+            let (key, fragments) = r.node_into(
                 NodeKind::VirtualHost,
                 &ctx,
                 &node,
                 vh.source.as_ref(),
                 Some("envoy.config.route.v3.VirtualHost"),
-            ));
+                &route_keys,
+            );
+            vhost_keys.push(key);
+            vhosts.extend(fragments);
         }
         let ctx = context(rc, Some("virtual_hosts"), Some(("virtual_hosts", vhosts)));
         r.node_into(
@@ -388,6 +438,7 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
             &format!("route table `{}`", rc.name),
             None,
             None,
+            &vhost_keys,
         );
     }
     for l in &ir.listeners {
@@ -398,6 +449,7 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
             &format!("listener `{}`", l.name),
             l.source.as_ref(),
             None,
+            &[],
         );
     }
     if let Some(c) = r.cache.as_deref_mut() {
