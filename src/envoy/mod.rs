@@ -82,6 +82,61 @@ pub fn decode_checked(name: &str, value: &Value) -> Result<DynamicMessage, Decod
     }
 }
 
+/// Decodes, checks and encodes `value`, whose top-level list fields named in `children` hold
+/// messages that were already decoded, checked and encoded on their own: those fields are left
+/// out of the decode, and the children's bytes are appended as the field's elements (protobuf
+/// allows a repeated field's elements anywhere in the encoding). So a route table of 10,000
+/// routes is not decoded and checked a second time. Falls back to a full decode when a field is
+/// not a repeated message field.
+///
+/// # Errors
+/// A [`DecodeError`] as [`decode_checked`] gives.
+pub fn encode_with_children(
+    name: &str,
+    value: &Value,
+    children: &[(&str, &[std::sync::Arc<[u8]>])],
+) -> Result<Vec<u8>, DecodeError> {
+    let full = || decode_checked(name, value).map(|m| encode(&m));
+    let Some(desc) = message(name) else { return full() };
+    let mut shell = value.clone();
+    let mut fields = Vec::new();
+    for (key, items) in children {
+        let field = desc.get_field_by_name(key).or_else(|| desc.get_field_by_json_name(key));
+        let Some(field) = field.filter(|f| f.is_list() && f.kind().as_message().is_some()) else {
+            return full();
+        };
+        if let Some(obj) = shell.as_object_mut() {
+            obj.remove(*key);
+        }
+        fields.push((field, *items));
+    }
+    let m = decode(name, &shell)?;
+    let mut violations = validate::check(&m);
+    for (field, items) in &fields {
+        violations.extend(validate::check_list_len(&desc, field, items.len()));
+    }
+    if let Some(first) = violations.first() {
+        return Err(DecodeError {
+            path: first.path.clone(),
+            message: violations
+                .iter()
+                .map(|v| format!("`{}` {}", v.path, v.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+    }
+    let mut bytes = encode(&m);
+    for (field, items) in &fields {
+        let tag = (u64::from(field.number()) << 3) | 2;
+        for item in *items {
+            prost::encoding::encode_varint(tag, &mut bytes);
+            prost::encoding::encode_varint(item.len() as u64, &mut bytes);
+            bytes.extend_from_slice(item);
+        }
+    }
+    Ok(bytes)
+}
+
 /// The protobuf encoding of a message.
 pub fn encode(message: &DynamicMessage) -> Vec<u8> {
     message.encode_to_vec()

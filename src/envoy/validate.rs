@@ -41,6 +41,34 @@ fn oneof_required_ext() -> Option<&'static ExtensionDescriptor> {
     EXT.get_or_init(|| ext("validate.required")).as_ref()
 }
 
+/// The list-size rules (`min_items`, `max_items`) of one repeated field, for a list of `n` items
+/// that is not in the message (the renderer appends already checked children as bytes).
+pub fn check_list_len(desc: &MessageDescriptor, field: &FieldDescriptor, n: usize) -> Vec<Violation> {
+    let plan = plan(desc);
+    let mut out = Vec::new();
+    if let Some(Some((min, max, _))) = plan
+        .fields
+        .iter()
+        .find(|f| f.field == *field)
+        .map(|f| f.rules.as_ref().and_then(|r| r.items.as_ref()))
+    {
+        let n = n as f64;
+        if min.is_some_and(|m| n < m) {
+            out.push(Violation {
+                path: field.name().to_string(),
+                message: format!("needs at least {} item(s), has {n}", min.unwrap_or(0.0)),
+            });
+        }
+        if max.is_some_and(|m| n > m) {
+            out.push(Violation {
+                path: field.name().to_string(),
+                message: format!("allows at most {} item(s), has {n}", max.unwrap_or(0.0)),
+            });
+        }
+    }
+    out
+}
+
 /// Checks a message and everything inside it.
 pub fn check(msg: &DynamicMessage) -> Vec<Violation> {
     let mut out = Vec::new();

@@ -87,9 +87,12 @@ struct Output {
     emits: String,
     value: Value,
     rule: String,
-    /// The protobuf encoding, for messages that are xDS resources.
-    encoded: Option<std::sync::Arc<[u8]>>,
+    /// The protobuf encoding (fragments' bytes are appended to their parent's).
+    encoded: std::sync::Arc<[u8]>,
 }
+
+/// Rendered children handed to a parent: the context key (`routes`) and their encodings.
+type Children<'a> = Option<(&'a str, &'a [std::sync::Arc<[u8]>])>;
 
 /// Everything the rules produced: top-level resources by type and name.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -238,7 +241,14 @@ impl Renderer<'_> {
 
     /// Renders one node: every applicable non-patch rule gives one message, into which the
     /// applicable patches for the same message type are merged. Returns (emitted type, value).
-    fn node(&mut self, kind: NodeKind, ctx: &Value, node: &str, source: Option<&SourceRef>) -> Vec<Output> {
+    fn node(
+        &mut self,
+        kind: NodeKind,
+        ctx: &Value,
+        node: &str,
+        source: Option<&SourceRef>,
+        children: Children<'_>,
+    ) -> Vec<Output> {
         let registry = self.registry;
         let mut outputs = Vec::new();
         for rule in registry.rules.iter().filter(|r| r.kind == kind && !r.patch) {
@@ -261,7 +271,16 @@ impl Renderer<'_> {
                     }
                 }
             }
-            let message = match crate::envoy::decode_checked(&rule.emits, &value) {
+            // Children already checked and encoded are appended as bytes, when the output holds
+            // them as rendered (a patch that changed them means decoding everything).
+            let rendered = ctx.get("rendered");
+            let spliced = children
+                .filter(|(key, _)| value.get(*key).is_some() && value.get(*key) == rendered.and_then(|r| r.get(*key)));
+            let encoded = match spliced {
+                Some(child) => crate::envoy::encode_with_children(&rule.emits, &value, &[child]),
+                None => crate::envoy::decode_checked(&rule.emits, &value).map(|m| crate::envoy::encode(&m)),
+            };
+            let encoded = match encoded {
                 Ok(m) => m,
                 Err(e) => {
                     let blame = if std::ptr::eq(applied, rule) { rule } else { applied };
@@ -275,7 +294,7 @@ impl Renderer<'_> {
                     continue;
                 }
             };
-            let encoded = ResourceType::from_message_name(&rule.emits).map(|_| crate::envoy::encode(&message).into());
+            let encoded = encoded.into();
             outputs.push(Output {
                 emits: rule.emits.clone(),
                 value,
@@ -294,9 +313,10 @@ impl Renderer<'_> {
         node: &str,
         source: Option<&SourceRef>,
         children: &[u128],
+        child_bytes: Children<'_>,
     ) -> (u128, Vec<Output>) {
         let Some(cache) = self.cache.as_deref_mut() else {
-            return (0, self.node(kind, ctx, node, source));
+            return (0, self.node(kind, ctx, node, source, child_bytes));
         };
         let key = node_key(kind, ctx, source, children);
         let generation = cache.generation;
@@ -308,7 +328,7 @@ impl Renderer<'_> {
         }
         cache.misses += 1;
         let before = self.diagnostics.len();
-        let outputs = self.node(kind, ctx, node, source);
+        let outputs = self.node(kind, ctx, node, source, child_bytes);
         let diagnostics = self.diagnostics[before..].to_vec();
         if let Some(cache) = self.cache.as_deref_mut() {
             cache.entries.insert(
@@ -332,9 +352,10 @@ impl Renderer<'_> {
         source: Option<&SourceRef>,
         fragment_type: Option<&str>,
         children: &[u128],
-    ) -> (u128, Vec<Value>) {
+        child_bytes: Children<'_>,
+    ) -> (u128, Vec<(Value, std::sync::Arc<[u8]>)>) {
         let mut fragments = Vec::new();
-        let (key, outputs) = self.cached_node(kind, ctx, node, source, children);
+        let (key, outputs) = self.cached_node(kind, ctx, node, source, children, child_bytes);
         for Output {
             emits,
             value,
@@ -342,7 +363,7 @@ impl Renderer<'_> {
             encoded,
         } in outputs
         {
-            if let (Some(ty), Some(encoded)) = (ResourceType::from_message_name(&emits), encoded) {
+            if let Some(ty) = ResourceType::from_message_name(&emits) {
                 let name = value
                     .get("name")
                     .and_then(Value::as_str)
@@ -362,7 +383,7 @@ impl Renderer<'_> {
                 }
                 by_name.insert(name, RenderedResource { value, rule, encoded });
             } else if fragment_type == Some(emits.as_str()) {
-                fragments.push(value);
+                fragments.push((value, encoded));
             }
         }
         (key, fragments)
@@ -396,14 +417,13 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
             c.source.as_ref(),
             None,
             &[],
+            None,
         );
     }
     for rc in &ir.route_configs {
-        let mut vhosts = Vec::new();
-        let mut vhost_keys = Vec::new();
+        let (mut vhosts, mut vhost_bytes, mut vhost_keys) = (Vec::new(), Vec::new(), Vec::new());
         for vh in &rc.virtual_hosts {
-            let mut routes = Vec::new();
-            let mut route_keys = Vec::new();
+            let (mut routes, mut route_bytes, mut route_keys) = (Vec::new(), Vec::new(), Vec::new());
             for route in &vh.routes {
                 let ctx = context(route, None, None);
                 let node = format!("route `{}`", route.name);
@@ -414,9 +434,13 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
                     route.source.as_ref(),
                     Some("envoy.config.route.v3.Route"),
                     &[],
+                    None,
                 );
                 route_keys.push(key);
-                routes.extend(fragments);
+                for (value, bytes) in fragments {
+                    routes.push(value);
+                    route_bytes.push(bytes);
+                }
             }
             let ctx = context(vh, Some("routes"), Some(("routes", routes)));
             let node = format!("virtual host `{}` of `{}`", vh.name, rc.name);
@@ -427,9 +451,13 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
                 vh.source.as_ref(),
                 Some("envoy.config.route.v3.VirtualHost"),
                 &route_keys,
+                Some(("routes", route_bytes.as_slice())),
             );
             vhost_keys.push(key);
-            vhosts.extend(fragments);
+            for (value, bytes) in fragments {
+                vhosts.push(value);
+                vhost_bytes.push(bytes);
+            }
         }
         let ctx = context(rc, Some("virtual_hosts"), Some(("virtual_hosts", vhosts)));
         r.node_into(
@@ -439,6 +467,7 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
             None,
             None,
             &vhost_keys,
+            Some(("virtual_hosts", vhost_bytes.as_slice())),
         );
     }
     for l in &ir.listeners {
@@ -450,6 +479,7 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
             l.source.as_ref(),
             None,
             &[],
+            None,
         );
     }
     if let Some(c) = r.cache.as_deref_mut() {
