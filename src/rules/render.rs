@@ -94,6 +94,16 @@ struct Output {
 /// Rendered children handed to a parent: the context key (`routes`) and their encodings.
 type Children<'a> = Option<(&'a str, &'a [std::sync::Arc<[u8]>])>;
 
+/// What a parent node knows of its children: their cache keys and their encodings.
+#[derive(Clone, Copy, Default)]
+struct Kids<'a> {
+    keys: &'a [u128],
+    bytes: Children<'a>,
+}
+
+/// Rendered fragments of a node: JSON (for the parent's context) and encoding.
+type Fragments = Vec<(Value, std::sync::Arc<[u8]>)>;
+
 /// Everything the rules produced: top-level resources by type and name.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Rendered {
@@ -312,13 +322,12 @@ impl Renderer<'_> {
         ctx: &Value,
         node: &str,
         source: Option<&SourceRef>,
-        children: &[u128],
-        child_bytes: Children<'_>,
+        kids: Kids<'_>,
     ) -> (u128, Vec<Output>) {
         let Some(cache) = self.cache.as_deref_mut() else {
-            return (0, self.node(kind, ctx, node, source, child_bytes));
+            return (0, self.node(kind, ctx, node, source, kids.bytes));
         };
-        let key = node_key(kind, ctx, source, children);
+        let key = node_key(kind, ctx, source, kids.keys);
         let generation = cache.generation;
         if let Some(hit) = cache.entries.get_mut(&key) {
             hit.generation = generation;
@@ -328,7 +337,7 @@ impl Renderer<'_> {
         }
         cache.misses += 1;
         let before = self.diagnostics.len();
-        let outputs = self.node(kind, ctx, node, source, child_bytes);
+        let outputs = self.node(kind, ctx, node, source, kids.bytes);
         let diagnostics = self.diagnostics[before..].to_vec();
         if let Some(cache) = self.cache.as_deref_mut() {
             cache.entries.insert(
@@ -351,11 +360,10 @@ impl Renderer<'_> {
         node: &str,
         source: Option<&SourceRef>,
         fragment_type: Option<&str>,
-        children: &[u128],
-        child_bytes: Children<'_>,
-    ) -> (u128, Vec<(Value, std::sync::Arc<[u8]>)>) {
+        kids: Kids<'_>,
+    ) -> (u128, Fragments) {
         let mut fragments = Vec::new();
-        let (key, outputs) = self.cached_node(kind, ctx, node, source, children, child_bytes);
+        let (key, outputs) = self.cached_node(kind, ctx, node, source, kids);
         for Output {
             emits,
             value,
@@ -416,8 +424,7 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
             &format!("cluster `{}`", c.name),
             c.source.as_ref(),
             None,
-            &[],
-            None,
+            Kids::default(),
         );
     }
     for rc in &ir.route_configs {
@@ -433,8 +440,7 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
                     &node,
                     route.source.as_ref(),
                     Some("envoy.config.route.v3.Route"),
-                    &[],
-                    None,
+                    Kids::default(),
                 );
                 route_keys.push(key);
                 for (value, bytes) in fragments {
@@ -450,8 +456,10 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
                 &node,
                 vh.source.as_ref(),
                 Some("envoy.config.route.v3.VirtualHost"),
-                &route_keys,
-                Some(("routes", route_bytes.as_slice())),
+                Kids {
+                    keys: &route_keys,
+                    bytes: Some(("routes", route_bytes.as_slice())),
+                },
             );
             vhost_keys.push(key);
             for (value, bytes) in fragments {
@@ -466,8 +474,10 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
             &format!("route table `{}`", rc.name),
             None,
             None,
-            &vhost_keys,
-            Some(("virtual_hosts", vhost_bytes.as_slice())),
+            Kids {
+                keys: &vhost_keys,
+                bytes: Some(("virtual_hosts", vhost_bytes.as_slice())),
+            },
         );
     }
     for l in &ir.listeners {
@@ -478,8 +488,7 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
             &format!("listener `{}`", l.name),
             l.source.as_ref(),
             None,
-            &[],
-            None,
+            Kids::default(),
         );
     }
     if let Some(c) = r.cache.as_deref_mut() {
