@@ -239,28 +239,27 @@ async fn snapshot_changes_go_out_in_make_before_break_order() {
     let url = start(Arc::clone(&shared)).await;
     let mut envoy = FakeEnvoy::connect(&url, "node-1").await;
     // Subscribe in the "wrong" order: routes, listeners, clusters.
-    envoy.send(ResourceType::Route, "", "", &["routes-8080"], None).await;
-    let r = envoy.recv().await;
-    envoy
-        .send(ResourceType::Route, &r.version_info, &r.nonce, &["routes-8080"], None)
-        .await;
-    envoy.send(ResourceType::Listener, "", "", &[], None).await;
-    let l = envoy.recv().await;
-    envoy
-        .send(ResourceType::Listener, &l.version_info, &l.nonce, &[], None)
-        .await;
-    envoy.send(ResourceType::Cluster, "", "", &[], None).await;
-    let c = envoy.recv().await;
-    envoy
-        .send(ResourceType::Cluster, &c.version_info, &c.nonce, &[], None)
-        .await;
+    for (ty, names) in [
+        (ResourceType::Route, vec!["routes-8080"]),
+        (ResourceType::Listener, vec![]),
+        (ResourceType::Cluster, vec![]),
+    ] {
+        envoy.send(ty, "", "", &names, None).await;
+        let r = envoy.recv().await;
+        envoy.send(ty, &r.version_info, &r.nonce, &names, None).await;
+    }
     envoy.quiet().await;
 
-    // A change that touches clusters and routes: clusters first.
+    // A change that adds a cluster and a route to it: the cluster first, and the route only once
+    // Envoy has answered the cluster update.
     shared.snapshot.send_replace(Some(snapshot_of(&mappings(&["a", "b"]))));
     let first = envoy.recv().await;
-    let second = envoy.recv().await;
     assert_eq!(first.type_url, ResourceType::Cluster.type_url());
+    envoy.quiet().await;
+    envoy
+        .send(ResourceType::Cluster, &first.version_info, &first.nonce, &[], None)
+        .await;
+    let second = envoy.recv().await;
     assert_eq!(second.type_url, ResourceType::Route.type_url());
     envoy.quiet().await;
 }
@@ -562,15 +561,17 @@ async fn sotw_removes_a_cluster_only_after_the_routes_that_used_it() {
     }
     envoy.quiet().await;
 
-    // `a` is replaced by `b`: clusters a and b, then the routes; `a` stays until the routes are ACKed.
+    // `a` is replaced by `b`: clusters a and b; the routes once that is ACKed; `a` goes once the
+    // routes are ACKed.
     shared.snapshot.send_replace(Some(snapshot_of(&mappings(&["b"]))));
     let cds = envoy.recv().await;
     assert_eq!(names(&cds), vec!["cluster_a_80", "cluster_b_80"]);
-    let rds = envoy.recv().await;
-    assert_eq!(rds.type_url, ResourceType::Route.type_url());
+    envoy.quiet().await;
     envoy
         .send(ResourceType::Cluster, &cds.version_info, &cds.nonce, &[], None)
         .await;
+    let rds = envoy.recv().await;
+    assert_eq!(rds.type_url, ResourceType::Route.type_url());
     envoy.quiet().await;
     envoy
         .send(
@@ -602,15 +603,18 @@ async fn delta_removes_a_cluster_only_after_the_routes_that_used_it() {
     }
     envoy.quiet().await;
 
+    // `a` is replaced by `b`: cluster b first; the routes once that is ACKed; the removal of `a`
+    // once the routes are ACKed.
     shared.snapshot.send_replace(Some(snapshot_of(&mappings(&["b"]))));
     let cds = envoy.recv().await;
     assert_eq!(
         (upserted(&cds), cds.removed_resources.len()),
         (vec!["cluster_b_80".to_string()], 0)
     );
+    envoy.quiet().await;
+    envoy.send(ResourceType::Cluster, &cds.nonce, &[], &[], &[], None).await;
     let rds = envoy.recv().await;
     assert_eq!(rds.type_url, ResourceType::Route.type_url());
-    envoy.send(ResourceType::Cluster, &cds.nonce, &[], &[], &[], None).await;
     envoy.quiet().await;
     envoy.send(ResourceType::Route, &rds.nonce, &[], &[], &[], None).await;
     let removal = envoy.recv().await;

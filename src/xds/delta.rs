@@ -52,6 +52,8 @@ pub struct DeltaStream {
     /// Cluster and endpoint removals wait until the routes and listeners sent before them are
     /// answered, so no route points at a cluster that is gone.
     removals_pending: bool,
+    /// Listener and route upserts wait until new clusters (and endpoints) are answered.
+    routes_held: bool,
 }
 
 impl DeltaStream {
@@ -62,6 +64,7 @@ impl DeltaStream {
             nonce_counter: 0,
             types: BTreeMap::new(),
             removals_pending: false,
+            routes_held: false,
         }
     }
 
@@ -146,13 +149,22 @@ impl DeltaStream {
         };
         shared.with_envoy(id, |e| e.types.entry(ty.label()).or_default().subscribed = subscribed);
         let Some(snapshot) = snapshot else { return Vec::new() };
-        let part = if self.removals_pending && matches!(ty, ResourceType::Cluster | ResourceType::Endpoint) {
+        let route_side = matches!(ty, ResourceType::Listener | ResourceType::Route);
+        let part = if self.removals_pending && !route_side {
             Part::Upserts
         } else {
             Part::All
         };
-        let mut out: Vec<DeltaDiscoveryResponse> = self.respond(ty, snapshot, part, shared).into_iter().collect();
-        out.extend(self.finish_removals(snapshot, shared));
+        // Held listeners and routes go out with `release_held`, except what a changed
+        // subscription asks for.
+        let subscription_changed =
+            !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() || first;
+        let mut out: Vec<DeltaDiscoveryResponse> = if self.routes_held && route_side && !subscription_changed {
+            Vec::new()
+        } else {
+            self.respond(ty, snapshot, part, shared).into_iter().collect()
+        };
+        out.extend(self.release_held(snapshot, shared));
         out
     }
 
@@ -163,15 +175,53 @@ impl DeltaStream {
             .into_iter()
             .filter(|ty| self.types.get(ty).is_some_and(|s| s.requested))
             .collect();
-        let mut out: Vec<DeltaDiscoveryResponse> = requested
+        let routes_follow = requested
             .iter()
-            .filter_map(|ty| self.respond(*ty, snapshot, Part::Upserts, shared))
-            .collect();
-        for ty in requested.iter().rev() {
-            if matches!(ty, ResourceType::Cluster | ResourceType::Endpoint) {
-                self.removals_pending = true;
-            } else if let Some(r) = self.respond(*ty, snapshot, Part::Removals, shared) {
-                out.push(r);
+            .any(|t| matches!(t, ResourceType::Listener | ResourceType::Route));
+        let mut out: Vec<DeltaDiscoveryResponse> = Vec::new();
+        for ty in [ResourceType::Cluster, ResourceType::Endpoint] {
+            if requested.contains(&ty) {
+                if let Some(r) = self.respond(ty, snapshot, Part::Upserts, shared) {
+                    // New or changed clusters: listeners and routes wait for Envoy's answer.
+                    self.routes_held |= routes_follow;
+                    out.push(r);
+                }
+            }
+        }
+        self.removals_pending |= requested
+            .iter()
+            .any(|t| matches!(t, ResourceType::Cluster | ResourceType::Endpoint));
+        out.extend(self.release_held(snapshot, shared));
+        for ty in [ResourceType::Secret] {
+            if requested.contains(&ty) {
+                out.extend(self.respond(ty, snapshot, Part::All, shared));
+            }
+        }
+        out
+    }
+
+    /// Sends held listener and route changes (upserts, then removals) once cluster and endpoint
+    /// updates are answered, then cluster and endpoint removals once those are answered.
+    fn release_held(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DeltaDiscoveryResponse> {
+        let mut out = Vec::new();
+        let waiting =
+            |s: &Self, types: &[ResourceType]| types.iter().any(|t| s.types.get(t).is_some_and(|st| st.awaiting));
+        if self.routes_held {
+            if waiting(self, &[ResourceType::Cluster, ResourceType::Endpoint]) {
+                return out;
+            }
+            self.routes_held = false;
+        }
+        for part in [Part::Upserts, Part::Removals] {
+            let order = if part == Part::Upserts {
+                [ResourceType::Listener, ResourceType::Route]
+            } else {
+                [ResourceType::Route, ResourceType::Listener]
+            };
+            for ty in order {
+                if self.types.get(&ty).is_some_and(|s| s.requested) {
+                    out.extend(self.respond(ty, snapshot, part, shared));
+                }
             }
         }
         out.extend(self.finish_removals(snapshot, shared));

@@ -1,7 +1,8 @@
 //! State-of-the-world ADS: the protocol state of one stream, free of I/O so it can be tested
 //! request by request.
 //!
-//! Make before break: when a new snapshot drops clusters Envoy has, the CDS update first keeps
+//! Make before break: when a new snapshot adds clusters, listeners and routes are sent only once
+//! Envoy has answered the CDS (and EDS) update; when it drops clusters Envoy has, the CDS update first keeps
 //! them (new ∪ old clusters), then listeners and routes are sent, and only once Envoy has answered
 //! those is a CDS update without the dropped clusters sent. So no route ever points at a cluster
 //! that is already gone. New clusters go out before the routes that use them (type order).
@@ -47,6 +48,8 @@ pub struct SotwStream {
     types: BTreeMap<ResourceType, TypeState>,
     /// Clusters Envoy has but the snapshot dropped are kept until routes and listeners are answered.
     cluster_removal_pending: bool,
+    /// Listeners and routes wait until new clusters are answered (ACK or NACK).
+    routes_held: bool,
 }
 
 impl SotwStream {
@@ -57,6 +60,7 @@ impl SotwStream {
             nonce_counter: 0,
             types: BTreeMap::new(),
             cluster_removal_pending: false,
+            routes_held: false,
         }
     }
 
@@ -112,12 +116,17 @@ impl SotwStream {
             shared.with_envoy(id, |e| e.types.entry(ty.label()).or_default().subscribed = subscribed);
         }
         let Some(snapshot) = snapshot else { return Vec::new() };
-        // Answer a new subscription even when the content did not change.
-        let mut out: Vec<DiscoveryResponse> = self
-            .respond(ty, snapshot, first || changed, shared)
-            .into_iter()
-            .collect();
-        out.extend(self.finish_cluster_removal(snapshot, shared));
+        // Answer a new subscription even when the content did not change. Listeners and routes
+        // held for new clusters go out only with `release_held`.
+        let held = self.routes_held && matches!(ty, ResourceType::Listener | ResourceType::Route);
+        let mut out: Vec<DiscoveryResponse> = if held && !(first || changed) {
+            Vec::new()
+        } else {
+            self.respond(ty, snapshot, first || changed, shared)
+                .into_iter()
+                .collect()
+        };
+        out.extend(self.release_held(snapshot, shared));
         out
     }
 
@@ -138,10 +147,45 @@ impl SotwStream {
         if drops_clusters && routes_follow {
             self.cluster_removal_pending = true;
         }
-        let mut out: Vec<DiscoveryResponse> = requested
-            .into_iter()
-            .filter_map(|ty| self.respond(ty, snapshot, false, shared))
-            .collect();
+        let adds_clusters = self.types.get(&ResourceType::Cluster).is_some_and(|st| {
+            st.requested
+                && snapshot
+                    .of_type(ResourceType::Cluster)
+                    .any(|(n, _)| !st.sent.contains_key(n))
+        });
+        if adds_clusters && routes_follow {
+            self.routes_held = true;
+        }
+        let mut out = Vec::new();
+        for ty in requested {
+            let route_side = matches!(ty, ResourceType::Listener | ResourceType::Route);
+            if route_side && self.routes_held {
+                continue;
+            }
+            out.extend(self.respond(ty, snapshot, false, shared));
+        }
+        out.extend(self.release_held(snapshot, shared));
+        out
+    }
+
+    /// Sends the held listeners and routes once new clusters (and endpoints) are answered, then the
+    /// removal of dropped clusters once those are answered.
+    fn release_held(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DiscoveryResponse> {
+        let mut out = Vec::new();
+        if self.routes_held {
+            let waiting = [ResourceType::Cluster, ResourceType::Endpoint]
+                .iter()
+                .any(|t| self.types.get(t).is_some_and(|s| s.awaiting));
+            if waiting {
+                return out;
+            }
+            self.routes_held = false;
+            for ty in [ResourceType::Listener, ResourceType::Route] {
+                if self.types.get(&ty).is_some_and(|s| s.requested) {
+                    out.extend(self.respond(ty, snapshot, false, shared));
+                }
+            }
+        }
         out.extend(self.finish_cluster_removal(snapshot, shared));
         out
     }
