@@ -1,6 +1,7 @@
 //! Traffic keeps flowing through reconfiguration: keep-alive clients send requests through a real
 //! Envoy to stable routes while attache applies 100+ configuration changes (Mappings added and
-//! removed, a route moved to another cluster, Hosts added and removed). Every request to a route
+//! removed, a route moved to another cluster, a cluster's settings changed in place, Hosts added
+//! and removed). Every request to a route
 //! that exists before and after every change must succeed, on the same connections.
 
 mod support;
@@ -91,20 +92,21 @@ fn reconfigure_under_load(xds: &str) {
     let (a, b) = (upstream("a"), upstream("b"));
     let port = free_port();
     write(&config.join("base.yaml"), &listener_and_host(port));
-    let stable = |moved_to_b: bool| {
+    // The stable routes; `connect_timeout` changes a setting of the cluster they use, in place.
+    let stable = |moved_to_b: bool, connect_timeout: u64| {
         (0..4)
             .map(|k| {
                 mapping(
                     &format!("stable-{k}"),
                     &format!("/stable-{k}/"),
                     if k == 0 && moved_to_b { b.addr } else { a.addr },
-                    "",
+                    &format!("  connect_timeout_ms: {connect_timeout}\n"),
                 )
             })
             .collect::<Vec<_>>()
             .join("---\n")
     };
-    write(&config.join("stable.yaml"), &stable(false));
+    write(&config.join("stable.yaml"), &stable(false, 1000));
     let (attache_proc, listen, envoy_admin, _admin) = {
         let ads = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -170,7 +172,7 @@ fn reconfigure_under_load(xds: &str) {
                 }
             }
             // Move a stable route to the other upstream cluster and back.
-            1 => write(&config.join("stable.yaml"), &stable(i % 8 == 1)),
+            1 => write(&config.join("stable.yaml"), &stable(i % 8 == 1, 1000)),
             // Add or remove a Host (virtual hosts change, the `*` host keeps serving).
             2 => {
                 let host = config.join("extra-host.yaml");
@@ -181,10 +183,15 @@ fn reconfigure_under_load(xds: &str) {
                 }
             }
             // Change a route's settings (timeout) on a stable Mapping's neighbour.
-            _ => write(
-                &config.join("tuned.yaml"),
-                &mapping("tuned", "/tuned/", a.addr, &format!("  timeout_ms: {}\n", 1000 + i)),
-            ),
+            // Change a setting of the cluster the stable routes use (updated in place in Envoy),
+            // and a route setting of another Mapping.
+            _ => {
+                write(&config.join("stable.yaml"), &stable(i % 8 == 1, 1000 + i as u64));
+                write(
+                    &config.join("tuned.yaml"),
+                    &mapping("tuned", "/tuned/", a.addr, &format!("  timeout_ms: {}\n", 1000 + i)),
+                );
+            }
         }
         thread::sleep(Duration::from_millis(120));
     }

@@ -28,6 +28,7 @@ struct MappingSpec {
     #[serde(default)]
     precedence: i32,
     timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
     #[serde(default)]
     headers: BTreeMap<String, HeaderValue>,
     method: Option<String>,
@@ -57,6 +58,8 @@ pub struct Mapping {
     pub precedence: i32,
     /// Upstream request timeout in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Upstream connect timeout in milliseconds (a setting of the service's cluster).
+    pub connect_timeout_ms: Option<u64>,
     /// Headers that must match (name → value or presence).
     pub headers: BTreeMap<String, HeaderValue>,
     /// HTTP method to match.
@@ -67,6 +70,9 @@ fn hint(path: &str) -> Option<String> {
     Some(
         match path {
             "spec.timeout_ms" => "timeout_ms is a whole number of milliseconds, e.g. `timeout_ms: 5000`",
+            "spec.connect_timeout_ms" => {
+                "connect_timeout_ms is a whole number of milliseconds, e.g. `connect_timeout_ms: 3000`"
+            }
             "spec.precedence" => "precedence is an integer; higher values are matched first",
             p if p.starts_with("spec.headers") => {
                 "headers maps a header name to the exact value to match (or `true` for presence)"
@@ -145,6 +151,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         host: spec.host,
         precedence: spec.precedence,
         timeout_ms: spec.timeout_ms,
+        connect_timeout_ms: spec.connect_timeout_ms,
         headers: spec.headers,
         method: spec.method,
     })

@@ -30,7 +30,15 @@ struct ClusterKey {
 /// Clusters collected while lowering routes.
 #[derive(Default)]
 pub(super) struct Clusters {
-    by_key: BTreeMap<ClusterKey, Vec<SourceRef>>,
+    by_key: BTreeMap<ClusterKey, ClusterUse>,
+}
+
+/// Who uses a cluster and which settings they ask for.
+#[derive(Default)]
+struct ClusterUse {
+    users: Vec<SourceRef>,
+    /// Explicit `connect_timeout_ms` values, with the Mapping that asked.
+    connect_timeouts: BTreeMap<u64, SourceRef>,
 }
 
 fn sanitize(s: &str) -> String {
@@ -74,10 +82,17 @@ fn cluster_name(key: &ClusterKey) -> String {
 }
 
 impl Clusters {
-    fn add(&mut self, key: ClusterKey, user: &Meta) -> String {
+    fn add(&mut self, key: ClusterKey, user: &Meta, connect_timeout_ms: Option<u64>) -> String {
         let name = cluster_name(&key);
-        let users = self.by_key.entry(key).or_default();
+        let entry = self.by_key.entry(key).or_default();
         let r = source_of(user);
+        if let Some(t) = connect_timeout_ms {
+            let e = entry.connect_timeouts.entry(t).or_insert_with(|| r.clone());
+            if r < *e {
+                *e = r.clone();
+            }
+        }
+        let users = &mut entry.users;
         if !users.iter().any(|u| u.object == r.object) {
             users.push(r);
             // Keep the smallest few, so the list does not depend on input order.
@@ -87,19 +102,34 @@ impl Clusters {
         name
     }
 
-    pub(super) fn finish(self) -> Vec<Cluster> {
+    /// The clusters; Mappings that ask one cluster for different settings are reported (the
+    /// smallest value is used, whatever the input order).
+    pub(super) fn finish(self, diagnostics: &mut Vec<Diagnostic>) -> Vec<Cluster> {
         let mut out: Vec<Cluster> = self
             .by_key
             .into_iter()
-            .map(|(key, users)| {
+            .map(|(key, ClusterUse { users, connect_timeouts })| {
                 let is_ip = key.host.parse::<std::net::IpAddr>().is_ok();
+                let connect_timeout_ms = connect_timeouts.keys().next().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS);
+                for (t, who) in connect_timeouts.iter().skip(1) {
+                    diagnostics.push(
+                        Diagnostic::warning(
+                            "mapping.conflicting_cluster_setting",
+                            format!("connect_timeout_ms {t} conflicts with {connect_timeout_ms} asked by another Mapping for the same service; {connect_timeout_ms} is used"),
+                        )
+                        .at(who.origin.clone())
+                        .on(who.object.clone())
+                        .path("spec.connect_timeout_ms")
+                        .hint("Mappings to one service share its cluster: give them the same connect_timeout_ms"),
+                    );
+                }
                 Cluster {
                     name: cluster_name(&key),
                     discovery: if is_ip { Discovery::Static } else { Discovery::StrictDns },
                     host: key.host,
                     port: key.port,
                     tls: key.tls,
-                    connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+                    connect_timeout_ms,
                     used_by: users.iter().map(|u| u.object.clone()).collect(),
                     source: users.first().cloned(),
                 }
@@ -217,6 +247,7 @@ pub(super) fn routes_for(
                 port,
             },
             meta,
+            m.connect_timeout_ms,
         );
         candidates.push(Candidate {
             meta,

@@ -69,7 +69,7 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
     let ir = Ir {
         listeners: listeners.into_iter().map(|l| l.ir).collect(),
         route_configs,
-        clusters: clusters.finish(),
+        clusters: clusters.finish(&mut diagnostics),
     };
     (ir, diagnostics)
 }
