@@ -68,17 +68,9 @@ pub fn decode(name: &str, value: &Value) -> Result<DynamicMessage, DecodeError> 
 /// A [`DecodeError`] with the field path of the first problem (all violations are listed).
 pub fn decode_checked(name: &str, value: &Value) -> Result<DynamicMessage, DecodeError> {
     let message = decode(name, value)?;
-    let violations = validate::check(&message);
-    match violations.first() {
+    match violations_error(&validate::check(&message)) {
         None => Ok(message),
-        Some(first) => Err(DecodeError {
-            path: first.path.clone(),
-            message: violations
-                .iter()
-                .map(|v| format!("`{}` {}", v.path, v.message))
-                .collect::<Vec<_>>()
-                .join("; "),
-        }),
+        Some(e) => Err(e),
     }
 }
 
@@ -115,15 +107,8 @@ pub fn encode_with_children(
     for (field, items) in &fields {
         violations.extend(validate::check_list_len(&desc, field, items.len()));
     }
-    if let Some(first) = violations.first() {
-        return Err(DecodeError {
-            path: first.path.clone(),
-            message: violations
-                .iter()
-                .map(|v| format!("`{}` {}", v.path, v.message))
-                .collect::<Vec<_>>()
-                .join("; "),
-        });
+    if let Some(e) = violations_error(&violations) {
+        return Err(e);
     }
     let mut bytes = encode(&m);
     for (field, items) in &fields {
@@ -135,6 +120,19 @@ pub fn encode_with_children(
         }
     }
     Ok(bytes)
+}
+
+/// All violations as one error, with the path of the first.
+fn violations_error(violations: &[validate::Violation]) -> Option<DecodeError> {
+    let first = violations.first()?;
+    Some(DecodeError {
+        path: first.path.clone(),
+        message: violations
+            .iter()
+            .map(|v| format!("`{}` {}", v.path, v.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
 }
 
 /// The protobuf encoding of a message.

@@ -83,6 +83,27 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        Ok(self.open(request, sotw::SotwStream::new))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Ok(self.open(request, delta::DeltaStream::new))
+    }
+}
+
+impl Ads {
+    /// Starts the task that serves one stream and returns its response side.
+    fn open<P: Protocol>(
+        &self,
+        request: Request<Streaming<P::Request>>,
+        new: fn(u64) -> P,
+    ) -> Response<ReceiverStream<Result<P::Response, Status>>>
+    where
+        Streaming<P::Request>: futures::Stream<Item = Result<P::Request, Status>> + Unpin + Send,
+    {
         let peer = request.remote_addr();
         let inbound = request.into_inner();
         // Small queue: a slow Envoy slows only its own task, and responses are computed from the
@@ -90,35 +111,8 @@ impl AggregatedDiscoveryService for Ads {
         let (tx, rx) = mpsc::channel(4);
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.xds_streams_opened.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(run_stream(
-            Arc::clone(&self.shared),
-            id,
-            peer,
-            inbound,
-            tx,
-            sotw::SotwStream::new(id),
-        ));
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let peer = request.remote_addr();
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(4);
-        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        self.shared.metrics.xds_streams_opened.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(run_stream(
-            Arc::clone(&self.shared),
-            id,
-            peer,
-            inbound,
-            tx,
-            delta::DeltaStream::new(id),
-        ));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        tokio::spawn(run_stream(Arc::clone(&self.shared), id, peer, inbound, tx, new(id)));
+        Response::new(ReceiverStream::new(rx))
     }
 }
 
