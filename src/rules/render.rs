@@ -31,17 +31,7 @@ pub struct RenderedResource {
 /// children, which are represented by their own keys), its origin, and its children's keys. Built
 /// like a Merkle tree, so a route table's key costs as much as its own fields, not its routes.
 fn node_key(kind: NodeKind, ctx: &Value, source: Option<&SourceRef>, children: &[u128]) -> u128 {
-    struct Hasher(xxhash_rust::xxh3::Xxh3);
-    impl std::io::Write for Hasher {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut h = Hasher(xxhash_rust::xxh3::Xxh3::new());
+    let mut h = KeyHasher(xxhash_rust::xxh3::Xxh3::new());
     h.0.update(kind.as_str().as_bytes());
     if let Value::Object(map) = ctx {
         for (k, v) in map.iter().filter(|(k, _)| k.as_str() != "rendered") {
@@ -99,6 +89,40 @@ type Children<'a> = Option<(&'a str, &'a [std::sync::Arc<[u8]>])>;
 struct Kids<'a> {
     keys: &'a [u128],
     bytes: Children<'a>,
+}
+
+/// A node's template context, or how to make it.
+#[derive(Clone, Copy)]
+enum Ctx<'a> {
+    /// A parent's context, already built (its key needs it).
+    Built(&'a Value),
+    /// A leaf: its key comes from the IR node itself, and the context is built only when the
+    /// node must be rendered (a cache hit never builds it).
+    Leaf(u128, &'a dyn Fn() -> Value),
+}
+
+/// The cache key of a leaf node (no children): a hash of its kind, the IR node and its origin.
+fn leaf_key<T: Serialize>(kind: NodeKind, node: &T, source: Option<&SourceRef>) -> u128 {
+    let mut h = KeyHasher(xxhash_rust::xxh3::Xxh3::new());
+    h.0.update(b"leaf\0");
+    h.0.update(kind.as_str().as_bytes());
+    let _ = serde_json::to_writer(&mut h, node);
+    if let Some(s) = source {
+        h.0.update(format!("{:?}", s.origin).as_bytes());
+    }
+    h.0.digest128()
+}
+
+struct KeyHasher(xxhash_rust::xxh3::Xxh3);
+
+impl std::io::Write for KeyHasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Rendered fragments of a node: JSON (for the parent's context) and encoding.
@@ -319,15 +343,26 @@ impl Renderer<'_> {
     fn cached_node(
         &mut self,
         kind: NodeKind,
-        ctx: &Value,
+        ctx: Ctx<'_>,
         node: &str,
         source: Option<&SourceRef>,
         kids: Kids<'_>,
     ) -> (u128, Vec<Output>) {
+        let built;
         let Some(cache) = self.cache.as_deref_mut() else {
+            let ctx = match ctx {
+                Ctx::Built(v) => v,
+                Ctx::Leaf(_, make) => {
+                    built = make();
+                    &built
+                }
+            };
             return (0, self.node(kind, ctx, node, source, kids.bytes));
         };
-        let key = node_key(kind, ctx, source, kids.keys);
+        let key = match ctx {
+            Ctx::Built(v) => node_key(kind, v, source, kids.keys),
+            Ctx::Leaf(key, _) => key,
+        };
         let generation = cache.generation;
         if let Some(hit) = cache.entries.get_mut(&key) {
             hit.generation = generation;
@@ -337,6 +372,13 @@ impl Renderer<'_> {
         }
         cache.misses += 1;
         let before = self.diagnostics.len();
+        let ctx = match ctx {
+            Ctx::Built(v) => v,
+            Ctx::Leaf(_, make) => {
+                built = make();
+                &built
+            }
+        };
         let outputs = self.node(kind, ctx, node, source, kids.bytes);
         let diagnostics = self.diagnostics[before..].to_vec();
         if let Some(cache) = self.cache.as_deref_mut() {
@@ -356,7 +398,7 @@ impl Renderer<'_> {
     fn node_into(
         &mut self,
         kind: NodeKind,
-        ctx: &Value,
+        ctx: Ctx<'_>,
         node: &str,
         source: Option<&SourceRef>,
         fragment_type: Option<&str>,
@@ -417,10 +459,10 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
         cache,
     };
     for c in &ir.clusters {
-        let ctx = context(c, None, None);
+        let make = || context(c, None, None);
         r.node_into(
             NodeKind::Cluster,
-            &ctx,
+            Ctx::Leaf(leaf_key(NodeKind::Cluster, c, c.source.as_ref()), &make),
             &format!("cluster `{}`", c.name),
             c.source.as_ref(),
             None,
@@ -432,11 +474,11 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
         for vh in &rc.virtual_hosts {
             let (mut routes, mut route_bytes, mut route_keys) = (Vec::new(), Vec::new(), Vec::new());
             for route in &vh.routes {
-                let ctx = context(route, None, None);
+                let make = || context(route, None, None);
                 let node = format!("route `{}`", route.name);
                 let (key, fragments) = r.node_into(
                     NodeKind::Route,
-                    &ctx,
+                    Ctx::Leaf(leaf_key(NodeKind::Route, route, route.source.as_ref()), &make),
                     &node,
                     route.source.as_ref(),
                     Some("envoy.config.route.v3.Route"),
@@ -452,7 +494,7 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
             let node = format!("virtual host `{}` of `{}`", vh.name, rc.name);
             let (key, fragments) = r.node_into(
                 NodeKind::VirtualHost,
-                &ctx,
+                Ctx::Built(&ctx),
                 &node,
                 vh.source.as_ref(),
                 Some("envoy.config.route.v3.VirtualHost"),
@@ -470,7 +512,7 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
         let ctx = context(rc, Some("virtual_hosts"), Some(("virtual_hosts", vhosts)));
         r.node_into(
             NodeKind::RouteConfig,
-            &ctx,
+            Ctx::Built(&ctx),
             &format!("route table `{}`", rc.name),
             None,
             None,
@@ -481,10 +523,10 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
         );
     }
     for l in &ir.listeners {
-        let ctx = context(l, None, None);
+        let make = || context(l, None, None);
         r.node_into(
             NodeKind::Listener,
-            &ctx,
+            Ctx::Leaf(leaf_key(NodeKind::Listener, l, l.source.as_ref()), &make),
             &format!("listener `{}`", l.name),
             l.source.as_ref(),
             None,
