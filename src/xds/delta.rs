@@ -6,7 +6,9 @@
 //! resources whose version differs from what Envoy has are sent; deletions, and subscribed names
 //! that do not exist, go in `removed_resources`. Subscription changes are honoured whatever the
 //! nonce. A NACK is recorded and the rejected versions are not sent again (Envoy's state for them
-//! is what it had; the next content change is sent). See
+//! is what it had; the next content change is sent). Make before break: listener and route changes that follow
+//! new clusters wait until Envoy answered the cluster update, and cluster removals wait until the
+//! routes that stopped using them were answered. See
 //! <https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#incremental-xds>.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -168,8 +170,9 @@ impl DeltaStream {
         out
     }
 
-    /// Handles a new snapshot: upserts in make-before-break type order, then removals in reverse;
-    /// cluster and endpoint removals wait until the routes and listeners are answered.
+    /// Handles a new snapshot, make before break: cluster and endpoint upserts first; listener and
+    /// route changes once Envoy has answered those (`release_held`); cluster and endpoint removals
+    /// once the listener and route changes are answered.
     pub fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DeltaDiscoveryResponse> {
         let requested: Vec<ResourceType> = ResourceType::ALL
             .into_iter()
