@@ -19,6 +19,15 @@ pub fn lang_service(data: &[u8]) {
     }
 }
 
+/// The header value format grammar.
+pub fn lang_header_format(data: &[u8]) {
+    if let Ok(s) = std::str::from_utf8(data) {
+        if let Err(e) = crate::lang::header_format::check(s) {
+            assert!(e.offset <= s.chars().count(), "error offset past the end of the input");
+        }
+    }
+}
+
 /// The `when` grammar, parsed and evaluated against a small context.
 pub fn lang_when(data: &[u8]) {
     if let Ok(s) = std::str::from_utf8(data) {

@@ -385,3 +385,41 @@ fn delta_rejected_config_is_nacked_once_and_the_previous_keeps_serving() {
 fn sotw_rejected_config_is_nacked_once_and_the_previous_keeps_serving() {
     rejected_config_is_nacked_once_and_the_previous_keeps_serving("sotw");
 }
+
+#[test]
+fn headers_added_and_removed_and_host_rewritten_in_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let port = free_port();
+    let extra = "  host_rewrite: quote.internal\n  add_request_headers:\n    x-client-ip: \"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\"\n    x-static:\n      value: fixed\n      append: false\n  add_response_headers:\n    x-discount: \"100%%\"\n  remove_request_headers: [cookie]\n  remove_response_headers: x-upstream-only\n";
+    write(
+        &config.join("all.yaml"),
+        &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, extra)),
+    );
+    let (_attache, listen, envoy_admin, _admin) = serve(&config, dir.path(), port, &[]);
+    wait_for("Envoy to serve /a/", Duration::from_secs(30), || {
+        get(listen, "x", "/a/").ok().filter(|r| r.status == 200)
+    });
+    let r = http_with(
+        "GET",
+        listen,
+        "x",
+        "/a/z",
+        &[("x-static", "from-client"), ("cookie", "secret=1")],
+    )
+    .unwrap();
+    assert_eq!(r.body, "upstream=a path=/z host=quote.internal", "{r:?}");
+    assert_eq!(r.header("x-echo-x-client-ip"), Some("127.0.0.1"), "{r:?}");
+    assert_eq!(r.header("x-echo-x-static"), Some("fixed"), "{r:?}");
+    assert_eq!(r.header("x-echo-cookie"), None, "{r:?}");
+    assert_eq!(r.header("x-discount"), Some("100%"), "{r:?}");
+    assert_eq!(r.header("x-upstream-only"), None, "{r:?}");
+    assert_eq!(
+        stat(
+            envoy_admin,
+            &format!("http.ingress_http.rds.routes-{port}.update_rejected")
+        ),
+        Some(0)
+    );
+}

@@ -27,6 +27,11 @@ fn lang_service_corpus() {
 }
 
 #[test]
+fn lang_header_format_corpus() {
+    assert!(replay("lang_header_format", attache::fuzzing::lang_header_format) > 0);
+}
+
+#[test]
 fn lang_when_corpus() {
     assert!(replay("lang_when", attache::fuzzing::lang_when) > 0);
 }

@@ -191,6 +191,18 @@ pub struct Route {
     pub timeout_ms: u64,
     /// Mapping precedence (higher first).
     pub precedence: i32,
+    /// Host header sent upstream, `null` to keep it (Envoy `RouteAction.host_rewrite_literal`).
+    pub host_rewrite: Option<String>,
+    /// Stream idle timeout in milliseconds, `null` for Envoy's default (Envoy `RouteAction.idle_timeout`).
+    pub idle_timeout_ms: Option<u64>,
+    /// Headers added to requests (Envoy `Route.request_headers_to_add`).
+    pub request_headers_to_add: Vec<crate::resource::mapping::AddedHeader>,
+    /// Headers added to responses (Envoy `Route.response_headers_to_add`).
+    pub response_headers_to_add: Vec<crate::resource::mapping::AddedHeader>,
+    /// Headers removed from requests (Envoy `Route.request_headers_to_remove`).
+    pub request_headers_to_remove: Vec<String>,
+    /// Headers removed from responses (Envoy `Route.response_headers_to_remove`).
+    pub response_headers_to_remove: Vec<String>,
     /// The Mapping this came from.
     pub source: Option<SourceRef>,
 }

@@ -3,6 +3,7 @@
 //! Each parser returns a typed value or a [`LangError`] that points at a character in the input, so
 //! a diagnostic can show the user exactly where their string went wrong. Pure functions only.
 
+pub mod header_format;
 pub mod service;
 pub mod when;
 

@@ -17,6 +17,55 @@ pub enum HeaderValue {
     Present(bool),
 }
 
+/// A header to add: a value, or `{value, append}` (append defaults to true, as in Emissary).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderAdd {
+    /// Just the value.
+    Value(String),
+    /// Value and whether to append to an existing header.
+    Full {
+        /// The value (may use Envoy `%COMMAND%`s).
+        value: String,
+        /// Append to an existing header (true) or replace it (false).
+        append: Option<bool>,
+    },
+}
+
+/// One name or a list of names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Names {
+    /// None.
+    #[default]
+    None,
+    /// One name.
+    One(String),
+    /// Several names.
+    Many(Vec<String>),
+}
+
+impl Names {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Names::None => Vec::new(),
+            Names::One(s) => vec![s],
+            Names::Many(v) => v,
+        }
+    }
+}
+
+/// A header to add, checked.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct AddedHeader {
+    /// Header name.
+    pub name: String,
+    /// Value (may use Envoy `%COMMAND%`s).
+    pub value: String,
+    /// Append to an existing header rather than replace it.
+    pub append: bool,
+}
+
 /// The spec as written (CRD spelling).
 #[derive(Clone, Debug, Default, Deserialize)]
 struct MappingSpec {
@@ -29,6 +78,16 @@ struct MappingSpec {
     precedence: i32,
     timeout_ms: Option<u64>,
     connect_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    host_rewrite: Option<String>,
+    #[serde(default)]
+    add_request_headers: BTreeMap<String, HeaderAdd>,
+    #[serde(default)]
+    add_response_headers: BTreeMap<String, HeaderAdd>,
+    #[serde(default)]
+    remove_request_headers: Names,
+    #[serde(default)]
+    remove_response_headers: Names,
     #[serde(default)]
     headers: BTreeMap<String, HeaderValue>,
     method: Option<String>,
@@ -60,6 +119,18 @@ pub struct Mapping {
     pub timeout_ms: Option<u64>,
     /// Upstream connect timeout in milliseconds (a setting of the service's cluster).
     pub connect_timeout_ms: Option<u64>,
+    /// Idle timeout of the route's streams in milliseconds.
+    pub idle_timeout_ms: Option<u64>,
+    /// `Host` header sent upstream.
+    pub host_rewrite: Option<String>,
+    /// Headers added to requests, sorted by name.
+    pub add_request_headers: Vec<AddedHeader>,
+    /// Headers added to responses, sorted by name.
+    pub add_response_headers: Vec<AddedHeader>,
+    /// Headers removed from requests.
+    pub remove_request_headers: Vec<String>,
+    /// Headers removed from responses.
+    pub remove_response_headers: Vec<String>,
     /// Headers that must match (name → value or presence).
     pub headers: BTreeMap<String, HeaderValue>,
     /// HTTP method to match.
@@ -138,6 +209,38 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
             ok = false;
         }
     }
+    let mut added = [Vec::new(), Vec::new()];
+    for (i, (field, headers)) in [
+        ("add_request_headers", &spec.add_request_headers),
+        ("add_response_headers", &spec.add_response_headers),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (name, add) in headers {
+            let (value, append) = match add {
+                HeaderAdd::Value(v) => (v.clone(), true),
+                HeaderAdd::Full { value, append } => (value.clone(), append.unwrap_or(true)),
+            };
+            if let Err(e) = crate::lang::header_format::check(&value) {
+                let path = format!("spec.{field}.{name}");
+                let mut d = r
+                    .error("invalid_header_value", &path, format!("header value `{value}`: {} (column {})", e.message, e.offset + 1))
+                    .hint("values are text with Envoy %COMMAND%s such as %DOWNSTREAM_REMOTE_ADDRESS% or %REQ(x-request-id)%; write %% for a literal percent sign");
+                if let Some(origin) = &mut d.origin {
+                    origin.column += u32::try_from(e.offset).unwrap_or(0);
+                }
+                r.diagnostics.push(d);
+                ok = false;
+            }
+            added[i].push(AddedHeader {
+                name: name.clone(),
+                value,
+                append,
+            });
+        }
+    }
+    let [add_request_headers, add_response_headers] = added;
     let service = service?;
     if !ok {
         return None;
@@ -152,6 +255,12 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         precedence: spec.precedence,
         timeout_ms: spec.timeout_ms,
         connect_timeout_ms: spec.connect_timeout_ms,
+        idle_timeout_ms: spec.idle_timeout_ms,
+        host_rewrite: spec.host_rewrite,
+        add_request_headers,
+        add_response_headers,
+        remove_request_headers: spec.remove_request_headers.into_vec(),
+        remove_response_headers: spec.remove_response_headers.into_vec(),
         headers: spec.headers,
         method: spec.method,
     })

@@ -78,8 +78,8 @@ pub enum Spec {
     Listener(Listener),
     /// `Host`.
     Host(Host),
-    /// `Mapping`.
-    Mapping(Mapping),
+    /// `Mapping` (boxed: it is much larger than the others).
+    Mapping(Box<Mapping>),
 }
 
 /// One typed resource.
@@ -274,7 +274,7 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
             match resource.spec {
                 Spec::Listener(l) => listeners.push((resource.meta, l, i)),
                 Spec::Host(h) => hosts.push((resource.meta, h, i)),
-                Spec::Mapping(m) => mappings.push((resource.meta, m, i)),
+                Spec::Mapping(m) => mappings.push((resource.meta, *m, i)),
             }
         }
     }
@@ -477,7 +477,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
     let spec = match kind.as_str() {
         "Listener" => listener::read(&mut reader).map(Spec::Listener),
         "Host" => host::read(&mut reader).map(Spec::Host),
-        _ => mapping::read(&mut reader).map(Spec::Mapping),
+        _ => mapping::read(&mut reader).map(|m| Spec::Mapping(Box::new(m))),
     }?;
     Some(Resource { meta, spec })
 }

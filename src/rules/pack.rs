@@ -50,6 +50,10 @@ pub const CORE_FILES: &[(&str, &str)] = &[
         "_partials/route_match.hbs",
         include_str!("../../rules/core/_partials/route_match.hbs"),
     ),
+    (
+        "_partials/header_value_option.hbs",
+        include_str!("../../rules/core/_partials/header_value_option.hbs"),
+    ),
 ];
 
 /// A rule pack could not be loaded.

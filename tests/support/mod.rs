@@ -97,12 +97,24 @@ impl Response {
 
 /// One HTTP/1.1 request with `Connection: close`; `Err` on connection problems.
 pub fn http(method: &str, addr: SocketAddr, host: &str, path: &str) -> std::io::Result<Response> {
+    http_with(method, addr, host, path, &[])
+}
+
+/// [`http`] with extra request headers.
+pub fn http_with(
+    method: &str,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> std::io::Result<Response> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let extra: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\nContent-Length: 0\r\n\r\n"
     )?;
     // Read the head, then exactly content-length bytes: waiting for the close would add Envoy's
     // delayed-close timeout (1 s) to every locally generated reply.
@@ -221,8 +233,15 @@ pub fn upstream(name: &'static str) -> Upstream {
                         .unwrap_or("")
                         .to_string();
                     let body = format!("upstream={name} path={path} host={host}");
+                    // Request headers come back as `x-echo-<name>` response headers.
+                    let echoed: String = head
+                        .lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| format!("x-echo-{}: {}\r\n", k.trim().to_ascii_lowercase(), v.trim()))
+                        .collect();
                     let reply = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-upstream-only: yes\r\n{echoed}content-length: {}\r\n\r\n{body}",
                         body.len()
                     );
                     if stream.write_all(reply.as_bytes()).is_err() {

@@ -292,6 +292,12 @@ pub(super) fn routes_for(
             prefix_rewrite: (!c.m.rewrite.is_empty()).then(|| c.m.rewrite.clone()),
             timeout_ms: c.m.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
             precedence: c.m.precedence,
+            host_rewrite: c.m.host_rewrite.clone(),
+            idle_timeout_ms: c.m.idle_timeout_ms,
+            request_headers_to_add: c.m.add_request_headers.clone(),
+            response_headers_to_add: c.m.add_response_headers.clone(),
+            request_headers_to_remove: c.m.remove_request_headers.clone(),
+            response_headers_to_remove: c.m.remove_response_headers.clone(),
             source: Some(source_of(c.meta)),
         };
         let insecure = |action: RouteAction| {
