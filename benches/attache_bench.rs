@@ -321,7 +321,7 @@ fn stages(n: usize) {
     let render = t.elapsed();
     println!("nodes reused / rendered: {:?}", cache.last_stats());
     let t = Instant::now();
-    let (snapshot, _) = attache::envoy::build_snapshot(&rendered);
+    let snapshot = attache::envoy::build_snapshot(&rendered);
     let encode = t.elapsed();
     println!(
         "{n} Mappings: load (read + YAML) {} ms, resources {} ms, lower {} ms, render (templates, YAML, schema and validation checks) {} ms, snapshot (encode, hash) {} ms; {} clusters",

@@ -9,10 +9,6 @@ use std::time::Duration;
 
 use support::*;
 
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
 #[test]
 fn static_bootstrap_passes_envoy_validate_and_serves() {
     let dir = tempfile::tempdir().unwrap();
@@ -86,28 +82,6 @@ struct Served {
     listen: SocketAddr,
     envoy_admin: SocketAddr,
     admin: SocketAddr,
-}
-
-fn serve(
-    config: &std::path::Path,
-    logs: &std::path::Path,
-    port: u16,
-    extra: &[&str],
-) -> (Proc, SocketAddr, SocketAddr, SocketAddr) {
-    let ads = loopback(free_port());
-    let admin = loopback(free_port());
-    let envoy_admin = loopback(free_port());
-    let mut cmd = attache();
-    cmd.arg("serve")
-        .arg("--config-dir")
-        .arg(config)
-        .args(["--ads-listen", &ads.to_string(), "--admin-listen", &admin.to_string()])
-        .args(["--envoy-admin", &envoy_admin.to_string(), "--node-id", "e2e"])
-        .arg("--envoy")
-        .arg(envoy_bin())
-        .args(extra);
-    let p = Proc::spawn("attache", cmd, logs.join("attache.log"));
-    (p, loopback(port), envoy_admin, admin)
 }
 
 #[test]
@@ -232,14 +206,7 @@ fn routes_by_prefix_and_host_and_follows_file_changes(xds: &str) {
 
 #[test]
 fn supervised_envoy_is_restarted_and_stopped_with_attache() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config");
-    let a = upstream("a");
-    let port = free_port();
-    write(
-        &config.join("all.yaml"),
-        &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")),
-    );
+    let Fixture { dir, config, a: _, port } = fixture();
     let (mut attache_proc, listen, envoy_admin, admin) = serve(&config, dir.path(), port, &[]);
     wait_for("Envoy to serve", Duration::from_secs(30), || {
         get(listen, "x", "/a/").ok().filter(|r| r.status == 200)
@@ -267,14 +234,7 @@ fn supervised_envoy_is_restarted_and_stopped_with_attache() {
 
 #[test]
 fn operator_rule_packs_change_what_envoy_serves() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config");
-    let a = upstream("a");
-    let port = free_port();
-    write(
-        &config.join("all.yaml"),
-        &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")),
-    );
+    let Fixture { dir, config, a: _, port } = fixture();
     // Pack 1 overrides the built-in route rule (adds a retry policy); pack 2 adds a response header
     // to every route.
     let retries = dir.path().join("packs/retries");
@@ -318,23 +278,11 @@ fn operator_rule_packs_change_what_envoy_serves() {
 }
 
 fn nack_count(admin: SocketAddr) -> u64 {
-    let metrics = get(admin, "a", "/metrics").unwrap().body;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("attache_xds_nacks_total{type=\"clusters\"} "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(u64::MAX)
+    metric(admin, "attache_xds_nacks_total{type=\"clusters\"} ").unwrap_or(u64::MAX)
 }
 
 fn rejected_config_is_nacked_once_and_the_previous_keeps_serving(xds: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config");
-    let a = upstream("a");
-    let port = free_port();
-    write(
-        &config.join("all.yaml"),
-        &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")),
-    );
+    let Fixture { dir, config, a: _, port } = fixture();
     // An operator pack that makes Envoy reject clusters for one host: a STATIC cluster whose
     // address is a DNS name passes the schema but not Envoy.
     let pack = dir.path().join("packs/static");

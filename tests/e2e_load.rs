@@ -107,30 +107,8 @@ fn reconfigure_under_load(xds: &str) {
             .join("---\n")
     };
     write(&config.join("stable.yaml"), &stable(false, 1000));
-    let (attache_proc, listen, envoy_admin, admin) = {
-        let ads = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let envoy_admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut cmd = attache();
-        cmd.arg("serve").arg("--config-dir").arg(&config);
-        cmd.args([
-            "--ads-listen",
-            &ads.to_string(),
-            "--admin-listen",
-            &admin.to_string(),
-            "--envoy-admin",
-            &envoy_admin.to_string(),
-        ]);
-        cmd.args(["--xds", xds, "--debounce-ms", "20", "--node-id", "load"])
-            .arg("--envoy")
-            .arg(envoy_bin());
-        (
-            Proc::spawn("attache", cmd, dir.path().join("attache.log")),
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            envoy_admin,
-            admin,
-        )
-    };
+    let (attache_proc, listen, envoy_admin, admin) =
+        serve(&config, dir.path(), port, &["--xds", xds, "--debounce-ms", "20"]);
     for k in 0..4 {
         wait_for("stable routes", Duration::from_secs(30), || {
             get(listen, "x", &format!("/stable-{k}/"))
@@ -139,12 +117,7 @@ fn reconfigure_under_load(xds: &str) {
         });
     }
     let rds = format!("http.ingress_http.rds.routes-{port}.update_success");
-    let published = || {
-        let body = get(admin, "a", "/metrics").ok()?.body;
-        body.lines()
-            .find_map(|l| l.strip_prefix("attache_snapshots_published_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
+    let published = || metric(admin, "attache_snapshots_published_total ");
     let published_before = published().unwrap();
     let rds_before = stat(envoy_admin, &rds).unwrap();
     let cds_before = stat(envoy_admin, "cluster_manager.cds.update_success").unwrap();

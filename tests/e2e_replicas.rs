@@ -10,22 +10,11 @@ use std::time::Duration;
 
 use support::*;
 
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
 fn attache_serve(config: &std::path::Path, ads: SocketAddr, admin: SocketAddr, log: std::path::PathBuf) -> Proc {
     let mut cmd = attache();
     cmd.arg("serve").arg("--config-dir").arg(config);
     cmd.args(["--ads-listen", &ads.to_string(), "--admin-listen", &admin.to_string()]);
     Proc::spawn("attache", cmd, log)
-}
-
-fn metric(admin: SocketAddr, line_prefix: &str) -> Option<u64> {
-    let body = get(admin, "a", "/metrics").ok()?.body;
-    body.lines()
-        .find_map(|l| l.strip_prefix(line_prefix))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[test]

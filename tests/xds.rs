@@ -35,6 +35,22 @@ async fn start(shared: Arc<Shared>) -> String {
     format!("http://{addr}")
 }
 
+/// The next response on a stream, within 5 s.
+async fn recv_within<T>(rx: &mut tonic::Streaming<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(5), rx.next())
+        .await
+        .expect("a response within 5s")
+        .expect("the stream is open")
+        .expect("a response, not an error")
+}
+
+/// Asserts that nothing arrives on a stream for 300 ms.
+async fn assert_quiet<T: std::fmt::Debug>(rx: &mut tonic::Streaming<T>) {
+    if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(300), rx.next()).await {
+        panic!("unexpected response: {r:?}");
+    }
+}
+
 struct FakeEnvoy {
     tx: mpsc::Sender<DiscoveryRequest>,
     rx: tonic::Streaming<DiscoveryResponse>,
@@ -80,18 +96,12 @@ impl FakeEnvoy {
     }
 
     async fn recv(&mut self) -> DiscoveryResponse {
-        tokio::time::timeout(Duration::from_secs(5), self.rx.next())
-            .await
-            .expect("a response within 5s")
-            .unwrap()
-            .unwrap()
+        recv_within(&mut self.rx).await
     }
 
     /// Asserts that nothing arrives for a while.
     async fn quiet(&mut self) {
-        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(300), self.rx.next()).await {
-            panic!("unexpected response: {:?}", r.map(|r| (r.type_url, r.version_info)));
-        }
+        assert_quiet(&mut self.rx).await;
     }
 }
 
@@ -360,20 +370,11 @@ impl FakeDeltaEnvoy {
     }
 
     async fn recv(&mut self) -> DeltaResponse {
-        tokio::time::timeout(Duration::from_secs(5), self.rx.next())
-            .await
-            .expect("a response within 5s")
-            .unwrap()
-            .unwrap()
+        recv_within(&mut self.rx).await
     }
 
     async fn quiet(&mut self) {
-        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(300), self.rx.next()).await {
-            panic!(
-                "unexpected response: {:?}",
-                r.map(|r| (r.type_url, r.resources.len(), r.removed_resources))
-            );
-        }
+        assert_quiet(&mut self.rx).await;
     }
 }
 

@@ -158,9 +158,7 @@ pub fn bytes_to_json(name: &str, bytes: &[u8]) -> Value {
 }
 
 /// The snapshot of rendered resources (already decoded, checked and encoded by the rules stage).
-pub fn build_snapshot(
-    rendered: &crate::rules::Rendered,
-) -> (crate::snapshot::Snapshot, Vec<crate::diagnostic::Diagnostic>) {
+pub fn build_snapshot(rendered: &crate::rules::Rendered) -> crate::snapshot::Snapshot {
     let mut snapshot = crate::snapshot::Snapshot::default();
     for (ty, resources) in &rendered.resources {
         for (name, r) in resources {
@@ -171,7 +169,7 @@ pub fn build_snapshot(
             );
         }
     }
-    (snapshot, Vec::new())
+    snapshot
 }
 
 /// A snapshot's resources of one type as JSON (proto3 JSON mapping), sorted by name.

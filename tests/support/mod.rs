@@ -286,3 +286,62 @@ pub fn listener_and_host(port: u16) -> String {
 pub fn mapping(name: &str, prefix: &str, service: SocketAddr, extra: &str) -> String {
     format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: {name}\nspec:\n  prefix: {prefix}\n  service: {service}\n{extra}")
 }
+
+/// A loopback address.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Starts `attache serve --envoy` on `config` (node id `e2e`, free loopback ports, log in `logs`),
+/// with extra flags. Returns the process, Envoy's listener (on `port`), Envoy's admin and
+/// attache's admin addresses.
+pub fn serve(config: &Path, logs: &Path, port: u16, extra: &[&str]) -> (Proc, SocketAddr, SocketAddr, SocketAddr) {
+    let ads = loopback(free_port());
+    let admin = loopback(free_port());
+    let envoy_admin = loopback(free_port());
+    let mut cmd = attache();
+    cmd.arg("serve")
+        .arg("--config-dir")
+        .arg(config)
+        .args(["--ads-listen", &ads.to_string(), "--admin-listen", &admin.to_string()])
+        .args(["--envoy-admin", &envoy_admin.to_string(), "--node-id", "e2e"])
+        .arg("--envoy")
+        .arg(envoy_bin())
+        .args(extra);
+    let p = Proc::spawn("attache", cmd, logs.join("attache.log"));
+    (p, loopback(port), envoy_admin, admin)
+}
+
+/// One value of attache's `/metrics`, by the start of its line (name and labels, then a space).
+pub fn metric(admin: SocketAddr, line_prefix: &str) -> Option<u64> {
+    let body = get(admin, "a", "/metrics").ok()?.body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The usual starting point: a temporary directory, an upstream `a`, a free port for Envoy's
+/// listener, and `config/all.yaml` with a Listener, Host `*` and Mapping `/a/` → `a`.
+pub struct Fixture {
+    /// Holds everything; deleted on drop.
+    pub dir: tempfile::TempDir,
+    /// The config directory attache reads.
+    pub config: PathBuf,
+    /// The upstream.
+    pub a: Upstream,
+    /// Envoy's listener port.
+    pub port: u16,
+}
+
+/// See [`Fixture`].
+pub fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let port = free_port();
+    write(
+        &config.join("all.yaml"),
+        &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")),
+    );
+    Fixture { dir, config, a, port }
+}
