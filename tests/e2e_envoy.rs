@@ -206,7 +206,12 @@ fn routes_by_prefix_and_host_and_follows_file_changes(xds: &str) {
 
 #[test]
 fn supervised_envoy_is_restarted_and_stopped_with_attache() {
-    let Fixture { dir, config, a: _, port } = fixture();
+    let Fixture {
+        dir,
+        config,
+        a: _,
+        port,
+    } = fixture();
     let (mut attache_proc, listen, envoy_admin, admin) = serve(&config, dir.path(), port, &[]);
     wait_for("Envoy to serve", Duration::from_secs(30), || {
         get(listen, "x", "/a/").ok().filter(|r| r.status == 200)
@@ -234,7 +239,12 @@ fn supervised_envoy_is_restarted_and_stopped_with_attache() {
 
 #[test]
 fn operator_rule_packs_change_what_envoy_serves() {
-    let Fixture { dir, config, a: _, port } = fixture();
+    let Fixture {
+        dir,
+        config,
+        a: _,
+        port,
+    } = fixture();
     // Pack 1 overrides the built-in route rule (adds a retry policy); pack 2 adds a response header
     // to every route.
     let retries = dir.path().join("packs/retries");
@@ -282,7 +292,12 @@ fn nack_count(admin: SocketAddr) -> u64 {
 }
 
 fn rejected_config_is_nacked_once_and_the_previous_keeps_serving(xds: &str) {
-    let Fixture { dir, config, a: _, port } = fixture();
+    let Fixture {
+        dir,
+        config,
+        a: _,
+        port,
+    } = fixture();
     // An operator pack that makes Envoy reject clusters for one host: a STATIC cluster whose
     // address is a DNS name passes the schema but not Envoy.
     let pack = dir.path().join("packs/static");
