@@ -2,8 +2,10 @@
 //!
 //! Rendered rule output (JSON values in the proto3 JSON mapping) is decoded against a descriptor
 //! pool of the Envoy v3 API, the one shipped by `envoy-types`, so a misspelled field or a wrong
-//! type is an error with a field path instead of a silently dropped setting. `build_snapshot`
-//! encodes decoded resources into a [`Snapshot`](crate::snapshot::Snapshot); `bootstrap` renders Envoy bootstraps.
+//! type is an error with a field path instead of a silently dropped setting; `validate` checks
+//! Envoy's own validation rules. The rules stage calls these and keeps the encoded bytes;
+//! `build_snapshot` puts them into a [`Snapshot`](crate::snapshot::Snapshot). `bootstrap` renders
+//! Envoy bootstraps.
 
 pub mod bootstrap;
 pub mod validate;
