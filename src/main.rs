@@ -198,6 +198,11 @@ fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
+/// mimalloc: translation allocates many small, short-lived values; glibc's allocator spent a
+/// third of a translation in malloc and free (measured with perf, see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,

@@ -10,8 +10,6 @@
 pub mod bootstrap;
 pub mod validate;
 
-use std::sync::OnceLock;
-
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
 use serde_json::Value;
@@ -19,12 +17,18 @@ use serde_json::Value;
 /// Envoy's descriptors, without source comments (written by `build.rs`).
 static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
 
-/// The descriptor pool of the Envoy v3 API (decoded once, on first use).
-pub fn pool() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        DescriptorPool::decode(DESCRIPTORS).expect("the descriptor set built into attache is valid; this is a bug")
-    })
+/// The descriptor pool of the Envoy v3 API, decoded once per thread on first use.
+///
+/// Per thread, not shared: every descriptor prost-reflect hands out holds a reference count on
+/// its pool, so threads rendering in parallel with one shared pool spent their time bouncing that
+/// counter's cache line between cores (rendering on 2 threads was slower than on 1). Descriptors
+/// must not move between threads; nothing in attache sends them.
+pub fn pool() -> DescriptorPool {
+    thread_local! {
+        static POOL: DescriptorPool = DescriptorPool::decode(DESCRIPTORS)
+            .expect("the descriptor set built into attache is valid; this is a bug");
+    }
+    POOL.with(DescriptorPool::clone)
 }
 
 /// The descriptor of a message type, if the pool has it.
@@ -52,6 +56,11 @@ pub fn decode(name: &str, value: &Value) -> Result<DynamicMessage, DecodeError> 
         message: format!("unknown Envoy message type `{name}`"),
     })?;
     let options = DeserializeOptions::new().deny_unknown_fields(true);
+    // Tracking the field path costs on every field: decode without it, and again with it only
+    // to say where an error is.
+    if let Ok(m) = DynamicMessage::deserialize_with_options(desc.clone(), value, &options) {
+        return Ok(m);
+    }
     let mut track = serde_path_to_error::Track::new();
     let de = serde_path_to_error::Deserializer::new(value, &mut track);
     DynamicMessage::deserialize_with_options(desc, de, &options).map_err(|e| {
@@ -154,6 +163,21 @@ pub fn to_json(message: &DynamicMessage) -> Value {
 pub fn bytes_to_json(name: &str, bytes: &[u8]) -> Value {
     match message(name).map(|d| DynamicMessage::decode(d, bytes)) {
         Some(Ok(m)) => to_json(&m),
+        Some(Err(e)) => Value::String(format!("<cannot decode: {e}>")),
+        None => Value::String(format!("<unknown type {name}>")),
+    }
+}
+
+/// Decodes encoded bytes of type `name` into JSON with proto field names (`prefix_rewrite`, as
+/// templates write them), defaults left out: what a parent template sees of its children.
+pub fn bytes_to_json_proto_names(name: &str, bytes: &[u8]) -> Value {
+    let options = SerializeOptions::new()
+        .skip_default_fields(true)
+        .use_proto_field_name(true);
+    match message(name).map(|d| DynamicMessage::decode(d, bytes)) {
+        Some(Ok(m)) => m
+            .serialize_with_options(serde_json::value::Serializer, &options)
+            .unwrap_or_else(|e| Value::String(format!("<cannot serialize: {e}>"))),
         Some(Err(e)) => Value::String(format!("<cannot decode: {e}>")),
         None => Value::String(format!("<unknown type {name}>")),
     }

@@ -10,7 +10,9 @@
 //! (`required`, bounds), repeated (`min_items`, `max_items`, `items`), maps (`min_pairs`,
 //! `max_pairs`), and rules on wrapper types. Not covered: regex and well-known string formats.
 
-use std::sync::OnceLock;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use prost_reflect::{
     DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage as _, Value,
@@ -31,14 +33,20 @@ fn ext(name: &str) -> Option<ExtensionDescriptor> {
     pool().get_extension_by_name(name)
 }
 
-fn field_rules_ext() -> Option<&'static ExtensionDescriptor> {
-    static EXT: OnceLock<Option<ExtensionDescriptor>> = OnceLock::new();
-    EXT.get_or_init(|| ext("validate.rules")).as_ref()
+// Descriptors belong to their thread's pool (see `envoy::pool`), so everything derived from them
+// is cached per thread too.
+thread_local! {
+    static FIELD_RULES: Option<ExtensionDescriptor> = ext("validate.rules");
+    static ONEOF_REQUIRED: Option<ExtensionDescriptor> = ext("validate.required");
+    static PLANS: RefCell<HashMap<String, Arc<Plan>>> = RefCell::default();
 }
 
-fn oneof_required_ext() -> Option<&'static ExtensionDescriptor> {
-    static EXT: OnceLock<Option<ExtensionDescriptor>> = OnceLock::new();
-    EXT.get_or_init(|| ext("validate.required")).as_ref()
+fn field_rules_ext() -> Option<ExtensionDescriptor> {
+    FIELD_RULES.with(Clone::clone)
+}
+
+fn oneof_required_ext() -> Option<ExtensionDescriptor> {
+    ONEOF_REQUIRED.with(Clone::clone)
 }
 
 /// The list-size rules (`min_items`, `max_items`) of one repeated field, for a list of `n` items
@@ -87,10 +95,10 @@ fn join(path: &str, name: &str) -> String {
 fn rules_of(field: &FieldDescriptor) -> Option<DynamicMessage> {
     let ext = field_rules_ext()?;
     let options = field.options();
-    if !options.has_extension(ext) {
+    if !options.has_extension(&ext) {
         return None;
     }
-    match options.get_extension(ext).into_owned() {
+    match options.get_extension(&ext).into_owned() {
         Value::Message(m) => Some(m),
         _ => None,
     }
@@ -126,17 +134,15 @@ struct FieldPlan {
     holds_messages: bool,
 }
 
-fn plan(desc: &MessageDescriptor) -> std::sync::Arc<Plan> {
-    static PLANS: OnceLock<std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Plan>>>> = OnceLock::new();
-    let plans = PLANS.get_or_init(Default::default);
-    if let Some(p) = plans.lock().ok().and_then(|m| m.get(desc.full_name()).cloned()) {
+fn plan(desc: &MessageDescriptor) -> Arc<Plan> {
+    if let Some(p) = PLANS.with(|m| m.borrow().get(desc.full_name()).cloned()) {
         return p;
     }
     let mut required_oneofs = Vec::new();
     if let Some(ext) = oneof_required_ext() {
         for oneof in desc.oneofs() {
             let options = oneof.options();
-            if options.has_extension(ext) && options.get_extension(ext).as_bool() == Some(true) {
+            if options.has_extension(&ext) && options.get_extension(&ext).as_bool() == Some(true) {
                 required_oneofs.push((oneof.name().to_string(), oneof.fields().collect()));
             }
         }
@@ -162,13 +168,11 @@ fn plan(desc: &MessageDescriptor) -> std::sync::Arc<Plan> {
             })
         })
         .collect();
-    let p = std::sync::Arc::new(Plan {
+    let p = Arc::new(Plan {
         required_oneofs,
         fields,
     });
-    if let Ok(mut m) = plans.lock() {
-        m.insert(desc.full_name().to_string(), std::sync::Arc::clone(&p));
-    }
+    PLANS.with(|m| m.borrow_mut().insert(desc.full_name().to_string(), Arc::clone(&p)));
     p
 }
 
@@ -187,7 +191,7 @@ fn has_rules_below(desc: &MessageDescriptor) -> bool {
         let oneof_required = oneof_required_ext().is_some_and(|ext| {
             desc.oneofs().any(|o| {
                 let options = o.options();
-                options.has_extension(ext) && options.get_extension(ext).as_bool() == Some(true)
+                options.has_extension(&ext) && options.get_extension(&ext).as_bool() == Some(true)
             })
         });
         oneof_required

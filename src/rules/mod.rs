@@ -9,6 +9,7 @@
 
 pub mod pack;
 pub mod render;
+mod shape;
 
 pub use pack::{PackError, Registry, Rule};
 pub use render::{render, render_cached, RenderCache, Rendered};

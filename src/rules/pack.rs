@@ -124,6 +124,9 @@ pub struct Rule {
     pub patch: bool,
     /// Name the template is registered under.
     pub(crate) template_key: String,
+    /// Whether the template or condition reads `rendered` other than as `{{json rendered.X}}`
+    /// (which only prints a placeholder for the renderer to splice).
+    pub(crate) reads_rendered: bool,
 }
 
 /// The effective rule table and its compiled templates.
@@ -131,6 +134,10 @@ pub struct Rule {
 pub struct Registry {
     pub(crate) rules: Vec<Rule>,
     pub(crate) hbs: Handlebars<'static>,
+    /// Parsed shapes of rendered text (see `shape`).
+    pub(crate) shapes: super::shape::ShapeCache,
+    /// Whether some partial reads `rendered` (then every rule may, through it).
+    partials_read_rendered: bool,
 }
 
 fn invalid(pack: &str, file: &str, message: impl Into<String>) -> PackError {
@@ -150,6 +157,8 @@ impl Registry {
         let mut registry = Registry {
             rules: Vec::new(),
             hbs: new_handlebars(),
+            partials_read_rendered: false,
+            shapes: super::shape::ShapeCache::default(),
         };
         registry.add_pack(
             "core",
@@ -175,6 +184,12 @@ impl Registry {
             registry.add_dir(dir)?;
         }
         Ok(registry)
+    }
+
+    /// Whether a rule for `kind` reads its node's rendered children (so they must be given to it
+    /// as JSON).
+    pub(crate) fn reads_rendered(&self, kind: NodeKind) -> bool {
+        self.partials_read_rendered || self.rules.iter().any(|r| r.kind == kind && r.reads_rendered)
     }
 
     /// The effective rules, in table order.
@@ -227,6 +242,7 @@ impl Registry {
         for file in files.iter().filter(|f| f.starts_with("_partials/")) {
             let text = read(file).map_err(|e| io(file, e))?;
             let partial = file.trim_start_matches("_partials/").trim_end_matches(".hbs");
+            self.partials_read_rendered |= reads_rendered(&text);
             self.hbs
                 .register_partial(partial, text.trim_end())
                 .map_err(|e| invalid(label, file, e.to_string()))?;
@@ -261,6 +277,8 @@ impl Registry {
                 None => None,
             };
             let template_text = read(&entry.template).map_err(|e| io(&entry.template, e))?;
+            let reads_rendered =
+                reads_rendered(&template_text) || when.as_ref().is_some_and(|(text, _)| text.contains("rendered"));
             let template_key = format!("{name}:{}", entry.template);
             self.hbs
                 .register_template_string(&template_key, template_text)
@@ -275,6 +293,7 @@ impl Registry {
                 when,
                 patch: entry.patch,
                 template_key,
+                reads_rendered,
             };
             if let Some(existing) = self.rules.iter_mut().find(|r| r.id == rule.id) {
                 tracing::info!(rule = %rule.id, pack = %name, "rule pack overrides a rule");
@@ -295,6 +314,33 @@ impl Registry {
         }
         Ok(())
     }
+}
+
+/// Whether a template mentions `rendered` anywhere but in `{{json rendered.<field>}}`.
+fn reads_rendered(template: &str) -> bool {
+    let mut rest = template;
+    while let Some(at) = rest.find("rendered") {
+        let before = rest[..at].trim_end();
+        let after = &rest[at + "rendered".len()..];
+        let field_len = after.strip_prefix('.').map(|f| {
+            f.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(f.len())
+        });
+        let closes = field_len.is_some_and(|n| {
+            n > 0 && {
+                let tail = after[1 + n..].trim_start();
+                tail.starts_with("}}") || tail.starts_with("~}}")
+            }
+        });
+        let opens = before
+            .strip_suffix("json")
+            .is_some_and(|b| b.ends_with("{{") || b.ends_with("{{~"));
+        if !(opens && closes) {
+            return true;
+        }
+        rest = after;
+    }
+    false
 }
 
 fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
@@ -348,10 +394,13 @@ fn json_helper(
     // Rendered children (`{{json rendered.routes}}`) can be large: instead of printing and parsing
     // them again, print a placeholder that the renderer swaps for the value after parsing.
     if let Some(path) = param.relative_path().filter(|p| p.starts_with("rendered.")) {
-        out.write(&serde_json::to_string(&format!("{}{path}", crate::rules::render::PLACEHOLDER)).unwrap_or_default())?;
+        let placeholder = serde_json::to_string(&format!("{}{path}", crate::rules::render::PLACEHOLDER));
+        out.write(&super::shape::emit(placeholder.unwrap_or_default()))?;
         return Ok(());
     }
-    out.write(&serde_json::to_string(param.value()).unwrap_or_default())?;
+    out.write(&super::shape::emit(
+        serde_json::to_string(param.value()).unwrap_or_default(),
+    ))?;
     Ok(())
 }
 
@@ -376,7 +425,7 @@ fn duration_helper(
     } else {
         format!("\"{}.{:03}s\"", ms / 1000, ms % 1000)
     };
-    out.write(&text)?;
+    out.write(&super::shape::emit(text))?;
     Ok(())
 }
 
@@ -399,6 +448,19 @@ mod tests {
             built_in, on_disk,
             "CORE_FILES must list exactly the files in rules/core"
         );
+    }
+
+    #[test]
+    fn only_templates_that_use_rendered_children_as_data_read_them() {
+        assert!(!reads_rendered("routes: {{json rendered.routes}}\n"));
+        assert!(!reads_rendered("a: {{~json  rendered.virtual_hosts ~}}"));
+        assert!(!reads_rendered("name: {{json name}}"));
+        assert!(reads_rendered("{{#each rendered.routes}}- {{json this}}{{/each}}"));
+        assert!(reads_rendered("n: {{len rendered.routes}}"));
+        assert!(reads_rendered("r: {{json rendered.routes.[0]}}"));
+        assert!(reads_rendered("r: {{json rendered}}"));
+        let core = Registry::core().unwrap();
+        assert!(NodeKind::ALL.iter().all(|k| !core.reads_rendered(*k)));
     }
 
     #[test]

@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use std::sync::{Arc, OnceLock};
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -16,15 +18,13 @@ use crate::diagnostic::Diagnostic;
 use crate::ir::{Ir, NodeKind, SourceRef};
 use crate::snapshot::ResourceType;
 
-/// A top-level Envoy resource as rendered JSON, with what produced it.
+/// A top-level Envoy resource as rendered, with what produced it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RenderedResource {
-    /// The message in the proto3 JSON mapping (already checked against the schema).
-    pub value: Value,
     /// Id of the rule that produced it.
     pub rule: String,
-    /// Its protobuf encoding.
-    pub encoded: std::sync::Arc<[u8]>,
+    /// Its protobuf encoding (already checked against the schema and Envoy's validation rules).
+    pub encoded: Arc<[u8]>,
 }
 
 /// The cache key of a node: a 128-bit hash of its kind, its own context (without the rendered
@@ -53,52 +53,73 @@ fn node_key(kind: NodeKind, ctx: &Value, source: Option<&SourceRef>, children: &
 /// Prefix of the placeholder `{{json rendered.X}}` prints (see the `json` helper).
 pub(crate) const PLACEHOLDER: &str = "\u{1}attache-placeholder:";
 
-/// Replaces placeholders left by `{{json rendered.X}}` with the rendered values from the context.
-fn fill_placeholders(value: &mut Value, ctx: &Value) {
+/// Replaces placeholders left by `{{json rendered.X}}` with the rendered values (`rendered` is
+/// the context's `rendered` object).
+fn fill_placeholders(value: &mut Value, rendered: &Value) {
     match value {
         Value::String(s) => {
             if let Some(path) = s.strip_prefix(PLACEHOLDER) {
-                let mut cur = ctx;
-                for seg in path.split('.') {
-                    cur = cur.get(seg).unwrap_or(&Value::Null);
+                let mut cur = rendered;
+                for seg in path.split('.').skip(1) {
+                    let seg = seg.trim_start_matches('[').trim_end_matches(']');
+                    let next = match cur {
+                        Value::Array(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+                        _ => cur.get(seg),
+                    };
+                    cur = next.unwrap_or(&Value::Null);
                 }
                 *value = cur.clone();
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| fill_placeholders(v, ctx)),
-        Value::Object(map) => map.values_mut().for_each(|v| fill_placeholders(v, ctx)),
+        Value::Array(items) => items.iter_mut().for_each(|v| fill_placeholders(v, rendered)),
+        Value::Object(map) => map.values_mut().for_each(|v| fill_placeholders(v, rendered)),
         _ => {}
     }
 }
 
-/// One message a rule produced for a node.
+/// One message a rule produced for a node. Only the encoding is kept: what a parent or a human
+/// needs as JSON is decoded from it on demand.
 #[derive(Clone, Debug)]
 struct Output {
     emits: String,
-    value: Value,
+    /// The message's `name` (the resource name of top-level resources).
+    name: String,
     rule: String,
     /// The protobuf encoding (fragments' bytes are appended to their parent's).
-    encoded: std::sync::Arc<[u8]>,
+    encoded: Arc<[u8]>,
 }
 
-/// Rendered children handed to a parent: the context key (`routes`) and their encodings.
-type Children<'a> = Option<(&'a str, &'a [std::sync::Arc<[u8]>])>;
+/// Rendered children handed to a parent.
+#[derive(Clone, Copy)]
+struct Children<'a> {
+    /// The context key under `rendered` (`routes`) and the parent's field they are spliced into.
+    key: &'a str,
+    /// The children's message type.
+    emits: &'a str,
+    /// Their encodings, in order.
+    bytes: &'a [Arc<[u8]>],
+}
+
+impl Children<'_> {
+    /// `rendered` for a template that reads the children: their messages as JSON, decoded from
+    /// their encodings (proto field names, defaults left out).
+    fn rendered(&self) -> Value {
+        let items = self
+            .bytes
+            .iter()
+            .map(|b| crate::envoy::bytes_to_json_proto_names(self.emits, b))
+            .collect();
+        let mut r = serde_json::Map::new();
+        r.insert(self.key.to_string(), Value::Array(items));
+        Value::Object(r)
+    }
+}
 
 /// What a parent node knows of its children: their cache keys and their encodings.
 #[derive(Clone, Copy, Default)]
 struct Kids<'a> {
     keys: &'a [u128],
-    bytes: Children<'a>,
-}
-
-/// A node's template context, or how to make it.
-#[derive(Clone, Copy)]
-enum Ctx<'a> {
-    /// A parent's context, already built (its key needs it).
-    Built(&'a Value),
-    /// A leaf: its key comes from the IR node itself, and the context is built only when the
-    /// node must be rendered (a cache hit never builds it).
-    Leaf(u128, &'a dyn Fn() -> Value),
+    bytes: Option<Children<'a>>,
 }
 
 /// The cache key of a leaf node (no children): a hash of its kind, the IR node and its origin.
@@ -125,8 +146,8 @@ impl std::io::Write for KeyHasher {
     }
 }
 
-/// Rendered fragments of a node: JSON (for the parent's context) and encoding.
-type Fragments = Vec<(Value, std::sync::Arc<[u8]>)>;
+/// Rendered fragments of a node: their encodings.
+type Fragments = Vec<Arc<[u8]>>;
 
 /// Everything the rules produced: top-level resources by type and name.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -171,20 +192,38 @@ struct Renderer<'a> {
     cache: Option<&'a mut RenderCache>,
 }
 
-/// The context a template sees: the node serialized, without its child list, plus `rendered`.
-fn context<T: Serialize>(node: &T, child_key: Option<&str>, rendered: Option<(&str, Vec<Value>)>) -> Value {
+/// The context a leaf's template sees: the node serialized, plus an empty `rendered`.
+fn context<T: Serialize>(node: &T) -> Value {
     let mut v = serde_json::to_value(node).unwrap_or(Value::Null);
-    if let (Some(key), Value::Object(map)) = (child_key, &mut v) {
-        map.remove(key);
-    }
     if let Value::Object(map) = &mut v {
-        let mut r = serde_json::Map::new();
-        if let Some((key, items)) = rendered {
-            r.insert(key.to_string(), Value::Array(items));
-        }
-        map.insert("rendered".to_string(), Value::Object(r));
+        map.insert("rendered".to_string(), Value::Object(serde_json::Map::new()));
     }
     v
+}
+
+/// The context of a virtual host without its routes (which would be serialized only to be
+/// dropped). A test keeps this in step with [`crate::ir::VirtualHost`].
+fn virtual_host_head(vh: &crate::ir::VirtualHost) -> Value {
+    serde_json::json!({
+        "name": vh.name,
+        "hostname": vh.hostname,
+        "domains": vh.domains,
+        "source": vh.source,
+    })
+}
+
+/// The context of a route table without its virtual hosts (see [`virtual_host_head`]).
+fn route_config_head(rc: &crate::ir::RouteConfig) -> Value {
+    serde_json::json!({ "name": rc.name })
+}
+
+/// Adds `rendered`: the children as JSON when a rule of this kind reads them, else the names
+/// alone with empty lists (`{{json rendered.routes}}` only prints a placeholder).
+fn with_rendered(mut ctx: Value, rendered: Value) -> Value {
+    if let Value::Object(map) = &mut ctx {
+        map.insert("rendered".to_string(), rendered);
+    }
+    ctx
 }
 
 /// Deep merge for patches: maps merge, lists append, anything else replaces.
@@ -205,20 +244,38 @@ fn merge(base: &mut Value, patch: Value) {
     }
 }
 
-impl Renderer<'_> {
-    fn fail(&mut self, rule: &Rule, node: &str, source: Option<&SourceRef>, code: &str, message: String) {
+/// Whether `value` is the placeholder `{{json rendered.<key>}}` prints.
+fn is_placeholder(value: Option<&Value>, key: &str) -> bool {
+    value
+        .and_then(Value::as_str)
+        .and_then(|s| s.strip_prefix(PLACEHOLDER))
+        .and_then(|s| s.strip_prefix("rendered."))
+        == Some(key)
+}
+
+/// Renders one node through the rules; pure (reads only the registry), so leaves render in
+/// parallel.
+struct NodeRenderer<'a> {
+    registry: &'a Registry,
+    node: &'a str,
+    source: Option<&'a SourceRef>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl NodeRenderer<'_> {
+    fn fail(&mut self, rule: &Rule, code: &str, message: String) {
         let mut d = Diagnostic::error(
             code,
-            format!("rule `{}` ({}) for {node}: {message}", rule.id, rule.template),
+            format!("rule `{}` ({}) for {}: {message}", rule.id, rule.template, self.node),
         )
         .hint("this output was left out; if the rule comes from an operator pack, fix the template");
-        if let Some(s) = source {
+        if let Some(s) = self.source {
             d = d.on(s.object.clone()).at(s.origin.clone());
         }
         self.diagnostics.push(d);
     }
 
-    fn applies(&mut self, rule: &Rule, ctx: &Value, node: &str, source: Option<&SourceRef>) -> bool {
+    fn applies(&mut self, rule: &Rule, ctx: &Value) -> bool {
         match &rule.when {
             None => true,
             Some((text, c)) => match c.eval(ctx) {
@@ -226,8 +283,6 @@ impl Renderer<'_> {
                 Err(path) => {
                     self.fail(
                         rule,
-                        node,
-                        source,
                         "rules.bad_condition",
                         format!("`when: {text}` reads `{path}`, which this node's context does not have"),
                     );
@@ -237,29 +292,30 @@ impl Renderer<'_> {
         }
     }
 
-    fn render_one(&mut self, rule: &Rule, ctx: &Value, node: &str, source: Option<&SourceRef>) -> Option<Value> {
-        let text = match self.registry.hbs.render(&rule.template_key, ctx) {
+    /// Renders one rule's template and parses the text: the value, placeholders still in, and
+    /// how many it has.
+    fn render_one(&mut self, rule: &Rule, ctx: &handlebars::Context) -> Option<(Value, usize)> {
+        let recording = super::shape::Recording::start();
+        let shape = match self.registry.hbs.render_with_context(&rule.template_key, ctx) {
             Ok(t) => t,
             Err(e) => {
-                self.fail(rule, node, source, "rules.template_failed", e.to_string());
+                self.fail(rule, "rules.template_failed", e.to_string());
                 return None;
             }
         };
+        let values = recording.finish();
+        let placeholders = values.iter().filter(|v| v.contains("attache-placeholder:")).count();
+        if let Some(value) = self.registry.shapes.value(&shape, &values) {
+            return Some((value, placeholders));
+        }
+        let text = super::shape::real_text(&shape, &values);
         match crate::source::yaml::parse_one(&text) {
-            Ok(Some(n)) => {
-                let mut value = n.to_json();
-                if text.contains("attache-placeholder:") {
-                    fill_placeholders(&mut value, ctx);
-                }
-                Some(value)
-            }
-            Ok(None) => Some(Value::Object(serde_json::Map::new())),
+            Ok(Some(n)) => Some((n.to_json(), placeholders)),
+            Ok(None) => Some((Value::Object(serde_json::Map::new()), 0)),
             Err(e) => {
                 let line = text.lines().nth(e.line.saturating_sub(1) as usize).unwrap_or("");
                 self.fail(
                     rule,
-                    node,
-                    source,
                     "rules.invalid_yaml",
                     format!(
                         "rendered text is not YAML at line {} ({}): `{}`",
@@ -273,23 +329,32 @@ impl Renderer<'_> {
         }
     }
 
-    /// Renders one node: every applicable non-patch rule gives one message, into which the
-    /// applicable patches for the same message type are merged. Returns (emitted type, value).
-    fn node(
-        &mut self,
-        kind: NodeKind,
-        ctx: &Value,
-        node: &str,
-        source: Option<&SourceRef>,
-        children: Children<'_>,
-    ) -> Vec<Output> {
+    /// Every applicable non-patch rule gives one message, into which the applicable patches for
+    /// the same message type are merged.
+    fn render(mut self, kind: NodeKind, ctx: Value, children: Option<Children<'_>>) -> NodeOutput {
         let registry = self.registry;
+        // Children as JSON only when a rule reads them; `{{json rendered.routes}}` needs just
+        // the field to exist.
+        let reads = registry.reads_rendered(kind);
+        let ctx = match children {
+            Some(c) if reads => with_rendered(ctx, c.rendered()),
+            Some(c) => with_rendered(ctx, serde_json::json!({ c.key: [] })),
+            None => ctx,
+        };
+        let hctx = handlebars::Context::from(ctx);
+        let data = hctx.data();
+        let decoded = OnceLock::new();
+        let rendered = || match children {
+            Some(_) if reads => data.get("rendered").unwrap_or(&Value::Null),
+            Some(c) => decoded.get_or_init(|| c.rendered()),
+            None => &Value::Null,
+        };
         let mut outputs = Vec::new();
         for rule in registry.rules.iter().filter(|r| r.kind == kind && !r.patch) {
-            if !self.applies(rule, ctx, node, source) {
+            if !self.applies(rule, data) {
                 continue;
             }
-            let Some(mut value) = self.render_one(rule, ctx, node, source) else {
+            let Some((mut value, mut placeholders)) = self.render_one(rule, &hctx) else {
                 continue;
             };
             let mut applied = rule;
@@ -298,127 +363,227 @@ impl Renderer<'_> {
                 .iter()
                 .filter(|r| r.kind == kind && r.patch && r.emits == rule.emits)
             {
-                if self.applies(patch, ctx, node, source) {
-                    if let Some(p) = self.render_one(patch, ctx, node, source) {
+                if self.applies(patch, data) {
+                    if let Some((p, ph)) = self.render_one(patch, &hctx) {
                         merge(&mut value, p);
+                        placeholders += ph;
                         applied = patch;
                     }
                 }
             }
-            // Children already checked and encoded are appended as bytes, when the output holds
-            // them as rendered (a patch that changed them means decoding everything).
-            let rendered = ctx.get("rendered");
-            let spliced = children
-                .filter(|(key, _)| value.get(*key).is_some() && value.get(*key) == rendered.and_then(|r| r.get(*key)));
+            // Children printed as `{{json rendered.routes}}` were checked and encoded on their
+            // own: their bytes are appended to the parent's. Anything else is decoded in full.
+            let spliced = children.filter(|c| is_placeholder(value.get(c.key), c.key));
+            if let (Some(c), Some(map)) = (spliced, value.as_object_mut()) {
+                map.remove(c.key);
+                placeholders = placeholders.saturating_sub(1);
+            }
+            if placeholders > 0 {
+                fill_placeholders(&mut value, rendered());
+            }
             let encoded = match spliced {
-                Some(child) => crate::envoy::encode_with_children(&rule.emits, &value, &[child]),
+                Some(c) => crate::envoy::encode_with_children(&rule.emits, &value, &[(c.key, c.bytes)]),
                 None => crate::envoy::decode_checked(&rule.emits, &value).map(|m| crate::envoy::encode(&m)),
             };
             let encoded = match encoded {
                 Ok(m) => m,
                 Err(e) => {
-                    let blame = if std::ptr::eq(applied, rule) { rule } else { applied };
                     self.fail(
-                        blame,
-                        node,
-                        source,
+                        applied,
                         "rules.invalid_output",
                         format!("output is not a valid {}: {e}", rule.emits),
                     );
                     continue;
                 }
             };
-            let encoded = encoded.into();
             outputs.push(Output {
                 emits: rule.emits.clone(),
-                value,
+                name: value
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 rule: rule.id.clone(),
-                encoded,
+                encoded: encoded.into(),
             });
         }
-        outputs
-    }
-
-    /// [`Self::node`] through the cache, when there is one.
-    fn cached_node(
-        &mut self,
-        kind: NodeKind,
-        ctx: Ctx<'_>,
-        node: &str,
-        source: Option<&SourceRef>,
-        kids: Kids<'_>,
-    ) -> (u128, Vec<Output>) {
-        let built;
-        let Some(cache) = self.cache.as_deref_mut() else {
-            let ctx = match ctx {
-                Ctx::Built(v) => v,
-                Ctx::Leaf(_, make) => {
-                    built = make();
-                    &built
-                }
-            };
-            return (0, self.node(kind, ctx, node, source, kids.bytes));
-        };
-        let key = match ctx {
-            Ctx::Built(v) => node_key(kind, v, source, kids.keys),
-            Ctx::Leaf(key, _) => key,
-        };
-        let generation = cache.generation;
-        if let Some(hit) = cache.entries.get_mut(&key) {
-            hit.generation = generation;
-            cache.hits += 1;
-            self.diagnostics.extend(hit.diagnostics.iter().cloned());
-            return (key, hit.outputs.clone());
+        NodeOutput {
+            outputs,
+            diagnostics: self.diagnostics,
+            generation: 0,
         }
-        cache.misses += 1;
-        let before = self.diagnostics.len();
-        let ctx = match ctx {
-            Ctx::Built(v) => v,
-            Ctx::Leaf(_, make) => {
-                built = make();
-                &built
+    }
+}
+
+/// A leaf IR node (cluster, route, listener): what the renderer needs to know of it.
+trait Leaf: Serialize + Sync {
+    const KIND: NodeKind;
+    fn label(&self) -> String;
+    fn source(&self) -> Option<&SourceRef>;
+}
+
+impl Leaf for crate::ir::Cluster {
+    const KIND: NodeKind = NodeKind::Cluster;
+    fn label(&self) -> String {
+        format!("cluster `{}`", self.name)
+    }
+    fn source(&self) -> Option<&SourceRef> {
+        self.source.as_ref()
+    }
+}
+
+impl Leaf for crate::ir::Route {
+    const KIND: NodeKind = NodeKind::Route;
+    fn label(&self) -> String {
+        format!("route `{}`", self.name)
+    }
+    fn source(&self) -> Option<&SourceRef> {
+        self.source.as_ref()
+    }
+}
+
+impl Leaf for crate::ir::Listener {
+    const KIND: NodeKind = NodeKind::Listener;
+    fn label(&self) -> String {
+        format!("listener `{}`", self.name)
+    }
+    fn source(&self) -> Option<&SourceRef> {
+        self.source.as_ref()
+    }
+}
+
+impl Renderer<'_> {
+    /// Renders leaves: cache lookups first, then every miss in parallel, then results filed in
+    /// input order (so output and diagnostics do not depend on scheduling). Returns each leaf's
+    /// cache key and fragments of `fragment_type`.
+    fn leaves<T: Leaf>(&mut self, items: &[&T], fragment_type: Option<&str>) -> Vec<(u128, Fragments)> {
+        use rayon::prelude::*;
+        let registry = self.registry;
+        let keys: Vec<u128> = match self.cache {
+            Some(_) => items.par_iter().map(|n| leaf_key(T::KIND, *n, n.source())).collect(),
+            None => vec![0; items.len()],
+        };
+        let hits: Vec<Option<NodeOutput>> = match self.cache.as_deref_mut() {
+            Some(cache) => {
+                let generation = cache.generation;
+                keys.iter()
+                    .map(|k| {
+                        let hit = cache.entries.get_mut(k)?;
+                        hit.generation = generation;
+                        Some(hit.clone())
+                    })
+                    .collect()
             }
+            None => vec![None; items.len()],
         };
-        let outputs = self.node(kind, ctx, node, source, kids.bytes);
-        let diagnostics = self.diagnostics[before..].to_vec();
-        if let Some(cache) = self.cache.as_deref_mut() {
-            cache.entries.insert(
-                key,
-                NodeOutput {
-                    outputs: outputs.clone(),
-                    diagnostics,
-                    generation,
-                },
-            );
+        let fresh: Vec<Option<NodeOutput>> = items
+            .par_iter()
+            .zip(&hits)
+            .map(|(n, hit)| {
+                hit.is_none().then(|| {
+                    let label = n.label();
+                    let r = NodeRenderer {
+                        registry,
+                        node: &label,
+                        source: n.source(),
+                        diagnostics: Vec::new(),
+                    };
+                    r.render(T::KIND, context(*n), None)
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for (((n, key), hit), fresh) in items.iter().zip(keys).zip(hits).zip(fresh) {
+            let result = match (hit, fresh) {
+                (Some(hit), _) => {
+                    if let Some(c) = self.cache.as_deref_mut() {
+                        c.hits += 1;
+                    }
+                    hit
+                }
+                (None, Some(fresh)) => {
+                    if let Some(c) = self.cache.as_deref_mut() {
+                        c.misses += 1;
+                        c.entries.insert(
+                            key,
+                            NodeOutput {
+                                generation: c.generation,
+                                ..fresh.clone()
+                            },
+                        );
+                    }
+                    fresh
+                }
+                (None, None) => unreachable!("every leaf is either a cache hit or rendered"),
+            };
+            self.diagnostics.extend(result.diagnostics);
+            out.push((key, self.file(result.outputs, &n.label(), n.source(), fragment_type)));
         }
-        (key, outputs)
+        out
     }
 
-    /// Renders a node and files top-level resources; returns the fragments of `fragment_type`.
-    fn node_into(
+    /// Renders a parent node (virtual host, route table) through the cache, when there is one.
+    fn parent(
         &mut self,
         kind: NodeKind,
-        ctx: Ctx<'_>,
+        ctx: Value,
         node: &str,
         source: Option<&SourceRef>,
         fragment_type: Option<&str>,
         kids: Kids<'_>,
     ) -> (u128, Fragments) {
+        let key = self.cache.as_ref().map(|_| node_key(kind, &ctx, source, kids.keys));
+        if let (Some(key), Some(cache)) = (key, self.cache.as_deref_mut()) {
+            let generation = cache.generation;
+            if let Some(hit) = cache.entries.get_mut(&key) {
+                hit.generation = generation;
+                cache.hits += 1;
+                let hit = hit.clone();
+                self.diagnostics.extend(hit.diagnostics);
+                return (key, self.file(hit.outputs, node, source, fragment_type));
+            }
+            cache.misses += 1;
+        }
+        let r = NodeRenderer {
+            registry: self.registry,
+            node,
+            source,
+            diagnostics: Vec::new(),
+        };
+        let result = r.render(kind, ctx, kids.bytes);
+        if let (Some(key), Some(cache)) = (key, self.cache.as_deref_mut()) {
+            cache.entries.insert(
+                key,
+                NodeOutput {
+                    generation: cache.generation,
+                    ..result.clone()
+                },
+            );
+        }
+        self.diagnostics.extend(result.diagnostics);
+        (
+            key.unwrap_or_default(),
+            self.file(result.outputs, node, source, fragment_type),
+        )
+    }
+
+    /// Files top-level resources; returns the fragments of `fragment_type`.
+    fn file(
+        &mut self,
+        outputs: Vec<Output>,
+        node: &str,
+        source: Option<&SourceRef>,
+        fragment_type: Option<&str>,
+    ) -> Fragments {
         let mut fragments = Vec::new();
-        let (key, outputs) = self.cached_node(kind, ctx, node, source, kids);
         for Output {
             emits,
-            value,
+            name,
             rule,
             encoded,
         } in outputs
         {
             if let Some(ty) = ResourceType::from_message_name(&emits) {
-                let name = value
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
                 let by_name = self.out.resources.entry(ty).or_default();
                 if let Some(existing) = by_name.get(&name) {
                     let mut d = Diagnostic::error(
@@ -431,12 +596,12 @@ impl Renderer<'_> {
                     self.diagnostics.push(d);
                     continue;
                 }
-                by_name.insert(name, RenderedResource { value, rule, encoded });
+                by_name.insert(name, RenderedResource { rule, encoded });
             } else if fragment_type == Some(emits.as_str()) {
-                fragments.push((value, encoded));
+                fragments.push(encoded);
             }
         }
-        (key, fragments)
+        fragments
     }
 }
 
@@ -444,6 +609,9 @@ impl Renderer<'_> {
 pub fn render(ir: &Ir, registry: &Registry) -> (Rendered, Vec<Diagnostic>) {
     render_cached(ir, registry, None)
 }
+
+const ROUTE: &str = "envoy.config.route.v3.Route";
+const VIRTUAL_HOST: &str = "envoy.config.route.v3.VirtualHost";
 
 /// Renders the IR, reusing the output of nodes that did not change since the cache was last used.
 pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut RenderCache>) -> (Rendered, Vec<Diagnostic>) {
@@ -458,81 +626,59 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
         diagnostics: Vec::new(),
         cache,
     };
-    for c in &ir.clusters {
-        let make = || context(c, None, None);
-        r.node_into(
-            NodeKind::Cluster,
-            Ctx::Leaf(leaf_key(NodeKind::Cluster, c, c.source.as_ref()), &make),
-            &format!("cluster `{}`", c.name),
-            c.source.as_ref(),
-            None,
-            Kids::default(),
-        );
-    }
+    r.leaves(&ir.clusters.iter().collect::<Vec<_>>(), None);
+    // Every route of every table at once (the parallel part), then each table from its routes.
+    let all_routes: Vec<_> = ir
+        .route_configs
+        .iter()
+        .flat_map(|rc| &rc.virtual_hosts)
+        .flat_map(|vh| &vh.routes)
+        .collect();
+    let mut routes = r.leaves(&all_routes, Some(ROUTE)).into_iter();
     for rc in &ir.route_configs {
-        let (mut vhosts, mut vhost_bytes, mut vhost_keys) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut vhost_bytes, mut vhost_keys) = (Vec::new(), Vec::new());
         for vh in &rc.virtual_hosts {
-            let (mut routes, mut route_bytes, mut route_keys) = (Vec::new(), Vec::new(), Vec::new());
-            for route in &vh.routes {
-                let make = || context(route, None, None);
-                let node = format!("route `{}`", route.name);
-                let (key, fragments) = r.node_into(
-                    NodeKind::Route,
-                    Ctx::Leaf(leaf_key(NodeKind::Route, route, route.source.as_ref()), &make),
-                    &node,
-                    route.source.as_ref(),
-                    Some("envoy.config.route.v3.Route"),
-                    Kids::default(),
-                );
+            let (mut route_bytes, mut route_keys) = (Vec::new(), Vec::new());
+            for (key, fragments) in routes.by_ref().take(vh.routes.len()) {
                 route_keys.push(key);
-                for (value, bytes) in fragments {
-                    routes.push(value);
-                    route_bytes.push(bytes);
-                }
+                route_bytes.extend(fragments);
             }
-            let ctx = context(vh, Some("routes"), Some(("routes", routes)));
             let node = format!("virtual host `{}` of `{}`", vh.name, rc.name);
-            let (key, fragments) = r.node_into(
+            let (key, fragments) = r.parent(
                 NodeKind::VirtualHost,
-                Ctx::Built(&ctx),
+                virtual_host_head(vh),
                 &node,
                 vh.source.as_ref(),
-                Some("envoy.config.route.v3.VirtualHost"),
+                Some(VIRTUAL_HOST),
                 Kids {
                     keys: &route_keys,
-                    bytes: Some(("routes", route_bytes.as_slice())),
+                    bytes: Some(Children {
+                        key: "routes",
+                        emits: ROUTE,
+                        bytes: &route_bytes,
+                    }),
                 },
             );
             vhost_keys.push(key);
-            for (value, bytes) in fragments {
-                vhosts.push(value);
-                vhost_bytes.push(bytes);
-            }
+            vhost_bytes.extend(fragments);
         }
-        let ctx = context(rc, Some("virtual_hosts"), Some(("virtual_hosts", vhosts)));
-        r.node_into(
+        r.parent(
             NodeKind::RouteConfig,
-            Ctx::Built(&ctx),
+            route_config_head(rc),
             &format!("route table `{}`", rc.name),
             None,
             None,
             Kids {
                 keys: &vhost_keys,
-                bytes: Some(("virtual_hosts", vhost_bytes.as_slice())),
+                bytes: Some(Children {
+                    key: "virtual_hosts",
+                    emits: VIRTUAL_HOST,
+                    bytes: &vhost_bytes,
+                }),
             },
         );
     }
-    for l in &ir.listeners {
-        let make = || context(l, None, None);
-        r.node_into(
-            NodeKind::Listener,
-            Ctx::Leaf(leaf_key(NodeKind::Listener, l, l.source.as_ref()), &make),
-            &format!("listener `{}`", l.name),
-            l.source.as_ref(),
-            None,
-            Kids::default(),
-        );
-    }
+    r.leaves(&ir.listeners.iter().collect::<Vec<_>>(), None);
     if let Some(c) = r.cache.as_deref_mut() {
         let generation = c.generation;
         c.entries.retain(|_, e| e.generation == generation);
@@ -543,6 +689,7 @@ pub fn render_cached(ir: &Ir, registry: &Registry, mut cache: Option<&mut Render
 #[cfg(test)]
 mod tests {
     use super::merge;
+    use crate::ir::NodeKind;
     use serde_json::json;
 
     fn translate_with_route_template(template: &str) -> crate::Translation {
@@ -599,6 +746,66 @@ mod tests {
             .find(|d| d.code == "rules.template_failed")
             .expect("template error");
         assert!(e.message.contains("nmae"), "{e}");
+    }
+
+    #[test]
+    fn a_template_may_read_its_rendered_children_as_data() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pack.yaml"),
+            "name: each\nrules:\n  - id: core.virtual_host\n    kind: virtual_host\n    emits: envoy.config.route.v3.VirtualHost\n    template: vh.yaml.hbs\n",
+        )
+        .unwrap();
+        // Rebuilds the route list from the children's JSON, reading one of their fields.
+        std::fs::write(
+            dir.path().join("vh.yaml.hbs"),
+            "name: {{json name}}\ndomains: {{json domains}}\nroutes:\n{{#each rendered.routes}}\n  - {{json this}}\n{{/each}}\nrequest_headers_to_add:\n  - header: {key: x-first-route, value: {{json rendered.routes.[0].name}}}\n",
+        )
+        .unwrap();
+        let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/mapping/headers-and-rewrites/input.yaml");
+        let loaded = crate::source::dir::load(&input);
+        let core = crate::rules::Registry::core().unwrap();
+        let each = crate::rules::Registry::with_packs(&[dir.path().to_path_buf()]).unwrap();
+        assert!(each.reads_rendered(NodeKind::VirtualHost) && !core.reads_rendered(NodeKind::VirtualHost));
+        let a = crate::translate(&loaded, &core, &crate::Options::default());
+        let b = crate::translate(&loaded, &each, &crate::Options::default());
+        assert_eq!(a.diagnostics, b.diagnostics);
+        let ty = crate::snapshot::ResourceType::Route;
+        let (mut ja, jb) = (
+            crate::envoy::resources_json(&a.snapshot, ty),
+            crate::envoy::resources_json(&b.snapshot, ty),
+        );
+        let first_route = ja[0]["virtualHosts"][0]["routes"][0]["name"].clone();
+        assert!(first_route.is_string());
+        ja[0]["virtualHosts"][0]["requestHeadersToAdd"] =
+            serde_json::json!([{"header": {"key": "x-first-route", "value": first_route}}]);
+        assert_eq!(ja, jb);
+    }
+
+    #[test]
+    fn parent_contexts_are_the_nodes_without_their_children() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/mapping/headers-and-rewrites/input.yaml");
+        let loaded = crate::source::dir::load(&dir);
+        let ir = crate::translate(
+            &loaded,
+            &crate::rules::Registry::core().unwrap(),
+            &crate::Options::default(),
+        )
+        .ir;
+        let rc = &ir.route_configs[0];
+        let mut full = serde_json::to_value(rc).unwrap();
+        full.as_object_mut().unwrap().remove("virtual_hosts");
+        assert_eq!(super::route_config_head(rc), full);
+        let vh = &rc.virtual_hosts[0];
+        let mut full = serde_json::to_value(vh).unwrap();
+        full.as_object_mut().unwrap().remove("routes");
+        assert_eq!(
+            super::virtual_host_head(vh),
+            full,
+            "virtual_host_head is missing a field of VirtualHost"
+        );
     }
 
     #[test]

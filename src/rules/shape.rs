@@ -1,0 +1,212 @@
+//! Parsing rendered text once per *shape*.
+//!
+//! Most IR nodes of a kind render to the same YAML around different values: 5,000 clusters differ
+//! in their names, hosts and ports, which templates print with `{{json ...}}` (and
+//! `{{duration ...}}`). While a template renders, those helpers print a marker instead of the value
+//! and record the value's JSON on the side ([`Recording`]). The text with markers is the shape:
+//! it is parsed as YAML once, and each node with that shape gets a copy of the parsed tree with
+//! the recorded values put where their markers are.
+//!
+//! That is exact, not a heuristic: a helper's output is one JSON value on one line, which is a
+//! complete YAML flow node wherever a marker (a plain scalar) is one; a marker that ends up as part
+//! of a larger scalar, or a key that is not a string, makes the node fall back to parsing its
+//! real text. The tests below compare both paths; the golden tests pin the built-in pack's output.
+//!
+//! Owns: the recording hook the helpers call, the shape cache. Must not: know templates or IR.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+/// Marker delimiter: a private-use character, valid in YAML plain scalars and never printed by
+/// attache's helpers (a context string containing it only costs the fast path).
+const MARK: char = '\u{E000}';
+
+/// How many shapes are kept before the cache starts over (a bound on memory when raw `{{x}}`
+/// outputs make every node's shape different).
+const MAX_SHAPES: usize = 4096;
+
+thread_local! {
+    static RECORDED: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+}
+
+/// Called by the `json` and `duration` helpers with the JSON they would print: returns what to
+/// print instead (a marker while a recording is on this thread, else the JSON itself).
+pub(crate) fn emit(json: String) -> String {
+    RECORDED.with(|r| match r.borrow_mut().as_mut() {
+        Some(values) => {
+            values.push(json);
+            format!("{MARK}{}{MARK}", values.len() - 1)
+        }
+        None => json,
+    })
+}
+
+/// Records helper output on this thread while alive.
+pub(crate) struct Recording(());
+
+impl Recording {
+    pub(crate) fn start() -> Recording {
+        RECORDED.with(|r| *r.borrow_mut() = Some(Vec::new()));
+        Recording(())
+    }
+
+    /// Stops recording: the JSON texts the markers stand for, by marker number.
+    pub(crate) fn finish(self) -> Vec<String> {
+        RECORDED.with(|r| r.borrow_mut().take()).unwrap_or_default()
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        RECORDED.with(|r| *r.borrow_mut() = None);
+    }
+}
+
+/// The real text: markers replaced by the JSON they stand for.
+pub(crate) fn real_text(shape: &str, values: &[String]) -> String {
+    let mut out = String::with_capacity(shape.len() + values.iter().map(String::len).sum::<usize>());
+    let mut parts = shape.split(MARK);
+    out.push_str(parts.next().unwrap_or_default());
+    while let (Some(index), Some(text)) = (parts.next(), parts.next()) {
+        match index.parse::<usize>().ok().and_then(|i| values.get(i)) {
+            Some(v) => out.push_str(v),
+            None => {
+                out.push(MARK);
+                out.push_str(index);
+                out.push(MARK);
+            }
+        }
+        out.push_str(text);
+    }
+    out
+}
+
+/// Parsed shapes by their text. `None`: the shape does not parse (the node's real text is parsed
+/// for the error message).
+#[derive(Debug, Default)]
+pub(crate) struct ShapeCache {
+    shapes: Mutex<HashMap<Arc<str>, Option<Arc<Value>>>>,
+}
+
+impl ShapeCache {
+    /// The value of `shape` with `values` put in, or `None` when this node needs its real text
+    /// parsed (no valid shape, or a marker that is not a whole value).
+    pub(crate) fn value(&self, shape: &str, values: &[String]) -> Option<Value> {
+        if shape.matches(MARK).count() != 2 * values.len() {
+            return None;
+        }
+        let parsed = {
+            let shapes = self.shapes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            shapes.get(shape).cloned()
+        };
+        let parsed = match parsed {
+            Some(p) => p,
+            None => {
+                let p = match crate::source::yaml::parse_one(shape) {
+                    Ok(Some(n)) => Some(Arc::new(n.to_json())),
+                    Ok(None) => Some(Arc::new(Value::Object(serde_json::Map::new()))),
+                    Err(_) => None,
+                };
+                let mut shapes = self.shapes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if shapes.len() >= MAX_SHAPES {
+                    shapes.clear();
+                }
+                shapes.insert(shape.into(), p.clone());
+                p
+            }
+        }?;
+        fill(&parsed, values)
+    }
+}
+
+/// Marker number of a string that is exactly one marker.
+fn marker(s: &str) -> Option<usize> {
+    s.strip_prefix(MARK)?.strip_suffix(MARK)?.parse().ok()
+}
+
+/// A copy of `shape` with markers replaced by their values; `None` if a marker is not a whole
+/// value or key.
+fn fill(shape: &Value, values: &[String]) -> Option<Value> {
+    Some(match shape {
+        Value::String(s) if s.contains(MARK) => serde_json::from_str(values.get(marker(s)?)?).ok()?,
+        Value::Array(items) => Value::Array(items.iter().map(|v| fill(v, values)).collect::<Option<_>>()?),
+        Value::Object(map) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in map {
+                let key = if k.contains(MARK) {
+                    match serde_json::from_str(values.get(marker(k)?)?).ok()? {
+                        Value::String(s) => s,
+                        _ => return None,
+                    }
+                } else {
+                    k.clone()
+                };
+                out.insert(key, fill(v, values)?);
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape_of(parts: &[(&str, Option<&str>)]) -> (String, Vec<String>) {
+        let rec = Recording::start();
+        let mut text = String::new();
+        for (literal, json) in parts {
+            text.push_str(literal);
+            if let Some(j) = json {
+                text.push_str(&emit((*j).to_string()));
+            }
+        }
+        (text, rec.finish())
+    }
+
+    #[test]
+    fn shapes_give_what_parsing_the_real_text_gives() {
+        let cache = ShapeCache::default();
+        for parts in [
+            vec![("name: ", Some("\"a: b # c\"")), ("\nport: ", Some("80")), ("\n", None)],
+            vec![
+                ("m: {prefix: ", Some("\"/x/\"")),
+                (", headers: [", Some("{\"k\": [1, null]}")),
+                ("]}\n", None),
+            ],
+            vec![
+                ("", Some("\"key\"")),
+                (": ", Some("true")),
+                ("\nl:\n  - ", Some("\"\\u0001é\\\"\"")),
+                ("\n", None),
+            ],
+        ] {
+            let (shape, values) = shape_of(&parts);
+            let real = real_text(&shape, &values);
+            let expected = crate::source::yaml::parse_one(&real).unwrap().unwrap().to_json();
+            assert_eq!(cache.value(&shape, &values), Some(expected.clone()), "{real}");
+            // Second time from the cache.
+            assert_eq!(cache.value(&shape, &values), Some(expected), "{real}");
+        }
+    }
+
+    #[test]
+    fn markers_inside_larger_scalars_or_as_non_string_keys_fall_back() {
+        let cache = ShapeCache::default();
+        let (shape, values) = shape_of(&[("a: x", Some("\"y\"")), ("\n", None)]);
+        assert_eq!(cache.value(&shape, &values), None);
+        let (shape, values) = shape_of(&[("", Some("5")), (": v\n", None)]);
+        assert_eq!(cache.value(&shape, &values), None);
+        // The real text is what the helpers would have printed.
+        assert_eq!(real_text(&shape, &values), "5: v\n");
+    }
+
+    #[test]
+    fn without_a_recording_helpers_print_json() {
+        assert_eq!(emit("\"x\"".into()), "\"x\"");
+    }
+}
