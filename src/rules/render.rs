@@ -476,21 +476,27 @@ impl Renderer<'_> {
             }
             None => vec![None; items.len()],
         };
+        // Equal leaves (a route served on two listeners) are rendered once: later ones are hits.
+        let mut seen = std::collections::HashSet::new();
+        let render_here: Vec<bool> = keys
+            .iter()
+            .zip(&hits)
+            .map(|(k, hit)| hit.is_none() && (self.cache.is_none() || seen.insert(*k)))
+            .collect();
+        let render = |n: &T| {
+            let label = n.label();
+            let r = NodeRenderer {
+                registry,
+                node: &label,
+                source: n.source(),
+                diagnostics: Vec::new(),
+            };
+            r.render(T::KIND, context(n), None)
+        };
         let fresh: Vec<Option<NodeOutput>> = items
             .par_iter()
-            .zip(&hits)
-            .map(|(n, hit)| {
-                hit.is_none().then(|| {
-                    let label = n.label();
-                    let r = NodeRenderer {
-                        registry,
-                        node: &label,
-                        source: n.source(),
-                        diagnostics: Vec::new(),
-                    };
-                    r.render(T::KIND, context(*n), None)
-                })
-            })
+            .zip(&render_here)
+            .map(|(n, here)| here.then(|| render(n)))
             .collect();
         let mut out = Vec::with_capacity(items.len());
         for (((n, key), hit), fresh) in items.iter().zip(keys).zip(hits).zip(fresh) {
@@ -514,7 +520,14 @@ impl Renderer<'_> {
                     }
                     fresh
                 }
-                (None, None) => unreachable!("every leaf is either a cache hit or rendered"),
+                // A leaf equal to one rendered earlier in this batch, now in the cache.
+                (None, None) => match self.cache.as_deref_mut().and_then(|c| {
+                    c.hits += 1;
+                    c.entries.get(&key).cloned()
+                }) {
+                    Some(earlier) => earlier,
+                    None => render(n),
+                },
             };
             self.diagnostics.extend(result.diagnostics);
             out.push((key, self.file(result.outputs, &n.label(), n.source(), fragment_type)));
