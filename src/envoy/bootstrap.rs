@@ -92,7 +92,8 @@ pub fn ads(b: &AdsBootstrap) -> Result<Value, DecodeError> {
 }
 
 /// A self-contained bootstrap: listeners (with their routes inlined, since there is no RDS
-/// server) and clusters in `static_resources`.
+/// server), clusters and secrets (with their private keys: the file must be kept like one) in
+/// `static_resources`.
 ///
 /// # Errors
 /// If the result does not decode as an Envoy Bootstrap.
@@ -100,6 +101,7 @@ pub fn static_resources(snapshot: &Snapshot, admin_host: &str, admin_port: u16) 
     let mut listeners = resources_json(snapshot, ResourceType::Listener);
     for l in &mut listeners {
         inline_routes(l, snapshot);
+        static_secret_refs(l);
     }
     let value = json!({
         "node": {"id": "attache-static", "cluster": "attache"},
@@ -107,10 +109,32 @@ pub fn static_resources(snapshot: &Snapshot, admin_host: &str, admin_port: u16) 
         "static_resources": {
             "listeners": listeners,
             "clusters": resources_json(snapshot, ResourceType::Cluster),
+            "secrets": super::resources_json_with_keys(snapshot, ResourceType::Secret),
         }
     });
     decode("envoy.config.bootstrap.v3.Bootstrap", &value)?;
     Ok(value)
+}
+
+/// Makes SDS references to certificates point at `static_resources.secrets` (no `sds_config`).
+fn static_secret_refs(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if k == "tlsCertificateSdsSecretConfigs" {
+                    for r in v.as_array_mut().into_iter().flatten() {
+                        if let Some(o) = r.as_object_mut() {
+                            o.remove("sdsConfig");
+                        }
+                    }
+                } else {
+                    static_secret_refs(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(static_secret_refs),
+        _ => {}
+    }
 }
 
 /// Replaces `rds` in every HTTP connection manager of a listener (JSON, camelCase) by the route

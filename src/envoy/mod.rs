@@ -217,12 +217,37 @@ pub fn build_snapshot(rendered: &crate::rules::Rendered) -> crate::snapshot::Sna
     snapshot
 }
 
-/// A snapshot's resources of one type as JSON (proto3 JSON mapping), sorted by name.
+/// A snapshot's resources of one type as JSON (proto3 JSON mapping), sorted by name, with the
+/// private keys of Secrets replaced by `<redacted>`: this is what humans and files get.
 pub fn resources_json(snapshot: &crate::snapshot::Snapshot, ty: crate::snapshot::ResourceType) -> Vec<Value> {
+    let mut out = resources_json_with_keys(snapshot, ty);
+    out.iter_mut().for_each(redact_private_keys);
+    out
+}
+
+/// [`resources_json`] with private keys left in (a static bootstrap must carry them).
+pub fn resources_json_with_keys(snapshot: &crate::snapshot::Snapshot, ty: crate::snapshot::ResourceType) -> Vec<Value> {
     snapshot
         .of_type(ty)
         .map(|(_, r)| bytes_to_json(ty.message_name(), &r.bytes))
         .collect()
+}
+
+/// Replaces every `privateKey` in a message's JSON by `{"inlineString": "<redacted>"}`.
+pub fn redact_private_keys(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if k == "privateKey" || k == "private_key" {
+                    *v = serde_json::json!({"inlineString": "<redacted>"});
+                } else {
+                    redact_private_keys(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_private_keys),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

@@ -28,11 +28,14 @@ pub enum NodeKind {
     Route,
     /// One upstream: [`Cluster`].
     Cluster,
+    /// A certificate and key served over SDS: [`Secret`].
+    Secret,
 }
 
 impl NodeKind {
     /// Every kind, in rendering order (children before the parents that embed them).
-    pub const ALL: [NodeKind; 5] = [
+    pub const ALL: [NodeKind; 6] = [
+        NodeKind::Secret,
         NodeKind::Cluster,
         NodeKind::Route,
         NodeKind::VirtualHost,
@@ -48,6 +51,7 @@ impl NodeKind {
             NodeKind::VirtualHost => "virtual_host",
             NodeKind::Route => "route",
             NodeKind::Cluster => "cluster",
+            NodeKind::Secret => "secret",
         }
     }
 
@@ -76,6 +80,8 @@ pub struct Ir {
     pub route_configs: Vec<RouteConfig>,
     /// Upstream clusters, by name.
     pub clusters: Vec<Cluster>,
+    /// TLS certificates, by name.
+    pub secrets: Vec<Secret>,
 }
 
 /// How a listener decides whether a request is secure (Ambassador's `securityModel`).
@@ -101,8 +107,12 @@ pub struct Listener {
     pub port: u16,
     /// HTTP connection manager stat prefix.
     pub stat_prefix: String,
-    /// Name of the RouteConfiguration served over RDS for this listener.
+    /// Name of the RouteConfiguration served over RDS for this listener (its cleartext chain).
     pub route_config: String,
+    /// Filter chains: the cleartext one first, then one per Host terminating TLS.
+    pub filter_chains: Vec<FilterChain>,
+    /// Whether some chain terminates TLS (then the TLS inspector reads SNI).
+    pub tls: bool,
     /// How requests are judged secure.
     pub security_model: SecurityModel,
     /// Whether a PROXY protocol header is expected (HTTPPROXY / HTTPSPROXY).
@@ -110,6 +120,50 @@ pub struct Listener {
     /// `xff_num_trusted_hops` (Ambassador `l7Depth`).
     pub xff_num_trusted_hops: u32,
     /// The Listener resource this came from (`null` for the default listener).
+    pub source: Option<SourceRef>,
+}
+
+/// One filter chain of a listener: which connections it takes and the routes it serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FilterChain {
+    /// Chain name, unique in its listener: `cleartext`, or `tls-<hostname>`.
+    pub name: String,
+    /// SNI names the chain takes (empty: any, including none).
+    pub server_names: Vec<String>,
+    /// Name of the [`Secret`] with the certificate when the chain terminates TLS.
+    pub secret: Option<String>,
+    /// Name of the RouteConfiguration served over RDS for this chain.
+    pub route_config: String,
+}
+
+/// A PEM private key: serialized as `<redacted>`, so that the IR can be shown (`/debug/ir`,
+/// golden files) without it; templates get the key itself (see the renderer).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PrivateKey(pub String);
+
+impl Serialize for PrivateKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+impl std::fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A certificate chain and its key, served over SDS. Ends up as
+/// `envoy.extensions.transport_sockets.tls.v3.Secret`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Secret {
+    /// Envoy resource name: `<namespace>/<secret name>`.
+    pub name: String,
+    /// PEM certificate chain.
+    pub certificate_chain: String,
+    /// PEM private key.
+    pub private_key: PrivateKey,
+    /// The Kubernetes Secret it came from.
     pub source: Option<SourceRef>,
 }
 

@@ -31,9 +31,20 @@ struct RequestPolicy {
     insecure: Insecure,
 }
 
+/// `spec.tlsSecret`: the Secret with the Host's certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct SecretRef {
+    /// Secret name.
+    pub name: String,
+    /// Its namespace; the Host's when absent.
+    pub namespace: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 struct HostSpec {
     hostname: Option<String>,
+    #[serde(rename = "tlsSecret")]
+    tls_secret: Option<SecretRef>,
     #[serde(rename = "mappingSelector", alias = "selector")]
     mapping_selector: Option<LabelSelector>,
     #[serde(rename = "requestPolicy", default)]
@@ -51,6 +62,8 @@ pub struct Host {
     pub mapping_selector: Option<LabelSelector>,
     /// What to do with cleartext requests.
     pub insecure_action: InsecureAction,
+    /// The Secret with the certificate served for this hostname (TLS termination).
+    pub tls_secret: Option<SecretRef>,
 }
 
 /// Reads and checks a Host spec.
@@ -83,5 +96,6 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Host> {
         hostname,
         mapping_selector: spec.mapping_selector,
         insecure_action: spec.request_policy.insecure.action,
+        tls_secret: spec.tls_secret,
     })
 }

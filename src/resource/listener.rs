@@ -11,7 +11,7 @@ use super::{LabelSelector, Reader};
 pub enum Protocol {
     /// Cleartext HTTP.
     Http,
-    /// HTTP with TLS (TLS termination is not implemented yet: served as cleartext).
+    /// HTTP, with TLS terminated for Hosts that have a certificate (cleartext accepted too).
     Https,
     /// HTTP behind a PROXY-protocol load balancer.
     Httpproxy,
@@ -152,15 +152,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Listener> {
             r.diagnostics.push(d);
             return None;
         }
-        Protocol::Https | Protocol::Httpsproxy => {
-            let d = r.warning(
-                "tls_not_implemented",
-                "spec.protocol",
-                "TLS termination is not implemented yet: this Listener accepts cleartext HTTP only",
-            );
-            r.diagnostics.push(d);
-        }
-        Protocol::Http | Protocol::Httpproxy => {}
+        Protocol::Https | Protocol::Httpsproxy | Protocol::Http | Protocol::Httpproxy => {}
     }
     let binding = spec.host_binding.unwrap_or_else(|| {
         let d = r

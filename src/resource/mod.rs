@@ -9,6 +9,7 @@
 pub mod host;
 pub mod listener;
 pub mod mapping;
+pub mod secret;
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,7 @@ use crate::source::RawObject;
 pub use host::Host;
 pub use listener::Listener;
 pub use mapping::Mapping;
+pub use secret::TlsSecret;
 
 /// The API group attache reads.
 pub const GROUP: &str = "getambassador.io";
@@ -80,6 +82,8 @@ pub enum Spec {
     Host(Host),
     /// `Mapping` (boxed: it is much larger than the others).
     Mapping(Box<Mapping>),
+    /// A core `v1` `Secret` holding a TLS certificate.
+    Secret(TlsSecret),
 }
 
 /// One typed resource.
@@ -101,6 +105,21 @@ pub struct ResourceSet {
     pub hosts: Vec<(Meta, Host)>,
     /// `Mapping`s.
     pub mappings: Vec<(Meta, Mapping)>,
+    /// TLS `Secret`s.
+    pub secrets: Vec<(Meta, TlsSecret)>,
+    /// `(namespace, name)` of Secrets that hold a certificate but could not be read (each has
+    /// its own error), so that what uses them can say so rather than "not found".
+    pub broken_secrets: std::collections::BTreeSet<(String, String)>,
+}
+
+impl ResourceSet {
+    /// The TLS Secret `namespace/name`.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<&TlsSecret> {
+        self.secrets
+            .binary_search_by(|(m, _)| (m.namespace.as_str(), m.name.as_str()).cmp(&(namespace, name)))
+            .ok()
+            .map(|i| &self.secrets[i].1)
+    }
 }
 
 /// Kinds of the getambassador.io group that attache does not handle yet (they are ignored with a
@@ -196,8 +215,16 @@ impl Reader<'_> {
     }
 }
 
-/// `spec.a[2].b` → segments.
+/// `spec.a[2].b` → segments. A key with dots is written `data["tls.crt"]`.
 pub fn parse_path(path: &str) -> Vec<Segment> {
+    if let Some((head, rest)) = path.split_once("[\"") {
+        if let Some((key, tail)) = rest.split_once("\"]") {
+            let mut out = parse_path(head);
+            out.push(Segment::Key(key.to_string()));
+            out.extend(parse_path(tail.trim_start_matches('.')));
+            return out;
+        }
+    }
     let mut out = Vec::new();
     for part in path.split('.') {
         let mut rest = part;
@@ -269,12 +296,26 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
     let mut listeners = Vec::new();
     let mut hosts = Vec::new();
     let mut mappings = Vec::new();
+    let mut secrets = Vec::new();
+    let mut broken_secrets = std::collections::BTreeSet::new();
     for (i, obj) in objects.iter().enumerate() {
-        if let Some(resource) = parse_one(obj, options, &mut diagnostics) {
+        let errors_before = diagnostics.iter().filter(|d: &&Diagnostic| d.is_error()).count();
+        let parsed = parse_one(obj, options, &mut diagnostics);
+        if parsed.is_none() && diagnostics.iter().filter(|d| d.is_error()).count() > errors_before {
+            if let Some(o) = diagnostics
+                .last()
+                .and_then(|d| d.object.as_ref())
+                .filter(|o| o.kind == "Secret")
+            {
+                broken_secrets.insert((o.namespace.clone(), o.name.clone()));
+            }
+        }
+        if let Some(resource) = parsed {
             match resource.spec {
                 Spec::Listener(l) => listeners.push((resource.meta, l, i)),
                 Spec::Host(h) => hosts.push((resource.meta, h, i)),
                 Spec::Mapping(m) => mappings.push((resource.meta, *m, i)),
+                Spec::Secret(s) => secrets.push((resource.meta, s, i)),
             }
         }
     }
@@ -282,6 +323,8 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
         listeners: dedupe(listeners, objects, &mut diagnostics),
         hosts: dedupe(hosts, objects, &mut diagnostics),
         mappings: dedupe(mappings, objects, &mut diagnostics),
+        secrets: dedupe(secrets, objects, &mut diagnostics),
+        broken_secrets,
     };
     (set, diagnostics)
 }
@@ -382,6 +425,25 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         namespace: namespace.clone(),
         name: name.clone().unwrap_or_default(),
     };
+    if secret::is_secret(&api_version, &kind) {
+        let name = name?;
+        let meta = Meta {
+            kind,
+            api_version,
+            name,
+            namespace,
+            labels,
+            origin: at,
+        };
+        let mut reader = Reader {
+            root,
+            meta: &meta,
+            diagnostics,
+            code_prefix: "secret",
+        };
+        let spec = secret::read(&mut reader).map(Spec::Secret)?;
+        return Some(Resource { meta, spec });
+    }
     if group != GROUP {
         diagnostics.push(
             Diagnostic::notice(
@@ -485,6 +547,14 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_parse_with_dotted_keys() {
+        assert_eq!(
+            parse_path("data[\"tls.crt\"]"),
+            vec![Segment::Key("data".into()), Segment::Key("tls.crt".into())]
+        );
+    }
 
     #[test]
     fn paths_parse() {

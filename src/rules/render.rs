@@ -415,11 +415,42 @@ impl NodeRenderer<'_> {
     }
 }
 
-/// A leaf IR node (cluster, route, listener): what the renderer needs to know of it.
-trait Leaf: Serialize + Sync {
+/// A leaf IR node (cluster, route, listener, secret): what the renderer needs to know of it.
+trait Leaf: Serialize + Sync + Sized {
     const KIND: NodeKind;
     fn label(&self) -> String;
     fn source(&self) -> Option<&SourceRef>;
+    /// The template context.
+    fn context(&self) -> Value {
+        context(self)
+    }
+    /// The cache key: everything the context holds.
+    fn key(&self) -> u128 {
+        leaf_key(Self::KIND, self, self.source())
+    }
+}
+
+/// Secrets serialize their key as `<redacted>` (so the IR can be shown): the template context and
+/// the cache key get the key itself.
+impl Leaf for crate::ir::Secret {
+    const KIND: NodeKind = NodeKind::Secret;
+    fn label(&self) -> String {
+        format!("secret `{}`", self.name)
+    }
+    fn source(&self) -> Option<&SourceRef> {
+        self.source.as_ref()
+    }
+    fn context(&self) -> Value {
+        let mut v = context(self);
+        v["private_key"] = Value::String(self.private_key.0.clone());
+        v
+    }
+    fn key(&self) -> u128 {
+        let mut h = KeyHasher(xxhash_rust::xxh3::Xxh3::new());
+        h.0.update(&leaf_key(Self::KIND, self, self.source()).to_le_bytes());
+        h.0.update(self.private_key.0.as_bytes());
+        h.0.digest128()
+    }
 }
 
 impl Leaf for crate::ir::Cluster {
@@ -460,7 +491,7 @@ impl Renderer<'_> {
         use rayon::prelude::*;
         let registry = self.registry;
         let keys: Vec<u128> = match self.cache {
-            Some(_) => items.par_iter().map(|n| leaf_key(T::KIND, *n, n.source())).collect(),
+            Some(_) => items.par_iter().map(|n| n.key()).collect(),
             None => vec![0; items.len()],
         };
         let hits: Vec<Option<NodeOutput>> = match self.cache.as_deref_mut() {
@@ -491,7 +522,7 @@ impl Renderer<'_> {
                 source: n.source(),
                 diagnostics: Vec::new(),
             };
-            r.render(T::KIND, context(n), None)
+            r.render(T::KIND, n.context(), None)
         };
         let fresh: Vec<Option<NodeOutput>> = items
             .par_iter()
@@ -664,6 +695,7 @@ fn render_on_pool(ir: &Ir, registry: &Registry, mut cache: Option<&mut RenderCac
         diagnostics: Vec::new(),
         cache,
     };
+    r.leaves(&ir.secrets.iter().collect::<Vec<_>>(), None);
     r.leaves(&ir.clusters.iter().collect::<Vec<_>>(), None);
     // Every route of every table at once (the parallel part), then each table from its routes.
     let all_routes: Vec<_> = ir

@@ -9,7 +9,7 @@ use crate::resource::{LabelSelector, ResourceSet};
 
 use super::listener::Lowered;
 use super::source_of;
-use crate::ir::{Route, SourceRef, VirtualHost};
+use crate::ir::{PrivateKey, Route, Secret, SourceRef, VirtualHost};
 
 /// A Host as lowering uses it.
 pub(super) struct EffectiveHost {
@@ -18,11 +18,19 @@ pub(super) struct EffectiveHost {
     pub labels: BTreeMap<String, String>,
     pub mapping_selector: Option<LabelSelector>,
     pub insecure_action: InsecureAction,
+    /// Name of the IR secret with the Host's certificate, when it has one that exists.
+    pub secret: Option<String>,
     pub source: Option<SourceRef>,
 }
 
-/// The Hosts in effect: the defined ones, or Emissary-like default `*` when there are none.
-pub(super) fn effective_hosts(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec<EffectiveHost> {
+/// The Hosts in effect: the defined ones, or Emissary-like default `*` when there are none. Their
+/// certificates are resolved here (a missing Secret is reported once per Host) and added to
+/// `secrets`.
+pub(super) fn effective_hosts(
+    set: &ResourceSet,
+    secrets: &mut BTreeMap<String, Secret>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<EffectiveHost> {
     if set.hosts.is_empty() {
         diagnostics.push(
             Diagnostic::notice(
@@ -37,6 +45,7 @@ pub(super) fn effective_hosts(set: &ResourceSet, diagnostics: &mut Vec<Diagnosti
             labels: BTreeMap::new(),
             mapping_selector: None,
             insecure_action: InsecureAction::Route,
+            secret: None,
             source: None,
         }];
     }
@@ -48,6 +57,41 @@ pub(super) fn effective_hosts(set: &ResourceSet, diagnostics: &mut Vec<Diagnosti
             labels: meta.labels.clone(),
             mapping_selector: h.mapping_selector.clone(),
             insecure_action: h.insecure_action,
+            secret: h.tls_secret.as_ref().and_then(|r| {
+                let namespace = r.namespace.as_deref().unwrap_or(&meta.namespace);
+                let name = format!("{namespace}/{}", r.name);
+                if let Some((secret_meta, s)) = set
+                    .secrets
+                    .iter()
+                    .find(|(m, _)| m.namespace == namespace && m.name == r.name)
+                {
+                    secrets.entry(name.clone()).or_insert_with(|| Secret {
+                        name: name.clone(),
+                        certificate_chain: s.certificate_chain.clone(),
+                        private_key: PrivateKey(s.private_key.clone()),
+                        source: Some(source_of(secret_meta)),
+                    });
+                    Some(name)
+                } else {
+                    let broken = set.broken_secrets.contains(&(namespace.to_string(), r.name.clone()));
+                    let what = if broken {
+                        "cannot be used (see the error on that Secret)"
+                    } else {
+                        "not found"
+                    };
+                    diagnostics.push(
+                        Diagnostic::error(
+                            "host.missing_secret",
+                            format!("tlsSecret `{name}` {what}: `{}` is served over cleartext only", h.hostname),
+                        )
+                        .at(meta.origin.clone())
+                        .on(meta.object_ref())
+                        .path("spec.tlsSecret")
+                        .hint("create a Secret of type kubernetes.io/tls with tls.crt and tls.key, in the Host's namespace unless tlsSecret names another"),
+                    );
+                    None
+                }
+            }),
             source: Some(source_of(meta)),
         })
         .collect()

@@ -13,6 +13,8 @@ pub(super) struct Lowered {
     pub namespace: String,
     pub host_namespace: NamespaceFrom,
     pub host_selector: Option<LabelSelector>,
+    /// Whether Hosts with a certificate get a TLS filter chain here (HTTPS, HTTPSPROXY).
+    pub terminates_tls: bool,
 }
 
 /// The port Emissary listens on when no Listener exists.
@@ -54,6 +56,8 @@ pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec
                 port: l.port,
                 stat_prefix,
                 route_config: format!("routes-{}", l.port),
+                filter_chains: Vec::new(),
+                tls: false,
                 security_model: match l.security_model {
                     crate::resource::listener::SecurityModel::Xfp => SecurityModel::Xfp,
                     crate::resource::listener::SecurityModel::Secure => SecurityModel::Secure,
@@ -66,6 +70,7 @@ pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec
             namespace: meta.namespace.clone(),
             host_namespace: l.host_namespace,
             host_selector: l.host_selector.clone(),
+            terminates_tls: matches!(l.protocol, Protocol::Https | Protocol::Httpsproxy),
         });
     }
     if set.listeners.is_empty() {
@@ -80,6 +85,8 @@ pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec
                 port: DEFAULT_PORT,
                 stat_prefix: "ingress_http".to_string(),
                 route_config: format!("routes-{DEFAULT_PORT}"),
+                filter_chains: Vec::new(),
+                tls: false,
                 security_model: SecurityModel::Xfp,
                 proxy_protocol: false,
                 xff_num_trusted_hops: 0,
@@ -88,6 +95,7 @@ pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec
             namespace: String::new(),
             host_namespace: NamespaceFrom::All,
             host_selector: None,
+            terminates_tls: false,
         });
     }
     out.sort_by_key(|l| l.ir.port);

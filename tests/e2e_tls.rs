@@ -1,0 +1,185 @@
+//! TLS termination through a real Envoy: SNI picks the Host's certificate (checked by a real TLS
+//! client, `curl`, trusting only that certificate), each TLS chain serves only its Host, the
+//! insecure action applies to cleartext, and a rotated Secret reaches Envoy over SDS without
+//! touching the listener.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+fn fixture_file(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tls")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn tls_secret(name: &str, crt: &str, key: &str) -> String {
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata:\n  name: {name}\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(&fixture_file(crt)),
+        indent(&fixture_file(key))
+    )
+}
+
+fn config(port: u16, upstream: SocketAddr, h1_cert: (&str, &str)) -> String {
+    format!(
+        "apiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: https\nspec:\n  port: {port}\n  protocol: HTTPS\n  securityModel: XFP\n  hostBinding:\n    namespace:\n      from: ALL\n---\n\
+apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: h1\nspec:\n  hostname: h1.example.com\n  tlsSecret:\n    name: h1-cert\n  requestPolicy:\n    insecure:\n      action: Route\n---\n\
+apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: h2\nspec:\n  hostname: h2.example.com\n  tlsSecret:\n    name: h2-cert\n---\n\
+{}---\n{}---\n{}",
+        mapping("a", "/a/", upstream, "  hostname: \"*\"\n"),
+        tls_secret("h1-cert", h1_cert.0, h1_cert.1),
+        tls_secret("h2-cert", "h2.crt", "h2.key"),
+    )
+}
+
+/// An HTTPS request with `curl`, trusting only `ca` (a fixture certificate): (exit code, status,
+/// body). Exit code 60 means the server's certificate was not the trusted one.
+fn curl(port: u16, sni: &str, host: Option<&str>, path: &str, ca: &str) -> (i32, u16, String) {
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(ca);
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}"])
+        .arg("--resolve")
+        .arg(format!("{sni}:{port}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(&ca);
+    if let Some(h) = host {
+        cmd.arg("-H").arg(format!("Host: {h}"));
+    }
+    let out = cmd
+        .arg(format!("https://{sni}:{port}{path}"))
+        .output()
+        .expect("curl runs (.ci/run installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        out.status.code().unwrap_or(-1),
+        code.trim().parse().unwrap_or(0),
+        body.to_string(),
+    )
+}
+
+fn tls_termination_by_sni(xds: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let config_dir = dir.path().join("config");
+    let a = upstream("a");
+    let port = free_port();
+    write(
+        &config_dir.join("all.yaml"),
+        &config(port, a.addr, ("h1.crt", "h1.key")),
+    );
+    let (_attache, listen, envoy_admin, admin) = serve(&config_dir, dir.path(), port, &["--xds", xds]);
+
+    let (code, status, body) = wait_for("h1 over TLS", Duration::from_secs(30), || {
+        Some(curl(port, "h1.example.com", None, "/a/x", "h1.crt")).filter(|r| r.1 == 200)
+    });
+    assert_eq!((code, body.as_str()), (0, "upstream=a path=/x host=h1.example.com"));
+    // The certificate was chosen by SNI: h2's name gets h2's certificate, and h1's certificate
+    // does not verify as h2's.
+    let (_, status2, body2) = curl(port, "h2.example.com", None, "/a/y", "h2.crt");
+    assert_eq!(
+        (status2, body2.as_str()),
+        (200, "upstream=a path=/y host=h2.example.com")
+    );
+    assert_eq!(
+        curl(port, "h1.example.com", None, "/a/", "h2.crt").0,
+        60,
+        "h1 must not present h2's certificate"
+    );
+    assert_eq!(status, 200);
+    // A TLS chain serves only its own Host (no other hostname over h1's certificate).
+    let (_, fronted, _) = curl(port, "h1.example.com", Some("h2.example.com"), "/a/", "h1.crt");
+    assert_eq!(fronted, 404);
+    // Cleartext on the same port: h1 routes insecure requests, h2 redirects them to HTTPS.
+    assert_eq!(
+        get(listen, "h1.example.com", "/a/z").unwrap().body,
+        "upstream=a path=/z host=h1.example.com"
+    );
+    let redirect = get(listen, "h2.example.com", "/a/z").unwrap();
+    assert_eq!(redirect.status, 301, "{redirect:?}");
+    assert_eq!(
+        redirect.header("location"),
+        Some("https://h2.example.com/a/z"),
+        "{redirect:?}"
+    );
+
+    // What Envoy holds: both certificates, as SDS secrets.
+    let dump = get(envoy_admin, "x", "/config_dump?resource=dynamic_active_secrets")
+        .unwrap()
+        .body;
+    assert!(
+        dump.contains("default/h1-cert") && dump.contains("default/h2-cert"),
+        "{dump}"
+    );
+
+    // Rotation: a new certificate for h1 reaches Envoy over SDS; the listener is not touched.
+    let modified = stat(envoy_admin, "listener_manager.listener_modified");
+    let lds = stat(envoy_admin, "listener_manager.lds.update_success");
+    write(
+        &config_dir.join("all.yaml"),
+        &config(port, a.addr, ("h1-rotated.crt", "h1-rotated.key")),
+    );
+    wait_for("the rotated certificate", Duration::from_secs(30), || {
+        Some(curl(port, "h1.example.com", None, "/a/", "h1-rotated.crt")).filter(|r| r.0 == 0 && r.1 == 200)
+    });
+    assert_eq!(
+        curl(port, "h1.example.com", None, "/a/", "h1.crt").0,
+        60,
+        "the old certificate is gone"
+    );
+    assert_eq!(stat(envoy_admin, "listener_manager.listener_modified"), modified);
+    assert_eq!(stat(envoy_admin, "listener_manager.lds.update_success"), lds);
+    assert_eq!(
+        metric(admin, "attache_xds_nacks_total{type=\"secrets\"} ").unwrap_or(0),
+        0
+    );
+}
+
+#[test]
+fn delta_terminates_tls_by_sni_and_rotates_certificates() {
+    tls_termination_by_sni("delta");
+}
+
+#[test]
+fn sotw_terminates_tls_by_sni_and_rotates_certificates() {
+    tls_termination_by_sni("sotw");
+}
+
+#[test]
+fn static_bootstrap_carries_certificates_and_passes_envoy_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.yaml");
+    write(&input, &config(8443, loopback(9), ("h1.crt", "h1.key")));
+    let out = attache()
+        .args(["translate", "--bootstrap", "-o", "yaml"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    // A static bootstrap has no SDS server: the secrets (keys included) are in it.
+    assert_eq!(text.matches("BEGIN PRIVATE KEY").count(), 2, "{text}");
+    let file = dir.path().join("bootstrap.yaml");
+    write(&file, &text);
+    let v = Command::new(envoy_bin())
+        .args(["--mode", "validate", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    // Plain `translate` output never shows a key.
+    let out = attache().arg("translate").arg(&input).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("<redacted>") && !text.contains("PRIVATE KEY"), "{text}");
+}
