@@ -187,6 +187,8 @@ impl RenderCache {
 
 struct Renderer<'a> {
     registry: &'a Registry,
+    /// Whether leaves render on the render threads (large inputs only).
+    parallel: bool,
     out: Rendered,
     diagnostics: Vec<Diagnostic>,
     cache: Option<&'a mut RenderCache>,
@@ -491,7 +493,8 @@ impl Renderer<'_> {
         use rayon::prelude::*;
         let registry = self.registry;
         let keys: Vec<u128> = match self.cache {
-            Some(_) => items.par_iter().map(|n| n.key()).collect(),
+            Some(_) if self.parallel => items.par_iter().map(|n| n.key()).collect(),
+            Some(_) => items.iter().map(|n| n.key()).collect(),
             None => vec![0; items.len()],
         };
         let hits: Vec<Option<NodeOutput>> = match self.cache.as_deref_mut() {
@@ -524,11 +527,19 @@ impl Renderer<'_> {
             };
             r.render(T::KIND, n.context(), None)
         };
-        let fresh: Vec<Option<NodeOutput>> = items
-            .par_iter()
-            .zip(&render_here)
-            .map(|(n, here)| here.then(|| render(n)))
-            .collect();
+        let fresh: Vec<Option<NodeOutput>> = if self.parallel {
+            items
+                .par_iter()
+                .zip(&render_here)
+                .map(|(n, here)| here.then(|| render(n)))
+                .collect()
+        } else {
+            items
+                .iter()
+                .zip(&render_here)
+                .map(|(n, here)| here.then(|| render(n)))
+                .collect()
+        };
         let mut out = Vec::with_capacity(items.len());
         for (((n, key), hit), fresh) in items.iter().zip(keys).zip(hits).zip(fresh) {
             let result = match (hit, fresh) {
@@ -678,12 +689,31 @@ fn render_threads() -> &'static rayon::ThreadPool {
     })
 }
 
+/// Below this many leaves, rendering stays on the calling thread: the render threads' descriptor
+/// pools (~18 MiB each) are only worth it for large configurations.
+const PARALLEL_FROM_LEAVES: usize = 2_000;
+
 /// Renders the IR, reusing the output of nodes that did not change since the cache was last used.
 pub fn render_cached(ir: &Ir, registry: &Registry, cache: Option<&mut RenderCache>) -> (Rendered, Vec<Diagnostic>) {
-    render_threads().install(|| render_on_pool(ir, registry, cache))
+    let leaves = ir.clusters.len()
+        + ir.route_configs
+            .iter()
+            .flat_map(|rc| &rc.virtual_hosts)
+            .map(|vh| vh.routes.len())
+            .sum::<usize>();
+    if leaves < PARALLEL_FROM_LEAVES {
+        render_with(ir, registry, cache, false)
+    } else {
+        render_threads().install(|| render_with(ir, registry, cache, true))
+    }
 }
 
-fn render_on_pool(ir: &Ir, registry: &Registry, mut cache: Option<&mut RenderCache>) -> (Rendered, Vec<Diagnostic>) {
+fn render_with(
+    ir: &Ir,
+    registry: &Registry,
+    mut cache: Option<&mut RenderCache>,
+    parallel: bool,
+) -> (Rendered, Vec<Diagnostic>) {
     if let Some(c) = cache.as_deref_mut() {
         c.generation += 1;
         c.hits = 0;
@@ -691,6 +721,7 @@ fn render_on_pool(ir: &Ir, registry: &Registry, mut cache: Option<&mut RenderCac
     }
     let mut r = Renderer {
         registry,
+        parallel,
         out: Rendered::default(),
         diagnostics: Vec::new(),
         cache,
@@ -851,6 +882,41 @@ mod tests {
         ja[0]["virtualHosts"][0]["requestHeadersToAdd"] =
             serde_json::json!([{"header": {"key": "x-first-route", "value": first_route}}]);
         assert_eq!(ja, jb);
+    }
+
+    #[test]
+    fn parallel_rendering_gives_exactly_what_sequential_rendering_gives() {
+        let mut text = String::new();
+        for i in 0..1_500 {
+            // Some invalid, so diagnostics are compared too.
+            let service = if i % 97 == 0 {
+                "bad service!".to_string()
+            } else {
+                format!("svc-{}:80", i % 700)
+            };
+            text.push_str(&format!(
+                "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\nspec:\n  prefix: /m{i}/\n  service: {service}\n"
+            ));
+        }
+        let loaded = crate::source::parse_text("many.yaml", &text);
+        let options = crate::Options::default();
+        let (set, _) = crate::resource::parse(&loaded.objects, &options.parse);
+        let (ir, _) = crate::ir::lower(&set, &options.lower);
+        let leaves: usize = ir.clusters.len()
+            + ir.route_configs
+                .iter()
+                .flat_map(|rc| &rc.virtual_hosts)
+                .map(|vh| vh.routes.len())
+                .sum::<usize>();
+        assert!(leaves >= super::PARALLEL_FROM_LEAVES, "{leaves}");
+        let registry = crate::rules::Registry::core().unwrap();
+        let sequential = super::render_with(&ir, &registry, None, false);
+        let parallel = super::render_cached(&ir, &registry, None);
+        assert_eq!(sequential.0, parallel.0);
+        assert_eq!(sequential.1, parallel.1);
+        let mut cache = super::RenderCache::default();
+        let cached = super::render_cached(&ir, &registry, Some(&mut cache));
+        assert_eq!(sequential.0, cached.0);
     }
 
     #[test]
