@@ -113,6 +113,9 @@ pub struct Listener {
     pub filter_chains: Vec<FilterChain>,
     /// Whether some chain terminates TLS (then the TLS inspector reads SNI).
     pub tls: bool,
+    /// Whether Envoy drops the port from `Host:` before matching hostnames (unless some Host's
+    /// hostname has a port).
+    pub strip_host_port: bool,
     /// How requests are judged secure.
     pub security_model: SecurityModel,
     /// Whether a PROXY protocol header is expected (HTTPPROXY / HTTPSPROXY).
@@ -126,7 +129,7 @@ pub struct Listener {
 /// One filter chain of a listener: which connections it takes and the routes it serves.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FilterChain {
-    /// Chain name, unique in its listener: `cleartext`, or `tls-<hostname>`.
+    /// Chain name, unique in its listener: `cleartext`, or `tls-<server name>`.
     pub name: String,
     /// SNI names the chain takes (empty: any, including none).
     pub server_names: Vec<String>,

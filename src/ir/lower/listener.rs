@@ -58,6 +58,7 @@ pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec
                 route_config: format!("routes-{}", l.port),
                 filter_chains: Vec::new(),
                 tls: false,
+                strip_host_port: true,
                 security_model: match l.security_model {
                     crate::resource::listener::SecurityModel::Xfp => SecurityModel::Xfp,
                     crate::resource::listener::SecurityModel::Secure => SecurityModel::Secure,
@@ -87,6 +88,7 @@ pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec
                 route_config: format!("routes-{DEFAULT_PORT}"),
                 filter_chains: Vec::new(),
                 tls: false,
+                strip_host_port: true,
                 security_model: SecurityModel::Xfp,
                 proxy_protocol: false,
                 xff_num_trusted_hops: 0,

@@ -11,7 +11,9 @@ mod mapping;
 use crate::diagnostic::Diagnostic;
 use crate::resource::ResourceSet;
 
-use super::{FilterChain, Ir, RouteConfig, SourceRef};
+use std::collections::BTreeMap;
+
+use super::{FilterChain, Ir, RouteConfig, SourceRef, VirtualHost};
 
 /// Options that change lowering.
 #[derive(Clone, Debug)]
@@ -36,11 +38,27 @@ fn source_of(meta: &crate::resource::Meta) -> SourceRef {
     }
 }
 
+/// Whether a hostname ends with `:port`.
+fn has_port(hostname: &str) -> bool {
+    hostname
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The TLS server name of a hostname: without its port (SNI never carries one).
+fn sni_name(hostname: &str) -> String {
+    if has_port(hostname) {
+        hostname.rsplit_once(':').map_or(hostname, |(h, _)| h).to_string()
+    } else {
+        hostname.to_string()
+    }
+}
+
 /// Lowers a resource set into the IR.
 pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
     let mut listeners = listener::lower(set, &mut diagnostics);
-    let mut secrets = std::collections::BTreeMap::new();
+    let mut secrets = BTreeMap::new();
     let hosts = host::effective_hosts(set, &mut secrets, &mut diagnostics);
     let mut clusters = mapping::Clusters::default();
     let mut used_mappings = std::collections::BTreeSet::new();
@@ -54,6 +72,15 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
             secret: None,
             route_config: l.ir.route_config.clone(),
         }];
+        // TLS chains by SNI name (a hostname without its port): Hosts sharing one share the chain.
+        let mut tls: BTreeMap<String, (String, Vec<VirtualHost>)> = BTreeMap::new();
+        // Envoy strips the port from `Host:` before matching, unless a Host's or Mapping's
+        // hostname has a port (then hostnames are matched with it, as Emissary does).
+        l.ir.strip_host_port = !bound.iter().any(|h| has_port(&h.hostname))
+            && !set
+                .mappings
+                .iter()
+                .any(|(_, m)| m.hostname.iter().chain(&m.host).any(|h| has_port(h)));
         for h in bound {
             let routes = mapping::routes_for(
                 set,
@@ -69,23 +96,46 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
             // table holds only that Host (as Emissary does: no other hostname over its
             // certificate).
             if let (true, Some(secret)) = (l.terminates_tls, &h.secret) {
-                let route_config = format!("{}-{}", l.ir.route_config, h.hostname);
-                chains.push(FilterChain {
-                    name: format!("tls-{}", h.hostname),
-                    server_names: if h.hostname == "*" {
-                        Vec::new()
-                    } else {
-                        vec![h.hostname.clone()]
-                    },
-                    secret: Some(secret.clone()),
-                    route_config: route_config.clone(),
-                });
-                route_configs.push(RouteConfig {
-                    name: route_config,
-                    virtual_hosts: vec![vh.clone()],
-                });
+                let sni = sni_name(&h.hostname);
+                match tls.get_mut(&sni) {
+                    None => {
+                        tls.insert(sni, (secret.clone(), vec![vh.clone()]));
+                    }
+                    Some((first, vhosts)) if first == secret => vhosts.push(vh.clone()),
+                    Some((first, _)) => {
+                        if let Some(src) = &h.source {
+                            diagnostics.push(
+                                Diagnostic::error(
+                                    "host.sni_conflict",
+                                    format!(
+                                        "`{}` has the TLS server name `{sni}`, which another Host on {} serves with certificate `{first}`; this Host is served over cleartext only there",
+                                        h.hostname, l.ir.name
+                                    ),
+                                )
+                                .at(src.origin.clone())
+                                .on(src.object.clone())
+                                .path("spec.tlsSecret")
+                                .hint("Hosts whose hostnames differ only by port share one TLS server name: give them the same tlsSecret"),
+                            );
+                        }
+                    }
+                }
             }
             virtual_hosts.push(vh);
+        }
+        for (sni, (secret, mut vhosts)) in tls {
+            let route_config = format!("{}-{sni}", l.ir.route_config);
+            vhosts.sort_by(|a, b| a.name.cmp(&b.name));
+            chains.push(FilterChain {
+                name: format!("tls-{sni}"),
+                server_names: if sni == "*" { Vec::new() } else { vec![sni] },
+                secret: Some(secret),
+                route_config: route_config.clone(),
+            });
+            route_configs.push(RouteConfig {
+                name: route_config,
+                virtual_hosts: vhosts,
+            });
         }
         l.ir.tls = chains.len() > 1;
         l.ir.filter_chains = chains;
