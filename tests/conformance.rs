@@ -553,3 +553,73 @@ fn listener_cases_have_emissarys_chains_and_route_every_request_alike() {
         failures.join("\n")
     );
 }
+
+/// `canary_groups`: which Mappings Emissary puts in one canary group (same match, sharing its
+/// traffic). attache's groups are the runs of routes with the same match in a route table; they
+/// must be Emissary's groups, in Emissary's order (weighted Mappings first), for every case.
+#[test]
+fn canary_groups_are_emissarys() {
+    let dir = emissary_data("canary_groups");
+    let mut cases: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e} (the conformance data lives in ../shared)", dir.display()))
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            name.strip_suffix("_in.yaml").map(str::to_string)
+        })
+        .collect();
+    cases.sort();
+    assert_eq!(cases.len(), 6, "canary group cases in {}", dir.display());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let ours = translate(&dir.join(format!("{case}_in.yaml")));
+        let want: BTreeSet<(String, Vec<String>)> = yaml_file(&dir.join(format!("{case}_out.yaml")))["mapping_groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (
+                    g["prefix"].as_str().unwrap().to_string(),
+                    serde_json::from_value(g["mappings"].clone()).unwrap(),
+                )
+            })
+            .collect();
+        let mut got = BTreeSet::new();
+        for rc in ours.routes.values() {
+            for vh in field(rc, "virtual_hosts").as_array().into_iter().flatten() {
+                let mut run: Vec<(Value, String, String)> = Vec::new();
+                let mut flush = |run: &mut Vec<(Value, String, String)>| {
+                    if let Some((_, prefix, _)) = run.first() {
+                        got.insert((
+                            prefix.clone(),
+                            run.iter().map(|(_, _, n)| n.clone()).collect::<Vec<_>>(),
+                        ));
+                    }
+                    run.clear();
+                };
+                for r in vh["routes"].as_array().into_iter().flatten() {
+                    let mut m = r["match"].clone();
+                    if let Some(o) = m.as_object_mut() {
+                        o.remove("runtimeFraction");
+                    }
+                    let name = r["name"].as_str().unwrap_or_default();
+                    let name = name
+                        .trim_end_matches("/insecure")
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    if run.first().is_some_and(|(first, _, _)| *first != m) {
+                        flush(&mut run);
+                    }
+                    let prefix = m["prefix"].as_str().unwrap_or_default().to_string();
+                    run.push((m, prefix, name));
+                }
+                flush(&mut run);
+            }
+        }
+        if want != got {
+            failures.push(format!("{case}: attache {got:?}, Emissary {want:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

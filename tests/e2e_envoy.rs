@@ -386,3 +386,66 @@ fn headers_added_and_removed_and_host_rewritten_in_envoy() {
         Some(0)
     );
 }
+
+#[test]
+fn canary_weights_split_traffic_and_match_kinds_work_in_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let (a, b) = (upstream("a"), upstream("b"));
+    let port = free_port();
+    let docs = [
+        listener_and_host(port),
+        mapping("split-a", "/split/", a.addr, "  weight: 30\n"),
+        mapping("split-b", "/split/", b.addr, ""),
+        mapping(
+            "regex",
+            "\"/re/[0-9]+\"",
+            a.addr,
+            "  prefix_regex: true\n  rewrite: \"\"\n",
+        ),
+        mapping("exact", "/exact", a.addr, "  prefix_exact: true\n  rewrite: \"\"\n"),
+        mapping("nocase", "/CaSe/", b.addr, "  case_sensitive: false\n"),
+        mapping("query", "/q/", a.addr, "  query_parameters:\n    debug: true\n"),
+        mapping("header", "/h/", a.addr, "  regex_headers:\n    x-id: \"[0-9]+\"\n"),
+    ];
+    write(&config.join("all.yaml"), &docs.join("---\n"));
+    let (_attache, listen, envoy_admin, _admin) = serve(&config, dir.path(), port, &[]);
+    wait_for("Envoy to serve /split/", Duration::from_secs(30), || {
+        get(listen, "x", "/split/").ok().filter(|r| r.status == 200)
+    });
+    // 30% to a, 70% to b: 200 requests, a's share within 4 standard deviations (±26) of 60.
+    let to_a = (0..200)
+        .filter(|i| {
+            let r = get(listen, "x", &format!("/split/{i}")).unwrap();
+            assert_eq!(r.status, 200, "{r:?}");
+            r.body.starts_with("upstream=a")
+        })
+        .count();
+    assert!(
+        (34..=86).contains(&to_a),
+        "{to_a} of 200 requests went to the 30% canary"
+    );
+    let status = |path: &str, headers: &[(&str, &str)]| http_with("GET", listen, "x", path, headers).unwrap().status;
+    assert_eq!(
+        get(listen, "x", "/re/123").unwrap().body,
+        "upstream=a path=/re/123 host=x"
+    );
+    assert_eq!(status("/re/abc", &[]), 404);
+    assert_eq!(
+        get(listen, "x", "/exact").unwrap().body,
+        "upstream=a path=/exact host=x"
+    );
+    assert_eq!(status("/exact/more", &[]), 404);
+    assert_eq!(get(listen, "x", "/case/z").unwrap().body, "upstream=b path=/z host=x");
+    assert_eq!(status("/q/?debug=1", &[]), 200);
+    assert_eq!(status("/q/", &[]), 404);
+    assert_eq!(status("/h/", &[("x-id", "42")]), 200);
+    assert_eq!(status("/h/", &[("x-id", "ab")]), 404);
+    assert_eq!(
+        stat(
+            envoy_admin,
+            &format!("http.ingress_http.rds.routes-{port}.update_rejected")
+        ),
+        Some(0)
+    );
+}

@@ -216,6 +216,8 @@ pub enum MatchKind {
     Suffix,
     /// Present, whatever the value.
     Present,
+    /// Matches `value` as an RE2 regular expression (whole value).
+    Regex,
 }
 
 /// A header condition (Envoy `HeaderMatcher`).
@@ -229,6 +231,15 @@ pub struct HeaderMatch {
     pub value: String,
 }
 
+/// A share of requests (Envoy `RuntimeFractionalPercent` with a `HUNDRED` denominator).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuntimeFraction {
+    /// Percent threshold.
+    pub numerator: u32,
+    /// Runtime key that can override it: `routing.traffic_shift.<cluster>`, as Emissary names it.
+    pub runtime_key: String,
+}
+
 /// One route. Ends up as `envoy.config.route.v3.Route` inside its virtual host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Route {
@@ -236,10 +247,22 @@ pub struct Route {
     pub name: String,
     /// What the route does.
     pub action: RouteAction,
-    /// Path prefix matched (Envoy `RouteMatch.prefix`).
+    /// The Mapping's `prefix`: a path prefix (Envoy `RouteMatch.prefix`), an exact path
+    /// (`path`) or a regular expression (`safe_regex`), as `path_kind` says.
     pub prefix: String,
+    /// `prefix`, `exact` or `regex`.
+    pub path_kind: crate::resource::mapping::PathKind,
+    /// Whether the path match is case sensitive.
+    pub case_sensitive: bool,
     /// Header conditions, sorted by name (Envoy `RouteMatch.headers`).
     pub headers: Vec<HeaderMatch>,
+    /// Query parameter conditions, sorted by name (Envoy `RouteMatch.query_parameters`; kinds
+    /// `exact`, `present`, `regex`).
+    pub query_parameters: Vec<HeaderMatch>,
+    /// For a member of a canary group (Mappings with the same match): the route matches a
+    /// request when its random value (0-99) is below `numerator`; thresholds are cumulative
+    /// along the group, and the group's last route has none (Envoy `RouteMatch.runtime_fraction`).
+    pub runtime_fraction: Option<RuntimeFraction>,
     /// Cluster name for `route` actions (Envoy `RouteAction.cluster`).
     pub cluster: String,
     /// Replacement for the matched prefix, `null` for none (Envoy `RouteAction.prefix_rewrite`).

@@ -90,6 +90,18 @@ struct MappingSpec {
     remove_response_headers: Names,
     #[serde(default)]
     headers: BTreeMap<String, HeaderValue>,
+    #[serde(default)]
+    regex_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    query_parameters: BTreeMap<String, HeaderValue>,
+    #[serde(default)]
+    regex_query_parameters: BTreeMap<String, String>,
+    #[serde(default)]
+    prefix_regex: bool,
+    #[serde(default)]
+    prefix_exact: bool,
+    case_sensitive: Option<bool>,
+    weight: Option<u32>,
     method: Option<String>,
     #[allow(
         dead_code,
@@ -135,6 +147,44 @@ pub struct Mapping {
     pub headers: BTreeMap<String, HeaderValue>,
     /// HTTP method to match.
     pub method: Option<String>,
+    /// Headers whose value must match a regular expression (RE2), by name.
+    pub regex_headers: BTreeMap<String, String>,
+    /// Query parameters that must match (value or presence), by name.
+    pub query_parameters: BTreeMap<String, HeaderValue>,
+    /// Query parameters whose value must match a regular expression, by name.
+    pub regex_query_parameters: BTreeMap<String, String>,
+    /// How `prefix` matches the path.
+    pub path_kind: PathKind,
+    /// Whether the path match is case sensitive (default true).
+    pub case_sensitive: bool,
+    /// Share of the traffic of its canary group, in percent.
+    pub weight: Option<u32>,
+}
+
+/// How a Mapping's `prefix` matches the request path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    /// The path starts with it.
+    #[default]
+    Prefix,
+    /// The path is exactly it (`prefix_exact: true`).
+    Exact,
+    /// The whole path matches it as an RE2 regular expression (`prefix_regex: true`).
+    Regex,
+}
+
+/// Checks an RE2 regular expression (Envoy's `safe_regex`), with what is wrong and where.
+fn check_regex(re: &str) -> Result<(), String> {
+    regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(re)
+        .map(|_| ())
+        .map_err(|e| match e {
+            regex_syntax::Error::Parse(p) => format!("{} (column {})", p.kind(), p.span().start.column),
+            regex_syntax::Error::Translate(t) => format!("{} (column {})", t.kind(), t.span().start.column),
+            other => other.to_string(),
+        })
 }
 
 fn hint(path: &str) -> Option<String> {
@@ -149,6 +199,11 @@ fn hint(path: &str) -> Option<String> {
                 "headers maps a header name to the exact value to match (or `true` for presence)"
             }
             "spec.prefix" | "spec.service" | "spec.rewrite" | "spec.hostname" | "spec.host" => "this field is a string",
+            "spec.weight" => "weight is a whole percentage of the canary group's traffic, 0 to 100",
+            "spec.prefix_regex" | "spec.prefix_exact" | "spec.case_sensitive" => "this field is `true` or `false`",
+            p if p.starts_with("spec.query_parameters") => {
+                "query_parameters maps a parameter name to the exact value to match (or `true` for presence)"
+            }
             _ => return None,
         }
         .to_string(),
@@ -241,6 +296,63 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         }
     }
     let [add_request_headers, add_response_headers] = added;
+    let mut regexes: Vec<(String, &str)> = Vec::new();
+    if spec.prefix_regex {
+        regexes.push(("spec.prefix".to_string(), prefix.as_str()));
+    }
+    for (field, map) in [
+        ("regex_headers", &spec.regex_headers),
+        ("regex_query_parameters", &spec.regex_query_parameters),
+    ] {
+        regexes.extend(
+            map.iter()
+                .map(|(name, re)| (format!("spec.{field}.{name}"), re.as_str())),
+        );
+    }
+    for (path, re) in regexes {
+        if let Err(e) = check_regex(re) {
+            let d = r
+                .error(
+                    "invalid_regex",
+                    &path,
+                    format!("`{re}` is not a valid regular expression: {e}"),
+                )
+                .hint("Envoy uses RE2 syntax (no lookaround or backreferences); the whole value must match");
+            r.diagnostics.push(d);
+            ok = false;
+        }
+    }
+    for (name, value) in &spec.query_parameters {
+        if *value == HeaderValue::Present(false) {
+            let d = r
+                .error(
+                    "invalid_query_parameter",
+                    &format!("spec.query_parameters.{name}"),
+                    "`false` is not a query parameter match",
+                )
+                .hint("use `true` to require the parameter, or a string to match its value");
+            r.diagnostics.push(d);
+            ok = false;
+        }
+    }
+    if spec.prefix_regex && spec.prefix_exact {
+        let d = r
+            .error(
+                "conflicting_match",
+                "spec.prefix_exact",
+                "`prefix_regex` and `prefix_exact` cannot both be true",
+            )
+            .hint("choose a regular expression or an exact path");
+        r.diagnostics.push(d);
+        ok = false;
+    }
+    if let Some(w) = spec.weight.filter(|w| *w > 100) {
+        let d = r
+            .error("invalid_weight", "spec.weight", format!("weight {w} is more than 100"))
+            .hint("weight is a percentage of the traffic of the Mappings with the same match (a canary group)");
+        r.diagnostics.push(d);
+        ok = false;
+    }
     let service = service?;
     if !ok {
         return None;
@@ -263,5 +375,17 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         remove_response_headers: spec.remove_response_headers.into_vec(),
         headers: spec.headers,
         method: spec.method,
+        regex_headers: spec.regex_headers,
+        query_parameters: spec.query_parameters,
+        regex_query_parameters: spec.regex_query_parameters,
+        path_kind: if spec.prefix_regex {
+            PathKind::Regex
+        } else if spec.prefix_exact {
+            PathKind::Exact
+        } else {
+            PathKind::Prefix
+        },
+        case_sensitive: spec.case_sensitive.unwrap_or(true),
+        weight: spec.weight,
     })
 }

@@ -55,6 +55,10 @@ pub const CORE_FILES: &[(&str, &str)] = &[
         include_str!("../../rules/core/_partials/route_match.hbs"),
     ),
     (
+        "_partials/query_matcher.hbs",
+        include_str!("../../rules/core/_partials/query_matcher.hbs"),
+    ),
+    (
         "_partials/header_value_option.hbs",
         include_str!("../../rules/core/_partials/header_value_option.hbs"),
     ),

@@ -10,7 +10,9 @@ use crate::resource::{Mapping, Meta, ResourceSet};
 
 use super::host::{globs_intersect, EffectiveHost};
 use super::{source_of, LowerOptions};
-use crate::ir::{Cluster, Discovery, HeaderMatch, MatchKind, Route, RouteAction, SecurityModel, SourceRef};
+use crate::ir::{
+    Cluster, Discovery, HeaderMatch, MatchKind, Route, RouteAction, RuntimeFraction, SecurityModel, SourceRef,
+};
 
 /// Emissary's default upstream timeout (`cluster_request_timeout_ms`).
 const DEFAULT_TIMEOUT_MS: u64 = 3000;
@@ -195,6 +197,7 @@ pub(super) fn routes_for(
         meta: &'a Meta,
         m: &'a Mapping,
         headers: Vec<HeaderMatch>,
+        query: Vec<HeaderMatch>,
         cluster: String,
     }
     let mut candidates = Vec::new();
@@ -219,9 +222,36 @@ pub(super) fn routes_for(
                 },
             })
             .collect();
+        headers.extend(m.regex_headers.iter().map(|(name, re)| HeaderMatch {
+            name: name.to_ascii_lowercase(),
+            kind: MatchKind::Regex,
+            value: re.clone(),
+        }));
         if let Some(a) = authority_match(m, &host.hostname) {
             headers.push(a);
         }
+        let mut query: Vec<HeaderMatch> = m
+            .query_parameters
+            .iter()
+            .map(|(name, v)| match v {
+                HeaderValue::Exact(value) => HeaderMatch {
+                    name: name.clone(),
+                    kind: MatchKind::Exact,
+                    value: value.clone(),
+                },
+                HeaderValue::Present(_) => HeaderMatch {
+                    name: name.clone(),
+                    kind: MatchKind::Present,
+                    value: String::new(),
+                },
+            })
+            .chain(m.regex_query_parameters.iter().map(|(name, re)| HeaderMatch {
+                name: name.clone(),
+                kind: MatchKind::Regex,
+                value: re.clone(),
+            }))
+            .collect();
+        query.sort();
         if let Some(method) = &m.method {
             headers.push(HeaderMatch {
                 name: ":method".into(),
@@ -253,41 +283,124 @@ pub(super) fn routes_for(
             meta,
             m,
             headers,
+            query,
             cluster,
         });
     }
-    // Emissary's order: precedence, then longer prefix, then more header matchers.
+    // What makes two Mappings match the same requests (then they form a canary group).
+    let same_match = |a: &Candidate<'_>, b: &Candidate<'_>| {
+        a.m.precedence == b.m.precedence
+            && a.m.prefix == b.m.prefix
+            && a.m.path_kind == b.m.path_kind
+            && a.m.case_sensitive == b.m.case_sensitive
+            && a.headers == b.headers
+            && a.query == b.query
+    };
+    // Emissary's order: precedence, then longer prefix, then more header and query matchers;
+    // inside a canary group, Mappings with a weight first.
     candidates.sort_by(|a, b| {
         b.m.precedence
             .cmp(&a.m.precedence)
             .then(b.m.prefix.len().cmp(&a.m.prefix.len()))
-            .then(b.headers.len().cmp(&a.headers.len()))
+            .then((b.headers.len() + b.query.len()).cmp(&(a.headers.len() + a.query.len())))
             .then(a.m.prefix.cmp(&b.m.prefix))
+            .then(a.m.path_kind.cmp(&b.m.path_kind))
+            .then(b.m.case_sensitive.cmp(&a.m.case_sensitive))
             .then(a.headers.cmp(&b.headers))
+            .then(a.query.cmp(&b.query))
+            .then(b.m.weight.is_some().cmp(&a.m.weight.is_some()))
             .then((&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name)))
     });
-    let mut routes = Vec::new();
-    let mut seen: BTreeMap<(&str, &[HeaderMatch]), &Meta> = BTreeMap::new();
-    for c in &candidates {
-        if let Some(first) = seen.get(&(c.m.prefix.as_str(), c.headers.as_slice())) {
-            diagnostics.push(
-                Diagnostic::warning(
-                    "mapping.shadowed",
-                    format!("{} matches the same requests as {} and is never used on host `{}`", c.meta.object_ref(), first.object_ref(), host.hostname),
-                )
-                .at(c.meta.origin.clone())
-                .on(c.meta.object_ref())
-                .path("spec.prefix")
-                .hint("canary groups (weight) are not supported yet; give one Mapping a different prefix, headers or precedence"),
-            );
-            continue;
+    // Canary groups: runs of candidates with the same match. Each member's threshold is the
+    // running sum of the group's weights (unweighted members share what the weighted ones leave);
+    // the last member takes whatever is left, so every request of the group is routed.
+    let mut thresholds: Vec<Option<u32>> = vec![None; candidates.len()];
+    let mut group_of: Vec<usize> = vec![0; candidates.len()];
+    let mut start = 0;
+    while start < candidates.len() {
+        let mut end = start + 1;
+        while end < candidates.len() && same_match(&candidates[start], &candidates[end]) {
+            end += 1;
         }
-        seen.insert((c.m.prefix.as_str(), c.headers.as_slice()), c.meta);
+        let group = &candidates[start..end];
+        // The same match at a higher precedence takes every request first.
+        if let Some(earlier) = candidates[..start].iter().find(|e| {
+            e.m.prefix == group[0].m.prefix
+                && e.m.path_kind == group[0].m.path_kind
+                && e.m.case_sensitive == group[0].m.case_sensitive
+                && e.headers == group[0].headers
+                && e.query == group[0].query
+        }) {
+            for c in group {
+                diagnostics.push(
+                    Diagnostic::warning(
+                        "mapping.shadowed",
+                        format!(
+                            "{} matches the same requests as {}, which has a higher precedence, and is never used on host `{}`",
+                            c.meta.object_ref(),
+                            earlier.meta.object_ref(),
+                            host.hostname
+                        ),
+                    )
+                    .at(c.meta.origin.clone())
+                    .on(c.meta.object_ref())
+                    .path("spec.precedence")
+                    .hint("give it a different prefix, headers or query parameters, or the same precedence to share the traffic (a canary group)"),
+                );
+            }
+        }
+        if group.len() > 1 {
+            let explicit: u32 = group.iter().filter_map(|c| c.m.weight).sum();
+            let unweighted = u32::try_from(group.iter().filter(|c| c.m.weight.is_none()).count()).unwrap_or(u32::MAX);
+            if explicit > 100 || (unweighted == 0 && explicit != 100) {
+                let last = &group[group.len() - 1];
+                diagnostics.push(
+                    Diagnostic::warning(
+                        "mapping.canary_weights",
+                        format!(
+                            "the weights of the {} Mappings matching `{}` on host `{}` add up to {explicit}, not 100; {} gets what the others leave",
+                            group.len(), last.m.prefix, host.hostname, last.meta.object_ref()
+                        ),
+                    )
+                    .at(last.meta.origin.clone())
+                    .on(last.meta.object_ref())
+                    .path("spec.weight")
+                    .hint("give the Mappings of a canary group weights that add up to 100, or leave one without a weight"),
+                );
+            }
+            let share = 100u32.saturating_sub(explicit) / unweighted.max(1);
+            let mut sum = 0u32;
+            for (i, c) in group.iter().enumerate() {
+                sum = (sum + c.m.weight.unwrap_or(share)).min(100);
+                if i + 1 < group.len() {
+                    thresholds[start + i] = Some(sum);
+                }
+            }
+        }
+        group_of[start..end].fill(start);
+        start = end;
+    }
+    // Each Mapping gives a primary route (secure, or for every request) and maybe a cleartext
+    // variant; in a canary group all primaries come first, then the variants, so that each kind
+    // of request meets the group's thresholds in order.
+    let mut routes = Vec::new();
+    let mut variants: Vec<Route> = Vec::new();
+    for (i, (c, threshold)) in candidates.iter().zip(thresholds).enumerate() {
+        if i > 0 && group_of[i] != group_of[i - 1] {
+            routes.append(&mut variants);
+        }
         let base = Route {
             name: format!("{}/{}", c.meta.namespace, c.meta.name),
             action: RouteAction::Route,
             prefix: c.m.prefix.clone(),
+            path_kind: c.m.path_kind,
+            case_sensitive: c.m.case_sensitive,
             headers: c.headers.clone(),
+            query_parameters: c.query.clone(),
+            runtime_fraction: threshold.map(|numerator| RuntimeFraction {
+                numerator,
+                runtime_key: format!("routing.traffic_shift.{}", c.cluster),
+            }),
             cluster: c.cluster.clone(),
             prefix_rewrite: (!c.m.rewrite.is_empty()).then(|| c.m.rewrite.clone()),
             timeout_ms: c.m.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
@@ -322,13 +435,14 @@ pub(super) fn routes_for(
             }
             (SecurityModel::Xfp, InsecureAction::Redirect) => {
                 routes.push(secure());
-                routes.push(insecure(RouteAction::HttpsRedirect));
+                variants.push(insecure(RouteAction::HttpsRedirect));
             }
             (SecurityModel::Xfp, InsecureAction::Reject) => routes.push(secure()),
             (SecurityModel::Insecure, InsecureAction::Redirect) => routes.push(insecure(RouteAction::HttpsRedirect)),
             (SecurityModel::Insecure, InsecureAction::Reject) => {}
         }
     }
+    routes.append(&mut variants);
     routes
 }
 
