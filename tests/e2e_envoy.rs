@@ -449,3 +449,55 @@ fn canary_weights_split_traffic_and_match_kinds_work_in_envoy() {
         Some(0)
     );
 }
+
+#[test]
+fn redirects_regex_rewrites_and_shadows_work_in_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let (a, b) = (upstream("a"), upstream("b"));
+    let port = free_port();
+    let docs = [
+        listener_and_host(port),
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: moved\nspec:\n  prefix: /old/\n  service: new.example.com\n  host_redirect: true\n  prefix_redirect: /new/\n  redirect_response_code: 308\n".to_string(),
+        mapping(
+            "api",
+            "/api/",
+            a.addr,
+            "  regex_rewrite:\n    pattern: \"^/api/([a-z]+)/([0-9]+)$\"\n    substitution: /\\2/\\1\n  retry_policy:\n    retry_on: 5xx\n    num_retries: 2\n  allow_upgrade: [websocket]\n",
+        ),
+        mapping("api-shadow", "/api/", b.addr, "  shadow: true\n"),
+    ];
+    write(&config.join("all.yaml"), &docs.join("---\n"));
+    let (_attache, listen, envoy_admin, _admin) = serve(&config, dir.path(), port, &[]);
+    let r = wait_for("Envoy to serve /api/", Duration::from_secs(30), || {
+        get(listen, "x", "/api/users/42").ok().filter(|r| r.status == 200)
+    });
+    assert_eq!(r.body, "upstream=a path=/42/users host=x");
+    let moved = get(listen, "x", "/old/page").unwrap();
+    assert_eq!(moved.status, 308, "{moved:?}");
+    assert_eq!(
+        moved.header("location"),
+        Some("http://new.example.com/new/page"),
+        "{moved:?}"
+    );
+    // The shadow's upstream gets copies (Envoy sends them on its own; their answers are dropped).
+    let shadow_cluster_requests = || {
+        let stats = get(envoy_admin, "x", "/stats?filter=upstream_rq_total").unwrap().body;
+        stats
+            .lines()
+            .filter(|l| l.contains(&format!("_{}.upstream_rq_total", b.addr.port())))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    wait_for("mirrored requests at the shadow", Duration::from_secs(10), || {
+        let _ = get(listen, "x", "/api/items/7");
+        (shadow_cluster_requests() > 0).then_some(())
+    });
+    assert_eq!(
+        stat(
+            envoy_admin,
+            &format!("http.ingress_http.rds.routes-{port}.update_rejected")
+        ),
+        Some(0)
+    );
+}

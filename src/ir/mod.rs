@@ -202,6 +202,8 @@ pub enum RouteAction {
     Route,
     /// Redirect to the same URL over HTTPS.
     HttpsRedirect,
+    /// Redirect to another host (`redirect`).
+    Redirect,
 }
 
 /// How a header matcher compares.
@@ -240,6 +242,15 @@ pub struct RuntimeFraction {
     pub runtime_key: String,
 }
 
+/// Where a share of a route's requests is mirrored (responses are ignored).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Mirror {
+    /// Cluster of the shadow Mapping.
+    pub cluster: String,
+    /// Percent of requests mirrored (the shadow's `weight`, default 100).
+    pub percent: u32,
+}
+
 /// One route. Ends up as `envoy.config.route.v3.Route` inside its virtual host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Route {
@@ -263,6 +274,20 @@ pub struct Route {
     /// request when its random value (0-99) is below `numerator`; thresholds are cumulative
     /// along the group, and the group's last route has none (Envoy `RouteMatch.runtime_fraction`).
     pub runtime_fraction: Option<RuntimeFraction>,
+    /// For `redirect` actions: where to (Envoy `Route.redirect`).
+    pub redirect: Option<crate::resource::mapping::Redirect>,
+    /// Path rewrite by regular expression (Envoy `RouteAction.regex_rewrite`); `prefix_rewrite`
+    /// is `null` when this is set.
+    pub regex_rewrite: Option<crate::resource::mapping::RegexRewrite>,
+    /// Send the upstream's host name as `Host` (Envoy `RouteAction.auto_host_rewrite`).
+    pub auto_host_rewrite: bool,
+    /// Connection upgrades allowed (`websocket`; Envoy `RouteAction.upgrade_configs`).
+    pub upgrades: Vec<String>,
+    /// Retries (Envoy `RouteAction.retry_policy`).
+    pub retry_policy: Option<crate::resource::mapping::RetryPolicy>,
+    /// Shadow Mappings with this route's match: requests are mirrored to their cluster
+    /// (Envoy `RouteAction.request_mirror_policies`).
+    pub mirrors: Vec<Mirror>,
     /// Cluster name for `route` actions (Envoy `RouteAction.cluster`).
     pub cluster: String,
     /// Replacement for the matched prefix, `null` for none (Envoy `RouteAction.prefix_rewrite`).

@@ -102,6 +102,20 @@ struct MappingSpec {
     prefix_exact: bool,
     case_sensitive: Option<bool>,
     weight: Option<u32>,
+    #[serde(default)]
+    host_redirect: bool,
+    path_redirect: Option<String>,
+    prefix_redirect: Option<String>,
+    regex_redirect: Option<RegexRewrite>,
+    redirect_response_code: Option<u16>,
+    regex_rewrite: Option<RegexRewrite>,
+    #[serde(default)]
+    auto_host_rewrite: bool,
+    #[serde(default)]
+    allow_upgrade: Vec<String>,
+    retry_policy: Option<RetryPolicySpec>,
+    #[serde(default)]
+    shadow: bool,
     method: Option<String>,
     #[allow(
         dead_code,
@@ -157,8 +171,113 @@ pub struct Mapping {
     pub path_kind: PathKind,
     /// Whether the path match is case sensitive (default true).
     pub case_sensitive: bool,
-    /// Share of the traffic of its canary group, in percent.
+    /// Share of the traffic of its canary group, in percent (of a shadow: the share mirrored).
     pub weight: Option<u32>,
+    /// `host_redirect: true`: redirect to the `service` host instead of proxying.
+    pub redirect: Option<Redirect>,
+    /// Path rewrite by regular expression (replaces `rewrite`, as in Emissary).
+    pub regex_rewrite: Option<RegexRewrite>,
+    /// Send the upstream host name as `Host`.
+    pub auto_host_rewrite: bool,
+    /// Upgrades allowed (`websocket`, ...).
+    pub allow_upgrade: Vec<String>,
+    /// Retries.
+    pub retry_policy: Option<RetryPolicy>,
+    /// A shadow: requests matching it are mirrored to its service; it serves none itself.
+    pub shadow: bool,
+}
+
+/// `{pattern, substitution}`: an RE2 pattern and what replaces its matches.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRewrite {
+    /// RE2 regular expression.
+    pub pattern: String,
+    /// Replacement (`\1` for groups).
+    #[serde(default)]
+    pub substitution: String,
+}
+
+/// Where a `host_redirect` Mapping sends clients.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Redirect {
+    /// Host (and port) to redirect to: the Mapping's `service`.
+    pub host: String,
+    /// `path_redirect`: replaces the whole path.
+    pub path: Option<String>,
+    /// `prefix_redirect`: replaces the matched prefix.
+    pub prefix: Option<String>,
+    /// `regex_redirect`.
+    pub regex: Option<RegexRewrite>,
+    /// Envoy's name of the response code (`MOVED_PERMANENTLY` for 301, the default).
+    pub response_code: &'static str,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryPolicySpec {
+    retry_on: Option<String>,
+    num_retries: Option<u32>,
+    per_try_timeout: Option<String>,
+}
+
+/// Retries (Envoy `RetryPolicy`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct RetryPolicy {
+    /// Envoy's comma-separated retry conditions (`5xx,reset`).
+    pub retry_on: String,
+    /// How many retries (Envoy's default 1 when absent).
+    pub num_retries: Option<u32>,
+    /// Timeout of each try in milliseconds.
+    pub per_try_timeout_ms: Option<u64>,
+}
+
+/// Envoy's retry conditions (HTTP and gRPC).
+const RETRY_ON: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// A duration like `500ms`, `1.5s`, `2m` in milliseconds (Go's `time.ParseDuration` units).
+fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` does not start with a number"))?;
+    let factor = match unit {
+        "ms" => 1.0,
+        "s" => 1_000.0,
+        "m" => 60_000.0,
+        "h" => 3_600_000.0,
+        "" => return Err(format!("`{text}` has no unit")),
+        other => return Err(format!("unknown unit `{other}` in `{text}`")),
+    };
+    let ms = n * factor;
+    if !ms.is_finite() || !(0.0..1e12).contains(&ms) {
+        return Err(format!("`{text}` is out of range"));
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "range checked above"
+    )]
+    Ok(ms.round() as u64)
 }
 
 /// How a Mapping's `prefix` matches the request path.
@@ -346,6 +465,121 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         r.diagnostics.push(d);
         ok = false;
     }
+    let mut regex_fields: Vec<(&str, &RegexRewrite)> = Vec::new();
+    if let Some(r) = &spec.regex_rewrite {
+        regex_fields.push(("spec.regex_rewrite.pattern", r));
+    }
+    if let Some(r) = &spec.regex_redirect {
+        regex_fields.push(("spec.regex_redirect.pattern", r));
+    }
+    for (path, rr) in regex_fields {
+        if let Err(e) = check_regex(&rr.pattern) {
+            let d = r
+                .error(
+                    "invalid_regex",
+                    path,
+                    format!("`{}` is not a valid regular expression: {e}", rr.pattern),
+                )
+                .hint("Envoy uses RE2 syntax (no lookaround or backreferences)");
+            r.diagnostics.push(d);
+            ok = false;
+        }
+    }
+    let response_code = match spec.redirect_response_code {
+        None | Some(301) => "MOVED_PERMANENTLY",
+        Some(302) => "FOUND",
+        Some(303) => "SEE_OTHER",
+        Some(307) => "TEMPORARY_REDIRECT",
+        Some(308) => "PERMANENT_REDIRECT",
+        Some(other) => {
+            let d = r
+                .error(
+                    "invalid_redirect_code",
+                    "spec.redirect_response_code",
+                    format!("{other} is not a redirect code Envoy can send"),
+                )
+                .hint("use 301, 302, 303, 307 or 308");
+            r.diagnostics.push(d);
+            ok = false;
+            "MOVED_PERMANENTLY"
+        }
+    };
+    let redirect_fields = [
+        ("spec.path_redirect", spec.path_redirect.is_some()),
+        ("spec.prefix_redirect", spec.prefix_redirect.is_some()),
+        ("spec.regex_redirect", spec.regex_redirect.is_some()),
+    ];
+    if !spec.host_redirect {
+        if let Some((path, _)) = redirect_fields.iter().find(|(_, set)| *set) {
+            let d = r
+                .warning(
+                    "redirect_without_host_redirect",
+                    path,
+                    "only used with `host_redirect: true`; ignored",
+                )
+                .hint("set `host_redirect: true` (the service is then the host to redirect to)");
+            r.diagnostics.push(d);
+        }
+    } else if redirect_fields.iter().filter(|(_, set)| *set).count() > 1 {
+        let d = r
+            .error(
+                "conflicting_redirect",
+                "spec",
+                "only one of `path_redirect`, `prefix_redirect` and `regex_redirect` can be set",
+            )
+            .hint("keep the one you mean");
+        r.diagnostics.push(d);
+        ok = false;
+    }
+    let retry_policy = match spec.retry_policy {
+        None => None,
+        Some(p) => {
+            let retry_on = p.retry_on.unwrap_or_else(|| "5xx".to_string());
+            for cond in retry_on.split(',').map(str::trim) {
+                if !RETRY_ON.contains(&cond) {
+                    let d = r
+                        .error(
+                            "invalid_retry_on",
+                            "spec.retry_policy.retry_on",
+                            format!("`{cond}` is not a retry condition Envoy knows"),
+                        )
+                        .hint(format!("one or more, comma-separated, of: {}", RETRY_ON.join(", ")));
+                    r.diagnostics.push(d);
+                    ok = false;
+                }
+            }
+            let per_try_timeout_ms = match p.per_try_timeout.as_deref().map(parse_duration_ms) {
+                None => None,
+                Some(Ok(ms)) => Some(ms),
+                Some(Err(e)) => {
+                    let d = r
+                        .error("invalid_duration", "spec.retry_policy.per_try_timeout", e)
+                        .hint("write a duration such as `500ms`, `1.5s` or `1m`");
+                    r.diagnostics.push(d);
+                    ok = false;
+                    None
+                }
+            };
+            Some(RetryPolicy {
+                retry_on,
+                num_retries: p.num_retries,
+                per_try_timeout_ms,
+            })
+        }
+    };
+    for (i, u) in spec.allow_upgrade.iter().enumerate() {
+        if u.trim().is_empty() {
+            let d = r
+                .error(
+                    "invalid_upgrade",
+                    &format!("spec.allow_upgrade[{i}]"),
+                    "an empty upgrade type",
+                )
+                .hint("e.g. `allow_upgrade: [websocket]`");
+            r.diagnostics.push(d);
+            ok = false;
+        }
+    }
     if let Some(w) = spec.weight.filter(|w| *w > 100) {
         let d = r
             .error("invalid_weight", "spec.weight", format!("weight {w} is more than 100"))
@@ -357,6 +591,13 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
     if !ok {
         return None;
     }
+    let redirect = spec.host_redirect.then(|| Redirect {
+        host: service_text.trim().to_string(),
+        path: spec.path_redirect,
+        prefix: spec.prefix_redirect,
+        regex: spec.regex_redirect,
+        response_code,
+    });
     Some(Mapping {
         prefix,
         service,
@@ -387,5 +628,15 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         },
         case_sensitive: spec.case_sensitive.unwrap_or(true),
         weight: spec.weight,
+        redirect,
+        regex_rewrite: spec.regex_rewrite,
+        auto_host_rewrite: spec.auto_host_rewrite,
+        allow_upgrade: spec
+            .allow_upgrade
+            .iter()
+            .map(|u| u.trim().to_ascii_lowercase())
+            .collect(),
+        retry_policy,
+        shadow: spec.shadow,
     })
 }

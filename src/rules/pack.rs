@@ -43,6 +43,10 @@ pub const CORE_FILES: &[(&str, &str)] = &[
         include_str!("../../rules/core/route/route.yaml.hbs"),
     ),
     (
+        "route/redirect.yaml.hbs",
+        include_str!("../../rules/core/route/redirect.yaml.hbs"),
+    ),
+    (
         "route/https_redirect.yaml.hbs",
         include_str!("../../rules/core/route/https_redirect.yaml.hbs"),
     ),

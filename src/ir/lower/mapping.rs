@@ -11,7 +11,7 @@ use crate::resource::{Mapping, Meta, ResourceSet};
 use super::host::{globs_intersect, EffectiveHost};
 use super::{source_of, LowerOptions};
 use crate::ir::{
-    Cluster, Discovery, HeaderMatch, MatchKind, Route, RouteAction, RuntimeFraction, SecurityModel, SourceRef,
+    Cluster, Discovery, HeaderMatch, MatchKind, Mirror, Route, RouteAction, RuntimeFraction, SecurityModel, SourceRef,
 };
 
 /// Emissary's default upstream timeout (`cluster_request_timeout_ms`).
@@ -201,6 +201,7 @@ pub(super) fn routes_for(
         cluster: String,
     }
     let mut candidates = Vec::new();
+    let mut shadows = Vec::new();
     for (meta, m) in &set.mappings {
         if !associated(meta, m, host) {
             continue;
@@ -270,15 +271,30 @@ pub(super) fn routes_for(
             service_host = format!("{service_host}.{}", meta.namespace);
         }
         let port = m.service.port.unwrap_or(if tls { 443 } else { 80 });
-        let cluster = clusters.add(
-            ClusterKey {
-                tls,
-                host: service_host,
-                port,
-            },
-            meta,
-            m.connect_timeout_ms,
-        );
+        // A host redirect sends clients elsewhere: no cluster.
+        let cluster = if m.redirect.is_some() {
+            String::new()
+        } else {
+            clusters.add(
+                ClusterKey {
+                    tls,
+                    host: service_host,
+                    port,
+                },
+                meta,
+                m.connect_timeout_ms,
+            )
+        };
+        if m.shadow {
+            shadows.push(Candidate {
+                meta,
+                m,
+                headers,
+                query,
+                cluster,
+            });
+            continue;
+        }
         candidates.push(Candidate {
             meta,
             m,
@@ -389,9 +405,28 @@ pub(super) fn routes_for(
         if i > 0 && group_of[i] != group_of[i - 1] {
             routes.append(&mut variants);
         }
+        let mut mirrors: Vec<Mirror> = shadows
+            .iter()
+            .filter(|s| {
+                s.m.prefix == c.m.prefix
+                    && s.m.path_kind == c.m.path_kind
+                    && s.headers == c.headers
+                    && s.query == c.query
+            })
+            .map(|s| Mirror {
+                cluster: s.cluster.clone(),
+                percent: s.m.weight.unwrap_or(100),
+            })
+            .collect();
+        mirrors.sort();
+        mirrors.dedup();
         let base = Route {
             name: format!("{}/{}", c.meta.namespace, c.meta.name),
-            action: RouteAction::Route,
+            action: if c.m.redirect.is_some() {
+                RouteAction::Redirect
+            } else {
+                RouteAction::Route
+            },
             prefix: c.m.prefix.clone(),
             path_kind: c.m.path_kind,
             case_sensitive: c.m.case_sensitive,
@@ -401,8 +436,14 @@ pub(super) fn routes_for(
                 numerator,
                 runtime_key: format!("routing.traffic_shift.{}", c.cluster),
             }),
+            redirect: c.m.redirect.clone(),
+            regex_rewrite: c.m.regex_rewrite.clone(),
+            auto_host_rewrite: c.m.auto_host_rewrite,
+            upgrades: c.m.allow_upgrade.clone(),
+            retry_policy: c.m.retry_policy.clone(),
+            mirrors,
             cluster: c.cluster.clone(),
-            prefix_rewrite: (!c.m.rewrite.is_empty()).then(|| c.m.rewrite.clone()),
+            prefix_rewrite: (!c.m.rewrite.is_empty() && c.m.regex_rewrite.is_none()).then(|| c.m.rewrite.clone()),
             timeout_ms: c.m.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
             precedence: c.m.precedence,
             host_rewrite: c.m.host_rewrite.clone(),
