@@ -320,6 +320,9 @@ fn hint(path: &str) -> Option<String> {
             "spec.prefix" | "spec.service" | "spec.rewrite" | "spec.hostname" | "spec.host" => "this field is a string",
             "spec.weight" => "weight is a whole percentage of the canary group's traffic, 0 to 100",
             "spec.prefix_regex" | "spec.prefix_exact" | "spec.case_sensitive" => "this field is `true` or `false`",
+            p if p.starts_with("spec.add_request_headers") || p.starts_with("spec.add_response_headers") => {
+                "a header to add is `name: value` or `name: {value: ..., append: true|false}`"
+            }
             p if p.starts_with("spec.query_parameters") => {
                 "query_parameters maps a parameter name to the exact value to match (or `true` for presence)"
             }
@@ -485,7 +488,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
             ok = false;
         }
     }
-    let response_code = match spec.redirect_response_code {
+    let response_code = match spec.redirect_response_code.filter(|_| spec.host_redirect) {
         None | Some(301) => "MOVED_PERMANENTLY",
         Some(302) => "FOUND",
         Some(303) => "SEE_OTHER",
@@ -508,6 +511,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         ("spec.path_redirect", spec.path_redirect.is_some()),
         ("spec.prefix_redirect", spec.prefix_redirect.is_some()),
         ("spec.regex_redirect", spec.regex_redirect.is_some()),
+        ("spec.redirect_response_code", spec.redirect_response_code.is_some()),
     ];
     if !spec.host_redirect {
         if let Some((path, _)) = redirect_fields.iter().find(|(_, set)| *set) {
@@ -520,7 +524,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
                 .hint("set `host_redirect: true` (the service is then the host to redirect to)");
             r.diagnostics.push(d);
         }
-    } else if redirect_fields.iter().filter(|(_, set)| *set).count() > 1 {
+    } else if redirect_fields[..3].iter().filter(|(_, set)| *set).count() > 1 {
         let d = r
             .error(
                 "conflicting_redirect",
@@ -603,7 +607,9 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         service,
         service_text,
         rewrite: spec.rewrite.unwrap_or_else(|| "/".to_string()),
-        hostname: spec.hostname,
+        // No host and no hostname means any host (`hostname: "*"`, what Emissary converts a v2
+        // Mapping without `host` to), so both spellings read the same.
+        hostname: spec.hostname.or_else(|| spec.host.is_none().then(|| "*".to_string())),
         host: spec.host,
         precedence: spec.precedence,
         timeout_ms: spec.timeout_ms,

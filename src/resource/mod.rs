@@ -204,7 +204,12 @@ impl Reader<'_> {
                     format!("spec.{inner}")
                 };
                 let hint = hint_for(&path).unwrap_or_else(|| "fix the field".to_string());
-                let d = self.error("invalid_field", &path, e.inner().to_string()).hint(format!(
+                let mut message = e.inner().to_string();
+                // serde's message for untagged enums names a Rust type, which helps nobody.
+                if message.contains("did not match any variant of untagged enum") {
+                    message = "this value does not have any of the accepted shapes".to_string();
+                }
+                let d = self.error("invalid_field", &path, message).hint(format!(
                     "{hint}; this {} was left out of the configuration",
                     self.meta.kind
                 ));

@@ -28,14 +28,34 @@ pub struct Loaded {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// The objects of one document: itself, or the items of a YAML list of objects or of a
+/// Kubernetes `kind: List` (what `kubectl get -o yaml` writes).
+fn unfold_lists(root: yaml::Node) -> Vec<yaml::Node> {
+    let is_list_kind = root.get("kind").and_then(yaml::Node::as_str) == Some("List")
+        && matches!(root.get("items").map(|i| &i.value), Some(yaml::NodeValue::Seq(_)));
+    let root = if is_list_kind {
+        match root.get("items") {
+            Some(items) => items.clone(),
+            None => root,
+        }
+    } else {
+        root
+    };
+    match root.value {
+        yaml::NodeValue::Seq(items) => items,
+        _ => vec![root],
+    }
+}
+
 /// Parses one YAML text (a file's content) into raw objects; syntax errors become diagnostics.
 pub fn parse_text(file: &str, text: &str) -> Loaded {
     let (docs, errors) = yaml::parse_stream(text);
     let objects = docs
         .into_iter()
-        .map(|d| RawObject {
-            origin: Origin::new(file, d.root.line, d.root.column),
-            root: d.root,
+        .flat_map(|d| unfold_lists(d.root))
+        .map(|root| RawObject {
+            origin: Origin::new(file, root.line, root.column),
+            root,
         })
         .collect();
     let diagnostics = errors
