@@ -501,3 +501,24 @@ fn redirects_regex_rewrites_and_shadows_work_in_envoy() {
         Some(0)
     );
 }
+
+#[test]
+fn mappings_in_service_annotations_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let port = free_port();
+    let service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  annotations:\n    getambassador.io/config: |\n      apiVersion: getambassador.io/v2\n      kind: Mapping\n      name: a-annotated\n      prefix: /annotated/\n      service: {}\n",
+        a.addr
+    );
+    write(
+        &config.join("all.yaml"),
+        &format!("{}---\n{service}", listener_and_host(port)),
+    );
+    let (_attache, listen, _envoy_admin, _admin) = serve(&config, dir.path(), port, &[]);
+    let r = wait_for("the annotated Mapping", Duration::from_secs(30), || {
+        get(listen, "x", "/annotated/z").ok().filter(|r| r.status == 200)
+    });
+    assert_eq!(r.body, "upstream=a path=/z host=x");
+}

@@ -5,6 +5,7 @@
 //! of YAML files. This stage knows nothing about Ambassador kinds: it does not look inside the
 //! documents it yields.
 
+pub mod annotation;
 pub mod dir;
 pub mod yaml;
 
@@ -30,7 +31,7 @@ pub struct Loaded {
 
 /// The objects of one document: itself, or the items of a YAML list of objects or of a
 /// Kubernetes `kind: List` (what `kubectl get -o yaml` writes).
-fn unfold_lists(root: yaml::Node) -> Vec<yaml::Node> {
+pub(crate) fn unfold_lists(root: yaml::Node) -> Vec<yaml::Node> {
     let is_list_kind = root.get("kind").and_then(yaml::Node::as_str) == Some("List")
         && matches!(root.get("items").map(|i| &i.value), Some(yaml::NodeValue::Seq(_)));
     let root = if is_list_kind {
@@ -50,21 +51,30 @@ fn unfold_lists(root: yaml::Node) -> Vec<yaml::Node> {
 /// Parses one YAML text (a file's content) into raw objects; syntax errors become diagnostics.
 pub fn parse_text(file: &str, text: &str) -> Loaded {
     let (docs, errors) = yaml::parse_stream(text);
+    let mut annotation_diagnostics = Vec::new();
     let objects = docs
         .into_iter()
         .flat_map(|d| unfold_lists(d.root))
+        // A Service with a getambassador.io/config annotation stands for the objects in it.
+        .flat_map(|root| match annotation::objects(file, text, &root) {
+            Some((objects, diagnostics)) => {
+                annotation_diagnostics.extend(diagnostics);
+                objects
+            }
+            None => vec![root],
+        })
         .map(|root| RawObject {
             origin: Origin::new(file, root.line, root.column),
             root,
         })
         .collect();
-    let diagnostics = errors
+    let diagnostics = annotation_diagnostics
         .into_iter()
-        .map(|e| {
+        .chain(errors.into_iter().map(|e| {
             Diagnostic::error("yaml.syntax", format!("YAML syntax error: {}", e.message))
                 .at(Origin::new(file, e.line, e.column))
                 .hint("this document was skipped; the other documents in the file were read")
-        })
+        }))
         .collect();
     Loaded { objects, diagnostics }
 }
