@@ -522,3 +522,37 @@ fn mappings_in_service_annotations_are_served() {
     });
     assert_eq!(r.body, "upstream=a path=/z host=x");
 }
+
+#[test]
+fn cluster_settings_and_session_affinity_are_accepted_and_work_in_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let port = free_port();
+    let settings = "  cluster_idle_timeout_ms: 30000\n  cluster_max_connection_lifetime_ms: 600000\n  keepalive:\n    time: 60\n    interval: 10\n    probes: 3\n  circuit_breakers:\n    - max_connections: 2048\n      max_pending_requests: 1024\n    - priority: high\n      max_requests: 100\n  stats_name: sticky-upstream\n  load_balancer:\n    policy: ring_hash\n    cookie:\n      name: sticky\n      ttl: 1h\n";
+    // An HTTP/2 cluster too (accepted by Envoy; the loopback upstream speaks HTTP/1 only).
+    let docs = [
+        listener_and_host(port),
+        mapping("sticky", "/sticky/", a.addr, settings),
+        mapping("h2", "/h2/", a.addr, "  grpc: true\n  dns_type: logical_dns\n"),
+    ];
+    write(&config.join("all.yaml"), &docs.join("---\n"));
+    let (_attache, listen, envoy_admin, _admin) = serve(&config, dir.path(), port, &[]);
+    let r = wait_for("Envoy to serve /sticky/", Duration::from_secs(30), || {
+        get(listen, "x", "/sticky/").ok().filter(|r| r.status == 200)
+    });
+    // Ring hash on a cookie Envoy generates when the request has none.
+    let cookie = r.header("set-cookie").unwrap_or_default();
+    assert!(cookie.starts_with("sticky="), "{r:?}");
+    assert_eq!(stat(envoy_admin, "cluster_manager.cds.update_rejected"), Some(0));
+    // Envoy holds the settings: the stats name and the circuit breaker thresholds.
+    assert!(stat(envoy_admin, "cluster.sticky-upstream.upstream_rq_total").unwrap_or(0) >= 1);
+    let dump = get(envoy_admin, "x", "/config_dump?resource=dynamic_active_clusters")
+        .unwrap()
+        .body;
+    assert!(
+        dump.contains("\"max_connections\": 2048") && dump.contains("\"keepalive_probes\": 3"),
+        "{dump}"
+    );
+    assert!(dump.contains("http2_protocol_options"), "{dump}");
+}

@@ -288,6 +288,10 @@ pub struct Route {
     /// Shadow Mappings with this route's match: requests are mirrored to their cluster
     /// (Envoy `RouteAction.request_mirror_policies`).
     pub mirrors: Vec<Mirror>,
+    /// What requests are hashed on for `ring_hash`/`maglev` clusters (Envoy
+    /// `RouteAction.hash_policy`): `{cookie: {name, path, ttl_ms}}`, `{header: {name}}` or
+    /// `source_ip`.
+    pub hash_policy: Option<crate::resource::mapping::HashPolicy>,
     /// Cluster name for `route` actions (Envoy `RouteAction.cluster`).
     pub cluster: String,
     /// Replacement for the matched prefix, `null` for none (Envoy `RouteAction.prefix_rewrite`).
@@ -318,8 +322,10 @@ pub struct Route {
 pub enum Discovery {
     /// Fixed IP address.
     Static,
-    /// DNS name, re-resolved periodically.
+    /// DNS name, re-resolved periodically; every address is an endpoint.
     StrictDns,
+    /// DNS name; only the first address is used (`dns_type: logical_dns`).
+    LogicalDns,
 }
 
 /// An upstream. Ends up as `envoy.config.cluster.v3.Cluster`.
@@ -337,6 +343,10 @@ pub struct Cluster {
     pub discovery: Discovery,
     /// Connect timeout in milliseconds.
     pub connect_timeout_ms: u64,
+    /// The rest of the cluster's settings (`http2`, `lb_policy`, `circuit_breakers`, ...: see
+    /// `rules/README.md`); Mappings asking for different ones get different clusters.
+    #[serde(flatten)]
+    pub settings: crate::resource::mapping::ClusterSettings,
     /// The Mappings using this cluster (first few, sorted, for diagnostics).
     pub used_by: Vec<ObjectRef>,
     /// The first of those Mappings, which diagnostics about the cluster point at.

@@ -116,6 +116,20 @@ struct MappingSpec {
     retry_policy: Option<RetryPolicySpec>,
     #[serde(default)]
     shadow: bool,
+    #[serde(default)]
+    grpc: bool,
+    cluster_idle_timeout_ms: Option<u64>,
+    cluster_max_connection_lifetime_ms: Option<u64>,
+    keepalive: Option<Keepalive>,
+    #[serde(default)]
+    circuit_breakers: Vec<CircuitBreakerSpec>,
+    dns_type: Option<String>,
+    respect_dns_ttl: Option<bool>,
+    enable_ipv4: Option<bool>,
+    enable_ipv6: Option<bool>,
+    stats_name: Option<String>,
+    cluster_tag: Option<String>,
+    load_balancer: Option<LoadBalancerSpec>,
     method: Option<String>,
     #[allow(
         dead_code,
@@ -185,6 +199,133 @@ pub struct Mapping {
     pub retry_policy: Option<RetryPolicy>,
     /// A shadow: requests matching it are mirrored to its service; it serves none itself.
     pub shadow: bool,
+    /// Settings of the upstream cluster (Mappings with different settings get different
+    /// clusters, as in Emissary).
+    pub cluster: ClusterSettings,
+    /// Session affinity for `ring_hash` / `maglev` load balancing (Envoy route `hash_policy`).
+    pub hash_policy: Option<HashPolicy>,
+}
+
+/// TCP keepalive of upstream connections (`keepalive`; seconds).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keepalive {
+    /// Idle seconds before probes start.
+    pub time: Option<u32>,
+    /// Seconds between probes.
+    pub interval: Option<u32>,
+    /// Unanswered probes before the connection is dropped.
+    pub probes: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CircuitBreakerSpec {
+    priority: Option<String>,
+    max_connections: Option<u32>,
+    max_pending_requests: Option<u32>,
+    max_requests: Option<u32>,
+    max_retries: Option<u32>,
+}
+
+/// One circuit breaker threshold set (Envoy `CircuitBreakers.Thresholds`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct CircuitBreaker {
+    /// `DEFAULT` or `HIGH`.
+    pub priority: &'static str,
+    /// Most connections.
+    pub max_connections: Option<u32>,
+    /// Most requests waiting for a connection.
+    pub max_pending_requests: Option<u32>,
+    /// Most requests in flight.
+    pub max_requests: Option<u32>,
+    /// Most retries in flight.
+    pub max_retries: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadBalancerSpec {
+    policy: String,
+    cookie: Option<CookieSpec>,
+    header: Option<String>,
+    source_ip: Option<bool>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CookieSpec {
+    name: String,
+    path: Option<String>,
+    ttl: Option<String>,
+}
+
+/// What a request is hashed on for `ring_hash` / `maglev` (Envoy `RouteAction.HashPolicy`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashPolicy {
+    /// A cookie (Envoy creates it when `ttl_ms` is set and the request has none).
+    Cookie {
+        /// Cookie name.
+        name: String,
+        /// Cookie path.
+        path: Option<String>,
+        /// Lifetime in milliseconds.
+        ttl_ms: Option<u64>,
+    },
+    /// A request header.
+    Header {
+        /// Header name.
+        name: String,
+    },
+    /// The client's address.
+    SourceIp,
+}
+
+/// The cluster settings a Mapping asks for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct ClusterSettings {
+    /// HTTP/2 to the upstream (`grpc: true`).
+    pub http2: bool,
+    /// Idle timeout of upstream connections in milliseconds.
+    pub idle_timeout_ms: Option<u64>,
+    /// Longest life of an upstream connection in milliseconds.
+    pub max_connection_lifetime_ms: Option<u64>,
+    /// TCP keepalive.
+    pub keepalive: Option<Keepalive>,
+    /// Circuit breakers.
+    pub circuit_breakers: Vec<CircuitBreaker>,
+    /// `LOGICAL_DNS` instead of `STRICT_DNS` for DNS names.
+    pub logical_dns: bool,
+    /// Use the DNS record's TTL to refresh.
+    pub respect_dns_ttl: bool,
+    /// Envoy's `dns_lookup_family`: `V4_ONLY` (default), `V6_ONLY` or `AUTO`.
+    pub dns_lookup_family: &'static str,
+    /// Stats name of the cluster (`alt_stat_name`).
+    pub stats_name: Option<String>,
+    /// `cluster_tag`: only makes a cluster of its own.
+    pub tag: Option<String>,
+    /// Envoy `lb_policy`: `ROUND_ROBIN` (default), `LEAST_REQUEST`, `RING_HASH`, `MAGLEV`.
+    pub lb_policy: &'static str,
+}
+
+impl Default for ClusterSettings {
+    /// What a Mapping that sets nothing gets (Emissary's defaults).
+    fn default() -> Self {
+        ClusterSettings {
+            http2: false,
+            idle_timeout_ms: None,
+            max_connection_lifetime_ms: None,
+            keepalive: None,
+            circuit_breakers: Vec::new(),
+            logical_dns: false,
+            respect_dns_ttl: false,
+            dns_lookup_family: "V4_ONLY",
+            stats_name: None,
+            tag: None,
+            lb_policy: "ROUND_ROBIN",
+        }
+    }
 }
 
 /// `{pattern, substitution}`: an RE2 pattern and what replaces its matches.
@@ -584,6 +725,158 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
             ok = false;
         }
     }
+    let mut circuit_breakers = Vec::new();
+    for (i, cb) in spec.circuit_breakers.iter().enumerate() {
+        let priority = match cb.priority.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("default") => "DEFAULT",
+            Some("high") => "HIGH",
+            Some(other) => {
+                let d = r
+                    .error(
+                        "invalid_priority",
+                        &format!("spec.circuit_breakers[{i}].priority"),
+                        format!("`{other}` is not a priority"),
+                    )
+                    .hint("`default` or `high`");
+                r.diagnostics.push(d);
+                ok = false;
+                "DEFAULT"
+            }
+        };
+        circuit_breakers.push(CircuitBreaker {
+            priority,
+            max_connections: cb.max_connections,
+            max_pending_requests: cb.max_pending_requests,
+            max_requests: cb.max_requests,
+            max_retries: cb.max_retries,
+        });
+    }
+    let logical_dns = match spec.dns_type.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("strict_dns") => false,
+        Some("logical_dns") => true,
+        Some(other) => {
+            let d = r
+                .error(
+                    "invalid_dns_type",
+                    "spec.dns_type",
+                    format!("`{other}` is not a DNS type"),
+                )
+                .hint("`strict_dns` (every address the name resolves to) or `logical_dns` (the first one)");
+            r.diagnostics.push(d);
+            ok = false;
+            false
+        }
+    };
+    let dns_lookup_family = match (spec.enable_ipv4.unwrap_or(true), spec.enable_ipv6.unwrap_or(false)) {
+        (true, false) => "V4_ONLY",
+        (false, true) => "V6_ONLY",
+        (true, true) => "AUTO",
+        (false, false) => {
+            let d = r
+                .error(
+                    "no_ip_family",
+                    "spec.enable_ipv4",
+                    "IPv4 and IPv6 are both disabled: the service could not be reached",
+                )
+                .hint("enable at least one of enable_ipv4 and enable_ipv6");
+            r.diagnostics.push(d);
+            ok = false;
+            "V4_ONLY"
+        }
+    };
+    let (lb_policy, hash_policy) = match &spec.load_balancer {
+        None => ("ROUND_ROBIN", None),
+        Some(lb) => {
+            let policy = match lb.policy.to_ascii_lowercase().as_str() {
+                "round_robin" => "ROUND_ROBIN",
+                "least_request" => "LEAST_REQUEST",
+                "ring_hash" => "RING_HASH",
+                "maglev" => "MAGLEV",
+                other => {
+                    let d = r
+                        .error(
+                            "invalid_lb_policy",
+                            "spec.load_balancer.policy",
+                            format!("`{other}` is not a load balancing policy"),
+                        )
+                        .hint("one of round_robin, least_request, ring_hash, maglev");
+                    r.diagnostics.push(d);
+                    ok = false;
+                    "ROUND_ROBIN"
+                }
+            };
+            let sources = usize::from(lb.cookie.is_some())
+                + usize::from(lb.header.is_some())
+                + usize::from(lb.source_ip == Some(true));
+            let hashed = matches!(policy, "RING_HASH" | "MAGLEV");
+            if sources > 1 {
+                let d = r
+                    .error(
+                        "conflicting_hash",
+                        "spec.load_balancer",
+                        "only one of `cookie`, `header` and `source_ip` can be set",
+                    )
+                    .hint("choose what requests are kept together by");
+                r.diagnostics.push(d);
+                ok = false;
+            } else if sources == 1 && !hashed {
+                let d = r
+                    .warning(
+                        "hash_without_hashing_policy",
+                        "spec.load_balancer",
+                        format!(
+                            "`cookie`, `header` and `source_ip` only work with ring_hash or maglev, not {}; ignored",
+                            lb.policy
+                        ),
+                    )
+                    .hint("set `policy: ring_hash` for session affinity");
+                r.diagnostics.push(d);
+            }
+            let ttl_ms = match lb.cookie.as_ref().and_then(|c| c.ttl.as_deref()).map(parse_duration_ms) {
+                Some(Err(e)) => {
+                    let d = r
+                        .error("invalid_duration", "spec.load_balancer.cookie.ttl", e)
+                        .hint("write a duration such as `60s` or `1h`");
+                    r.diagnostics.push(d);
+                    ok = false;
+                    None
+                }
+                Some(Ok(ms)) => Some(ms),
+                None => None,
+            };
+            let hash = if !hashed {
+                None
+            } else if let Some(c) = &lb.cookie {
+                Some(HashPolicy::Cookie {
+                    name: c.name.clone(),
+                    path: c.path.clone(),
+                    ttl_ms,
+                })
+            } else if let Some(h) = &lb.header {
+                Some(HashPolicy::Header {
+                    name: h.to_ascii_lowercase(),
+                })
+            } else if lb.source_ip == Some(true) {
+                Some(HashPolicy::SourceIp)
+            } else {
+                None
+            };
+            (policy, hash)
+        }
+    };
+    let cluster = ClusterSettings {
+        http2: spec.grpc,
+        idle_timeout_ms: spec.cluster_idle_timeout_ms,
+        max_connection_lifetime_ms: spec.cluster_max_connection_lifetime_ms,
+        keepalive: spec.keepalive.clone(),
+        circuit_breakers,
+        logical_dns,
+        respect_dns_ttl: spec.respect_dns_ttl.unwrap_or(false),
+        dns_lookup_family,
+        stats_name: spec.stats_name.clone(),
+        tag: spec.cluster_tag.clone(),
+        lb_policy,
+    };
     if let Some(w) = spec.weight.filter(|w| *w > 100) {
         let d = r
             .error("invalid_weight", "spec.weight", format!("weight {w} is more than 100"))
@@ -644,5 +937,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
             .collect(),
         retry_policy,
         shadow: spec.shadow,
+        cluster,
+        hash_policy,
     })
 }

@@ -27,6 +27,7 @@ struct ClusterKey {
     tls: bool,
     host: String,
     port: u16,
+    settings: crate::resource::mapping::ClusterSettings,
 }
 
 /// Clusters collected while lowering routes.
@@ -68,6 +69,13 @@ fn base_name(key: &ClusterKey) -> String {
 /// upstreams would share one (so adding a Mapping never renames an unrelated cluster).
 fn cluster_name(key: &ClusterKey) -> String {
     let base = base_name(key);
+    // Settings other than the defaults make a cluster of their own, named apart.
+    if key.settings != crate::resource::mapping::ClusterSettings::default() {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(format!("{}|{}|{}|{:?}", key.tls, key.host, key.port, key.settings));
+        let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        return format!("{base}_{hex}");
+    }
     let lossless = key
         .host
         .chars()
@@ -127,11 +135,18 @@ impl Clusters {
                 }
                 Cluster {
                     name: cluster_name(&key),
-                    discovery: if is_ip { Discovery::Static } else { Discovery::StrictDns },
+                    discovery: if is_ip {
+                        Discovery::Static
+                    } else if key.settings.logical_dns {
+                        Discovery::LogicalDns
+                    } else {
+                        Discovery::StrictDns
+                    },
                     host: key.host,
                     port: key.port,
                     tls: key.tls,
                     connect_timeout_ms,
+                    settings: key.settings,
                     used_by: users.iter().map(|u| u.object.clone()).collect(),
                     source: users.first().cloned(),
                 }
@@ -280,6 +295,7 @@ pub(super) fn routes_for(
                     tls,
                     host: service_host,
                     port,
+                    settings: m.cluster.clone(),
                 },
                 meta,
                 m.connect_timeout_ms,
@@ -442,6 +458,7 @@ pub(super) fn routes_for(
             upgrades: c.m.allow_upgrade.clone(),
             retry_policy: c.m.retry_policy.clone(),
             mirrors,
+            hash_policy: c.m.hash_policy.clone(),
             cluster: c.cluster.clone(),
             prefix_rewrite: (!c.m.rewrite.is_empty() && c.m.regex_rewrite.is_none()).then(|| c.m.rewrite.clone()),
             timeout_ms: c.m.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
