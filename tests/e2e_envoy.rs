@@ -556,3 +556,46 @@ fn cluster_settings_and_session_affinity_are_accepted_and_work_in_envoy() {
     );
     assert!(dump.contains("http2_protocol_options"), "{dump}");
 }
+
+#[test]
+fn ambassador_module_settings_reach_envoy_and_clients_cannot_claim_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let port = free_port();
+    let module = "apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata:\n  name: ambassador\nspec:\n  config:\n    server_name: edge-test\n    suppress_envoy_headers: true\n    add_linkerd_headers: true\n    cluster_request_timeout_ms: 9000\n";
+    let listener = format!("apiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: http\nspec:\n  port: {port}\n  protocol: HTTP\n  securityModel: XFP\n  hostBinding:\n    namespace:\n      from: ALL\n");
+    // Cleartext requests to this Host are redirected to HTTPS.
+    let host = "apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: secure\nspec:\n  hostname: \"*\"\n  requestPolicy:\n    insecure:\n      action: Redirect\n";
+    let docs = [
+        module.to_string(),
+        listener,
+        host.to_string(),
+        mapping("a", "/a/", a.addr, ""),
+    ];
+    write(&config.join("all.yaml"), &docs.join("---\n"));
+    let (_attache, listen, envoy_admin, _admin) = serve(&config, dir.path(), port, &[]);
+    let r = wait_for("Envoy to answer /a/", Duration::from_secs(30), || {
+        get(listen, "x", "/a/").ok().filter(|r| r.status == 301)
+    });
+    assert_eq!(r.header("server"), Some("edge-test"), "{r:?}");
+    // Envoy sets X-Forwarded-Proto from the connection: a client's claim of HTTPS over cleartext
+    // is not believed (use_remote_address, Emissary's default).
+    let spoofed = http_with("GET", listen, "x", "/a/", &[("x-forwarded-proto", "https")]).unwrap();
+    assert_eq!(spoofed.status, 301, "{spoofed:?}");
+    // What Envoy accepted from the Module.
+    let routes = get(envoy_admin, "x", "/config_dump?resource=dynamic_route_configs")
+        .unwrap()
+        .body;
+    assert!(
+        routes.contains("l5d-dst-override") && routes.contains("\"timeout\": \"9s\""),
+        "{routes}"
+    );
+    let listeners = get(envoy_admin, "x", "/config_dump?resource=dynamic_listeners")
+        .unwrap()
+        .body;
+    assert!(
+        listeners.contains("\"suppress_envoy_headers\": true") && listeners.contains("\"use_remote_address\": true"),
+        "{listeners}"
+    );
+}

@@ -120,8 +120,10 @@ pub struct Listener {
     pub security_model: SecurityModel,
     /// Whether a PROXY protocol header is expected (HTTPPROXY / HTTPSPROXY).
     pub proxy_protocol: bool,
-    /// `xff_num_trusted_hops` (Ambassador `l7Depth`).
+    /// `xff_num_trusted_hops` (the Listener's `l7Depth`, else the Module's).
     pub xff_num_trusted_hops: u32,
+    /// HTTP connection manager settings from the `ambassador` Module.
+    pub http: HttpSettings,
     /// The Listener resource this came from (`null` for the default listener).
     pub source: Option<SourceRef>,
 }
@@ -168,6 +170,40 @@ pub struct Secret {
     pub private_key: PrivateKey,
     /// The Kubernetes Secret it came from.
     pub source: Option<SourceRef>,
+}
+
+/// HTTP connection manager settings (the `ambassador` Module's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HttpSettings {
+    /// Envoy's `use_remote_address` (Emissary's default: true).
+    pub use_remote_address: bool,
+    /// `Server` header, `null` for Envoy's.
+    pub server_name: Option<String>,
+    /// `max_request_headers_kb`, or `null`.
+    pub max_request_headers_kb: Option<u32>,
+    /// Downstream connection idle timeout in milliseconds, or `null`.
+    pub idle_timeout_ms: Option<u64>,
+    /// `merge_slashes`.
+    pub merge_slashes: bool,
+    /// Drop the `Host:` port only when it is the listener's (instead of `strip_host_port`).
+    pub strip_matching_host_port: bool,
+    /// The router's `suppress_envoy_headers`.
+    pub suppress_envoy_headers: bool,
+}
+
+impl HttpSettings {
+    /// From the Module (or its defaults).
+    pub fn from_module(m: &crate::resource::AmbassadorModule) -> Self {
+        HttpSettings {
+            use_remote_address: m.use_remote_address,
+            server_name: m.server_name.clone(),
+            max_request_headers_kb: m.max_request_headers_kb,
+            idle_timeout_ms: m.listener_idle_timeout_ms,
+            merge_slashes: m.merge_slashes,
+            strip_matching_host_port: m.strip_matching_host_port,
+            suppress_envoy_headers: m.suppress_envoy_headers,
+        }
+    }
 }
 
 /// The routes of one listener. Ends up as `envoy.config.route.v3.RouteConfiguration`.

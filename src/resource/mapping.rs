@@ -118,6 +118,7 @@ struct MappingSpec {
     shadow: bool,
     #[serde(default)]
     grpc: bool,
+    add_linkerd_headers: Option<bool>,
     cluster_idle_timeout_ms: Option<u64>,
     cluster_max_connection_lifetime_ms: Option<u64>,
     keepalive: Option<Keepalive>,
@@ -204,6 +205,10 @@ pub struct Mapping {
     pub cluster: ClusterSettings,
     /// Session affinity for `ring_hash` / `maglev` load balancing (Envoy route `hash_policy`).
     pub hash_policy: Option<HashPolicy>,
+    /// Whether `load_balancer` was set (else the Module's applies).
+    pub load_balancer_set: bool,
+    /// `add_linkerd_headers`, when set (else the Module's applies).
+    pub add_linkerd_headers: Option<bool>,
 }
 
 /// TCP keepalive of upstream connections (`keepalive`; seconds).
@@ -220,7 +225,7 @@ pub struct Keepalive {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CircuitBreakerSpec {
+pub(crate) struct CircuitBreakerSpec {
     priority: Option<String>,
     max_connections: Option<u32>,
     max_pending_requests: Option<u32>,
@@ -245,7 +250,7 @@ pub struct CircuitBreaker {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LoadBalancerSpec {
+pub(crate) struct LoadBalancerSpec {
     policy: String,
     cookie: Option<CookieSpec>,
     header: Option<String>,
@@ -356,7 +361,7 @@ pub struct Redirect {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RetryPolicySpec {
+pub(crate) struct RetryPolicySpec {
     retry_on: Option<String>,
     num_retries: Option<u32>,
     per_try_timeout: Option<String>,
@@ -676,42 +681,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         r.diagnostics.push(d);
         ok = false;
     }
-    let retry_policy = match spec.retry_policy {
-        None => None,
-        Some(p) => {
-            let retry_on = p.retry_on.unwrap_or_else(|| "5xx".to_string());
-            for cond in retry_on.split(',').map(str::trim) {
-                if !RETRY_ON.contains(&cond) {
-                    let d = r
-                        .error(
-                            "invalid_retry_on",
-                            "spec.retry_policy.retry_on",
-                            format!("`{cond}` is not a retry condition Envoy knows"),
-                        )
-                        .hint(format!("one or more, comma-separated, of: {}", RETRY_ON.join(", ")));
-                    r.diagnostics.push(d);
-                    ok = false;
-                }
-            }
-            let per_try_timeout_ms = match p.per_try_timeout.as_deref().map(parse_duration_ms) {
-                None => None,
-                Some(Ok(ms)) => Some(ms),
-                Some(Err(e)) => {
-                    let d = r
-                        .error("invalid_duration", "spec.retry_policy.per_try_timeout", e)
-                        .hint("write a duration such as `500ms`, `1.5s` or `1m`");
-                    r.diagnostics.push(d);
-                    ok = false;
-                    None
-                }
-            };
-            Some(RetryPolicy {
-                retry_on,
-                num_retries: p.num_retries,
-                per_try_timeout_ms,
-            })
-        }
-    };
+    let retry_policy = read_retry_policy(r, spec.retry_policy.as_ref(), "spec", &mut ok);
     for (i, u) in spec.allow_upgrade.iter().enumerate() {
         if u.trim().is_empty() {
             let d = r
@@ -725,32 +695,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
             ok = false;
         }
     }
-    let mut circuit_breakers = Vec::new();
-    for (i, cb) in spec.circuit_breakers.iter().enumerate() {
-        let priority = match cb.priority.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("default") => "DEFAULT",
-            Some("high") => "HIGH",
-            Some(other) => {
-                let d = r
-                    .error(
-                        "invalid_priority",
-                        &format!("spec.circuit_breakers[{i}].priority"),
-                        format!("`{other}` is not a priority"),
-                    )
-                    .hint("`default` or `high`");
-                r.diagnostics.push(d);
-                ok = false;
-                "DEFAULT"
-            }
-        };
-        circuit_breakers.push(CircuitBreaker {
-            priority,
-            max_connections: cb.max_connections,
-            max_pending_requests: cb.max_pending_requests,
-            max_requests: cb.max_requests,
-            max_retries: cb.max_retries,
-        });
-    }
+    let circuit_breakers = read_circuit_breakers(r, &spec.circuit_breakers, "spec", &mut ok);
     let logical_dns = match spec.dns_type.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("strict_dns") => false,
         Some("logical_dns") => true,
@@ -784,86 +729,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
             "V4_ONLY"
         }
     };
-    let (lb_policy, hash_policy) = match &spec.load_balancer {
-        None => ("ROUND_ROBIN", None),
-        Some(lb) => {
-            let policy = match lb.policy.to_ascii_lowercase().as_str() {
-                "round_robin" => "ROUND_ROBIN",
-                "least_request" => "LEAST_REQUEST",
-                "ring_hash" => "RING_HASH",
-                "maglev" => "MAGLEV",
-                other => {
-                    let d = r
-                        .error(
-                            "invalid_lb_policy",
-                            "spec.load_balancer.policy",
-                            format!("`{other}` is not a load balancing policy"),
-                        )
-                        .hint("one of round_robin, least_request, ring_hash, maglev");
-                    r.diagnostics.push(d);
-                    ok = false;
-                    "ROUND_ROBIN"
-                }
-            };
-            let sources = usize::from(lb.cookie.is_some())
-                + usize::from(lb.header.is_some())
-                + usize::from(lb.source_ip == Some(true));
-            let hashed = matches!(policy, "RING_HASH" | "MAGLEV");
-            if sources > 1 {
-                let d = r
-                    .error(
-                        "conflicting_hash",
-                        "spec.load_balancer",
-                        "only one of `cookie`, `header` and `source_ip` can be set",
-                    )
-                    .hint("choose what requests are kept together by");
-                r.diagnostics.push(d);
-                ok = false;
-            } else if sources == 1 && !hashed {
-                let d = r
-                    .warning(
-                        "hash_without_hashing_policy",
-                        "spec.load_balancer",
-                        format!(
-                            "`cookie`, `header` and `source_ip` only work with ring_hash or maglev, not {}; ignored",
-                            lb.policy
-                        ),
-                    )
-                    .hint("set `policy: ring_hash` for session affinity");
-                r.diagnostics.push(d);
-            }
-            let ttl_ms = match lb.cookie.as_ref().and_then(|c| c.ttl.as_deref()).map(parse_duration_ms) {
-                Some(Err(e)) => {
-                    let d = r
-                        .error("invalid_duration", "spec.load_balancer.cookie.ttl", e)
-                        .hint("write a duration such as `60s` or `1h`");
-                    r.diagnostics.push(d);
-                    ok = false;
-                    None
-                }
-                Some(Ok(ms)) => Some(ms),
-                None => None,
-            };
-            let hash = if !hashed {
-                None
-            } else if let Some(c) = &lb.cookie {
-                Some(HashPolicy::Cookie {
-                    name: c.name.clone(),
-                    path: c.path.clone(),
-                    ttl_ms,
-                })
-            } else if let Some(h) = &lb.header {
-                Some(HashPolicy::Header {
-                    name: h.to_ascii_lowercase(),
-                })
-            } else if lb.source_ip == Some(true) {
-                Some(HashPolicy::SourceIp)
-            } else {
-                None
-            };
-            (policy, hash)
-        }
-    };
+    let (lb_policy, hash_policy) = read_load_balancer(r, spec.load_balancer.as_ref(), "spec", &mut ok);
     let cluster = ClusterSettings {
         http2: spec.grpc,
         idle_timeout_ms: spec.cluster_idle_timeout_ms,
@@ -939,5 +805,171 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         shadow: spec.shadow,
         cluster,
         hash_policy,
+        load_balancer_set: spec.load_balancer.is_some(),
+        add_linkerd_headers: spec.add_linkerd_headers,
     })
+}
+
+/// Reads `<base>.retry_policy`.
+pub(crate) fn read_retry_policy(
+    r: &mut Reader<'_>,
+    spec: Option<&RetryPolicySpec>,
+    base: &str,
+    ok: &mut bool,
+) -> Option<RetryPolicy> {
+    let p = spec?;
+    let retry_on = p.retry_on.clone().unwrap_or_else(|| "5xx".to_string());
+    for cond in retry_on.split(',').map(str::trim) {
+        if !RETRY_ON.contains(&cond) {
+            let d = r
+                .error(
+                    "invalid_retry_on",
+                    &format!("{base}.retry_policy.retry_on"),
+                    format!("`{cond}` is not a retry condition Envoy knows"),
+                )
+                .hint(format!("one or more, comma-separated, of: {}", RETRY_ON.join(", ")));
+            r.diagnostics.push(d);
+            *ok = false;
+        }
+    }
+    let per_try_timeout_ms = match p.per_try_timeout.as_deref().map(parse_duration_ms) {
+        None => None,
+        Some(Ok(ms)) => Some(ms),
+        Some(Err(e)) => {
+            let d = r
+                .error("invalid_duration", &format!("{base}.retry_policy.per_try_timeout"), e)
+                .hint("write a duration such as `500ms`, `1.5s` or `1m`");
+            r.diagnostics.push(d);
+            *ok = false;
+            None
+        }
+    };
+    Some(RetryPolicy {
+        retry_on,
+        num_retries: p.num_retries,
+        per_try_timeout_ms,
+    })
+}
+
+/// Reads `<base>.circuit_breakers`.
+pub(crate) fn read_circuit_breakers(
+    r: &mut Reader<'_>,
+    spec: &[CircuitBreakerSpec],
+    base: &str,
+    ok: &mut bool,
+) -> Vec<CircuitBreaker> {
+    let mut out = Vec::new();
+    for (i, cb) in spec.iter().enumerate() {
+        let priority = match cb.priority.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("default") => "DEFAULT",
+            Some("high") => "HIGH",
+            Some(other) => {
+                let d = r
+                    .error(
+                        "invalid_priority",
+                        &format!("{base}.circuit_breakers[{i}].priority"),
+                        format!("`{other}` is not a priority"),
+                    )
+                    .hint("`default` or `high`");
+                r.diagnostics.push(d);
+                *ok = false;
+                "DEFAULT"
+            }
+        };
+        out.push(CircuitBreaker {
+            priority,
+            max_connections: cb.max_connections,
+            max_pending_requests: cb.max_pending_requests,
+            max_requests: cb.max_requests,
+            max_retries: cb.max_retries,
+        });
+    }
+    out
+}
+
+/// Reads `<base>.load_balancer`: Envoy's `lb_policy` and the route's hash policy.
+pub(crate) fn read_load_balancer(
+    r: &mut Reader<'_>,
+    spec: Option<&LoadBalancerSpec>,
+    base: &str,
+    ok: &mut bool,
+) -> (&'static str, Option<HashPolicy>) {
+    let Some(lb) = spec else {
+        return ("ROUND_ROBIN", None);
+    };
+    let policy = match lb.policy.to_ascii_lowercase().as_str() {
+        "round_robin" => "ROUND_ROBIN",
+        "least_request" => "LEAST_REQUEST",
+        "ring_hash" => "RING_HASH",
+        "maglev" => "MAGLEV",
+        other => {
+            let d = r
+                .error(
+                    "invalid_lb_policy",
+                    &format!("{base}.load_balancer.policy"),
+                    format!("`{other}` is not a load balancing policy"),
+                )
+                .hint("one of round_robin, least_request, ring_hash, maglev");
+            r.diagnostics.push(d);
+            *ok = false;
+            "ROUND_ROBIN"
+        }
+    };
+    let sources =
+        usize::from(lb.cookie.is_some()) + usize::from(lb.header.is_some()) + usize::from(lb.source_ip == Some(true));
+    let hashed = matches!(policy, "RING_HASH" | "MAGLEV");
+    let path = format!("{base}.load_balancer");
+    if sources > 1 {
+        let d = r
+            .error(
+                "conflicting_hash",
+                &path,
+                "only one of `cookie`, `header` and `source_ip` can be set",
+            )
+            .hint("choose what requests are kept together by");
+        r.diagnostics.push(d);
+        *ok = false;
+    } else if sources == 1 && !hashed {
+        let d = r
+            .warning(
+                "hash_without_hashing_policy",
+                &path,
+                format!(
+                    "`cookie`, `header` and `source_ip` only work with ring_hash or maglev, not {}; ignored",
+                    lb.policy
+                ),
+            )
+            .hint("set `policy: ring_hash` for session affinity");
+        r.diagnostics.push(d);
+    }
+    let ttl_ms = match lb.cookie.as_ref().and_then(|c| c.ttl.as_deref()).map(parse_duration_ms) {
+        Some(Err(e)) => {
+            let d = r
+                .error("invalid_duration", &format!("{path}.cookie.ttl"), e)
+                .hint("write a duration such as `60s` or `1h`");
+            r.diagnostics.push(d);
+            *ok = false;
+            None
+        }
+        Some(Ok(ms)) => Some(ms),
+        None => None,
+    };
+    let hash = if !hashed {
+        None
+    } else if let Some(c) = &lb.cookie {
+        Some(HashPolicy::Cookie {
+            name: c.name.clone(),
+            path: c.path.clone(),
+            ttl_ms,
+        })
+    } else if let Some(h) = &lb.header {
+        Some(HashPolicy::Header {
+            name: h.to_ascii_lowercase(),
+        })
+    } else if lb.source_ip == Some(true) {
+        Some(HashPolicy::SourceIp)
+    } else {
+        None
+    };
+    (policy, hash)
 }

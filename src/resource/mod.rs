@@ -9,6 +9,7 @@
 pub mod host;
 pub mod listener;
 pub mod mapping;
+pub mod module;
 pub mod secret;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use crate::source::RawObject;
 pub use host::Host;
 pub use listener::Listener;
 pub use mapping::Mapping;
+pub use module::AmbassadorModule;
 pub use secret::TlsSecret;
 
 /// The API group attache reads.
@@ -84,6 +86,8 @@ pub enum Spec {
     Mapping(Box<Mapping>),
     /// A core `v1` `Secret` holding a TLS certificate.
     Secret(TlsSecret),
+    /// The `ambassador` `Module`.
+    Module(AmbassadorModule),
 }
 
 /// One typed resource.
@@ -107,6 +111,8 @@ pub struct ResourceSet {
     pub mappings: Vec<(Meta, Mapping)>,
     /// TLS `Secret`s.
     pub secrets: Vec<(Meta, TlsSecret)>,
+    /// The `ambassador` Module in effect (the first by namespace if there are several), or `None`.
+    pub module: Option<(Meta, AmbassadorModule)>,
     /// `(namespace, name)` of Secrets that hold a certificate but could not be read (each has
     /// its own error), so that what uses them can say so rather than "not found".
     pub broken_secrets: std::collections::BTreeSet<(String, String)>,
@@ -125,7 +131,6 @@ impl ResourceSet {
 /// Kinds of the getambassador.io group that attache does not handle yet (they are ignored with a
 /// notice, rather than called unknown).
 const NOT_YET: &[&str] = &[
-    "Module",
     "TLSContext",
     "AuthService",
     "RateLimitService",
@@ -302,6 +307,7 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
     let mut hosts = Vec::new();
     let mut mappings = Vec::new();
     let mut secrets = Vec::new();
+    let mut modules = Vec::new();
     let mut broken_secrets = std::collections::BTreeSet::new();
     for (i, obj) in objects.iter().enumerate() {
         let errors_before = diagnostics.iter().filter(|d: &&Diagnostic| d.is_error()).count();
@@ -321,6 +327,7 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
                 Spec::Host(h) => hosts.push((resource.meta, h, i)),
                 Spec::Mapping(m) => mappings.push((resource.meta, *m, i)),
                 Spec::Secret(s) => secrets.push((resource.meta, s, i)),
+                Spec::Module(m) => modules.push((resource.meta, m, i)),
             }
         }
     }
@@ -329,6 +336,26 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
         hosts: dedupe(hosts, objects, &mut diagnostics),
         mappings: dedupe(mappings, objects, &mut diagnostics),
         secrets: dedupe(secrets, objects, &mut diagnostics),
+        module: {
+            let mut modules = dedupe(modules, objects, &mut diagnostics).into_iter();
+            let first = modules.next();
+            for (meta, _) in modules {
+                let used = first
+                    .as_ref()
+                    .map(|(m, _)| m.object_ref().to_string())
+                    .unwrap_or_default();
+                diagnostics.push(
+                    Diagnostic::warning(
+                        "module.duplicate",
+                        format!("another ambassador Module is in effect ({used}); this one is ignored"),
+                    )
+                    .at(meta.origin.clone())
+                    .on(meta.object_ref())
+                    .hint("keep one Module named `ambassador`"),
+                );
+            }
+            first
+        },
         broken_secrets,
     };
     (set, diagnostics)
@@ -472,7 +499,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         );
         return None;
     }
-    if !matches!(kind.as_str(), "Listener" | "Host" | "Mapping") {
+    if !matches!(kind.as_str(), "Listener" | "Host" | "Mapping" | "Module") {
         let message = if NOT_YET.contains(&kind.as_str()) {
             format!("{kind} is not supported by attache yet; ignored")
         } else {
@@ -538,12 +565,14 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         code_prefix: match kind.as_str() {
             "Listener" => "listener",
             "Host" => "host",
+            "Module" => "module",
             _ => "mapping",
         },
     };
     let spec = match kind.as_str() {
         "Listener" => listener::read(&mut reader).map(Spec::Listener),
         "Host" => host::read(&mut reader).map(Spec::Host),
+        "Module" => module::read(&mut reader).map(Spec::Module),
         _ => mapping::read(&mut reader).map(|m| Spec::Mapping(Box::new(m))),
     }?;
     Some(Resource { meta, spec })

@@ -21,6 +21,7 @@ pub(super) struct Lowered {
 const DEFAULT_PORT: u16 = 8080;
 
 pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec<Lowered> {
+    let module = set.module.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
     let mut out: Vec<Lowered> = Vec::new();
     for (meta, l) in &set.listeners {
         if let Some(first) = out.iter().find(|o| o.ir.port == l.port) {
@@ -65,7 +66,12 @@ pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec
                     crate::resource::listener::SecurityModel::Insecure => SecurityModel::Insecure,
                 },
                 proxy_protocol: matches!(l.protocol, Protocol::Httpproxy | Protocol::Httpsproxy),
-                xff_num_trusted_hops: l.l7_depth,
+                xff_num_trusted_hops: if l.l7_depth > 0 {
+                    l.l7_depth
+                } else {
+                    module.xff_num_trusted_hops
+                },
+                http: crate::ir::HttpSettings::from_module(&module),
                 source: Some(source_of(meta)),
             },
             namespace: meta.namespace.clone(),
@@ -91,7 +97,8 @@ pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec
                 strip_host_port: true,
                 security_model: SecurityModel::Xfp,
                 proxy_protocol: false,
-                xff_num_trusted_hops: 0,
+                xff_num_trusted_hops: module.xff_num_trusted_hops,
+                http: crate::ir::HttpSettings::from_module(&module),
                 source: None,
             },
             namespace: String::new(),

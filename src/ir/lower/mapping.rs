@@ -215,6 +215,7 @@ pub(super) fn routes_for(
         query: Vec<HeaderMatch>,
         cluster: String,
     }
+    let module = set.module.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
     let mut candidates = Vec::new();
     let mut shadows = Vec::new();
     for (meta, m) in &set.mappings {
@@ -295,7 +296,17 @@ pub(super) fn routes_for(
                     tls,
                     host: service_host,
                     port,
-                    settings: m.cluster.clone(),
+                    settings: {
+                        // The Module's defaults for what the Mapping leaves unset.
+                        let mut s = m.cluster.clone();
+                        if s.circuit_breakers.is_empty() {
+                            s.circuit_breakers.clone_from(&module.circuit_breakers);
+                        }
+                        if let (false, Some((policy, _))) = (m.load_balancer_set, &module.load_balancer) {
+                            s.lb_policy = policy;
+                        }
+                        s
+                    },
                 },
                 meta,
                 m.connect_timeout_ms,
@@ -456,16 +467,36 @@ pub(super) fn routes_for(
             regex_rewrite: c.m.regex_rewrite.clone(),
             auto_host_rewrite: c.m.auto_host_rewrite,
             upgrades: c.m.allow_upgrade.clone(),
-            retry_policy: c.m.retry_policy.clone(),
+            retry_policy: c.m.retry_policy.clone().or_else(|| module.retry_policy.clone()),
             mirrors,
-            hash_policy: c.m.hash_policy.clone(),
+            hash_policy: if c.m.load_balancer_set {
+                c.m.hash_policy.clone()
+            } else {
+                module.load_balancer.as_ref().and_then(|(_, h)| h.clone())
+            },
             cluster: c.cluster.clone(),
             prefix_rewrite: (!c.m.rewrite.is_empty() && c.m.regex_rewrite.is_none()).then(|| c.m.rewrite.clone()),
-            timeout_ms: c.m.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+            timeout_ms: c
+                .m
+                .timeout_ms
+                .or(module.cluster_request_timeout_ms)
+                .unwrap_or(DEFAULT_TIMEOUT_MS),
             precedence: c.m.precedence,
             host_rewrite: c.m.host_rewrite.clone(),
             idle_timeout_ms: c.m.idle_timeout_ms,
-            request_headers_to_add: c.m.add_request_headers.clone(),
+            request_headers_to_add: {
+                let mut h = c.m.add_request_headers.clone();
+                // Linkerd routes by this header: the service as the Mapping names it.
+                if c.m.add_linkerd_headers.unwrap_or(module.add_linkerd_headers) && c.m.redirect.is_none() {
+                    let port = c.m.service.port.map_or(String::new(), |p| format!(":{p}"));
+                    h.push(crate::resource::mapping::AddedHeader {
+                        name: "l5d-dst-override".to_string(),
+                        value: format!("{}{port}", c.m.service.host),
+                        append: false,
+                    });
+                }
+                h
+            },
             response_headers_to_add: c.m.add_response_headers.clone(),
             request_headers_to_remove: c.m.remove_request_headers.clone(),
             response_headers_to_remove: c.m.remove_response_headers.clone(),
