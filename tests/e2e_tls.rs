@@ -183,3 +183,108 @@ fn static_bootstrap_carries_certificates_and_passes_envoy_validate() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("<redacted>") && !text.contains("PRIVATE KEY"), "{text}");
 }
+
+/// `curl` with extra arguments: (exit code, status, HTTP version).
+fn curl_with(port: u16, sni: &str, ca: &str, extra: &[&str]) -> (i32, u16, String) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version}",
+        ])
+        .arg("--resolve")
+        .arg(format!("{sni}:{port}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(dir.join(ca))
+        .args(
+            extra
+                .iter()
+                .map(|a| a.replace("{fixtures}", &dir.display().to_string())),
+        )
+        .arg(format!("https://{sni}:{port}/a/"))
+        .output()
+        .expect("curl runs (.ci/run installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (code, version) = text.split_once(' ').unwrap_or(("0", ""));
+    (
+        out.status.code().unwrap_or(-1),
+        code.parse().unwrap_or(0),
+        version.to_string(),
+    )
+}
+
+#[test]
+fn tls_settings_and_client_certificates_from_host_and_tlscontext() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_dir = dir.path().join("config");
+    let a = upstream("a");
+    let port = free_port();
+    let ca_secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: test-ca\nstringData:\n  tls.crt: |\n{}",
+        fixture_file("ca.crt")
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    );
+    // h1: a TLSContext with ALPN h2 and TLS 1.3 only. h2: client certificates from the test CA.
+    let config = format!(
+        "apiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: https\nspec:\n  port: {port}\n  protocol: HTTPS\n  securityModel: XFP\n  hostBinding:\n    namespace:\n      from: ALL\n---\n\
+apiVersion: getambassador.io/v3alpha1\nkind: TLSContext\nmetadata:\n  name: modern\nspec:\n  hosts: [h1.example.com]\n  secret: h1-cert\n  alpn_protocols: h2,http/1.1\n  min_tls_version: v1.3\n---\n\
+apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: h1\nspec:\n  hostname: h1.example.com\n---\n\
+apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: h2\nspec:\n  hostname: h2.example.com\n  tlsSecret:\n    name: h2-cert\n  tls:\n    ca_secret: test-ca\n    cert_required: true\n---\n\
+apiVersion: getambassador.io/v3alpha1\nkind: TLSContext\nmetadata:\n  name: upstream-client\nspec:\n  secret: h1-cert\n  sni: backend.internal\n  alpn_protocols: [http/1.1]\n---\n\
+{}---\n{}---\n{}---\n{}---\n{}",
+        mapping("a", "/a/", a.addr, "  hostname: \"*\"\n"),
+        // Accepted by Envoy (a client certificate over SDS); the loopback upstream speaks no TLS.
+        mapping("mtls-out", "/mtls-out/", a.addr, "  hostname: \"*\"\n  tls: upstream-client\n"),
+        tls_secret("h1-cert", "h1.crt", "h1.key"),
+        tls_secret("h2-cert", "h2.crt", "h2.key"),
+        ca_secret,
+    );
+    write(&config_dir.join("all.yaml"), &config);
+    let (_attache, _listen, envoy_admin, _admin) = serve(&config_dir, dir.path(), port, &[]);
+    let (_, status, version) = wait_for("h1 over TLS", Duration::from_secs(30), || {
+        Some(curl_with(port, "h1.example.com", "h1.crt", &[])).filter(|r| r.1 == 200)
+    });
+    assert_eq!((status, version.as_str()), (200, "2"), "ALPN h2 from the TLSContext");
+    // TLS 1.3 only: a client limited to 1.2 is refused.
+    assert_ne!(curl_with(port, "h1.example.com", "h1.crt", &["--tls-max", "1.2"]).0, 0);
+    // h2 wants a client certificate from the test CA.
+    let with_cert = curl_with(
+        port,
+        "h2.example.com",
+        "h2.crt",
+        &["--cert", "{fixtures}/client.crt", "--key", "{fixtures}/client.key"],
+    );
+    assert_eq!((with_cert.0, with_cert.1), (0, 200), "{with_cert:?}");
+    let without = curl_with(port, "h2.example.com", "h2.crt", &[]);
+    assert!(
+        without.0 != 0 || without.1 != 200,
+        "no client certificate must not get through: {without:?}"
+    );
+    // A certificate not from the CA is refused too (h1's key pair as a client certificate).
+    let foreign = curl_with(
+        port,
+        "h2.example.com",
+        "h2.crt",
+        &["--cert", "{fixtures}/h1.crt", "--key", "{fixtures}/h1.key"],
+    );
+    assert!(foreign.0 != 0 || foreign.1 != 200, "{foreign:?}");
+    let dump = get(envoy_admin, "x", "/config_dump?resource=dynamic_active_secrets")
+        .unwrap()
+        .body;
+    assert!(dump.contains("default/test-ca#ca"), "{dump}");
+    assert_eq!(stat(envoy_admin, "cluster_manager.cds.update_rejected"), Some(0));
+    let clusters = get(envoy_admin, "x", "/config_dump?resource=dynamic_active_clusters")
+        .unwrap()
+        .body;
+    assert!(
+        clusters.contains("backend.internal") && clusters.contains("tls_certificate_sds_secret_configs"),
+        "{clusters}"
+    );
+}

@@ -127,6 +127,10 @@ fn static_secret_refs(value: &mut Value) {
                             o.remove("sdsConfig");
                         }
                     }
+                } else if k == "validationContextSdsSecretConfig" {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("sdsConfig");
+                    }
                 } else {
                     static_secret_refs(v);
                 }

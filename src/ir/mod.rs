@@ -137,6 +137,10 @@ pub struct FilterChain {
     pub server_names: Vec<String>,
     /// Name of the [`Secret`] with the certificate when the chain terminates TLS.
     pub secret: Option<String>,
+    /// How TLS is spoken on this chain (ALPN, versions, ciphers, client certificates).
+    pub tls: Option<crate::resource::tlscontext::TlsSettings>,
+    /// Name of the [`Secret`] with the CA that client certificates are checked against.
+    pub ca_secret: Option<String>,
     /// Name of the RouteConfiguration served over RDS for this chain.
     pub route_config: String,
 }
@@ -166,8 +170,8 @@ pub struct Secret {
     pub name: String,
     /// PEM certificate chain.
     pub certificate_chain: String,
-    /// PEM private key.
-    pub private_key: PrivateKey,
+    /// PEM private key; `null` for a CA certificate (served as a validation context).
+    pub private_key: Option<PrivateKey>,
     /// The Kubernetes Secret it came from.
     pub source: Option<SourceRef>,
 }
@@ -278,6 +282,17 @@ pub struct RuntimeFraction {
     pub runtime_key: String,
 }
 
+/// TLS to an upstream with a TLSContext (`Mapping.tls: <name>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UpstreamTls {
+    /// The [`Secret`] with the client certificate, if the TLSContext has one.
+    pub client_secret: Option<String>,
+    /// SNI sent (the TLSContext's `sni`, else the upstream host).
+    pub sni: String,
+    /// ALPN protocols offered.
+    pub alpn_protocols: Vec<String>,
+}
+
 /// Where a share of a route's requests is mirrored (responses are ignored).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Mirror {
@@ -375,6 +390,8 @@ pub struct Cluster {
     pub port: u16,
     /// Whether to originate TLS.
     pub tls: bool,
+    /// How, when a TLSContext says: client certificate, SNI, ALPN.
+    pub upstream_tls: Option<UpstreamTls>,
     /// How endpoints are found.
     pub discovery: Discovery,
     /// Connect timeout in milliseconds.

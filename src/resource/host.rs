@@ -40,11 +40,20 @@ pub struct SecretRef {
     pub namespace: Option<String>,
 }
 
+/// `{name}`: a reference to an object by name.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+struct NameRef {
+    name: String,
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 struct HostSpec {
     hostname: Option<String>,
     #[serde(rename = "tlsSecret")]
     tls_secret: Option<SecretRef>,
+    #[serde(rename = "tlsContext")]
+    tls_context: Option<NameRef>,
+    tls: Option<super::tlscontext::TlsSettingsSpec>,
     #[serde(rename = "mappingSelector", alias = "selector")]
     mapping_selector: Option<LabelSelector>,
     #[serde(rename = "requestPolicy", default)]
@@ -64,6 +73,10 @@ pub struct Host {
     pub insecure_action: InsecureAction,
     /// The Secret with the certificate served for this hostname (TLS termination).
     pub tls_secret: Option<SecretRef>,
+    /// `tlsContext.name`: the TLSContext with the certificate and TLS settings.
+    pub tls_context: Option<String>,
+    /// Inline `tls` settings (they take precedence over a TLSContext's).
+    pub tls: Option<super::tlscontext::TlsSettings>,
 }
 
 /// Reads and checks a Host spec.
@@ -79,6 +92,14 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Host> {
             "additionalPort is not supported by attache yet; ignored",
         );
         r.diagnostics.push(d);
+    }
+    let mut ok = true;
+    let tls = spec
+        .tls
+        .as_ref()
+        .map(|t| super::tlscontext::read_settings(r, t, "spec.tls", false, &mut ok));
+    if !ok {
+        return None;
     }
     let hostname = spec.hostname.unwrap_or_else(|| "*".to_string());
     if hostname.is_empty() || hostname.contains(char::is_whitespace) {
@@ -97,5 +118,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Host> {
         mapping_selector: spec.mapping_selector,
         insecure_action: spec.request_policy.insecure.action,
         tls_secret: spec.tls_secret,
+        tls_context: spec.tls_context.map(|c| c.name),
+        tls,
     })
 }

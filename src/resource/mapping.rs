@@ -119,6 +119,7 @@ struct MappingSpec {
     #[serde(default)]
     grpc: bool,
     add_linkerd_headers: Option<bool>,
+    tls: Option<MappingTls>,
     cluster_idle_timeout_ms: Option<u64>,
     cluster_max_connection_lifetime_ms: Option<u64>,
     keepalive: Option<Keepalive>,
@@ -209,6 +210,15 @@ pub struct Mapping {
     pub load_balancer_set: bool,
     /// `add_linkerd_headers`, when set (else the Module's applies).
     pub add_linkerd_headers: Option<bool>,
+}
+
+/// `tls`: a TLSContext name (TLS to the upstream with its client certificate and settings), or
+/// v2's `true` (TLS, like an `https://` service).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum MappingTls {
+    On(bool),
+    Context(String),
 }
 
 /// TCP keepalive of upstream connections (`keepalive`; seconds).
@@ -310,6 +320,10 @@ pub struct ClusterSettings {
     pub stats_name: Option<String>,
     /// `cluster_tag`: only makes a cluster of its own.
     pub tag: Option<String>,
+    /// Originate TLS (an `https://` service, `tls: true`, or `tls: <TLSContext>`).
+    pub originate_tls: bool,
+    /// The TLSContext whose client certificate, SNI and ALPN are used upstream.
+    pub tls_context: Option<String>,
     /// Envoy `lb_policy`: `ROUND_ROBIN` (default), `LEAST_REQUEST`, `RING_HASH`, `MAGLEV`.
     pub lb_policy: &'static str,
 }
@@ -328,6 +342,8 @@ impl Default for ClusterSettings {
             dns_lookup_family: "V4_ONLY",
             stats_name: None,
             tag: None,
+            originate_tls: false,
+            tls_context: None,
             lb_policy: "ROUND_ROBIN",
         }
     }
@@ -741,6 +757,11 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         dns_lookup_family,
         stats_name: spec.stats_name.clone(),
         tag: spec.cluster_tag.clone(),
+        originate_tls: matches!(spec.tls, Some(MappingTls::On(true) | MappingTls::Context(_))),
+        tls_context: match &spec.tls {
+            Some(MappingTls::Context(name)) => Some(name.clone()),
+            _ => None,
+        },
         lb_policy,
     };
     if let Some(w) = spec.weight.filter(|w| *w > 100) {

@@ -11,6 +11,7 @@ pub mod listener;
 pub mod mapping;
 pub mod module;
 pub mod secret;
+pub mod tlscontext;
 
 use std::collections::BTreeMap;
 
@@ -26,6 +27,7 @@ pub use listener::Listener;
 pub use mapping::Mapping;
 pub use module::AmbassadorModule;
 pub use secret::TlsSecret;
+pub use tlscontext::TlsContext;
 
 /// The API group attache reads.
 pub const GROUP: &str = "getambassador.io";
@@ -88,6 +90,8 @@ pub enum Spec {
     Secret(TlsSecret),
     /// The `ambassador` `Module`.
     Module(AmbassadorModule),
+    /// `TLSContext`.
+    TlsContext(TlsContext),
 }
 
 /// One typed resource.
@@ -111,6 +115,8 @@ pub struct ResourceSet {
     pub mappings: Vec<(Meta, Mapping)>,
     /// TLS `Secret`s.
     pub secrets: Vec<(Meta, TlsSecret)>,
+    /// `TLSContext`s.
+    pub tls_contexts: Vec<(Meta, TlsContext)>,
     /// The `ambassador` Module in effect (the first by namespace if there are several), or `None`.
     pub module: Option<(Meta, AmbassadorModule)>,
     /// `(namespace, name)` of Secrets that hold a certificate but could not be read (each has
@@ -131,7 +137,6 @@ impl ResourceSet {
 /// Kinds of the getambassador.io group that attache does not handle yet (they are ignored with a
 /// notice, rather than called unknown).
 const NOT_YET: &[&str] = &[
-    "TLSContext",
     "AuthService",
     "RateLimitService",
     "TracingService",
@@ -308,6 +313,7 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
     let mut mappings = Vec::new();
     let mut secrets = Vec::new();
     let mut modules = Vec::new();
+    let mut tls_contexts = Vec::new();
     let mut broken_secrets = std::collections::BTreeSet::new();
     for (i, obj) in objects.iter().enumerate() {
         let errors_before = diagnostics.iter().filter(|d: &&Diagnostic| d.is_error()).count();
@@ -328,6 +334,7 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
                 Spec::Mapping(m) => mappings.push((resource.meta, *m, i)),
                 Spec::Secret(s) => secrets.push((resource.meta, s, i)),
                 Spec::Module(m) => modules.push((resource.meta, m, i)),
+                Spec::TlsContext(c) => tls_contexts.push((resource.meta, c, i)),
             }
         }
     }
@@ -336,6 +343,7 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
         hosts: dedupe(hosts, objects, &mut diagnostics),
         mappings: dedupe(mappings, objects, &mut diagnostics),
         secrets: dedupe(secrets, objects, &mut diagnostics),
+        tls_contexts: dedupe(tls_contexts, objects, &mut diagnostics),
         module: {
             let mut modules = dedupe(modules, objects, &mut diagnostics).into_iter();
             let first = modules.next();
@@ -499,7 +507,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         );
         return None;
     }
-    if !matches!(kind.as_str(), "Listener" | "Host" | "Mapping" | "Module") {
+    if !matches!(kind.as_str(), "Listener" | "Host" | "Mapping" | "Module" | "TLSContext") {
         let message = if NOT_YET.contains(&kind.as_str()) {
             format!("{kind} is not supported by attache yet; ignored")
         } else {
@@ -566,6 +574,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
             "Listener" => "listener",
             "Host" => "host",
             "Module" => "module",
+            "TLSContext" => "tlscontext",
             _ => "mapping",
         },
     };
@@ -573,6 +582,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         "Listener" => listener::read(&mut reader).map(Spec::Listener),
         "Host" => host::read(&mut reader).map(Spec::Host),
         "Module" => module::read(&mut reader).map(Spec::Module),
+        "TLSContext" => tlscontext::read(&mut reader).map(Spec::TlsContext),
         _ => mapping::read(&mut reader).map(|m| Spec::Mapping(Box::new(m))),
     }?;
     Some(Resource { meta, spec })

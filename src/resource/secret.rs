@@ -1,6 +1,8 @@
 //! Kubernetes `Secret` objects (core `v1`) holding a TLS certificate and key, as Hosts and
 //! TLSContexts reference them: `type: kubernetes.io/tls` (or any type with the same keys) with
-//! `data.tls.crt` and `data.tls.key` in base64, or `stringData` in clear.
+//! `data.tls.crt` and `data.tls.key` in base64, or `stringData` in clear. A Secret with a
+//! certificate but no key (`tls.crt` or `ca.crt` alone) is a CA certificate, for checking client
+//! certificates; using it as a server certificate is an error where it is used.
 //!
 //! Secrets that hold no certificate are not attache's business and are skipped without a word.
 //! The key never appears in a diagnostic.
@@ -10,13 +12,13 @@ use base64::Engine as _;
 use super::Reader;
 use crate::source::yaml::Node;
 
-/// A certificate chain and its private key, both PEM.
+/// A certificate chain and its private key, both PEM; or a CA certificate alone.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TlsSecret {
-    /// PEM certificate chain (`tls.crt`).
+    /// PEM certificate chain (`tls.crt`, or `ca.crt` in a CA Secret).
     pub certificate_chain: String,
-    /// PEM private key (`tls.key`).
-    pub private_key: String,
+    /// PEM private key (`tls.key`); `None` in a Secret that only holds a CA certificate.
+    pub private_key: Option<String>,
 }
 
 impl std::fmt::Debug for TlsSecret {
@@ -56,10 +58,14 @@ fn entry(root: &Node, key: &str) -> Result<Option<(String, String)>, (String, &'
     }
 }
 
-/// Reads a Secret; `None` when it holds no TLS certificate (quietly) or a broken one (with an
+/// Reads a Secret; `None` when it holds no certificate (quietly) or a broken one (with an
 /// error).
 pub(crate) fn read(r: &mut Reader<'_>) -> Option<TlsSecret> {
-    let (crt, key) = match (entry(r.root, "tls.crt"), entry(r.root, "tls.key")) {
+    let crt = match entry(r.root, "tls.crt") {
+        Ok(None) => entry(r.root, "ca.crt"),
+        other => other,
+    };
+    let (crt, key) = match (crt, entry(r.root, "tls.key")) {
         (Ok(c), Ok(k)) => (c, k),
         (Err((path, what)), _) | (_, Err((path, what))) => {
             let d = r
@@ -70,37 +76,32 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<TlsSecret> {
         }
     };
     let (crt, crt_path) = crt?;
-    let Some((key, key_path)) = key else {
-        let d = r
-            .error("missing_key", "data", "this Secret has `tls.crt` but no `tls.key`")
-            .hint("a TLS Secret needs both the certificate chain and its private key");
-        r.diagnostics.push(d);
-        return None;
-    };
     if !crt.contains("-----BEGIN CERTIFICATE-----") {
         let d = r
             .error(
                 "invalid_certificate",
                 &crt_path,
-                "`tls.crt` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)",
+                "the certificate holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)",
             )
             .hint("put the PEM certificate chain here, leaf certificate first");
         r.diagnostics.push(d);
         return None;
     }
-    if !(key.contains("-----BEGIN") && key.contains("PRIVATE KEY-----")) {
-        let d = r
-            .error(
-                "invalid_private_key",
-                &key_path,
-                "`tls.key` holds no PEM private key (`-----BEGIN ... PRIVATE KEY-----`)",
-            )
-            .hint("put the PEM private key of the certificate here");
-        r.diagnostics.push(d);
-        return None;
+    if let Some((key, key_path)) = &key {
+        if !(key.contains("-----BEGIN") && key.contains("PRIVATE KEY-----")) {
+            let d = r
+                .error(
+                    "invalid_private_key",
+                    key_path,
+                    "`tls.key` holds no PEM private key (`-----BEGIN ... PRIVATE KEY-----`)",
+                )
+                .hint("put the PEM private key of the certificate here");
+            r.diagnostics.push(d);
+            return None;
+        }
     }
     Some(TlsSecret {
         certificate_chain: crt,
-        private_key: key,
+        private_key: key.map(|(k, _)| k),
     })
 }

@@ -444,13 +444,16 @@ impl Leaf for crate::ir::Secret {
     }
     fn context(&self) -> Value {
         let mut v = context(self);
-        v["private_key"] = Value::String(self.private_key.0.clone());
+        v["private_key"] = self
+            .private_key
+            .as_ref()
+            .map_or(Value::Null, |k| Value::String(k.0.clone()));
         v
     }
     fn key(&self) -> u128 {
         let mut h = KeyHasher(xxhash_rust::xxh3::Xxh3::new());
         h.0.update(&leaf_key(Self::KIND, self, self.source()).to_le_bytes());
-        h.0.update(self.private_key.0.as_bytes());
+        h.0.update(self.private_key.as_ref().map_or(&b""[..], |k| k.0.as_bytes()));
         h.0.digest128()
     }
 }

@@ -11,6 +11,14 @@ use super::listener::Lowered;
 use super::source_of;
 use crate::ir::{PrivateKey, Route, Secret, SourceRef, VirtualHost};
 
+/// A Host's TLS termination: its certificate's IR secret, its settings, its CA's IR secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct HostTls {
+    pub secret: String,
+    pub settings: crate::resource::tlscontext::TlsSettings,
+    pub ca_secret: Option<String>,
+}
+
 /// A Host as lowering uses it.
 pub(super) struct EffectiveHost {
     pub hostname: String,
@@ -18,8 +26,8 @@ pub(super) struct EffectiveHost {
     pub labels: BTreeMap<String, String>,
     pub mapping_selector: Option<LabelSelector>,
     pub insecure_action: InsecureAction,
-    /// Name of the IR secret with the Host's certificate, when it has one that exists.
-    pub secret: Option<String>,
+    /// How the Host terminates TLS, when it has a usable certificate.
+    pub tls: Option<HostTls>,
     pub source: Option<SourceRef>,
 }
 
@@ -45,56 +53,143 @@ pub(super) fn effective_hosts(
             labels: BTreeMap::new(),
             mapping_selector: None,
             insecure_action: InsecureAction::Route,
-            secret: None,
+            tls: None,
             source: None,
         }];
     }
     set.hosts
         .iter()
-        .map(|(meta, h)| EffectiveHost {
-            hostname: h.hostname.clone(),
-            namespace: meta.namespace.clone(),
-            labels: meta.labels.clone(),
-            mapping_selector: h.mapping_selector.clone(),
-            insecure_action: h.insecure_action,
-            secret: h.tls_secret.as_ref().and_then(|r| {
-                let namespace = r.namespace.as_deref().unwrap_or(&meta.namespace);
-                let name = format!("{namespace}/{}", r.name);
-                if let Some((secret_meta, s)) = set
-                    .secrets
-                    .iter()
-                    .find(|(m, _)| m.namespace == namespace && m.name == r.name)
-                {
-                    secrets.entry(name.clone()).or_insert_with(|| Secret {
-                        name: name.clone(),
-                        certificate_chain: s.certificate_chain.clone(),
-                        private_key: PrivateKey(s.private_key.clone()),
-                        source: Some(source_of(secret_meta)),
-                    });
-                    Some(name)
-                } else {
-                    let broken = set.broken_secrets.contains(&(namespace.to_string(), r.name.clone()));
-                    let what = if broken {
-                        "cannot be used (see the error on that Secret)"
-                    } else {
-                        "not found"
-                    };
-                    diagnostics.push(
-                        Diagnostic::error(
-                            "host.missing_secret",
-                            format!("tlsSecret `{name}` {what}: `{}` is served over cleartext only", h.hostname),
-                        )
+        .map(|(meta, h)| {
+            let fail = |diagnostics: &mut Vec<Diagnostic>, path: &str, message: String, hint: &str| {
+                diagnostics.push(
+                    Diagnostic::error("host.missing_secret", message)
                         .at(meta.origin.clone())
                         .on(meta.object_ref())
-                        .path("spec.tlsSecret")
-                        .hint("create a Secret of type kubernetes.io/tls with tls.crt and tls.key, in the Host's namespace unless tlsSecret names another"),
-                    );
-                    None
+                        .path(path)
+                        .hint(hint),
+                );
+            };
+            // The TLSContext: named by the Host, or one whose `hosts` lists its hostname.
+            let context = match &h.tls_context {
+                Some(name) => {
+                    let found = set
+                        .tls_contexts
+                        .iter()
+                        .find(|(m, _)| &m.name == name && m.namespace == meta.namespace)
+                        .or_else(|| set.tls_contexts.iter().find(|(m, _)| &m.name == name));
+                    if found.is_none() {
+                        fail(
+                            diagnostics,
+                            "spec.tlsContext",
+                            format!("TLSContext `{name}` not found: `{}` is served over cleartext only", h.hostname),
+                            "create the TLSContext, or use tlsSecret (and tls) on the Host",
+                        );
+                    }
+                    found
                 }
-            }),
-            source: Some(source_of(meta)),
+                None => set
+                    .tls_contexts
+                    .iter()
+                    .find(|(_, c)| c.hosts.iter().any(|x| x.eq_ignore_ascii_case(&h.hostname))),
+            };
+            let secret_ref = match (&h.tls_secret, context) {
+                (Some(r), _) => Some((
+                    "spec.tlsSecret",
+                    r.namespace.clone().unwrap_or_else(|| meta.namespace.clone()),
+                    r.name.clone(),
+                )),
+                (None, Some((_, c))) => c.secret.clone().map(|(ns, name)| ("spec.tlsContext", ns, name)),
+                (None, None) => None,
+            };
+            let mut secret = None;
+            let mut tls = None;
+            let mut ca_secret = None;
+            if let Some((path, namespace, name)) = secret_ref {
+                let full = format!("{namespace}/{name}");
+                match resolve(set, &namespace, &name) {
+                    Ok((secret_meta, s)) if s.private_key.is_some() => {
+                        secrets.entry(full.clone()).or_insert_with(|| Secret {
+                            name: full.clone(),
+                            certificate_chain: s.certificate_chain.clone(),
+                            private_key: s.private_key.clone().map(PrivateKey),
+                            source: Some(source_of(secret_meta)),
+                        });
+                        secret = Some(full.clone());
+                    }
+                    Ok(_) => fail(
+                        diagnostics,
+                        path,
+                        format!("Secret `{full}` has no tls.key, so it cannot be the certificate of `{}`, which is served over cleartext only", h.hostname),
+                        "a server certificate Secret needs tls.crt and tls.key (a Secret with a certificate alone is a CA, for ca_secret)",
+                    ),
+                    Err(what) => fail(
+                        diagnostics,
+                        path,
+                        format!("tlsSecret `{full}` {what}: `{}` is served over cleartext only", h.hostname),
+                        "create a Secret of type kubernetes.io/tls with tls.crt and tls.key, in the Host's namespace unless tlsSecret names another",
+                    ),
+                }
+                // How TLS is spoken: the Host's inline `tls`, else its TLSContext's settings.
+                let settings = h.tls.clone().or_else(|| context.map(|(_, c)| c.settings.clone())).unwrap_or_default();
+                if let Some((ca_ns, ca_name)) = &settings.ca_secret {
+                    let ca_full = format!("{ca_ns}/{ca_name}#ca");
+                    match resolve(set, ca_ns, ca_name) {
+                        Ok((ca_meta, s)) => {
+                            secrets.entry(ca_full.clone()).or_insert_with(|| Secret {
+                                name: ca_full.clone(),
+                                certificate_chain: s.certificate_chain.clone(),
+                                private_key: None,
+                                source: Some(source_of(ca_meta)),
+                            });
+                            ca_secret = Some(ca_full);
+                        }
+                        Err(what) => {
+                            fail(
+                                diagnostics,
+                                "spec.tls.ca_secret",
+                                format!("ca_secret `{ca_ns}/{ca_name}` {what}: `{}` is served over cleartext only", h.hostname),
+                                "create a Secret whose tls.crt (or ca.crt) holds the CA certificate",
+                            );
+                            secret = None;
+                        }
+                    }
+                }
+                tls = Some(settings);
+            }
+            EffectiveHost {
+                hostname: h.hostname.clone(),
+                namespace: meta.namespace.clone(),
+                labels: meta.labels.clone(),
+                mapping_selector: h.mapping_selector.clone(),
+                insecure_action: h.insecure_action,
+                tls: secret.map(|secret| HostTls {
+                    secret,
+                    settings: tls.unwrap_or_default(),
+                    ca_secret,
+                }),
+                source: Some(source_of(meta)),
+            }
         })
         .collect()
+}
+
+/// A Secret by namespace and name, or why it cannot be used.
+fn resolve<'s>(
+    set: &'s ResourceSet,
+    namespace: &str,
+    name: &str,
+) -> Result<(&'s crate::resource::Meta, &'s crate::resource::TlsSecret), &'static str> {
+    match set
+        .secrets
+        .iter()
+        .find(|(m, _)| m.namespace == namespace && m.name == name)
+    {
+        Some((m, s)) => Ok((m, s)),
+        None if set.broken_secrets.contains(&(namespace.to_string(), name.to_string())) => {
+            Err("cannot be used (see the error on that Secret)")
+        }
+        None => Err("not found"),
+    }
 }
 
 /// The Hosts a Listener serves, one per hostname (the first by namespace/name wins a tie).

@@ -72,7 +72,14 @@ fn cluster_name(key: &ClusterKey) -> String {
     // Settings other than the defaults make a cluster of their own, named apart.
     if key.settings != crate::resource::mapping::ClusterSettings::default() {
         use sha2::Digest as _;
-        let digest = sha2::Sha256::digest(format!("{}|{}|{}|{:?}", key.tls, key.host, key.port, key.settings));
+        // Only the settings that differ from the defaults go into the hash, so a setting added to
+        // attache later does not rename every cluster that has one.
+        let defaults = serde_json::to_value(crate::resource::mapping::ClusterSettings::default()).unwrap_or_default();
+        let mut set = serde_json::to_value(&key.settings).unwrap_or_default();
+        if let (Some(set), Some(defaults)) = (set.as_object_mut(), defaults.as_object()) {
+            set.retain(|k, v| defaults.get(k) != Some(v));
+        }
+        let digest = sha2::Sha256::digest(format!("{}|{}|{}|{set}", key.tls, key.host, key.port));
         let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
         return format!("{base}_{hex}");
     }
@@ -114,7 +121,12 @@ impl Clusters {
 
     /// The clusters; Mappings that ask one cluster for different settings are reported (the
     /// smallest value is used, whatever the input order).
-    pub(super) fn finish(self, diagnostics: &mut Vec<Diagnostic>) -> Vec<Cluster> {
+    pub(super) fn finish(
+        self,
+        set: &ResourceSet,
+        secrets: &mut BTreeMap<String, crate::ir::Secret>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Vec<Cluster> {
         let mut out: Vec<Cluster> = self
             .by_key
             .into_iter()
@@ -133,7 +145,47 @@ impl Clusters {
                         .hint("Mappings to one service share its cluster: give them the same connect_timeout_ms"),
                     );
                 }
+                let upstream_tls = key.settings.tls_context.as_ref().map(|name| {
+                    let context = set.tls_contexts.iter().find(|(m, _)| &m.name == name);
+                    let Some((_, c)) = context else {
+                        if let Some(who) = users.first() {
+                            diagnostics.push(
+                                Diagnostic::error(
+                                    "mapping.missing_tls_context",
+                                    format!("TLSContext `{name}` not found: TLS to `{}` is originated without a client certificate", key.host),
+                                )
+                                .at(who.origin.clone())
+                                .on(who.object.clone())
+                                .path("spec.tls")
+                                .hint("create the TLSContext, or use `tls: true` (or an https:// service) for TLS without a client certificate"),
+                            );
+                        }
+                        return crate::ir::UpstreamTls {
+                            client_secret: None,
+                            sni: key.host.clone(),
+                            alpn_protocols: Vec::new(),
+                        };
+                    };
+                    let client_secret = c.secret.as_ref().and_then(|(ns, n)| {
+                        let (meta, s) = set.secrets.iter().find(|(m, _)| &m.namespace == ns && &m.name == n)?;
+                        let full = format!("{ns}/{n}");
+                        let key = s.private_key.clone()?;
+                        secrets.entry(full.clone()).or_insert_with(|| crate::ir::Secret {
+                            name: full.clone(),
+                            certificate_chain: s.certificate_chain.clone(),
+                            private_key: Some(crate::ir::PrivateKey(key)),
+                            source: Some(super::source_of(meta)),
+                        });
+                        Some(full)
+                    });
+                    crate::ir::UpstreamTls {
+                        client_secret,
+                        sni: c.sni.clone().unwrap_or_else(|| key.host.clone()),
+                        alpn_protocols: c.settings.alpn_protocols.clone(),
+                    }
+                });
                 Cluster {
+                    upstream_tls,
                     name: cluster_name(&key),
                     discovery: if is_ip {
                         Discovery::Static
@@ -277,7 +329,7 @@ pub(super) fn routes_for(
             });
         }
         headers.sort();
-        let tls = m.service.scheme == Some(Scheme::Https);
+        let tls = m.service.scheme == Some(Scheme::Https) || m.cluster.originate_tls;
         let mut service_host = m.service.host.clone();
         if !m.service.is_ip
             && !service_host.contains('.')

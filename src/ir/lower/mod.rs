@@ -70,10 +70,12 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
             name: "cleartext".to_string(),
             server_names: Vec::new(),
             secret: None,
+            tls: None,
+            ca_secret: None,
             route_config: l.ir.route_config.clone(),
         }];
         // TLS chains by SNI name (a hostname without its port): Hosts sharing one share the chain.
-        let mut tls: BTreeMap<String, (String, Vec<VirtualHost>)> = BTreeMap::new();
+        let mut tls: BTreeMap<String, (host::HostTls, Vec<VirtualHost>)> = BTreeMap::new();
         // Envoy strips the port from `Host:` before matching, unless a Host's or Mapping's
         // hostname has a port (then hostnames are matched with it, as Emissary does).
         l.ir.strip_host_port = !bound.iter().any(|h| has_port(&h.hostname))
@@ -95,27 +97,27 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
             // A Host with a certificate gets its own TLS chain, selected by SNI, whose route
             // table holds only that Host (as Emissary does: no other hostname over its
             // certificate).
-            if let (true, Some(secret)) = (l.terminates_tls, &h.secret) {
+            if let (true, Some(host_tls)) = (l.terminates_tls, &h.tls) {
                 let sni = sni_name(&h.hostname);
                 match tls.get_mut(&sni) {
                     None => {
-                        tls.insert(sni, (secret.clone(), vec![vh.clone()]));
+                        tls.insert(sni, (host_tls.clone(), vec![vh.clone()]));
                     }
-                    Some((first, vhosts)) if first == secret => vhosts.push(vh.clone()),
+                    Some((first, vhosts)) if first == host_tls => vhosts.push(vh.clone()),
                     Some((first, _)) => {
                         if let Some(src) = &h.source {
                             diagnostics.push(
                                 Diagnostic::error(
                                     "host.sni_conflict",
                                     format!(
-                                        "`{}` has the TLS server name `{sni}`, which another Host on {} serves with certificate `{first}`; this Host is served over cleartext only there",
-                                        h.hostname, l.ir.name
+                                        "`{}` has the TLS server name `{sni}`, which another Host on {} serves with certificate `{}` or other TLS settings; this Host is served over cleartext only there",
+                                        h.hostname, l.ir.name, first.secret
                                     ),
                                 )
                                 .at(src.origin.clone())
                                 .on(src.object.clone())
                                 .path("spec.tlsSecret")
-                                .hint("Hosts whose hostnames differ only by port share one TLS server name: give them the same tlsSecret"),
+                                .hint("Hosts whose hostnames differ only by port share one TLS server name: give them the same tlsSecret and TLS settings"),
                             );
                         }
                     }
@@ -123,13 +125,15 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
             }
             virtual_hosts.push(vh);
         }
-        for (sni, (secret, mut vhosts)) in tls {
+        for (sni, (host_tls, mut vhosts)) in tls {
             let route_config = format!("{}-{sni}", l.ir.route_config);
             vhosts.sort_by(|a, b| a.name.cmp(&b.name));
             chains.push(FilterChain {
                 name: format!("tls-{sni}"),
                 server_names: if sni == "*" { Vec::new() } else { vec![sni] },
-                secret: Some(secret),
+                secret: Some(host_tls.secret),
+                tls: Some(host_tls.settings),
+                ca_secret: host_tls.ca_secret,
                 route_config: route_config.clone(),
             });
             route_configs.push(RouteConfig {
@@ -150,7 +154,7 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
     let ir = Ir {
         listeners: listeners.into_iter().map(|l| l.ir).collect(),
         route_configs,
-        clusters: clusters.finish(&mut diagnostics),
+        clusters: clusters.finish(set, &mut secrets, &mut diagnostics),
         secrets: secrets.into_values().collect(),
     };
     (ir, diagnostics)
