@@ -599,3 +599,46 @@ fn ambassador_module_settings_reach_envoy_and_clients_cannot_claim_https() {
         "{listeners}"
     );
 }
+
+#[test]
+fn auth_service_checks_requests_and_mappings_can_bypass_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let auth = auth_upstream();
+    let port = free_port();
+    let auth_service = format!(
+        "apiVersion: getambassador.io/v3alpha1\nkind: AuthService\nmetadata:\n  name: auth\nspec:\n  auth_service: {auth}\n  path_prefix: /check\n  timeout_ms: 2000\n  allowed_request_headers: [x-allow]\n  allowed_authorization_headers: [x-auth-user]\n"
+    );
+    let docs = [
+        listener_and_host(port),
+        auth_service,
+        mapping("a", "/a/", a.addr, ""),
+        mapping("open", "/open/", a.addr, "  bypass_auth: true\n"),
+    ];
+    write(&config.join("all.yaml"), &docs.join("---\n"));
+    let (_attache, listen, envoy_admin, _admin) = serve(&config, dir.path(), port, &[]);
+    let denied = wait_for("the AuthService to deny", Duration::from_secs(30), || {
+        get(listen, "x", "/a/private").ok().filter(|r| r.status == 403)
+    });
+    assert_eq!(denied.body, "denied", "{denied:?}");
+    assert_eq!(denied.header("x-auth-path"), Some("/check/a/private"), "{denied:?}");
+    let allowed = http_with("GET", listen, "x", "/a/private", &[("x-allow", "yes")]).unwrap();
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert_eq!(allowed.body, "upstream=a path=/private host=x");
+    assert_eq!(allowed.header("x-echo-x-auth-user"), Some("alice"), "{allowed:?}");
+    // bypass_auth: not asked.
+    let open = get(listen, "x", "/open/z").unwrap();
+    assert_eq!(
+        (open.status, open.body.as_str()),
+        (200, "upstream=a path=/z host=x"),
+        "{open:?}"
+    );
+    assert_eq!(
+        stat(
+            envoy_admin,
+            &format!("http.ingress_http.rds.routes-{port}.update_rejected")
+        ),
+        Some(0)
+    );
+}

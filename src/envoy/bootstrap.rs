@@ -157,10 +157,15 @@ fn inline_routes(listener: &mut Value, snapshot: &Snapshot) {
             };
             let Some(rds) = hcm.remove("rds") else { continue };
             let name = rds.get("routeConfigName").and_then(Value::as_str).unwrap_or_default();
-            let route = snapshot.get(ResourceType::Route, name).map_or_else(
+            let mut route = snapshot.get(ResourceType::Route, name).map_or_else(
                 || json!({"name": name}),
                 |r| super::bytes_to_json(ResourceType::Route.message_name(), &r.bytes),
             );
+            // As over RDS: a route whose cluster was left out (a diagnostic says why) answers 503
+            // instead of the whole bootstrap being refused.
+            if let Some(o) = route.as_object_mut() {
+                o.insert("validateClusters".to_string(), json!(false));
+            }
             hcm.insert("routeConfig".to_string(), route);
         }
     }

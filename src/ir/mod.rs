@@ -124,6 +124,8 @@ pub struct Listener {
     pub xff_num_trusted_hops: u32,
     /// HTTP connection manager settings from the `ambassador` Module.
     pub http: HttpSettings,
+    /// External authorization (the AuthService), or `null`.
+    pub auth: Option<AuthFilter>,
     /// The Listener resource this came from (`null` for the default listener).
     pub source: Option<SourceRef>,
 }
@@ -174,6 +176,38 @@ pub struct Secret {
     pub private_key: Option<PrivateKey>,
     /// The Kubernetes Secret it came from.
     pub source: Option<SourceRef>,
+}
+
+/// The `ext_authz` filter an AuthService asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuthFilter {
+    /// Cluster of the authorization service.
+    pub cluster: String,
+    /// `http://host:port` (or `https://`) of the service, for Envoy's `server_uri`.
+    pub uri: String,
+    /// `http` or `grpc`.
+    pub proto: crate::resource::authservice::AuthProto,
+    /// Prefix added to the checked request's path (HTTP).
+    pub path_prefix: String,
+    /// Timeout in milliseconds.
+    pub timeout_ms: u64,
+    /// Request headers sent to the service (lowercase; Emissary's defaults included).
+    pub allowed_request_headers: Vec<String>,
+    /// Headers of an allowing answer that go upstream.
+    pub allowed_authorization_headers: Vec<String>,
+    /// Allow requests when the service fails.
+    pub failure_mode_allow: bool,
+    /// Status when it fails, or `null` for Envoy's 403.
+    pub status_on_error: Option<u16>,
+}
+
+/// What a route tells the `ext_authz` filter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RouteAuth {
+    /// Skip the check (`bypass_auth`).
+    pub bypass: bool,
+    /// `auth_context_extensions`.
+    pub context_extensions: std::collections::BTreeMap<String, String>,
 }
 
 /// HTTP connection manager settings (the `ambassador` Module's).
@@ -343,6 +377,9 @@ pub struct Route {
     /// `RouteAction.hash_policy`): `{cookie: {name, path, ttl_ms}}`, `{header: {name}}` or
     /// `source_ip`.
     pub hash_policy: Option<crate::resource::mapping::HashPolicy>,
+    /// Per-route settings of the AuthService check, when there is an AuthService and the
+    /// Mapping says something (`bypass_auth`, `auth_context_extensions`).
+    pub auth: Option<RouteAuth>,
     /// Cluster name for `route` actions (Envoy `RouteAction.cluster`).
     pub cluster: String,
     /// Replacement for the matched prefix, `null` for none (Envoy `RouteAction.prefix_rewrite`).

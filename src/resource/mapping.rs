@@ -120,6 +120,10 @@ struct MappingSpec {
     grpc: bool,
     add_linkerd_headers: Option<bool>,
     tls: Option<MappingTls>,
+    #[serde(default)]
+    bypass_auth: bool,
+    #[serde(default)]
+    auth_context_extensions: BTreeMap<String, String>,
     cluster_idle_timeout_ms: Option<u64>,
     cluster_max_connection_lifetime_ms: Option<u64>,
     keepalive: Option<Keepalive>,
@@ -210,6 +214,10 @@ pub struct Mapping {
     pub load_balancer_set: bool,
     /// `add_linkerd_headers`, when set (else the Module's applies).
     pub add_linkerd_headers: Option<bool>,
+    /// Requests are not checked by the AuthService.
+    pub bypass_auth: bool,
+    /// Context sent to the AuthService with each request (gRPC `context_extensions`).
+    pub auth_context_extensions: BTreeMap<String, String>,
 }
 
 /// `tls`: a TLSContext name (TLS to the upstream with its client certificate and settings), or
@@ -828,6 +836,8 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         hash_policy,
         load_balancer_set: spec.load_balancer.is_some(),
         add_linkerd_headers: spec.add_linkerd_headers,
+        bypass_auth: spec.bypass_auth,
+        auth_context_extensions: spec.auth_context_extensions,
     })
 }
 

@@ -6,6 +6,7 @@
 //! reported and ignored. The CRD spelling of every field lives here (`#[serde(rename)]`), so this
 //! module is the boundary with users' manifests. Knows nothing about Envoy.
 
+pub mod authservice;
 pub mod host;
 pub mod listener;
 pub mod mapping;
@@ -22,6 +23,7 @@ use crate::diagnostic::{Diagnostic, ObjectRef, Origin};
 use crate::source::yaml::{Node, Segment};
 use crate::source::RawObject;
 
+pub use authservice::AuthService;
 pub use host::Host;
 pub use listener::Listener;
 pub use mapping::Mapping;
@@ -92,6 +94,8 @@ pub enum Spec {
     Module(AmbassadorModule),
     /// `TLSContext`.
     TlsContext(TlsContext),
+    /// `AuthService`.
+    AuthService(AuthService),
 }
 
 /// One typed resource.
@@ -117,6 +121,8 @@ pub struct ResourceSet {
     pub secrets: Vec<(Meta, TlsSecret)>,
     /// `TLSContext`s.
     pub tls_contexts: Vec<(Meta, TlsContext)>,
+    /// The `AuthService` in effect (the first by namespace and name), or `None`.
+    pub auth_service: Option<(Meta, AuthService)>,
     /// The `ambassador` Module in effect (the first by namespace if there are several), or `None`.
     pub module: Option<(Meta, AmbassadorModule)>,
     /// `(namespace, name)` of Secrets that hold a certificate but could not be read (each has
@@ -137,7 +143,6 @@ impl ResourceSet {
 /// Kinds of the getambassador.io group that attache does not handle yet (they are ignored with a
 /// notice, rather than called unknown).
 const NOT_YET: &[&str] = &[
-    "AuthService",
     "RateLimitService",
     "TracingService",
     "LogService",
@@ -314,6 +319,7 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
     let mut secrets = Vec::new();
     let mut modules = Vec::new();
     let mut tls_contexts = Vec::new();
+    let mut auth_services = Vec::new();
     let mut broken_secrets = std::collections::BTreeSet::new();
     for (i, obj) in objects.iter().enumerate() {
         let errors_before = diagnostics.iter().filter(|d: &&Diagnostic| d.is_error()).count();
@@ -335,6 +341,7 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
                 Spec::Secret(s) => secrets.push((resource.meta, s, i)),
                 Spec::Module(m) => modules.push((resource.meta, m, i)),
                 Spec::TlsContext(c) => tls_contexts.push((resource.meta, c, i)),
+                Spec::AuthService(a) => auth_services.push((resource.meta, a, i)),
             }
         }
     }
@@ -344,6 +351,26 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
         mappings: dedupe(mappings, objects, &mut diagnostics),
         secrets: dedupe(secrets, objects, &mut diagnostics),
         tls_contexts: dedupe(tls_contexts, objects, &mut diagnostics),
+        auth_service: {
+            let mut all = dedupe(auth_services, objects, &mut diagnostics).into_iter();
+            let first = all.next();
+            for (meta, _) in all {
+                let used = first
+                    .as_ref()
+                    .map(|(m, _)| m.object_ref().to_string())
+                    .unwrap_or_default();
+                diagnostics.push(
+                    Diagnostic::warning(
+                        "authservice.duplicate",
+                        format!("only one AuthService is used ({used}); this one is ignored"),
+                    )
+                    .at(meta.origin.clone())
+                    .on(meta.object_ref())
+                    .hint("keep one AuthService (Emissary uses one too)"),
+                );
+            }
+            first
+        },
         module: {
             let mut modules = dedupe(modules, objects, &mut diagnostics).into_iter();
             let first = modules.next();
@@ -507,7 +534,10 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         );
         return None;
     }
-    if !matches!(kind.as_str(), "Listener" | "Host" | "Mapping" | "Module" | "TLSContext") {
+    if !matches!(
+        kind.as_str(),
+        "Listener" | "Host" | "Mapping" | "Module" | "TLSContext" | "AuthService"
+    ) {
         let message = if NOT_YET.contains(&kind.as_str()) {
             format!("{kind} is not supported by attache yet; ignored")
         } else {
@@ -575,6 +605,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
             "Host" => "host",
             "Module" => "module",
             "TLSContext" => "tlscontext",
+            "AuthService" => "authservice",
             _ => "mapping",
         },
     };
@@ -583,6 +614,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         "Host" => host::read(&mut reader).map(Spec::Host),
         "Module" => module::read(&mut reader).map(Spec::Module),
         "TLSContext" => tlscontext::read(&mut reader).map(Spec::TlsContext),
+        "AuthService" => authservice::read(&mut reader).map(Spec::AuthService),
         _ => mapping::read(&mut reader).map(|m| Spec::Mapping(Box::new(m))),
     }?;
     Some(Resource { meta, spec })

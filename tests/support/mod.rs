@@ -345,3 +345,48 @@ pub fn fixture() -> Fixture {
     );
     Fixture { dir, config, a, port }
 }
+
+/// An HTTP authorization service for `ext_authz` tests: allows requests that carry `x-allow: yes`
+/// (answering 200 with `x-auth-user: alice`), denies the others (403, body `denied`); both answers
+/// carry `x-auth-path` with the path it was asked about.
+pub fn auth_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    let path = head
+                        .lines()
+                        .next()
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .unwrap_or("")
+                        .to_string();
+                    let allowed = head.lines().any(|l| l.trim() == "x-allow: yes");
+                    let reply = if allowed {
+                        format!(
+                            "HTTP/1.1 200 OK\r\nx-auth-user: alice\r\nx-auth-path: {path}\r\ncontent-length: 0\r\n\r\n"
+                        )
+                    } else {
+                        format!("HTTP/1.1 403 Forbidden\r\nx-auth-path: {path}\r\ncontent-length: 6\r\n\r\ndenied")
+                    };
+                    if stream.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}

@@ -72,6 +72,7 @@ pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec
                     module.xff_num_trusted_hops
                 },
                 http: crate::ir::HttpSettings::from_module(&module),
+                auth: None,
                 source: Some(source_of(meta)),
             },
             namespace: meta.namespace.clone(),
@@ -99,6 +100,7 @@ pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec
                 proxy_protocol: false,
                 xff_num_trusted_hops: module.xff_num_trusted_hops,
                 http: crate::ir::HttpSettings::from_module(&module),
+                auth: None,
                 source: None,
             },
             namespace: String::new(),

@@ -209,6 +209,65 @@ impl Clusters {
     }
 }
 
+/// Request headers Emissary always sends to an HTTP AuthService.
+const AUTH_DEFAULT_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "from",
+    "proxy-authorization",
+    "user-agent",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+/// The `ext_authz` filter for the AuthService, with its cluster.
+pub(super) fn auth_filter(
+    clusters: &mut Clusters,
+    meta: &Meta,
+    a: &crate::resource::AuthService,
+    options: &LowerOptions,
+) -> crate::ir::AuthFilter {
+    use crate::resource::authservice::AuthProto;
+    let tls = a.service.scheme == Some(Scheme::Https);
+    let mut host = a.service.host.clone();
+    if !a.service.is_ip && !host.contains('.') && meta.namespace != options.ambassador_namespace && host != "localhost"
+    {
+        host = format!("{host}.{}", meta.namespace);
+    }
+    let port = a.service.port.unwrap_or(if tls { 443 } else { 80 });
+    let settings = crate::resource::mapping::ClusterSettings {
+        http2: a.proto == AuthProto::Grpc,
+        ..Default::default()
+    };
+    let cluster = clusters.add(
+        ClusterKey {
+            tls,
+            host: host.clone(),
+            port,
+            settings,
+        },
+        meta,
+        None,
+    );
+    let mut allowed: Vec<String> = AUTH_DEFAULT_HEADERS.iter().map(|s| (*s).to_string()).collect();
+    allowed.extend(a.allowed_request_headers.iter().cloned());
+    allowed.sort();
+    allowed.dedup();
+    let bracketed = if host.contains(':') { format!("[{host}]") } else { host };
+    crate::ir::AuthFilter {
+        cluster,
+        uri: format!("{}://{bracketed}:{port}", if tls { "https" } else { "http" }),
+        proto: a.proto,
+        path_prefix: a.path_prefix.clone(),
+        timeout_ms: a.timeout_ms,
+        allowed_request_headers: allowed,
+        allowed_authorization_headers: a.allowed_authorization_headers.clone(),
+        failure_mode_allow: a.failure_mode_allow,
+        status_on_error: a.status_on_error,
+    }
+}
+
 /// The `:authority` condition a Mapping adds inside a virtual host, if any.
 fn authority_match(m: &Mapping, vhost_hostname: &str) -> Option<HeaderMatch> {
     if let Some(host) = &m.host {
@@ -521,6 +580,12 @@ pub(super) fn routes_for(
             upgrades: c.m.allow_upgrade.clone(),
             retry_policy: c.m.retry_policy.clone().or_else(|| module.retry_policy.clone()),
             mirrors,
+            auth: (set.auth_service.is_some() && (c.m.bypass_auth || !c.m.auth_context_extensions.is_empty())).then(
+                || crate::ir::RouteAuth {
+                    bypass: c.m.bypass_auth,
+                    context_extensions: c.m.auth_context_extensions.clone(),
+                },
+            ),
             hash_policy: if c.m.load_balancer_set {
                 c.m.hash_policy.clone()
             } else {

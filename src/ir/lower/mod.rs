@@ -61,6 +61,10 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
     let mut secrets = BTreeMap::new();
     let hosts = host::effective_hosts(set, &mut secrets, &mut diagnostics);
     let mut clusters = mapping::Clusters::default();
+    let auth = set
+        .auth_service
+        .as_ref()
+        .map(|(meta, a)| mapping::auth_filter(&mut clusters, meta, a, options));
     let mut used_mappings = std::collections::BTreeSet::new();
     let mut route_configs = Vec::new();
     for l in &mut listeners {
@@ -142,6 +146,7 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
             });
         }
         l.ir.tls = chains.len() > 1;
+        l.ir.auth.clone_from(&auth);
         l.ir.filter_chains = chains;
         virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
         route_configs.push(RouteConfig {

@@ -1,0 +1,67 @@
+//! Every golden case's configuration, as a static bootstrap, passes a real Envoy's
+//! `--mode validate`: what the goldens pin is also what Envoy accepts (including the outputs of
+//! the cases' operator rule packs).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::{attache, envoy_bin};
+
+fn cases(root: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.join("input.yaml").is_file() {
+            out.push(p);
+        } else if p.is_dir() {
+            cases(&p, out);
+        }
+    }
+}
+
+#[test]
+fn every_golden_case_is_accepted_by_envoy() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut all = Vec::new();
+    cases(&root, &mut all);
+    assert!(all.len() >= 20, "{} golden cases", all.len());
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for case in &all {
+        let mut cmd = attache();
+        cmd.args(["translate", "--bootstrap", "-o", "yaml"])
+            .arg(case.join("input.yaml"));
+        if let Ok(packs) = std::fs::read_dir(case.join("rules")) {
+            let mut packs: Vec<PathBuf> = packs.map(|e| e.unwrap().path()).collect();
+            packs.sort();
+            for p in packs {
+                cmd.arg("--rules").arg(p);
+            }
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            case.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = dir.path().join("bootstrap.yaml");
+        std::fs::write(&file, &out.stdout).unwrap();
+        let v = Command::new(envoy_bin())
+            .args(["--mode", "validate", "--log-level", "error", "-c"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        if !v.status.success() {
+            failures.push(format!(
+                "{}: {}{}",
+                case.strip_prefix(&root).unwrap_or(case).display(),
+                String::from_utf8_lossy(&v.stdout),
+                String::from_utf8_lossy(&v.stderr)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
