@@ -642,3 +642,45 @@ fn auth_service_checks_requests_and_mappings_can_bypass_it() {
         Some(0)
     );
 }
+
+#[test]
+fn cors_preflights_are_answered_by_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let port = free_port();
+    let cors = "  cors:\n    origins: https://app.example.com\n    methods: GET, POST\n    max_age: \"600\"\n";
+    let docs = [listener_and_host(port), mapping("c", "/c/", a.addr, cors)];
+    write(&config.join("all.yaml"), &docs.join("---\n"));
+    let (_attache, listen, _envoy_admin, _admin) = serve(&config, dir.path(), port, &[]);
+    wait_for("Envoy to serve /c/", Duration::from_secs(30), || {
+        get(listen, "x", "/c/").ok().filter(|r| r.status == 200)
+    });
+    let preflight = |origin: &str| {
+        http_with(
+            "OPTIONS",
+            listen,
+            "x",
+            "/c/",
+            &[("origin", origin), ("access-control-request-method", "POST")],
+        )
+        .unwrap()
+    };
+    let ok = preflight("https://app.example.com");
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://app.example.com"),
+        "{ok:?}"
+    );
+    assert_eq!(ok.header("access-control-max-age"), Some("600"), "{ok:?}");
+    let other = preflight("https://evil.example.com");
+    assert_eq!(other.header("access-control-allow-origin"), None, "{other:?}");
+    // A simple cross-origin request gets the header too.
+    let simple = http_with("GET", listen, "x", "/c/", &[("origin", "https://app.example.com")]).unwrap();
+    assert_eq!(
+        simple.header("access-control-allow-origin"),
+        Some("https://app.example.com"),
+        "{simple:?}"
+    );
+}

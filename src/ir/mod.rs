@@ -126,6 +126,8 @@ pub struct Listener {
     pub http: HttpSettings,
     /// External authorization (the AuthService), or `null`.
     pub auth: Option<AuthFilter>,
+    /// Whether some route has CORS (then the CORS filter is in the chain).
+    pub cors: bool,
     /// The Listener resource this came from (`null` for the default listener).
     pub source: Option<SourceRef>,
 }
@@ -380,6 +382,8 @@ pub struct Route {
     /// Per-route settings of the AuthService check, when there is an AuthService and the
     /// Mapping says something (`bypass_auth`, `auth_context_extensions`).
     pub auth: Option<RouteAuth>,
+    /// CORS (the Mapping's, else the Module's), or `null`.
+    pub cors: Option<crate::resource::mapping::Cors>,
     /// Cluster name for `route` actions (Envoy `RouteAction.cluster`).
     pub cluster: String,
     /// Replacement for the matched prefix, `null` for none (Envoy `RouteAction.prefix_rewrite`).

@@ -120,6 +120,7 @@ struct MappingSpec {
     grpc: bool,
     add_linkerd_headers: Option<bool>,
     tls: Option<MappingTls>,
+    cors: Option<CorsSpec>,
     #[serde(default)]
     bypass_auth: bool,
     #[serde(default)]
@@ -214,6 +215,8 @@ pub struct Mapping {
     pub load_balancer_set: bool,
     /// `add_linkerd_headers`, when set (else the Module's applies).
     pub add_linkerd_headers: Option<bool>,
+    /// CORS.
+    pub cors: Option<Cors>,
     /// Requests are not checked by the AuthService.
     pub bypass_auth: bool,
     /// Context sent to the AuthService with each request (gRPC `context_extensions`).
@@ -227,6 +230,80 @@ pub struct Mapping {
 enum MappingTls {
     On(bool),
     Context(String),
+}
+
+/// `cors` as written: lists may be comma-separated strings (v2 style) or lists.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CorsSpec {
+    #[serde(default)]
+    origins: super::tlscontext::StringOrList,
+    #[serde(default)]
+    methods: super::tlscontext::StringOrList,
+    #[serde(default)]
+    headers: super::tlscontext::StringOrList,
+    #[serde(default)]
+    exposed_headers: super::tlscontext::StringOrList,
+    credentials: Option<bool>,
+    max_age: Option<serde_json::Value>,
+}
+
+/// Cross-origin resource sharing (Envoy's CORS filter, per route).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Cors {
+    /// Allowed origins (`*` for any).
+    pub origins: Vec<String>,
+    /// Allowed methods.
+    pub methods: Vec<String>,
+    /// Allowed request headers.
+    pub headers: Vec<String>,
+    /// Response headers exposed to scripts.
+    pub exposed_headers: Vec<String>,
+    /// `Access-Control-Allow-Credentials`.
+    pub credentials: bool,
+    /// `Access-Control-Max-Age`, in seconds, as text.
+    pub max_age: Option<String>,
+}
+
+/// Reads `<base>.cors`.
+pub(crate) fn read_cors(r: &mut Reader<'_>, spec: Option<&CorsSpec>, base: &str, ok: &mut bool) -> Option<Cors> {
+    let c = spec?;
+    let max_age = match &c.max_age {
+        None => None,
+        Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => Some(n.to_string()),
+        Some(serde_json::Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => Some(s.clone()),
+        Some(other) => {
+            let d = r
+                .error(
+                    "invalid_max_age",
+                    &format!("{base}.cors.max_age"),
+                    format!("`{other}` is not a number of seconds"),
+                )
+                .hint("e.g. `max_age: \"86400\"`");
+            r.diagnostics.push(d);
+            *ok = false;
+            None
+        }
+    };
+    let origins = c.origins.items();
+    if origins.is_empty() {
+        let d = r
+            .warning(
+                "cors_without_origins",
+                &format!("{base}.cors.origins"),
+                "no origins: no cross-origin request is allowed",
+            )
+            .hint("list the origins allowed, e.g. `origins: https://app.example.com`, or `*`");
+        r.diagnostics.push(d);
+    }
+    Some(Cors {
+        origins,
+        methods: c.methods.items(),
+        headers: c.headers.items(),
+        exposed_headers: c.exposed_headers.items(),
+        credentials: c.credentials.unwrap_or(false),
+        max_age,
+    })
 }
 
 /// TCP keepalive of upstream connections (`keepalive`; seconds).
@@ -706,6 +783,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         ok = false;
     }
     let retry_policy = read_retry_policy(r, spec.retry_policy.as_ref(), "spec", &mut ok);
+    let cors = read_cors(r, spec.cors.as_ref(), "spec", &mut ok);
     for (i, u) in spec.allow_upgrade.iter().enumerate() {
         if u.trim().is_empty() {
             let d = r
@@ -836,6 +914,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         hash_policy,
         load_balancer_set: spec.load_balancer.is_some(),
         add_linkerd_headers: spec.add_linkerd_headers,
+        cors,
         bypass_auth: spec.bypass_auth,
         auth_context_extensions: spec.auth_context_extensions,
     })

@@ -33,6 +33,7 @@ struct ConfigSpec {
     circuit_breakers: Vec<CircuitBreakerSpec>,
     load_balancer: Option<LoadBalancerSpec>,
     add_linkerd_headers: Option<bool>,
+    cors: Option<super::mapping::CorsSpec>,
 }
 
 /// The `ambassador` Module's settings, with Emissary's defaults.
@@ -65,6 +66,8 @@ pub struct AmbassadorModule {
     pub load_balancer: Option<(&'static str, Option<HashPolicy>)>,
     /// Add `l5d-dst-override` to requests (for Linkerd), unless a Mapping says otherwise.
     pub add_linkerd_headers: bool,
+    /// CORS of Mappings without their own.
+    pub cors: Option<super::mapping::Cors>,
 }
 
 impl Default for AmbassadorModule {
@@ -83,6 +86,7 @@ impl Default for AmbassadorModule {
             circuit_breakers: Vec::new(),
             load_balancer: None,
             add_linkerd_headers: false,
+            cors: None,
         }
     }
 }
@@ -108,6 +112,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
     let c = spec.config;
     let mut ok = true;
     let retry_policy = read_retry_policy(r, c.retry_policy.as_ref(), "spec.config", &mut ok);
+    let cors = super::mapping::read_cors(r, c.cors.as_ref(), "spec.config", &mut ok);
     let circuit_breakers = read_circuit_breakers(r, &c.circuit_breakers, "spec.config", &mut ok);
     let load_balancer = c
         .load_balancer
@@ -130,5 +135,6 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
         circuit_breakers,
         load_balancer,
         add_linkerd_headers: c.add_linkerd_headers.unwrap_or(false),
+        cors,
     })
 }

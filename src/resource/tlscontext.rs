@@ -19,7 +19,7 @@ pub(crate) enum StringOrList {
 
 impl StringOrList {
     /// The items; a single string is split at commas, as Emissary does.
-    fn items(&self) -> Vec<String> {
+    pub(crate) fn items(&self) -> Vec<String> {
         match self {
             StringOrList::None => Vec::new(),
             StringOrList::One(s) => s

@@ -375,8 +375,21 @@ fn new_handlebars() -> Handlebars<'static> {
     h.register_escape_fn(handlebars::no_escape);
     h.register_helper("json", Box::new(json_helper));
     h.register_helper("duration", Box::new(duration_helper));
+    h.register_helper("join", Box::new(join_helper));
     h
 }
+
+/// `(join list ", ")`.
+mod join {
+    handlebars::handlebars_helper!(join_helper: |items: array, separator: str| {
+        items
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(separator)
+    });
+}
+use join::join_helper;
 
 /// Strict mode does not cover helper parameters: a misspelled `{{json nmae}}` would render
 /// `null`. Make it the same error a misspelled `{{nmae}}` is.

@@ -580,6 +580,7 @@ pub(super) fn routes_for(
             upgrades: c.m.allow_upgrade.clone(),
             retry_policy: c.m.retry_policy.clone().or_else(|| module.retry_policy.clone()),
             mirrors,
+            cors: c.m.cors.clone().or_else(|| module.cors.clone()),
             auth: (set.auth_service.is_some() && (c.m.bypass_auth || !c.m.auth_context_extensions.is_empty())).then(
                 || crate::ir::RouteAuth {
                     bypass: c.m.bypass_auth,

@@ -146,6 +146,9 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
             });
         }
         l.ir.tls = chains.len() > 1;
+        l.ir.cors = virtual_hosts
+            .iter()
+            .any(|vh| vh.routes.iter().any(|r| r.cors.is_some()));
         l.ir.auth.clone_from(&auth);
         l.ir.filter_chains = chains;
         virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
