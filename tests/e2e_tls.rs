@@ -288,3 +288,42 @@ apiVersion: getambassador.io/v3alpha1\nkind: TLSContext\nmetadata:\n  name: upst
         "{clusters}"
     );
 }
+
+#[test]
+fn tcp_mappings_proxy_connections_and_terminate_tls_by_server_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_dir = dir.path().join("config");
+    let (a, b) = (upstream("a"), upstream("b"));
+    let (http_port, raw_port, tls_port) = (free_port(), free_port(), free_port());
+    let tcp = |name: &str, port: u16, service: SocketAddr, host: &str| {
+        format!("apiVersion: getambassador.io/v3alpha1\nkind: TCPMapping\nmetadata:\n  name: {name}\nspec:\n  port: {port}\n  service: {service}\n{host}")
+    };
+    let config = [
+        listener_and_host(http_port),
+        tcp("raw", raw_port, a.addr, ""),
+        tcp("tls-h1", tls_port, b.addr, "  host: h1.example.com\n"),
+        "apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: h1\nspec:\n  hostname: h1.example.com\n  tlsSecret:\n    name: h1-cert\n".to_string(),
+        tls_secret("h1-cert", "h1.crt", "h1.key"),
+    ];
+    write(&config_dir.join("all.yaml"), &config.join("---\n"));
+    let (_attache, _listen, envoy_admin, _admin) = serve(&config_dir, dir.path(), http_port, &[]);
+    // Plain TCP: whatever is sent (here an HTTP request) reaches the service as is.
+    let raw = wait_for("the raw TCP listener", Duration::from_secs(30), || {
+        get(loopback(raw_port), "anything", "/raw")
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    assert_eq!(raw.body, "upstream=a path=/raw host=anything");
+    // TLS by server name, terminated with the Host's certificate, then TCP to b.
+    let (code, status, body) = wait_for("the TLS TCP listener", Duration::from_secs(30), || {
+        Some(curl(tls_port, "h1.example.com", None, "/over-tls", "h1.crt")).filter(|r| r.1 == 200)
+    });
+    // (Layer 4: the client's Host header, port included, arrives untouched.)
+    assert_eq!(
+        (code, body),
+        (0, format!("upstream=b path=/over-tls host=h1.example.com:{tls_port}"))
+    );
+    assert_eq!(status, 200);
+    assert_eq!(stat(envoy_admin, "listener_manager.lds.update_rejected"), Some(0));
+    assert!(stat(envoy_admin, &format!("tcp.ingress_tcp_{raw_port}.downstream_cx_total")).unwrap_or(0) >= 1);
+}

@@ -128,7 +128,30 @@ pub struct Listener {
     pub auth: Option<AuthFilter>,
     /// Whether some route has CORS (then the CORS filter is in the chain).
     pub cors: bool,
+    /// For a TCP listener (TCPMappings): its chains; then `filter_chains` is empty and
+    /// `route_config` names nothing.
+    pub tcp: Vec<TcpChain>,
     /// The Listener resource this came from (`null` for the default listener).
+    pub source: Option<SourceRef>,
+}
+
+/// A TCP proxy chain of a TCP listener (one TCPMapping).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TcpChain {
+    /// Chain name, unique in its listener: `tcp` or `tcp-<server name>`.
+    pub name: String,
+    /// TLS server names it takes (empty: every connection).
+    pub server_names: Vec<String>,
+    /// The certificate's [`Secret`] when TLS is terminated here; with `server_names` and no
+    /// secret, TLS is passed through to the service.
+    pub secret: Option<String>,
+    /// Cluster connections go to.
+    pub cluster: String,
+    /// Idle timeout in milliseconds, or `null` for Envoy's.
+    pub idle_timeout_ms: Option<u64>,
+    /// Stats prefix of the TCP proxy.
+    pub stat_prefix: String,
+    /// The TCPMapping it came from.
     pub source: Option<SourceRef>,
 }
 

@@ -17,9 +17,9 @@ pub enum Protocol {
     Httpproxy,
     /// HTTPS behind a PROXY-protocol load balancer.
     Httpsproxy,
-    /// Raw TCP (not supported yet).
+    /// Raw TCP: a port for TCPMappings.
     Tcp,
-    /// TLS passthrough (not supported yet).
+    /// TLS: a port for TCPMappings chosen by server name.
     Tls,
     /// UDP (not supported).
     Udp,
@@ -141,20 +141,29 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Listener> {
         return None;
     };
     match protocol {
-        Protocol::Tcp | Protocol::Tls | Protocol::Udp => {
+        Protocol::Udp => {
             let d = r
                 .error(
                     "unsupported_protocol",
                     "spec.protocol",
                     format!("{protocol:?} Listeners are not supported by attache yet"),
                 )
-                .hint("HTTP and HTTPS Listeners are supported");
+                .hint("HTTP, HTTPS, TCP and TLS Listeners are supported");
             r.diagnostics.push(d);
             return None;
         }
-        Protocol::Https | Protocol::Httpsproxy | Protocol::Http | Protocol::Httpproxy => {}
+        Protocol::Https
+        | Protocol::Httpsproxy
+        | Protocol::Http
+        | Protocol::Httpproxy
+        | Protocol::Tcp
+        | Protocol::Tls => {}
     }
     let binding = spec.host_binding.unwrap_or_else(|| {
+        // TCP and TLS Listeners serve TCPMappings, not Hosts.
+        if matches!(protocol, Protocol::Tcp | Protocol::Tls) {
+            return HostBinding::default();
+        }
         let d = r
             .warning(
                 "missing_host_binding",

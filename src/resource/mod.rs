@@ -12,6 +12,7 @@ pub mod listener;
 pub mod mapping;
 pub mod module;
 pub mod secret;
+pub mod tcpmapping;
 pub mod tlscontext;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ pub use listener::Listener;
 pub use mapping::Mapping;
 pub use module::AmbassadorModule;
 pub use secret::TlsSecret;
+pub use tcpmapping::TcpMapping;
 pub use tlscontext::TlsContext;
 
 /// The API group attache reads.
@@ -96,6 +98,8 @@ pub enum Spec {
     TlsContext(TlsContext),
     /// `AuthService`.
     AuthService(AuthService),
+    /// `TCPMapping`.
+    TcpMapping(TcpMapping),
 }
 
 /// One typed resource.
@@ -119,6 +123,8 @@ pub struct ResourceSet {
     pub mappings: Vec<(Meta, Mapping)>,
     /// TLS `Secret`s.
     pub secrets: Vec<(Meta, TlsSecret)>,
+    /// `TCPMapping`s.
+    pub tcp_mappings: Vec<(Meta, TcpMapping)>,
     /// `TLSContext`s.
     pub tls_contexts: Vec<(Meta, TlsContext)>,
     /// The `AuthService` in effect (the first by namespace and name), or `None`.
@@ -146,7 +152,6 @@ const NOT_YET: &[&str] = &[
     "RateLimitService",
     "TracingService",
     "LogService",
-    "TCPMapping",
     "KubernetesEndpointResolver",
     "KubernetesServiceResolver",
     "ConsulResolver",
@@ -320,6 +325,7 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
     let mut modules = Vec::new();
     let mut tls_contexts = Vec::new();
     let mut auth_services = Vec::new();
+    let mut tcp_mappings = Vec::new();
     let mut broken_secrets = std::collections::BTreeSet::new();
     for (i, obj) in objects.iter().enumerate() {
         let errors_before = diagnostics.iter().filter(|d: &&Diagnostic| d.is_error()).count();
@@ -342,6 +348,7 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
                 Spec::Module(m) => modules.push((resource.meta, m, i)),
                 Spec::TlsContext(c) => tls_contexts.push((resource.meta, c, i)),
                 Spec::AuthService(a) => auth_services.push((resource.meta, a, i)),
+                Spec::TcpMapping(t) => tcp_mappings.push((resource.meta, t, i)),
             }
         }
     }
@@ -351,6 +358,7 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
         mappings: dedupe(mappings, objects, &mut diagnostics),
         secrets: dedupe(secrets, objects, &mut diagnostics),
         tls_contexts: dedupe(tls_contexts, objects, &mut diagnostics),
+        tcp_mappings: dedupe(tcp_mappings, objects, &mut diagnostics),
         auth_service: {
             let mut all = dedupe(auth_services, objects, &mut diagnostics).into_iter();
             let first = all.next();
@@ -536,7 +544,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
     }
     if !matches!(
         kind.as_str(),
-        "Listener" | "Host" | "Mapping" | "Module" | "TLSContext" | "AuthService"
+        "Listener" | "Host" | "Mapping" | "Module" | "TLSContext" | "AuthService" | "TCPMapping"
     ) {
         let message = if NOT_YET.contains(&kind.as_str()) {
             format!("{kind} is not supported by attache yet; ignored")
@@ -606,6 +614,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
             "Module" => "module",
             "TLSContext" => "tlscontext",
             "AuthService" => "authservice",
+            "TCPMapping" => "tcpmapping",
             _ => "mapping",
         },
     };
@@ -615,6 +624,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         "Module" => module::read(&mut reader).map(Spec::Module),
         "TLSContext" => tlscontext::read(&mut reader).map(Spec::TlsContext),
         "AuthService" => authservice::read(&mut reader).map(Spec::AuthService),
+        "TCPMapping" => tcpmapping::read(&mut reader).map(Spec::TcpMapping),
         _ => mapping::read(&mut reader).map(|m| Spec::Mapping(Box::new(m))),
     }?;
     Some(Resource { meta, spec })

@@ -24,6 +24,10 @@ pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec
     let module = set.module.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
     let mut out: Vec<Lowered> = Vec::new();
     for (meta, l) in &set.listeners {
+        // TCP and TLS Listeners are ports for TCPMappings (see `tcp`).
+        if matches!(l.protocol, Protocol::Tcp | Protocol::Tls) {
+            continue;
+        }
         if let Some(first) = out.iter().find(|o| o.ir.port == l.port) {
             let owner = first
                 .ir
@@ -74,6 +78,7 @@ pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec
                 http: crate::ir::HttpSettings::from_module(&module),
                 auth: None,
                 cors: false,
+                tcp: Vec::new(),
                 source: Some(source_of(meta)),
             },
             namespace: meta.namespace.clone(),
@@ -103,6 +108,7 @@ pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec
                 http: crate::ir::HttpSettings::from_module(&module),
                 auth: None,
                 cors: false,
+                tcp: Vec::new(),
                 source: None,
             },
             namespace: String::new(),

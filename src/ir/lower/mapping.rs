@@ -209,6 +209,32 @@ impl Clusters {
     }
 }
 
+/// The cluster of a TCPMapping's service.
+pub(super) fn tcp_cluster(
+    clusters: &mut Clusters,
+    meta: &Meta,
+    t: &crate::resource::TcpMapping,
+    options: &LowerOptions,
+) -> String {
+    let tls = t.service.scheme == Some(Scheme::Https) || t.cluster.originate_tls;
+    let mut host = t.service.host.clone();
+    if !t.service.is_ip && !host.contains('.') && meta.namespace != options.ambassador_namespace && host != "localhost"
+    {
+        host = format!("{host}.{}", meta.namespace);
+    }
+    let port = t.service.port.unwrap_or(if tls { 443 } else { 80 });
+    clusters.add(
+        ClusterKey {
+            tls,
+            host,
+            port,
+            settings: t.cluster.clone(),
+        },
+        meta,
+        None,
+    )
+}
+
 /// Request headers Emissary always sends to an HTTP AuthService.
 const AUTH_DEFAULT_HEADERS: &[&str] = &[
     "authorization",

@@ -7,6 +7,7 @@
 mod host;
 mod listener;
 mod mapping;
+mod tcp;
 
 use crate::diagnostic::Diagnostic;
 use crate::resource::ResourceSet;
@@ -158,9 +159,23 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
         });
     }
     mapping::report_unused(set, &used_mappings, &mut diagnostics);
+    let http_ports: Vec<u16> = listeners.iter().map(|l| l.ir.port).collect();
+    let tcp_listeners = tcp::listeners(
+        set,
+        &http_ports,
+        &hosts,
+        options,
+        &mut clusters,
+        &mut secrets,
+        &mut diagnostics,
+    );
     route_configs.sort_by(|a, b| a.name.cmp(&b.name));
     let ir = Ir {
-        listeners: listeners.into_iter().map(|l| l.ir).collect(),
+        listeners: {
+            let mut all: Vec<_> = listeners.into_iter().map(|l| l.ir).chain(tcp_listeners).collect();
+            all.sort_by_key(|l| l.port);
+            all
+        },
         route_configs,
         clusters: clusters.finish(set, &mut secrets, &mut diagnostics),
         secrets: secrets.into_values().collect(),

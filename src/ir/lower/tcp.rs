@@ -1,0 +1,154 @@
+//! TCPMappings → TCP listeners: one listener per port, one TCP proxy chain per TCPMapping, chosen
+//! by TLS server name when the TCPMapping has a `host` (TLS terminated with the certificate of the
+//! Host or TLSContext for that name, else passed through untouched).
+
+use std::collections::BTreeMap;
+
+use crate::diagnostic::Diagnostic;
+use crate::ir::{HttpSettings, Listener, PrivateKey, Secret, SecurityModel, TcpChain};
+use crate::resource::{Meta, ResourceSet, TcpMapping};
+
+use super::host::EffectiveHost;
+use super::mapping::{tcp_cluster, Clusters};
+use super::{source_of, LowerOptions};
+
+/// The TCP listeners, in port order.
+pub(super) fn listeners(
+    set: &ResourceSet,
+    http_ports: &[u16],
+    hosts: &[EffectiveHost],
+    options: &LowerOptions,
+    clusters: &mut Clusters,
+    secrets: &mut BTreeMap<String, Secret>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<Listener> {
+    let mut by_port: BTreeMap<u16, Vec<(&Meta, &TcpMapping)>> = BTreeMap::new();
+    for (meta, t) in &set.tcp_mappings {
+        if http_ports.contains(&t.port) {
+            diagnostics.push(
+                Diagnostic::error(
+                    "tcpmapping.port_conflict",
+                    format!("port {} serves HTTP (a Listener); this TCPMapping was left out", t.port),
+                )
+                .at(meta.origin.clone())
+                .on(meta.object_ref())
+                .path("spec.port")
+                .hint("give TCPMappings ports of their own (a Listener with protocol TCP or TLS, or none)"),
+            );
+            continue;
+        }
+        by_port.entry(t.port).or_default().push((meta, t));
+    }
+    let mut out = Vec::new();
+    for (port, mut mappings) in by_port {
+        // Server-name chains first (by name), then the catch-all.
+        mappings.sort_by(|(am, a), (bm, b)| {
+            (a.host.is_none(), &a.host, &am.namespace, &am.name).cmp(&(
+                b.host.is_none(),
+                &b.host,
+                &bm.namespace,
+                &bm.name,
+            ))
+        });
+        let mut chains: Vec<TcpChain> = Vec::new();
+        for (meta, t) in mappings {
+            let name = match &t.host {
+                Some(h) => format!("tcp-{h}"),
+                None => "tcp".to_string(),
+            };
+            if let Some(first) = chains.iter().find(|c| c.name == name) {
+                let owner = first.source.as_ref().map(|s| s.object.to_string()).unwrap_or_default();
+                diagnostics.push(
+                    Diagnostic::error(
+                        "tcpmapping.conflict",
+                        format!("{owner} already takes these connections on port {port}; this TCPMapping was left out"),
+                    )
+                    .at(meta.origin.clone())
+                    .on(meta.object_ref())
+                    .path("spec.host")
+                    .hint("give each TCPMapping on a port its own `host` (TLS server name)"),
+                );
+                continue;
+            }
+            let secret = t.host.as_ref().and_then(|h| certificate_for(set, hosts, h, secrets));
+            if let (Some(h), None) = (&t.host, &secret) {
+                diagnostics.push(
+                    Diagnostic::notice(
+                        "tcpmapping.tls_passthrough",
+                        format!("no certificate for `{h}` (no Host or TLSContext with it): TLS is passed through to the service"),
+                    )
+                    .at(meta.origin.clone())
+                    .on(meta.object_ref())
+                    .path("spec.host"),
+                );
+            }
+            chains.push(TcpChain {
+                stat_prefix: format!("ingress_tcp_{port}"),
+                name,
+                server_names: t.host.iter().filter(|h| h.as_str() != "*").cloned().collect(),
+                secret,
+                cluster: tcp_cluster(clusters, meta, t, options),
+                idle_timeout_ms: t.idle_timeout_ms,
+                source: Some(source_of(meta)),
+            });
+        }
+        let Some(first) = chains.first() else { continue };
+        let address = set
+            .tcp_mappings
+            .iter()
+            .find(|(_, t)| t.port == port)
+            .map_or_else(|| "0.0.0.0".to_string(), |(_, t)| t.address.clone());
+        out.push(Listener {
+            name: format!("listener-{port}"),
+            address,
+            port,
+            stat_prefix: format!("ingress_tcp_{port}"),
+            route_config: String::new(),
+            filter_chains: Vec::new(),
+            tls: chains.iter().any(|c| !c.server_names.is_empty()),
+            strip_host_port: true,
+            security_model: SecurityModel::Insecure,
+            proxy_protocol: false,
+            xff_num_trusted_hops: 0,
+            http: HttpSettings::from_module(&crate::resource::AmbassadorModule::default()),
+            auth: None,
+            cors: false,
+            source: first.source.clone(),
+            tcp: chains,
+        });
+    }
+    out
+}
+
+/// The IR secret with a certificate for server name `host`: a Host's, else a TLSContext's.
+fn certificate_for(
+    set: &ResourceSet,
+    hosts: &[EffectiveHost],
+    host: &str,
+    secrets: &mut BTreeMap<String, Secret>,
+) -> Option<String> {
+    if let Some(t) = hosts
+        .iter()
+        .find(|h| h.hostname.eq_ignore_ascii_case(host))
+        .and_then(|h| h.tls.as_ref())
+    {
+        return Some(t.secret.clone());
+    }
+    let (ns, name) = set
+        .tls_contexts
+        .iter()
+        .find(|(_, c)| c.hosts.iter().any(|x| x.eq_ignore_ascii_case(host)))?
+        .1
+        .secret
+        .clone()?;
+    let (meta, s) = set.secrets.iter().find(|(m, _)| m.namespace == ns && m.name == name)?;
+    let key = s.private_key.clone()?;
+    let full = format!("{ns}/{name}");
+    secrets.entry(full.clone()).or_insert_with(|| Secret {
+        name: full.clone(),
+        certificate_chain: s.certificate_chain.clone(),
+        private_key: Some(PrivateKey(key)),
+        source: Some(source_of(meta)),
+    });
+    Some(full)
+}

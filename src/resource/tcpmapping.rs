@@ -1,0 +1,130 @@
+//! `TCPMapping`: connections to a port proxied to a service at layer 4, optionally chosen by the
+//! TLS server name (`host`), with TLS terminated when attache has a certificate for it.
+
+use serde::Deserialize;
+
+use super::mapping::{read_circuit_breakers, CircuitBreakerSpec, ClusterSettings};
+use super::Reader;
+use crate::lang::service::{self, ServiceRef};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum TlsField {
+    On(bool),
+    Context(String),
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct TcpMappingSpec {
+    port: Option<u32>,
+    service: Option<String>,
+    host: Option<String>,
+    address: Option<String>,
+    tls: Option<TlsField>,
+    idle_timeout_ms: Option<u64>,
+    #[serde(default)]
+    circuit_breakers: Vec<CircuitBreakerSpec>,
+    enable_ipv4: Option<bool>,
+    enable_ipv6: Option<bool>,
+    cluster_tag: Option<String>,
+    weight: Option<u32>,
+    #[allow(dead_code, reason = "read by resource::parse before the spec")]
+    ambassador_id: Option<serde_json::Value>,
+}
+
+/// A valid TCPMapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpMapping {
+    /// Port Envoy listens on.
+    pub port: u16,
+    /// Address Envoy binds (default `0.0.0.0`).
+    pub address: String,
+    /// TLS server name (a DNS glob) this mapping takes; `None` takes every connection.
+    pub host: Option<String>,
+    /// Where connections go.
+    pub service: ServiceRef,
+    /// Idle timeout of a connection in milliseconds (Envoy's one hour when unset).
+    pub idle_timeout_ms: Option<u64>,
+    /// Upstream cluster settings (TLS origination, circuit breakers, IP families, tag).
+    pub cluster: ClusterSettings,
+}
+
+/// Reads and checks a TCPMapping spec.
+pub(crate) fn read(r: &mut Reader<'_>) -> Option<TcpMapping> {
+    let spec: TcpMappingSpec =
+        r.spec(&|p| (p == "spec.port").then(|| "the port is a number from 1 to 65535".to_string()))?;
+    let Some(port) = spec.port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0) else {
+        let d = r
+            .error(
+                "invalid_port",
+                "spec.port",
+                "a TCPMapping needs a `port` from 1 to 65535",
+            )
+            .hint("the port Envoy listens on for these connections, e.g. `port: 2222`");
+        r.diagnostics.push(d);
+        return None;
+    };
+    let Some(text) = spec.service.filter(|s| !s.trim().is_empty()) else {
+        let d = r
+            .error(
+                "missing_service",
+                "spec.service",
+                "a TCPMapping needs a `service` to send connections to",
+            )
+            .hint("e.g. `service: db.default:5432`");
+        r.diagnostics.push(d);
+        return None;
+    };
+    let service = match service::parse(text.trim()) {
+        Ok(s) => s,
+        Err(e) => {
+            let d = r
+                .error(
+                    "invalid_service",
+                    "spec.service",
+                    format!("invalid service `{}`: {}", e.input, e.message),
+                )
+                .hint("write it as name[.namespace]:port");
+            r.diagnostics.push(d);
+            return None;
+        }
+    };
+    if spec.weight.is_some() {
+        let d = r
+            .warning(
+                "unsupported_field",
+                "spec.weight",
+                "weighted TCPMappings are not supported by attache yet; ignored",
+            )
+            .hint("one TCPMapping per port and server name is used");
+        r.diagnostics.push(d);
+    }
+    let mut ok = true;
+    let circuit_breakers = read_circuit_breakers(r, &spec.circuit_breakers, "spec", &mut ok);
+    if !ok {
+        return None;
+    }
+    let dns_lookup_family = match (spec.enable_ipv4.unwrap_or(true), spec.enable_ipv6.unwrap_or(false)) {
+        (_, false) => "V4_ONLY",
+        (false, true) => "V6_ONLY",
+        (true, true) => "AUTO",
+    };
+    Some(TcpMapping {
+        port,
+        address: spec.address.unwrap_or_else(|| "0.0.0.0".to_string()),
+        host: spec.host.filter(|h| !h.is_empty()),
+        service,
+        idle_timeout_ms: spec.idle_timeout_ms,
+        cluster: ClusterSettings {
+            circuit_breakers,
+            dns_lookup_family,
+            tag: spec.cluster_tag,
+            originate_tls: matches!(spec.tls, Some(TlsField::On(true) | TlsField::Context(_))),
+            tls_context: match spec.tls {
+                Some(TlsField::Context(name)) => Some(name),
+                _ => None,
+            },
+            ..ClusterSettings::default()
+        },
+    })
+}
