@@ -113,6 +113,9 @@ struct MappingSpec {
     auto_host_rewrite: bool,
     #[serde(default)]
     allow_upgrade: Vec<String>,
+    use_websocket: Option<bool>,
+    host_regex: Option<bool>,
+    method_regex: Option<bool>,
     retry_policy: Option<RetryPolicySpec>,
     #[serde(default)]
     shadow: bool,
@@ -192,6 +195,10 @@ pub struct Mapping {
     pub path_kind: PathKind,
     /// Whether the path match is case sensitive (default true).
     pub case_sensitive: bool,
+    /// `host` is a regular expression for `:authority` (v2's `host_regex: true`).
+    pub host_regex: bool,
+    /// `method` is a regular expression (`method_regex: true`).
+    pub method_regex: bool,
     /// Share of the traffic of its canary group, in percent (of a shadow: the share mirrored).
     pub weight: Option<u32>,
     /// `host_redirect: true`: redirect to the `service` host instead of proxying.
@@ -310,7 +317,8 @@ pub(crate) fn read_cors(r: &mut Reader<'_>, spec: Option<&CorsSpec>, base: &str,
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Keepalive {
-    /// Idle seconds before probes start.
+    /// Idle seconds before probes start (Emissary's `idle_time`; `time` is read too).
+    #[serde(alias = "idle_time")]
     pub time: Option<u32>,
     /// Seconds between probes.
     pub interval: Option<u32>,
@@ -669,6 +677,12 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
     if spec.prefix_regex {
         regexes.push(("spec.prefix".to_string(), prefix.as_str()));
     }
+    if let (Some(true), Some(h)) = (spec.host_regex, &spec.host) {
+        regexes.push(("spec.host".to_string(), h.as_str()));
+    }
+    if let (Some(true), Some(m)) = (spec.method_regex, &spec.method) {
+        regexes.push(("spec.method".to_string(), m.as_str()));
+    }
     for (field, map) in [
         ("regex_headers", &spec.regex_headers),
         ("regex_query_parameters", &spec.regex_query_parameters),
@@ -900,14 +914,23 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         },
         case_sensitive: spec.case_sensitive.unwrap_or(true),
         weight: spec.weight,
+        host_regex: spec.host_regex.unwrap_or(false),
+        method_regex: spec.method_regex.unwrap_or(false),
         redirect,
         regex_rewrite: spec.regex_rewrite,
         auto_host_rewrite: spec.auto_host_rewrite,
-        allow_upgrade: spec
-            .allow_upgrade
-            .iter()
-            .map(|u| u.trim().to_ascii_lowercase())
-            .collect(),
+        allow_upgrade: {
+            let mut u: Vec<String> = spec
+                .allow_upgrade
+                .iter()
+                .map(|u| u.trim().to_ascii_lowercase())
+                .collect();
+            // `use_websocket: true` is the old spelling of `allow_upgrade: [websocket]`.
+            if spec.use_websocket == Some(true) && !u.iter().any(|x| x == "websocket") {
+                u.push("websocket".to_string());
+            }
+            u
+        },
         retry_policy,
         shadow: spec.shadow,
         cluster,

@@ -299,7 +299,11 @@ fn authority_match(m: &Mapping, vhost_hostname: &str) -> Option<HeaderMatch> {
     if let Some(host) = &m.host {
         return Some(HeaderMatch {
             name: ":authority".into(),
-            kind: MatchKind::Exact,
+            kind: if m.host_regex {
+                MatchKind::Regex
+            } else {
+                MatchKind::Exact
+            },
             value: host.clone(),
         });
     }
@@ -331,7 +335,13 @@ fn authority_match(m: &Mapping, vhost_hostname: &str) -> Option<HeaderMatch> {
 /// Whether a Mapping is served by a Host: hostname globs intersect and the Host's
 /// `mappingSelector` (if any) matches the Mapping's labels.
 fn associated(meta: &Meta, m: &Mapping, h: &EffectiveHost) -> bool {
-    let glob = m.host.as_deref().or(m.hostname.as_deref()).unwrap_or("*");
+    // A host regex cannot be compared with a Host's glob: such a Mapping goes to every Host, its
+    // `:authority` condition decides.
+    let glob = if m.host_regex {
+        "*"
+    } else {
+        m.host.as_deref().or(m.hostname.as_deref()).unwrap_or("*")
+    };
     globs_intersect(glob, &h.hostname) && h.mapping_selector.as_ref().is_none_or(|s| s.matches(&meta.labels))
 }
 
@@ -409,8 +419,16 @@ pub(super) fn routes_for(
         if let Some(method) = &m.method {
             headers.push(HeaderMatch {
                 name: ":method".into(),
-                kind: MatchKind::Exact,
-                value: method.to_ascii_uppercase(),
+                kind: if m.method_regex {
+                    MatchKind::Regex
+                } else {
+                    MatchKind::Exact
+                },
+                value: if m.method_regex {
+                    method.clone()
+                } else {
+                    method.to_ascii_uppercase()
+                },
             });
         }
         headers.sort();
