@@ -60,6 +60,9 @@ struct HostSpec {
     request_policy: RequestPolicy,
     #[allow(dead_code, reason = "read by resource::parse before the spec")]
     ambassador_id: Option<serde_json::Value>,
+    #[serde(rename = "ambassadorId")]
+    #[allow(dead_code, reason = "read by resource::parse before the spec")]
+    ambassador_id_alias: Option<serde_json::Value>,
 }
 
 /// A valid Host.

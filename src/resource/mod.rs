@@ -572,7 +572,13 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         origin: at,
     };
     // ambassador_id: objects meant for other instances are skipped.
-    if let Some(id_node) = str_field(root, &["spec", "ambassador_id"]) {
+    // Hosts may spell it `ambassadorId` (an old protobuf-JSON form Emissary still reads).
+    let id_node = str_field(root, &["spec", "ambassador_id"]).or_else(|| {
+        (kind == "Host")
+            .then(|| str_field(root, &["spec", "ambassadorId"]))
+            .flatten()
+    });
+    if let Some(id_node) = id_node {
         match serde_json::from_value::<AmbassadorId>(id_node.to_json()) {
             Ok(ids) if !ids.contains(&options.ambassador_id) => {
                 diagnostics.push(

@@ -17,6 +17,29 @@ struct ModuleSpec {
     ambassador_id: Option<serde_json::Value>,
 }
 
+/// One object or a list (Emissary's Module has one `circuit_breakers` object; Mappings a list).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> Default for OneOrMany<T> {
+    fn default() -> Self {
+        OneOrMany::Many(Vec::new())
+    }
+}
+
+impl<T: Clone> OneOrMany<T> {
+    fn to_vec(&self) -> Vec<T> {
+        match self {
+            OneOrMany::One(t) => vec![t.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 struct ConfigSpec {
     use_remote_address: Option<bool>,
@@ -30,7 +53,9 @@ struct ConfigSpec {
     cluster_request_timeout_ms: Option<u64>,
     retry_policy: Option<RetryPolicySpec>,
     #[serde(default)]
-    circuit_breakers: Vec<CircuitBreakerSpec>,
+    circuit_breakers: OneOrMany<CircuitBreakerSpec>,
+    cluster_idle_timeout_ms: Option<u64>,
+    cluster_max_connection_lifetime_ms: Option<u64>,
     load_balancer: Option<LoadBalancerSpec>,
     add_linkerd_headers: Option<bool>,
     cors: Option<super::mapping::CorsSpec>,
@@ -62,6 +87,10 @@ pub struct AmbassadorModule {
     pub retry_policy: Option<RetryPolicy>,
     /// Circuit breakers of Mappings without any.
     pub circuit_breakers: Vec<CircuitBreaker>,
+    /// Upstream connection idle timeout of Mappings without one, in milliseconds.
+    pub cluster_idle_timeout_ms: Option<u64>,
+    /// Upstream connection lifetime of Mappings without one, in milliseconds.
+    pub cluster_max_connection_lifetime_ms: Option<u64>,
     /// Load balancing of Mappings without `load_balancer`: `lb_policy` and hash policy.
     pub load_balancer: Option<(&'static str, Option<HashPolicy>)>,
     /// Add `l5d-dst-override` to requests (for Linkerd), unless a Mapping says otherwise.
@@ -84,6 +113,8 @@ impl Default for AmbassadorModule {
             cluster_request_timeout_ms: None,
             retry_policy: None,
             circuit_breakers: Vec::new(),
+            cluster_idle_timeout_ms: None,
+            cluster_max_connection_lifetime_ms: None,
             load_balancer: None,
             add_linkerd_headers: false,
             cors: None,
@@ -113,7 +144,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
     let mut ok = true;
     let retry_policy = read_retry_policy(r, c.retry_policy.as_ref(), "spec.config", &mut ok);
     let cors = super::mapping::read_cors(r, c.cors.as_ref(), "spec.config", &mut ok);
-    let circuit_breakers = read_circuit_breakers(r, &c.circuit_breakers, "spec.config", &mut ok);
+    let circuit_breakers = read_circuit_breakers(r, &c.circuit_breakers.to_vec(), "spec.config", &mut ok);
     let load_balancer = c
         .load_balancer
         .as_ref()
@@ -133,6 +164,8 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
         cluster_request_timeout_ms: c.cluster_request_timeout_ms,
         retry_policy,
         circuit_breakers,
+        cluster_idle_timeout_ms: c.cluster_idle_timeout_ms,
+        cluster_max_connection_lifetime_ms: c.cluster_max_connection_lifetime_ms,
         load_balancer,
         add_linkerd_headers: c.add_linkerd_headers.unwrap_or(false),
         cors,

@@ -21,7 +21,9 @@ struct TcpMappingSpec {
     host: Option<String>,
     address: Option<String>,
     tls: Option<TlsField>,
-    idle_timeout_ms: Option<u64>,
+    /// A number, or a string of digits (Emissary's CRD types it as a string).
+    idle_timeout_ms: Option<serde_json::Value>,
+    stats_name: Option<String>,
     #[serde(default)]
     circuit_breakers: Vec<CircuitBreakerSpec>,
     enable_ipv4: Option<bool>,
@@ -100,6 +102,22 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<TcpMapping> {
         r.diagnostics.push(d);
     }
     let mut ok = true;
+    let idle_timeout_ms = match &spec.idle_timeout_ms {
+        None => None,
+        Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(serde_json::Value::String(s)) if s.parse::<u64>().is_ok() => s.parse().ok(),
+        Some(other) => {
+            let d = r
+                .error(
+                    "invalid_field",
+                    "spec.idle_timeout_ms",
+                    format!("`{other}` is not a whole number of milliseconds"),
+                )
+                .hint("e.g. `idle_timeout_ms: 600000`");
+            r.diagnostics.push(d);
+            return None;
+        }
+    };
     let circuit_breakers = read_circuit_breakers(r, &spec.circuit_breakers, "spec", &mut ok);
     if !ok {
         return None;
@@ -114,11 +132,12 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<TcpMapping> {
         address: spec.address.unwrap_or_else(|| "0.0.0.0".to_string()),
         host: spec.host.filter(|h| !h.is_empty()),
         service,
-        idle_timeout_ms: spec.idle_timeout_ms,
+        idle_timeout_ms,
         cluster: ClusterSettings {
             circuit_breakers,
             dns_lookup_family,
             tag: spec.cluster_tag,
+            stats_name: spec.stats_name,
             originate_tls: matches!(spec.tls, Some(TlsField::On(true) | TlsField::Context(_))),
             tls_context: match spec.tls {
                 Some(TlsField::Context(name)) => Some(name),

@@ -457,6 +457,10 @@ pub(super) fn routes_for(
                         if s.circuit_breakers.is_empty() {
                             s.circuit_breakers.clone_from(&module.circuit_breakers);
                         }
+                        s.idle_timeout_ms = s.idle_timeout_ms.or(module.cluster_idle_timeout_ms);
+                        s.max_connection_lifetime_ms = s
+                            .max_connection_lifetime_ms
+                            .or(module.cluster_max_connection_lifetime_ms);
                         if let (false, Some((policy, _))) = (m.load_balancer_set, &module.load_balancer) {
                             s.lb_policy = policy;
                         }
