@@ -529,7 +529,7 @@ fn cluster_settings_and_session_affinity_are_accepted_and_work_in_envoy() {
     let config = dir.path().join("config");
     let a = upstream("a");
     let port = free_port();
-    let settings = "  cluster_idle_timeout_ms: 30000\n  cluster_max_connection_lifetime_ms: 600000\n  keepalive:\n    time: 60\n    interval: 10\n    probes: 3\n  circuit_breakers:\n    - max_connections: 2048\n      max_pending_requests: 1024\n    - priority: high\n      max_requests: 100\n  stats_name: sticky-upstream\n  load_balancer:\n    policy: ring_hash\n    cookie:\n      name: sticky\n      ttl: 1h\n";
+    let settings = "  cluster_idle_timeout_ms: 30000\n  cluster_max_connection_lifetime_ms: 600000\n  keepalive:\n    time: 60\n    interval: 10\n    probes: 3\n  circuit_breakers:\n    - max_connections: 2048\n      max_pending_requests: 1024\n    - priority: high\n      max_requests: 100\n  stats_name: sticky-upstream\n  load_balancer:\n    policy: ring_hash\n    cookie:\n      name: sticky\n      ttl: 1h\n  health_checks:\n    - interval: 1s\n      health_check:\n        http:\n          path: /healthz\n";
     // An HTTP/2 cluster too (accepted by Envoy; the loopback upstream speaks HTTP/1 only).
     let docs = [
         listener_and_host(port),
@@ -555,6 +555,10 @@ fn cluster_settings_and_session_affinity_are_accepted_and_work_in_envoy() {
         "{dump}"
     );
     assert!(dump.contains("http2_protocol_options"), "{dump}");
+    // Active health checks reach the upstream and pass.
+    wait_for("a passed health check", Duration::from_secs(15), || {
+        (stat(envoy_admin, "cluster.sticky-upstream.health_check.success").unwrap_or(0) > 0).then_some(())
+    });
 }
 
 #[test]

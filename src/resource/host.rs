@@ -89,11 +89,13 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Host> {
             .then(|| "the action is one of Redirect, Route or Reject".to_string())
     })?;
     if spec.request_policy.insecure.additional_port.is_some() {
-        let d = r.warning(
-            "unsupported_field",
-            "spec.requestPolicy.insecure.additionalPort",
-            "additionalPort is not supported by attache yet; ignored",
-        );
+        let d = r
+            .warning(
+                "unsupported_field",
+                "spec.requestPolicy.insecure.additionalPort",
+                "additionalPort is not used (as in Emissary 2.x and later); ignored",
+            )
+            .hint("define a Listener for the cleartext port; the Host's insecure action applies to it");
         r.diagnostics.push(d);
     }
     let mut ok = true;

@@ -140,6 +140,8 @@ struct MappingSpec {
     stats_name: Option<String>,
     cluster_tag: Option<String>,
     load_balancer: Option<LoadBalancerSpec>,
+    #[serde(default)]
+    health_checks: Vec<HealthCheckSpec>,
     method: Option<String>,
     #[allow(
         dead_code,
@@ -313,6 +315,159 @@ pub(crate) fn read_cors(r: &mut Reader<'_>, spec: Option<&CorsSpec>, base: &str,
     })
 }
 
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthCheckSpec {
+    unhealthy_threshold: Option<u32>,
+    healthy_threshold: Option<u32>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    health_check: HealthCheckKindSpec,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthCheckKindSpec {
+    http: Option<HttpHealthCheckSpec>,
+    grpc: Option<GrpcHealthCheckSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpHealthCheckSpec {
+    path: String,
+    hostname: Option<String>,
+    #[serde(default)]
+    expected_statuses: Vec<StatusRangeSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusRangeSpec {
+    min: u16,
+    max: u16,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrpcHealthCheckSpec {
+    upstream_name: Option<String>,
+    authority: Option<String>,
+}
+
+/// Active health checking of an upstream (Envoy `HealthCheck`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct HealthCheck {
+    /// Time between checks, in milliseconds (Emissary's default 5 s).
+    pub interval_ms: u64,
+    /// Time to wait for an answer, in milliseconds (Emissary's default 3 s).
+    pub timeout_ms: u64,
+    /// Failed checks before an endpoint is unhealthy (default 2).
+    pub unhealthy_threshold: u32,
+    /// Passed checks before it is healthy again (default 1).
+    pub healthy_threshold: u32,
+    /// HTTP check: `{path, hostname, expected_statuses: [[start, end)]}`, or `null`.
+    pub http: Option<HttpHealthCheck>,
+    /// gRPC check: `{service_name, authority}`, or `null`.
+    pub grpc: Option<GrpcHealthCheck>,
+}
+
+/// An HTTP health check.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct HttpHealthCheck {
+    /// Path requested.
+    pub path: String,
+    /// `Host` sent, or `null` for the cluster name.
+    pub hostname: Option<String>,
+    /// Healthy status ranges, `[start, end)` (Envoy's 200 only when empty).
+    pub expected_statuses: Vec<(u16, u16)>,
+}
+
+/// A gRPC health check (`grpc.health.v1.Health`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct GrpcHealthCheck {
+    /// Service name asked about, or `null` for the server as a whole.
+    pub service_name: Option<String>,
+    /// `:authority` sent, or `null`.
+    pub authority: Option<String>,
+}
+
+/// Reads `spec.health_checks`.
+fn read_health_checks(r: &mut Reader<'_>, spec: &[HealthCheckSpec], ok: &mut bool) -> Vec<HealthCheck> {
+    let mut out = Vec::new();
+    if spec.len() > 1 {
+        let d = r
+            .error("too_many_health_checks", "spec.health_checks[1]", "only one health check per Mapping is supported; the others were left out")
+            .hint("Envoy wants named health checks when there are several, which the Envoy API attache is built on cannot name yet");
+        r.diagnostics.push(d);
+    }
+    for (i, h) in spec.iter().enumerate().take(1) {
+        let base = format!("spec.health_checks[{i}]");
+        let mut duration =
+            |field: &str, text: Option<&str>, default: u64, ok: &mut bool| match text.map(parse_duration_ms) {
+                None => default,
+                Some(Ok(ms)) if ms > 0 => ms,
+                Some(Ok(_)) | Some(Err(_)) => {
+                    let d = r
+                        .error(
+                            "invalid_duration",
+                            &format!("{base}.{field}"),
+                            format!("`{}` is not a duration above zero", text.unwrap_or_default()),
+                        )
+                        .hint("write a duration such as `5s` or `500ms`");
+                    r.diagnostics.push(d);
+                    *ok = false;
+                    default
+                }
+            };
+        let interval_ms = duration("interval", h.interval.as_deref(), 5_000, ok);
+        let timeout_ms = duration("timeout", h.timeout.as_deref(), 3_000, ok);
+        let kind = &h.health_check;
+        if kind.http.is_some() == kind.grpc.is_some() {
+            let d = r
+                .error(
+                    "invalid_health_check",
+                    &format!("{base}.health_check"),
+                    "a health check is either `http` or `grpc`",
+                )
+                .hint("e.g. `health_check: {http: {path: /healthz}}`");
+            r.diagnostics.push(d);
+            *ok = false;
+            continue;
+        }
+        for (j, s) in kind.http.iter().flat_map(|h| h.expected_statuses.iter()).enumerate() {
+            if !(100..=599).contains(&s.min) || !(100..=599).contains(&s.max) || s.min > s.max {
+                let d = r
+                    .error(
+                        "invalid_status_range",
+                        &format!("{base}.health_check.http.expected_statuses[{j}]"),
+                        format!("{}..{} is not a range of HTTP statuses", s.min, s.max),
+                    )
+                    .hint("`min` and `max` are statuses from 100 to 599, min <= max");
+                r.diagnostics.push(d);
+                *ok = false;
+            }
+        }
+        out.push(HealthCheck {
+            interval_ms,
+            timeout_ms,
+            unhealthy_threshold: h.unhealthy_threshold.unwrap_or(2),
+            healthy_threshold: h.healthy_threshold.unwrap_or(1),
+            http: kind.http.as_ref().map(|x| HttpHealthCheck {
+                path: x.path.clone(),
+                hostname: x.hostname.clone(),
+                // Envoy ranges are half-open: `max` is included as Emissary writes it.
+                expected_statuses: x.expected_statuses.iter().map(|s| (s.min, s.max + 1)).collect(),
+            }),
+            grpc: kind.grpc.as_ref().map(|x| GrpcHealthCheck {
+                service_name: x.upstream_name.clone(),
+                authority: x.authority.clone(),
+            }),
+        });
+    }
+    out
+}
+
 /// TCP keepalive of upstream connections (`keepalive`; seconds).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -419,6 +574,8 @@ pub struct ClusterSettings {
     pub tls_context: Option<String>,
     /// Envoy `lb_policy`: `ROUND_ROBIN` (default), `LEAST_REQUEST`, `RING_HASH`, `MAGLEV`.
     pub lb_policy: &'static str,
+    /// Active health checks.
+    pub health_checks: Vec<HealthCheck>,
 }
 
 impl Default for ClusterSettings {
@@ -438,6 +595,7 @@ impl Default for ClusterSettings {
             originate_tls: false,
             tls_context: None,
             lb_policy: "ROUND_ROBIN",
+            health_checks: Vec::new(),
         }
     }
 }
@@ -846,7 +1004,9 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         }
     };
     let (lb_policy, hash_policy) = read_load_balancer(r, spec.load_balancer.as_ref(), "spec", &mut ok);
+    let health_checks = read_health_checks(r, &spec.health_checks, &mut ok);
     let cluster = ClusterSettings {
+        health_checks,
         http2: spec.grpc,
         idle_timeout_ms: spec.cluster_idle_timeout_ms,
         max_connection_lifetime_ms: spec.cluster_max_connection_lifetime_ms,
