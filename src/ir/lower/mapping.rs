@@ -518,6 +518,9 @@ pub(super) fn routes_for(
     // the last member takes whatever is left, so every request of the group is routed.
     let mut thresholds: Vec<Option<u32>> = vec![None; candidates.len()];
     let mut group_of: Vec<usize> = vec![0; candidates.len()];
+    // First group (index) of each match, to find matches shadowed by a higher precedence.
+    type MatchKey<'k> = (&'k str, crate::resource::mapping::PathKind, bool, &'k [HeaderMatch], &'k [HeaderMatch]);
+    let mut earlier_matches: BTreeMap<MatchKey<'_>, usize> = BTreeMap::new();
     let mut start = 0;
     while start < candidates.len() {
         let mut end = start + 1;
@@ -526,13 +529,17 @@ pub(super) fn routes_for(
         }
         let group = &candidates[start..end];
         // The same match at a higher precedence takes every request first.
-        if let Some(earlier) = candidates[..start].iter().find(|e| {
-            e.m.prefix == group[0].m.prefix
-                && e.m.path_kind == group[0].m.path_kind
-                && e.m.case_sensitive == group[0].m.case_sensitive
-                && e.headers == group[0].headers
-                && e.query == group[0].query
-        }) {
+        let g = &group[0];
+        let match_key = (
+            g.m.prefix.as_str(),
+            g.m.path_kind,
+            g.m.case_sensitive,
+            g.headers.as_slice(),
+            g.query.as_slice(),
+        );
+        let shadowing = earlier_matches.get(&match_key).copied();
+        earlier_matches.entry(match_key).or_insert(start);
+        if let Some(earlier) = shadowing.map(|i| &candidates[i]) {
             for c in group {
                 diagnostics.push(
                     Diagnostic::warning(
