@@ -625,7 +625,8 @@ fn canary_groups_are_emissarys() {
 }
 
 /// `api-versions`: Emissary's test objects written in v1, v2 and v3alpha1. Every v1 or v2 object
-/// of a kind attache reads (Mapping, Host) that has a v3alpha1 twin (same kind, namespace, name)
+/// of a kind attache reads (Mapping, Host, TLSContext, TCPMapping, AuthService, Module) that has a
+/// v3alpha1 twin (same kind, namespace, name)
 /// must read as the same resource, apart from the pairs in [`API_VERSION_DIFFERENCES`], where
 /// the data itself differs between the versions.
 #[test]
@@ -648,10 +649,41 @@ fn older_api_versions_read_as_their_v3alpha1_twins() {
                 format!("{h:?}"),
             );
         }
+        for (meta, c) in &set.tls_contexts {
+            out.insert(
+                ("TLSContext".into(), meta.namespace.clone(), meta.name.clone()),
+                format!("{c:?}"),
+            );
+        }
+        for (meta, t) in &set.tcp_mappings {
+            out.insert(
+                ("TCPMapping".into(), meta.namespace.clone(), meta.name.clone()),
+                format!("{t:?}"),
+            );
+        }
+        if let Some((meta, a)) = &set.auth_service {
+            out.insert(
+                ("AuthService".into(), meta.namespace.clone(), meta.name.clone()),
+                format!("{a:?}"),
+            );
+        }
+        if let Some((meta, m)) = &set.module {
+            out.insert(
+                ("Module".into(), meta.namespace.clone(), meta.name.clone()),
+                format!("{m:?}"),
+            );
+        }
         out
     };
     let (mut failures, mut compared) = (Vec::new(), 0);
-    for file in ["mappings.yaml", "hosts.yaml"] {
+    for file in [
+        "mappings.yaml",
+        "hosts.yaml",
+        "tlscontexts.yaml",
+        "tcpmappings.yaml",
+        "authsvc.yaml",
+        "modules.yaml",
+    ] {
         let v3 = read("v3alpha1", file);
         assert!(!v3.is_empty(), "{file}: nothing read");
         for version in ["v1", "v2"] {

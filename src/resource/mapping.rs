@@ -1017,7 +1017,8 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         dns_lookup_family,
         stats_name: spec.stats_name.clone(),
         tag: spec.cluster_tag.clone(),
-        originate_tls: matches!(spec.tls, Some(MappingTls::On(true) | MappingTls::Context(_))),
+        // `tls: true` reads as an https:// service (below), as Emissary converts it.
+        originate_tls: matches!(spec.tls, Some(MappingTls::Context(_))),
         tls_context: match &spec.tls {
             Some(MappingTls::Context(name)) => Some(name.clone()),
             _ => None,
@@ -1031,7 +1032,10 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         r.diagnostics.push(d);
         ok = false;
     }
-    let service = service?;
+    let mut service = service?;
+    if matches!(spec.tls, Some(MappingTls::On(true))) && service.scheme.is_none() {
+        service.scheme = Some(crate::lang::service::Scheme::Https);
+    }
     if !ok {
         return None;
     }

@@ -78,6 +78,11 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<TcpMapping> {
         return None;
     };
     let service = match service::parse(text.trim()) {
+        // `tls: true` reads as an https:// service, as Emissary converts it.
+        Ok(mut s) if matches!(spec.tls, Some(TlsField::On(true))) && s.scheme.is_none() => {
+            s.scheme = Some(service::Scheme::Https);
+            s
+        }
         Ok(s) => s,
         Err(e) => {
             let d = r
@@ -138,7 +143,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<TcpMapping> {
             dns_lookup_family,
             tag: spec.cluster_tag,
             stats_name: spec.stats_name,
-            originate_tls: matches!(spec.tls, Some(TlsField::On(true) | TlsField::Context(_))),
+            originate_tls: matches!(spec.tls, Some(TlsField::Context(_))),
             tls_context: match spec.tls {
                 Some(TlsField::Context(name)) => Some(name),
                 _ => None,

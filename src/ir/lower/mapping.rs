@@ -519,7 +519,13 @@ pub(super) fn routes_for(
     let mut thresholds: Vec<Option<u32>> = vec![None; candidates.len()];
     let mut group_of: Vec<usize> = vec![0; candidates.len()];
     // First group (index) of each match, to find matches shadowed by a higher precedence.
-    type MatchKey<'k> = (&'k str, crate::resource::mapping::PathKind, bool, &'k [HeaderMatch], &'k [HeaderMatch]);
+    type MatchKey<'k> = (
+        &'k str,
+        crate::resource::mapping::PathKind,
+        bool,
+        &'k [HeaderMatch],
+        &'k [HeaderMatch],
+    );
     let mut earlier_matches: BTreeMap<MatchKey<'_>, usize> = BTreeMap::new();
     let mut start = 0;
     while start < candidates.len() {
