@@ -61,7 +61,13 @@ pub struct Translation {
 pub fn translate(loaded: &source::Loaded, registry: &rules::Registry, options: &Options) -> Translation {
     // A cache even for one translation: nodes with identical contexts (the same route on several
     // listeners) are rendered once.
-    translate_with(loaded, registry, options, Some(&mut rules::RenderCache::default()))
+    translate_with(
+        loaded,
+        registry,
+        options,
+        Some(&mut rules::RenderCache::default()),
+        None,
+    )
 }
 
 /// A translator that remembers its previous output, so that a changed input is translated
@@ -72,6 +78,7 @@ pub struct Translator {
     registry: std::sync::Arc<rules::Registry>,
     options: Options,
     render_cache: rules::RenderCache,
+    parse_cache: resource::ParseCache,
 }
 
 impl Translator {
@@ -81,13 +88,20 @@ impl Translator {
             registry,
             options,
             render_cache: rules::RenderCache::default(),
+            parse_cache: resource::ParseCache::default(),
         }
     }
 
     /// Translates, reusing what did not change since the last call.
     pub fn translate(&mut self, loaded: &source::Loaded) -> Translation {
         let registry = std::sync::Arc::clone(&self.registry);
-        translate_with(loaded, &registry, &self.options, Some(&mut self.render_cache))
+        translate_with(
+            loaded,
+            &registry,
+            &self.options,
+            Some(&mut self.render_cache),
+            Some(&mut self.parse_cache),
+        )
     }
 
     /// (IR nodes reused, IR nodes rendered) in the last translation.
@@ -101,9 +115,10 @@ fn translate_with(
     registry: &rules::Registry,
     options: &Options,
     render_cache: Option<&mut rules::RenderCache>,
+    parse_cache: Option<&mut resource::ParseCache>,
 ) -> Translation {
     let mut diagnostics = loaded.diagnostics.clone();
-    let (resources, d) = resource::parse(&loaded.objects, &options.parse);
+    let (resources, d) = resource::parse_cached(&loaded.objects, &options.parse, parse_cache);
     diagnostics.extend(d);
     let (ir, d) = ir::lower(&resources, &options.lower);
     diagnostics.extend(d);

@@ -317,6 +317,74 @@ fn str_field<'a>(root: &'a Node, path: &[&str]) -> Option<&'a Node> {
 
 /// Parses raw documents into typed resources.
 pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec<Diagnostic>) {
+    parse_cached(objects, options, None)
+}
+
+/// What reading one object gave: the resource (if any) and its diagnostics.
+type Parsed = (Option<Resource>, Vec<Diagnostic>);
+
+/// Typed resources of the previous translation, by a hash of each raw object (its content, file
+/// and positions). With it, an unchanged object is not read again; entries not used by a
+/// translation are dropped at its end. Valid for one set of [`ParseOptions`].
+#[derive(Debug, Default)]
+pub struct ParseCache {
+    entries: std::collections::HashMap<u128, Parsed>,
+}
+
+/// A hash of everything reading an object depends on: file, node values, keys and positions.
+fn object_key(obj: &RawObject) -> u128 {
+    fn walk(node: &Node, h: &mut xxhash_rust::xxh3::Xxh3) {
+        use crate::source::yaml::NodeValue;
+        h.update(&node.line.to_le_bytes());
+        h.update(&node.column.to_le_bytes());
+        match &node.value {
+            NodeValue::Null => h.update(b"n"),
+            NodeValue::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
+            NodeValue::Int(i) => {
+                h.update(b"i");
+                h.update(&i.to_le_bytes());
+            }
+            NodeValue::Float(f) => {
+                h.update(b"d");
+                h.update(&f.to_le_bytes());
+            }
+            NodeValue::String(s) => {
+                h.update(b"s");
+                h.update(&(s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+            NodeValue::Seq(items) => {
+                h.update(b"[");
+                h.update(&(items.len() as u64).to_le_bytes());
+                items.iter().for_each(|n| walk(n, h));
+            }
+            NodeValue::Map(entries) => {
+                h.update(b"{");
+                h.update(&(entries.len() as u64).to_le_bytes());
+                for (k, v) in entries {
+                    h.update(&(k.name.len() as u64).to_le_bytes());
+                    h.update(k.name.as_bytes());
+                    h.update(&k.line.to_le_bytes());
+                    h.update(&k.column.to_le_bytes());
+                    walk(v, h);
+                }
+            }
+        }
+    }
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(obj.origin.file.as_bytes());
+    h.update(&[0]);
+    walk(&obj.root, &mut h);
+    h.digest128()
+}
+
+/// [`parse`], reading only the objects the cache has not seen.
+pub fn parse_cached(
+    objects: &[RawObject],
+    options: &ParseOptions,
+    mut cache: Option<&mut ParseCache>,
+) -> (ResourceSet, Vec<Diagnostic>) {
+    let mut used = std::collections::HashMap::new();
     let mut diagnostics = Vec::new();
     let mut listeners = Vec::new();
     let mut hosts = Vec::new();
@@ -329,7 +397,23 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
     let mut broken_secrets = std::collections::BTreeSet::new();
     for (i, obj) in objects.iter().enumerate() {
         let errors_before = diagnostics.iter().filter(|d: &&Diagnostic| d.is_error()).count();
-        let parsed = parse_one(obj, options, &mut diagnostics);
+        let parsed = match cache.as_deref_mut() {
+            None => parse_one(obj, options, &mut diagnostics),
+            Some(c) => {
+                let key = object_key(obj);
+                let (resource, ds) = match c.entries.remove(&key).or_else(|| used.remove(&key)) {
+                    Some(hit) => hit,
+                    None => {
+                        let mut ds = Vec::new();
+                        let r = parse_one(obj, options, &mut ds);
+                        (r, ds)
+                    }
+                };
+                diagnostics.extend(ds.iter().cloned());
+                used.insert(key, (resource.clone(), ds));
+                resource
+            }
+        };
         if parsed.is_none() && diagnostics.iter().filter(|d| d.is_error()).count() > errors_before {
             if let Some(o) = diagnostics
                 .last()
@@ -351,6 +435,10 @@ pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec
                 Spec::TcpMapping(t) => tcp_mappings.push((resource.meta, t, i)),
             }
         }
+    }
+    if let Some(c) = cache {
+        // Keep exactly what this translation used.
+        c.entries = used;
     }
     let set = ResourceSet {
         listeners: dedupe(listeners, objects, &mut diagnostics),

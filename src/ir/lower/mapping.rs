@@ -39,6 +39,8 @@ pub(super) struct Clusters {
 /// Who uses a cluster and which settings they ask for.
 #[derive(Default)]
 struct ClusterUse {
+    /// The cluster's name (computed once).
+    name: String,
     users: Vec<SourceRef>,
     /// Explicit `connect_timeout_ms` values, with the Mapping that asked.
     connect_timeouts: BTreeMap<u64, SourceRef>,
@@ -100,8 +102,17 @@ fn cluster_name(key: &ClusterKey) -> String {
 
 impl Clusters {
     fn add(&mut self, key: ClusterKey, user: &Meta, connect_timeout_ms: Option<u64>) -> String {
-        let name = cluster_name(&key);
-        let entry = self.by_key.entry(key).or_default();
+        let entry = match self.by_key.entry(key) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let name = cluster_name(e.key());
+                e.insert(ClusterUse {
+                    name,
+                    ..ClusterUse::default()
+                })
+            }
+        };
+        let name = entry.name.clone();
         let r = source_of(user);
         if let Some(t) = connect_timeout_ms {
             let e = entry.connect_timeouts.entry(t).or_insert_with(|| r.clone());
@@ -130,7 +141,7 @@ impl Clusters {
         let mut out: Vec<Cluster> = self
             .by_key
             .into_iter()
-            .map(|(key, ClusterUse { users, connect_timeouts })| {
+            .map(|(key, ClusterUse { name, users, connect_timeouts })| {
                 let is_ip = key.host.parse::<std::net::IpAddr>().is_ok();
                 let connect_timeout_ms = connect_timeouts.keys().next().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS);
                 for (t, who) in connect_timeouts.iter().skip(1) {
@@ -186,7 +197,7 @@ impl Clusters {
                 });
                 Cluster {
                     upstream_tls,
-                    name: cluster_name(&key),
+                    name,
                     discovery: if is_ip {
                         Discovery::Static
                     } else if key.settings.logical_dns {
@@ -346,22 +357,40 @@ fn associated(meta: &Meta, m: &Mapping, h: &EffectiveHost) -> bool {
 }
 
 /// The routes of one virtual host, in match order.
-pub(super) fn routes_for(
-    set: &ResourceSet,
-    model: SecurityModel,
+/// A Mapping taken by a Host, with what its routes need.
+pub(super) struct Candidate<'a> {
+    meta: &'a Meta,
+    m: &'a Mapping,
+    headers: Vec<HeaderMatch>,
+    query: Vec<HeaderMatch>,
+    cluster: String,
+}
+
+/// A Host's Mappings, in route order and grouped: what every Listener serving the Host shares
+/// (only the security model differs between Listeners, see [`emit`]).
+pub(super) struct Prepared<'a> {
+    candidates: Vec<Candidate<'a>>,
+    shadows: Vec<Candidate<'a>>,
+    thresholds: Vec<Option<u32>>,
+    group_of: Vec<usize>,
+    module: crate::resource::AmbassadorModule,
+    has_auth: bool,
+}
+
+/// The routes of a Host for a Listener's security model.
+pub(super) fn routes_for(prepared: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> Vec<Route> {
+    emit(prepared, model, host)
+}
+
+/// Collects, orders and groups the Mappings a Host takes (clusters are added here, once per Host).
+pub(super) fn prepare<'a>(
+    set: &'a ResourceSet,
     host: &EffectiveHost,
     options: &LowerOptions,
     clusters: &mut Clusters,
     used: &mut BTreeSet<(String, String)>,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Vec<Route> {
-    struct Candidate<'a> {
-        meta: &'a Meta,
-        m: &'a Mapping,
-        headers: Vec<HeaderMatch>,
-        query: Vec<HeaderMatch>,
-        cluster: String,
-    }
+) -> Prepared<'a> {
     let module = set.module.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
     let mut candidates = Vec::new();
     let mut shadows = Vec::new();
@@ -595,12 +624,32 @@ pub(super) fn routes_for(
         group_of[start..end].fill(start);
         start = end;
     }
+    Prepared {
+        candidates,
+        shadows,
+        thresholds,
+        group_of,
+        module,
+        has_auth: set.auth_service.is_some(),
+    }
+}
+
+/// Emits a prepared Host's routes for one security model.
+fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> Vec<Route> {
+    let Prepared {
+        candidates,
+        shadows,
+        thresholds,
+        group_of,
+        module,
+        has_auth,
+    } = p;
     // Each Mapping gives a primary route (secure, or for every request) and maybe a cleartext
     // variant; in a canary group all primaries come first, then the variants, so that each kind
     // of request meets the group's thresholds in order.
     let mut routes = Vec::new();
     let mut variants: Vec<Route> = Vec::new();
-    for (i, (c, threshold)) in candidates.iter().zip(thresholds).enumerate() {
+    for (i, (c, threshold)) in candidates.iter().zip(thresholds.iter().copied()).enumerate() {
         if i > 0 && group_of[i] != group_of[i - 1] {
             routes.append(&mut variants);
         }
@@ -642,12 +691,12 @@ pub(super) fn routes_for(
             retry_policy: c.m.retry_policy.clone().or_else(|| module.retry_policy.clone()),
             mirrors,
             cors: c.m.cors.clone().or_else(|| module.cors.clone()),
-            auth: (set.auth_service.is_some() && (c.m.bypass_auth || !c.m.auth_context_extensions.is_empty())).then(
-                || crate::ir::RouteAuth {
+            auth: (*has_auth && (c.m.bypass_auth || !c.m.auth_context_extensions.is_empty())).then(|| {
+                crate::ir::RouteAuth {
                     bypass: c.m.bypass_auth,
                     context_extensions: c.m.auth_context_extensions.clone(),
-                },
-            ),
+                }
+            }),
             hash_policy: if c.m.load_balancer_set {
                 c.m.hash_policy.clone()
             } else {

@@ -68,6 +68,7 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
         .map(|(meta, a)| mapping::auth_filter(&mut clusters, meta, a, options));
     let mut used_mappings = std::collections::BTreeSet::new();
     let mut route_configs = Vec::new();
+    let mut prepared: Vec<Option<mapping::Prepared<'_>>> = hosts.iter().map(|_| None).collect();
     for l in &mut listeners {
         let bound = host::bound_to(l, &hosts, &mut diagnostics);
         let mut virtual_hosts = Vec::new();
@@ -89,15 +90,22 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
                 .iter()
                 .any(|(_, m)| m.hostname.iter().chain(&m.host).any(|h| has_port(h)));
         for h in bound {
-            let routes = mapping::routes_for(
-                set,
-                l.ir.security_model,
-                h,
-                options,
-                &mut clusters,
-                &mut used_mappings,
-                &mut diagnostics,
-            );
+            // A Host's Mappings are gathered and grouped once, whatever the number of Listeners.
+            let index = hosts.iter().position(|x| std::ptr::eq(x, h)).unwrap_or(0);
+            if prepared[index].is_none() {
+                prepared[index] = Some(mapping::prepare(
+                    set,
+                    h,
+                    options,
+                    &mut clusters,
+                    &mut used_mappings,
+                    &mut diagnostics,
+                ));
+            }
+            let routes = prepared[index]
+                .as_ref()
+                .map(|p| mapping::routes_for(p, l.ir.security_model, h))
+                .unwrap_or_default();
             let vh = host::virtual_host(h, routes);
             // A Host with a certificate gets its own TLS chain, selected by SNI, whose route
             // table holds only that Host (as Emissary does: no other hostname over its
