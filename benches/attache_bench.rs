@@ -334,6 +334,64 @@ fn stages(n: usize) {
     );
 }
 
+/// `--change-stages N`: where an incremental translation of one changed Mapping among N spends
+/// its time, with warm caches (what `attache serve` does on a file change, minus reading files).
+fn change_stages(n: usize) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = generate(root.path(), n, &|i| format!("svc-{i}:80"));
+    let registry = attache::rules::Registry::core().unwrap();
+    let opts = attache::Options::default();
+    let mut parse_cache = attache::resource::ParseCache::default();
+    let mut render_cache = attache::rules::RenderCache::default();
+    let base_loaded = attache::source::dir::load(&dir);
+    let mut previous = {
+        let (set, _) = attache::resource::parse_cached(&base_loaded.objects, &opts.parse, Some(&mut parse_cache));
+        let (ir, _) = attache::ir::lower(&set, &opts.lower);
+        let (rendered, _) = attache::rules::render_cached(&ir, &registry, Some(&mut render_cache));
+        attache::envoy::build_snapshot(&rendered)
+    };
+    for round in 0..3 {
+        let mut loaded = base_loaded.clone();
+        let target = format!("svc-{}", n / 2);
+        let pos = loaded
+            .objects
+            .iter()
+            .position(|o| {
+                o.root
+                    .get("metadata")
+                    .and_then(|m| m.get("name"))
+                    .and_then(|v| v.as_str())
+                    == Some(&target)
+            })
+            .unwrap();
+        let one = attache::source::parse_text(
+            &loaded.objects[pos].origin.file,
+            &mapping(n / 2, &format!("c{round}:80")),
+        );
+        loaded.objects[pos] = one.objects.into_iter().next().unwrap();
+        let t = Instant::now();
+        let (set, _) = attache::resource::parse_cached(&loaded.objects, &opts.parse, Some(&mut parse_cache));
+        let parse = t.elapsed();
+        let t = Instant::now();
+        let (ir, _) = attache::ir::lower(&set, &opts.lower);
+        let lower = t.elapsed();
+        let t = Instant::now();
+        let (rendered, _) = attache::rules::render_cached(&ir, &registry, Some(&mut render_cache));
+        let render = t.elapsed();
+        let t = Instant::now();
+        let snapshot = attache::envoy::build_snapshot(&rendered);
+        let build = t.elapsed();
+        let t = Instant::now();
+        let d = diff::diff(&previous, &snapshot);
+        let diffing = t.elapsed();
+        println!(
+            "one change among {n}: resources (cached) {} ms, lower {} ms, render (cached) {} ms, snapshot {} ms, diff {} ms; {} types changed",
+            ms(parse), ms(lower), ms(render), ms(build), ms(diffing), d.types.len()
+        );
+        previous = snapshot;
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
@@ -342,6 +400,10 @@ fn main() {
     }
     if let Some(i) = args.iter().position(|a| a == "--stages") {
         stages(args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(5_000));
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--change-stages") {
+        change_stages(args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(10_000));
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
