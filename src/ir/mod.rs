@@ -224,6 +224,28 @@ pub struct AuthFilter {
     pub failure_mode_allow: bool,
     /// Status when it fails, or `null` for Envoy's 403.
     pub status_on_error: Option<u16>,
+    /// `{max_bytes, allow_partial}`: the request body sent along, or `null`.
+    pub include_body: Option<IncludeBody>,
+    /// Headers added to check requests (HTTP).
+    pub add_auth_headers: Vec<NameValue>,
+}
+
+/// How much of the request body an authorization check gets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IncludeBody {
+    /// Most bytes sent.
+    pub max_bytes: u32,
+    /// Send a partial body when the request's is larger (else 413).
+    pub allow_partial: bool,
+}
+
+/// A header name and value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NameValue {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: String,
 }
 
 /// What a route tells the `ext_authz` filter.

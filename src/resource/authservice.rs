@@ -19,6 +19,15 @@ struct AuthServiceSpec {
     allowed_authorization_headers: Vec<String>,
     failure_mode_allow: Option<bool>,
     status_on_error: Option<StatusOnError>,
+    include_body: Option<IncludeBody>,
+    allow_request_body: Option<bool>,
+    #[serde(default)]
+    add_auth_headers: std::collections::BTreeMap<String, String>,
+    stats_name: Option<String>,
+    #[serde(default)]
+    circuit_breakers: Vec<super::mapping::CircuitBreakerSpec>,
+    tls: Option<TlsField>,
+    protocol_version: Option<String>,
     #[allow(dead_code, reason = "read by resource::parse before the spec")]
     ambassador_id: Option<serde_json::Value>,
 }
@@ -26,6 +35,21 @@ struct AuthServiceSpec {
 #[derive(Clone, Debug, Default, Deserialize)]
 struct StatusOnError {
     code: Option<u16>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncludeBody {
+    max_bytes: u32,
+    #[serde(default)]
+    allow_partial: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum TlsField {
+    On(bool),
+    Context(String),
 }
 
 /// How attache talks to the authorization service.
@@ -57,6 +81,12 @@ pub struct AuthService {
     pub failure_mode_allow: bool,
     /// Status sent when the service cannot be reached (Envoy's 403 when unset).
     pub status_on_error: Option<u16>,
+    /// Send up to this many bytes of the request body, and whether a partial body is fine.
+    pub include_body: Option<(u32, bool)>,
+    /// Headers added to the check request (HTTP).
+    pub add_auth_headers: Vec<(String, String)>,
+    /// Settings of the service's cluster (stats name, circuit breakers, TLS).
+    pub cluster: super::mapping::ClusterSettings,
 }
 
 /// Reads and checks an AuthService spec.
@@ -127,6 +157,40 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AuthService> {
         r.diagnostics.push(d);
         return None;
     }
+    if let Some(v) = spec.protocol_version.as_deref().filter(|v| *v != "v3") {
+        let d = r
+            .warning(
+                "unsupported_protocol_version",
+                "spec.protocol_version",
+                format!("protocol_version `{v}` is not used: attache speaks ext_authz v3"),
+            )
+            .hint("remove it or set `v3`");
+        r.diagnostics.push(d);
+    }
+    let mut ok = true;
+    let circuit_breakers = super::mapping::read_circuit_breakers(r, &spec.circuit_breakers, "spec", &mut ok);
+    if !ok {
+        return None;
+    }
+    // Emissary's `allow_request_body` is the old spelling of a 4 KiB `include_body`.
+    let include_body = spec
+        .include_body
+        .map(|b| (b.max_bytes, b.allow_partial))
+        .or_else(|| (spec.allow_request_body == Some(true)).then_some((4096, true)));
+    let mut service = service;
+    if matches!(spec.tls, Some(TlsField::On(true))) && service.scheme.is_none() {
+        service.scheme = Some(crate::lang::service::Scheme::Https);
+    }
+    let cluster = super::mapping::ClusterSettings {
+        stats_name: spec.stats_name,
+        circuit_breakers,
+        originate_tls: matches!(spec.tls, Some(TlsField::Context(_))),
+        tls_context: match spec.tls {
+            Some(TlsField::Context(c)) => Some(c),
+            _ => None,
+        },
+        ..super::mapping::ClusterSettings::default()
+    };
     let lower = |v: Vec<String>| v.into_iter().map(|h| h.to_ascii_lowercase()).collect();
     Some(AuthService {
         service,
@@ -137,5 +201,8 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AuthService> {
         allowed_authorization_headers: lower(spec.allowed_authorization_headers),
         failure_mode_allow: spec.failure_mode_allow.unwrap_or(false),
         status_on_error,
+        include_body,
+        add_auth_headers: spec.add_auth_headers.into_iter().collect(),
+        cluster,
     })
 }

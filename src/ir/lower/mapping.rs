@@ -266,7 +266,7 @@ pub(super) fn auth_filter(
     options: &LowerOptions,
 ) -> crate::ir::AuthFilter {
     use crate::resource::authservice::AuthProto;
-    let tls = a.service.scheme == Some(Scheme::Https);
+    let tls = a.service.scheme == Some(Scheme::Https) || a.cluster.originate_tls;
     let mut host = a.service.host.clone();
     if !a.service.is_ip && !host.contains('.') && meta.namespace != options.ambassador_namespace && host != "localhost"
     {
@@ -275,7 +275,7 @@ pub(super) fn auth_filter(
     let port = a.service.port.unwrap_or(if tls { 443 } else { 80 });
     let settings = crate::resource::mapping::ClusterSettings {
         http2: a.proto == AuthProto::Grpc,
-        ..Default::default()
+        ..a.cluster.clone()
     };
     let cluster = clusters.add(
         ClusterKey {
@@ -302,6 +302,18 @@ pub(super) fn auth_filter(
         allowed_authorization_headers: a.allowed_authorization_headers.clone(),
         failure_mode_allow: a.failure_mode_allow,
         status_on_error: a.status_on_error,
+        include_body: a.include_body.map(|(max_bytes, allow_partial)| crate::ir::IncludeBody {
+            max_bytes,
+            allow_partial,
+        }),
+        add_auth_headers: a
+            .add_auth_headers
+            .iter()
+            .map(|(name, value)| crate::ir::NameValue {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
     }
 }
 
