@@ -293,7 +293,7 @@ apiVersion: getambassador.io/v3alpha1\nkind: TLSContext\nmetadata:\n  name: upst
 fn tcp_mappings_proxy_connections_and_terminate_tls_by_server_name() {
     let dir = tempfile::tempdir().unwrap();
     let config_dir = dir.path().join("config");
-    let (a, b) = (upstream("a"), upstream("b"));
+    let (a, b, c) = (upstream("a"), upstream("b"), upstream("c"));
     let (http_port, raw_port, tls_port) = (free_port(), free_port(), free_port());
     let tcp = |name: &str, port: u16, service: SocketAddr, host: &str| {
         format!("apiVersion: getambassador.io/v3alpha1\nkind: TCPMapping\nmetadata:\n  name: {name}\nspec:\n  port: {port}\n  service: {service}\n{host}")
@@ -301,6 +301,7 @@ fn tcp_mappings_proxy_connections_and_terminate_tls_by_server_name() {
     let config = [
         listener_and_host(http_port),
         tcp("raw", raw_port, a.addr, ""),
+        tcp("raw-canary", raw_port, c.addr, "  weight: 50\n"),
         tcp("tls-h1", tls_port, b.addr, "  host: h1.example.com\n"),
         "apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: h1\nspec:\n  hostname: h1.example.com\n  tlsSecret:\n    name: h1-cert\n".to_string(),
         tls_secret("h1-cert", "h1.crt", "h1.key"),
@@ -313,7 +314,18 @@ fn tcp_mappings_proxy_connections_and_terminate_tls_by_server_name() {
             .ok()
             .filter(|r| r.status == 200)
     });
-    assert_eq!(raw.body, "upstream=a path=/raw host=anything");
+    assert!(raw.body.ends_with("path=/raw host=anything"), "{raw:?}");
+    // Two TCPMappings for the same connections share them 50/50: 60 connections, a's share
+    // within 4 standard deviations (±16) of 30.
+    let to_a = (0..60)
+        .filter(|_| {
+            get(loopback(raw_port), "x", "/w")
+                .unwrap()
+                .body
+                .starts_with("upstream=a")
+        })
+        .count();
+    assert!((14..=46).contains(&to_a), "{to_a} of 60 connections went to a");
     // TLS by server name, terminated with the Host's certificate, then TCP to b.
     let (code, status, body) = wait_for("the TLS TCP listener", Duration::from_secs(30), || {
         Some(curl(tls_port, "h1.example.com", None, "/over-tls", "h1.crt")).filter(|r| r.1 == 200)

@@ -135,7 +135,16 @@ pub struct Listener {
     pub source: Option<SourceRef>,
 }
 
-/// A TCP proxy chain of a TCP listener (one TCPMapping).
+/// A cluster's share of a TCP chain's connections.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TcpWeight {
+    /// Cluster.
+    pub cluster: String,
+    /// Relative weight.
+    pub weight: Option<u32>,
+}
+
+/// A TCP proxy chain of a TCP listener (one TCPMapping, or several sharing by weight).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TcpChain {
     /// Chain name, unique in its listener: `tcp` or `tcp-<server name>`.
@@ -145,8 +154,11 @@ pub struct TcpChain {
     /// The certificate's [`Secret`] when TLS is terminated here; with `server_names` and no
     /// secret, TLS is passed through to the service.
     pub secret: Option<String>,
-    /// Cluster connections go to.
+    /// Cluster connections go to (empty when `weighted` is used).
     pub cluster: String,
+    /// Several TCPMappings for the same connections: their clusters and weights (Envoy's
+    /// `weighted_clusters`); empty for one.
+    pub weighted: Vec<TcpWeight>,
     /// Idle timeout in milliseconds, or `null` for Envoy's.
     pub idle_timeout_ms: Option<u64>,
     /// Stats prefix of the TCP proxy.

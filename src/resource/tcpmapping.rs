@@ -47,6 +47,8 @@ pub struct TcpMapping {
     pub service: ServiceRef,
     /// Idle timeout of a connection in milliseconds (Envoy's one hour when unset).
     pub idle_timeout_ms: Option<u64>,
+    /// Share of the connections of the TCPMappings with the same port and host, in percent.
+    pub weight: Option<u32>,
     /// Upstream cluster settings (TLS origination, circuit breakers, IP families, tag).
     pub cluster: ClusterSettings,
 }
@@ -96,15 +98,12 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<TcpMapping> {
             return None;
         }
     };
-    if spec.weight.is_some() {
+    if let Some(w) = spec.weight.filter(|w| *w > 100) {
         let d = r
-            .warning(
-                "unsupported_field",
-                "spec.weight",
-                "weighted TCPMappings are not supported by attache yet; ignored",
-            )
-            .hint("one TCPMapping per port and server name is used");
+            .error("invalid_weight", "spec.weight", format!("weight {w} is more than 100"))
+            .hint("weight is a percentage of the connections of the TCPMappings with the same port and host");
         r.diagnostics.push(d);
+        return None;
     }
     let mut ok = true;
     let idle_timeout_ms = match &spec.idle_timeout_ms {
@@ -138,6 +137,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<TcpMapping> {
         host: spec.host.filter(|h| !h.is_empty()),
         service,
         idle_timeout_ms,
+        weight: spec.weight,
         cluster: ClusterSettings {
             circuit_breakers,
             dns_lookup_family,

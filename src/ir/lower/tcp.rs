@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::diagnostic::Diagnostic;
-use crate::ir::{HttpSettings, Listener, PrivateKey, Secret, SecurityModel, TcpChain};
+use crate::ir::{HttpSettings, Listener, PrivateKey, Secret, SecurityModel, TcpChain, TcpWeight};
 use crate::resource::{Meta, ResourceSet, TcpMapping};
 
 use super::host::EffectiveHost;
@@ -56,18 +56,12 @@ pub(super) fn listeners(
                 Some(h) => format!("tcp-{h}"),
                 None => "tcp".to_string(),
             };
-            if let Some(first) = chains.iter().find(|c| c.name == name) {
-                let owner = first.source.as_ref().map(|s| s.object.to_string()).unwrap_or_default();
-                diagnostics.push(
-                    Diagnostic::error(
-                        "tcpmapping.conflict",
-                        format!("{owner} already takes these connections on port {port}; this TCPMapping was left out"),
-                    )
-                    .at(meta.origin.clone())
-                    .on(meta.object_ref())
-                    .path("spec.host")
-                    .hint("give each TCPMapping on a port its own `host` (TLS server name)"),
-                );
+            // TCPMappings taking the same connections share them by weight (a TCP canary).
+            if let Some(chain) = chains.iter_mut().find(|c| c.name == name) {
+                chain.weighted.push(TcpWeight {
+                    cluster: tcp_cluster(clusters, meta, t, options),
+                    weight: t.weight,
+                });
                 continue;
             }
             let secret = t.host.as_ref().and_then(|h| certificate_for(set, hosts, h, secrets));
@@ -87,10 +81,33 @@ pub(super) fn listeners(
                 name,
                 server_names: t.host.iter().filter(|h| h.as_str() != "*").cloned().collect(),
                 secret,
-                cluster: tcp_cluster(clusters, meta, t, options),
+                weighted: vec![TcpWeight {
+                    cluster: tcp_cluster(clusters, meta, t, options),
+                    weight: t.weight,
+                }],
+                cluster: String::new(),
                 idle_timeout_ms: t.idle_timeout_ms,
                 source: Some(source_of(meta)),
             });
+        }
+        // One TCPMapping: its cluster. Several: weights as Emissary gives them (weighted ones
+        // as written, unweighted ones sharing what is left of 100).
+        for c in &mut chains {
+            if c.weighted.len() == 1 {
+                c.cluster = c.weighted.remove(0).cluster;
+                continue;
+            }
+            let explicit: u32 = c.weighted.iter().filter_map(|w| w.weight).sum();
+            let unweighted = u32::try_from(c.weighted.iter().filter(|w| w.weight.is_none()).count()).unwrap_or(1);
+            let share = 100u32.saturating_sub(explicit) / unweighted.max(1);
+            for w in &mut c.weighted {
+                w.weight = Some(w.weight.unwrap_or(share));
+            }
+            if c.weighted.iter().all(|w| w.weight == Some(0)) {
+                if let Some(w) = c.weighted.first_mut() {
+                    w.weight = Some(1);
+                }
+            }
         }
         let Some(first) = chains.first() else { continue };
         let address = set
