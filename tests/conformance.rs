@@ -24,6 +24,19 @@ use std::path::{Path, PathBuf};
 use attache::snapshot::ResourceType;
 use serde_json::Value;
 
+/// The case names of a set of `<case>_in.yaml` / `<case>_out.yaml` pairs, sorted.
+fn input_cases(dir: &Path) -> Vec<String> {
+    let mut cases: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e} (the conformance data lives in ../shared)", dir.display()))
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            name.strip_suffix("_in.yaml").map(str::to_string)
+        })
+        .collect();
+    cases.sort();
+    cases
+}
+
 fn emissary_data(set: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/conformance/emissary")
@@ -449,14 +462,7 @@ fn chain_map(config: &Config, listener: &Value) -> BTreeMap<(bool, Vec<String>),
 #[test]
 fn listener_cases_have_emissarys_chains_and_route_every_request_alike() {
     let dir = emissary_data("listeners");
-    let mut cases: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (the conformance data lives in ../shared)", dir.display()))
-        .filter_map(|e| {
-            let name = e.unwrap().file_name().to_string_lossy().to_string();
-            name.strip_suffix("_in.yaml").map(str::to_string)
-        })
-        .collect();
-    cases.sort();
+    let cases = input_cases(&dir);
     assert_eq!(cases.len(), 3, "listener cases in {}", dir.display());
     let (mut failures, mut checked) = (Vec::new(), 0);
     for case in &cases {
@@ -560,14 +566,7 @@ fn listener_cases_have_emissarys_chains_and_route_every_request_alike() {
 #[test]
 fn canary_groups_are_emissarys() {
     let dir = emissary_data("canary_groups");
-    let mut cases: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (the conformance data lives in ../shared)", dir.display()))
-        .filter_map(|e| {
-            let name = e.unwrap().file_name().to_string_lossy().to_string();
-            name.strip_suffix("_in.yaml").map(str::to_string)
-        })
-        .collect();
-    cases.sort();
+    let cases = input_cases(&dir);
     assert_eq!(cases.len(), 6, "canary group cases in {}", dir.display());
     let mut failures = Vec::new();
     for case in &cases {

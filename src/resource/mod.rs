@@ -447,49 +447,51 @@ pub fn parse_cached(
         secrets: dedupe(secrets, objects, &mut diagnostics),
         tls_contexts: dedupe(tls_contexts, objects, &mut diagnostics),
         tcp_mappings: dedupe(tcp_mappings, objects, &mut diagnostics),
-        auth_service: {
-            let mut all = dedupe(auth_services, objects, &mut diagnostics).into_iter();
-            let first = all.next();
-            for (meta, _) in all {
-                let used = first
-                    .as_ref()
-                    .map(|(m, _)| m.object_ref().to_string())
-                    .unwrap_or_default();
-                diagnostics.push(
-                    Diagnostic::warning(
-                        "authservice.duplicate",
-                        format!("only one AuthService is used ({used}); this one is ignored"),
-                    )
-                    .at(meta.origin.clone())
-                    .on(meta.object_ref())
-                    .hint("keep one AuthService (Emissary uses one too)"),
-                );
-            }
-            first
-        },
-        module: {
-            let mut modules = dedupe(modules, objects, &mut diagnostics).into_iter();
-            let first = modules.next();
-            for (meta, _) in modules {
-                let used = first
-                    .as_ref()
-                    .map(|(m, _)| m.object_ref().to_string())
-                    .unwrap_or_default();
-                diagnostics.push(
-                    Diagnostic::warning(
-                        "module.duplicate",
-                        format!("another ambassador Module is in effect ({used}); this one is ignored"),
-                    )
-                    .at(meta.origin.clone())
-                    .on(meta.object_ref())
-                    .hint("keep one Module named `ambassador`"),
-                );
-            }
-            first
-        },
+        auth_service: the_one(
+            dedupe(auth_services, objects, &mut diagnostics),
+            &mut diagnostics,
+            (
+                "authservice.duplicate",
+                "only one AuthService is used",
+                "keep one AuthService (Emissary uses one too)",
+            ),
+        ),
+        module: the_one(
+            dedupe(modules, objects, &mut diagnostics),
+            &mut diagnostics,
+            (
+                "module.duplicate",
+                "another ambassador Module is in effect",
+                "keep one Module named `ambassador`",
+            ),
+        ),
         broken_secrets,
     };
     (set, diagnostics)
+}
+
+/// Of kinds that exist once (the AuthService, the ambassador Module): the first by namespace and
+/// name, the others reported with `(code, what, hint)`.
+fn the_one<T>(
+    items: Vec<(Meta, T)>,
+    diagnostics: &mut Vec<Diagnostic>,
+    (code, what, hint): (&str, &str, &str),
+) -> Option<(Meta, T)> {
+    let mut all = items.into_iter();
+    let first = all.next();
+    let used = first
+        .as_ref()
+        .map(|(m, _)| m.object_ref().to_string())
+        .unwrap_or_default();
+    for (meta, _) in all {
+        diagnostics.push(
+            Diagnostic::warning(code, format!("{what} ({used}); this one is ignored"))
+                .at(meta.origin.clone())
+                .on(meta.object_ref())
+                .hint(hint),
+        );
+    }
+    first
 }
 
 /// Sorts by (namespace, name) and keeps one object per identity, reporting the others. Which

@@ -201,17 +201,20 @@ pub struct Upstream {
     pub name: &'static str,
 }
 
-pub fn upstream(name: &'static str) -> Upstream {
+/// A loopback HTTP/1.1 server: each request head (keep-alive: Envoy reuses connections) is
+/// answered with `answer(head)`, a whole response.
+fn http_server(answer: impl Fn(&str) -> String + Send + Sync + 'static) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let answer = std::sync::Arc::new(answer);
     thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
+            let answer = std::sync::Arc::clone(&answer);
             thread::spawn(move || {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
                 let _ = stream.set_nodelay(true);
                 loop {
-                    // Read one request head (keep-alive: Envoy reuses connections).
                     let mut head = Vec::new();
                     let mut byte = [0u8; 1];
                     while !head.ends_with(b"\r\n\r\n") {
@@ -220,36 +223,46 @@ pub fn upstream(name: &'static str) -> Upstream {
                             _ => return,
                         }
                     }
-                    let head = String::from_utf8_lossy(&head).to_string();
-                    let path = head
-                        .lines()
-                        .next()
-                        .and_then(|l| l.split_whitespace().nth(1))
-                        .unwrap_or("")
-                        .to_string();
-                    let host = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("host: ").or_else(|| l.strip_prefix("Host: ")))
-                        .unwrap_or("")
-                        .to_string();
-                    let body = format!("upstream={name} path={path} host={host}");
-                    // Request headers come back as `x-echo-<name>` response headers.
-                    let echoed: String = head
-                        .lines()
-                        .skip(1)
-                        .filter_map(|l| l.split_once(':'))
-                        .map(|(k, v)| format!("x-echo-{}: {}\r\n", k.trim().to_ascii_lowercase(), v.trim()))
-                        .collect();
-                    let reply = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-upstream-only: yes\r\n{echoed}content-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
+                    let reply = answer(&String::from_utf8_lossy(&head));
                     if stream.write_all(reply.as_bytes()).is_err() {
                         return;
                     }
                 }
             });
         }
+    });
+    addr
+}
+
+/// The path of a request head.
+fn path_of(head: &str) -> String {
+    head.lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("")
+        .to_string()
+}
+
+pub fn upstream(name: &'static str) -> Upstream {
+    let addr = http_server(move |head| {
+        let path = path_of(head);
+        let host = head
+            .lines()
+            .find_map(|l| l.strip_prefix("host: ").or_else(|| l.strip_prefix("Host: ")))
+            .unwrap_or("")
+            .to_string();
+        let body = format!("upstream={name} path={path} host={host}");
+        // Request headers come back as `x-echo-<name>` response headers.
+        let echoed: String = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| format!("x-echo-{}: {}\r\n", k.trim().to_ascii_lowercase(), v.trim()))
+            .collect();
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-upstream-only: yes\r\n{echoed}content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
     });
     Upstream { addr, name }
 }
@@ -350,43 +363,13 @@ pub fn fixture() -> Fixture {
 /// (answering 200 with `x-auth-user: alice`), denies the others (403, body `denied`); both answers
 /// carry `x-auth-path` with the path it was asked about.
 pub fn auth_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                loop {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        match stream.read(&mut byte) {
-                            Ok(1) => head.push(byte[0]),
-                            _ => return,
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                    let path = head
-                        .lines()
-                        .next()
-                        .and_then(|l| l.split_whitespace().nth(1))
-                        .unwrap_or("")
-                        .to_string();
-                    let allowed = head.lines().any(|l| l.trim() == "x-allow: yes");
-                    let reply = if allowed {
-                        format!(
-                            "HTTP/1.1 200 OK\r\nx-auth-user: alice\r\nx-auth-path: {path}\r\ncontent-length: 0\r\n\r\n"
-                        )
-                    } else {
-                        format!("HTTP/1.1 403 Forbidden\r\nx-auth-path: {path}\r\ncontent-length: 6\r\n\r\ndenied")
-                    };
-                    if stream.write_all(reply.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
+    http_server(|head| {
+        let head = head.to_ascii_lowercase();
+        let path = path_of(&head);
+        if head.lines().any(|l| l.trim() == "x-allow: yes") {
+            format!("HTTP/1.1 200 OK\r\nx-auth-user: alice\r\nx-auth-path: {path}\r\ncontent-length: 0\r\n\r\n")
+        } else {
+            format!("HTTP/1.1 403 Forbidden\r\nx-auth-path: {path}\r\ncontent-length: 6\r\n\r\ndenied")
         }
-    });
-    addr
+    })
 }
