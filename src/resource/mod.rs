@@ -88,8 +88,9 @@ pub enum Spec {
     Listener(Listener),
     /// `Host`.
     Host(Host),
-    /// `Mapping` (boxed: it is much larger than the others).
-    Mapping(Box<Mapping>),
+    /// `Mapping` (shared: it is much larger than the others, and the parse cache hands the same
+    /// one to every translation that does not change it).
+    Mapping(std::sync::Arc<Mapping>),
     /// A core `v1` `Secret` holding a TLS certificate.
     Secret(TlsSecret),
     /// The `ambassador` `Module`.
@@ -120,7 +121,7 @@ pub struct ResourceSet {
     /// `Host`s.
     pub hosts: Vec<(Meta, Host)>,
     /// `Mapping`s.
-    pub mappings: Vec<(Meta, Mapping)>,
+    pub mappings: Vec<(Meta, std::sync::Arc<Mapping>)>,
     /// TLS `Secret`s.
     pub secrets: Vec<(Meta, TlsSecret)>,
     /// `TCPMapping`s.
@@ -427,7 +428,7 @@ pub fn parse_cached(
             match resource.spec {
                 Spec::Listener(l) => listeners.push((resource.meta, l, i)),
                 Spec::Host(h) => hosts.push((resource.meta, h, i)),
-                Spec::Mapping(m) => mappings.push((resource.meta, *m, i)),
+                Spec::Mapping(m) => mappings.push((resource.meta, m, i)),
                 Spec::Secret(s) => secrets.push((resource.meta, s, i)),
                 Spec::Module(m) => modules.push((resource.meta, m, i)),
                 Spec::TlsContext(c) => tls_contexts.push((resource.meta, c, i)),
@@ -721,7 +722,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         "TLSContext" => tlscontext::read(&mut reader).map(Spec::TlsContext),
         "AuthService" => authservice::read(&mut reader).map(Spec::AuthService),
         "TCPMapping" => tcpmapping::read(&mut reader).map(Spec::TcpMapping),
-        _ => mapping::read(&mut reader).map(|m| Spec::Mapping(Box::new(m))),
+        _ => mapping::read(&mut reader).map(|m| Spec::Mapping(std::sync::Arc::new(m))),
     }?;
     Some(Resource { meta, spec })
 }
