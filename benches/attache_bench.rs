@@ -334,6 +334,26 @@ fn stages(n: usize) {
     );
 }
 
+/// `base` with Mapping N/2 (`svc-<N/2>`) pointed at `service`, in place (same file and position).
+fn with_one_changed(base: &attache::source::Loaded, n: usize, service: &str) -> attache::source::Loaded {
+    let mut loaded = base.clone();
+    let target = format!("svc-{}", n / 2);
+    let pos = loaded
+        .objects
+        .iter()
+        .position(|o| {
+            o.root
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(|v| v.as_str())
+                == Some(&target)
+        })
+        .unwrap();
+    let one = attache::source::parse_text(&loaded.objects[pos].origin.file, &mapping(n / 2, service));
+    loaded.objects[pos] = one.objects.into_iter().next().unwrap();
+    loaded
+}
+
 /// `--change-stages N`: where an incremental translation of one changed Mapping among N spends
 /// its time, with warm caches (what `attache serve` does on a file change, minus reading files).
 fn change_stages(n: usize) {
@@ -351,24 +371,7 @@ fn change_stages(n: usize) {
         attache::envoy::build_snapshot(&rendered)
     };
     for round in 0..3 {
-        let mut loaded = base_loaded.clone();
-        let target = format!("svc-{}", n / 2);
-        let pos = loaded
-            .objects
-            .iter()
-            .position(|o| {
-                o.root
-                    .get("metadata")
-                    .and_then(|m| m.get("name"))
-                    .and_then(|v| v.as_str())
-                    == Some(&target)
-            })
-            .unwrap();
-        let one = attache::source::parse_text(
-            &loaded.objects[pos].origin.file,
-            &mapping(n / 2, &format!("c{round}:80")),
-        );
-        loaded.objects[pos] = one.objects.into_iter().next().unwrap();
+        let loaded = with_one_changed(&base_loaded, n, &format!("changed-{round}:80"));
         let t = Instant::now();
         let (set, _) = attache::resource::parse_cached(&loaded.objects, &opts.parse, Some(&mut parse_cache));
         let parse = t.elapsed();
@@ -472,22 +475,7 @@ fn main() {
         let mut full_again = Vec::new();
         for round in 0..runs {
             // Change Mapping (n/2) in place: a new service (and so a new cluster).
-            let mut loaded = base_loaded.clone();
-            let target = format!("svc-{}", n / 2);
-            let text = mapping(n / 2, &format!("changed-{round}:80"));
-            let pos = loaded
-                .objects
-                .iter()
-                .position(|o| {
-                    o.root
-                        .get("metadata")
-                        .and_then(|m| m.get("name"))
-                        .and_then(|v| v.as_str())
-                        == Some(&target)
-                })
-                .unwrap();
-            let one = attache::source::parse_text(&loaded.objects[pos].origin.file, &text);
-            loaded.objects[pos] = one.objects.into_iter().next().unwrap();
+            let loaded = with_one_changed(&base_loaded, n, &format!("changed-{round}:80"));
             let started = Instant::now();
             let t = translator.translate(&loaded);
             let d = diff::diff(&base, &t.snapshot);

@@ -575,7 +575,7 @@ impl Renderer<'_> {
                 },
             };
             self.diagnostics.extend(result.diagnostics);
-            out.push((key, self.file(result.outputs, &n.label(), n.source(), fragment_type)));
+            out.push((key, self.file(result.outputs, &|| n.label(), n.source(), fragment_type)));
         }
         out
     }
@@ -598,7 +598,7 @@ impl Renderer<'_> {
                 cache.hits += 1;
                 let hit = hit.clone();
                 self.diagnostics.extend(hit.diagnostics);
-                return (key, self.file(hit.outputs, node, source, fragment_type));
+                return (key, self.file(hit.outputs, &|| node.to_string(), source, fragment_type));
             }
             cache.misses += 1;
         }
@@ -621,15 +621,16 @@ impl Renderer<'_> {
         self.diagnostics.extend(result.diagnostics);
         (
             key.unwrap_or_default(),
-            self.file(result.outputs, node, source, fragment_type),
+            self.file(result.outputs, &|| node.to_string(), source, fragment_type),
         )
     }
 
-    /// Files top-level resources; returns the fragments of `fragment_type`.
+    /// Files top-level resources; returns the fragments of `fragment_type`. `node` names the IR
+    /// node for a diagnostic (built only if one is needed: this runs for every leaf).
     fn file(
         &mut self,
         outputs: Vec<Output>,
-        node: &str,
+        node: &dyn Fn() -> String,
         source: Option<&SourceRef>,
         fragment_type: Option<&str>,
     ) -> Fragments {
@@ -646,7 +647,7 @@ impl Renderer<'_> {
                 if let Some(existing) = by_name.get(&name) {
                     let mut d = Diagnostic::error(
                         "rules.duplicate_resource",
-                        format!("rule `{rule}` for {node} emits {} `{name}`, which rule `{}` already emitted; the first one is kept", ty.label(), existing.rule),
+                        format!("rule `{rule}` for {} emits {} `{name}`, which rule `{}` already emitted; the first one is kept", node(), ty.label(), existing.rule),
                     );
                     if let Some(s) = source {
                         d = d.on(s.object.clone()).at(s.origin.clone());

@@ -373,3 +373,9 @@ pub fn auth_upstream() -> SocketAddr {
         }
     })
 }
+
+/// Envoy took every route table update of the listener on `port` (none rejected).
+pub fn assert_routes_accepted(envoy_admin: SocketAddr, port: u16) {
+    let name = format!("http.ingress_http.rds.routes-{port}.update_rejected");
+    assert_eq!(stat(envoy_admin, &name), Some(0), "{name}");
+}

@@ -220,6 +220,35 @@ impl Clusters {
     }
 }
 
+impl ClusterKey {
+    /// The upstream of a service as an object in `meta`'s namespace names it: TLS for
+    /// `https://` (or a TLS setting), a bare name outside the ambassador namespace qualified with
+    /// the object's namespace (as Emissary does), port 80 (443 with TLS) by default.
+    fn for_service(
+        service: &crate::lang::service::ServiceRef,
+        settings: crate::resource::mapping::ClusterSettings,
+        meta: &Meta,
+        options: &LowerOptions,
+    ) -> ClusterKey {
+        let tls = service.scheme == Some(Scheme::Https) || settings.originate_tls;
+        let mut host = service.host.clone();
+        if !service.is_ip
+            && !host.contains('.')
+            && meta.namespace != options.ambassador_namespace
+            && host != "localhost"
+        {
+            host = format!("{host}.{}", meta.namespace);
+        }
+        let port = service.port.unwrap_or(if tls { 443 } else { 80 });
+        ClusterKey {
+            tls,
+            host,
+            port,
+            settings,
+        }
+    }
+}
+
 /// The cluster of a TCPMapping's service.
 pub(super) fn tcp_cluster(
     clusters: &mut Clusters,
@@ -227,20 +256,8 @@ pub(super) fn tcp_cluster(
     t: &crate::resource::TcpMapping,
     options: &LowerOptions,
 ) -> String {
-    let tls = t.service.scheme == Some(Scheme::Https) || t.cluster.originate_tls;
-    let mut host = t.service.host.clone();
-    if !t.service.is_ip && !host.contains('.') && meta.namespace != options.ambassador_namespace && host != "localhost"
-    {
-        host = format!("{host}.{}", meta.namespace);
-    }
-    let port = t.service.port.unwrap_or(if tls { 443 } else { 80 });
     clusters.add(
-        ClusterKey {
-            tls,
-            host,
-            port,
-            settings: t.cluster.clone(),
-        },
+        ClusterKey::for_service(&t.service, t.cluster.clone(), meta, options),
         meta,
         None,
     )
@@ -266,27 +283,13 @@ pub(super) fn auth_filter(
     options: &LowerOptions,
 ) -> crate::ir::AuthFilter {
     use crate::resource::authservice::AuthProto;
-    let tls = a.service.scheme == Some(Scheme::Https) || a.cluster.originate_tls;
-    let mut host = a.service.host.clone();
-    if !a.service.is_ip && !host.contains('.') && meta.namespace != options.ambassador_namespace && host != "localhost"
-    {
-        host = format!("{host}.{}", meta.namespace);
-    }
-    let port = a.service.port.unwrap_or(if tls { 443 } else { 80 });
     let settings = crate::resource::mapping::ClusterSettings {
         http2: a.proto == AuthProto::Grpc,
         ..a.cluster.clone()
     };
-    let cluster = clusters.add(
-        ClusterKey {
-            tls,
-            host: host.clone(),
-            port,
-            settings,
-        },
-        meta,
-        None,
-    );
+    let key = ClusterKey::for_service(&a.service, settings, meta, options);
+    let (tls, host, port) = (key.tls, key.host.clone(), key.port);
+    let cluster = clusters.add(key, meta, None);
     let mut allowed: Vec<String> = AUTH_DEFAULT_HEADERS.iter().map(|s| (*s).to_string()).collect();
     allowed.extend(a.allowed_request_headers.iter().cloned());
     allowed.sort();
@@ -473,26 +476,14 @@ pub(super) fn prepare<'a>(
             });
         }
         headers.sort();
-        let tls = m.service.scheme == Some(Scheme::Https) || m.cluster.originate_tls;
-        let mut service_host = m.service.host.clone();
-        if !m.service.is_ip
-            && !service_host.contains('.')
-            && meta.namespace != options.ambassador_namespace
-            && service_host != "localhost"
-        {
-            service_host = format!("{service_host}.{}", meta.namespace);
-        }
-        let port = m.service.port.unwrap_or(if tls { 443 } else { 80 });
         // A host redirect sends clients elsewhere: no cluster.
         let cluster = if m.redirect.is_some() {
             String::new()
         } else {
             clusters.add(
-                ClusterKey {
-                    tls,
-                    host: service_host,
-                    port,
-                    settings: {
+                ClusterKey::for_service(
+                    &m.service,
+                    {
                         // The Module's defaults for what the Mapping leaves unset.
                         let mut s = m.cluster.clone();
                         if s.circuit_breakers.is_empty() {
@@ -507,7 +498,9 @@ pub(super) fn prepare<'a>(
                         }
                         s
                     },
-                },
+                    meta,
+                    options,
+                ),
                 meta,
                 m.connect_timeout_ms,
             )
