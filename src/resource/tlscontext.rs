@@ -163,6 +163,9 @@ pub(crate) fn read_settings(
     }
 }
 
+/// The TLS settings' fields are repeated here rather than `#[serde(flatten)]`ed from
+/// [`TlsSettingsSpec`]: flattening hides unknown fields from `serde_ignored`, and a misspelled
+/// field must be reported.
 #[derive(Clone, Debug, Default, Deserialize)]
 struct TlsContextSpec {
     #[serde(default)]
