@@ -90,6 +90,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Set once the first snapshot is published and the ADS server listens.
     pub ready: AtomicBool,
+    /// The Kubernetes source's watches (all zero with a directory source).
+    pub kube: Arc<crate::source::kube::Metrics>,
 }
 
 impl Default for Shared {
@@ -100,6 +102,7 @@ impl Default for Shared {
             envoys: Mutex::new(BTreeMap::new()),
             metrics: Metrics::default(),
             ready: AtomicBool::new(false),
+            kube: Arc::default(),
         }
     }
 }
@@ -192,6 +195,47 @@ impl Shared {
                 .map(|ty| (format!("{{type=\"{}\"}}", ty.label()), t.snapshot.count(*ty) as u64))
                 .collect(),
         );
+        let k = &self.kube;
+        for (name, help, kind, value) in [
+            (
+                "attache_kube_watches",
+                "Kubernetes watches running",
+                "gauge",
+                &k.watches,
+            ),
+            (
+                "attache_kube_watches_synced",
+                "Kubernetes watches that completed their first list",
+                "gauge",
+                &k.watches_synced,
+            ),
+            (
+                "attache_kube_events_total",
+                "Kubernetes watch events received",
+                "counter",
+                &k.events,
+            ),
+            (
+                "attache_kube_relists_total",
+                "Kubernetes re-lists after the first list (expired watches, reconnects)",
+                "counter",
+                &k.relists,
+            ),
+            (
+                "attache_kube_errors_total",
+                "Kubernetes API errors (each retried with backoff)",
+                "counter",
+                &k.errors,
+            ),
+            (
+                "attache_kube_sets_total",
+                "Complete object sets read from Kubernetes",
+                "counter",
+                &k.sets,
+            ),
+        ] {
+            counter(name, help, kind, one(value));
+        }
         let connected = self.envoys.lock().map(|e| e.len() as u64).unwrap_or(0);
         counter(
             "attache_xds_connected_streams",

@@ -48,7 +48,7 @@ pub struct ParseOptions {
 impl Default for ParseOptions {
     fn default() -> Self {
         ParseOptions {
-            ambassador_id: "default".to_string(),
+            ambassador_id: DEFAULT_AMBASSADOR_ID.to_string(),
         }
     }
 }
@@ -138,6 +138,29 @@ pub struct ResourceSet {
 }
 
 impl ResourceSet {
+    /// `(namespace, name)` of every Secret these resources refer to: Hosts' `tlsSecret` and CA,
+    /// TLSContexts' certificate and CA. A source that cannot hold every Secret (Kubernetes) asks
+    /// for exactly these.
+    pub fn secret_references(&self) -> std::collections::BTreeSet<(String, String)> {
+        let mut out = std::collections::BTreeSet::new();
+        for (meta, host) in &self.hosts {
+            if let Some(r) = &host.tls_secret {
+                out.insert((
+                    r.namespace.clone().unwrap_or_else(|| meta.namespace.clone()),
+                    r.name.clone(),
+                ));
+            }
+            if let Some(ca) = host.tls.as_ref().and_then(|t| t.ca_secret.clone()) {
+                out.insert(ca);
+            }
+        }
+        for (_, context) in &self.tls_contexts {
+            out.extend(context.secret.clone());
+            out.extend(context.settings.ca_secret.clone());
+        }
+        out
+    }
+
     /// The TLS Secret `namespace/name`.
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&TlsSecret> {
         self.secrets
@@ -273,6 +296,9 @@ pub fn parse_path(path: &str) -> Vec<Segment> {
     }
     out
 }
+
+/// The `ambassador_id` of an instance not given one, and of objects that name none.
+pub const DEFAULT_AMBASSADOR_ID: &str = "default";
 
 /// `ambassador_id` as a string or a list of strings.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -669,6 +695,21 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
             .then(|| str_field(root, &["spec", "ambassadorId"]))
             .flatten()
     });
+    // No ambassador_id means `default`, as in Emissary: an instance with another id ignores it.
+    if id_node.is_none() && options.ambassador_id != DEFAULT_AMBASSADOR_ID {
+        diagnostics.push(
+            Diagnostic::notice(
+                "resource.other_ambassador_id",
+                format!(
+                    "no ambassador_id (which means `{DEFAULT_AMBASSADOR_ID}`), and this instance's is `{}`; ignored",
+                    options.ambassador_id
+                ),
+            )
+            .at(meta.origin.clone())
+            .on(meta.object_ref()),
+        );
+        return None;
+    }
     if let Some(id_node) = id_node {
         match serde_json::from_value::<AmbassadorId>(id_node.to_json()) {
             Ok(ids) if !ids.contains(&options.ambassador_id) => {

@@ -30,8 +30,9 @@ pub struct TranslationArgs {
     #[arg(long, env = "AMBASSADOR_ID", default_value = "default")]
     pub ambassador_id: String,
     /// The namespace attache runs in: bare service names of Mappings in other namespaces are
-    /// qualified with the Mapping's namespace.
-    #[arg(long, env = "AMBASSADOR_NAMESPACE", default_value = "default")]
+    /// qualified with the Mapping's namespace. With --single-namespace, the only namespace
+    /// watched.
+    #[arg(long, alias = "namespace", env = "AMBASSADOR_NAMESPACE", default_value = "default")]
     pub ambassador_namespace: String,
 }
 
@@ -61,8 +62,25 @@ impl TranslationArgs {
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServeArgs {
     /// Directory of YAML files to read and watch (recursively).
-    #[arg(long, value_name = "DIR")]
-    pub config_dir: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "kubernetes",
+        conflicts_with = "kubernetes"
+    )]
+    pub config_dir: Option<PathBuf>,
+    /// Read the configuration from Kubernetes instead of a directory: getambassador.io objects,
+    /// annotated Services and the Secrets they name (in-cluster service account, else KUBECONFIG).
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// With --kubernetes: watch only the namespace of --ambassador-namespace (needs only a
+    /// namespaced Role).
+    #[arg(long, env = "AMBASSADOR_SINGLE_NAMESPACE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub single_namespace: bool,
+    /// With --kubernetes: only getambassador.io objects and Services whose labels match this
+    /// selector (e.g. `ingress=public`).
+    #[arg(long, env = "AMBASSADOR_LABEL_SELECTOR", value_name = "SELECTOR")]
+    pub label_selector: Option<String>,
     /// Address of the ADS (gRPC) server Envoy connects to.
     #[arg(long, default_value = "127.0.0.1:18000", value_name = "HOST:PORT")]
     pub ads_listen: SocketAddr,
@@ -86,7 +104,8 @@ pub struct ServeArgs {
     /// Extra argument for Envoy (repeatable), e.g. --envoy-arg=--log-level --envoy-arg=debug.
     #[arg(long = "envoy-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub envoy_args: Vec<String>,
-    /// Quiet period before a burst of file changes is translated, in milliseconds.
+    /// Quiet period before a burst of changes (files or Kubernetes events) is translated, in
+    /// milliseconds.
     #[arg(long, default_value_t = 150, value_name = "MS")]
     pub debounce_ms: u64,
     #[allow(missing_docs, reason = "a doc comment here would become clap help text")]
@@ -129,10 +148,15 @@ async fn shutdown_signal() {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let registry = Arc::new(args.translation.registry()?);
     let options = args.translation.options();
-    if !args.config_dir.is_dir() {
-        anyhow::bail!("--config-dir {}: not a directory", args.config_dir.display());
+    if let Some(dir) = args.config_dir.as_ref().filter(|d| !d.is_dir()) {
+        anyhow::bail!("--config-dir {}: not a directory", dir.display());
     }
     let shared = Arc::new(Shared::default());
+    let kube_client = if args.kubernetes {
+        Some(crate::source::kube::client().await?)
+    } else {
+        None
+    };
     let ads_listener = tokio::net::TcpListener::bind(args.ads_listen)
         .await
         .with_context(|| format!("cannot listen for ADS on {} (--ads-listen)", args.ads_listen))?;
@@ -144,9 +168,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(Some(p)) => Some(p.clone()),
         None => None,
     };
-    let mut updates = crate::source::dir::watch(args.config_dir.clone(), Duration::from_millis(args.debounce_ms))
-        .with_context(|| format!("cannot watch {}", args.config_dir.display()))?;
-    tracing::info!(dir = %args.config_dir.display(), ads = %args.ads_listen, admin = %args.admin_listen, "attache starting");
+    let debounce = Duration::from_millis(args.debounce_ms);
+    let mut updates = match (kube_client, &args.config_dir) {
+        (Some(client), _) => {
+            let namespace = args
+                .single_namespace
+                .then(|| args.translation.ambassador_namespace.clone());
+            tracing::info!(
+                namespace = namespace.as_deref().unwrap_or("(all)"),
+                label_selector = args.label_selector.as_deref().unwrap_or("(none)"),
+                ambassador_id = %args.translation.ambassador_id,
+                ads = %args.ads_listen, admin = %args.admin_listen,
+                "attache starting; watching Kubernetes"
+            );
+            let kube_options = crate::source::kube::Options {
+                namespace,
+                label_selector: args.label_selector.clone(),
+                debounce,
+            };
+            crate::source::kube::watch(client, kube_options, secret_refs(&options), Arc::clone(&shared.kube))
+        }
+        (None, Some(dir)) => {
+            tracing::info!(dir = %dir.display(), ads = %args.ads_listen, admin = %args.admin_listen, "attache starting");
+            crate::source::dir::watch(dir.clone(), debounce)
+                .with_context(|| format!("cannot watch {}", dir.display()))?
+        }
+        (None, None) => anyhow::bail!("give --config-dir DIR or --kubernetes"),
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -221,6 +269,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), ads).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), admin).await;
     Ok(())
+}
+
+/// What the Kubernetes source asks: which Secrets the current Hosts and TLSContexts name (only
+/// those are read; parsing the few Hosts and TLSContexts again is cheap).
+fn secret_refs(options: &crate::Options) -> crate::source::kube::SecretRefs {
+    let parse = options.parse.clone();
+    Arc::new(move |objects| {
+        let subset: Vec<crate::source::RawObject> = objects
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o.root.get("kind").and_then(crate::source::yaml::Node::as_str),
+                    Some("Host" | "TLSContext")
+                )
+            })
+            .cloned()
+            .collect();
+        crate::resource::parse(&subset, &parse).0.secret_references()
+    })
 }
 
 /// Stores a translation and publishes its snapshot if the version changed; logs what is new.

@@ -7,6 +7,7 @@
 
 pub mod annotation;
 pub mod dir;
+pub mod kube;
 pub mod yaml;
 
 use crate::diagnostic::{Diagnostic, Origin};

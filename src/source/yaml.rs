@@ -107,6 +107,36 @@ impl Node {
         }
     }
 
+    /// Converts a JSON value (an object from the Kubernetes API) to a node; every node gets the
+    /// same position, as JSON from an API has none worth pointing at.
+    pub fn from_json(value: &Value, line: u32, column: u32) -> Node {
+        let value = match value {
+            Value::Null => NodeValue::Null,
+            Value::Bool(b) => NodeValue::Bool(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => NodeValue::Int(i),
+                None => NodeValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Value::String(s) => NodeValue::String(s.clone()),
+            Value::Array(items) => NodeValue::Seq(items.iter().map(|v| Node::from_json(v, line, column)).collect()),
+            Value::Object(map) => NodeValue::Map(
+                map.iter()
+                    .map(|(k, v)| {
+                        (
+                            Key {
+                                name: k.clone(),
+                                line,
+                                column,
+                            },
+                            Node::from_json(v, line, column),
+                        )
+                    })
+                    .collect(),
+            ),
+        };
+        Node { line, column, value }
+    }
+
     /// The child at `key`, if this is a mapping that has it.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.value {

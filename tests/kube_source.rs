@@ -1,0 +1,398 @@
+//! The Kubernetes source against the in-process API server emulation (`support::apiserver`),
+//! through the real kube-rs client over HTTP: initial sync, the same snapshot as the directory
+//! source, re-lists that never yield a partial view, referenced Secrets only, scoping, and a
+//! kind whose CRD is missing.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use attache::snapshot::ResourceType;
+use attache::source::kube::{Metrics, Options, SecretRefs};
+use attache::source::Loaded;
+use support::apiserver::ApiServer;
+use tokio::sync::mpsc;
+
+fn fixture_file(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tls")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn tls_secret(namespace: &str, name: &str, crt: &str, key: &str) -> String {
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata:\n  name: {name}\n  namespace: {namespace}\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(&fixture_file(crt)),
+        indent(&fixture_file(key))
+    )
+}
+
+/// A configuration touching every kind the source reads: both Listeners, a TLS Host with its
+/// Secret, a TLSContext, Mappings in v3alpha1 and v2 and in two namespaces, an annotated
+/// Service, a Module, an AuthService and a TCPMapping.
+fn manifests() -> String {
+    let objects = [
+        "apiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: http\n  namespace: ambassador\nspec:\n  port: 8080\n  protocol: HTTP\n  securityModel: XFP\n  hostBinding:\n    namespace:\n      from: ALL\n",
+        "apiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: https\n  namespace: ambassador\nspec:\n  port: 8443\n  protocol: HTTPS\n  securityModel: XFP\n  hostBinding:\n    namespace:\n      from: ALL\n",
+        "apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: h1\n  namespace: ambassador\nspec:\n  hostname: h1.example.com\n  tlsSecret:\n    name: h1-cert\n",
+        &tls_secret("ambassador", "h1-cert", "h1.crt", "h1.key"),
+        "apiVersion: getambassador.io/v3alpha1\nkind: TLSContext\nmetadata:\n  name: h2-context\n  namespace: ambassador\nspec:\n  hosts: [h2.example.com]\n  secret: h2-cert\n  min_tls_version: v1.2\n",
+        "apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: h2\n  namespace: ambassador\nspec:\n  hostname: h2.example.com\n  tlsContext:\n    name: h2-context\n",
+        &tls_secret("ambassador", "h2-cert", "h2.crt", "h2.key"),
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: a\n  namespace: default\n  labels:\n    team: a\nspec:\n  hostname: \"*\"\n  prefix: /a/\n  service: a:8080\n  timeout_ms: 3000\n",
+        "apiVersion: getambassador.io/v2\nkind: Mapping\nmetadata:\n  name: legacy\n  namespace: shop\nspec:\n  prefix: /legacy/\n  service: legacy.shop:80\n  host: h1.example.com\n  use_websocket: true\n",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: annotated\n  namespace: shop\n  annotations:\n    getambassador.io/config: |\n      apiVersion: getambassador.io/v3alpha1\n      kind: Mapping\n      name: from-annotation\n      prefix: /annotated/\n      service: annotated.shop:80\n      hostname: \"*\"\nspec:\n  ports:\n  - port: 80\n",
+        "apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata:\n  name: ambassador\n  namespace: ambassador\nspec:\n  config:\n    server_name: attache-test\n",
+        "apiVersion: getambassador.io/v3alpha1\nkind: AuthService\nmetadata:\n  name: auth\n  namespace: ambassador\nspec:\n  auth_service: auth.ambassador:3000\n  proto: http\n",
+        "apiVersion: getambassador.io/v3alpha1\nkind: TCPMapping\nmetadata:\n  name: db\n  namespace: shop\nspec:\n  port: 5432\n  service: db.shop:5432\n",
+    ];
+    objects.join("---\n")
+}
+
+fn client(server: &ApiServer) -> kube::Client {
+    let config = kube::Config::new(server.url().parse().unwrap());
+    kube::Client::try_from(config).unwrap()
+}
+
+fn secret_refs() -> SecretRefs {
+    let options = attache::Options::default();
+    Arc::new(move |objects| {
+        let loaded = Loaded {
+            objects: objects.to_vec(),
+            diagnostics: Vec::new(),
+        };
+        attache::resource::parse(&loaded.objects, &options.parse)
+            .0
+            .secret_references()
+    })
+}
+
+fn options() -> Options {
+    Options {
+        namespace: None,
+        label_selector: None,
+        debounce: Duration::from_millis(50),
+    }
+}
+
+fn start(server: &ApiServer, options: Options) -> (mpsc::Receiver<Loaded>, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::default());
+    let rx = attache::source::kube::watch(client(server), options, secret_refs(), Arc::clone(&metrics));
+    (rx, metrics)
+}
+
+async fn next(rx: &mut mpsc::Receiver<Loaded>, what: &str) -> Loaded {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no object set within 20 s: {what}"))
+        .expect("the source stopped")
+}
+
+/// `Kind namespace/name` of every object in a set.
+fn names(loaded: &Loaded) -> BTreeSet<String> {
+    loaded
+        .objects
+        .iter()
+        .map(|o| {
+            let s = |n: Option<&attache::source::yaml::Node>| n.and_then(|n| n.as_str()).unwrap_or("").to_string();
+            let meta = o.root.get("metadata");
+            format!(
+                "{} {}/{}",
+                s(o.root.get("kind")),
+                s(meta.and_then(|m| m.get("namespace"))),
+                s(meta.and_then(|m| m.get("name")))
+            )
+        })
+        .collect()
+}
+
+fn translate(loaded: &Loaded) -> attache::Translation {
+    let registry = attache::rules::Registry::core().unwrap();
+    attache::translate(loaded, &registry, &attache::Options::default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_manifests_give_the_same_snapshot_as_the_directory_source() {
+    let server = ApiServer::start();
+    server.apply(&manifests());
+    let (mut rx, metrics) = start(&server, options());
+    let from_kube = next(&mut rx, "initial sync").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("all.yaml"), manifests()).unwrap();
+    let from_dir = attache::source::dir::load(dir.path());
+    assert_eq!(names(&from_kube), names(&from_dir));
+
+    let (k, d) = (translate(&from_kube), translate(&from_dir));
+    for ty in ResourceType::ALL {
+        assert_eq!(
+            attache::envoy::resources_json_with_keys(&k.snapshot, ty),
+            attache::envoy::resources_json_with_keys(&d.snapshot, ty),
+            "{ty:?} differ between the Kubernetes and directory sources"
+        );
+    }
+    assert_eq!(k.snapshot.version(), d.snapshot.version());
+    assert!(
+        k.snapshot.count(ResourceType::Secret) >= 2,
+        "both certificates were read"
+    );
+    let codes = |t: &attache::Translation| t.diagnostics.iter().map(|d| d.code.clone()).collect::<Vec<_>>();
+    assert_eq!(codes(&k), codes(&d));
+    // The v2 Mapping is read as v2 again (the API serves it as v3alpha1).
+    let legacy = from_kube
+        .objects
+        .iter()
+        .find(|o| {
+            o.root
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(|n| n.as_str())
+                == Some("legacy")
+        })
+        .unwrap();
+    assert_eq!(
+        legacy.root.get("apiVersion").and_then(|v| v.as_str()),
+        Some("getambassador.io/v2")
+    );
+    assert_eq!(
+        metrics.watches_synced.load(Ordering::Relaxed),
+        metrics.watches.load(Ordering::Relaxed)
+    );
+    // 7 kinds + Services + the two referenced Secrets.
+    assert_eq!(metrics.watches.load(Ordering::Relaxed), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_arrive_coalesced_and_a_relist_never_yields_a_partial_view() {
+    let server = ApiServer::start();
+    server.apply(&manifests());
+    let (mut rx, metrics) = start(&server, options());
+    let first = next(&mut rx, "initial sync").await;
+    let all = names(&first);
+
+    // A burst of changes is one set.
+    for i in 0..20 {
+        server.apply(&format!(
+            "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: burst-{i}\n  namespace: default\nspec:\n  prefix: /b{i}/\n  service: b\n"
+        ));
+    }
+    let mut burst = next(&mut rx, "the burst").await;
+    // A slow machine may split it; never more than a few sets.
+    let mut sets = 1;
+    while names(&burst).iter().filter(|n| n.contains("burst-")).count() < 20 {
+        burst = next(&mut rx, "the rest of the burst").await;
+        sets += 1;
+        assert!(sets <= 5, "20 changes in a burst gave {sets}+ sets");
+    }
+
+    // Deletion.
+    assert!(server.delete("getambassador.io/v3alpha1", "Mapping", "default", "burst-0"));
+    let after_delete = next(&mut rx, "the deletion").await;
+    assert!(!names(&after_delete).contains("Mapping default/burst-0"));
+    let expected = names(&after_delete);
+    assert!(expected.is_superset(&all));
+
+    // Watches expire (410) and drop; meanwhile one Mapping changes. Every set yielded from now on
+    // holds every object: the re-list is swapped in complete.
+    server.apply_unseen("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: burst-1\n  namespace: default\nspec:\n  prefix: /changed/\n  service: b\n");
+    server.compact();
+    server.drop_watches();
+    let relisted = next(&mut rx, "the re-list").await;
+    assert_eq!(
+        names(&relisted),
+        expected,
+        "a set after a re-list lacks or adds objects"
+    );
+    let changed = relisted
+        .objects
+        .iter()
+        .find(|o| {
+            o.root
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(|n| n.as_str())
+                == Some("burst-1")
+        })
+        .unwrap();
+    assert_eq!(
+        changed
+            .root
+            .get("spec")
+            .and_then(|s| s.get("prefix"))
+            .and_then(|p| p.as_str()),
+        Some("/changed/")
+    );
+    assert!(metrics.relists.load(Ordering::Relaxed) >= 1, "the watches re-listed");
+    assert!(server
+        .requests()
+        .iter()
+        .any(|r| r.contains("mappings?") && !r.contains("watch=")));
+
+    // A re-list that finds nothing new yields nothing.
+    server.compact();
+    server.drop_watches();
+    let relists = metrics.relists.load(Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while metrics.relists.load(Ordering::Relaxed) < relists + 8 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every watch re-listed");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), rx.recv())
+            .await
+            .is_err(),
+        "an unchanged re-list yielded a set"
+    );
+
+    // An outage: errors are counted, the last view stays, and the source recovers.
+    server.set_outage(true);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while metrics.errors.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("API errors are counted");
+    server.set_outage(false);
+    server.apply("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: after-outage\n  namespace: default\nspec:\n  prefix: /after/\n  service: b\n");
+    let mut recovered = next(&mut rx, "recovery after the outage").await;
+    while !names(&recovered).contains("Mapping default/after-outage") {
+        recovered = next(&mut rx, "the Mapping written after the outage").await;
+    }
+    assert!(names(&recovered).is_superset(&expected));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_referenced_secrets_are_read_and_a_rotation_arrives() {
+    let server = ApiServer::start();
+    server.apply(&manifests());
+    server.apply(&tls_secret("ambassador", "unrelated", "h2.crt", "h2.key"));
+    let (mut rx, _) = start(&server, options());
+    let first = next(&mut rx, "initial sync").await;
+    let secrets: BTreeSet<String> = names(&first).into_iter().filter(|n| n.starts_with("Secret ")).collect();
+    assert_eq!(
+        secrets,
+        BTreeSet::from([
+            "Secret ambassador/h1-cert".to_string(),
+            "Secret ambassador/h2-cert".to_string()
+        ])
+    );
+    // Never a list or watch of every Secret.
+    for r in server.requests().iter().filter(|r| r.contains("/secrets")) {
+        assert!(
+            r.contains("fieldSelector=metadata.name"),
+            "unscoped Secret request: {r}"
+        );
+    }
+
+    // Rotation: the new certificate arrives.
+    let before = translate(&first).snapshot.version();
+    server.apply(&tls_secret("ambassador", "h1-cert", "h1-rotated.crt", "h1-rotated.key"));
+    let rotated = next(&mut rx, "the rotated Secret").await;
+    let t = translate(&rotated);
+    assert_ne!(t.snapshot.version(), before);
+    let rotated_pem = fixture_file("h1-rotated.crt");
+    let secrets = attache::envoy::resources_json_with_keys(&t.snapshot, ResourceType::Secret);
+    assert!(
+        secrets
+            .iter()
+            .any(|s| s.to_string().contains(rotated_pem.lines().nth(1).unwrap())),
+        "the rotated certificate is served"
+    );
+
+    // A Host that names a new Secret: the set comes with it.
+    server.apply(&tls_secret("ambassador", "h3-cert", "h2.crt", "h2.key"));
+    server.apply("apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: h3\n  namespace: ambassador\nspec:\n  hostname: h3.example.com\n  tlsSecret:\n    name: h3-cert\n");
+    let mut with_h3 = next(&mut rx, "the new Host").await;
+    while !names(&with_h3).contains("Host ambassador/h3") {
+        with_h3 = next(&mut rx, "the new Host").await;
+    }
+    assert!(
+        names(&with_h3).contains("Secret ambassador/h3-cert"),
+        "the Host arrived without its Secret"
+    );
+    assert!(!names(&with_h3).contains("Secret ambassador/unrelated"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_and_label_scoping() {
+    let server = ApiServer::start();
+    server.apply(&manifests());
+    let (mut rx, _) = start(
+        &server,
+        Options {
+            namespace: Some("shop".to_string()),
+            ..options()
+        },
+    );
+    let shop = names(&next(&mut rx, "namespace shop").await);
+    assert!(!shop.is_empty());
+    assert!(shop.iter().all(|n| n.contains(" shop/")), "{shop:?}");
+    assert!(server
+        .requests()
+        .iter()
+        .any(|r| r.contains("/namespaces/shop/mappings")));
+
+    let (mut rx, _) = start(
+        &server,
+        Options {
+            label_selector: Some("team=a".to_string()),
+            ..options()
+        },
+    );
+    let labelled = names(&next(&mut rx, "label team=a").await);
+    assert_eq!(labelled, BTreeSet::from(["Mapping default/a".to_string()]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambassador_id_is_applied_to_kubernetes_objects() {
+    let server = ApiServer::start();
+    server.apply(&manifests());
+    server.apply("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: other-id\n  namespace: default\nspec:\n  ambassador_id: [other]\n  hostname: \"*\"\n  prefix: /other/\n  service: other\n");
+    let (mut rx, _) = start(&server, options());
+    let loaded = next(&mut rx, "initial sync").await;
+    let registry = attache::rules::Registry::core().unwrap();
+    let routes = |id: &str| {
+        let mut o = attache::Options::default();
+        o.parse.ambassador_id = id.to_string();
+        let t = attache::translate(&loaded, &registry, &o);
+        serde_json::to_string(&attache::envoy::resources_json(&t.snapshot, ResourceType::Route)).unwrap()
+    };
+    assert!(!routes("default").contains("/other/"));
+    assert!(routes("default").contains("/a/"));
+    assert!(routes("other").contains("/other/"));
+    let other = routes("other");
+    assert!(!other.contains("\"/a/\""), "{other}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_without_its_crd_is_empty_and_said_so() {
+    let server = ApiServer::start_without(&["tcpmappings"]);
+    let manifests: String = manifests()
+        .split("---\n")
+        .filter(|d| !d.contains("kind: TCPMapping"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    server.apply(&manifests);
+    let (mut rx, metrics) = start(&server, options());
+    let loaded = next(&mut rx, "initial sync without the TCPMapping CRD").await;
+    assert!(names(&loaded).contains("Mapping default/a"));
+    let missing: Vec<_> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == "source.crd_missing")
+        .collect();
+    assert_eq!(missing.len(), 1, "{:?}", loaded.diagnostics);
+    assert!(missing[0].message.contains("tcpmappings"));
+    assert!(metrics.errors.load(Ordering::Relaxed) >= 1);
+}

@@ -1,0 +1,515 @@
+//! A small Kubernetes API server emulation over real HTTP on loopback, for testing the real
+//! kube-rs client path (no API server binary can run on these machines).
+//!
+//! It models the list/watch contract a controller relies on, not the whole API: namespaced
+//! resources under `/api/v1` and `/apis/<group>/<version>`; list with `resourceVersion`, label
+//! selectors (`k=v`, `k!=v`, `k`, comma-joined) and field selectors (`metadata.name`,
+//! `metadata.namespace`); watch streams (`watch=true`) with ADDED/MODIFIED/DELETED events
+//! replayed from the requested version, BOOKMARKs on request, an ERROR `410 Expired` for a
+//! version older than the last compaction, and `timeoutSeconds`. Test controls: compaction,
+//! dropping every open watch, an outage switch (503 for everything) and a request log.
+//! Versions of one group are served with conversion strategy `None`: an object is returned with
+//! the requested `apiVersion` and its fields as written, and `managedFields` records the version
+//! it was written in, as a real API server does. It is not a conformance-tested API server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+/// A resource type the emulation serves.
+#[derive(Clone, Debug)]
+struct ResourceType {
+    group: String,
+    versions: Vec<String>,
+    kind: String,
+}
+
+#[derive(Clone, Debug)]
+struct Event {
+    rv: u64,
+    ty: &'static str,
+    /// `group/plural` ("" group for the core API).
+    resource: String,
+    object: Value,
+}
+
+#[derive(Default)]
+struct Inner {
+    rv: u64,
+    types: BTreeMap<String, ResourceType>,
+    /// `group/plural` → (namespace, name) → object as stored.
+    objects: BTreeMap<String, BTreeMap<(String, String), Value>>,
+    events: Vec<Event>,
+    compacted: u64,
+    outage: bool,
+    requests: Vec<String>,
+}
+
+/// The running emulation; stops with the test process.
+#[derive(Clone)]
+pub struct ApiServer {
+    /// Where it listens (`http://ADDR`).
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    /// Wakes open watches.
+    wake: broadcast::Sender<Wake>,
+}
+
+/// What open watches are told.
+#[derive(Clone, Copy, Debug)]
+enum Wake {
+    /// New events in the history.
+    Events,
+    /// End the stream (dropped connection).
+    Drop,
+    /// Send a BOOKMARK at this resourceVersion.
+    Bookmark(u64),
+}
+
+/// The getambassador.io kinds and plurals attache watches.
+pub const AMBASSADOR: &[(&str, &str)] = &[
+    ("AuthService", "authservices"),
+    ("Host", "hosts"),
+    ("Listener", "listeners"),
+    ("Mapping", "mappings"),
+    ("Module", "modules"),
+    ("TCPMapping", "tcpmappings"),
+    ("TLSContext", "tlscontexts"),
+];
+
+impl ApiServer {
+    /// Starts an emulation serving Services, Secrets and every Ambassador kind (v2, v3alpha1).
+    pub fn start() -> ApiServer {
+        Self::start_without(&[])
+    }
+
+    /// Like [`ApiServer::start`], without the given Ambassador plurals (CRDs not installed).
+    pub fn start_without(missing: &[&str]) -> ApiServer {
+        let mut inner = Inner {
+            rv: 100,
+            ..Inner::default()
+        };
+        let mut add = |group: &str, versions: &[&str], kind: &str, plural: &str| {
+            inner.types.insert(
+                format!("{group}/{plural}"),
+                ResourceType {
+                    group: group.to_string(),
+                    versions: versions.iter().map(|v| v.to_string()).collect(),
+                    kind: kind.to_string(),
+                },
+            );
+        };
+        add("", &["v1"], "Service", "services");
+        add("", &["v1"], "Secret", "secrets");
+        add("discovery.k8s.io", &["v1"], "EndpointSlice", "endpointslices");
+        for (kind, plural) in AMBASSADOR {
+            if !missing.contains(plural) {
+                add("getambassador.io", &["v2", "v3alpha1"], kind, plural);
+            }
+        }
+        let inner = Arc::new(Mutex::new(inner));
+        let (wake, _) = broadcast::channel(1024);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = ApiServer { addr, inner, wake };
+        let app_state = server.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = axum::Router::new().fallback(handle).with_state(app_state);
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        server
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig file pointing at the emulation (no authentication).
+    pub fn write_kubeconfig(&self, path: &std::path::Path) {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: emu\n  cluster:\n    server: {}\ncontexts:\n- name: emu\n  context:\n    cluster: emu\n    user: emu\n    namespace: default\ncurrent-context: emu\nusers:\n- name: emu\n  user: {{}}\n",
+            self.url()
+        );
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Creates or updates every object in a YAML text (`kubectl apply`). Returns the new
+    /// resourceVersion.
+    pub fn apply(&self, yaml: &str) -> u64 {
+        let rv = self.apply_unseen(yaml);
+        let _ = self.wake.send(Wake::Events);
+        rv
+    }
+
+    /// Like [`ApiServer::apply`], but open watches are not told (until they reconnect): with
+    /// [`ApiServer::compact`], a change only a re-list can see.
+    pub fn apply_unseen(&self, yaml: &str) -> u64 {
+        let (docs, errors) = attache::source::yaml::parse_stream(yaml);
+        assert!(errors.is_empty(), "test YAML: {errors:?}");
+        let mut inner = self.inner.lock().unwrap();
+        for doc in docs {
+            let object = doc.root.to_json();
+            inner.put(object);
+        }
+        inner.rv
+    }
+
+    /// Deletes an object (`kubectl delete`); false when there was none.
+    pub fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> bool {
+        let mut inner = self.inner.lock().unwrap();
+        let Some(resource) = inner.resource_of(api_version, kind) else {
+            return false;
+        };
+        let Some(mut old) = inner
+            .objects
+            .get_mut(&resource)
+            .and_then(|m| m.remove(&(namespace.to_string(), name.to_string())))
+        else {
+            return false;
+        };
+        inner.rv += 1;
+        let rv = inner.rv;
+        old["metadata"]["resourceVersion"] = json!(rv.to_string());
+        inner.events.push(Event {
+            rv,
+            ty: "DELETED",
+            resource,
+            object: old,
+        });
+        drop(inner);
+        let _ = self.wake.send(Wake::Events);
+        true
+    }
+
+    /// Forgets history: a watch from an older resourceVersion now gets `410 Expired`.
+    pub fn compact(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        // As if other objects were written meanwhile: every version seen so far is too old.
+        inner.rv += 1;
+        inner.compacted = inner.rv;
+        inner.events.clear();
+    }
+
+    /// Ends every open watch stream (a dropped connection or an API server restart).
+    pub fn drop_watches(&self) {
+        let _ = self.wake.send(Wake::Drop);
+    }
+
+    /// Sends a BOOKMARK on every open watch.
+    pub fn bookmark(&self) {
+        let rv = self.inner.lock().unwrap().rv;
+        let _ = self.wake.send(Wake::Bookmark(rv));
+    }
+
+    /// While on, every request is answered 503 and open watches end.
+    pub fn set_outage(&self, on: bool) {
+        self.inner.lock().unwrap().outage = on;
+        if on {
+            self.drop_watches();
+        }
+    }
+
+    /// Request lines seen so far (`GET /api/v1/secrets?...`).
+    pub fn requests(&self) -> Vec<String> {
+        self.inner.lock().unwrap().requests.clone()
+    }
+}
+
+impl Inner {
+    fn resource_of(&self, api_version: &str, kind: &str) -> Option<String> {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        self.types
+            .iter()
+            .find(|(_, t)| t.group == group && t.kind == kind)
+            .map(|(k, _)| k.clone())
+    }
+
+    fn put(&mut self, mut object: Value) {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default().to_string();
+        let kind = object["kind"].as_str().unwrap_or_default().to_string();
+        let resource = self
+            .resource_of(&api_version, &kind)
+            .unwrap_or_else(|| panic!("the emulation serves no {api_version} {kind}"));
+        let name = object["metadata"]["name"].as_str().unwrap().to_string();
+        if object["metadata"]["namespace"].is_null() {
+            object["metadata"]["namespace"] = json!("default");
+        }
+        let namespace = object["metadata"]["namespace"].as_str().unwrap().to_string();
+        // The API server stores a Secret's stringData as base64 data.
+        if kind == "Secret" {
+            if let Some(Value::Object(plain)) = object.as_object_mut().and_then(|o| o.remove("stringData")) {
+                use base64::Engine as _;
+                for (k, v) in plain {
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default());
+                    object["data"][k] = json!(encoded);
+                }
+            }
+        }
+        self.rv += 1;
+        let rv = self.rv;
+        let old = self
+            .objects
+            .get(&resource)
+            .and_then(|m| m.get(&(namespace.clone(), name.clone())));
+        let generation = old.and_then(|o| o["metadata"]["generation"].as_u64()).unwrap_or(0) + 1;
+        let metadata = &mut object["metadata"];
+        metadata["resourceVersion"] = json!(rv.to_string());
+        metadata["uid"] = json!(format!("uid-{namespace}-{name}"));
+        metadata["generation"] = json!(generation);
+        metadata["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+        if object.get("spec").is_some() {
+            object["metadata"]["managedFields"] = json!([{
+                "manager": "kubectl",
+                "operation": "Apply",
+                "apiVersion": api_version,
+                "time": format!("2026-01-01T00:{:02}:{:02}Z", (rv / 60) % 60, rv % 60),
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {}},
+            }]);
+        }
+        let ty = if old.is_some() { "MODIFIED" } else { "ADDED" };
+        self.objects
+            .entry(resource.clone())
+            .or_default()
+            .insert((namespace, name), object.clone());
+        self.events.push(Event {
+            rv,
+            ty,
+            resource,
+            object,
+        });
+    }
+}
+
+/// A parsed request path.
+struct Target {
+    resource: String,
+    api_version: String,
+    namespace: Option<String>,
+}
+
+fn parse_path(inner: &Inner, path: &str) -> Option<Target> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match parts.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return None,
+    };
+    let (namespace, plural) = match rest {
+        [plural] => (None, *plural),
+        ["namespaces", ns, plural] => (Some(ns.to_string()), *plural),
+        _ => return None,
+    };
+    let resource = format!("{group}/{plural}");
+    let t = inner.types.get(&resource)?;
+    if !t.versions.iter().any(|v| v == version) {
+        return None;
+    }
+    Some(Target {
+        resource,
+        api_version: if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        },
+        namespace,
+    })
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+fn error_response(code: u16, reason: &str, message: &str) -> Response {
+    (
+        StatusCode::from_u16(code).unwrap(),
+        [("content-type", "application/json")],
+        status(code, reason, message).to_string(),
+    )
+        .into_response()
+}
+
+fn selected(object: &Value, target: &Target, q: &HashMap<String, String>) -> bool {
+    let meta = &object["metadata"];
+    if let Some(ns) = &target.namespace {
+        if meta["namespace"].as_str() != Some(ns) {
+            return false;
+        }
+    }
+    if let Some(fields) = q.get("fieldSelector").filter(|s| !s.is_empty()) {
+        for term in fields.split(',') {
+            let (field, want) = term.split_once('=').unwrap_or((term, ""));
+            let want = want.trim_start_matches('=');
+            let have = match field {
+                "metadata.name" => meta["name"].as_str(),
+                "metadata.namespace" => meta["namespace"].as_str(),
+                _ => None,
+            };
+            if have != Some(want) {
+                return false;
+            }
+        }
+    }
+    if let Some(labels) = q.get("labelSelector").filter(|s| !s.is_empty()) {
+        let have = &meta["labels"];
+        for term in labels.split(',') {
+            let ok = if let Some((k, v)) = term.split_once("!=") {
+                have[k].as_str() != Some(v)
+            } else if let Some((k, v)) = term.split_once('=') {
+                have[k.trim_end_matches('=')].as_str() == Some(v)
+            } else {
+                !have[term].is_null()
+            };
+            if !ok {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// The object as served at the requested version (conversion strategy None).
+fn served(object: &Value, target: &Target) -> Value {
+    let mut o = object.clone();
+    o["apiVersion"] = json!(target.api_version);
+    o
+}
+
+async fn handle(State(server): State<ApiServer>, uri: Uri, Query(q): Query<HashMap<String, String>>) -> Response {
+    let (target, list, rv) = {
+        let mut inner = server.inner.lock().unwrap();
+        inner.requests.push(format!("GET {uri}"));
+        if inner.outage {
+            return error_response(503, "ServiceUnavailable", "the emulated API server is down");
+        }
+        let Some(target) = parse_path(&inner, uri.path()) else {
+            return error_response(
+                404,
+                "NotFound",
+                &format!("the server could not find the requested resource ({})", uri.path()),
+            );
+        };
+        let watching = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+        if !watching {
+            let t = &inner.types[&target.resource];
+            let items: Vec<Value> = inner
+                .objects
+                .get(&target.resource)
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter(|o| selected(o, &target, &q))
+                .map(|o| served(o, &target))
+                .collect();
+            let body = json!({
+                "apiVersion": target.api_version,
+                "kind": format!("{}List", t.kind),
+                "metadata": {"resourceVersion": inner.rv.to_string()},
+                "items": items,
+            });
+            return ([("content-type", "application/json")], body.to_string()).into_response();
+        }
+        let from: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+        if from < inner.compacted {
+            (target, None, from)
+        } else {
+            let replay: Vec<Event> = inner
+                .events
+                .iter()
+                .filter(|e| e.rv > from && e.resource == target.resource)
+                .cloned()
+                .collect();
+            (target, Some(replay), from)
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
+    let line = |ty: &str, object: Value| Ok(Bytes::from(format!("{}\n", json!({"type": ty, "object": object}))));
+    let Some(replay) = list else {
+        // Too old: one ERROR event, as a real API server answers a watch from a compacted version.
+        let _ = tx.try_send(line(
+            "ERROR",
+            status(410, "Expired", &format!("too old resource version: {rv}")),
+        ));
+        drop(tx);
+        return (
+            [("content-type", "application/json")],
+            Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        )
+            .into_response();
+    };
+    let mut wake = server.wake.subscribe();
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse().ok())
+        .map_or(Duration::from_secs(290), Duration::from_secs);
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let kind = server.inner.lock().unwrap().types[&target.resource].kind.clone();
+    tokio::spawn(async move {
+        let mut sent = rv;
+        for e in &replay {
+            sent = sent.max(e.rv);
+            if selected(&e.object, &target, &q) && tx.send(line(e.ty, served(&e.object, &target))).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let woke = tokio::select! {
+                w = wake.recv() => w,
+                () = tokio::time::sleep_until(deadline) => return,
+            };
+            let new: Vec<Event> = match woke {
+                Ok(Wake::Drop) | Err(broadcast::error::RecvError::Closed) => return,
+                Ok(Wake::Bookmark(at)) => {
+                    let o = json!({"kind": kind, "apiVersion": target.api_version,
+                                   "metadata": {"resourceVersion": at.max(sent).to_string()}});
+                    if bookmarks && tx.send(line("BOOKMARK", o)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(Wake::Events) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let inner = server.inner.lock().unwrap();
+                    if inner.outage {
+                        return;
+                    }
+                    inner
+                        .events
+                        .iter()
+                        .filter(|e| e.rv > sent && e.resource == target.resource)
+                        .cloned()
+                        .collect()
+                }
+            };
+            for e in &new {
+                sent = sent.max(e.rv);
+                if selected(&e.object, &target, &q) && tx.send(line(e.ty, served(&e.object, &target))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (
+        [("content-type", "application/json")],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response()
+}
