@@ -12,22 +12,8 @@ use std::time::Duration;
 
 use support::*;
 
-fn fixture_file(name: &str) -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/tls")
-            .join(name),
-    )
-    .unwrap()
-}
-
 fn tls_secret(name: &str, crt: &str, key: &str) -> String {
-    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
-    format!(
-        "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata:\n  name: {name}\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
-        indent(&fixture_file(crt)),
-        indent(&fixture_file(key))
-    )
+    support::tls_secret("default", name, crt, key)
 }
 
 fn config(port: u16, upstream: SocketAddr, h1_cert: (&str, &str)) -> String {
@@ -39,34 +25,6 @@ apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: h2\nspec:\
         mapping("a", "/a/", upstream, "  hostname: \"*\"\n"),
         tls_secret("h1-cert", h1_cert.0, h1_cert.1),
         tls_secret("h2-cert", "h2.crt", "h2.key"),
-    )
-}
-
-/// An HTTPS request with `curl`, trusting only `ca` (a fixture certificate): (exit code, status,
-/// body). Exit code 60 means the server's certificate was not the trusted one.
-fn curl(port: u16, sni: &str, host: Option<&str>, path: &str, ca: &str) -> (i32, u16, String) {
-    let ca = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tls")
-        .join(ca);
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}"])
-        .arg("--resolve")
-        .arg(format!("{sni}:{port}:127.0.0.1"))
-        .arg("--cacert")
-        .arg(&ca);
-    if let Some(h) = host {
-        cmd.arg("-H").arg(format!("Host: {h}"));
-    }
-    let out = cmd
-        .arg(format!("https://{sni}:{port}{path}"))
-        .output()
-        .expect("curl runs (.ci/run installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        out.status.code().unwrap_or(-1),
-        code.trim().parse().unwrap_or(0),
-        body.to_string(),
     )
 }
 

@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,25 +14,8 @@ use attache::snapshot::ResourceType;
 use attache::source::kube::{Metrics, Options, SecretRefs};
 use attache::source::Loaded;
 use support::apiserver::ApiServer;
+use support::{fixture_file, tls_secret};
 use tokio::sync::mpsc;
-
-fn fixture_file(name: &str) -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/tls")
-            .join(name),
-    )
-    .unwrap()
-}
-
-fn tls_secret(namespace: &str, name: &str, crt: &str, key: &str) -> String {
-    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
-    format!(
-        "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata:\n  name: {name}\n  namespace: {namespace}\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
-        indent(&fixture_file(crt)),
-        indent(&fixture_file(key))
-    )
-}
 
 /// A configuration touching every kind the source reads: both Listeners, a TLS Host with its
 /// Secret, a TLSContext, Mappings in v3alpha1 and v2 and in two namespaces, an annotated

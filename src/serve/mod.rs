@@ -116,7 +116,9 @@ pub struct ServeArgs {
 /// Sets up logging to stderr; `RUST_LOG` overrides `default` (e.g. `RUST_LOG=attache=debug`).
 pub fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        // kube's client logs every failed request at ERROR; the Kubernetes source logs each
+        // distinct error once, with the watch it concerns and what to check.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},kube_client::client::builder=off")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

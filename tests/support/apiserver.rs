@@ -7,7 +7,7 @@
 //! `metadata.namespace`); watch streams (`watch=true`) with ADDED/MODIFIED/DELETED events
 //! replayed from the requested version, BOOKMARKs on request, an ERROR `410 Expired` for a
 //! version older than the last compaction, and `timeoutSeconds`. Test controls: compaction,
-//! dropping every open watch, an outage switch (503 for everything) and a request log.
+//! dropping every open watch, an outage switch (500 for everything) and a request log.
 //! Versions of one group are served with conversion strategy `None`: an object is returned with
 //! the requested `apiVersion` and its fields as written, and `managedFields` records the version
 //! it was written in, as a real API server does. It is not a conformance-tested API server.
@@ -219,7 +219,7 @@ impl ApiServer {
         let _ = self.wake.send(Wake::Bookmark(rv));
     }
 
-    /// While on, every request is answered 503 and open watches end.
+    /// While on, every request is answered 500 and open watches end.
     pub fn set_outage(&self, on: bool) {
         self.inner.lock().unwrap().outage = on;
         if on {
@@ -399,7 +399,8 @@ async fn handle(State(server): State<ApiServer>, uri: Uri, Query(q): Query<HashM
         let mut inner = server.inner.lock().unwrap();
         inner.requests.push(format!("GET {uri}"));
         if inner.outage {
-            return error_response(503, "ServiceUnavailable", "the emulated API server is down");
+            // 500, not 503: kube's client retries 503s itself for minutes before a watch sees them.
+            return error_response(500, "InternalError", "the emulated API server is down");
         }
         let Some(target) = parse_path(&inner, uri.path()) else {
             return error_response(

@@ -327,6 +327,31 @@ pub fn serve(config: &Path, logs: &Path, port: u16, extra: &[&str]) -> (Proc, So
     (p, loopback(port), envoy_admin, admin)
 }
 
+/// Like [`serve`], reading Kubernetes through the kubeconfig at `kubeconfig` (`--kubernetes`).
+pub fn serve_kubernetes(
+    kubeconfig: &Path,
+    logs: &Path,
+    port: u16,
+    extra: &[&str],
+) -> (Proc, SocketAddr, SocketAddr, SocketAddr) {
+    let ads = loopback(free_port());
+    let admin = loopback(free_port());
+    let envoy_admin = loopback(free_port());
+    let mut cmd = attache();
+    cmd.arg("serve")
+        .arg("--kubernetes")
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .args(["--ads-listen", &ads.to_string(), "--admin-listen", &admin.to_string()])
+        .args(["--envoy-admin", &envoy_admin.to_string(), "--node-id", "e2e"])
+        .args(["--debounce-ms", "50"])
+        .arg("--envoy")
+        .arg(envoy_bin())
+        .args(extra);
+    let p = Proc::spawn("attache", cmd, logs.join("attache.log"));
+    (p, loopback(port), envoy_admin, admin)
+}
+
 /// One value of attache's `/metrics`, by the start of its line (name and labels, then a space).
 pub fn metric(admin: SocketAddr, line_prefix: &str) -> Option<u64> {
     let body = get(admin, "a", "/metrics").ok()?.body;
@@ -380,4 +405,52 @@ pub fn auth_upstream() -> SocketAddr {
 pub fn assert_routes_accepted(envoy_admin: SocketAddr, port: u16) {
     let name = format!("http.ingress_http.rds.routes-{port}.update_rejected");
     assert_eq!(stat(envoy_admin, &name), Some(0), "{name}");
+}
+
+/// A TLS fixture file's text (tests/fixtures/tls).
+pub fn fixture_file(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tls")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// A `kubernetes.io/tls` Secret document with fixture certificate and key files (as stringData).
+pub fn tls_secret(namespace: &str, name: &str, crt: &str, key: &str) -> String {
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata:\n  name: {name}\n  namespace: {namespace}\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(&fixture_file(crt)),
+        indent(&fixture_file(key))
+    )
+}
+
+/// An HTTPS request with `curl`, trusting only `ca` (a fixture certificate): (exit code, status,
+/// body). Exit code 60 means the server's certificate was not the trusted one.
+pub fn curl(port: u16, sni: &str, host: Option<&str>, path: &str, ca: &str) -> (i32, u16, String) {
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(ca);
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}"])
+        .arg("--resolve")
+        .arg(format!("{sni}:{port}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(&ca);
+    if let Some(h) = host {
+        cmd.arg("-H").arg(format!("Host: {h}"));
+    }
+    let out = cmd
+        .arg(format!("https://{sni}:{port}{path}"))
+        .output()
+        .expect("curl runs (.ci/run installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        out.status.code().unwrap_or(-1),
+        code.trim().parse().unwrap_or(0),
+        body.to_string(),
+    )
 }

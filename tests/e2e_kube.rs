@@ -1,0 +1,144 @@
+//! `attache serve --kubernetes --envoy` end to end: the real binary reads the in-process API
+//! server emulation (`support::apiserver`) through a kubeconfig, and a real Envoy serves real
+//! requests to loopback upstreams. Readiness waits for the first complete list; objects added,
+//! changed and deleted in the API reach Envoy; expired watches re-list without a request failing;
+//! a rotated Secret reaches Envoy.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::apiserver::ApiServer;
+use support::*;
+
+fn listener_and_host(port: u16) -> String {
+    format!(
+        "apiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: http\n  namespace: ambassador\nspec:\n  port: {port}\n  protocol: HTTP\n  securityModel: XFP\n  hostBinding:\n    namespace:\n      from: ALL\n---\napiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: any\n  namespace: ambassador\nspec:\n  hostname: \"*\"\n  requestPolicy:\n    insecure:\n      action: Route\n"
+    )
+}
+
+fn mapping_in(namespace: &str, name: &str, prefix: &str, service: std::net::SocketAddr) -> String {
+    format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  hostname: \"*\"\n  prefix: {prefix}\n  service: {service}\n")
+}
+
+fn status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    get(addr, "example.com", path).ok().map(|r| r.status)
+}
+
+#[test]
+fn kubernetes_changes_reach_envoy_and_relists_drop_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = ApiServer::start();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let (a, b) = (upstream("a"), upstream("b"));
+    let port = free_port();
+    api.set_outage(true);
+    api.apply(&listener_and_host(port));
+    api.apply(&mapping_in("default", "a", "/a/", a.addr));
+
+    let (attache, envoy, envoy_admin, admin) = serve_kubernetes(&kubeconfig, dir.path(), port, &[]);
+    // While the API is down: alive, not ready, errors counted.
+    wait_for("API errors in /metrics", Duration::from_secs(20), || {
+        metric(admin, "attache_kube_errors_total ").filter(|n| *n > 0)
+    });
+    assert_eq!(
+        get(admin, "a", "/ready").map(|r| r.status).ok(),
+        Some(503),
+        "ready before the first list"
+    );
+    assert_eq!(get(admin, "a", "/alive").map(|r| r.status).ok(), Some(200));
+
+    api.set_outage(false);
+    wait_for("/a/ through Envoy", Duration::from_secs(60), || {
+        get(envoy, "example.com", "/a/x")
+            .ok()
+            .filter(|r| r.status == 200 && r.body.contains("upstream=a"))
+    });
+    assert_eq!(get(admin, "a", "/ready").map(|r| r.status).ok(), Some(200));
+
+    // Add, change, delete.
+    api.apply(&mapping_in("shop", "b", "/b/", b.addr));
+    wait_for("a new Mapping answers", Duration::from_secs(20), || {
+        get(envoy, "example.com", "/b/")
+            .ok()
+            .filter(|r| r.status == 200 && r.body.contains("upstream=b"))
+    });
+    api.apply(&mapping_in("shop", "b", "/b2/", b.addr));
+    wait_for(
+        "a changed Mapping answers at its new prefix",
+        Duration::from_secs(20),
+        || (status(envoy, "/b2/") == Some(200) && status(envoy, "/b/") == Some(404)).then_some(()),
+    );
+    assert!(api.delete("getambassador.io/v3alpha1", "Mapping", "shop", "b"));
+    wait_for("a deleted Mapping is gone", Duration::from_secs(20), || {
+        (status(envoy, "/b2/") == Some(404)).then_some(())
+    });
+
+    // Expired watches and dropped connections, while requests keep flowing: none may fail.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let hammer = {
+        let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match status(envoy, "/a/") {
+                    Some(200) => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let relists_before = metric(admin, "attache_kube_relists_total ").unwrap_or(0);
+    for round in 0..3 {
+        // A change only a re-list can see, then every watch expires.
+        api.apply_unseen(&mapping_in(
+            "default",
+            &format!("r{round}"),
+            &format!("/r{round}/"),
+            b.addr,
+        ));
+        api.compact();
+        api.drop_watches();
+        wait_for("the re-listed Mapping answers", Duration::from_secs(20), || {
+            (status(envoy, &format!("/r{round}/")) == Some(200)).then_some(())
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    hammer.join().unwrap();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok >= 20, "only {ok} requests went through");
+    assert_eq!(failed, 0, "{failed} of {} requests failed during re-lists", ok + failed);
+    assert!(metric(admin, "attache_kube_relists_total ").unwrap_or(0) > relists_before);
+    assert_routes_accepted(envoy_admin, port);
+    drop(attache);
+}
+
+#[test]
+fn a_rotated_secret_reaches_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = ApiServer::start();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let a = upstream("a");
+    let port = free_port();
+    api.apply(&format!(
+        "apiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: https\n  namespace: ambassador\nspec:\n  port: {port}\n  protocol: HTTPS\n  securityModel: XFP\n  hostBinding:\n    namespace:\n      from: ALL\n---\n\
+apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: h1\n  namespace: ambassador\nspec:\n  hostname: h1.example.com\n  tlsSecret:\n    name: h1-cert\n"
+    ));
+    api.apply(&tls_secret("ambassador", "h1-cert", "h1.crt", "h1.key"));
+    api.apply(&mapping_in("default", "a", "/a/", a.addr));
+    let (_attache, _envoy, _envoy_admin, _admin) = serve_kubernetes(&kubeconfig, dir.path(), port, &[]);
+    wait_for("the certificate from the Secret", Duration::from_secs(60), || {
+        Some(curl(port, "h1.example.com", None, "/a/", "h1.crt")).filter(|r| r.0 == 0 && r.1 == 200)
+    });
+    api.apply(&tls_secret("ambassador", "h1-cert", "h1-rotated.crt", "h1-rotated.key"));
+    wait_for("the rotated certificate", Duration::from_secs(30), || {
+        Some(curl(port, "h1.example.com", None, "/a/", "h1-rotated.crt")).filter(|r| r.0 == 0 && r.1 == 200)
+    });
+    // The old certificate is no longer served.
+    assert_eq!(curl(port, "h1.example.com", None, "/a/", "h1.crt").0, 60);
+}
