@@ -142,3 +142,74 @@ apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: h1\n  name
     // The old certificate is no longer served.
     assert_eq!(curl(port, "h1.example.com", None, "/a/", "h1.crt").0, 60);
 }
+
+fn endpoint_slice(addr: std::net::SocketAddr) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: pods-1\n  namespace: shop\n  labels:\n    kubernetes.io/service-name: pods\naddressType: IPv4\nports:\n- name: http\n  port: {}\nendpoints:\n- addresses: [\"{}\"]\n  conditions:\n    ready: true\n",
+        addr.port(),
+        addr.ip()
+    )
+}
+
+#[test]
+fn endpoint_slice_changes_reach_envoy_as_eds_only_delta() {
+    endpoint_slice_changes("delta");
+}
+
+#[test]
+fn endpoint_slice_changes_reach_envoy_as_eds_only_sotw() {
+    endpoint_slice_changes("sotw");
+}
+
+fn endpoint_slice_changes(xds: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let api = ApiServer::start();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let (a, b) = (upstream("a"), upstream("b"));
+    let port = free_port();
+    api.apply(&listener_and_host(port));
+    api.apply("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: pods\n  namespace: shop\nspec:\n  hostname: \"*\"\n  prefix: /pods/\n  service: pods:80\n  resolver: kubernetes-endpoint\n");
+    api.apply("apiVersion: v1\nkind: Service\nmetadata:\n  name: pods\n  namespace: shop\nspec:\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n");
+    api.apply(&endpoint_slice(a.addr));
+    let (_attache, envoy, envoy_admin, _admin) = serve_kubernetes(&kubeconfig, dir.path(), port, &["--xds", xds]);
+    wait_for("the pod behind the Service answers", Duration::from_secs(60), || {
+        get(envoy, "example.com", "/pods/")
+            .ok()
+            .filter(|r| r.status == 200 && r.body.contains("upstream=a"))
+    });
+    let cluster = "cluster_pods_shop_80_eds";
+    let counters = || {
+        (
+            stat(envoy_admin, "cluster_manager.cds.update_success"),
+            stat(envoy_admin, "listener_manager.lds.update_success"),
+            stat(
+                envoy_admin,
+                &format!("http.ingress_http.rds.routes-{port}.update_success"),
+            ),
+        )
+    };
+    let before = counters();
+    let eds_before = stat(envoy_admin, &format!("cluster.{cluster}.update_success")).unwrap_or(0);
+
+    // The pod moves: Envoy follows over EDS, nothing else is sent.
+    api.apply(&endpoint_slice(b.addr));
+    wait_for("the moved pod answers", Duration::from_secs(20), || {
+        get(envoy, "example.com", "/pods/")
+            .ok()
+            .filter(|r| r.status == 200 && r.body.contains("upstream=b"))
+    });
+    assert_eq!(
+        counters(),
+        before,
+        "(CDS, LDS, RDS) updates while only endpoints changed"
+    );
+    assert!(stat(envoy_admin, &format!("cluster.{cluster}.update_success")).unwrap_or(0) > eds_before);
+
+    // No pod ready: 503, still without touching the rest.
+    api.apply("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: pods-1\n  namespace: shop\n  labels:\n    kubernetes.io/service-name: pods\naddressType: IPv4\nports:\n- name: http\n  port: 1\nendpoints:\n- addresses: [\"127.0.0.1\"]\n  conditions:\n    ready: false\n");
+    wait_for("no ready pod: 503", Duration::from_secs(20), || {
+        (status(envoy, "/pods/") == Some(503)).then_some(())
+    });
+    assert_eq!(counters(), before);
+}

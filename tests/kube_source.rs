@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use attache::snapshot::ResourceType;
-use attache::source::kube::{Metrics, Options, SecretRefs};
+use attache::source::kube::{Metrics, Options, Refs};
 use attache::source::Loaded;
 use support::apiserver::ApiServer;
 use support::{fixture_file, tls_secret};
@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 
 /// A configuration touching every kind the source reads: both Listeners, a TLS Host with its
 /// Secret, a TLSContext, Mappings in v3alpha1 and v2 and in two namespaces, an annotated
-/// Service, a Module, an AuthService and a TCPMapping.
+/// Service, a Module, an AuthService, a TCPMapping, and a Mapping resolved through a Service's
+/// EndpointSlice.
 fn manifests() -> String {
     let objects = [
         "apiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: http\n  namespace: ambassador\nspec:\n  port: 8080\n  protocol: HTTP\n  securityModel: XFP\n  hostBinding:\n    namespace:\n      from: ALL\n",
@@ -35,8 +36,15 @@ fn manifests() -> String {
         "apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata:\n  name: ambassador\n  namespace: ambassador\nspec:\n  config:\n    server_name: attache-test\n",
         "apiVersion: getambassador.io/v3alpha1\nkind: AuthService\nmetadata:\n  name: auth\n  namespace: ambassador\nspec:\n  auth_service: auth.ambassador:3000\n  proto: http\n",
         "apiVersion: getambassador.io/v3alpha1\nkind: TCPMapping\nmetadata:\n  name: db\n  namespace: shop\nspec:\n  port: 5432\n  service: db.shop:5432\n",
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: quote\n  namespace: shop\nspec:\n  hostname: \"*\"\n  prefix: /quote/\n  service: quote:80\n  resolver: kubernetes-endpoint\n",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: quote\n  namespace: shop\nspec:\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n",
+        &endpoint_slice("quote-1", "10.1.0.5"),
     ];
     objects.join("---\n")
+}
+
+fn endpoint_slice(name: &str, address: &str) -> String {
+    format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}\n  namespace: shop\n  labels:\n    kubernetes.io/service-name: quote\naddressType: IPv4\nports:\n- name: http\n  port: 8080\nendpoints:\n- addresses: [\"{address}\"]\n")
 }
 
 fn client(server: &ApiServer) -> kube::Client {
@@ -44,17 +52,9 @@ fn client(server: &ApiServer) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
-fn secret_refs() -> SecretRefs {
+fn refs() -> Refs {
     let options = attache::Options::default();
-    Arc::new(move |objects| {
-        let loaded = Loaded {
-            objects: objects.to_vec(),
-            diagnostics: Vec::new(),
-        };
-        attache::resource::parse(&loaded.objects, &options.parse)
-            .0
-            .secret_references()
-    })
+    Arc::new(move |objects| attache::resource::references(objects, &options.parse))
 }
 
 fn options() -> Options {
@@ -67,7 +67,7 @@ fn options() -> Options {
 
 fn start(server: &ApiServer, options: Options) -> (mpsc::Receiver<Loaded>, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::default());
-    let rx = attache::source::kube::watch(client(server), options, secret_refs(), Arc::clone(&metrics));
+    let rx = attache::source::kube::watch(client(server), options, refs(), Arc::clone(&metrics));
     (rx, metrics)
 }
 
@@ -148,8 +148,14 @@ async fn same_manifests_give_the_same_snapshot_as_the_directory_source() {
         metrics.watches_synced.load(Ordering::Relaxed),
         metrics.watches.load(Ordering::Relaxed)
     );
-    // 7 kinds + Services + the two referenced Secrets.
-    assert_eq!(metrics.watches.load(Ordering::Relaxed), 10);
+    // 9 kinds + Services + EndpointSlices + the two referenced Secrets.
+    assert_eq!(metrics.watches.load(Ordering::Relaxed), 13);
+    assert!(
+        attache::envoy::resources_json(&k.snapshot, ResourceType::Endpoint)
+            .iter()
+            .any(|e| e.to_string().contains("10.1.0.5")),
+        "the EndpointSlice's address is an endpoint"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,4 +383,48 @@ async fn a_kind_without_its_crd_is_empty_and_said_so() {
     assert_eq!(missing.len(), 1, "{:?}", loaded.diagnostics);
     assert!(missing[0].message.contains("tcpmappings"));
     assert!(metrics.errors.load(Ordering::Relaxed) >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_slices_are_read_for_referenced_services_only() {
+    let server = ApiServer::start();
+    server.apply(&manifests());
+    let (mut rx, _) = start(&server, options());
+    let first = next(&mut rx, "initial sync").await;
+    assert!(names(&first).contains("EndpointSlice shop/quote-1"));
+    assert!(names(&first).contains("Service shop/quote"));
+
+    // Pods behind a Service nothing uses: no set.
+    server.apply(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: unused\n  namespace: shop\nspec:\n  ports:\n  - port: 80\n",
+    );
+    server.apply("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: unused-1\n  namespace: shop\n  labels:\n    kubernetes.io/service-name: unused\naddressType: IPv4\nports:\n- port: 80\nendpoints:\n- addresses: [\"10.9.9.9\"]\n");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), rx.recv())
+            .await
+            .is_err(),
+        "an unused Service's endpoints caused a set"
+    );
+
+    // A pod of the used Service moves: a set with the new address, and only EDS changes.
+    let before = translate(&first);
+    server.apply(&endpoint_slice("quote-1", "10.1.0.6"));
+    let moved = next(&mut rx, "the moved pod").await;
+    assert!(!names(&moved).contains("EndpointSlice shop/unused-1"));
+    let after = translate(&moved);
+    for ty in ResourceType::ALL {
+        let same =
+            attache::envoy::resources_json(&before.snapshot, ty) == attache::envoy::resources_json(&after.snapshot, ty);
+        assert_eq!(same, ty != ResourceType::Endpoint, "{ty:?}");
+    }
+
+    // A Mapping starts using the other Service: its endpoints come with it.
+    server.apply("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: unused\n  namespace: shop\nspec:\n  hostname: \"*\"\n  prefix: /unused/\n  service: unused:80\n  resolver: kubernetes-endpoint\n");
+    let used = next(&mut rx, "the new Mapping").await;
+    assert!(names(&used).contains("EndpointSlice shop/unused-1"));
+    assert!(
+        attache::envoy::resources_json(&translate(&used).snapshot, ResourceType::Endpoint)
+            .iter()
+            .any(|e| e.to_string().contains("10.9.9.9"))
+    );
 }

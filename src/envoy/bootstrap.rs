@@ -103,17 +103,42 @@ pub fn static_resources(snapshot: &Snapshot, admin_host: &str, admin_port: u16) 
         inline_routes(l, snapshot);
         static_secret_refs(l);
     }
+    let mut clusters = resources_json(snapshot, ResourceType::Cluster);
+    let endpoints = resources_json(snapshot, ResourceType::Endpoint);
+    for c in &mut clusters {
+        static_endpoints(c, &endpoints);
+        static_secret_refs(c);
+    }
     let value = json!({
         "node": {"id": "attache-static", "cluster": "attache"},
         "admin": admin(admin_host, admin_port),
         "static_resources": {
             "listeners": listeners,
-            "clusters": resources_json(snapshot, ResourceType::Cluster),
+            "clusters": clusters,
             "secrets": super::resources_json_with_keys(snapshot, ResourceType::Secret),
         }
     });
     decode("envoy.config.bootstrap.v3.Bootstrap", &value)?;
     Ok(value)
+}
+
+/// Makes an EDS cluster (JSON, camelCase) a static one holding its endpoints, as there is no EDS
+/// server.
+fn static_endpoints(cluster: &mut Value, endpoints: &[Value]) {
+    if cluster.get("type").and_then(Value::as_str) != Some("EDS") {
+        return;
+    }
+    let name = cluster.get("name").cloned().unwrap_or_default();
+    let assignment = endpoints
+        .iter()
+        .find(|e| e.get("clusterName") == Some(&name))
+        .cloned()
+        .unwrap_or_else(|| json!({"clusterName": name}));
+    if let Some(o) = cluster.as_object_mut() {
+        o.remove("edsClusterConfig");
+        o.insert("type".into(), json!("STATIC"));
+        o.insert("loadAssignment".into(), assignment);
+    }
 }
 
 /// Makes SDS references to certificates point at `static_resources.secrets` (no `sds_config`).

@@ -30,12 +30,15 @@ pub enum NodeKind {
     Cluster,
     /// A certificate and key served over SDS: [`Secret`].
     Secret,
+    /// The addresses of an EDS cluster: [`Endpoints`].
+    Endpoints,
 }
 
 impl NodeKind {
     /// Every kind, in rendering order (children before the parents that embed them).
-    pub const ALL: [NodeKind; 6] = [
+    pub const ALL: [NodeKind; 7] = [
         NodeKind::Secret,
+        NodeKind::Endpoints,
         NodeKind::Cluster,
         NodeKind::Route,
         NodeKind::VirtualHost,
@@ -52,6 +55,7 @@ impl NodeKind {
             NodeKind::Route => "route",
             NodeKind::Cluster => "cluster",
             NodeKind::Secret => "secret",
+            NodeKind::Endpoints => "endpoints",
         }
     }
 
@@ -82,6 +86,8 @@ pub struct Ir {
     pub clusters: Vec<Cluster>,
     /// TLS certificates, by name.
     pub secrets: Vec<Secret>,
+    /// Addresses of the EDS clusters, by cluster name.
+    pub endpoints: Vec<Endpoints>,
 }
 
 /// How a listener decides whether a request is secure (Ambassador's `securityModel`).
@@ -475,6 +481,34 @@ pub enum Discovery {
     StrictDns,
     /// DNS name; only the first address is used (`dns_type: logical_dns`).
     LogicalDns,
+    /// Addresses sent over EDS ([`Endpoints`]): a Kubernetes Service's pods, read from its
+    /// EndpointSlices (the `kubernetes-endpoint` resolver).
+    Eds,
+}
+
+/// The addresses of an EDS cluster. Ends up as `envoy.config.endpoint.v3.ClusterLoadAssignment`;
+/// a change of pods changes only this node, so only EDS goes to Envoy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Endpoints {
+    /// The cluster's name (the ClusterLoadAssignment's `cluster_name`).
+    pub name: String,
+    /// The Kubernetes Service, `namespace/name`.
+    pub service: String,
+    /// The Service port the Mappings name.
+    pub port: u16,
+    /// Ready pod addresses with the pods' port, sorted.
+    pub addresses: Vec<EndpointAddress>,
+    /// The first Mapping using the cluster.
+    pub source: Option<SourceRef>,
+}
+
+/// One upstream address.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct EndpointAddress {
+    /// IP address.
+    pub address: String,
+    /// Port.
+    pub port: u16,
 }
 
 /// An upstream. Ends up as `envoy.config.cluster.v3.Cluster`.

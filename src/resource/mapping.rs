@@ -139,6 +139,7 @@ struct MappingSpec {
     enable_ipv6: Option<bool>,
     stats_name: Option<String>,
     cluster_tag: Option<String>,
+    resolver: Option<String>,
     load_balancer: Option<LoadBalancerSpec>,
     #[serde(default)]
     health_checks: Vec<HealthCheckSpec>,
@@ -218,6 +219,9 @@ pub struct Mapping {
     /// Settings of the upstream cluster (Mappings with different settings get different
     /// clusters, as in Emissary).
     pub cluster: ClusterSettings,
+    /// `resolver`: the name of the resolver that finds the service's addresses (the Module's,
+    /// else `kubernetes-service`, when unset).
+    pub resolver: Option<String>,
     /// Session affinity for `ring_hash` / `maglev` load balancing (Envoy route `hash_policy`).
     pub hash_policy: Option<HashPolicy>,
     /// Whether `load_balancer` was set (else the Module's applies).
@@ -1098,6 +1102,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         retry_policy,
         shadow: spec.shadow,
         cluster,
+        resolver: spec.resolver.clone(),
         hash_policy,
         load_balancer_set: spec.load_balancer.is_some(),
         add_linkerd_headers: spec.add_linkerd_headers,

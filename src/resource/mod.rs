@@ -8,9 +8,11 @@
 
 pub mod authservice;
 pub mod host;
+pub mod kubernetes;
 pub mod listener;
 pub mod mapping;
 pub mod module;
+pub mod resolver;
 pub mod secret;
 pub mod tcpmapping;
 pub mod tlscontext;
@@ -101,6 +103,12 @@ pub enum Spec {
     AuthService(AuthService),
     /// `TCPMapping`.
     TcpMapping(TcpMapping),
+    /// A core `v1` `Service` (its ports).
+    Service(kubernetes::ServicePorts),
+    /// A `discovery.k8s.io/v1` `EndpointSlice`.
+    EndpointSlice(kubernetes::EndpointSlice),
+    /// `KubernetesServiceResolver` or `KubernetesEndpointResolver`.
+    Resolver(resolver::Resolver),
 }
 
 /// One typed resource.
@@ -132,6 +140,12 @@ pub struct ResourceSet {
     pub auth_service: Option<(Meta, AuthService)>,
     /// The `ambassador` Module in effect (the first by namespace if there are several), or `None`.
     pub module: Option<(Meta, AmbassadorModule)>,
+    /// `v1` `Service`s (for their ports).
+    pub services: Vec<(Meta, kubernetes::ServicePorts)>,
+    /// `EndpointSlice`s.
+    pub endpoint_slices: Vec<(Meta, kubernetes::EndpointSlice)>,
+    /// Declared resolvers (the built-in ones are not listed).
+    pub resolvers: Vec<(Meta, resolver::Resolver)>,
     /// `(namespace, name)` of Secrets that hold a certificate but could not be read (each has
     /// its own error), so that what uses them can say so rather than "not found".
     pub broken_secrets: std::collections::BTreeSet<(String, String)>,
@@ -176,8 +190,6 @@ const NOT_YET: &[&str] = &[
     "RateLimitService",
     "TracingService",
     "LogService",
-    "KubernetesEndpointResolver",
-    "KubernetesServiceResolver",
     "ConsulResolver",
     "DevPortal",
 ];
@@ -295,6 +307,47 @@ pub fn parse_path(path: &str) -> Vec<Segment> {
         }
     }
     out
+}
+
+/// The [`References`](crate::source::References) of a set of raw objects, cheaply (a source asks this after every change):
+/// Hosts and TLSContexts (few) are read in full; Mappings (many) only have their `service` and
+/// `resolver` looked at. Services are over-approximated: when anything may use an endpoint
+/// resolver (the Module sets a default resolver or a Mapping names one other than
+/// `kubernetes-service`), every Service a Mapping names is included; otherwise none.
+pub fn references(objects: &[RawObject], options: &ParseOptions) -> crate::source::References {
+    let kind_of = |o: &RawObject| str_field(&o.root, &["kind"]).and_then(Node::as_str).map(str::to_string);
+    let tls: Vec<RawObject> = objects
+        .iter()
+        .filter(|o| matches!(kind_of(o).as_deref(), Some("Host" | "TLSContext")))
+        .cloned()
+        .collect();
+    let secrets = parse(&tls, options).0.secret_references();
+    let text = |o: &RawObject, path: &[&str]| str_field(&o.root, path).and_then(Node::as_str).map(str::to_string);
+    let not_dns = |r: Option<String>| r.is_some_and(|r| r != "kubernetes-service");
+    let mut endpoint_resolution = false;
+    let mut named = std::collections::BTreeSet::new();
+    for o in objects {
+        match kind_of(o).as_deref() {
+            Some("Module") => endpoint_resolution |= not_dns(text(o, &["spec", "config", "resolver"])),
+            Some("Mapping") => {
+                endpoint_resolution |= not_dns(text(o, &["spec", "resolver"]));
+                let namespace = text(o, &["metadata", "namespace"]).unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+                if let Some(Ok(service)) = text(o, &["spec", "service"]).map(|s| crate::lang::service::parse(&s)) {
+                    if !service.is_ip {
+                        let mut labels = service.host.split('.');
+                        let name = labels.next().unwrap_or_default().to_string();
+                        let ns = labels.next().map_or(namespace, str::to_string);
+                        named.insert((ns, name));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    crate::source::References {
+        secrets,
+        services: if endpoint_resolution { named } else { Default::default() },
+    }
 }
 
 /// The `ambassador_id` of an instance not given one, and of objects that name none.
@@ -421,6 +474,9 @@ pub fn parse_cached(
     let mut tls_contexts = Vec::new();
     let mut auth_services = Vec::new();
     let mut tcp_mappings = Vec::new();
+    let mut services = Vec::new();
+    let mut endpoint_slices = Vec::new();
+    let mut resolvers = Vec::new();
     let mut broken_secrets = std::collections::BTreeSet::new();
     for (i, obj) in objects.iter().enumerate() {
         let errors_before = diagnostics.iter().filter(|d: &&Diagnostic| d.is_error()).count();
@@ -460,6 +516,9 @@ pub fn parse_cached(
                 Spec::TlsContext(c) => tls_contexts.push((resource.meta, c, i)),
                 Spec::AuthService(a) => auth_services.push((resource.meta, a, i)),
                 Spec::TcpMapping(t) => tcp_mappings.push((resource.meta, t, i)),
+                Spec::Service(s) => services.push((resource.meta, s, i)),
+                Spec::EndpointSlice(e) => endpoint_slices.push((resource.meta, e, i)),
+                Spec::Resolver(r) => resolvers.push((resource.meta, r, i)),
             }
         }
     }
@@ -474,6 +533,9 @@ pub fn parse_cached(
         secrets: dedupe(secrets, objects, &mut diagnostics),
         tls_contexts: dedupe(tls_contexts, objects, &mut diagnostics),
         tcp_mappings: dedupe(tcp_mappings, objects, &mut diagnostics),
+        services: dedupe(services, objects, &mut diagnostics),
+        endpoint_slices: dedupe(endpoint_slices, objects, &mut diagnostics),
+        resolvers: dedupe(resolvers, objects, &mut diagnostics),
         auth_service: the_one(
             dedupe(auth_services, objects, &mut diagnostics),
             &mut diagnostics,
@@ -617,6 +679,36 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         namespace: namespace.clone(),
         name: name.clone().unwrap_or_default(),
     };
+    let core = |code_prefix: &'static str,
+                diagnostics: &mut Vec<Diagnostic>,
+                read: &dyn Fn(&mut Reader<'_>) -> Option<Spec>| {
+        let meta = Meta {
+            kind: kind.clone(),
+            api_version: api_version.clone(),
+            name: name.clone()?,
+            namespace: namespace.clone(),
+            labels: labels.clone(),
+            origin: at.clone(),
+        };
+        let mut reader = Reader {
+            root,
+            meta: &meta,
+            diagnostics,
+            code_prefix,
+        };
+        let spec = read(&mut reader)?;
+        Some(Resource { meta, spec })
+    };
+    if kubernetes::is_service(&api_version, &kind) {
+        return core("service", diagnostics, &|r| {
+            Some(Spec::Service(kubernetes::read_service(r)))
+        });
+    }
+    if kubernetes::is_endpoint_slice(&api_version, &kind) {
+        return core("endpointslice", diagnostics, &|r| {
+            kubernetes::read_endpoint_slice(r).map(Spec::EndpointSlice)
+        });
+    }
     if secret::is_secret(&api_version, &kind) {
         let name = name?;
         let meta = Meta {
@@ -661,7 +753,15 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
     }
     if !matches!(
         kind.as_str(),
-        "Listener" | "Host" | "Mapping" | "Module" | "TLSContext" | "AuthService" | "TCPMapping"
+        "Listener"
+            | "Host"
+            | "Mapping"
+            | "Module"
+            | "TLSContext"
+            | "AuthService"
+            | "TCPMapping"
+            | "KubernetesServiceResolver"
+            | "KubernetesEndpointResolver"
     ) {
         let message = if NOT_YET.contains(&kind.as_str()) {
             format!("{kind} is not supported by attache yet; ignored")
@@ -753,6 +853,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
             "TLSContext" => "tlscontext",
             "AuthService" => "authservice",
             "TCPMapping" => "tcpmapping",
+            "KubernetesServiceResolver" | "KubernetesEndpointResolver" => "resolver",
             _ => "mapping",
         },
     };
@@ -763,6 +864,8 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         "TLSContext" => tlscontext::read(&mut reader).map(Spec::TlsContext),
         "AuthService" => authservice::read(&mut reader).map(Spec::AuthService),
         "TCPMapping" => tcpmapping::read(&mut reader).map(Spec::TcpMapping),
+        "KubernetesServiceResolver" => resolver::read(&mut reader, resolver::Resolver::Service).map(Spec::Resolver),
+        "KubernetesEndpointResolver" => resolver::read(&mut reader, resolver::Resolver::Endpoint).map(Spec::Resolver),
         _ => mapping::read(&mut reader).map(|m| Spec::Mapping(std::sync::Arc::new(m))),
     }?;
     Some(Resource { meta, spec })

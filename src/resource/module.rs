@@ -58,6 +58,7 @@ struct ConfigSpec {
     cluster_max_connection_lifetime_ms: Option<u64>,
     load_balancer: Option<LoadBalancerSpec>,
     add_linkerd_headers: Option<bool>,
+    resolver: Option<String>,
     cors: Option<super::mapping::CorsSpec>,
 }
 
@@ -95,6 +96,8 @@ pub struct AmbassadorModule {
     pub load_balancer: Option<(&'static str, Option<HashPolicy>)>,
     /// Add `l5d-dst-override` to requests (for Linkerd), unless a Mapping says otherwise.
     pub add_linkerd_headers: bool,
+    /// The resolver of Mappings that name none.
+    pub resolver: Option<String>,
     /// CORS of Mappings without their own.
     pub cors: Option<super::mapping::Cors>,
 }
@@ -117,6 +120,7 @@ impl Default for AmbassadorModule {
             cluster_max_connection_lifetime_ms: None,
             load_balancer: None,
             add_linkerd_headers: false,
+            resolver: None,
             cors: None,
         }
     }
@@ -168,6 +172,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
         cluster_max_connection_lifetime_ms: c.cluster_max_connection_lifetime_ms,
         load_balancer,
         add_linkerd_headers: c.add_linkerd_headers.unwrap_or(false),
+        resolver: c.resolver,
         cors,
     })
 }

@@ -23,6 +23,10 @@ pub const CORE_FILES: &[(&str, &str)] = &[
         include_str!("../../rules/core/cluster/cluster.yaml.hbs"),
     ),
     (
+        "endpoints/cluster_load_assignment.yaml.hbs",
+        include_str!("../../rules/core/endpoints/cluster_load_assignment.yaml.hbs"),
+    ),
+    (
         "secret/secret.yaml.hbs",
         include_str!("../../rules/core/secret/secret.yaml.hbs"),
     ),

@@ -400,8 +400,10 @@ impl NodeRenderer<'_> {
             };
             outputs.push(Output {
                 emits: rule.emits.clone(),
+                // A resource's xDS name: `name`, but `cluster_name` for a ClusterLoadAssignment.
                 name: value
                     .get("name")
+                    .or_else(|| value.get("cluster_name"))
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string(),
@@ -462,6 +464,16 @@ impl Leaf for crate::ir::Cluster {
     const KIND: NodeKind = NodeKind::Cluster;
     fn label(&self) -> String {
         format!("cluster `{}`", self.name)
+    }
+    fn source(&self) -> Option<&SourceRef> {
+        self.source.as_ref()
+    }
+}
+
+impl Leaf for crate::ir::Endpoints {
+    const KIND: NodeKind = NodeKind::Endpoints;
+    fn label(&self) -> String {
+        format!("endpoints of `{}`", self.name)
     }
     fn source(&self) -> Option<&SourceRef> {
         self.source.as_ref()
@@ -732,6 +744,7 @@ fn render_with(
     };
     r.leaves(&ir.secrets.iter().collect::<Vec<_>>(), None);
     r.leaves(&ir.clusters.iter().collect::<Vec<_>>(), None);
+    r.leaves(&ir.endpoints.iter().collect::<Vec<_>>(), None);
     // Every route of every table at once (the parallel part), then each table from its routes.
     let all_routes: Vec<_> = ir
         .route_configs

@@ -188,7 +188,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 label_selector: args.label_selector.clone(),
                 debounce,
             };
-            crate::source::kube::watch(client, kube_options, secret_refs(&options), Arc::clone(&shared.kube))
+            crate::source::kube::watch(client, kube_options, refs(&options), Arc::clone(&shared.kube))
         }
         (None, Some(dir)) => {
             tracing::info!(dir = %dir.display(), ads = %args.ads_listen, admin = %args.admin_listen, "attache starting");
@@ -273,23 +273,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the Kubernetes source asks: which Secrets the current Hosts and TLSContexts name (only
-/// those are read; parsing the few Hosts and TLSContexts again is cheap).
-fn secret_refs(options: &crate::Options) -> crate::source::kube::SecretRefs {
+/// What the Kubernetes source asks: which Secrets and Services the configuration needs.
+fn refs(options: &crate::Options) -> crate::source::kube::Refs {
     let parse = options.parse.clone();
-    Arc::new(move |objects| {
-        let subset: Vec<crate::source::RawObject> = objects
-            .iter()
-            .filter(|o| {
-                matches!(
-                    o.root.get("kind").and_then(crate::source::yaml::Node::as_str),
-                    Some("Host" | "TLSContext")
-                )
-            })
-            .cloned()
-            .collect();
-        crate::resource::parse(&subset, &parse).0.secret_references()
-    })
+    Arc::new(move |objects| crate::resource::references(objects, &parse))
 }
 
 /// Stores a translation and publishes its snapshot if the version changed; logs what is new.

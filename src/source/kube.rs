@@ -14,10 +14,12 @@
 //!   per distinct error. A kind whose CRD is not installed (404) counts as listed and empty, and
 //!   says so in a diagnostic; it is picked up when the CRD appears.
 //!
-//! Secrets are not cached wholesale: the source asks a [`SecretRefs`] function which Secrets the
+//! Secrets are not cached wholesale: the source asks a [`Refs`] function which Secrets the
 //! current objects name, and keeps one single-object watch (a field selector on the name) per
 //! such Secret. A set is not yielded until those Secrets are listed too, so a Host's certificate
-//! arrives with the Host.
+//! arrives with the Host. Services (for their ports) and EndpointSlices are watched whole but
+//! yielded, and their changes acted on, only for the Services that [`Refs`] names (those that
+//! endpoint resolution may read): pods churning behind unrelated Services cost no translation.
 //!
 //! Objects of the getambassador.io group are watched at their storage version `v3alpha1`. The
 //! CRDs from `attache crds` convert between served versions with strategy `None` (the API server
@@ -72,6 +74,14 @@ pub const KINDS: &[Kind] = &[
         plural: "hosts",
     },
     Kind {
+        kind: "KubernetesEndpointResolver",
+        plural: "kubernetesendpointresolvers",
+    },
+    Kind {
+        kind: "KubernetesServiceResolver",
+        plural: "kubernetesserviceresolvers",
+    },
+    Kind {
         kind: "Listener",
         plural: "listeners",
     },
@@ -98,14 +108,16 @@ pub const KINDS: &[Kind] = &[
 pub struct Options {
     /// Watch one namespace only; `None` watches all.
     pub namespace: Option<String>,
-    /// Only getambassador.io objects and Services whose labels match (Kubernetes selector syntax).
+    /// Only getambassador.io objects and the annotations of Services whose labels match
+    /// (Kubernetes selector syntax). Services' ports and EndpointSlices are read whatever their
+    /// labels: they belong to the cluster, not to the configuration.
     pub label_selector: Option<String>,
     /// Quiet period after an event before the set is yielded.
     pub debounce: Duration,
 }
 
-/// Given the current (non-Secret) objects, the `(namespace, name)` of the Secrets they need.
-pub type SecretRefs = Arc<dyn Fn(&[RawObject]) -> BTreeSet<(String, String)> + Send + Sync>;
+/// Given the current configuration objects, the Secrets and Services they need.
+pub type Refs = Arc<dyn Fn(&[RawObject]) -> super::References + Send + Sync>;
 
 /// Counters and gauges of the watches, for `/metrics`.
 #[derive(Debug, Default)]
@@ -128,8 +140,18 @@ pub struct Metrics {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum WatchId {
     Kind(Kind),
-    Services,
-    Secret { namespace: String, name: String },
+    /// Services: their `getambassador.io/config` annotations (label-selected), and their ports
+    /// unless a label selector made a separate watch for those.
+    Services {
+        ports: bool,
+    },
+    /// Every Service's ports, when the annotations watch is label-selected.
+    ServicePorts,
+    EndpointSlices,
+    Secret {
+        namespace: String,
+        name: String,
+    },
 }
 
 impl PartialOrd for Kind {
@@ -148,24 +170,53 @@ impl fmt::Display for WatchId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WatchId::Kind(k) => write!(f, "{}.{GROUP}", k.plural),
-            WatchId::Services => write!(f, "services"),
+            WatchId::Services { .. } => write!(f, "services"),
+            WatchId::ServicePorts => write!(f, "services (ports)"),
+            WatchId::EndpointSlices => write!(f, "endpointslices.discovery.k8s.io"),
             WatchId::Secret { namespace, name } => write!(f, "secret {namespace}/{name}"),
         }
     }
 }
 
 /// What one Kubernetes object stands for: zero or more raw objects (an annotated Service holds
-/// several), and problems found reading it.
+/// several), problems found reading it, and objects used only when a Service is referenced
+/// (a Service's ports, an EndpointSlice).
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Converted {
     objects: Vec<RawObject>,
     diagnostics: Vec<Diagnostic>,
+    /// The Service `(namespace, name)` that `scoped` belongs to.
+    scope: Option<ObjectKey>,
+    scoped: Vec<RawObject>,
 }
+
+/// The parts of a [`Converted`] that go into a set.
+type Visible<'a> = (&'a [RawObject], &'a [Diagnostic], &'a [RawObject]);
 
 impl Converted {
     fn is_empty(&self) -> bool {
-        self.objects.is_empty() && self.diagnostics.is_empty()
+        self.objects.is_empty() && self.diagnostics.is_empty() && self.scoped.is_empty()
     }
+
+    /// What of it goes into a set, given the referenced Services.
+    fn visible<'a>(&'a self, services: &BTreeSet<ObjectKey>) -> Visible<'a> {
+        let scoped: &[RawObject] = match &self.scope {
+            Some(key) if services.contains(key) => &self.scoped,
+            _ => &[],
+        };
+        (&self.objects, &self.diagnostics, scoped)
+    }
+}
+
+/// What of a whole list goes into a set.
+fn visible_all<'a>(objects: &'a BTreeMap<ObjectKey, Converted>, services: &BTreeSet<ObjectKey>) -> Vec<Visible<'a>> {
+    objects.values().map(|c| c.visible(services)).collect()
+}
+
+/// Whether replacing `old` by `new` changes what a set holds.
+fn visible_change(old: Option<&Converted>, new: Option<&Converted>, services: &BTreeSet<ObjectKey>) -> bool {
+    let empty = Converted::default();
+    old.unwrap_or(&empty).visible(services) != new.unwrap_or(&empty).visible(services)
 }
 
 /// `(namespace, name)`.
@@ -200,14 +251,9 @@ impl Drop for Store {
 
 /// Starts watching and returns the receiver of complete object sets. Watches stop when the
 /// receiver is dropped.
-pub fn watch(
-    client: kube::Client,
-    options: Options,
-    secret_refs: SecretRefs,
-    metrics: Arc<Metrics>,
-) -> mpsc::Receiver<Loaded> {
+pub fn watch(client: kube::Client, options: Options, refs: Refs, metrics: Arc<Metrics>) -> mpsc::Receiver<Loaded> {
     let (tx, rx) = mpsc::channel(1);
-    tokio::spawn(run(client, options, secret_refs, metrics, tx));
+    tokio::spawn(run(client, options, refs, metrics, tx));
     rx
 }
 
@@ -233,15 +279,11 @@ struct Source {
     metrics: Arc<Metrics>,
     events: mpsc::Sender<(WatchId, Msg)>,
     stores: BTreeMap<WatchId, Store>,
+    /// Services whose ports and EndpointSlices are yielded.
+    services: BTreeSet<ObjectKey>,
 }
 
-async fn run(
-    client: kube::Client,
-    options: Options,
-    secret_refs: SecretRefs,
-    metrics: Arc<Metrics>,
-    tx: mpsc::Sender<Loaded>,
-) {
+async fn run(client: kube::Client, options: Options, refs: Refs, metrics: Arc<Metrics>, tx: mpsc::Sender<Loaded>) {
     let (events, mut rx) = mpsc::channel(1024);
     let mut source = Source {
         client,
@@ -249,11 +291,17 @@ async fn run(
         metrics,
         events,
         stores: BTreeMap::new(),
+        services: BTreeSet::new(),
     };
     for kind in KINDS {
         source.start(WatchId::Kind(*kind));
     }
-    source.start(WatchId::Services);
+    let selected = source.options.label_selector.is_some();
+    source.start(WatchId::Services { ports: !selected });
+    if selected {
+        source.start(WatchId::ServicePorts);
+    }
+    source.start(WatchId::EndpointSlices);
     let debounce = source.options.debounce;
     // Under a constant stream of events, yield at least this often.
     let longest = debounce * 10;
@@ -273,7 +321,8 @@ async fn run(
                 }
             }
             () = tokio::time::sleep_until(deadline), if ready => {
-                // Which Secrets do the objects need now? Watch those (and only those).
+                // Which Secrets and Services do the objects need now? Watch those Secrets (and
+                // only those); yield those Services' ports and endpoints.
                 let wanted = {
                     let base: Vec<RawObject> = source
                         .stores
@@ -281,9 +330,10 @@ async fn run(
                         .filter(|(id, _)| !matches!(id, WatchId::Secret { .. }))
                         .flat_map(|(_, s)| s.objects.values().flat_map(|c| c.objects.iter().cloned()))
                         .collect();
-                    secret_refs(&base)
+                    refs(&base)
                 };
-                if source.reconcile_secrets(&wanted) && !source.all_synced() {
+                source.services = wanted.services;
+                if source.reconcile_secrets(&wanted.secrets) && !source.all_synced() {
                     continue; // yield when the new Secrets are listed
                 }
                 dirty = None;
@@ -323,9 +373,15 @@ impl Source {
         if let Some(selector) = &self.options.label_selector {
             config = config.labels(selector);
         }
+        let services = resource("", "v1", "Service", "services");
         match id {
             WatchId::Kind(k) => (scoped(&resource(GROUP, STORAGE_VERSION, k.kind, k.plural)), config),
-            WatchId::Services => (scoped(&resource("", "v1", "Service", "services")), config),
+            WatchId::Services { .. } => (scoped(&services), config),
+            WatchId::ServicePorts => (scoped(&services), watcher::Config::default()),
+            WatchId::EndpointSlices => (
+                scoped(&resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices")),
+                watcher::Config::default(),
+            ),
             WatchId::Secret { namespace, name } => (
                 Api::namespaced_with(self.client.clone(), namespace, &resource("", "v1", "Secret", "secrets")),
                 watcher::Config::default().fields(&format!("metadata.name={name}")),
@@ -444,7 +500,9 @@ impl Source {
             Msg::InitDone => {
                 recovered(store);
                 let listed = store.relist.take().unwrap_or_default();
-                let changed = listed != store.objects || !store.synced || store.missing;
+                let changed = !store.synced
+                    || store.missing
+                    || visible_all(&listed, &self.services) != visible_all(&store.objects, &self.services);
                 store.objects = listed;
                 if !store.synced {
                     metrics.watches_synced.fetch_add(1, Ordering::Relaxed);
@@ -458,14 +516,17 @@ impl Source {
                 metrics.events.fetch_add(1, Ordering::Relaxed);
                 recovered(store);
                 if converted.is_empty() {
-                    store.objects.remove(&key).is_some()
+                    let old = store.objects.remove(&key);
+                    visible_change(old.as_ref(), None, &self.services)
                 } else {
-                    store.objects.insert(key, converted.clone()).as_ref() != Some(&converted)
+                    let old = store.objects.insert(key, converted.clone());
+                    visible_change(old.as_ref(), Some(&converted), &self.services)
                 }
             }
             Msg::Delete(key) => {
                 metrics.events.fetch_add(1, Ordering::Relaxed);
-                store.objects.remove(&key).is_some()
+                let old = store.objects.remove(&key);
+                visible_change(old.as_ref(), None, &self.services)
             }
             Msg::Error { message, status } => {
                 metrics.errors.fetch_add(1, Ordering::Relaxed);
@@ -513,8 +574,10 @@ impl Source {
                 }
             }
             for converted in store.objects.values() {
-                loaded.objects.extend(converted.objects.iter().cloned());
-                loaded.diagnostics.extend(converted.diagnostics.iter().cloned());
+                let (objects, diagnostics, scoped) = converted.visible(&self.services);
+                loaded.objects.extend(objects.iter().cloned());
+                loaded.diagnostics.extend(diagnostics.iter().cloned());
+                loaded.objects.extend(scoped.iter().cloned());
             }
         }
         loaded
@@ -547,7 +610,8 @@ const DROPPED_ANNOTATIONS: &[&str] = &["kubectl.kubernetes.io/last-applied-confi
 fn convert(id: &WatchId, o: DynamicObject) -> Converted {
     let (kind, api_version) = match id {
         WatchId::Kind(k) => (k.kind, written_version(&o)),
-        WatchId::Services => ("Service", "v1".to_string()),
+        WatchId::Services { .. } | WatchId::ServicePorts => ("Service", "v1".to_string()),
+        WatchId::EndpointSlices => ("EndpointSlice", "discovery.k8s.io/v1".to_string()),
         WatchId::Secret { .. } => ("Secret", "v1".to_string()),
     };
     let (namespace, name) = key(&o);
@@ -579,32 +643,56 @@ fn convert(id: &WatchId, o: DynamicObject) -> Converted {
         }
     }
     let root = Node::from_json(&Value::Object(object), 0, 0);
+    let origin = Origin::new(format!("kubernetes resourceVersion {resource_version}"), 0, 0);
     match id {
-        WatchId::Services => {
-            let origin = format!("kubernetes Service {namespace}/{name} resourceVersion {resource_version}");
-            match annotation::objects(&origin, "", &root) {
-                Some((objects, diagnostics)) => Converted {
-                    objects: objects
-                        .into_iter()
-                        .map(|root| RawObject {
-                            origin: Origin::new(origin.clone(), 0, 0),
-                            root,
-                        })
-                        .collect(),
-                    diagnostics,
+        WatchId::Services { ports } => {
+            let annotation_origin = format!("kubernetes Service {namespace}/{name} resourceVersion {resource_version}");
+            let (objects, diagnostics) = annotation::objects(&annotation_origin, "", &root).unwrap_or_default();
+            Converted {
+                objects: objects
+                    .into_iter()
+                    .map(|root| RawObject {
+                        origin: Origin::new(annotation_origin.clone(), 0, 0),
+                        root,
+                    })
+                    .collect(),
+                diagnostics,
+                scope: ports.then(|| (namespace.clone(), name.clone())),
+                scoped: if *ports {
+                    vec![RawObject { origin, root }]
+                } else {
+                    Vec::new()
                 },
-                None => Converted::default(),
+            }
+        }
+        WatchId::ServicePorts => Converted {
+            scope: Some((namespace, name)),
+            scoped: vec![RawObject { origin, root }],
+            ..Converted::default()
+        },
+        WatchId::EndpointSlices => {
+            let service = o
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .cloned()
+                .unwrap_or_default();
+            Converted {
+                scope: Some((namespace, service)),
+                scoped: vec![RawObject { origin, root }],
+                ..Converted::default()
             }
         }
         _ => Converted {
-            objects: vec![RawObject {
-                origin: Origin::new(format!("kubernetes resourceVersion {resource_version}"), 0, 0),
-                root,
-            }],
-            diagnostics: Vec::new(),
+            objects: vec![RawObject { origin, root }],
+            ..Converted::default()
         },
     }
 }
+
+/// The label naming an EndpointSlice's Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// The version an Ambassador object was written in: the served version, unless the last writer
 /// of `spec` (by `managedFields`) used another version of the group.

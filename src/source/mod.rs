@@ -30,6 +30,17 @@ pub struct Loaded {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// What a configuration needs from outside the getambassador.io group: the Secrets its Hosts and
+/// TLSContexts name, and the Kubernetes Services whose Service object and EndpointSlices endpoint
+/// resolution may read. A source that cannot hold everything (Kubernetes) reads exactly these.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct References {
+    /// `(namespace, name)` of Secrets.
+    pub secrets: std::collections::BTreeSet<(String, String)>,
+    /// `(namespace, name)` of Services.
+    pub services: std::collections::BTreeSet<(String, String)>,
+}
+
 /// The objects of one document: itself, or the items of a YAML list of objects or of a
 /// Kubernetes `kind: List` (what `kubectl get -o yaml` writes).
 pub(crate) fn unfold_lists(root: yaml::Node) -> Vec<yaml::Node> {
@@ -56,10 +67,11 @@ pub fn parse_text(file: &str, text: &str) -> Loaded {
     let objects = docs
         .into_iter()
         .flat_map(|d| unfold_lists(d.root))
-        // A Service with a getambassador.io/config annotation stands for the objects in it.
+        // A Service with a getambassador.io/config annotation also stands for the objects in it.
         .flat_map(|root| match annotation::objects(file, text, &root) {
-            Some((objects, diagnostics)) => {
+            Some((mut objects, diagnostics)) => {
                 annotation_diagnostics.extend(diagnostics);
+                objects.push(root);
                 objects
             }
             None => vec![root],

@@ -78,6 +78,8 @@ enum Wake {
 pub const AMBASSADOR: &[(&str, &str)] = &[
     ("AuthService", "authservices"),
     ("Host", "hosts"),
+    ("KubernetesEndpointResolver", "kubernetesendpointresolvers"),
+    ("KubernetesServiceResolver", "kubernetesserviceresolvers"),
     ("Listener", "listeners"),
     ("Mapping", "mappings"),
     ("Module", "modules"),

@@ -6,6 +6,7 @@ use crate::diagnostic::Diagnostic;
 use crate::lang::service::Scheme;
 use crate::resource::host::InsecureAction;
 use crate::resource::mapping::HeaderValue;
+use crate::resource::resolver::{Resolver, BUILT_IN};
 use crate::resource::{Mapping, Meta, ResourceSet};
 
 use super::host::{globs_intersect, EffectiveHost};
@@ -27,6 +28,8 @@ struct ClusterKey {
     tls: bool,
     host: String,
     port: u16,
+    /// Addresses from EndpointSlices over EDS (the `kubernetes-endpoint` resolver), not DNS.
+    eds: bool,
     settings: crate::resource::mapping::ClusterSettings,
 }
 
@@ -34,6 +37,87 @@ struct ClusterKey {
 #[derive(Default)]
 pub(super) struct Clusters {
     by_key: BTreeMap<ClusterKey, ClusterUse>,
+    resolvers: Resolvers,
+}
+
+/// Resolver names in effect: the built-in ones, the declared ones, and the Module's default.
+#[derive(Default)]
+pub(super) struct Resolvers {
+    declared: BTreeMap<String, Resolver>,
+    default: Option<String>,
+    ambassador_namespace: String,
+}
+
+impl Clusters {
+    /// No clusters yet; Mappings resolve their services with `resolvers`.
+    pub(super) fn new(resolvers: Resolvers) -> Clusters {
+        Clusters {
+            by_key: BTreeMap::new(),
+            resolvers,
+        }
+    }
+}
+
+impl Resolvers {
+    /// The resolvers of `set`; a Mapping or Module naming one that does not exist is reported
+    /// (once, here) and resolves by DNS.
+    pub(super) fn new(set: &ResourceSet, options: &LowerOptions, diagnostics: &mut Vec<Diagnostic>) -> Resolvers {
+        let mut declared = BTreeMap::new();
+        for (meta, r) in &set.resolvers {
+            declared.entry(meta.name.clone()).or_insert(*r);
+        }
+        let resolvers = Resolvers {
+            declared,
+            default: set.module.as_ref().and_then(|(_, m)| m.resolver.clone()),
+            ambassador_namespace: options.ambassador_namespace.clone(),
+        };
+        let unknown = |name: &str| resolvers.kind(name).is_none();
+        let hint = "declare a KubernetesEndpointResolver or KubernetesServiceResolver with this name, or use the built-in `kubernetes-endpoint` or `kubernetes-service`";
+        if let (Some((meta, _)), Some(name)) = (&set.module, &resolvers.default) {
+            if unknown(name) {
+                diagnostics.push(
+                    Diagnostic::error(
+                        "module.unknown_resolver",
+                        format!("resolver `{name}` does not exist: Mappings resolve their services by DNS"),
+                    )
+                    .at(meta.origin.clone())
+                    .on(meta.object_ref())
+                    .path("spec.config.resolver")
+                    .hint(hint),
+                );
+            }
+        }
+        for (meta, m) in &set.mappings {
+            if let Some(name) = m.resolver.as_deref().filter(|n| unknown(n)) {
+                diagnostics.push(
+                    Diagnostic::error(
+                        "mapping.unknown_resolver",
+                        format!(
+                            "resolver `{name}` does not exist: `{}` is resolved by DNS",
+                            m.service_text
+                        ),
+                    )
+                    .at(meta.origin.clone())
+                    .on(meta.object_ref())
+                    .path("spec.resolver")
+                    .hint(hint),
+                );
+            }
+        }
+        resolvers
+    }
+
+    fn kind(&self, name: &str) -> Option<Resolver> {
+        self.declared
+            .get(name)
+            .copied()
+            .or_else(|| BUILT_IN.iter().find(|(n, _)| *n == name).map(|(_, r)| *r))
+    }
+
+    /// Whether a Mapping naming `resolver` (or none) gets its addresses over EDS.
+    fn endpoint(&self, resolver: Option<&str>) -> bool {
+        resolver.or(self.default.as_deref()).and_then(|name| self.kind(name)) == Some(Resolver::Endpoint)
+    }
 }
 
 /// Who uses a cluster and which settings they ask for.
@@ -60,10 +144,11 @@ fn sanitize(s: &str) -> String {
 
 fn base_name(key: &ClusterKey) -> String {
     format!(
-        "cluster_{}_{}{}",
+        "cluster_{}_{}{}{}",
         sanitize(&key.host),
         key.port,
-        if key.tls { "_tls" } else { "" }
+        if key.tls { "_tls" } else { "" },
+        if key.eds { "_eds" } else { "" }
     )
 }
 
@@ -137,7 +222,9 @@ impl Clusters {
         set: &ResourceSet,
         secrets: &mut BTreeMap<String, crate::ir::Secret>,
         diagnostics: &mut Vec<Diagnostic>,
-    ) -> Vec<Cluster> {
+    ) -> (Vec<Cluster>, Vec<crate::ir::Endpoints>) {
+        let mut endpoints = Vec::new();
+        let ambassador_namespace = self.resolvers.ambassador_namespace.clone();
         let mut out: Vec<Cluster> = self
             .by_key
             .into_iter()
@@ -195,10 +282,15 @@ impl Clusters {
                         alpn_protocols: c.settings.alpn_protocols.clone(),
                     }
                 });
+                if key.eds {
+                    endpoints.push(endpoints_of(set, &key, &name, &ambassador_namespace, users.first(), diagnostics));
+                }
                 Cluster {
                     upstream_tls,
                     name,
-                    discovery: if is_ip {
+                    discovery: if key.eds {
+                        Discovery::Eds
+                    } else if is_ip {
                         Discovery::Static
                     } else if key.settings.logical_dns {
                         Discovery::LogicalDns
@@ -216,7 +308,80 @@ impl Clusters {
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
+        endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+        (out, endpoints)
+    }
+}
+
+/// The ready pod addresses behind a Service port, from the Service (which port name the Mapping's
+/// port number is) and its EndpointSlices (that name's pod port, and the addresses). What is
+/// missing is reported on the first Mapping using the cluster; the cluster then has no
+/// endpoints (requests get 503 until pods appear).
+fn endpoints_of(
+    set: &ResourceSet,
+    key: &ClusterKey,
+    name: &str,
+    ambassador_namespace: &str,
+    user: Option<&SourceRef>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> crate::ir::Endpoints {
+    let mut labels = key.host.split('.');
+    let service = labels.next().unwrap_or_default().to_string();
+    let namespace = labels.next().unwrap_or(ambassador_namespace).to_string();
+    let mut report = |code: &str, message: String, hint: &str| {
+        if let Some(who) = user {
+            diagnostics.push(
+                Diagnostic::warning(code, message)
+                    .at(who.origin.clone())
+                    .on(who.object.clone())
+                    .path("spec.service")
+                    .hint(hint),
+            );
+        }
+    };
+    let mut addresses = Vec::new();
+    match set.services.iter().find(|(m, _)| m.namespace == namespace && m.name == service) {
+        None => report(
+            "mapping.no_service",
+            format!("the kubernetes-endpoint resolver finds no Service {namespace}/{service}: no endpoints, requests get 503"),
+            "the service must name a Kubernetes Service as `name.namespace:port` (port: one of the Service's ports)",
+        ),
+        Some((_, s)) => match s.ports.iter().find(|p| p.port == key.port) {
+            None => {
+                let ports: Vec<String> = s.ports.iter().map(|p| p.port.to_string()).collect();
+                report(
+                    "mapping.no_service_port",
+                    format!(
+                        "Service {namespace}/{service} has no port {} (it has {}): no endpoints, requests get 503",
+                        key.port,
+                        if ports.is_empty() { "none".to_string() } else { ports.join(", ") }
+                    ),
+                    "name one of the Service's ports (not the pods' targetPort) in `service:`",
+                );
+            }
+            Some(port) => {
+                for (meta, slice) in &set.endpoint_slices {
+                    if meta.namespace != namespace || slice.service != service {
+                        continue;
+                    }
+                    if let Some(p) = slice.ports.iter().find(|p| p.name == port.name) {
+                        addresses.extend(slice.addresses.iter().map(|a| crate::ir::EndpointAddress {
+                            address: a.to_string(),
+                            port: p.port,
+                        }));
+                    }
+                }
+                addresses.sort();
+                addresses.dedup();
+            }
+        },
+    }
+    crate::ir::Endpoints {
+        name: name.to_string(),
+        service: format!("{namespace}/{service}"),
+        port: key.port,
+        addresses,
+        source: user.cloned(),
     }
 }
 
@@ -244,6 +409,7 @@ impl ClusterKey {
             tls,
             host,
             port,
+            eds: false,
             settings,
         }
     }
@@ -480,30 +646,28 @@ pub(super) fn prepare<'a>(
         let cluster = if m.redirect.is_some() {
             String::new()
         } else {
-            clusters.add(
-                ClusterKey::for_service(
-                    &m.service,
-                    {
-                        // The Module's defaults for what the Mapping leaves unset.
-                        let mut s = m.cluster.clone();
-                        if s.circuit_breakers.is_empty() {
-                            s.circuit_breakers.clone_from(&module.circuit_breakers);
-                        }
-                        s.idle_timeout_ms = s.idle_timeout_ms.or(module.cluster_idle_timeout_ms);
-                        s.max_connection_lifetime_ms = s
-                            .max_connection_lifetime_ms
-                            .or(module.cluster_max_connection_lifetime_ms);
-                        if let (false, Some((policy, _))) = (m.load_balancer_set, &module.load_balancer) {
-                            s.lb_policy = policy;
-                        }
-                        s
-                    },
-                    meta,
-                    options,
-                ),
+            let eds = !m.service.is_ip && clusters.resolvers.endpoint(m.resolver.as_deref());
+            let key = ClusterKey::for_service(
+                &m.service,
+                {
+                    // The Module's defaults for what the Mapping leaves unset.
+                    let mut s = m.cluster.clone();
+                    if s.circuit_breakers.is_empty() {
+                        s.circuit_breakers.clone_from(&module.circuit_breakers);
+                    }
+                    s.idle_timeout_ms = s.idle_timeout_ms.or(module.cluster_idle_timeout_ms);
+                    s.max_connection_lifetime_ms = s
+                        .max_connection_lifetime_ms
+                        .or(module.cluster_max_connection_lifetime_ms);
+                    if let (false, Some((policy, _))) = (m.load_balancer_set, &module.load_balancer) {
+                        s.lb_policy = policy;
+                    }
+                    s
+                },
                 meta,
-                m.connect_timeout_ms,
-            )
+                options,
+            );
+            clusters.add(ClusterKey { eds, ..key }, meta, m.connect_timeout_ms)
         };
         if m.shadow {
             shadows.push(Candidate {

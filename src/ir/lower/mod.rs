@@ -61,7 +61,7 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
     let mut listeners = listener::lower(set, &mut diagnostics);
     let mut secrets = BTreeMap::new();
     let hosts = host::effective_hosts(set, &mut secrets, &mut diagnostics);
-    let mut clusters = mapping::Clusters::default();
+    let mut clusters = mapping::Clusters::new(mapping::Resolvers::new(set, options, &mut diagnostics));
     let auth = set
         .auth_service
         .as_ref()
@@ -178,6 +178,7 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
         &mut diagnostics,
     );
     route_configs.sort_by(|a, b| a.name.cmp(&b.name));
+    let (clusters, endpoints) = clusters.finish(set, &mut secrets, &mut diagnostics);
     let ir = Ir {
         listeners: {
             let mut all: Vec<_> = listeners.into_iter().map(|l| l.ir).chain(tcp_listeners).collect();
@@ -185,7 +186,8 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
             all
         },
         route_configs,
-        clusters: clusters.finish(set, &mut secrets, &mut diagnostics),
+        clusters,
+        endpoints,
         secrets: secrets.into_values().collect(),
     };
     (ir, diagnostics)
