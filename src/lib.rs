@@ -29,6 +29,8 @@ pub mod admin;
 // Running it all: `attache serve` and the Envoy child process.
 pub mod serve;
 // YAML output for humans and golden files.
+/// Kubernetes CustomResourceDefinitions of the kinds attache reads (`attache crds`).
+pub mod crd;
 pub mod output;
 // Fuzz entry points (shared by `fuzz/` and the corpus replay tests).
 pub mod fuzzing;

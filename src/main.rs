@@ -81,8 +81,16 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "yaml")]
         output: Format,
     },
-    /// Serve ADS, watch the config directory and push every change to Envoy.
+    /// Serve ADS, watch the configuration (a directory, or Kubernetes with --kubernetes) and
+    /// push every change to Envoy.
     Serve(attache::serve::ServeArgs),
+    /// Print the CustomResourceDefinitions of the getambassador.io kinds attache reads, for
+    /// `attache crds | kubectl apply -f -` (the same as deploy/crds.yaml).
+    ///
+    /// Every kind is served at v2 and v3alpha1 (stored at v3alpha1); `spec` is not validated by
+    /// the API server, so that manifests written for Emissary apply unchanged: attache checks
+    /// them and reports problems with their field paths (`/debug/diagnostics`, the logs).
+    Crds,
 }
 
 fn print(value: &serde_json::Value, format: Format) -> anyhow::Result<()> {
@@ -187,6 +195,15 @@ fn run() -> anyhow::Result<ExitCode> {
             })
             .map_err(|e| anyhow::anyhow!("cannot build a bootstrap: {e}"))?;
             print(&value, output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crds => {
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = out.write_all(attache::crd::yaml().as_bytes()) {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(e.into());
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
