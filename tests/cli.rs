@@ -106,7 +106,7 @@ fn a_bad_rule_pack_stops_attache_with_the_rule_named() {
 fn help_explains_every_subcommand() {
     let out = attache().arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for sub in ["translate", "validate", "bootstrap", "serve"] {
+    for sub in ["translate", "validate", "bootstrap", "serve", "crds"] {
         assert!(text.contains(sub), "{text}");
     }
     let out = attache().args(["serve", "--help"]).output().unwrap();
@@ -118,9 +118,52 @@ fn help_explains_every_subcommand() {
         "--envoy",
         "--rules",
         "--debounce-ms",
+        "--kubernetes",
+        "--single-namespace",
+        "--label-selector",
+        "AMBASSADOR_SINGLE_NAMESPACE",
     ] {
         assert!(text.contains(flag), "{flag} missing from serve --help:\n{text}");
     }
+}
+
+#[test]
+fn serve_needs_exactly_one_source() {
+    let out = attache().arg("serve").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config-dir"));
+    let out = attache()
+        .args(["serve", "--config-dir", ".", "--kubernetes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+}
+
+#[test]
+fn serve_without_a_kubernetes_configuration_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = attache()
+        .args([
+            "serve",
+            "--kubernetes",
+            "--ads-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", dir.path().join("missing"))
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no Kubernetes configuration") && err.contains("KUBECONFIG"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -428,3 +428,51 @@ async fn endpoint_slices_are_read_for_referenced_services_only() {
             .any(|e| e.to_string().contains("10.9.9.9"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_in_many_pages_is_one_complete_set() {
+    let server = ApiServer::start();
+    server.apply(&manifests());
+    // More than kube-runtime's page size (500): the list comes in three pages.
+    let many: String = (0..1200)
+        .map(|i| format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\n  namespace: default\nspec:\n  prefix: /m{i}/\n  service: m{i}\n"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    server.apply(&many);
+    let (mut rx, _) = start(&server, options());
+    let loaded = next(&mut rx, "initial sync of 1,200 Mappings").await;
+    let mappings = names(&loaded)
+        .iter()
+        .filter(|n| n.starts_with("Mapping default/m"))
+        .count();
+    assert_eq!(mappings, 1200);
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.contains("/mappings?") && r.contains("continue=")),
+        "the list was paged"
+    );
+    // Re-listed after expiry, still in pages, still whole.
+    server.compact();
+    server.drop_watches();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while server
+            .requests()
+            .iter()
+            .filter(|r| r.contains("/mappings?") && r.contains("continue="))
+            .count()
+            < 4
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the re-list was paged too");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), rx.recv())
+            .await
+            .is_err(),
+        "an unchanged paged re-list yielded a set"
+    );
+}

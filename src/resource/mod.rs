@@ -314,40 +314,40 @@ pub fn parse_path(path: &str) -> Vec<Segment> {
 /// `resolver` looked at. Services are over-approximated: when anything may use an endpoint
 /// resolver (the Module sets a default resolver or a Mapping names one other than
 /// `kubernetes-service`), every Service a Mapping names is included; otherwise none.
-pub fn references(objects: &[RawObject], options: &ParseOptions) -> crate::source::References {
+pub fn references(objects: &[&RawObject], options: &ParseOptions) -> crate::source::References {
     let kind_of = |o: &RawObject| str_field(&o.root, &["kind"]).and_then(Node::as_str).map(str::to_string);
-    let tls: Vec<RawObject> = objects
-        .iter()
-        .filter(|o| matches!(kind_of(o).as_deref(), Some("Host" | "TLSContext")))
-        .cloned()
-        .collect();
-    let secrets = parse(&tls, options).0.secret_references();
     let text = |o: &RawObject, path: &[&str]| str_field(&o.root, path).and_then(Node::as_str).map(str::to_string);
     let not_dns = |r: Option<String>| r.is_some_and(|r| r != "kubernetes-service");
+    let mut tls = Vec::new();
+    let mut mappings = Vec::new();
     let mut endpoint_resolution = false;
-    let mut named = std::collections::BTreeSet::new();
-    for o in objects {
+    for o in objects.iter().copied() {
         match kind_of(o).as_deref() {
+            Some("Host" | "TLSContext") => tls.push(o.clone()),
             Some("Module") => endpoint_resolution |= not_dns(text(o, &["spec", "config", "resolver"])),
             Some("Mapping") => {
                 endpoint_resolution |= not_dns(text(o, &["spec", "resolver"]));
-                let namespace = text(o, &["metadata", "namespace"]).unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-                if let Some(Ok(service)) = text(o, &["spec", "service"]).map(|s| crate::lang::service::parse(&s)) {
-                    if !service.is_ip {
-                        let mut labels = service.host.split('.');
-                        let name = labels.next().unwrap_or_default().to_string();
-                        let ns = labels.next().map_or(namespace, str::to_string);
-                        named.insert((ns, name));
-                    }
-                }
+                mappings.push(o);
             }
             _ => {}
         }
     }
-    crate::source::References {
-        secrets,
-        services: if endpoint_resolution { named } else { Default::default() },
+    let secrets = parse(&tls, options).0.secret_references();
+    let mut services = std::collections::BTreeSet::new();
+    if endpoint_resolution {
+        for o in mappings {
+            let namespace = text(o, &["metadata", "namespace"]).unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+            if let Some(Ok(service)) = text(o, &["spec", "service"]).map(|s| crate::lang::service::parse(&s)) {
+                if !service.is_ip {
+                    let mut labels = service.host.split('.');
+                    let name = labels.next().unwrap_or_default().to_string();
+                    let ns = labels.next().map_or(namespace, str::to_string);
+                    services.insert((ns, name));
+                }
+            }
+        }
     }
+    crate::source::References { secrets, services }
 }
 
 /// The `ambassador_id` of an instance not given one, and of objects that name none.

@@ -117,7 +117,7 @@ pub struct Options {
 }
 
 /// Given the current configuration objects, the Secrets and Services they need.
-pub type Refs = Arc<dyn Fn(&[RawObject]) -> super::References + Send + Sync>;
+pub type Refs = Arc<dyn Fn(&[&RawObject]) -> super::References + Send + Sync>;
 
 /// Counters and gauges of the watches, for `/metrics`.
 #[derive(Debug, Default)]
@@ -324,11 +324,11 @@ async fn run(client: kube::Client, options: Options, refs: Refs, metrics: Arc<Me
                 // Which Secrets and Services do the objects need now? Watch those Secrets (and
                 // only those); yield those Services' ports and endpoints.
                 let wanted = {
-                    let base: Vec<RawObject> = source
+                    let base: Vec<&RawObject> = source
                         .stores
                         .iter()
                         .filter(|(id, _)| !matches!(id, WatchId::Secret { .. }))
-                        .flat_map(|(_, s)| s.objects.values().flat_map(|c| c.objects.iter().cloned()))
+                        .flat_map(|(_, s)| s.objects.values().flat_map(|c| c.objects.iter()))
                         .collect();
                     refs(&base)
                 };

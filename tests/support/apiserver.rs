@@ -2,7 +2,8 @@
 //! kube-rs client path (no API server binary can run on these machines).
 //!
 //! It models the list/watch contract a controller relies on, not the whole API: namespaced
-//! resources under `/api/v1` and `/apis/<group>/<version>`; list with `resourceVersion`, label
+//! resources under `/api/v1` and `/apis/<group>/<version>`; list with `resourceVersion` and pages
+//! (`limit`/`continue`), label
 //! selectors (`k=v`, `k!=v`, `k`, comma-joined) and field selectors (`metadata.name`,
 //! `metadata.namespace`); watch streams (`watch=true`) with ADDED/MODIFIED/DELETED events
 //! replayed from the requested version, BOOKMARKs on request, an ERROR `410 Expired` for a
@@ -422,11 +423,28 @@ async fn handle(State(server): State<ApiServer>, uri: Uri, Query(q): Query<HashM
                 .filter(|o| selected(o, &target, &q))
                 .map(|o| served(o, &target))
                 .collect();
+            // Pages: `limit` items, then a `continue` token (offset and the list's version; the
+            // pages are cut from the current state, not from a snapshot as etcd would).
+            let (offset, list_rv) = q
+                .get("continue")
+                .and_then(|c| c.split_once('-'))
+                .and_then(|(o, v)| Some((o.parse::<usize>().ok()?, v.parse::<u64>().ok()?)))
+                .unwrap_or((0, inner.rv));
+            let limit = q
+                .get("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|l| *l > 0)
+                .unwrap_or(usize::MAX);
+            let end = offset.saturating_add(limit).min(items.len());
+            let mut metadata = json!({"resourceVersion": list_rv.to_string()});
+            if end < items.len() {
+                metadata["continue"] = json!(format!("{end}-{list_rv}"));
+            }
             let body = json!({
                 "apiVersion": target.api_version,
                 "kind": format!("{}List", t.kind),
-                "metadata": {"resourceVersion": inner.rv.to_string()},
-                "items": items,
+                "metadata": metadata,
+                "items": items.get(offset.min(end)..end).unwrap_or_default(),
             });
             return ([("content-type", "application/json")], body.to_string()).into_response();
         }
