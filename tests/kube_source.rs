@@ -242,6 +242,15 @@ async fn changes_arrive_coalesced_and_a_relist_never_yields_a_partial_view() {
         "an unchanged re-list yielded a set"
     );
 
+    // Bookmarks move the watches' versions on; they are not changes.
+    let events = metrics.events.load(Ordering::Relaxed);
+    server.bookmark();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.is_err(),
+        "a bookmark yielded a set"
+    );
+    assert_eq!(metrics.events.load(Ordering::Relaxed), events, "a bookmark counted as an object event");
+
     // An outage: errors are counted, the last view stays, and the source recovers.
     server.set_outage(true);
     tokio::time::timeout(Duration::from_secs(20), async {
@@ -408,8 +417,21 @@ async fn endpoint_slices_are_read_for_referenced_services_only() {
 
     // A pod of the used Service moves: a set with the new address, and only EDS changes.
     let before = translate(&first);
+    let mut translator = attache::Translator::new(
+        Arc::new(attache::rules::Registry::core().unwrap()),
+        attache::Options::default(),
+    );
+    translator.translate(&first);
     server.apply(&endpoint_slice("quote-1", "10.1.0.6"));
     let moved = next(&mut rx, "the moved pod").await;
+    // The incremental translator renders the one changed node: the endpoints, no route.
+    translator.translate(&moved);
+    assert_eq!(
+        translator.last_render_stats().1,
+        1,
+        "(reused, rendered) = {:?}",
+        translator.last_render_stats()
+    );
     assert!(!names(&moved).contains("EndpointSlice shop/unused-1"));
     let after = translate(&moved);
     for ty in ResourceType::ALL {
