@@ -23,16 +23,22 @@ fn mapping_in(namespace: &str, name: &str, prefix: &str, service: std::net::Sock
     format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  hostname: \"*\"\n  prefix: {prefix}\n  service: {service}\n")
 }
 
+/// A temporary directory, an API server emulation, and a kubeconfig for it in the directory.
+fn emulated_cluster() -> (tempfile::TempDir, ApiServer, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let api = ApiServer::start();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    (dir, api, kubeconfig)
+}
+
 fn status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
     get(addr, "example.com", path).ok().map(|r| r.status)
 }
 
 #[test]
 fn kubernetes_changes_reach_envoy_and_relists_drop_no_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let api = ApiServer::start();
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
+    let (dir, api, kubeconfig) = emulated_cluster();
     let (a, b) = (upstream("a"), upstream("b"));
     let port = free_port();
     api.set_outage(true);
@@ -119,10 +125,7 @@ fn kubernetes_changes_reach_envoy_and_relists_drop_no_request() {
 
 #[test]
 fn a_rotated_secret_reaches_envoy() {
-    let dir = tempfile::tempdir().unwrap();
-    let api = ApiServer::start();
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
+    let (dir, api, kubeconfig) = emulated_cluster();
     let a = upstream("a");
     let port = free_port();
     api.apply(&format!(
@@ -162,10 +165,7 @@ fn endpoint_slice_changes_reach_envoy_as_eds_only_sotw() {
 }
 
 fn endpoint_slice_changes(xds: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let api = ApiServer::start();
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
+    let (dir, api, kubeconfig) = emulated_cluster();
     let (a, b) = (upstream("a"), upstream("b"));
     let port = free_port();
     api.apply(&listener_and_host(port));

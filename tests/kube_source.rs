@@ -78,6 +78,21 @@ async fn next(rx: &mut mpsc::Receiver<Loaded>, what: &str) -> Loaded {
         .expect("the source stopped")
 }
 
+/// The object named `name` in a set.
+fn object<'a>(loaded: &'a Loaded, name: &str) -> &'a attache::source::RawObject {
+    loaded
+        .objects
+        .iter()
+        .find(|o| {
+            o.root
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(|n| n.as_str())
+                == Some(name)
+        })
+        .unwrap_or_else(|| panic!("no object named {name}"))
+}
+
 /// `Kind namespace/name` of every object in a set.
 fn names(loaded: &Loaded) -> BTreeSet<String> {
     loaded
@@ -129,17 +144,7 @@ async fn same_manifests_give_the_same_snapshot_as_the_directory_source() {
     let codes = |t: &attache::Translation| t.diagnostics.iter().map(|d| d.code.clone()).collect::<Vec<_>>();
     assert_eq!(codes(&k), codes(&d));
     // The v2 Mapping is read as v2 again (the API serves it as v3alpha1).
-    let legacy = from_kube
-        .objects
-        .iter()
-        .find(|o| {
-            o.root
-                .get("metadata")
-                .and_then(|m| m.get("name"))
-                .and_then(|n| n.as_str())
-                == Some("legacy")
-        })
-        .unwrap();
+    let legacy = object(&from_kube, "legacy");
     assert_eq!(
         legacy.root.get("apiVersion").and_then(|v| v.as_str()),
         Some("getambassador.io/v2")
@@ -199,17 +204,7 @@ async fn changes_arrive_coalesced_and_a_relist_never_yields_a_partial_view() {
         expected,
         "a set after a re-list lacks or adds objects"
     );
-    let changed = relisted
-        .objects
-        .iter()
-        .find(|o| {
-            o.root
-                .get("metadata")
-                .and_then(|m| m.get("name"))
-                .and_then(|n| n.as_str())
-                == Some("burst-1")
-        })
-        .unwrap();
+    let changed = object(&relisted, "burst-1");
     assert_eq!(
         changed
             .root
@@ -246,10 +241,16 @@ async fn changes_arrive_coalesced_and_a_relist_never_yields_a_partial_view() {
     let events = metrics.events.load(Ordering::Relaxed);
     server.bookmark();
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err(),
         "a bookmark yielded a set"
     );
-    assert_eq!(metrics.events.load(Ordering::Relaxed), events, "a bookmark counted as an object event");
+    assert_eq!(
+        metrics.events.load(Ordering::Relaxed),
+        events,
+        "a bookmark counted as an object event"
+    );
 
     // An outage: errors are counted, the last view stays, and the source recovers.
     server.set_outage(true);
