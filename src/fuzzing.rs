@@ -59,6 +59,9 @@ pub fn yaml(data: &[u8]) {
 pub fn translate(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let loaded = crate::source::parse_text("fuzz.yaml", &text);
+    // What the Kubernetes source asks of the same objects.
+    let objects: Vec<&crate::source::RawObject> = loaded.objects.iter().collect();
+    let _ = crate::resource::references(&objects, &crate::Options::default().parse);
     let t = crate::translate(&loaded, core_registry(), &crate::Options::default());
     for ty in crate::snapshot::ResourceType::ALL {
         let _ = crate::envoy::resources_json(&t.snapshot, ty);
