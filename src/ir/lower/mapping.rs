@@ -816,7 +816,9 @@ fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> Vec<Rou
     // Each Mapping gives a primary route (secure, or for every request) and maybe a cleartext
     // variant; in a canary group all primaries come first, then the variants, so that each kind
     // of request meets the group's thresholds in order.
-    let mut routes = Vec::new();
+    // At most two routes per Mapping: sized once, as a Route is large and regrowing a vector of
+    // 10,000s of them was a fifth of a translation (copies, and fresh pages the kernel zeroes).
+    let mut routes = Vec::with_capacity(candidates.len() * 2);
     let mut variants: Vec<Route> = Vec::new();
     for (i, (c, threshold)) in candidates.iter().zip(thresholds.iter().copied()).enumerate() {
         if i > 0 && group_of[i] != group_of[i - 1] {
