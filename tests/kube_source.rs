@@ -499,3 +499,40 @@ async fn a_list_in_many_pages_is_one_complete_set() {
         "an unchanged paged re-list yielded a set"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_secret_holds_back_nothing_else() {
+    let server = ApiServer::start();
+    server.apply(&manifests());
+    server.forbid(Some("/namespaces/locked/secrets"));
+    server.apply("apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: locked\n  namespace: ambassador\nspec:\n  hostname: locked.example.com\n  tlsSecret:\n    name: cert\n    namespace: locked\n");
+    let (mut rx, metrics) = start(&server, options());
+    let first = next(&mut rx, "initial sync with a forbidden Secret").await;
+    assert!(names(&first).contains("Host ambassador/locked"));
+    let unreadable: Vec<_> = first
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == "source.secret_unreadable")
+        .collect();
+    assert_eq!(unreadable.len(), 1, "{:?}", first.diagnostics);
+    assert!(
+        unreadable[0].message.contains("locked/cert") && unreadable[0].message.contains("403"),
+        "{}",
+        unreadable[0].message
+    );
+    assert!(metrics.errors.load(Ordering::Relaxed) >= 1);
+    // Later changes still arrive.
+    server.apply("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: later\n  namespace: default\nspec:\n  prefix: /later/\n  service: later\n");
+    let mut later = next(&mut rx, "a change after the forbidden Secret").await;
+    while !names(&later).contains("Mapping default/later") {
+        later = next(&mut rx, "the later Mapping").await;
+    }
+    // Access granted: the certificate arrives.
+    server.apply(&tls_secret("locked", "cert", "h1.crt", "h1.key"));
+    server.forbid(None);
+    let mut granted = next(&mut rx, "the Secret once readable").await;
+    while !names(&granted).contains("Secret locked/cert") {
+        granted = next(&mut rx, "the Secret once readable").await;
+    }
+    assert!(granted.diagnostics.iter().all(|d| d.code != "source.secret_unreadable"));
+}

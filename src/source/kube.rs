@@ -542,8 +542,11 @@ impl Source {
                     }
                     store.last_error = Some(message);
                 }
-                // A kind that is not installed is empty, not a reason to never become ready.
-                if status == Some(404) && !store.synced && matches!(id, WatchId::Kind(_)) {
+                // A kind that is not installed is empty, not a reason to never become ready. A
+                // Secret that cannot be read (forbidden, say) is empty too: waiting for it would
+                // hold back every other change; its Host reports the missing certificate.
+                let unreadable_secret = matches!(id, WatchId::Secret { .. });
+                if !store.synced && (unreadable_secret || (status == Some(404) && matches!(id, WatchId::Kind(_)))) {
                     store.synced = true;
                     store.missing = true;
                     metrics.watches_synced.fetch_add(1, Ordering::Relaxed);
@@ -570,6 +573,19 @@ impl Source {
                         )
                         .at(Origin::new("kubernetes", 0, 0))
                         .hint("install attache's CRDs: `attache crds | kubectl apply -f -`"),
+                    );
+                }
+                if let WatchId::Secret { namespace, name } = id {
+                    loaded.diagnostics.push(
+                        Diagnostic::error(
+                            "source.secret_unreadable",
+                            format!(
+                                "cannot read Secret {namespace}/{name}: {}",
+                                store.last_error.as_deref().unwrap_or("unknown error")
+                            ),
+                        )
+                        .at(Origin::new("kubernetes", 0, 0))
+                        .hint("attache needs get, list and watch on Secrets in that namespace (deploy/rbac.yaml); it keeps retrying"),
                     );
                 }
             }

@@ -51,6 +51,8 @@ struct Inner {
     events: Vec<Event>,
     compacted: u64,
     outage: bool,
+    /// Requests whose path contains this are answered 403.
+    forbidden: Option<String>,
     requests: Vec<String>,
 }
 
@@ -230,6 +232,11 @@ impl ApiServer {
         }
     }
 
+    /// Answers 403 Forbidden to requests whose path contains `path` (RBAC refusing a resource).
+    pub fn forbid(&self, path: Option<&str>) {
+        self.inner.lock().unwrap().forbidden = path.map(str::to_string);
+    }
+
     /// Request lines seen so far (`GET /api/v1/secrets?...`).
     pub fn requests(&self) -> Vec<String> {
         self.inner.lock().unwrap().requests.clone()
@@ -404,6 +411,9 @@ async fn handle(State(server): State<ApiServer>, uri: Uri, Query(q): Query<HashM
         if inner.outage {
             // 500, not 503: kube's client retries 503s itself for minutes before a watch sees them.
             return error_response(500, "InternalError", "the emulated API server is down");
+        }
+        if inner.forbidden.as_deref().is_some_and(|f| uri.path().contains(f)) {
+            return error_response(403, "Forbidden", &format!("forbidden: {} is not allowed", uri.path()));
         }
         let Some(target) = parse_path(&inner, uri.path()) else {
             return error_response(
