@@ -223,9 +223,20 @@ async fn changes_arrive_coalesced_and_a_relist_never_yields_a_partial_view() {
     server.compact();
     server.drop_watches();
     let relists = metrics.relists.load(Ordering::Relaxed);
+    let watches = metrics.watches.load(Ordering::Relaxed);
     tokio::time::timeout(Duration::from_secs(20), async {
-        while metrics.relists.load(Ordering::Relaxed) < relists + 8 {
+        while metrics.relists.load(Ordering::Relaxed) < relists + watches {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // And their lists are in: no event for a while.
+        let mut seen = metrics.events.load(Ordering::Relaxed);
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = metrics.events.load(Ordering::Relaxed);
+            if now == seen {
+                break;
+            }
+            seen = now;
         }
     })
     .await

@@ -9,6 +9,7 @@
 
 pub mod pack;
 pub mod render;
+mod key;
 mod shape;
 
 pub use pack::{PackError, Registry, Rule};

@@ -31,23 +31,22 @@ pub struct RenderedResource {
 /// children, which are represented by their own keys), its origin, and its children's keys. Built
 /// like a Merkle tree, so a route table's key costs as much as its own fields, not its routes.
 fn node_key(kind: NodeKind, ctx: &Value, source: Option<&SourceRef>, children: &[u128]) -> u128 {
-    let mut h = KeyHasher(xxhash_rust::xxh3::Xxh3::new());
-    h.0.update(kind.as_str().as_bytes());
-    if let Value::Object(map) = ctx {
-        for (k, v) in map.iter().filter(|(k, _)| k.as_str() != "rendered") {
-            h.0.update(k.as_bytes());
-            h.0.update(&[0]);
-            let _ = serde_json::to_writer(&mut h, v);
-            h.0.update(&[0]);
+    /// The context without `rendered`.
+    struct Own<'a>(&'a Value);
+    impl Serialize for Own<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap as _;
+            let Value::Object(map) = self.0 else {
+                return self.0.serialize(s);
+            };
+            let mut m = s.serialize_map(None)?;
+            for (k, v) in map.iter().filter(|(k, _)| k.as_str() != "rendered") {
+                m.serialize_entry(k, v)?;
+            }
+            m.end()
         }
     }
-    if let Some(s) = source {
-        h.0.update(format!("{:?}", s.origin).as_bytes());
-    }
-    for c in children {
-        h.0.update(&c.to_le_bytes());
-    }
-    h.0.digest128()
+    super::key::key(&[kind.as_str().as_bytes()], &Own(ctx), source.map(|s| &s.origin), children)
 }
 
 /// Prefix of the placeholder `{{json rendered.X}}` prints (see the `json` helper).
@@ -124,26 +123,7 @@ struct Kids<'a> {
 
 /// The cache key of a leaf node (no children): a hash of its kind, the IR node and its origin.
 fn leaf_key<T: Serialize>(kind: NodeKind, node: &T, source: Option<&SourceRef>) -> u128 {
-    let mut h = KeyHasher(xxhash_rust::xxh3::Xxh3::new());
-    h.0.update(b"leaf\0");
-    h.0.update(kind.as_str().as_bytes());
-    let _ = serde_json::to_writer(&mut h, node);
-    if let Some(s) = source {
-        h.0.update(format!("{:?}", s.origin).as_bytes());
-    }
-    h.0.digest128()
-}
-
-struct KeyHasher(xxhash_rust::xxh3::Xxh3);
-
-impl std::io::Write for KeyHasher {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    super::key::key(&[b"leaf", kind.as_str().as_bytes()], node, source.map(|s| &s.origin), &[])
 }
 
 /// Rendered fragments of a node: their encodings.
@@ -453,10 +433,9 @@ impl Leaf for crate::ir::Secret {
         v
     }
     fn key(&self) -> u128 {
-        let mut h = KeyHasher(xxhash_rust::xxh3::Xxh3::new());
-        h.0.update(&leaf_key(Self::KIND, self, self.source()).to_le_bytes());
-        h.0.update(self.private_key.as_ref().map_or(&b""[..], |k| k.0.as_bytes()));
-        h.0.digest128()
+        let without_key = leaf_key(Self::KIND, self, self.source());
+        let private_key = self.private_key.as_ref().map_or(&b""[..], |k| k.0.as_bytes());
+        super::key::key(&[b"secret", private_key], &(), None, &[without_key])
     }
 }
 
