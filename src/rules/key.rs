@@ -306,7 +306,10 @@ mod tests {
         assert_ne!(k(&json!({"a": 1})), k(&json!({"b": 1})));
         assert_ne!(k(&json!(1)), k(&json!("1")));
         assert_ne!(k(&json!(null)), k(&json!([])));
-        assert_ne!(key(&[b"leaf"], &json!(1), None, &[]), key(&[b"leaf"], &json!(1), None, &[7]));
+        assert_ne!(
+            key(&[b"leaf"], &json!(1), None, &[]),
+            key(&[b"leaf"], &json!(1), None, &[7])
+        );
     }
 
     #[test]

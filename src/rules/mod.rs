@@ -7,9 +7,9 @@
 //! a built-in rule by id. See `rules/README.md` for the pack format and the template contexts.
 //! Rules see only the template context (the serialized IR), never raw resources.
 
+mod key;
 pub mod pack;
 pub mod render;
-mod key;
 mod shape;
 
 pub use pack::{PackError, Registry, Rule};

@@ -46,7 +46,12 @@ fn node_key(kind: NodeKind, ctx: &Value, source: Option<&SourceRef>, children: &
             m.end()
         }
     }
-    super::key::key(&[kind.as_str().as_bytes()], &Own(ctx), source.map(|s| &s.origin), children)
+    super::key::key(
+        &[kind.as_str().as_bytes()],
+        &Own(ctx),
+        source.map(|s| &s.origin),
+        children,
+    )
 }
 
 /// Prefix of the placeholder `{{json rendered.X}}` prints (see the `json` helper).
@@ -123,7 +128,12 @@ struct Kids<'a> {
 
 /// The cache key of a leaf node (no children): a hash of its kind, the IR node and its origin.
 fn leaf_key<T: Serialize>(kind: NodeKind, node: &T, source: Option<&SourceRef>) -> u128 {
-    super::key::key(&[b"leaf", kind.as_str().as_bytes()], node, source.map(|s| &s.origin), &[])
+    super::key::key(
+        &[b"leaf", kind.as_str().as_bytes()],
+        node,
+        source.map(|s| &s.origin),
+        &[],
+    )
 }
 
 /// Rendered fragments of a node: their encodings.

@@ -1,6 +1,6 @@
 //! Mapping resources → routes (in Emissary's match order) and deduplicated clusters.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::diagnostic::Diagnostic;
 use crate::lang::service::Scheme;
@@ -569,17 +569,19 @@ pub(super) fn prepare<'a>(
     host: &EffectiveHost,
     options: &LowerOptions,
     clusters: &mut Clusters,
-    used: &mut BTreeSet<(String, String)>,
+    used: &mut [bool],
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Prepared<'a> {
     let module = set.module.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
     let mut candidates = Vec::new();
     let mut shadows = Vec::new();
-    for (meta, m) in &set.mappings {
+    for (i, (meta, m)) in set.mappings.iter().enumerate() {
         if !associated(meta, m, host) {
             continue;
         }
-        used.insert((meta.namespace.clone(), meta.name.clone()));
+        if let Some(u) = used.get_mut(i) {
+            *u = true;
+        }
         let mut headers: Vec<HeaderMatch> = m
             .headers
             .iter()
@@ -935,9 +937,10 @@ fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> Vec<Rou
 }
 
 /// Warns about Mappings that no Host serves.
-pub(super) fn report_unused(set: &ResourceSet, used: &BTreeSet<(String, String)>, diagnostics: &mut Vec<Diagnostic>) {
-    for (meta, m) in &set.mappings {
-        if !used.contains(&(meta.namespace.clone(), meta.name.clone())) {
+/// `used[i]`: whether `set.mappings[i]` went to some Host.
+pub(super) fn report_unused(set: &ResourceSet, used: &[bool], diagnostics: &mut Vec<Diagnostic>) {
+    for ((meta, m), used) in set.mappings.iter().zip(used) {
+        if !used {
             let glob = m.host.as_deref().or(m.hostname.as_deref()).unwrap_or("*");
             diagnostics.push(
                 Diagnostic::warning(

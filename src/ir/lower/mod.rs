@@ -66,7 +66,7 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
         .auth_service
         .as_ref()
         .map(|(meta, a)| mapping::auth_filter(&mut clusters, meta, a, options));
-    let mut used_mappings = std::collections::BTreeSet::new();
+    let mut used_mappings = vec![false; set.mappings.len()];
     let mut route_configs = Vec::new();
     let mut prepared: Vec<Option<mapping::Prepared<'_>>> = hosts.iter().map(|_| None).collect();
     for l in &mut listeners {
