@@ -154,6 +154,16 @@ fn base_name(key: &ClusterKey) -> String {
 
 /// Cluster names: readable, and made unique with a content hash only when two different
 /// upstreams would share one (so adding a Mapping never renames an unrelated cluster).
+/// `<base>_<first 4 bytes of digest in hex>`.
+fn with_hex(mut base: String, digest: &[u8]) -> String {
+    use std::fmt::Write as _;
+    base.push('_');
+    for b in digest.iter().take(4) {
+        let _ = write!(base, "{b:02x}");
+    }
+    base
+}
+
 fn cluster_name(key: &ClusterKey) -> String {
     let base = base_name(key);
     // Settings other than the defaults make a cluster of their own, named apart.
@@ -167,8 +177,7 @@ fn cluster_name(key: &ClusterKey) -> String {
             set.retain(|k, v| defaults.get(k) != Some(v));
         }
         let digest = sha2::Sha256::digest(format!("{}|{}|{}|{set}", key.tls, key.host, key.port));
-        let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        return format!("{base}_{hex}");
+        return with_hex(base, &digest);
     }
     let lossless = key
         .host
@@ -180,8 +189,7 @@ fn cluster_name(key: &ClusterKey) -> String {
     } else {
         use sha2::Digest as _;
         let digest = sha2::Sha256::digest(format!("{}|{}|{}", key.tls, key.host, key.port));
-        let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        format!("{base}_{hex}")
+        with_hex(base, &digest)
     }
 }
 
