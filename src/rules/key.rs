@@ -201,53 +201,49 @@ impl<'a, 'b> ser::Serializer for &'a mut Writer<'b> {
     }
 }
 
-impl ser::SerializeSeq for &mut Writer<'_> {
-    type Ok = ();
-    type Error = Never;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Never> {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Never> {
-        self.tag(b']');
-        Ok(())
-    }
+/// Sequences and tuples: elements in order, then an end tag.
+macro_rules! elements {
+    ($($trait:ident :: $method:ident => $end:literal),* $(,)?) => {$(
+        impl ser::$trait for &mut Writer<'_> {
+            type Ok = ();
+            type Error = Never;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Never> {
+                value.serialize(&mut **self)
+            }
+            fn end(self) -> Result<(), Never> {
+                self.tag($end);
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for &mut Writer<'_> {
-    type Ok = ();
-    type Error = Never;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Never> {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Never> {
-        self.tag(b')');
-        Ok(())
-    }
+elements!(
+    SerializeSeq::serialize_element => b']',
+    SerializeTuple::serialize_element => b')',
+    SerializeTupleStruct::serialize_field => b')',
+    SerializeTupleVariant::serialize_field => b')',
+);
+
+/// Structs: each field's name (so skipped fields cannot make two values alike), then its value.
+macro_rules! fields {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for &mut Writer<'_> {
+            type Ok = ();
+            type Error = Never;
+            fn serialize_field<T: Serialize + ?Sized>(&mut self, name: &'static str, value: &T) -> Result<(), Never> {
+                put_bytes(self.buf, name.as_bytes());
+                value.serialize(&mut **self)
+            }
+            fn end(self) -> Result<(), Never> {
+                self.tag(b'}');
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTupleStruct for &mut Writer<'_> {
-    type Ok = ();
-    type Error = Never;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Never> {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Never> {
-        self.tag(b')');
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for &mut Writer<'_> {
-    type Ok = ();
-    type Error = Never;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Never> {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Never> {
-        self.tag(b')');
-        Ok(())
-    }
-}
+fields!(SerializeStruct, SerializeStructVariant);
 
 impl ser::SerializeMap for &mut Writer<'_> {
     type Ok = ();
@@ -256,32 +252,6 @@ impl ser::SerializeMap for &mut Writer<'_> {
         key.serialize(&mut **self)
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Never> {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Never> {
-        self.tag(b'}');
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for &mut Writer<'_> {
-    type Ok = ();
-    type Error = Never;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, name: &'static str, value: &T) -> Result<(), Never> {
-        put_bytes(self.buf, name.as_bytes());
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Never> {
-        self.tag(b'}');
-        Ok(())
-    }
-}
-
-impl ser::SerializeStructVariant for &mut Writer<'_> {
-    type Ok = ();
-    type Error = Never;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, name: &'static str, value: &T) -> Result<(), Never> {
-        put_bytes(self.buf, name.as_bytes());
         value.serialize(&mut **self)
     }
     fn end(self) -> Result<(), Never> {
