@@ -51,8 +51,6 @@ use crate::diagnostic::{Diagnostic, Origin};
 pub const GROUP: &str = "getambassador.io";
 /// The version objects are stored and watched at.
 pub const STORAGE_VERSION: &str = "v3alpha1";
-/// The older version still served (and accepted in manifests).
-pub const LEGACY_VERSION: &str = "v2";
 
 /// A getambassador.io kind attache watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -691,7 +689,7 @@ fn convert(id: &WatchId, o: DynamicObject) -> Converted {
                 .metadata
                 .labels
                 .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .and_then(|l| l.get(crate::resource::kubernetes::SERVICE_NAME_LABEL))
                 .cloned()
                 .unwrap_or_default();
             Converted {
@@ -706,9 +704,6 @@ fn convert(id: &WatchId, o: DynamicObject) -> Converted {
         },
     }
 }
-
-/// The label naming an EndpointSlice's Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// The version an Ambassador object was written in: the served version, unless the last writer
 /// of `spec` (by `managedFields`) used another version of the group.
