@@ -78,6 +78,27 @@ async fn next(rx: &mut mpsc::Receiver<Loaded>, what: &str) -> Loaded {
         .expect("the source stopped")
 }
 
+/// Polls `done` every 20 ms for at most 20 s.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out after 20 s: {what}"));
+}
+
+/// No set arrives within `millis`.
+async fn assert_quiet(rx: &mut mpsc::Receiver<Loaded>, millis: u64, what: &str) {
+    assert!(
+        tokio::time::timeout(Duration::from_millis(millis), rx.recv())
+            .await
+            .is_err(),
+        "{what}"
+    );
+}
+
 /// The object named `name` in a set.
 fn object<'a>(loaded: &'a Loaded, name: &str) -> &'a attache::source::RawObject {
     loaded
@@ -225,39 +246,23 @@ async fn changes_arrive_coalesced_and_a_relist_never_yields_a_partial_view() {
     let relists = metrics.relists.load(Ordering::Relaxed);
     // Some watches may still be listing or backing off from the first expiry; whichever re-list
     // happens now or later, none may yield a set (checked below, and again after the bookmark).
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while metrics.relists.load(Ordering::Relaxed) <= relists {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    until("the watches re-listed", || {
+        metrics.relists.load(Ordering::Relaxed) > relists
     })
-    .await
-    .expect("the watches re-listed");
-    assert!(
-        tokio::time::timeout(Duration::from_millis(500), rx.recv())
-            .await
-            .is_err(),
-        "an unchanged re-list yielded a set"
-    );
+    .await;
+    assert_quiet(&mut rx, 500, "an unchanged re-list yielded a set").await;
 
     // Bookmarks move the watches' versions on; they are not changes.
     server.bookmark();
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), rx.recv())
-            .await
-            .is_err(),
-        "a bookmark yielded a set"
-    );
+    assert_quiet(&mut rx, 300, "a bookmark yielded a set").await;
 
     // An outage: errors are counted, the last view stays, and the source recovers.
     let errors = metrics.errors.load(Ordering::Relaxed);
     server.set_outage(true);
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while metrics.errors.load(Ordering::Relaxed) == errors {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    until("API errors are counted", || {
+        metrics.errors.load(Ordering::Relaxed) != errors
     })
-    .await
-    .expect("API errors are counted");
+    .await;
     server.set_outage(false);
     server.apply("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: after-outage\n  namespace: default\nspec:\n  prefix: /after/\n  service: b\n");
     let mut recovered = next(&mut rx, "recovery after the outage").await;
@@ -406,12 +411,7 @@ async fn endpoint_slices_are_read_for_referenced_services_only() {
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: unused\n  namespace: shop\nspec:\n  ports:\n  - port: 80\n",
     );
     server.apply("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: unused-1\n  namespace: shop\n  labels:\n    kubernetes.io/service-name: unused\naddressType: IPv4\nports:\n- port: 80\nendpoints:\n- addresses: [\"10.9.9.9\"]\n");
-    assert!(
-        tokio::time::timeout(Duration::from_millis(500), rx.recv())
-            .await
-            .is_err(),
-        "an unused Service's endpoints caused a set"
-    );
+    assert_quiet(&mut rx, 500, "an unused Service's endpoints caused a set").await;
 
     // A pod of the used Service moves: a set with the new address, and only EDS changes.
     let before = translate(&first);
@@ -476,25 +476,16 @@ async fn a_list_in_many_pages_is_one_complete_set() {
     // Re-listed after expiry, still in pages, still whole.
     server.compact();
     server.drop_watches();
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while server
+    until("the re-list was paged too", || {
+        server
             .requests()
             .iter()
             .filter(|r| r.contains("/mappings?") && r.contains("continue="))
             .count()
-            < 4
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            >= 4
     })
-    .await
-    .expect("the re-list was paged too");
-    assert!(
-        tokio::time::timeout(Duration::from_millis(500), rx.recv())
-            .await
-            .is_err(),
-        "an unchanged paged re-list yielded a set"
-    );
+    .await;
+    assert_quiet(&mut rx, 500, "an unchanged paged re-list yielded a set").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
