@@ -356,7 +356,7 @@ fn with_one_changed(base: &attache::source::Loaded, n: usize, service: &str) -> 
 
 /// `--change-stages N`: where an incremental translation of one changed Mapping among N spends
 /// its time, with warm caches (what `attache serve` does on a file change, minus reading files).
-fn change_stages(n: usize) {
+fn change_stages(n: usize, rounds: usize) {
     let root = tempfile::tempdir().unwrap();
     let dir = generate(root.path(), n, &|i| format!("svc-{i}:80"));
     let registry = attache::rules::Registry::core().unwrap();
@@ -370,7 +370,7 @@ fn change_stages(n: usize) {
         let (rendered, _) = attache::rules::render_cached(&ir, &registry, Some(&mut render_cache));
         attache::envoy::build_snapshot(&rendered)
     };
-    for round in 0..3 {
+    for round in 0..rounds {
         let loaded = with_one_changed(&base_loaded, n, &format!("changed-{round}:80"));
         let t = Instant::now();
         let (set, _) = attache::resource::parse_cached(&loaded.objects, &opts.parse, Some(&mut parse_cache));
@@ -406,7 +406,13 @@ fn main() {
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--change-stages") {
-        change_stages(args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(10_000));
+        // `--rounds R`: more changes (3 by default), so that a profile is mostly changes.
+        let rounds = args
+            .iter()
+            .position(|a| a == "--rounds")
+            .and_then(|r| args.get(r + 1)?.parse().ok())
+            .unwrap_or(3);
+        change_stages(args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(10_000), rounds);
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");

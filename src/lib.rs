@@ -6,6 +6,8 @@
 
 // Diagnostics travel alongside every stage.
 pub mod diagnostic;
+// Maps keyed by content hashes (every stage's cache).
+pub mod keyed;
 // 1. Where objects come from (a directory of YAML; Kubernetes later).
 pub mod source;
 // 2b. Small languages inside fields (service references, rule conditions), one per grammar/.

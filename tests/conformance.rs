@@ -636,7 +636,7 @@ fn older_api_versions_read_as_their_v3alpha1_twins() {
         let loaded = attache::source::dir::load(&path);
         let (set, _) = attache::resource::parse(&loaded.objects, &attache::resource::ParseOptions::default());
         let mut out: BTreeMap<(String, String, String), String> = BTreeMap::new();
-        for (meta, m) in &set.mappings {
+        for (meta, m) in set.mappings.iter().map(|e| &**e) {
             out.insert(
                 ("Mapping".into(), meta.namespace.clone(), meta.name.clone()),
                 format!("{m:?}"),

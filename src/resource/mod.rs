@@ -90,9 +90,10 @@ pub enum Spec {
     Listener(Listener),
     /// `Host`.
     Host(Host),
-    /// `Mapping` (shared: it is much larger than the others, and the parse cache hands the same
-    /// one to every translation that does not change it).
-    Mapping(std::sync::Arc<Mapping>),
+    /// `Mapping`, with its identity (shared: there are many, each much larger than the other
+    /// kinds, and the parse cache hands the same one to every translation that does not change
+    /// it, so later stages can recognise it by address; see [`ResourceSet::mappings`]).
+    Mapping(std::sync::Arc<(Meta, Mapping)>),
     /// A core `v1` `Secret` holding a TLS certificate.
     Secret(TlsSecret),
     /// The `ambassador` `Module`.
@@ -128,8 +129,9 @@ pub struct ResourceSet {
     pub listeners: Vec<(Meta, Listener)>,
     /// `Host`s.
     pub hosts: Vec<(Meta, Host)>,
-    /// `Mapping`s.
-    pub mappings: Vec<(Meta, std::sync::Arc<Mapping>)>,
+    /// `Mapping`s, shared with the parse cache: an unchanged Mapping is the same allocation in
+    /// every translation (lowering's cache recognises it by address).
+    pub mappings: Vec<std::sync::Arc<(Meta, Mapping)>>,
     /// TLS `Secret`s.
     pub secrets: Vec<(Meta, TlsSecret)>,
     /// `TCPMapping`s.
@@ -408,54 +410,7 @@ type Parsed = (Option<Resource>, Vec<Diagnostic>);
 /// translation are dropped at its end. Valid for one set of [`ParseOptions`].
 #[derive(Debug, Default)]
 pub struct ParseCache {
-    entries: std::collections::HashMap<u128, Parsed>,
-}
-
-/// A hash of everything reading an object depends on: file, node values, keys and positions.
-fn object_key(obj: &RawObject) -> u128 {
-    fn walk(node: &Node, h: &mut xxhash_rust::xxh3::Xxh3) {
-        use crate::source::yaml::NodeValue;
-        h.update(&node.line.to_le_bytes());
-        h.update(&node.column.to_le_bytes());
-        match &node.value {
-            NodeValue::Null => h.update(b"n"),
-            NodeValue::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
-            NodeValue::Int(i) => {
-                h.update(b"i");
-                h.update(&i.to_le_bytes());
-            }
-            NodeValue::Float(f) => {
-                h.update(b"d");
-                h.update(&f.to_le_bytes());
-            }
-            NodeValue::String(s) => {
-                h.update(b"s");
-                h.update(&(s.len() as u64).to_le_bytes());
-                h.update(s.as_bytes());
-            }
-            NodeValue::Seq(items) => {
-                h.update(b"[");
-                h.update(&(items.len() as u64).to_le_bytes());
-                items.iter().for_each(|n| walk(n, h));
-            }
-            NodeValue::Map(entries) => {
-                h.update(b"{");
-                h.update(&(entries.len() as u64).to_le_bytes());
-                for (k, v) in entries {
-                    h.update(&(k.name.len() as u64).to_le_bytes());
-                    h.update(k.name.as_bytes());
-                    h.update(&k.line.to_le_bytes());
-                    h.update(&k.column.to_le_bytes());
-                    walk(v, h);
-                }
-            }
-        }
-    }
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(obj.origin.file.as_bytes());
-    h.update(&[0]);
-    walk(&obj.root, &mut h);
-    h.digest128()
+    entries: crate::keyed::KeyMap<Parsed>,
 }
 
 /// [`parse`], reading only the objects the cache has not seen.
@@ -464,7 +419,7 @@ pub fn parse_cached(
     options: &ParseOptions,
     mut cache: Option<&mut ParseCache>,
 ) -> (ResourceSet, Vec<Diagnostic>) {
-    let mut used = std::collections::HashMap::new();
+    let mut used = crate::keyed::with_capacity(if cache.is_some() { objects.len() } else { 0 });
     let mut diagnostics = Vec::new();
     let mut listeners = Vec::new();
     let mut hosts = Vec::new();
@@ -479,25 +434,19 @@ pub fn parse_cached(
     let mut resolvers = Vec::new();
     let mut broken_secrets = std::collections::BTreeSet::new();
     for (i, obj) in objects.iter().enumerate() {
-        let errors_before = diagnostics.iter().filter(|d: &&Diagnostic| d.is_error()).count();
-        let parsed = match cache.as_deref_mut() {
-            None => parse_one(obj, options, &mut diagnostics),
-            Some(c) => {
-                let key = object_key(obj);
-                let (resource, ds) = match c.entries.remove(&key).or_else(|| used.remove(&key)) {
-                    Some(hit) => hit,
-                    None => {
-                        let mut ds = Vec::new();
-                        let r = parse_one(obj, options, &mut ds);
-                        (r, ds)
-                    }
-                };
-                diagnostics.extend(ds.iter().cloned());
-                used.insert(key, (resource.clone(), ds));
-                resource
-            }
+        let before = diagnostics.len();
+        let key = obj.key();
+        let hit = match cache.as_deref_mut() {
+            Some(c) => c.entries.remove(&key).or_else(|| used.remove(&key)),
+            None => None,
         };
-        if parsed.is_none() && diagnostics.iter().filter(|d| d.is_error()).count() > errors_before {
+        let (parsed, ds) = hit.unwrap_or_else(|| {
+            let mut ds = Vec::new();
+            let r = parse_one(obj, options, &mut ds);
+            (r, ds)
+        });
+        diagnostics.extend(ds.iter().cloned());
+        if parsed.is_none() && diagnostics[before..].iter().any(Diagnostic::is_error) {
             if let Some(o) = diagnostics
                 .last()
                 .and_then(|d| d.object.as_ref())
@@ -506,20 +455,25 @@ pub fn parse_cached(
                 broken_secrets.insert((o.namespace.clone(), o.name.clone()));
             }
         }
-        if let Some(resource) = parsed {
-            match resource.spec {
-                Spec::Listener(l) => listeners.push((resource.meta, l, i)),
-                Spec::Host(h) => hosts.push((resource.meta, h, i)),
-                Spec::Mapping(m) => mappings.push((resource.meta, m, i)),
-                Spec::Secret(s) => secrets.push((resource.meta, s, i)),
-                Spec::Module(m) => modules.push((resource.meta, m, i)),
-                Spec::TlsContext(c) => tls_contexts.push((resource.meta, c, i)),
-                Spec::AuthService(a) => auth_services.push((resource.meta, a, i)),
-                Spec::TcpMapping(t) => tcp_mappings.push((resource.meta, t, i)),
-                Spec::Service(s) => services.push((resource.meta, s, i)),
-                Spec::EndpointSlice(e) => endpoint_slices.push((resource.meta, e, i)),
-                Spec::Resolver(r) => resolvers.push((resource.meta, r, i)),
+        if let Some(resource) = &parsed {
+            let meta = || resource.meta.clone();
+            match &resource.spec {
+                Spec::Listener(l) => listeners.push(((meta(), l.clone()), i)),
+                Spec::Host(h) => hosts.push(((meta(), h.clone()), i)),
+                // Shared, not copied: most objects are Mappings.
+                Spec::Mapping(m) => mappings.push((std::sync::Arc::clone(m), i)),
+                Spec::Secret(s) => secrets.push(((meta(), s.clone()), i)),
+                Spec::Module(m) => modules.push(((meta(), m.clone()), i)),
+                Spec::TlsContext(c) => tls_contexts.push(((meta(), c.clone()), i)),
+                Spec::AuthService(a) => auth_services.push(((meta(), a.clone()), i)),
+                Spec::TcpMapping(t) => tcp_mappings.push(((meta(), t.clone()), i)),
+                Spec::Service(s) => services.push(((meta(), s.clone()), i)),
+                Spec::EndpointSlice(e) => endpoint_slices.push(((meta(), e.clone()), i)),
+                Spec::Resolver(r) => resolvers.push(((meta(), *r), i)),
             }
+        }
+        if cache.is_some() {
+            used.insert(key, (parsed, ds));
         }
     }
     if let Some(c) = cache {
@@ -583,22 +537,43 @@ fn the_one<T>(
     first
 }
 
+/// A typed object with its identity, as [`ResourceSet`] holds it.
+trait Identified {
+    fn meta(&self) -> &Meta;
+}
+
+impl<T> Identified for (Meta, T) {
+    fn meta(&self) -> &Meta {
+        &self.0
+    }
+}
+
+impl<T> Identified for std::sync::Arc<(Meta, T)> {
+    fn meta(&self) -> &Meta {
+        &self.0
+    }
+}
+
 /// Sorts by (namespace, name) and keeps one object per identity, reporting the others. Which
 /// one is kept depends on content only (the smallest canonical JSON), never on input order.
-fn dedupe<T>(
-    mut items: Vec<(Meta, T, usize)>,
+/// Items come with their index in `objects`.
+fn dedupe<T: Identified>(
+    mut items: Vec<(T, usize)>,
     objects: &[RawObject],
     diagnostics: &mut Vec<Diagnostic>,
-) -> Vec<(Meta, T)> {
-    items.sort_by(|(a, _, _), (b, _, _)| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let mut out: Vec<(Meta, T)> = Vec::with_capacity(items.len());
-    let mut group: Vec<(Meta, T, usize)> = Vec::new();
-    let mut flush = |group: &mut Vec<(Meta, T, usize)>, out: &mut Vec<(Meta, T)>| {
+) -> Vec<T> {
+    items.sort_by(|(a, _), (b, _)| {
+        let (a, b) = (a.meta(), b.meta());
+        (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
+    });
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    let mut group: Vec<(T, usize)> = Vec::new();
+    let mut flush = |group: &mut Vec<(T, usize)>, out: &mut Vec<T>| {
         if group.len() > 1 {
             let content = |i: usize| objects[i].root.to_json().to_string();
-            group.sort_by_cached_key(|(m, _, i)| (content(*i), m.origin.clone()));
-            let kept = group[0].0.origin.clone();
-            for (meta, _, _) in group.iter().skip(1) {
+            group.sort_by_cached_key(|(t, i)| (content(*i), t.meta().origin.clone()));
+            let kept = group[0].0.meta().origin.clone();
+            for meta in group.iter().skip(1).map(|(t, _)| t.meta()) {
                 diagnostics.push(
                     Diagnostic::error(
                         "resource.duplicate",
@@ -613,16 +588,16 @@ fn dedupe<T>(
                 );
             }
         }
-        if let Some((meta, spec, _)) = group.drain(..).next() {
-            out.push((meta, spec));
+        if let Some((kept, _)) = group.drain(..).next() {
+            out.push(kept);
         }
         group.clear();
     };
     for item in items {
-        if group
-            .first()
-            .is_some_and(|(m, _, _)| m.namespace != item.0.namespace || m.name != item.0.name)
-        {
+        if group.first().is_some_and(|(t, _)| {
+            let (m, new) = (t.meta(), item.0.meta());
+            m.namespace != new.namespace || m.name != new.name
+        }) {
             flush(&mut group, &mut out);
         }
         group.push(item);
@@ -866,7 +841,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         "TCPMapping" => tcpmapping::read(&mut reader).map(Spec::TcpMapping),
         "KubernetesServiceResolver" => resolver::read(&mut reader, resolver::Resolver::Service).map(Spec::Resolver),
         "KubernetesEndpointResolver" => resolver::read(&mut reader, resolver::Resolver::Endpoint).map(Spec::Resolver),
-        _ => mapping::read(&mut reader).map(|m| Spec::Mapping(std::sync::Arc::new(m))),
+        _ => mapping::read(&mut reader).map(|m| Spec::Mapping(std::sync::Arc::new((meta.clone(), m)))),
     }?;
     Some(Resource { meta, spec })
 }

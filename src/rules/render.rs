@@ -6,7 +6,7 @@
 //! produces a diagnostic naming the rule, its template, the IR node and the user object behind it,
 //! and only that output is left out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use std::sync::{Arc, OnceLock};
 
@@ -162,7 +162,7 @@ struct NodeOutput {
 /// its end, so the cache holds one translation's worth. Valid for one rule registry only.
 #[derive(Debug, Default)]
 pub struct RenderCache {
-    entries: HashMap<u128, NodeOutput>,
+    entries: crate::keyed::KeyMap<NodeOutput>,
     generation: u64,
     hits: usize,
     misses: usize,

@@ -665,15 +665,12 @@ fn convert(id: &WatchId, o: DynamicObject) -> Converted {
             Converted {
                 objects: objects
                     .into_iter()
-                    .map(|root| RawObject {
-                        origin: Origin::new(annotation_origin.clone(), 0, 0),
-                        root,
-                    })
+                    .map(|root| RawObject::new(Origin::new(annotation_origin.clone(), 0, 0), root))
                     .collect(),
                 diagnostics,
                 scope: ports.then(|| (namespace.clone(), name.clone())),
                 scoped: if *ports {
-                    vec![RawObject { origin, root }]
+                    vec![RawObject::new(origin, root)]
                 } else {
                     Vec::new()
                 },
@@ -681,7 +678,7 @@ fn convert(id: &WatchId, o: DynamicObject) -> Converted {
         }
         WatchId::ServicePorts => Converted {
             scope: Some((namespace, name)),
-            scoped: vec![RawObject { origin, root }],
+            scoped: vec![RawObject::new(origin, root)],
             ..Converted::default()
         },
         WatchId::EndpointSlices => {
@@ -694,12 +691,12 @@ fn convert(id: &WatchId, o: DynamicObject) -> Converted {
                 .unwrap_or_default();
             Converted {
                 scope: Some((namespace, service)),
-                scoped: vec![RawObject { origin, root }],
+                scoped: vec![RawObject::new(origin, root)],
                 ..Converted::default()
             }
         }
         _ => Converted {
-            objects: vec![RawObject { origin, root }],
+            objects: vec![RawObject::new(origin, root)],
             ..Converted::default()
         },
     }

@@ -12,13 +12,78 @@ pub mod yaml;
 
 use crate::diagnostic::{Diagnostic, Origin};
 
-/// One document as read from a source.
+/// One document as read from a source. Built with [`RawObject::new`], which computes its
+/// [`key`](RawObject::key) once; treat the fields as read-only (the key would go stale).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RawObject {
     /// Where the document starts.
     pub origin: Origin,
     /// The document, with positions.
     pub root: yaml::Node,
+    key: u128,
+}
+
+impl RawObject {
+    /// An object and its content key.
+    pub fn new(origin: Origin, root: yaml::Node) -> RawObject {
+        let key = content_key(&origin, &root);
+        RawObject { origin, root, key }
+    }
+
+    /// A hash of everything reading the object depends on: its origin, and its node values,
+    /// keys and positions. Computed once, when the source reads the object, so that a
+    /// translation finds an unchanged object in its caches without walking it again.
+    pub fn key(&self) -> u128 {
+        self.key
+    }
+}
+
+fn content_key(origin: &Origin, root: &yaml::Node) -> u128 {
+    use yaml::{Node, NodeValue};
+    fn walk(node: &Node, h: &mut xxhash_rust::xxh3::Xxh3) {
+        h.update(&node.line.to_le_bytes());
+        h.update(&node.column.to_le_bytes());
+        match &node.value {
+            NodeValue::Null => h.update(b"n"),
+            NodeValue::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
+            NodeValue::Int(i) => {
+                h.update(b"i");
+                h.update(&i.to_le_bytes());
+            }
+            NodeValue::Float(f) => {
+                h.update(b"d");
+                h.update(&f.to_le_bytes());
+            }
+            NodeValue::String(s) => {
+                h.update(b"s");
+                h.update(&(s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+            NodeValue::Seq(items) => {
+                h.update(b"[");
+                h.update(&(items.len() as u64).to_le_bytes());
+                items.iter().for_each(|n| walk(n, h));
+            }
+            NodeValue::Map(entries) => {
+                h.update(b"{");
+                h.update(&(entries.len() as u64).to_le_bytes());
+                for (k, v) in entries {
+                    h.update(&(k.name.len() as u64).to_le_bytes());
+                    h.update(k.name.as_bytes());
+                    h.update(&k.line.to_le_bytes());
+                    h.update(&k.column.to_le_bytes());
+                    walk(v, h);
+                }
+            }
+        }
+    }
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&(origin.file.len() as u64).to_le_bytes());
+    h.update(origin.file.as_bytes());
+    h.update(&origin.line.to_le_bytes());
+    h.update(&origin.column.to_le_bytes());
+    walk(root, &mut h);
+    h.digest128()
 }
 
 /// The complete set of objects a source holds at one moment.
@@ -76,10 +141,7 @@ pub fn parse_text(file: &str, text: &str) -> Loaded {
             }
             None => vec![root],
         })
-        .map(|root| RawObject {
-            origin: Origin::new(file, root.line, root.column),
-            root,
-        })
+        .map(|root| RawObject::new(Origin::new(file, root.line, root.column), root))
         .collect();
     let diagnostics = annotation_diagnostics
         .into_iter()

@@ -87,7 +87,7 @@ impl Resolvers {
                 );
             }
         }
-        for (meta, m) in &set.mappings {
+        for (meta, m) in set.mappings.iter().map(|e| &**e) {
             if let Some(name) = m.resolver.as_deref().filter(|n| unknown(n)) {
                 diagnostics.push(
                     Diagnostic::error(
@@ -583,7 +583,7 @@ pub(super) fn prepare<'a>(
     let module = set.module.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
     let mut candidates = Vec::new();
     let mut shadows = Vec::new();
-    for (i, (meta, m)) in set.mappings.iter().enumerate() {
+    for (i, (meta, m)) in set.mappings.iter().map(|e| &**e).enumerate() {
         if !associated(meta, m, host) {
             continue;
         }
@@ -947,7 +947,7 @@ fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> Vec<Rou
 /// Warns about Mappings that no Host serves.
 /// `used[i]`: whether `set.mappings[i]` went to some Host.
 pub(super) fn report_unused(set: &ResourceSet, used: &[bool], diagnostics: &mut Vec<Diagnostic>) {
-    for ((meta, m), used) in set.mappings.iter().zip(used) {
+    for ((meta, m), used) in set.mappings.iter().map(|e| &**e).zip(used) {
         if !used {
             let glob = m.host.as_deref().or(m.hostname.as_deref()).unwrap_or("*");
             diagnostics.push(

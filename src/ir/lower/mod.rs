@@ -88,7 +88,7 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
             && !set
                 .mappings
                 .iter()
-                .any(|(_, m)| m.hostname.iter().chain(&m.host).any(|h| has_port(h)));
+                .any(|e| e.1.hostname.iter().chain(&e.1.host).any(|h| has_port(h)));
         for h in bound {
             // A Host's Mappings are gathered and grouped once, whatever the number of Listeners.
             let index = hosts.iter().position(|x| std::ptr::eq(x, h)).unwrap_or(0);
