@@ -363,10 +363,11 @@ fn change_stages(n: usize, rounds: usize) {
     let opts = attache::Options::default();
     let mut parse_cache = attache::resource::ParseCache::default();
     let mut render_cache = attache::rules::RenderCache::default();
+    let mut lower_cache = attache::ir::lower::LowerCache::default();
     let base_loaded = attache::source::dir::load(&dir);
     let mut previous = {
         let (set, _) = attache::resource::parse_cached(&base_loaded.objects, &opts.parse, Some(&mut parse_cache));
-        let (ir, _) = attache::ir::lower(&set, &opts.lower);
+        let (ir, _) = attache::ir::lower::lower_cached(&set, &opts.lower, &mut lower_cache);
         let (rendered, _) = attache::rules::render_cached(&ir, &registry, Some(&mut render_cache));
         attache::envoy::build_snapshot(&rendered)
     };
@@ -376,7 +377,7 @@ fn change_stages(n: usize, rounds: usize) {
         let (set, _) = attache::resource::parse_cached(&loaded.objects, &opts.parse, Some(&mut parse_cache));
         let parse = t.elapsed();
         let t = Instant::now();
-        let (ir, _) = attache::ir::lower(&set, &opts.lower);
+        let (ir, _) = attache::ir::lower::lower_cached(&set, &opts.lower, &mut lower_cache);
         let lower = t.elapsed();
         let t = Instant::now();
         let (rendered, _) = attache::rules::render_cached(&ir, &registry, Some(&mut render_cache));

@@ -9,6 +9,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// A `HashMap` from a content hash.
 pub type KeyMap<V> = HashMap<u128, V, BuildHasherDefault<KeyHasher>>;
 
+/// A `HashMap` from the address of a shared (`Arc`) value. Valid only while the map holds a clone
+/// of that `Arc`: an address is unique for as long as its allocation lives.
+pub type AddrMap<V> = HashMap<usize, V, BuildHasherDefault<KeyHasher>>;
+
 /// A `KeyMap` with room for `n` entries.
 pub fn with_capacity<V>(n: usize) -> KeyMap<V> {
     KeyMap::with_capacity_and_hasher(n, BuildHasherDefault::default())
@@ -30,6 +34,12 @@ impl Hasher for KeyHasher {
         }
     }
 
+    fn write_usize(&mut self, addr: usize) {
+        // Addresses are aligned (low bits zero) and close together: spread them (Fibonacci
+        // hashing).
+        self.0 = (addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
     fn write_u128(&mut self, key: u128) {
         // Truncation intended: the low half of a content hash is as good as the whole.
         #[allow(clippy::cast_possible_truncation)]
@@ -49,5 +59,12 @@ mod tests {
         assert_eq!(m.get(&(1u128 << 64 | 7)), Some(&"a"));
         assert_eq!(m.get(&7), Some(&"b"));
         assert_eq!(m.get(&8), None);
+        let mut a = super::AddrMap::default();
+        for addr in (0..64usize).map(|i| 0x7f00_0000 + 16 * i) {
+            a.insert(addr, addr);
+        }
+        assert!((0..64usize)
+            .map(|i| 0x7f00_0000 + 16 * i)
+            .all(|addr| a.get(&addr) == Some(&addr)));
     }
 }

@@ -71,18 +71,22 @@ pub fn translate(loaded: &source::Loaded, registry: &rules::Registry, options: &
         options,
         Some(&mut rules::RenderCache::default()),
         None,
+        None,
     )
 }
 
 /// A translator that remembers its previous output, so that a changed input is translated
-/// incrementally: only IR nodes whose content changed are rendered (and checked and encoded). Its output is byte-identical to [`translate`] on the same input
-/// (a property test checks this).
+/// incrementally: only objects that changed are read again, only Mappings that changed are
+/// lowered again (on each Host), and only IR nodes whose content changed are rendered (and
+/// checked and encoded). Its output is byte-identical to [`translate`] on the same input (a
+/// property test checks this).
 #[derive(Debug)]
 pub struct Translator {
     registry: std::sync::Arc<rules::Registry>,
     options: Options,
     render_cache: rules::RenderCache,
     parse_cache: resource::ParseCache,
+    lower_cache: ir::lower::LowerCache,
 }
 
 impl Translator {
@@ -93,6 +97,7 @@ impl Translator {
             options,
             render_cache: rules::RenderCache::default(),
             parse_cache: resource::ParseCache::default(),
+            lower_cache: ir::lower::LowerCache::default(),
         }
     }
 
@@ -105,12 +110,19 @@ impl Translator {
             &self.options,
             Some(&mut self.render_cache),
             Some(&mut self.parse_cache),
+            Some(&mut self.lower_cache),
         )
     }
 
     /// (IR nodes reused, IR nodes rendered) in the last translation.
     pub fn last_render_stats(&self) -> (usize, usize) {
         self.render_cache.last_stats()
+    }
+
+    /// (Mapping lowerings reused, Mapping lowerings computed) in the last translation: one per
+    /// Mapping and Host.
+    pub fn last_lower_stats(&self) -> (usize, usize) {
+        self.lower_cache.last_stats()
     }
 }
 
@@ -120,11 +132,15 @@ fn translate_with(
     options: &Options,
     render_cache: Option<&mut rules::RenderCache>,
     parse_cache: Option<&mut resource::ParseCache>,
+    lower_cache: Option<&mut ir::lower::LowerCache>,
 ) -> Translation {
     let mut diagnostics = loaded.diagnostics.clone();
     let (resources, d) = resource::parse_cached(&loaded.objects, &options.parse, parse_cache);
     diagnostics.extend(d);
-    let (ir, d) = ir::lower(&resources, &options.lower);
+    let (ir, d) = match lower_cache {
+        Some(cache) => ir::lower::lower_cached(&resources, &options.lower, cache),
+        None => ir::lower(&resources, &options.lower),
+    };
     diagnostics.extend(d);
     let (rendered, d) = rules::render_cached(&ir, registry, render_cache);
     diagnostics.extend(d);

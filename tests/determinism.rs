@@ -66,6 +66,35 @@ fn listener() -> impl Strategy<Value = Doc> {
         })
 }
 
+/// Kinds every Mapping's lowering reads: the Module (defaults), an AuthService, and Mappings in
+/// canary groups, shadows and redirects.
+fn context_doc() -> impl Strategy<Value = Doc> {
+    prop_oneof![
+        (1000u32..5000, prop::bool::ANY).prop_map(|(timeout, linkerd)| Doc(format!(
+            "apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata:\n  name: ambassador\nspec:\n  config:\n    cluster_request_timeout_ms: {timeout}\n    add_linkerd_headers: {linkerd}\n"
+        ))),
+        Just(Doc(
+            "apiVersion: getambassador.io/v3alpha1\nkind: AuthService\nmetadata:\n  name: auth\nspec:\n  auth_service: auth:3000\n".to_string()
+        )),
+        (0u32..6, prop::sample::select(vec!["/", "/a/"]), prop::option::of(0u32..101), 0u8..3).prop_map(
+            |(i, prefix, weight, extra)| {
+                let mut s = format!(
+                    "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: c{i}\nspec:\n  prefix: {prefix}\n  service: canary{i}\n"
+                );
+                if let Some(w) = weight {
+                    s.push_str(&format!("  weight: {w}\n"));
+                }
+                match extra {
+                    0 => s.push_str("  shadow: true\n"),
+                    1 => s.push_str("  host_redirect: true\n"),
+                    _ => {}
+                }
+                Doc(s)
+            }
+        ),
+    ]
+}
+
 fn docs() -> impl Strategy<Value = Vec<Doc>> {
     (
         prop::collection::vec(mapping(), 0..25),
@@ -170,6 +199,37 @@ proptest! {
     }
 
     #[test]
+    fn incremental_translation_equals_full_translation_over_edits(
+        base in docs(),
+        context in prop::collection::vec(context_doc(), 0..6),
+        edits in prop::collection::vec(prop::collection::vec((any::<prop::sample::Index>(), prop_oneof![mapping(), context_doc(), host()]), 1..4), 1..5),
+    ) {
+        // One document per file, edited in place: the documents not edited are unchanged objects
+        // (same file, same lines), which every cache of the translator reuses.
+        let registry = std::sync::Arc::new(attache::rules::Registry::core().unwrap());
+        let opts = attache::Options::default();
+        let mut translator = attache::Translator::new(std::sync::Arc::clone(&registry), opts.clone());
+        let mut docs = base;
+        docs.extend(context);
+        for step in std::iter::once(&Vec::new()).chain(&edits) {
+            for (at, doc) in step {
+                if docs.is_empty() {
+                    docs.push(doc.clone());
+                } else {
+                    let i = at.index(docs.len());
+                    docs[i] = doc.clone();
+                }
+            }
+            let loaded = load(&docs, docs.len());
+            let incremental = translator.translate(&loaded);
+            let full = attache::translate(&loaded, &registry, &opts);
+            prop_assert_eq!(fingerprint(&incremental), fingerprint(&full));
+            prop_assert_eq!(&incremental.diagnostics, &full.diagnostics);
+            prop_assert_eq!(serde_json::to_value(&incremental.ir).unwrap(), serde_json::to_value(&full.ir).unwrap());
+        }
+    }
+
+    #[test]
     fn versions_are_content_hashes(docs in docs()) {
         let registry = attache::rules::Registry::core().unwrap();
         let t = attache::translate(&load(&docs, 1), &registry, &attache::Options::default());
@@ -211,6 +271,8 @@ fn a_one_mapping_change_rerenders_only_what_it_touches() {
     let (_, first) = translator.last_render_stats();
     assert!(first >= 600, "a cold translation renders every node ({first})");
     let t = translator.translate(&load(&mapping_docs(300, Some(7)), 1));
+    // One Host (the default) and one changed Mapping: lowered again; the other 299 are reused.
+    assert_eq!(translator.last_lower_stats(), (299, 1));
     let (reused, rendered) = translator.last_render_stats();
     // The changed route and its new cluster, plus the virtual host and route table that embed
     // the route. The listener and the 299 other routes and clusters are reused.

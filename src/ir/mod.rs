@@ -327,8 +327,9 @@ pub struct VirtualHost {
     pub hostname: String,
     /// Envoy domains matched (Envoy `VirtualHost.domains`).
     pub domains: Vec<String>,
-    /// Routes in match order.
-    pub routes: Vec<Route>,
+    /// Routes in match order (shared: lowering hands an unchanged Mapping's route to the next
+    /// translation as the same allocation, and rendering recognises it by address).
+    pub routes: Vec<std::sync::Arc<Route>>,
     /// The Host resource this came from (`null` for the default host).
     pub source: Option<SourceRef>,
 }

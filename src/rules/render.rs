@@ -163,6 +163,9 @@ struct NodeOutput {
 #[derive(Debug, Default)]
 pub struct RenderCache {
     entries: crate::keyed::KeyMap<NodeOutput>,
+    /// Cache keys of the last translation's routes, by address: lowering hands an unchanged
+    /// route over as the same allocation, so its key need not be computed again.
+    route_keys: crate::keyed::AddrMap<(Arc<crate::ir::Route>, u128)>,
     generation: u64,
     hits: usize,
     misses: usize,
@@ -494,13 +497,64 @@ impl Renderer<'_> {
     /// input order (so output and diagnostics do not depend on scheduling). Returns each leaf's
     /// cache key and fragments of `fragment_type`.
     fn leaves<T: Leaf>(&mut self, items: &[&T], fragment_type: Option<&str>) -> Vec<(u128, Fragments)> {
+        let keys = self.keys(items);
+        self.leaves_with_keys(items, keys, fragment_type)
+    }
+
+    /// Cache keys of leaves (zeros without a cache).
+    fn keys<T: Leaf>(&self, items: &[&T]) -> Vec<u128> {
         use rayon::prelude::*;
-        let registry = self.registry;
-        let keys: Vec<u128> = match self.cache {
+        match self.cache {
             Some(_) if self.parallel => items.par_iter().map(|n| n.key()).collect(),
             Some(_) => items.iter().map(|n| n.key()).collect(),
             None => vec![0; items.len()],
+        }
+    }
+
+    /// Cache keys of shared routes: the last translation's for the same allocations, computed
+    /// for the others.
+    fn route_keys(&mut self, routes: &[&Arc<crate::ir::Route>]) -> Vec<u128> {
+        let Some(cache) = self.cache.as_deref_mut() else {
+            return vec![0; routes.len()];
         };
+        let addr = |r: &Arc<crate::ir::Route>| Arc::as_ptr(r) as usize;
+        let known: Vec<Option<u128>> = routes
+            .iter()
+            .map(|r| cache.route_keys.get(&addr(r)).map(|(_, k)| *k))
+            .collect();
+        let missing: Vec<&crate::ir::Route> = routes
+            .iter()
+            .zip(&known)
+            .filter(|(_, k)| k.is_none())
+            .map(|(r, _)| &***r)
+            .collect();
+        let mut computed = self.keys(&missing).into_iter();
+        let Some(cache) = self.cache.as_deref_mut() else {
+            return vec![0; routes.len()];
+        };
+        let mut memo = crate::keyed::AddrMap::with_capacity_and_hasher(routes.len(), Default::default());
+        let keys = routes
+            .iter()
+            .zip(known)
+            .map(|(r, k)| {
+                let k = k.or_else(|| computed.next()).unwrap_or_default();
+                memo.insert(addr(r), (Arc::clone(r), k));
+                k
+            })
+            .collect();
+        cache.route_keys = memo;
+        keys
+    }
+
+    /// [`Renderer::leaves`] with their keys known.
+    fn leaves_with_keys<T: Leaf>(
+        &mut self,
+        items: &[&T],
+        keys: Vec<u128>,
+        fragment_type: Option<&str>,
+    ) -> Vec<(u128, Fragments)> {
+        use rayon::prelude::*;
+        let registry = self.registry;
         let hits: Vec<Option<NodeOutput>> = match self.cache.as_deref_mut() {
             Some(cache) => {
                 let generation = cache.generation;
@@ -735,13 +789,15 @@ fn render_with(
     r.leaves(&ir.clusters.iter().collect::<Vec<_>>(), None);
     r.leaves(&ir.endpoints.iter().collect::<Vec<_>>(), None);
     // Every route of every table at once (the parallel part), then each table from its routes.
-    let all_routes: Vec<_> = ir
+    let shared_routes: Vec<&Arc<crate::ir::Route>> = ir
         .route_configs
         .iter()
         .flat_map(|rc| &rc.virtual_hosts)
         .flat_map(|vh| &vh.routes)
         .collect();
-    let mut routes = r.leaves(&all_routes, Some(ROUTE)).into_iter();
+    let keys = r.route_keys(&shared_routes);
+    let all_routes: Vec<&crate::ir::Route> = shared_routes.iter().map(|r| &***r).collect();
+    let mut routes = r.leaves_with_keys(&all_routes, keys, Some(ROUTE)).into_iter();
     for rc in &ir.route_configs {
         let (mut vhost_bytes, mut vhost_keys) = (Vec::new(), Vec::new());
         for vh in &rc.virtual_hosts {

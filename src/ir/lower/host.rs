@@ -235,7 +235,7 @@ pub(super) fn bound_to<'h>(
 }
 
 /// The virtual host for a Host with its routes.
-pub(super) fn virtual_host(h: &EffectiveHost, routes: Vec<Route>) -> VirtualHost {
+pub(super) fn virtual_host(h: &EffectiveHost, routes: Vec<std::sync::Arc<Route>>) -> VirtualHost {
     VirtualHost {
         name: h.hostname.clone(),
         hostname: h.hostname.clone(),

@@ -1,13 +1,14 @@
 //! Mapping resources → routes (in Emissary's match order) and deduplicated clusters.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::diagnostic::Diagnostic;
 use crate::lang::service::Scheme;
 use crate::resource::host::InsecureAction;
 use crate::resource::mapping::HeaderValue;
 use crate::resource::resolver::{Resolver, BUILT_IN};
-use crate::resource::{Mapping, Meta, ResourceSet};
+use crate::resource::{LabelSelector, Mapping, Meta, ResourceSet};
 
 use super::host::{globs_intersect, EffectiveHost};
 use super::{source_of, LowerOptions};
@@ -36,12 +37,12 @@ struct ClusterKey {
 /// Clusters collected while lowering routes.
 #[derive(Default)]
 pub(super) struct Clusters {
-    by_key: BTreeMap<ClusterKey, ClusterUse>,
+    by_key: BTreeMap<Arc<ClusterKey>, ClusterUse>,
     resolvers: Resolvers,
 }
 
 /// Resolver names in effect: the built-in ones, the declared ones, and the Module's default.
-#[derive(Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(super) struct Resolvers {
     declared: BTreeMap<String, Resolver>,
     default: Option<String>,
@@ -194,18 +195,27 @@ fn cluster_name(key: &ClusterKey) -> String {
 }
 
 impl Clusters {
+    /// The resolvers Mappings' services are resolved with.
+    pub(super) fn resolvers(&self) -> &Resolvers {
+        &self.resolvers
+    }
+
+    /// Adds a user of the cluster `key`; returns the cluster's name.
     fn add(&mut self, key: ClusterKey, user: &Meta, connect_timeout_ms: Option<u64>) -> String {
-        let entry = match self.by_key.entry(key) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let name = cluster_name(e.key());
-                e.insert(ClusterUse {
-                    name,
-                    ..ClusterUse::default()
-                })
-            }
+        let name = cluster_name(&key);
+        self.add_named(&Arc::new(key), &name, user, connect_timeout_ms);
+        name
+    }
+
+    /// Adds a user of the cluster `key`, whose name (`cluster_name(key)`) is known.
+    fn add_named(&mut self, key: &Arc<ClusterKey>, name: &str, user: &Meta, connect_timeout_ms: Option<u64>) {
+        let entry = match self.by_key.get_mut(&**key) {
+            Some(entry) => entry,
+            None => self.by_key.entry(Arc::clone(key)).or_insert_with(|| ClusterUse {
+                name: name.to_string(),
+                ..ClusterUse::default()
+            }),
         };
-        let name = entry.name.clone();
         let r = source_of(user);
         if let Some(t) = connect_timeout_ms {
             let e = entry.connect_timeouts.entry(t).or_insert_with(|| r.clone());
@@ -220,7 +230,6 @@ impl Clusters {
             users.sort();
             users.truncate(USED_BY_MAX);
         }
-        name
     }
 
     /// The clusters; Mappings that ask one cluster for different settings are reported (the
@@ -237,6 +246,8 @@ impl Clusters {
             .by_key
             .into_iter()
             .map(|(key, ClusterUse { name, users, connect_timeouts })| {
+                // The lowering cache holds the other references.
+                let key = Arc::try_unwrap(key).unwrap_or_else(|shared| (*shared).clone());
                 let is_ip = key.host.parse::<std::net::IpAddr>().is_ok();
                 let connect_timeout_ms = connect_timeouts.keys().next().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS);
                 for (t, who) in connect_timeouts.iter().skip(1) {
@@ -545,14 +556,308 @@ fn associated(meta: &Meta, m: &Mapping, h: &EffectiveHost) -> bool {
     globs_intersect(glob, &h.hostname) && h.mapping_selector.as_ref().is_none_or(|s| s.matches(&meta.labels))
 }
 
-/// The routes of one virtual host, in match order.
+/// What a Mapping's lowering reads besides the Mapping and its Host. When it changes (a new
+/// Module, AuthService or resolver), [`LowerCache`] starts over.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Context {
+    module: crate::resource::AmbassadorModule,
+    has_auth: bool,
+    resolvers: Resolvers,
+}
+
+impl Context {
+    pub(super) fn new(set: &ResourceSet, resolvers: &Resolvers) -> Context {
+        Context {
+            module: set.module.as_ref().map(|(_, m)| m.clone()).unwrap_or_default(),
+            has_auth: set.auth_service.is_some(),
+            resolvers: resolvers.clone(),
+        }
+    }
+}
+
+/// What of a Host a Mapping's lowering reads.
+#[derive(Clone, Debug, PartialEq)]
+struct HostContext {
+    hostname: String,
+    insecure_action: InsecureAction,
+    mapping_selector: Option<LabelSelector>,
+}
+
+impl HostContext {
+    fn of(h: &EffectiveHost) -> HostContext {
+        HostContext {
+            hostname: h.hostname.clone(),
+            insecure_action: h.insecure_action,
+            mapping_selector: h.mapping_selector.clone(),
+        }
+    }
+}
+
+/// Which route of a Mapping: its primary route, the primary restricted to
+/// `X-Forwarded-Proto: https`, or its cleartext variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    Base,
+    Secure,
+    Insecure(RouteAction),
+}
+
+/// What a route reads besides its Mapping, Host and [`Context`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RouteSlot {
+    variant: Variant,
+    threshold: Option<u32>,
+    mirrors: Vec<Mirror>,
+}
+
+/// What one Mapping lowers to on one Host: kept between translations, so an unchanged Mapping
+/// costs a lookup (and its routes are the same allocations, which rendering recognises).
+#[derive(Debug)]
+struct Lowered {
+    /// The Mapping (held, so that its address identifies it while this entry lives).
+    mapping: Arc<(Meta, Mapping)>,
+    /// The last translation that used this entry.
+    generation: u64,
+    /// Whether the Host takes the Mapping; nothing below is set when not.
+    associated: bool,
+    headers: Vec<HeaderMatch>,
+    query: Vec<HeaderMatch>,
+    /// The upstream and its name (none for a host redirect).
+    cluster: Option<(Arc<ClusterKey>, String)>,
+    /// Routes built so far, by what else they read (usually one or two).
+    routes: Mutex<Vec<(RouteSlot, Arc<Route>)>>,
+}
+
+/// Mappings lowered by earlier translations, per Host and Mapping. Entries a translation does
+/// not use are dropped at its end; a change of [`Context`] empties it. Output with the cache is
+/// exactly output without it (a property test checks this).
+#[derive(Default)]
+pub struct LowerCache {
+    context: Option<Context>,
+    hosts: Vec<(HostContext, crate::keyed::AddrMap<Lowered>)>,
+    generation: u64,
+    /// (Mappings reused, Mappings lowered) per Host, in the last translation.
+    stats: (usize, usize),
+}
+
+impl std::fmt::Debug for LowerCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LowerCache")
+            .field("hosts", &self.hosts.len())
+            .field("entries", &self.hosts.iter().map(|(_, m)| m.len()).sum::<usize>())
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+impl LowerCache {
+    /// Starts a translation in `context`.
+    pub(super) fn begin(&mut self, context: Context) {
+        if self.context.as_ref() != Some(&context) {
+            self.hosts.clear();
+            self.context = Some(context);
+        }
+        self.generation += 1;
+        self.stats = (0, 0);
+    }
+
+    /// Ends a translation: drops what it did not use.
+    pub(super) fn end(&mut self) {
+        let generation = self.generation;
+        for (_, entries) in &mut self.hosts {
+            entries.retain(|_, e| e.generation == generation);
+        }
+        self.hosts.retain(|(_, entries)| !entries.is_empty());
+    }
+
+    /// (Mapping lowerings reused, Mapping lowerings computed) in the last translation, one per
+    /// Mapping and Host.
+    pub fn last_stats(&self) -> (usize, usize) {
+        self.stats
+    }
+
+    fn entries(&self, host: &EffectiveHost) -> Option<&crate::keyed::AddrMap<Lowered>> {
+        let ctx = HostContext::of(host);
+        self.hosts.iter().find(|(c, _)| *c == ctx).map(|(_, m)| m)
+    }
+}
+
+fn addr(e: &Arc<(Meta, Mapping)>) -> usize {
+    Arc::as_ptr(e) as usize
+}
+
+/// Brings the cache's entries for `host` up to date with `set`: Mappings it has not seen (or
+/// seen differently, which is a new allocation) are lowered.
+pub(super) fn refresh(
+    set: &ResourceSet,
+    host: &EffectiveHost,
+    options: &LowerOptions,
+    resolvers: &Resolvers,
+    cache: &mut LowerCache,
+) {
+    let generation = cache.generation;
+    let ctx = HostContext::of(host);
+    let index = match cache.hosts.iter().position(|(c, _)| *c == ctx) {
+        Some(i) => i,
+        None => {
+            cache.hosts.push((
+                ctx,
+                crate::keyed::AddrMap::with_capacity_and_hasher(set.mappings.len(), Default::default()),
+            ));
+            cache.hosts.len() - 1
+        }
+    };
+    let module = cache.context.as_ref().map(|c| c.module.clone()).unwrap_or_default();
+    let (mut reused, mut lowered) = cache.stats;
+    let entries = &mut cache.hosts[index].1;
+    for e in &set.mappings {
+        if let Some(hit) = entries.get_mut(&addr(e)) {
+            hit.generation = generation;
+            reused += 1;
+            continue;
+        }
+        lowered += 1;
+        entries.insert(addr(e), lower_one(e, host, options, resolvers, &module, generation));
+    }
+    cache.stats = (reused, lowered);
+}
+
+/// What a Host's Mapping needs before routes are ordered: its matchers and its cluster.
+fn lower_one(
+    e: &Arc<(Meta, Mapping)>,
+    host: &EffectiveHost,
+    options: &LowerOptions,
+    resolvers: &Resolvers,
+    module: &crate::resource::AmbassadorModule,
+    generation: u64,
+) -> Lowered {
+    let (meta, m) = &**e;
+    let mut lowered = Lowered {
+        mapping: Arc::clone(e),
+        generation,
+        associated: associated(meta, m, host),
+        headers: Vec::new(),
+        query: Vec::new(),
+        cluster: None,
+        routes: Mutex::new(Vec::new()),
+    };
+    if !lowered.associated {
+        return lowered;
+    }
+    let mut headers: Vec<HeaderMatch> = m
+        .headers
+        .iter()
+        .map(|(name, v)| match v {
+            HeaderValue::Exact(value) => HeaderMatch {
+                name: name.to_ascii_lowercase(),
+                kind: MatchKind::Exact,
+                value: value.clone(),
+            },
+            HeaderValue::Present(_) => HeaderMatch {
+                name: name.to_ascii_lowercase(),
+                kind: MatchKind::Present,
+                value: String::new(),
+            },
+        })
+        .collect();
+    headers.extend(m.regex_headers.iter().map(|(name, re)| HeaderMatch {
+        name: name.to_ascii_lowercase(),
+        kind: MatchKind::Regex,
+        value: re.clone(),
+    }));
+    if let Some(a) = authority_match(m, &host.hostname) {
+        headers.push(a);
+    }
+    let mut query: Vec<HeaderMatch> = m
+        .query_parameters
+        .iter()
+        .map(|(name, v)| match v {
+            HeaderValue::Exact(value) => HeaderMatch {
+                name: name.clone(),
+                kind: MatchKind::Exact,
+                value: value.clone(),
+            },
+            HeaderValue::Present(_) => HeaderMatch {
+                name: name.clone(),
+                kind: MatchKind::Present,
+                value: String::new(),
+            },
+        })
+        .chain(m.regex_query_parameters.iter().map(|(name, re)| HeaderMatch {
+            name: name.clone(),
+            kind: MatchKind::Regex,
+            value: re.clone(),
+        }))
+        .collect();
+    query.sort();
+    if let Some(method) = &m.method {
+        headers.push(HeaderMatch {
+            name: ":method".into(),
+            kind: if m.method_regex {
+                MatchKind::Regex
+            } else {
+                MatchKind::Exact
+            },
+            value: if m.method_regex {
+                method.clone()
+            } else {
+                method.to_ascii_uppercase()
+            },
+        });
+    }
+    headers.sort();
+    lowered.headers = headers;
+    lowered.query = query;
+    // A host redirect sends clients elsewhere: no cluster.
+    if m.redirect.is_none() {
+        let eds = !m.service.is_ip && resolvers.endpoint(m.resolver.as_deref());
+        let key = ClusterKey::for_service(
+            &m.service,
+            {
+                // The Module's defaults for what the Mapping leaves unset.
+                let mut s = m.cluster.clone();
+                if s.circuit_breakers.is_empty() {
+                    s.circuit_breakers.clone_from(&module.circuit_breakers);
+                }
+                s.idle_timeout_ms = s.idle_timeout_ms.or(module.cluster_idle_timeout_ms);
+                s.max_connection_lifetime_ms = s
+                    .max_connection_lifetime_ms
+                    .or(module.cluster_max_connection_lifetime_ms);
+                if let (false, Some((policy, _))) = (m.load_balancer_set, &module.load_balancer) {
+                    s.lb_policy = policy;
+                }
+                s
+            },
+            meta,
+            options,
+        );
+        let key = ClusterKey { eds, ..key };
+        let name = cluster_name(&key);
+        lowered.cluster = Some((Arc::new(key), name));
+    }
+    lowered
+}
+
 /// A Mapping taken by a Host, with what its routes need.
 pub(super) struct Candidate<'a> {
     meta: &'a Meta,
     m: &'a Mapping,
-    headers: Vec<HeaderMatch>,
-    query: Vec<HeaderMatch>,
-    cluster: String,
+    lowered: &'a Lowered,
+}
+
+impl Candidate<'_> {
+    fn headers(&self) -> &[HeaderMatch] {
+        &self.lowered.headers
+    }
+
+    fn query(&self) -> &[HeaderMatch] {
+        &self.lowered.query
+    }
+
+    /// The cluster's name; empty for a host redirect.
+    fn cluster(&self) -> &str {
+        self.lowered.cluster.as_ref().map_or("", |(_, name)| name)
+    }
 }
 
 /// A Host's Mappings, in route order and grouped: what every Listener serving the Host shares
@@ -567,135 +872,48 @@ pub(super) struct Prepared<'a> {
 }
 
 /// The routes of a Host for a Listener's security model.
-pub(super) fn routes_for(prepared: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> Vec<Route> {
+pub(super) fn routes_for(prepared: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> Vec<Arc<Route>> {
     emit(prepared, model, host)
 }
 
-/// Collects, orders and groups the Mappings a Host takes (clusters are added here, once per Host).
+/// Collects, orders and groups the Mappings a Host takes (clusters are added here, once per
+/// Host), from the cache's entries for the Host ([`refresh`] first).
 pub(super) fn prepare<'a>(
     set: &'a ResourceSet,
     host: &EffectiveHost,
-    options: &LowerOptions,
+    cache: &'a LowerCache,
     clusters: &mut Clusters,
     used: &mut [bool],
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Prepared<'a> {
-    let module = set.module.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
+    let module = cache.context.as_ref().map(|c| c.module.clone()).unwrap_or_default();
     let mut candidates = Vec::new();
     let mut shadows = Vec::new();
-    for (i, (meta, m)) in set.mappings.iter().map(|e| &**e).enumerate() {
-        if !associated(meta, m, host) {
+    let entries = cache.entries(host);
+    for (i, e) in set.mappings.iter().enumerate() {
+        let Some(lowered) = entries.and_then(|entries| entries.get(&addr(e))) else {
+            continue;
+        };
+        if !lowered.associated {
             continue;
         }
         if let Some(u) = used.get_mut(i) {
             *u = true;
         }
-        let mut headers: Vec<HeaderMatch> = m
-            .headers
-            .iter()
-            .map(|(name, v)| match v {
-                HeaderValue::Exact(value) => HeaderMatch {
-                    name: name.to_ascii_lowercase(),
-                    kind: MatchKind::Exact,
-                    value: value.clone(),
-                },
-                HeaderValue::Present(_) => HeaderMatch {
-                    name: name.to_ascii_lowercase(),
-                    kind: MatchKind::Present,
-                    value: String::new(),
-                },
-            })
-            .collect();
-        headers.extend(m.regex_headers.iter().map(|(name, re)| HeaderMatch {
-            name: name.to_ascii_lowercase(),
-            kind: MatchKind::Regex,
-            value: re.clone(),
-        }));
-        if let Some(a) = authority_match(m, &host.hostname) {
-            headers.push(a);
+        debug_assert!(
+            Arc::ptr_eq(&lowered.mapping, e),
+            "an address names one allocation while it lives"
+        );
+        let (meta, m) = &**e;
+        if let Some((key, name)) = &lowered.cluster {
+            clusters.add_named(key, name, meta, m.connect_timeout_ms);
         }
-        let mut query: Vec<HeaderMatch> = m
-            .query_parameters
-            .iter()
-            .map(|(name, v)| match v {
-                HeaderValue::Exact(value) => HeaderMatch {
-                    name: name.clone(),
-                    kind: MatchKind::Exact,
-                    value: value.clone(),
-                },
-                HeaderValue::Present(_) => HeaderMatch {
-                    name: name.clone(),
-                    kind: MatchKind::Present,
-                    value: String::new(),
-                },
-            })
-            .chain(m.regex_query_parameters.iter().map(|(name, re)| HeaderMatch {
-                name: name.clone(),
-                kind: MatchKind::Regex,
-                value: re.clone(),
-            }))
-            .collect();
-        query.sort();
-        if let Some(method) = &m.method {
-            headers.push(HeaderMatch {
-                name: ":method".into(),
-                kind: if m.method_regex {
-                    MatchKind::Regex
-                } else {
-                    MatchKind::Exact
-                },
-                value: if m.method_regex {
-                    method.clone()
-                } else {
-                    method.to_ascii_uppercase()
-                },
-            });
-        }
-        headers.sort();
-        // A host redirect sends clients elsewhere: no cluster.
-        let cluster = if m.redirect.is_some() {
-            String::new()
-        } else {
-            let eds = !m.service.is_ip && clusters.resolvers.endpoint(m.resolver.as_deref());
-            let key = ClusterKey::for_service(
-                &m.service,
-                {
-                    // The Module's defaults for what the Mapping leaves unset.
-                    let mut s = m.cluster.clone();
-                    if s.circuit_breakers.is_empty() {
-                        s.circuit_breakers.clone_from(&module.circuit_breakers);
-                    }
-                    s.idle_timeout_ms = s.idle_timeout_ms.or(module.cluster_idle_timeout_ms);
-                    s.max_connection_lifetime_ms = s
-                        .max_connection_lifetime_ms
-                        .or(module.cluster_max_connection_lifetime_ms);
-                    if let (false, Some((policy, _))) = (m.load_balancer_set, &module.load_balancer) {
-                        s.lb_policy = policy;
-                    }
-                    s
-                },
-                meta,
-                options,
-            );
-            clusters.add(ClusterKey { eds, ..key }, meta, m.connect_timeout_ms)
-        };
+        let c = Candidate { meta, m, lowered };
         if m.shadow {
-            shadows.push(Candidate {
-                meta,
-                m,
-                headers,
-                query,
-                cluster,
-            });
-            continue;
+            shadows.push(c);
+        } else {
+            candidates.push(c);
         }
-        candidates.push(Candidate {
-            meta,
-            m,
-            headers,
-            query,
-            cluster,
-        });
     }
     // What makes two Mappings match the same requests (then they form a canary group).
     let same_match = |a: &Candidate<'_>, b: &Candidate<'_>| {
@@ -703,8 +921,8 @@ pub(super) fn prepare<'a>(
             && a.m.prefix == b.m.prefix
             && a.m.path_kind == b.m.path_kind
             && a.m.case_sensitive == b.m.case_sensitive
-            && a.headers == b.headers
-            && a.query == b.query
+            && a.headers() == b.headers()
+            && a.query() == b.query()
     };
     // Emissary's order: precedence, then longer prefix, then more header and query matchers;
     // inside a canary group, Mappings with a weight first.
@@ -712,12 +930,12 @@ pub(super) fn prepare<'a>(
         b.m.precedence
             .cmp(&a.m.precedence)
             .then(b.m.prefix.len().cmp(&a.m.prefix.len()))
-            .then((b.headers.len() + b.query.len()).cmp(&(a.headers.len() + a.query.len())))
+            .then((b.headers().len() + b.query().len()).cmp(&(a.headers().len() + a.query().len())))
             .then(a.m.prefix.cmp(&b.m.prefix))
             .then(a.m.path_kind.cmp(&b.m.path_kind))
             .then(b.m.case_sensitive.cmp(&a.m.case_sensitive))
-            .then(a.headers.cmp(&b.headers))
-            .then(a.query.cmp(&b.query))
+            .then(a.headers().cmp(b.headers()))
+            .then(a.query().cmp(b.query()))
             .then(b.m.weight.is_some().cmp(&a.m.weight.is_some()))
             .then((&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name)))
     });
@@ -748,8 +966,8 @@ pub(super) fn prepare<'a>(
             g.m.prefix.as_str(),
             g.m.path_kind,
             g.m.case_sensitive,
-            g.headers.as_slice(),
-            g.query.as_slice(),
+            g.headers(),
+            g.query(),
         );
         let shadowing = earlier_matches.get(&match_key).copied();
         earlier_matches.entry(match_key).or_insert(start);
@@ -814,7 +1032,7 @@ pub(super) fn prepare<'a>(
 }
 
 /// Emits a prepared Host's routes for one security model.
-fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> Vec<Route> {
+fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> Vec<Arc<Route>> {
     let Prepared {
         candidates,
         shadows,
@@ -826,10 +1044,8 @@ fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> Vec<Rou
     // Each Mapping gives a primary route (secure, or for every request) and maybe a cleartext
     // variant; in a canary group all primaries come first, then the variants, so that each kind
     // of request meets the group's thresholds in order.
-    // At most two routes per Mapping: sized once, as a Route is large and regrowing a vector of
-    // 10,000s of them was a fifth of a translation (copies, and fresh pages the kernel zeroes).
     let mut routes = Vec::with_capacity(candidates.len() * 2);
-    let mut variants: Vec<Route> = Vec::new();
+    let mut variants: Vec<Arc<Route>> = Vec::new();
     for (i, (c, threshold)) in candidates.iter().zip(thresholds.iter().copied()).enumerate() {
         if i > 0 && group_of[i] != group_of[i - 1] {
             routes.append(&mut variants);
@@ -839,109 +1055,140 @@ fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> Vec<Rou
             .filter(|s| {
                 s.m.prefix == c.m.prefix
                     && s.m.path_kind == c.m.path_kind
-                    && s.headers == c.headers
-                    && s.query == c.query
+                    && s.headers() == c.headers()
+                    && s.query() == c.query()
             })
             .map(|s| Mirror {
-                cluster: s.cluster.clone(),
+                cluster: s.cluster().to_string(),
                 percent: s.m.weight.unwrap_or(100),
             })
             .collect();
         mirrors.sort();
         mirrors.dedup();
-        let base = Route {
-            name: format!("{}/{}", c.meta.namespace, c.meta.name),
-            action: if c.m.redirect.is_some() {
-                RouteAction::Redirect
-            } else {
-                RouteAction::Route
-            },
-            prefix: c.m.prefix.clone(),
-            path_kind: c.m.path_kind,
-            case_sensitive: c.m.case_sensitive,
-            headers: c.headers.clone(),
-            query_parameters: c.query.clone(),
-            runtime_fraction: threshold.map(|numerator| RuntimeFraction {
-                numerator,
-                runtime_key: format!("routing.traffic_shift.{}", c.cluster),
-            }),
-            redirect: c.m.redirect.clone(),
-            regex_rewrite: c.m.regex_rewrite.clone(),
-            auto_host_rewrite: c.m.auto_host_rewrite,
-            upgrades: c.m.allow_upgrade.clone(),
-            retry_policy: c.m.retry_policy.clone().or_else(|| module.retry_policy.clone()),
-            mirrors,
-            cors: c.m.cors.clone().or_else(|| module.cors.clone()),
-            auth: (*has_auth && (c.m.bypass_auth || !c.m.auth_context_extensions.is_empty())).then(|| {
-                crate::ir::RouteAuth {
-                    bypass: c.m.bypass_auth,
-                    context_extensions: c.m.auth_context_extensions.clone(),
-                }
-            }),
-            hash_policy: if c.m.load_balancer_set {
-                c.m.hash_policy.clone()
-            } else {
-                module.load_balancer.as_ref().and_then(|(_, h)| h.clone())
-            },
-            cluster: c.cluster.clone(),
-            prefix_rewrite: (!c.m.rewrite.is_empty() && c.m.regex_rewrite.is_none()).then(|| c.m.rewrite.clone()),
-            timeout_ms: c
-                .m
-                .timeout_ms
-                .or(module.cluster_request_timeout_ms)
-                .unwrap_or(DEFAULT_TIMEOUT_MS),
-            precedence: c.m.precedence,
-            host_rewrite: c.m.host_rewrite.clone(),
-            idle_timeout_ms: c.m.idle_timeout_ms,
-            request_headers_to_add: {
-                let mut h = c.m.add_request_headers.clone();
-                // Linkerd routes by this header: the service as the Mapping names it.
-                if c.m.add_linkerd_headers.unwrap_or(module.add_linkerd_headers) && c.m.redirect.is_none() {
-                    let port = c.m.service.port.map_or(String::new(), |p| format!(":{p}"));
-                    h.push(crate::resource::mapping::AddedHeader {
-                        name: "l5d-dst-override".to_string(),
-                        value: format!("{}{port}", c.m.service.host),
-                        append: false,
-                    });
-                }
-                h
-            },
-            response_headers_to_add: c.m.add_response_headers.clone(),
-            request_headers_to_remove: c.m.remove_request_headers.clone(),
-            response_headers_to_remove: c.m.remove_response_headers.clone(),
-            source: Some(source_of(c.meta)),
-        };
-        let insecure = |action: RouteAction| {
-            let mut r = base.clone();
-            r.name.push_str("/insecure");
-            r.action = action;
+        // The same route as the last translation's when nothing it reads changed.
+        let route = |variant: Variant| {
+            let slot = RouteSlot {
+                variant,
+                threshold,
+                mirrors: mirrors.clone(),
+            };
+            let mut built = c.lowered.routes.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, r)) = built.iter().find(|(s, _)| *s == slot) {
+                return Arc::clone(r);
+            }
+            let r = Arc::new(build_route(c, variant, threshold, mirrors.clone(), module, *has_auth));
+            if built.len() >= 4 {
+                built.clear();
+            }
+            built.push((slot, Arc::clone(&r)));
             r
         };
-        let secure = || {
-            let mut r = base.clone();
+        match (model, host.insecure_action) {
+            (SecurityModel::Secure, _) | (SecurityModel::Xfp | SecurityModel::Insecure, InsecureAction::Route) => {
+                routes.push(route(Variant::Base));
+            }
+            (SecurityModel::Xfp, InsecureAction::Redirect) => {
+                routes.push(route(Variant::Secure));
+                variants.push(route(Variant::Insecure(RouteAction::HttpsRedirect)));
+            }
+            (SecurityModel::Xfp, InsecureAction::Reject) => routes.push(route(Variant::Secure)),
+            (SecurityModel::Insecure, InsecureAction::Redirect) => {
+                routes.push(route(Variant::Insecure(RouteAction::HttpsRedirect)));
+            }
+            (SecurityModel::Insecure, InsecureAction::Reject) => {}
+        }
+    }
+    routes.append(&mut variants);
+    routes
+}
+
+/// One route of a Mapping.
+fn build_route(
+    c: &Candidate<'_>,
+    variant: Variant,
+    threshold: Option<u32>,
+    mirrors: Vec<Mirror>,
+    module: &crate::resource::AmbassadorModule,
+    has_auth: bool,
+) -> Route {
+    let mut r = Route {
+        name: format!("{}/{}", c.meta.namespace, c.meta.name),
+        action: if c.m.redirect.is_some() {
+            RouteAction::Redirect
+        } else {
+            RouteAction::Route
+        },
+        prefix: c.m.prefix.clone(),
+        path_kind: c.m.path_kind,
+        case_sensitive: c.m.case_sensitive,
+        headers: c.headers().to_vec(),
+        query_parameters: c.query().to_vec(),
+        runtime_fraction: threshold.map(|numerator| RuntimeFraction {
+            numerator,
+            runtime_key: format!("routing.traffic_shift.{}", c.cluster()),
+        }),
+        redirect: c.m.redirect.clone(),
+        regex_rewrite: c.m.regex_rewrite.clone(),
+        auto_host_rewrite: c.m.auto_host_rewrite,
+        upgrades: c.m.allow_upgrade.clone(),
+        retry_policy: c.m.retry_policy.clone().or_else(|| module.retry_policy.clone()),
+        mirrors,
+        cors: c.m.cors.clone().or_else(|| module.cors.clone()),
+        auth: (has_auth && (c.m.bypass_auth || !c.m.auth_context_extensions.is_empty())).then(|| {
+            crate::ir::RouteAuth {
+                bypass: c.m.bypass_auth,
+                context_extensions: c.m.auth_context_extensions.clone(),
+            }
+        }),
+        hash_policy: if c.m.load_balancer_set {
+            c.m.hash_policy.clone()
+        } else {
+            module.load_balancer.as_ref().and_then(|(_, h)| h.clone())
+        },
+        cluster: c.cluster().to_string(),
+        prefix_rewrite: (!c.m.rewrite.is_empty() && c.m.regex_rewrite.is_none()).then(|| c.m.rewrite.clone()),
+        timeout_ms: c
+            .m
+            .timeout_ms
+            .or(module.cluster_request_timeout_ms)
+            .unwrap_or(DEFAULT_TIMEOUT_MS),
+        precedence: c.m.precedence,
+        host_rewrite: c.m.host_rewrite.clone(),
+        idle_timeout_ms: c.m.idle_timeout_ms,
+        request_headers_to_add: {
+            let mut h = c.m.add_request_headers.clone();
+            // Linkerd routes by this header: the service as the Mapping names it.
+            if c.m.add_linkerd_headers.unwrap_or(module.add_linkerd_headers) && c.m.redirect.is_none() {
+                let port = c.m.service.port.map_or(String::new(), |p| format!(":{p}"));
+                h.push(crate::resource::mapping::AddedHeader {
+                    name: "l5d-dst-override".to_string(),
+                    value: format!("{}{port}", c.m.service.host),
+                    append: false,
+                });
+            }
+            h
+        },
+        response_headers_to_add: c.m.add_response_headers.clone(),
+        request_headers_to_remove: c.m.remove_request_headers.clone(),
+        response_headers_to_remove: c.m.remove_response_headers.clone(),
+        source: Some(source_of(c.meta)),
+    };
+    match variant {
+        Variant::Base => {}
+        Variant::Secure => {
             r.headers.push(HeaderMatch {
                 name: "x-forwarded-proto".into(),
                 kind: MatchKind::Exact,
                 value: "https".into(),
             });
             r.headers.sort();
-            r
-        };
-        match (model, host.insecure_action) {
-            (SecurityModel::Secure, _) | (SecurityModel::Xfp | SecurityModel::Insecure, InsecureAction::Route) => {
-                routes.push(base.clone())
-            }
-            (SecurityModel::Xfp, InsecureAction::Redirect) => {
-                routes.push(secure());
-                variants.push(insecure(RouteAction::HttpsRedirect));
-            }
-            (SecurityModel::Xfp, InsecureAction::Reject) => routes.push(secure()),
-            (SecurityModel::Insecure, InsecureAction::Redirect) => routes.push(insecure(RouteAction::HttpsRedirect)),
-            (SecurityModel::Insecure, InsecureAction::Reject) => {}
+        }
+        Variant::Insecure(action) => {
+            r.name.push_str("/insecure");
+            r.action = action;
         }
     }
-    routes.append(&mut variants);
-    routes
+    r
 }
 
 /// Warns about Mappings that no Host serves.

@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 
 use super::{FilterChain, Ir, RouteConfig, SourceRef, VirtualHost};
 
+pub use mapping::LowerCache;
+
 /// Options that change lowering.
 #[derive(Clone, Debug)]
 pub struct LowerOptions {
@@ -57,6 +59,12 @@ fn sni_name(hostname: &str) -> String {
 
 /// Lowers a resource set into the IR.
 pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>) {
+    lower_cached(set, options, &mut LowerCache::default())
+}
+
+/// [`lower`], reusing what the cache kept of Mappings that did not change (the same `Arc` in
+/// `set`): their matchers, clusters and routes. The output is exactly [`lower`]'s.
+pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut LowerCache) -> (Ir, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
     let mut listeners = listener::lower(set, &mut diagnostics);
     let mut secrets = BTreeMap::new();
@@ -66,11 +74,35 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
         .auth_service
         .as_ref()
         .map(|(meta, a)| mapping::auth_filter(&mut clusters, meta, a, options));
+    // Which Hosts each Listener serves, as indices into `hosts`.
+    let bound: Vec<Vec<usize>> = listeners
+        .iter()
+        .map(|l| {
+            host::bound_to(l, &hosts, &mut diagnostics)
+                .into_iter()
+                .map(|h| hosts.iter().position(|x| std::ptr::eq(x, h)).unwrap_or(0))
+                .collect()
+        })
+        .collect();
+    // A Host's Mappings are gathered and grouped once, whatever the number of Listeners.
+    cache.begin(mapping::Context::new(set, clusters.resolvers()));
+    let served = |i: usize| bound.iter().any(|b| b.contains(&i));
+    for (i, h) in hosts.iter().enumerate() {
+        if served(i) {
+            mapping::refresh(set, h, options, clusters.resolvers(), cache);
+        }
+    }
     let mut used_mappings = vec![false; set.mappings.len()];
+    let prepared: Vec<Option<mapping::Prepared<'_>>> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            served(i).then(|| mapping::prepare(set, h, cache, &mut clusters, &mut used_mappings, &mut diagnostics))
+        })
+        .collect();
     let mut route_configs = Vec::new();
-    let mut prepared: Vec<Option<mapping::Prepared<'_>>> = hosts.iter().map(|_| None).collect();
-    for l in &mut listeners {
-        let bound = host::bound_to(l, &hosts, &mut diagnostics);
+    for (l, bound) in listeners.iter_mut().zip(&bound) {
+        let bound: Vec<&host::EffectiveHost> = bound.iter().map(|&i| &hosts[i]).collect();
         let mut virtual_hosts = Vec::new();
         let mut chains = vec![FilterChain {
             name: "cleartext".to_string(),
@@ -90,18 +122,7 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
                 .iter()
                 .any(|e| e.1.hostname.iter().chain(&e.1.host).any(|h| has_port(h)));
         for h in bound {
-            // A Host's Mappings are gathered and grouped once, whatever the number of Listeners.
             let index = hosts.iter().position(|x| std::ptr::eq(x, h)).unwrap_or(0);
-            if prepared[index].is_none() {
-                prepared[index] = Some(mapping::prepare(
-                    set,
-                    h,
-                    options,
-                    &mut clusters,
-                    &mut used_mappings,
-                    &mut diagnostics,
-                ));
-            }
             let routes = prepared[index]
                 .as_ref()
                 .map(|p| mapping::routes_for(p, l.ir.security_model, h))
@@ -166,6 +187,8 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
             virtual_hosts,
         });
     }
+    drop(prepared);
+    cache.end();
     mapping::report_unused(set, &used_mappings, &mut diagnostics);
     let http_ports: Vec<u16> = listeners.iter().map(|l| l.ir.port).collect();
     let tcp_listeners = tcp::listeners(
