@@ -210,7 +210,11 @@ pub fn build_snapshot(rendered: &crate::rules::Rendered) -> crate::snapshot::Sna
             snapshot.insert(
                 *ty,
                 name.clone(),
-                crate::snapshot::Resource::from_shared(std::sync::Arc::clone(&r.encoded)),
+                // Hashed once, when the node was rendered.
+                crate::snapshot::Resource {
+                    bytes: std::sync::Arc::clone(&r.encoded),
+                    version: r.version.clone(),
+                },
             );
         }
     }

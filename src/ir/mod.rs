@@ -82,8 +82,8 @@ pub struct Ir {
     pub listeners: Vec<Listener>,
     /// Route tables, one per listener, by name.
     pub route_configs: Vec<RouteConfig>,
-    /// Upstream clusters, by name.
-    pub clusters: Vec<Cluster>,
+    /// Upstream clusters, by name (shared, as routes are).
+    pub clusters: Vec<std::sync::Arc<Cluster>>,
     /// TLS certificates, by name.
     pub secrets: Vec<Secret>,
     /// Addresses of the EDS clusters, by cluster name.

@@ -25,6 +25,9 @@ pub struct RenderedResource {
     pub rule: String,
     /// Its protobuf encoding (already checked against the schema and Envoy's validation rules).
     pub encoded: Arc<[u8]>,
+    /// The content hash of `encoded` ([`crate::snapshot::Resource::version`]), computed once
+    /// when the node is rendered (a cached node keeps it).
+    pub version: String,
 }
 
 /// The cache key of a node: a 128-bit hash of its kind, its own context (without the rendered
@@ -91,6 +94,8 @@ struct Output {
     rule: String,
     /// The protobuf encoding (fragments' bytes are appended to their parent's).
     encoded: Arc<[u8]>,
+    /// The version of a top-level resource (empty for fragments).
+    version: String,
 }
 
 /// Rendered children handed to a parent.
@@ -163,13 +168,17 @@ struct NodeOutput {
 #[derive(Debug, Default)]
 pub struct RenderCache {
     entries: crate::keyed::KeyMap<NodeOutput>,
-    /// Cache keys of the last translation's routes, by address: lowering hands an unchanged
-    /// route over as the same allocation, so its key need not be computed again.
-    route_keys: crate::keyed::AddrMap<(Arc<crate::ir::Route>, u128)>,
+    /// Cache keys of the last translation's routes and clusters, by address: lowering hands an
+    /// unchanged one over as the same allocation, so its key need not be computed again.
+    route_keys: KeysByAddress<crate::ir::Route>,
+    cluster_keys: KeysByAddress<crate::ir::Cluster>,
     generation: u64,
     hits: usize,
     misses: usize,
 }
+
+/// Cache keys of shared IR nodes by address (each held, so the address stays its own).
+type KeysByAddress<T> = crate::keyed::AddrMap<(Arc<T>, u128)>;
 
 impl RenderCache {
     /// (nodes reused, nodes rendered) in the last translation.
@@ -391,7 +400,14 @@ impl NodeRenderer<'_> {
                     continue;
                 }
             };
+            let encoded: Arc<[u8]> = encoded.into();
+            let version = if ResourceType::from_message_name(&rule.emits).is_some() {
+                crate::snapshot::version_of_bytes(&encoded)
+            } else {
+                String::new()
+            };
             outputs.push(Output {
+                version,
                 emits: rule.emits.clone(),
                 // A resource's xDS name: `name`, but `cluster_name` for a ClusterLoadAssignment.
                 name: value
@@ -401,7 +417,7 @@ impl NodeRenderer<'_> {
                     .unwrap_or_default()
                     .to_string(),
                 rule: rule.id.clone(),
-                encoded: encoded.into(),
+                encoded,
             });
         }
         NodeOutput {
@@ -511,18 +527,22 @@ impl Renderer<'_> {
         }
     }
 
-    /// Cache keys of shared routes: the last translation's for the same allocations, computed
-    /// for the others.
-    fn route_keys(&mut self, routes: &[&Arc<crate::ir::Route>]) -> Vec<u128> {
+    /// Cache keys of shared nodes (routes, clusters): the last translation's for the same
+    /// allocations, computed for the others. `memo` picks the cache's map for the kind.
+    fn shared_keys<T: Leaf>(
+        &mut self,
+        routes: &[&Arc<T>],
+        memo: fn(&mut RenderCache) -> &mut KeysByAddress<T>,
+    ) -> Vec<u128> {
         let Some(cache) = self.cache.as_deref_mut() else {
             return vec![0; routes.len()];
         };
-        let addr = |r: &Arc<crate::ir::Route>| Arc::as_ptr(r) as usize;
-        let known: Vec<Option<u128>> = routes
-            .iter()
-            .map(|r| cache.route_keys.get(&addr(r)).map(|(_, k)| *k))
-            .collect();
-        let missing: Vec<&crate::ir::Route> = routes
+        let addr = |r: &Arc<T>| Arc::as_ptr(r) as usize;
+        let known: Vec<Option<u128>> = {
+            let memo = memo(cache);
+            routes.iter().map(|r| memo.get(&addr(r)).map(|(_, k)| *k)).collect()
+        };
+        let missing: Vec<&T> = routes
             .iter()
             .zip(&known)
             .filter(|(_, k)| k.is_none())
@@ -532,17 +552,18 @@ impl Renderer<'_> {
         let Some(cache) = self.cache.as_deref_mut() else {
             return vec![0; routes.len()];
         };
-        let mut memo = crate::keyed::AddrMap::with_capacity_and_hasher(routes.len(), Default::default());
+        let memo_of = memo;
+        let mut next = crate::keyed::AddrMap::with_capacity_and_hasher(routes.len(), Default::default());
         let keys = routes
             .iter()
             .zip(known)
             .map(|(r, k)| {
                 let k = k.or_else(|| computed.next()).unwrap_or_default();
-                memo.insert(addr(r), (Arc::clone(r), k));
+                next.insert(addr(r), (Arc::clone(r), k));
                 k
             })
             .collect();
-        cache.route_keys = memo;
+        *memo_of(cache) = next;
         keys
     }
 
@@ -695,6 +716,7 @@ impl Renderer<'_> {
             name,
             rule,
             encoded,
+            version,
         } in outputs
         {
             if let Some(ty) = ResourceType::from_message_name(&emits) {
@@ -710,7 +732,7 @@ impl Renderer<'_> {
                     self.diagnostics.push(d);
                     continue;
                 }
-                by_name.insert(name, RenderedResource { rule, encoded });
+                by_name.insert(name, RenderedResource { rule, encoded, version });
             } else if fragment_type == Some(emits.as_str()) {
                 fragments.push(encoded);
             }
@@ -786,7 +808,9 @@ fn render_with(
         cache,
     };
     r.leaves(&ir.secrets.iter().collect::<Vec<_>>(), None);
-    r.leaves(&ir.clusters.iter().collect::<Vec<_>>(), None);
+    let clusters: Vec<&Arc<crate::ir::Cluster>> = ir.clusters.iter().collect();
+    let keys = r.shared_keys(&clusters, |c| &mut c.cluster_keys);
+    r.leaves_with_keys(&clusters.iter().map(|c| &***c).collect::<Vec<_>>(), keys, None);
     r.leaves(&ir.endpoints.iter().collect::<Vec<_>>(), None);
     // Every route of every table at once (the parallel part), then each table from its routes.
     let shared_routes: Vec<&Arc<crate::ir::Route>> = ir
@@ -795,7 +819,7 @@ fn render_with(
         .flat_map(|rc| &rc.virtual_hosts)
         .flat_map(|vh| &vh.routes)
         .collect();
-    let keys = r.route_keys(&shared_routes);
+    let keys = r.shared_keys(&shared_routes, |c| &mut c.route_keys);
     let all_routes: Vec<&crate::ir::Route> = shared_routes.iter().map(|r| &***r).collect();
     let mut routes = r.leaves_with_keys(&all_routes, keys, Some(ROUTE)).into_iter();
     for rc in &ir.route_configs {

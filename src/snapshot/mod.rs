@@ -106,6 +106,11 @@ impl Resource {
     }
 }
 
+/// The version of a resource's bytes (what [`Resource::from_shared`] computes).
+pub fn version_of_bytes(data: &[u8]) -> String {
+    short_hash(data)
+}
+
 fn short_hash(data: &[u8]) -> String {
     let digest = Sha256::digest(data);
     let mut s = String::with_capacity(16);

@@ -34,11 +34,44 @@ struct ClusterKey {
     settings: crate::resource::mapping::ClusterSettings,
 }
 
-/// Clusters collected while lowering routes.
-#[derive(Default)]
+/// Clusters collected while lowering routes, by the address of their interned key.
 pub(super) struct Clusters {
-    by_key: BTreeMap<Arc<ClusterKey>, ClusterUse>,
+    by_key: crate::keyed::AddrMap<ClusterUse>,
+    interner: Interner,
     resolvers: Resolvers,
+}
+
+/// Cluster keys by content, one shared allocation per distinct key (kept by [`LowerCache`]), so
+/// that equal keys are found by address: only a new Mapping's key is compared by content.
+#[derive(Debug, Default)]
+pub(super) struct Interner {
+    keys: std::collections::BTreeSet<Arc<ClusterKey>>,
+}
+
+impl Interner {
+    fn intern(&mut self, key: ClusterKey) -> Arc<ClusterKey> {
+        if let Some(k) = self.keys.get(&key) {
+            return Arc::clone(k);
+        }
+        let k = Arc::new(key);
+        self.keys.insert(Arc::clone(&k));
+        k
+    }
+
+    /// Forgets keys nothing else uses.
+    pub(super) fn prune(&mut self) {
+        self.keys.retain(|k| Arc::strong_count(k) > 1);
+    }
+}
+
+/// A cluster of the last translation, with what it was built from.
+#[derive(Debug)]
+pub(super) struct BuiltCluster {
+    key: Arc<ClusterKey>,
+    users: Vec<SourceRef>,
+    connect_timeout_ms: u64,
+    upstream_tls: Option<crate::ir::UpstreamTls>,
+    cluster: Arc<Cluster>,
 }
 
 /// Resolver names in effect: the built-in ones, the declared ones, and the Module's default.
@@ -51,9 +84,10 @@ pub(super) struct Resolvers {
 
 impl Clusters {
     /// No clusters yet; Mappings resolve their services with `resolvers`.
-    pub(super) fn new(resolvers: Resolvers) -> Clusters {
+    pub(super) fn new(resolvers: Resolvers, interner: Interner) -> Clusters {
         Clusters {
-            by_key: BTreeMap::new(),
+            by_key: crate::keyed::AddrMap::default(),
+            interner,
             resolvers,
         }
     }
@@ -122,8 +156,8 @@ impl Resolvers {
 }
 
 /// Who uses a cluster and which settings they ask for.
-#[derive(Default)]
 struct ClusterUse {
+    key: Arc<ClusterKey>,
     /// The cluster's name (computed once).
     name: String,
     users: Vec<SourceRef>,
@@ -203,19 +237,22 @@ impl Clusters {
     /// Adds a user of the cluster `key`; returns the cluster's name.
     fn add(&mut self, key: ClusterKey, user: &Meta, connect_timeout_ms: Option<u64>) -> String {
         let name = cluster_name(&key);
-        self.add_named(&Arc::new(key), &name, user, connect_timeout_ms);
+        let key = self.interner.intern(key);
+        self.add_named(&key, &name, user, connect_timeout_ms);
         name
     }
 
-    /// Adds a user of the cluster `key`, whose name (`cluster_name(key)`) is known.
+    /// Adds a user of the cluster `key` (interned), whose name (`cluster_name(key)`) is known.
     fn add_named(&mut self, key: &Arc<ClusterKey>, name: &str, user: &Meta, connect_timeout_ms: Option<u64>) {
-        let entry = match self.by_key.get_mut(&**key) {
-            Some(entry) => entry,
-            None => self.by_key.entry(Arc::clone(key)).or_insert_with(|| ClusterUse {
+        let entry = self
+            .by_key
+            .entry(Arc::as_ptr(key) as usize)
+            .or_insert_with(|| ClusterUse {
+                key: Arc::clone(key),
                 name: name.to_string(),
-                ..ClusterUse::default()
-            }),
-        };
+                users: Vec::new(),
+                connect_timeouts: BTreeMap::new(),
+            });
         let r = source_of(user);
         if let Some(t) = connect_timeout_ms {
             let e = entry.connect_timeouts.entry(t).or_insert_with(|| r.clone());
@@ -234,20 +271,25 @@ impl Clusters {
 
     /// The clusters; Mappings that ask one cluster for different settings are reported (the
     /// smallest value is used, whatever the input order).
+    /// `built` holds the last translation's clusters: one whose inputs did not change is the
+    /// same allocation again (rendering recognises it by address). Returns the interner too.
     pub(super) fn finish(
         self,
         set: &ResourceSet,
         secrets: &mut BTreeMap<String, crate::ir::Secret>,
+        built: &mut crate::keyed::AddrMap<BuiltCluster>,
         diagnostics: &mut Vec<Diagnostic>,
-    ) -> (Vec<Cluster>, Vec<crate::ir::Endpoints>) {
+    ) -> (Vec<Arc<Cluster>>, Vec<crate::ir::Endpoints>, Interner) {
         let mut endpoints = Vec::new();
         let ambassador_namespace = self.resolvers.ambassador_namespace.clone();
-        let mut out: Vec<Cluster> = self
-            .by_key
+        let mut uses: Vec<ClusterUse> = self.by_key.into_values().collect();
+        // By name (and key, should two hashed names ever collide), whatever the map's order.
+        uses.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.key.cmp(&b.key)));
+        let mut previous = std::mem::take(built);
+        let out: Vec<Arc<Cluster>> = uses
             .into_iter()
-            .map(|(key, ClusterUse { name, users, connect_timeouts })| {
-                // The lowering cache holds the other references.
-                let key = Arc::try_unwrap(key).unwrap_or_else(|shared| (*shared).clone());
+            .map(|ClusterUse { key: shared, name, users, connect_timeouts }| {
+                let key: &ClusterKey = &shared;
                 let is_ip = key.host.parse::<std::net::IpAddr>().is_ok();
                 let connect_timeout_ms = connect_timeouts.keys().next().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS);
                 for (t, who) in connect_timeouts.iter().skip(1) {
@@ -302,10 +344,21 @@ impl Clusters {
                     }
                 });
                 if key.eds {
-                    endpoints.push(endpoints_of(set, &key, &name, &ambassador_namespace, users.first(), diagnostics));
+                    endpoints.push(endpoints_of(set, key, &name, &ambassador_namespace, users.first(), diagnostics));
                 }
-                Cluster {
-                    upstream_tls,
+                let address = Arc::as_ptr(&shared) as usize;
+                if let Some(b) = previous.remove(&address).filter(|b| {
+                    Arc::ptr_eq(&b.key, &shared)
+                        && b.users == users
+                        && b.connect_timeout_ms == connect_timeout_ms
+                        && b.upstream_tls == upstream_tls
+                }) {
+                    let cluster = Arc::clone(&b.cluster);
+                    built.insert(address, b);
+                    return cluster;
+                }
+                let cluster = Arc::new(Cluster {
+                    upstream_tls: upstream_tls.clone(),
                     name,
                     discovery: if key.eds {
                         Discovery::Eds
@@ -316,19 +369,29 @@ impl Clusters {
                     } else {
                         Discovery::StrictDns
                     },
-                    host: key.host,
+                    host: key.host.clone(),
                     port: key.port,
                     tls: key.tls,
                     connect_timeout_ms,
-                    settings: key.settings,
+                    settings: key.settings.clone(),
                     used_by: users.iter().map(|u| u.object.clone()).collect(),
                     source: users.first().cloned(),
-                }
+                });
+                built.insert(
+                    address,
+                    BuiltCluster {
+                        key: shared,
+                        users,
+                        connect_timeout_ms,
+                        upstream_tls,
+                        cluster: Arc::clone(&cluster),
+                    },
+                );
+                cluster
             })
             .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
         endpoints.sort_by(|a, b| a.name.cmp(&b.name));
-        (out, endpoints)
+        (out, endpoints, self.interner)
     }
 }
 
@@ -618,6 +681,8 @@ struct Lowered {
     mapping: Arc<(Meta, Mapping)>,
     /// The last translation that used this entry.
     generation: u64,
+    /// The translation that made it (an address seen before may name a new Mapping then).
+    created: u64,
     /// Whether the Host takes the Mapping; nothing below is set when not.
     associated: bool,
     headers: Vec<HeaderMatch>,
@@ -634,17 +699,29 @@ struct Lowered {
 #[derive(Default)]
 pub struct LowerCache {
     context: Option<Context>,
-    hosts: Vec<(HostContext, crate::keyed::AddrMap<Lowered>)>,
+    hosts: Vec<HostEntries>,
     generation: u64,
+    /// Interned cluster keys.
+    pub(super) interner: Interner,
+    /// The last translation's clusters.
+    pub(super) clusters: crate::keyed::AddrMap<BuiltCluster>,
     /// (Mappings reused, Mappings lowered) per Host, in the last translation.
     stats: (usize, usize),
+}
+
+/// The cache's entries for one Host.
+struct HostEntries {
+    ctx: HostContext,
+    entries: crate::keyed::AddrMap<Lowered>,
+    /// The addresses of the Host's Mappings in route order, in the last translation.
+    order: Vec<usize>,
 }
 
 impl std::fmt::Debug for LowerCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LowerCache")
             .field("hosts", &self.hosts.len())
-            .field("entries", &self.hosts.iter().map(|(_, m)| m.len()).sum::<usize>())
+            .field("entries", &self.hosts.iter().map(|h| h.entries.len()).sum::<usize>())
             .field("generation", &self.generation)
             .finish()
     }
@@ -664,10 +741,18 @@ impl LowerCache {
     /// Ends a translation: drops what it did not use.
     pub(super) fn end(&mut self) {
         let generation = self.generation;
-        for (_, entries) in &mut self.hosts {
-            entries.retain(|_, e| e.generation == generation);
+        for h in &mut self.hosts {
+            h.entries.retain(|_, e| e.generation == generation);
         }
-        self.hosts.retain(|(_, entries)| !entries.is_empty());
+        self.hosts.retain(|h| !h.entries.is_empty());
+    }
+
+    /// Keeps a Host's route order for the next translation.
+    pub(super) fn keep_order(&mut self, host: &EffectiveHost, order: Vec<usize>) {
+        let ctx = HostContext::of(host);
+        if let Some(h) = self.hosts.iter_mut().find(|h| h.ctx == ctx) {
+            h.order = order;
+        }
     }
 
     /// (Mapping lowerings reused, Mapping lowerings computed) in the last translation, one per
@@ -676,9 +761,9 @@ impl LowerCache {
         self.stats
     }
 
-    fn entries(&self, host: &EffectiveHost) -> Option<&crate::keyed::AddrMap<Lowered>> {
+    fn host(&self, host: &EffectiveHost) -> Option<&HostEntries> {
         let ctx = HostContext::of(host);
-        self.hosts.iter().find(|(c, _)| *c == ctx).map(|(_, m)| m)
+        self.hosts.iter().find(|h| h.ctx == ctx)
     }
 }
 
@@ -692,24 +777,25 @@ pub(super) fn refresh(
     set: &ResourceSet,
     host: &EffectiveHost,
     options: &LowerOptions,
-    resolvers: &Resolvers,
+    clusters: &mut Clusters,
     cache: &mut LowerCache,
 ) {
     let generation = cache.generation;
     let ctx = HostContext::of(host);
-    let index = match cache.hosts.iter().position(|(c, _)| *c == ctx) {
+    let index = match cache.hosts.iter().position(|h| h.ctx == ctx) {
         Some(i) => i,
         None => {
-            cache.hosts.push((
+            cache.hosts.push(HostEntries {
                 ctx,
-                crate::keyed::AddrMap::with_capacity_and_hasher(set.mappings.len(), Default::default()),
-            ));
+                entries: crate::keyed::AddrMap::with_capacity_and_hasher(set.mappings.len(), Default::default()),
+                order: Vec::new(),
+            });
             cache.hosts.len() - 1
         }
     };
     let module = cache.context.as_ref().map(|c| c.module.clone()).unwrap_or_default();
     let (mut reused, mut lowered) = cache.stats;
-    let entries = &mut cache.hosts[index].1;
+    let entries = &mut cache.hosts[index].entries;
     for e in &set.mappings {
         if let Some(hit) = entries.get_mut(&addr(e)) {
             hit.generation = generation;
@@ -717,7 +803,16 @@ pub(super) fn refresh(
             continue;
         }
         lowered += 1;
-        entries.insert(addr(e), lower_one(e, host, options, resolvers, &module, generation));
+        let l = lower_one(
+            e,
+            host,
+            options,
+            &clusters.resolvers,
+            &mut clusters.interner,
+            &module,
+            generation,
+        );
+        entries.insert(addr(e), l);
     }
     cache.stats = (reused, lowered);
 }
@@ -728,6 +823,7 @@ fn lower_one(
     host: &EffectiveHost,
     options: &LowerOptions,
     resolvers: &Resolvers,
+    interner: &mut Interner,
     module: &crate::resource::AmbassadorModule,
     generation: u64,
 ) -> Lowered {
@@ -735,6 +831,7 @@ fn lower_one(
     let mut lowered = Lowered {
         mapping: Arc::clone(e),
         generation,
+        created: generation,
         associated: associated(meta, m, host),
         headers: Vec::new(),
         query: Vec::new(),
@@ -833,7 +930,7 @@ fn lower_one(
         );
         let key = ClusterKey { eds, ..key };
         let name = cluster_name(&key);
-        lowered.cluster = Some((Arc::new(key), name));
+        lowered.cluster = Some((interner.intern(key), name));
     }
     lowered
 }
@@ -869,6 +966,8 @@ pub(super) struct Prepared<'a> {
     group_of: Vec<usize>,
     module: crate::resource::AmbassadorModule,
     has_auth: bool,
+    /// The candidates' addresses in route order (for [`LowerCache::keep_order`]).
+    pub(super) order: Vec<usize>,
 }
 
 /// The routes of a Host for a Listener's security model.
@@ -889,9 +988,9 @@ pub(super) fn prepare<'a>(
     let module = cache.context.as_ref().map(|c| c.module.clone()).unwrap_or_default();
     let mut candidates = Vec::new();
     let mut shadows = Vec::new();
-    let entries = cache.entries(host);
+    let cached = cache.host(host);
     for (i, e) in set.mappings.iter().enumerate() {
-        let Some(lowered) = entries.and_then(|entries| entries.get(&addr(e))) else {
+        let Some(lowered) = cached.and_then(|h| h.entries.get(&addr(e))) else {
             continue;
         };
         if !lowered.associated {
@@ -926,7 +1025,7 @@ pub(super) fn prepare<'a>(
     };
     // Emissary's order: precedence, then longer prefix, then more header and query matchers;
     // inside a canary group, Mappings with a weight first.
-    candidates.sort_by(|a, b| {
+    let order = |a: &Candidate<'_>, b: &Candidate<'_>| {
         b.m.precedence
             .cmp(&a.m.precedence)
             .then(b.m.prefix.len().cmp(&a.m.prefix.len()))
@@ -938,7 +1037,14 @@ pub(super) fn prepare<'a>(
             .then(a.query().cmp(b.query()))
             .then(b.m.weight.is_some().cmp(&a.m.weight.is_some()))
             .then((&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name)))
-    });
+    };
+    let generation = cache.generation;
+    let candidates = sort_incrementally(
+        candidates,
+        cached.map_or(&[][..], |h| &h.order),
+        |c| (c.lowered.created < generation).then(|| addr(&c.lowered.mapping)),
+        order,
+    );
     // Canary groups: runs of candidates with the same match. Each member's threshold is the
     // running sum of the group's weights (unweighted members share what the weighted ones leave);
     // the last member takes whatever is left, so every request of the group is routed.
@@ -1022,6 +1128,7 @@ pub(super) fn prepare<'a>(
         start = end;
     }
     Prepared {
+        order: candidates.iter().map(|c| addr(&c.lowered.mapping)).collect(),
         candidates,
         shadows,
         thresholds,
@@ -1029,6 +1136,56 @@ pub(super) fn prepare<'a>(
         module,
         has_auth: set.auth_service.is_some(),
     }
+}
+
+/// Sorts `items` by `order`, a total order, reusing `previous` (the addresses of the last sort's
+/// items, in order): the items it names keep their relative order, which still holds since
+/// their content did not change, and only the others are compared and placed. `known` gives an
+/// item's address when it is the same item as in the last sort. The result is exactly a full
+/// sort's.
+fn sort_incrementally<T>(
+    items: Vec<T>,
+    previous: &[usize],
+    known: impl Fn(&T) -> Option<usize>,
+    order: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> Vec<T> {
+    let mut at: crate::keyed::AddrMap<usize> =
+        crate::keyed::AddrMap::with_capacity_and_hasher(items.len(), Default::default());
+    for (i, item) in items.iter().enumerate() {
+        if let Some(a) = known(item) {
+            at.insert(a, i);
+        }
+    }
+    let mut sorted: Vec<usize> = previous.iter().filter_map(|a| at.get(a).copied()).collect();
+    let mut placed = vec![false; items.len()];
+    for &i in &sorted {
+        placed[i] = true;
+    }
+    let mut new: Vec<usize> = (0..items.len()).filter(|&i| !placed[i]).collect();
+    new.sort_by(|&a, &b| order(&items[a], &items[b]));
+    if new.len() > sorted.len() / 8 {
+        // Many new items: one merge pass.
+        let old = std::mem::take(&mut sorted);
+        let (mut o, mut n) = (old.into_iter().peekable(), new.into_iter().peekable());
+        while let (Some(&a), Some(&b)) = (o.peek(), n.peek()) {
+            if order(&items[b], &items[a]) == std::cmp::Ordering::Less {
+                sorted.push(b);
+                n.next();
+            } else {
+                sorted.push(a);
+                o.next();
+            }
+        }
+        sorted.extend(o);
+        sorted.extend(n);
+    } else {
+        for i in new {
+            let p = sorted.partition_point(|&j| order(&items[j], &items[i]) == std::cmp::Ordering::Less);
+            sorted.insert(p, i);
+        }
+    }
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    sorted.iter().filter_map(|&i| slots[i].take()).collect()
 }
 
 /// Emits a prepared Host's routes for one security model.
@@ -1040,6 +1197,7 @@ fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> Vec<Arc
         group_of,
         module,
         has_auth,
+        order: _,
     } = p;
     // Each Mapping gives a primary route (secure, or for every request) and maybe a cleartext
     // variant; in a canary group all primaries come first, then the variants, so that each kind
@@ -1206,6 +1364,40 @@ pub(super) fn report_unused(set: &ResourceSet, used: &[bool], diagnostics: &mut 
                 .on(meta.object_ref())
                 .hint("check the Mapping's hostname and labels against the Hosts' hostname and mappingSelector"),
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sort_incrementally;
+
+    #[test]
+    fn an_incremental_sort_equals_a_full_sort() {
+        // Items are (address, value); the last sort saw some of them (and one that is gone).
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            seed >> 33
+        };
+        for round in 0..200 {
+            let n = (next() % 40) as usize;
+            let items: Vec<(usize, u64)> = (0..n).map(|i| (i * 16, next() % 1000 * 100 + i as u64)).collect();
+            let mut previous: Vec<(usize, u64)> = items.iter().copied().filter(|_| next() % 4 != 0).collect();
+            previous.push((9999, 0));
+            previous.sort_by_key(|&(_, v)| v);
+            let previous: Vec<usize> = previous.iter().map(|&(a, _)| a).collect();
+            let mut full = items.clone();
+            full.sort_by_key(|&(_, v)| v);
+            let incremental = sort_incrementally(
+                items.clone(),
+                &previous,
+                |&(a, _)| (a != 0).then_some(a),
+                |a, b| a.1.cmp(&b.1),
+            );
+            assert_eq!(incremental, full, "round {round}");
         }
     }
 }

@@ -69,7 +69,10 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
     let mut listeners = listener::lower(set, &mut diagnostics);
     let mut secrets = BTreeMap::new();
     let hosts = host::effective_hosts(set, &mut secrets, &mut diagnostics);
-    let mut clusters = mapping::Clusters::new(mapping::Resolvers::new(set, options, &mut diagnostics));
+    let mut clusters = mapping::Clusters::new(
+        mapping::Resolvers::new(set, options, &mut diagnostics),
+        std::mem::take(&mut cache.interner),
+    );
     let auth = set
         .auth_service
         .as_ref()
@@ -89,7 +92,7 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
     let served = |i: usize| bound.iter().any(|b| b.contains(&i));
     for (i, h) in hosts.iter().enumerate() {
         if served(i) {
-            mapping::refresh(set, h, options, clusters.resolvers(), cache);
+            mapping::refresh(set, h, options, &mut clusters, cache);
         }
     }
     let mut used_mappings = vec![false; set.mappings.len()];
@@ -187,7 +190,12 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
             virtual_hosts,
         });
     }
-    drop(prepared);
+    let orders: Vec<Option<Vec<usize>>> = prepared.into_iter().map(|p| p.map(|p| p.order)).collect();
+    for (h, order) in hosts.iter().zip(orders) {
+        if let Some(order) = order {
+            cache.keep_order(h, order);
+        }
+    }
     cache.end();
     mapping::report_unused(set, &used_mappings, &mut diagnostics);
     let http_ports: Vec<u16> = listeners.iter().map(|l| l.ir.port).collect();
@@ -201,7 +209,9 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
         &mut diagnostics,
     );
     route_configs.sort_by(|a, b| a.name.cmp(&b.name));
-    let (clusters, endpoints) = clusters.finish(set, &mut secrets, &mut diagnostics);
+    let (clusters, endpoints, interner) = clusters.finish(set, &mut secrets, &mut cache.clusters, &mut diagnostics);
+    cache.interner = interner;
+    cache.interner.prune();
     let ir = Ir {
         listeners: {
             let mut all: Vec<_> = listeners.into_iter().map(|l| l.ir).chain(tcp_listeners).collect();
