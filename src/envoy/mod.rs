@@ -206,17 +206,20 @@ pub fn bytes_to_json_proto_names(name: &str, bytes: &[u8]) -> Value {
 pub fn build_snapshot(rendered: &crate::rules::Rendered) -> crate::snapshot::Snapshot {
     let mut snapshot = crate::snapshot::Snapshot::default();
     for (ty, resources) in &rendered.resources {
-        for (name, r) in resources {
-            snapshot.insert(
-                *ty,
-                name.clone(),
-                // Hashed once, when the node was rendered.
-                crate::snapshot::Resource {
-                    bytes: std::sync::Arc::clone(&r.encoded),
-                    version: r.version.clone(),
-                },
-            );
-        }
+        // In name order, so the snapshot's map is built without a search per resource.
+        snapshot.insert_all(
+            *ty,
+            resources.iter().map(|(name, r)| {
+                (
+                    name.clone(),
+                    // Hashed once, when the node was rendered.
+                    crate::snapshot::Resource {
+                        bytes: std::sync::Arc::clone(&r.encoded),
+                        version: r.version.clone(),
+                    },
+                )
+            }),
+        );
     }
     snapshot
 }

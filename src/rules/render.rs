@@ -157,7 +157,6 @@ pub struct Rendered {
 struct NodeOutput {
     outputs: Vec<Output>,
     diagnostics: Vec<Diagnostic>,
-    generation: u64,
 }
 
 /// Rendered output of IR nodes from the previous translation, keyed by everything rendering a
@@ -167,7 +166,9 @@ struct NodeOutput {
 /// its end, so the cache holds one translation's worth. Valid for one rule registry only.
 #[derive(Debug, Default)]
 pub struct RenderCache {
-    entries: crate::keyed::KeyMap<NodeOutput>,
+    /// Outputs by node key, with the last translation that used each (shared: a hit is a
+    /// reference count, not a copy).
+    entries: crate::keyed::KeyMap<(u64, Arc<NodeOutput>)>,
     /// Cache keys of the last translation's routes and clusters, by address: lowering hands an
     /// unchanged one over as the same allocation, so its key need not be computed again.
     route_keys: KeysByAddress<crate::ir::Route>,
@@ -191,7 +192,7 @@ struct Renderer<'a> {
     registry: &'a Registry,
     /// Whether leaves render on the render threads (large inputs only).
     parallel: bool,
-    out: Rendered,
+    out: BTreeMap<ResourceType, Filing>,
     diagnostics: Vec<Diagnostic>,
     cache: Option<&'a mut RenderCache>,
 }
@@ -423,7 +424,6 @@ impl NodeRenderer<'_> {
         NodeOutput {
             outputs,
             diagnostics: self.diagnostics,
-            generation: 0,
         }
     }
 }
@@ -576,14 +576,14 @@ impl Renderer<'_> {
     ) -> Vec<(u128, Fragments)> {
         use rayon::prelude::*;
         let registry = self.registry;
-        let hits: Vec<Option<NodeOutput>> = match self.cache.as_deref_mut() {
+        let hits: Vec<Option<Arc<NodeOutput>>> = match self.cache.as_deref_mut() {
             Some(cache) => {
                 let generation = cache.generation;
                 keys.iter()
                     .map(|k| {
-                        let hit = cache.entries.get_mut(k)?;
-                        hit.generation = generation;
-                        Some(hit.clone())
+                        let (used, hit) = cache.entries.get_mut(k)?;
+                        *used = generation;
+                        Some(Arc::clone(hit))
                     })
                     .collect()
             }
@@ -604,9 +604,9 @@ impl Renderer<'_> {
                 source: n.source(),
                 diagnostics: Vec::new(),
             };
-            r.render(T::KIND, n.context(), None)
+            Arc::new(r.render(T::KIND, n.context(), None))
         };
-        let fresh: Vec<Option<NodeOutput>> = if self.parallel {
+        let fresh: Vec<Option<Arc<NodeOutput>>> = if self.parallel {
             items
                 .par_iter()
                 .zip(&render_here)
@@ -631,27 +631,24 @@ impl Renderer<'_> {
                 (None, Some(fresh)) => {
                     if let Some(c) = self.cache.as_deref_mut() {
                         c.misses += 1;
-                        c.entries.insert(
-                            key,
-                            NodeOutput {
-                                generation: c.generation,
-                                ..fresh.clone()
-                            },
-                        );
+                        c.entries.insert(key, (c.generation, Arc::clone(&fresh)));
                     }
                     fresh
                 }
                 // A leaf equal to one rendered earlier in this batch, now in the cache.
                 (None, None) => match self.cache.as_deref_mut().and_then(|c| {
                     c.hits += 1;
-                    c.entries.get(&key).cloned()
+                    c.entries.get(&key).map(|(_, e)| Arc::clone(e))
                 }) {
                     Some(earlier) => earlier,
                     None => render(n),
                 },
             };
-            self.diagnostics.extend(result.diagnostics);
-            out.push((key, self.file(result.outputs, &|| n.label(), n.source(), fragment_type)));
+            self.diagnostics.extend(result.diagnostics.iter().cloned());
+            out.push((
+                key,
+                self.file(&result.outputs, &|| n.label(), n.source(), fragment_type),
+            ));
         }
         out
     }
@@ -669,12 +666,15 @@ impl Renderer<'_> {
         let key = self.cache.as_ref().map(|_| node_key(kind, &ctx, source, kids.keys));
         if let (Some(key), Some(cache)) = (key, self.cache.as_deref_mut()) {
             let generation = cache.generation;
-            if let Some(hit) = cache.entries.get_mut(&key) {
-                hit.generation = generation;
+            if let Some((used, hit)) = cache.entries.get_mut(&key) {
+                *used = generation;
                 cache.hits += 1;
-                let hit = hit.clone();
-                self.diagnostics.extend(hit.diagnostics);
-                return (key, self.file(hit.outputs, &|| node.to_string(), source, fragment_type));
+                let hit = Arc::clone(hit);
+                self.diagnostics.extend(hit.diagnostics.iter().cloned());
+                return (
+                    key,
+                    self.file(&hit.outputs, &|| node.to_string(), source, fragment_type),
+                );
             }
             cache.misses += 1;
         }
@@ -684,20 +684,14 @@ impl Renderer<'_> {
             source,
             diagnostics: Vec::new(),
         };
-        let result = r.render(kind, ctx, kids.bytes);
+        let result = Arc::new(r.render(kind, ctx, kids.bytes));
         if let (Some(key), Some(cache)) = (key, self.cache.as_deref_mut()) {
-            cache.entries.insert(
-                key,
-                NodeOutput {
-                    generation: cache.generation,
-                    ..result.clone()
-                },
-            );
+            cache.entries.insert(key, (cache.generation, Arc::clone(&result)));
         }
-        self.diagnostics.extend(result.diagnostics);
+        self.diagnostics.extend(result.diagnostics.iter().cloned());
         (
             key.unwrap_or_default(),
-            self.file(result.outputs, &|| node.to_string(), source, fragment_type),
+            self.file(&result.outputs, &|| node.to_string(), source, fragment_type),
         )
     }
 
@@ -705,7 +699,7 @@ impl Renderer<'_> {
     /// node for a diagnostic (built only if one is needed: this runs for every leaf).
     fn file(
         &mut self,
-        outputs: Vec<Output>,
+        outputs: &[Output],
         node: &dyn Fn() -> String,
         source: Option<&SourceRef>,
         fragment_type: Option<&str>,
@@ -719,9 +713,9 @@ impl Renderer<'_> {
             version,
         } in outputs
         {
-            if let Some(ty) = ResourceType::from_message_name(&emits) {
-                let by_name = self.out.resources.entry(ty).or_default();
-                if let Some(existing) = by_name.get(&name) {
+            if let Some(ty) = ResourceType::from_message_name(emits) {
+                let by_name = self.out.entry(ty).or_default();
+                if let Some(existing) = by_name.get(name) {
                     let mut d = Diagnostic::error(
                         "rules.duplicate_resource",
                         format!("rule `{rule}` for {} emits {} `{name}`, which rule `{}` already emitted; the first one is kept", node(), ty.label(), existing.rule),
@@ -732,12 +726,59 @@ impl Renderer<'_> {
                     self.diagnostics.push(d);
                     continue;
                 }
-                by_name.insert(name, RenderedResource { rule, encoded, version });
+                by_name.insert(
+                    name.clone(),
+                    RenderedResource {
+                        rule: rule.clone(),
+                        encoded: Arc::clone(encoded),
+                        version: version.clone(),
+                    },
+                );
             } else if fragment_type == Some(emits.as_str()) {
-                fragments.push(encoded);
+                fragments.push(Arc::clone(encoded));
             }
         }
         fragments
+    }
+}
+
+/// Top-level resources of one type as they are filed: a run in increasing name order (the usual
+/// case, as IR nodes come sorted by name: each is checked against the last, and the map is
+/// built in one pass at the end), and the others.
+#[derive(Default)]
+struct Filing {
+    sorted: Vec<(String, RenderedResource)>,
+    others: BTreeMap<String, RenderedResource>,
+}
+
+impl Filing {
+    fn get(&self, name: &str) -> Option<&RenderedResource> {
+        let in_run = match self.sorted.last() {
+            Some((last, _)) if name <= last.as_str() => self
+                .sorted
+                .binary_search_by(|(n, _)| n.as_str().cmp(name))
+                .ok()
+                .map(|i| &self.sorted[i].1),
+            _ => None,
+        };
+        in_run.or_else(|| self.others.get(name))
+    }
+
+    /// Files a resource whose name is not filed yet.
+    fn insert(&mut self, name: String, resource: RenderedResource) {
+        match self.sorted.last() {
+            Some((last, _)) if name <= *last => {
+                self.others.insert(name, resource);
+            }
+            _ => self.sorted.push((name, resource)),
+        }
+    }
+
+    fn finish(self) -> BTreeMap<String, RenderedResource> {
+        // From a sorted sequence, the map is built without a search per entry.
+        let mut map: BTreeMap<String, RenderedResource> = self.sorted.into_iter().collect();
+        map.extend(self.others);
+        map
     }
 }
 
@@ -803,7 +844,7 @@ fn render_with(
     let mut r = Renderer {
         registry,
         parallel,
-        out: Rendered::default(),
+        out: BTreeMap::new(),
         diagnostics: Vec::new(),
         cache,
     };
@@ -868,9 +909,12 @@ fn render_with(
     r.leaves(&ir.listeners.iter().collect::<Vec<_>>(), None);
     if let Some(c) = r.cache.as_deref_mut() {
         let generation = c.generation;
-        c.entries.retain(|_, e| e.generation == generation);
+        c.entries.retain(|_, (used, _)| *used == generation);
     }
-    (r.out, r.diagnostics)
+    let rendered = Rendered {
+        resources: r.out.into_iter().map(|(ty, filing)| (ty, filing.finish())).collect(),
+    };
+    (rendered, r.diagnostics)
 }
 
 #[cfg(test)]

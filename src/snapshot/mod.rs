@@ -144,6 +144,16 @@ impl Snapshot {
         self.resources.entry(ty).or_default().insert(name, resource);
     }
 
+    /// Sets the resources of one type (replacing what it had); fastest in name order.
+    pub fn insert_all(&mut self, ty: ResourceType, resources: impl IntoIterator<Item = (String, Resource)>) {
+        let map: BTreeMap<String, Resource> = resources.into_iter().collect();
+        if map.is_empty() {
+            self.resources.remove(&ty);
+        } else {
+            self.resources.insert(ty, map);
+        }
+    }
+
     /// Removes a resource (if present).
     pub fn remove(&mut self, ty: ResourceType, name: &str) {
         if let Some(m) = self.resources.get_mut(&ty) {

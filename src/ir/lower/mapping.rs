@@ -1059,6 +1059,9 @@ pub(super) fn prepare<'a>(
         &'k [HeaderMatch],
     );
     let mut earlier_matches: BTreeMap<MatchKey<'_>, usize> = BTreeMap::new();
+    // With one precedence, equal matches sort next to each other (one group): nothing can be
+    // shadowed, and the map is not needed (it costs a string comparison per Mapping and step).
+    let one_precedence = candidates.windows(2).all(|w| w[0].m.precedence == w[1].m.precedence);
     let mut start = 0;
     while start < candidates.len() {
         let mut end = start + 1;
@@ -1075,8 +1078,13 @@ pub(super) fn prepare<'a>(
             g.headers(),
             g.query(),
         );
-        let shadowing = earlier_matches.get(&match_key).copied();
-        earlier_matches.entry(match_key).or_insert(start);
+        let shadowing = if one_precedence {
+            None
+        } else {
+            let earlier = earlier_matches.get(&match_key).copied();
+            earlier_matches.entry(match_key).or_insert(start);
+            earlier
+        };
         if let Some(earlier) = shadowing.map(|i| &candidates[i]) {
             for c in group {
                 diagnostics.push(
