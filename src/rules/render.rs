@@ -142,7 +142,7 @@ fn leaf_key<T: Serialize>(kind: NodeKind, node: &T, source: Option<&SourceRef>) 
 }
 
 /// Rendered fragments of a node: their encodings.
-type Fragments = Vec<Arc<[u8]>>;
+type Fragments = smallvec::SmallVec<[Arc<[u8]>; 1]>;
 
 /// Everything the rules produced: top-level resources by type and name.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -178,8 +178,9 @@ pub struct RenderCache {
     misses: usize,
 }
 
-/// Cache keys of shared IR nodes by address (each held, so the address stays its own).
-type KeysByAddress<T> = crate::keyed::AddrMap<(Arc<T>, u128)>;
+/// Cache keys of shared IR nodes by address (each held, so the address stays its own), with the
+/// last translation that had the node.
+type KeysByAddress<T> = crate::keyed::AddrMap<(Arc<T>, u128, u64)>;
 
 impl RenderCache {
     /// (nodes reused, nodes rendered) in the last translation.
@@ -538,9 +539,17 @@ impl Renderer<'_> {
             return vec![0; routes.len()];
         };
         let addr = |r: &Arc<T>| Arc::as_ptr(r) as usize;
+        let generation = cache.generation;
         let known: Vec<Option<u128>> = {
             let memo = memo(cache);
-            routes.iter().map(|r| memo.get(&addr(r)).map(|(_, k)| *k)).collect()
+            routes
+                .iter()
+                .map(|r| {
+                    let (_, k, used) = memo.get_mut(&addr(r))?;
+                    *used = generation;
+                    Some(*k)
+                })
+                .collect()
         };
         let missing: Vec<&T> = routes
             .iter()
@@ -552,18 +561,20 @@ impl Renderer<'_> {
         let Some(cache) = self.cache.as_deref_mut() else {
             return vec![0; routes.len()];
         };
-        let memo_of = memo;
-        let mut next = crate::keyed::AddrMap::with_capacity_and_hasher(routes.len(), Default::default());
+        // Updated in place: the new nodes added, the ones this translation does not have dropped.
+        let memo = memo(cache);
         let keys = routes
             .iter()
             .zip(known)
             .map(|(r, k)| {
-                let k = k.or_else(|| computed.next()).unwrap_or_default();
-                next.insert(addr(r), (Arc::clone(r), k));
-                k
+                k.unwrap_or_else(|| {
+                    let k = computed.next().unwrap_or_default();
+                    memo.insert(addr(r), (Arc::clone(r), k, generation));
+                    k
+                })
             })
             .collect();
-        *memo_of(cache) = next;
+        memo.retain(|_, (_, _, used)| *used == generation);
         keys
     }
 
@@ -606,7 +617,9 @@ impl Renderer<'_> {
             };
             Arc::new(r.render(T::KIND, n.context(), None))
         };
-        let fresh: Vec<Option<Arc<NodeOutput>>> = if self.parallel {
+        let fresh: Vec<Option<Arc<NodeOutput>>> = if !render_here.contains(&true) {
+            vec![None; items.len()]
+        } else if self.parallel {
             items
                 .par_iter()
                 .zip(&render_here)
@@ -704,7 +717,7 @@ impl Renderer<'_> {
         source: Option<&SourceRef>,
         fragment_type: Option<&str>,
     ) -> Fragments {
-        let mut fragments = Vec::new();
+        let mut fragments = Fragments::new();
         for Output {
             emits,
             name,

@@ -47,14 +47,30 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Diff {
     let mut out = Diff::default();
     for ty in ResourceType::ALL {
         let mut d = TypeDiff::default();
-        for (name, r) in new.of_type(ty) {
-            if old.get(ty, name).is_none_or(|o| o.version != r.version) {
-                d.upserts.insert(name.clone(), r.clone());
-            }
-        }
-        for (name, _) in old.of_type(ty) {
-            if new.get(ty, name).is_none() {
-                d.removals.insert(name.clone());
+        // Both sides are sorted by name: one pass over the two, no lookups.
+        let (mut o, mut n) = (old.of_type(ty).peekable(), new.of_type(ty).peekable());
+        loop {
+            match (o.peek().copied(), n.peek().copied()) {
+                (None, None) => break,
+                (Some((on, or)), Some((nn, nr))) if on == nn => {
+                    if or.version != nr.version {
+                        d.upserts.insert(nn.clone(), nr.clone());
+                    }
+                    o.next();
+                    n.next();
+                }
+                (Some((on, _)), Some((nn, _))) if on < nn => {
+                    d.removals.insert(on.clone());
+                    o.next();
+                }
+                (Some((on, _)), None) => {
+                    d.removals.insert(on.clone());
+                    o.next();
+                }
+                (_, Some((nn, nr))) => {
+                    d.upserts.insert(nn.clone(), nr.clone());
+                    n.next();
+                }
             }
         }
         if !d.is_empty() {

@@ -278,14 +278,23 @@ impl Clusters {
         set: &ResourceSet,
         secrets: &mut BTreeMap<String, crate::ir::Secret>,
         built: &mut crate::keyed::AddrMap<BuiltCluster>,
+        order: &mut Vec<usize>,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> (Vec<Arc<Cluster>>, Vec<crate::ir::Endpoints>, Interner) {
         let mut endpoints = Vec::new();
         let ambassador_namespace = self.resolvers.ambassador_namespace.clone();
-        let mut uses: Vec<ClusterUse> = self.by_key.into_values().collect();
-        // By name (and key, should two hashed names ever collide), whatever the map's order.
-        uses.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.key.cmp(&b.key)));
         let mut previous = std::mem::take(built);
+        // By name (and key, should two hashed names ever collide), whatever the map's order;
+        // the last translation's clusters keep their order (a key it had is still the same
+        // allocation, as `previous` holds it), only new ones are placed.
+        let key_addr = |u: &ClusterUse| Arc::as_ptr(&u.key) as usize;
+        let uses = sort_incrementally(
+            self.by_key.into_values().collect(),
+            order,
+            |u| Some(key_addr(u)).filter(|a| previous.contains_key(a)),
+            |a, b| a.name.cmp(&b.name).then_with(|| a.key.cmp(&b.key)),
+        );
+        *order = uses.iter().map(key_addr).collect();
         let out: Vec<Arc<Cluster>> = uses
             .into_iter()
             .map(|ClusterUse { key: shared, name, users, connect_timeouts }| {
@@ -703,8 +712,9 @@ pub struct LowerCache {
     generation: u64,
     /// Interned cluster keys.
     pub(super) interner: Interner,
-    /// The last translation's clusters.
+    /// The last translation's clusters, and the addresses of their keys in name order.
     pub(super) clusters: crate::keyed::AddrMap<BuiltCluster>,
+    pub(super) cluster_order: Vec<usize>,
     /// (Mappings reused, Mappings lowered) per Host, in the last translation.
     stats: (usize, usize),
 }

@@ -209,7 +209,13 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
         &mut diagnostics,
     );
     route_configs.sort_by(|a, b| a.name.cmp(&b.name));
-    let (clusters, endpoints, interner) = clusters.finish(set, &mut secrets, &mut cache.clusters, &mut diagnostics);
+    let (clusters, endpoints, interner) = clusters.finish(
+        set,
+        &mut secrets,
+        &mut cache.clusters,
+        &mut cache.cluster_order,
+        &mut diagnostics,
+    );
     cache.interner = interner;
     cache.interner.prune();
     let ir = Ir {
