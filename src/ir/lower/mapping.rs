@@ -35,8 +35,8 @@ struct ClusterKey {
 }
 
 /// Clusters collected while lowering routes, by the address of their interned key.
-pub(super) struct Clusters {
-    by_key: crate::keyed::AddrMap<ClusterUse>,
+pub(super) struct Clusters<'a> {
+    by_key: crate::keyed::AddrMap<ClusterUse<'a>>,
     interner: Interner,
     resolvers: Resolvers,
 }
@@ -82,9 +82,9 @@ pub(super) struct Resolvers {
     ambassador_namespace: String,
 }
 
-impl Clusters {
+impl Clusters<'_> {
     /// No clusters yet; Mappings resolve their services with `resolvers`.
-    pub(super) fn new(resolvers: Resolvers, interner: Interner) -> Clusters {
+    pub(super) fn new<'a>(resolvers: Resolvers, interner: Interner) -> Clusters<'a> {
         Clusters {
             by_key: crate::keyed::AddrMap::default(),
             interner,
@@ -156,13 +156,30 @@ impl Resolvers {
 }
 
 /// Who uses a cluster and which settings they ask for.
-struct ClusterUse {
+struct ClusterUse<'a> {
     key: Arc<ClusterKey>,
-    /// The cluster's name (computed once).
-    name: String,
-    users: Vec<SourceRef>,
+    /// The cluster's name (computed once per key).
+    name: Arc<str>,
+    /// The first few users, in [`user_order`].
+    users: smallvec::SmallVec<[&'a Meta; 2]>,
     /// Explicit `connect_timeout_ms` values, with the Mapping that asked.
-    connect_timeouts: BTreeMap<u64, SourceRef>,
+    connect_timeouts: BTreeMap<u64, &'a Meta>,
+}
+
+/// The order of a cluster's users: that of their [`SourceRef`]s (object, then origin).
+fn user_order(a: &Meta, b: &Meta) -> std::cmp::Ordering {
+    (&a.kind, &a.namespace, &a.name, &a.origin).cmp(&(&b.kind, &b.namespace, &b.name, &b.origin))
+}
+
+/// Whether a cluster built earlier had exactly these users.
+fn same_users(built: &[SourceRef], users: &[&Meta]) -> bool {
+    built.len() == users.len()
+        && built.iter().zip(users).all(|(s, m)| {
+            s.object.kind == m.kind
+                && s.object.namespace == m.namespace
+                && s.object.name == m.name
+                && s.origin == m.origin
+        })
 }
 
 fn sanitize(s: &str) -> String {
@@ -228,43 +245,45 @@ fn cluster_name(key: &ClusterKey) -> String {
     }
 }
 
-impl Clusters {
+impl<'a> Clusters<'a> {
     /// The resolvers Mappings' services are resolved with.
     pub(super) fn resolvers(&self) -> &Resolvers {
         &self.resolvers
     }
 
     /// Adds a user of the cluster `key`; returns the cluster's name.
-    fn add(&mut self, key: ClusterKey, user: &Meta, connect_timeout_ms: Option<u64>) -> String {
-        let name = cluster_name(&key);
+    fn add(&mut self, key: ClusterKey, user: &'a Meta, connect_timeout_ms: Option<u64>) -> String {
+        let name: Arc<str> = cluster_name(&key).into();
         let key = self.interner.intern(key);
         self.add_named(&key, &name, user, connect_timeout_ms);
-        name
+        name.to_string()
     }
 
     /// Adds a user of the cluster `key` (interned), whose name (`cluster_name(key)`) is known.
-    fn add_named(&mut self, key: &Arc<ClusterKey>, name: &str, user: &Meta, connect_timeout_ms: Option<u64>) {
+    fn add_named(&mut self, key: &Arc<ClusterKey>, name: &Arc<str>, user: &'a Meta, connect_timeout_ms: Option<u64>) {
         let entry = self
             .by_key
             .entry(Arc::as_ptr(key) as usize)
             .or_insert_with(|| ClusterUse {
                 key: Arc::clone(key),
-                name: name.to_string(),
-                users: Vec::new(),
+                name: Arc::clone(name),
+                users: smallvec::SmallVec::new(),
                 connect_timeouts: BTreeMap::new(),
             });
-        let r = source_of(user);
         if let Some(t) = connect_timeout_ms {
-            let e = entry.connect_timeouts.entry(t).or_insert_with(|| r.clone());
-            if r < *e {
-                *e = r.clone();
+            let e = entry.connect_timeouts.entry(t).or_insert(user);
+            if user_order(user, e).is_lt() {
+                *e = user;
             }
         }
         let users = &mut entry.users;
-        if !users.iter().any(|u| u.object == r.object) {
-            users.push(r);
+        if !users
+            .iter()
+            .any(|u| u.kind == user.kind && u.namespace == user.namespace && u.name == user.name)
+        {
+            users.push(user);
             // Keep the smallest few, so the list does not depend on input order.
-            users.sort();
+            users.sort_by(|a, b| user_order(a, b));
             users.truncate(USED_BY_MAX);
         }
     }
@@ -287,7 +306,7 @@ impl Clusters {
         // By name (and key, should two hashed names ever collide), whatever the map's order;
         // the last translation's clusters keep their order (a key it had is still the same
         // allocation, as `previous` holds it), only new ones are placed.
-        let key_addr = |u: &ClusterUse| Arc::as_ptr(&u.key) as usize;
+        let key_addr = |u: &ClusterUse<'_>| Arc::as_ptr(&u.key) as usize;
         let uses = sort_incrementally(
             self.by_key.into_values().collect(),
             order,
@@ -308,7 +327,7 @@ impl Clusters {
                             format!("connect_timeout_ms {t} conflicts with {connect_timeout_ms} asked by another Mapping for the same service; {connect_timeout_ms} is used"),
                         )
                         .at(who.origin.clone())
-                        .on(who.object.clone())
+                        .on(who.object_ref())
                         .path("spec.connect_timeout_ms")
                         .hint("Mappings to one service share its cluster: give them the same connect_timeout_ms"),
                     );
@@ -323,7 +342,7 @@ impl Clusters {
                                     format!("TLSContext `{name}` not found: TLS to `{}` is originated without a client certificate", key.host),
                                 )
                                 .at(who.origin.clone())
-                                .on(who.object.clone())
+                                .on(who.object_ref())
                                 .path("spec.tls")
                                 .hint("create the TLSContext, or use `tls: true` (or an https:// service) for TLS without a client certificate"),
                             );
@@ -353,12 +372,13 @@ impl Clusters {
                     }
                 });
                 if key.eds {
-                    endpoints.push(endpoints_of(set, key, &name, &ambassador_namespace, users.first(), diagnostics));
+                    let first = users.first().map(|m| source_of(m));
+                    endpoints.push(endpoints_of(set, key, &name, &ambassador_namespace, first.as_ref(), diagnostics));
                 }
                 let address = Arc::as_ptr(&shared) as usize;
                 if let Some(b) = previous.remove(&address).filter(|b| {
                     Arc::ptr_eq(&b.key, &shared)
-                        && b.users == users
+                        && same_users(&b.users, &users)
                         && b.connect_timeout_ms == connect_timeout_ms
                         && b.upstream_tls == upstream_tls
                 }) {
@@ -368,7 +388,7 @@ impl Clusters {
                 }
                 let cluster = Arc::new(Cluster {
                     upstream_tls: upstream_tls.clone(),
-                    name,
+                    name: name.to_string(),
                     discovery: if key.eds {
                         Discovery::Eds
                     } else if is_ip {
@@ -383,14 +403,14 @@ impl Clusters {
                     tls: key.tls,
                     connect_timeout_ms,
                     settings: key.settings.clone(),
-                    used_by: users.iter().map(|u| u.object.clone()).collect(),
-                    source: users.first().cloned(),
+                    used_by: users.iter().map(|m| m.object_ref()).collect(),
+                    source: users.first().map(|m| source_of(m)),
                 });
                 built.insert(
                     address,
                     BuiltCluster {
                         key: shared,
-                        users,
+                        users: users.iter().map(|m| source_of(m)).collect(),
                         connect_timeout_ms,
                         upstream_tls,
                         cluster: Arc::clone(&cluster),
@@ -507,9 +527,9 @@ impl ClusterKey {
 }
 
 /// The cluster of a TCPMapping's service.
-pub(super) fn tcp_cluster(
-    clusters: &mut Clusters,
-    meta: &Meta,
+pub(super) fn tcp_cluster<'a>(
+    clusters: &mut Clusters<'a>,
+    meta: &'a Meta,
     t: &crate::resource::TcpMapping,
     options: &LowerOptions,
 ) -> String {
@@ -533,9 +553,9 @@ const AUTH_DEFAULT_HEADERS: &[&str] = &[
 ];
 
 /// The `ext_authz` filter for the AuthService, with its cluster.
-pub(super) fn auth_filter(
-    clusters: &mut Clusters,
-    meta: &Meta,
+pub(super) fn auth_filter<'a>(
+    clusters: &mut Clusters<'a>,
+    meta: &'a Meta,
     a: &crate::resource::AuthService,
     options: &LowerOptions,
 ) -> crate::ir::AuthFilter {
@@ -697,7 +717,7 @@ struct Lowered {
     headers: Vec<HeaderMatch>,
     query: Vec<HeaderMatch>,
     /// The upstream and its name (none for a host redirect).
-    cluster: Option<(Arc<ClusterKey>, String)>,
+    cluster: Option<(Arc<ClusterKey>, Arc<str>)>,
     /// Routes built so far, by what else they read (usually one or two).
     routes: Mutex<Vec<(RouteSlot, Arc<Route>)>>,
 }
@@ -940,7 +960,7 @@ fn lower_one(
         );
         let key = ClusterKey { eds, ..key };
         let name = cluster_name(&key);
-        lowered.cluster = Some((interner.intern(key), name));
+        lowered.cluster = Some((interner.intern(key), name.into()));
     }
     lowered
 }
@@ -987,11 +1007,11 @@ pub(super) fn routes_for(prepared: &Prepared<'_>, model: SecurityModel, host: &E
 
 /// Collects, orders and groups the Mappings a Host takes (clusters are added here, once per
 /// Host), from the cache's entries for the Host ([`refresh`] first).
-pub(super) fn prepare<'a>(
-    set: &'a ResourceSet,
+pub(super) fn prepare<'a, 's: 'a>(
+    set: &'s ResourceSet,
     host: &EffectiveHost,
     cache: &'a LowerCache,
-    clusters: &mut Clusters,
+    clusters: &mut Clusters<'s>,
     used: &mut [bool],
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Prepared<'a> {

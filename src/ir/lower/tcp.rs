@@ -13,12 +13,12 @@ use super::mapping::{tcp_cluster, Clusters};
 use super::{source_of, LowerOptions};
 
 /// The TCP listeners, in port order.
-pub(super) fn listeners(
-    set: &ResourceSet,
+pub(super) fn listeners<'a>(
+    set: &'a ResourceSet,
     http_ports: &[u16],
     hosts: &[EffectiveHost],
     options: &LowerOptions,
-    clusters: &mut Clusters,
+    clusters: &mut Clusters<'a>,
     secrets: &mut BTreeMap<String, Secret>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<Listener> {
