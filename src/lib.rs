@@ -6,7 +6,7 @@
 
 // Diagnostics travel alongside every stage.
 pub mod diagnostic;
-// Maps keyed by content hashes (every stage's cache).
+// What every stage's cache shares: maps by content hash or address, incremental sorting.
 pub mod keyed;
 // 1. Where objects come from (a directory of YAML; Kubernetes later).
 pub mod source;

@@ -410,7 +410,10 @@ type Parsed = (Option<Resource>, Vec<Diagnostic>);
 /// translation are dropped at its end. Valid for one set of [`ParseOptions`].
 #[derive(Debug, Default)]
 pub struct ParseCache {
-    entries: crate::keyed::KeyMap<Parsed>,
+    /// Boxed: a resource is large, and entries move from one map to the next every translation.
+    entries: crate::keyed::KeyMap<Box<Parsed>>,
+    /// The addresses of the last translation's Mappings, by namespace and name.
+    mapping_order: Vec<usize>,
 }
 
 /// [`parse`], reading only the objects the cache has not seen.
@@ -440,11 +443,12 @@ pub fn parse_cached(
             Some(c) => c.entries.remove(&key).or_else(|| used.remove(&key)),
             None => None,
         };
-        let (parsed, ds) = hit.unwrap_or_else(|| {
+        let entry = hit.unwrap_or_else(|| {
             let mut ds = Vec::new();
             let r = parse_one(obj, options, &mut ds);
-            (r, ds)
+            Box::new((r, ds))
         });
+        let (parsed, ds) = &*entry;
         diagnostics.extend(ds.iter().cloned());
         if parsed.is_none() && diagnostics[before..].iter().any(Diagnostic::is_error) {
             if let Some(o) = diagnostics
@@ -473,10 +477,21 @@ pub fn parse_cached(
             }
         }
         if cache.is_some() {
-            used.insert(key, (parsed, ds));
+            used.insert(key, entry);
         }
     }
     if let Some(c) = cache {
+        // Mappings by identity, the last translation's order reused: its Mappings are still
+        // alive (held by `c.entries` until just below), so an address it names is the same
+        // Mapping. `dedupe` then finds them sorted.
+        let addr = |(m, _): &(std::sync::Arc<(Meta, Mapping)>, usize)| std::sync::Arc::as_ptr(m) as usize;
+        mappings = crate::keyed::sort_incrementally(
+            mappings,
+            &c.mapping_order,
+            |m| Some(addr(m)),
+            |(a, _), (b, _)| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)),
+        );
+        c.mapping_order = mappings.iter().map(addr).collect();
         // Keep exactly what this translation used.
         c.entries = used;
     }

@@ -3,7 +3,8 @@
 //! `load` reads every `*.yaml`, `*.yml` and `*.json` file under a directory (recursively, skipping
 //! hidden files and directories) in sorted path order. `watch` reloads the directory whenever
 //! something in it changes, coalescing bursts of changes (an editor's save, a `cp` of many files)
-//! into one reload after a short quiet period.
+//! into one reload after a short quiet period; a [`Loader`] keeps each file's objects, so a reload
+//! parses only the files whose text changed.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,9 +20,44 @@ use crate::diagnostic::{Diagnostic, Origin};
 /// Never fails as a whole: unreadable files become diagnostics. File names in origins are relative
 /// to `path` when it is a directory, and as given when it is a file.
 pub fn load(path: &Path) -> Loaded {
+    Loader::default().load(path)
+}
+
+/// Loads a directory again and again, parsing only the files whose text changed since the last
+/// load (the others give the same objects, shared).
+#[derive(Debug, Default)]
+pub struct Loader {
+    /// By file name: its text and what it gave.
+    files: std::collections::HashMap<String, (String, Loaded)>,
+}
+
+impl Loader {
+    /// [`load`], reusing what the files that did not change gave last time.
+    pub fn load(&mut self, path: &Path) -> Loaded {
+        let mut seen = std::collections::HashMap::new();
+        let loaded = load_with(path, &mut |file, name, loaded| {
+            let text = match std::fs::read_to_string(file) {
+                Ok(text) => text,
+                Err(e) => return unreadable(name, &e, loaded),
+            };
+            let one = match self.files.remove(name) {
+                Some((old, one)) if old == text => one,
+                _ => parse_text(name, &text),
+            };
+            loaded.objects.extend(one.objects.iter().cloned());
+            loaded.diagnostics.extend(one.diagnostics.iter().cloned());
+            seen.insert(name.to_string(), (text, one));
+        });
+        // Files that are gone are forgotten.
+        self.files = seen;
+        loaded
+    }
+}
+
+fn load_with(path: &Path, read: &mut dyn FnMut(&Path, &str, &mut Loaded)) -> Loaded {
     let mut loaded = Loaded::default();
     if path.is_file() {
-        read_file(path, &path.display().to_string(), &mut loaded);
+        read(path, &path.display().to_string(), &mut loaded);
         return loaded;
     }
     let mut files = Vec::new();
@@ -37,24 +73,17 @@ pub fn load(path: &Path) -> Loaded {
     files.sort();
     for file in files {
         let name = file.strip_prefix(path).unwrap_or(&file).display().to_string();
-        read_file(&file, &name, &mut loaded);
+        read(&file, &name, &mut loaded);
     }
     loaded
 }
 
-fn read_file(file: &Path, name: &str, loaded: &mut Loaded) {
-    match std::fs::read_to_string(file) {
-        Ok(text) => {
-            let one = parse_text(name, &text);
-            loaded.objects.extend(one.objects);
-            loaded.diagnostics.extend(one.diagnostics);
-        }
-        Err(e) => loaded.diagnostics.push(
-            Diagnostic::error("source.unreadable", format!("cannot read file: {e}"))
-                .at(Origin::new(name, 0, 0))
-                .hint("files must be UTF-8 YAML"),
-        ),
-    }
+fn unreadable(name: &str, e: &std::io::Error, loaded: &mut Loaded) {
+    loaded.diagnostics.push(
+        Diagnostic::error("source.unreadable", format!("cannot read file: {e}"))
+            .at(Origin::new(name, 0, 0))
+            .hint("files must be UTF-8 YAML"),
+    );
 }
 
 fn is_config_file(p: &Path) -> bool {
@@ -96,10 +125,17 @@ pub fn watch(path: PathBuf, debounce: Duration) -> notify::Result<mpsc::Receiver
     watcher.watch(&path, RecursiveMode::Recursive)?;
     tokio::spawn(async move {
         let _watcher = watcher; // dropped (and unwatched) when this task ends
-        let initial = {
-            let p = path.clone();
-            tokio::task::spawn_blocking(move || load(&p)).await
+        let loader = std::sync::Arc::new(std::sync::Mutex::new(Loader::default()));
+        let reload = move |p: PathBuf| {
+            let loader = std::sync::Arc::clone(&loader);
+            tokio::task::spawn_blocking(move || {
+                loader
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .load(&p)
+            })
         };
+        let initial = reload(path.clone()).await;
         let Ok(initial) = initial else { return };
         if tx.send(initial).await.is_err() {
             return;
@@ -113,8 +149,7 @@ pub fn watch(path: PathBuf, debounce: Duration) -> notify::Result<mpsc::Receiver
                     Err(_) => break,
                 }
             }
-            let p = path.clone();
-            let Ok(loaded) = tokio::task::spawn_blocking(move || load(&p)).await else {
+            let Ok(loaded) = reload(path.clone()).await else {
                 return;
             };
             tracing::debug!(objects = loaded.objects.len(), "configuration directory changed");
@@ -124,4 +159,35 @@ pub fn watch(path: PathBuf, debounce: Duration) -> notify::Result<mpsc::Receiver
         }
     });
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Loader;
+
+    fn mapping(name: &str, prefix: &str) -> String {
+        format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: {name}\nspec:\n  prefix: {prefix}\n  service: s\n")
+    }
+
+    #[test]
+    fn a_reload_parses_only_the_files_that_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), mapping("a", "/a/")).unwrap();
+        std::fs::write(dir.path().join("b.yaml"), mapping("b", "/b/")).unwrap();
+        let mut loader = Loader::default();
+        let first = loader.load(dir.path());
+        std::fs::write(dir.path().join("b.yaml"), mapping("b", "/b2/")).unwrap();
+        std::fs::write(dir.path().join("c.yaml"), mapping("c", "/c/")).unwrap();
+        let second = loader.load(dir.path());
+        // What a fresh load gives, whatever the loader remembered.
+        assert_eq!(second, super::load(dir.path()));
+        assert_eq!(second.objects.len(), 3);
+        // a.yaml did not change: the same object, not parsed again; b.yaml did.
+        assert!(std::sync::Arc::ptr_eq(&first.objects[0].root, &second.objects[0].root));
+        assert!(!std::sync::Arc::ptr_eq(&first.objects[1].root, &second.objects[1].root));
+        std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+        let third = loader.load(dir.path());
+        assert_eq!(third, super::load(dir.path()));
+        assert_eq!(third.objects.len(), 2);
+    }
 }

@@ -18,8 +18,9 @@ use crate::diagnostic::{Diagnostic, Origin};
 pub struct RawObject {
     /// Where the document starts.
     pub origin: Origin,
-    /// The document, with positions.
-    pub root: yaml::Node,
+    /// The document, with positions (shared: sets of objects are copied often, the objects
+    /// never change).
+    pub root: std::sync::Arc<yaml::Node>,
     key: u128,
 }
 
@@ -27,7 +28,11 @@ impl RawObject {
     /// An object and its content key.
     pub fn new(origin: Origin, root: yaml::Node) -> RawObject {
         let key = content_key(&origin, &root);
-        RawObject { origin, root, key }
+        RawObject {
+            origin,
+            root: std::sync::Arc::new(root),
+            key,
+        }
     }
 
     /// A hash of everything reading the object depends on: its origin, and its node values,

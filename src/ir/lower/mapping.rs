@@ -307,7 +307,7 @@ impl<'a> Clusters<'a> {
         // the last translation's clusters keep their order (a key it had is still the same
         // allocation, as `previous` holds it), only new ones are placed.
         let key_addr = |u: &ClusterUse<'_>| Arc::as_ptr(&u.key) as usize;
-        let uses = sort_incrementally(
+        let uses = crate::keyed::sort_incrementally(
             self.by_key.into_values().collect(),
             order,
             |u| Some(key_addr(u)).filter(|a| previous.contains_key(a)),
@@ -1069,7 +1069,7 @@ pub(super) fn prepare<'a, 's: 'a>(
             .then((&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name)))
     };
     let generation = cache.generation;
-    let candidates = sort_incrementally(
+    let candidates = crate::keyed::sort_incrementally(
         candidates,
         cached.map_or(&[][..], |h| &h.order),
         |c| (c.lowered.created < generation).then(|| addr(&c.lowered.mapping)),
@@ -1174,56 +1174,6 @@ pub(super) fn prepare<'a, 's: 'a>(
         module,
         has_auth: set.auth_service.is_some(),
     }
-}
-
-/// Sorts `items` by `order`, a total order, reusing `previous` (the addresses of the last sort's
-/// items, in order): the items it names keep their relative order, which still holds since
-/// their content did not change, and only the others are compared and placed. `known` gives an
-/// item's address when it is the same item as in the last sort. The result is exactly a full
-/// sort's.
-fn sort_incrementally<T>(
-    items: Vec<T>,
-    previous: &[usize],
-    known: impl Fn(&T) -> Option<usize>,
-    order: impl Fn(&T, &T) -> std::cmp::Ordering,
-) -> Vec<T> {
-    let mut at: crate::keyed::AddrMap<usize> =
-        crate::keyed::AddrMap::with_capacity_and_hasher(items.len(), Default::default());
-    for (i, item) in items.iter().enumerate() {
-        if let Some(a) = known(item) {
-            at.insert(a, i);
-        }
-    }
-    let mut sorted: Vec<usize> = previous.iter().filter_map(|a| at.get(a).copied()).collect();
-    let mut placed = vec![false; items.len()];
-    for &i in &sorted {
-        placed[i] = true;
-    }
-    let mut new: Vec<usize> = (0..items.len()).filter(|&i| !placed[i]).collect();
-    new.sort_by(|&a, &b| order(&items[a], &items[b]));
-    if new.len() > sorted.len() / 8 {
-        // Many new items: one merge pass.
-        let old = std::mem::take(&mut sorted);
-        let (mut o, mut n) = (old.into_iter().peekable(), new.into_iter().peekable());
-        while let (Some(&a), Some(&b)) = (o.peek(), n.peek()) {
-            if order(&items[b], &items[a]) == std::cmp::Ordering::Less {
-                sorted.push(b);
-                n.next();
-            } else {
-                sorted.push(a);
-                o.next();
-            }
-        }
-        sorted.extend(o);
-        sorted.extend(n);
-    } else {
-        for i in new {
-            let p = sorted.partition_point(|&j| order(&items[j], &items[i]) == std::cmp::Ordering::Less);
-            sorted.insert(p, i);
-        }
-    }
-    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
-    sorted.iter().filter_map(|&i| slots[i].take()).collect()
 }
 
 /// Emits a prepared Host's routes for one security model.
@@ -1402,40 +1352,6 @@ pub(super) fn report_unused(set: &ResourceSet, used: &[bool], diagnostics: &mut 
                 .on(meta.object_ref())
                 .hint("check the Mapping's hostname and labels against the Hosts' hostname and mappingSelector"),
             );
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::sort_incrementally;
-
-    #[test]
-    fn an_incremental_sort_equals_a_full_sort() {
-        // Items are (address, value); the last sort saw some of them (and one that is gone).
-        let mut seed = 7u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            seed >> 33
-        };
-        for round in 0..200 {
-            let n = (next() % 40) as usize;
-            let items: Vec<(usize, u64)> = (0..n).map(|i| (i * 16, next() % 1000 * 100 + i as u64)).collect();
-            let mut previous: Vec<(usize, u64)> = items.iter().copied().filter(|_| next() % 4 != 0).collect();
-            previous.push((9999, 0));
-            previous.sort_by_key(|&(_, v)| v);
-            let previous: Vec<usize> = previous.iter().map(|&(a, _)| a).collect();
-            let mut full = items.clone();
-            full.sort_by_key(|&(_, v)| v);
-            let incremental = sort_incrementally(
-                items.clone(),
-                &previous,
-                |&(a, _)| (a != 0).then_some(a),
-                |a, b| a.1.cmp(&b.1),
-            );
-            assert_eq!(incremental, full, "round {round}");
         }
     }
 }
