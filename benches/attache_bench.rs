@@ -29,6 +29,17 @@ const PER_FILE: usize = 100;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Resident memory now, in MiB (`VmRSS`).
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
 fn header() -> String {
     "apiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: http\nspec:\n  port: 8080\n  protocol: HTTP\n  securityModel: XFP\n  hostBinding:\n    namespace:\n      from: ALL\n---\napiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: https\nspec:\n  port: 8443\n  protocol: HTTPS\n  securityModel: XFP\n  hostBinding:\n    namespace:\n      from: ALL\n---\napiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: any\nspec:\n  hostname: \"*\"\n  requestPolicy:\n    insecure:\n      action: Route\n".to_string()
 }
@@ -305,32 +316,51 @@ fn end_to_end(root: &Path, n: usize, xds: &str, changes: usize) -> Option<(Durat
 }
 
 /// `--stages N`: where a full translation of N Mappings spends its time, stage by stage.
-fn stages(n: usize) {
+fn stages(n: usize, cold: bool) {
     let root = tempfile::tempdir().unwrap();
     let dir = generate(root.path(), n, &|i| format!("svc-{i}:80"));
     let registry = attache::rules::Registry::core().unwrap();
     let opts = attache::Options::default();
-    let _ = attache::translate(&attache::source::dir::load(&dir), &registry, &opts);
+    let start = rss_mib();
+    if !cold {
+        let _ = attache::translate(&attache::source::dir::load(&dir), &registry, &opts);
+        println!(
+            "resident MiB with the rule registry loaded {start:.1}, after a first translation (freed) {:.1}",
+            rss_mib()
+        );
+    }
+    let mut heap = Vec::new();
+    let before = rss_mib();
     let t = Instant::now();
     let loaded = attache::source::dir::load(&dir);
     let load = t.elapsed();
+    heap.push(("load", rss_mib()));
     let t = Instant::now();
     let (set, _) = attache::resource::parse(&loaded.objects, &opts.parse);
     let parse = t.elapsed();
+    heap.push(("resources", rss_mib()));
     let t = Instant::now();
     let (ir, _) = attache::ir::lower(&set, &opts.lower);
     let lower = t.elapsed();
+    heap.push(("lower", rss_mib()));
     let t = Instant::now();
     let mut cache = attache::rules::RenderCache::default();
     let (rendered, _) = attache::rules::render_cached(&ir, &registry, Some(&mut cache));
     let render = t.elapsed();
+    heap.push(("render", rss_mib()));
     println!("nodes reused / rendered: {:?}", cache.last_stats());
     let t = Instant::now();
     let snapshot = attache::envoy::build_snapshot(&rendered);
     let encode = t.elapsed();
+    heap.push(("snapshot", rss_mib()));
     println!(
         "{n} Mappings: load (read + YAML) {} ms, resources {} ms, lower {} ms, render (templates, YAML, schema and validation checks) {} ms, snapshot (encode, hash) {} ms; {} clusters",
         ms(load), ms(parse), ms(lower), ms(render), ms(encode), snapshot.count(ResourceType::Cluster)
+    );
+    let heap: Vec<String> = heap.iter().map(|(stage, rss)| format!("{stage} {rss:.1}")).collect();
+    println!(
+        "resident MiB before {before:.1}, after each stage: {} (grows only when a stage holds more than what earlier ones freed)",
+        heap.join(", ")
     );
 }
 
@@ -403,7 +433,11 @@ fn main() {
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--stages") {
-        stages(args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(5_000));
+        // `--cold`: no warm-up translation first (the resident memory each stage adds shows).
+        stages(
+            args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(5_000),
+            args.iter().any(|a| a == "--cold"),
+        );
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--change-stages") {

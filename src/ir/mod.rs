@@ -426,28 +426,28 @@ pub struct Route {
     /// along the group, and the group's last route has none (Envoy `RouteMatch.runtime_fraction`).
     pub runtime_fraction: Option<RuntimeFraction>,
     /// For `redirect` actions: where to (Envoy `Route.redirect`).
-    pub redirect: Option<crate::resource::mapping::Redirect>,
+    pub redirect: Option<Box<crate::resource::mapping::Redirect>>,
     /// Path rewrite by regular expression (Envoy `RouteAction.regex_rewrite`); `prefix_rewrite`
     /// is `null` when this is set.
-    pub regex_rewrite: Option<crate::resource::mapping::RegexRewrite>,
+    pub regex_rewrite: Option<Box<crate::resource::mapping::RegexRewrite>>,
     /// Send the upstream's host name as `Host` (Envoy `RouteAction.auto_host_rewrite`).
     pub auto_host_rewrite: bool,
     /// Connection upgrades allowed (`websocket`; Envoy `RouteAction.upgrade_configs`).
     pub upgrades: Vec<String>,
     /// Retries (Envoy `RouteAction.retry_policy`).
-    pub retry_policy: Option<crate::resource::mapping::RetryPolicy>,
+    pub retry_policy: Option<Box<crate::resource::mapping::RetryPolicy>>,
     /// Shadow Mappings with this route's match: requests are mirrored to their cluster
     /// (Envoy `RouteAction.request_mirror_policies`).
     pub mirrors: Vec<Mirror>,
     /// What requests are hashed on for `ring_hash`/`maglev` clusters (Envoy
     /// `RouteAction.hash_policy`): `{cookie: {name, path, ttl_ms}}`, `{header: {name}}` or
     /// `source_ip`.
-    pub hash_policy: Option<crate::resource::mapping::HashPolicy>,
+    pub hash_policy: Option<Box<crate::resource::mapping::HashPolicy>>,
     /// Per-route settings of the AuthService check, when there is an AuthService and the
     /// Mapping says something (`bypass_auth`, `auth_context_extensions`).
     pub auth: Option<RouteAuth>,
     /// CORS (the Mapping's, else the Module's), or `null`.
-    pub cors: Option<crate::resource::mapping::Cors>,
+    pub cors: Option<Box<crate::resource::mapping::Cors>>,
     /// Cluster name for `route` actions (Envoy `RouteAction.cluster`).
     pub cluster: String,
     /// Replacement for the matched prefix, `null` for none (Envoy `RouteAction.prefix_rewrite`).

@@ -1273,13 +1273,18 @@ fn build_route(
             numerator,
             runtime_key: format!("routing.traffic_shift.{}", c.cluster()),
         }),
-        redirect: c.m.redirect.clone(),
-        regex_rewrite: c.m.regex_rewrite.clone(),
+        redirect: c.m.redirect.clone().map(Box::new),
+        regex_rewrite: c.m.regex_rewrite.clone().map(Box::new),
         auto_host_rewrite: c.m.auto_host_rewrite,
         upgrades: c.m.allow_upgrade.clone(),
-        retry_policy: c.m.retry_policy.clone().or_else(|| module.retry_policy.clone()),
+        retry_policy: c
+            .m
+            .retry_policy
+            .clone()
+            .or_else(|| module.retry_policy.clone())
+            .map(Box::new),
         mirrors,
-        cors: c.m.cors.clone().or_else(|| module.cors.clone()),
+        cors: c.m.cors.clone().or_else(|| module.cors.clone()).map(Box::new),
         auth: (has_auth && (c.m.bypass_auth || !c.m.auth_context_extensions.is_empty())).then(|| {
             crate::ir::RouteAuth {
                 bypass: c.m.bypass_auth,
@@ -1290,7 +1295,8 @@ fn build_route(
             c.m.hash_policy.clone()
         } else {
             module.load_balancer.as_ref().and_then(|(_, h)| h.clone())
-        },
+        }
+        .map(Box::new),
         cluster: c.cluster().to_string(),
         prefix_rewrite: (!c.m.rewrite.is_empty() && c.m.regex_rewrite.is_none()).then(|| c.m.rewrite.clone()),
         timeout_ms: c

@@ -3,6 +3,8 @@
 //! Never fails as a whole: conflicts (two Listeners on one port, two Hosts with one hostname) and
 //! dangling associations (a Mapping no Host takes) are diagnostics, and the rest is lowered.
 //! Output order depends only on content (names, ports, precedence), never on input order.
+//! [`lower_cached`] reuses what a [`LowerCache`] kept of unchanged Mappings (recognised by the
+//! address of their shared `Arc`); [`lower`] is the same with an empty cache.
 
 mod host;
 mod listener;
