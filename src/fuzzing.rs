@@ -4,9 +4,11 @@
 
 use std::sync::OnceLock;
 
-fn core_registry() -> &'static crate::rules::Registry {
-    static REGISTRY: OnceLock<crate::rules::Registry> = OnceLock::new();
-    REGISTRY.get_or_init(|| crate::rules::Registry::core().expect("the built-in rule pack loads; this is a bug"))
+fn core_registry() -> &'static std::sync::Arc<crate::rules::Registry> {
+    static REGISTRY: OnceLock<std::sync::Arc<crate::rules::Registry>> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        std::sync::Arc::new(crate::rules::Registry::core().expect("the built-in rule pack loads; this is a bug"))
+    })
 }
 
 /// The `service` grammar.
@@ -69,5 +71,18 @@ pub fn translate(data: &[u8]) {
     let _ = crate::envoy::bootstrap::static_resources(&t.snapshot, "127.0.0.1", 9901);
     for d in &t.diagnostics {
         let _ = d.to_string();
+    }
+    // Incremental translation gives what a full one gives: the input, then without its last
+    // object (an edit), then the input again (every cache hit).
+    let mut translator = crate::Translator::new(std::sync::Arc::clone(core_registry()), crate::Options::default());
+    let mut fewer = loaded.clone();
+    fewer.objects.pop();
+    let full_fewer = crate::translate(&fewer, core_registry(), &crate::Options::default());
+    for (input, full) in [(&loaded, &t), (&fewer, &full_fewer), (&loaded, &t)] {
+        let incremental = translator.translate(input);
+        assert!(
+            incremental.snapshot == full.snapshot && incremental.diagnostics == full.diagnostics,
+            "incremental translation differs from a full one"
+        );
     }
 }

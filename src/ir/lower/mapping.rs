@@ -723,8 +723,9 @@ struct Lowered {
 }
 
 /// Mappings lowered by earlier translations, per Host and Mapping. Entries a translation does
-/// not use are dropped at its end; a change of [`Context`] empties it. Output with the cache is
-/// exactly output without it (a property test checks this).
+/// not use are dropped at its end; a change of what every Mapping reads (the Module, the
+/// AuthService, resolvers) empties it. Output with the cache is exactly output without it (a
+/// property test checks this).
 #[derive(Default)]
 pub struct LowerCache {
     context: Option<Context>,
