@@ -997,12 +997,19 @@ pub(super) struct Prepared<'a> {
     group_of: Vec<usize>,
     module: crate::resource::AmbassadorModule,
     has_auth: bool,
+    /// Whether some candidate has its own CORS policy.
+    any_cors: bool,
     /// The candidates' addresses in route order (for [`LowerCache::keep_order`]).
     pub(super) order: Vec<usize>,
 }
 
 /// The routes of a Host for a Listener's security model.
-pub(super) fn routes_for(prepared: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> Vec<Arc<Route>> {
+/// Also says whether some route has a CORS policy (known without visiting every route).
+pub(super) fn routes_for(
+    prepared: &Prepared<'_>,
+    model: SecurityModel,
+    host: &EffectiveHost,
+) -> (Vec<Arc<Route>>, bool) {
     emit(prepared, model, host)
 }
 
@@ -1019,6 +1026,7 @@ pub(super) fn prepare<'a, 's: 'a>(
     let module = cache.context.as_ref().map(|c| c.module.clone()).unwrap_or_default();
     let mut candidates = Vec::new();
     let mut shadows = Vec::new();
+    let mut any_cors = false;
     let cached = cache.host(host);
     for (i, e) in set.mappings.iter().enumerate() {
         let Some(lowered) = cached.and_then(|h| h.entries.get(&addr(e))) else {
@@ -1042,6 +1050,7 @@ pub(super) fn prepare<'a, 's: 'a>(
         if m.shadow {
             shadows.push(c);
         } else {
+            any_cors |= m.cors.is_some();
             candidates.push(c);
         }
     }
@@ -1168,6 +1177,7 @@ pub(super) fn prepare<'a, 's: 'a>(
     }
     Prepared {
         order: candidates.iter().map(|c| addr(&c.lowered.mapping)).collect(),
+        any_cors,
         candidates,
         shadows,
         thresholds,
@@ -1178,7 +1188,7 @@ pub(super) fn prepare<'a, 's: 'a>(
 }
 
 /// Emits a prepared Host's routes for one security model.
-fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> Vec<Arc<Route>> {
+fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> (Vec<Arc<Route>>, bool) {
     let Prepared {
         candidates,
         shadows,
@@ -1186,6 +1196,7 @@ fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> Vec<Arc
         group_of,
         module,
         has_auth,
+        any_cors,
         order: _,
     } = p;
     // Each Mapping gives a primary route (secure, or for every request) and maybe a cleartext
@@ -1246,7 +1257,9 @@ fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> Vec<Arc
         }
     }
     routes.append(&mut variants);
-    routes
+    // A route's policy is its Mapping's, else the Module's (see `build_route`).
+    let cors = !routes.is_empty() && (module.cors.is_some() || *any_cors);
+    (routes, cors)
 }
 
 /// One route of a Mapping.

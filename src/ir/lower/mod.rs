@@ -106,6 +106,10 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
         })
         .collect();
     let mut route_configs = Vec::new();
+    let mapping_port = set
+        .mappings
+        .iter()
+        .any(|e| e.1.hostname.iter().chain(&e.1.host).any(|h| has_port(h)));
     for (l, bound) in listeners.iter_mut().zip(&bound) {
         let bound: Vec<&host::EffectiveHost> = bound.iter().map(|&i| &hosts[i]).collect();
         let mut virtual_hosts = Vec::new();
@@ -121,17 +125,15 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
         let mut tls: BTreeMap<String, (host::HostTls, Vec<VirtualHost>)> = BTreeMap::new();
         // Envoy strips the port from `Host:` before matching, unless a Host's or Mapping's
         // hostname has a port (then hostnames are matched with it, as Emissary does).
-        l.ir.strip_host_port = !bound.iter().any(|h| has_port(&h.hostname))
-            && !set
-                .mappings
-                .iter()
-                .any(|e| e.1.hostname.iter().chain(&e.1.host).any(|h| has_port(h)));
+        l.ir.strip_host_port = !bound.iter().any(|h| has_port(&h.hostname)) && !mapping_port;
+        let mut cors = false;
         for h in bound {
             let index = hosts.iter().position(|x| std::ptr::eq(x, h)).unwrap_or(0);
-            let routes = prepared[index]
+            let (routes, has_cors) = prepared[index]
                 .as_ref()
                 .map(|p| mapping::routes_for(p, l.ir.security_model, h))
                 .unwrap_or_default();
+            cors |= has_cors;
             let vh = host::virtual_host(h, routes);
             // A Host with a certificate gets its own TLS chain, selected by SNI, whose route
             // table holds only that Host (as Emissary does: no other hostname over its
@@ -181,9 +183,7 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
             });
         }
         l.ir.tls = chains.len() > 1;
-        l.ir.cors = virtual_hosts
-            .iter()
-            .any(|vh| vh.routes.iter().any(|r| r.cors.is_some()));
+        l.ir.cors = cors;
         l.ir.auth.clone_from(&auth);
         l.ir.filter_chains = chains;
         virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
