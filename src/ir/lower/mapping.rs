@@ -875,18 +875,7 @@ fn lower_one(
     let mut headers: Vec<HeaderMatch> = m
         .headers
         .iter()
-        .map(|(name, v)| match v {
-            HeaderValue::Exact(value) => HeaderMatch {
-                name: name.to_ascii_lowercase(),
-                kind: MatchKind::Exact,
-                value: value.clone(),
-            },
-            HeaderValue::Present(_) => HeaderMatch {
-                name: name.to_ascii_lowercase(),
-                kind: MatchKind::Present,
-                value: String::new(),
-            },
-        })
+        .map(|(name, v)| matcher(name.to_ascii_lowercase(), v))
         .collect();
     headers.extend(m.regex_headers.iter().map(|(name, re)| HeaderMatch {
         name: name.to_ascii_lowercase(),
@@ -899,18 +888,7 @@ fn lower_one(
     let mut query: Vec<HeaderMatch> = m
         .query_parameters
         .iter()
-        .map(|(name, v)| match v {
-            HeaderValue::Exact(value) => HeaderMatch {
-                name: name.clone(),
-                kind: MatchKind::Exact,
-                value: value.clone(),
-            },
-            HeaderValue::Present(_) => HeaderMatch {
-                name: name.clone(),
-                kind: MatchKind::Present,
-                value: String::new(),
-            },
-        })
+        .map(|(name, v)| matcher(name.clone(), v))
         .chain(m.regex_query_parameters.iter().map(|(name, re)| HeaderMatch {
             name: name.clone(),
             kind: MatchKind::Regex,
@@ -964,6 +942,22 @@ fn lower_one(
         lowered.cluster = Some((interner.intern(key), name.into()));
     }
     lowered
+}
+
+/// A header or query parameter condition of a Mapping.
+fn matcher(name: String, v: &HeaderValue) -> HeaderMatch {
+    match v {
+        HeaderValue::Exact(value) => HeaderMatch {
+            name,
+            kind: MatchKind::Exact,
+            value: value.clone(),
+        },
+        HeaderValue::Present(_) => HeaderMatch {
+            name,
+            kind: MatchKind::Present,
+            value: String::new(),
+        },
+    }
 }
 
 /// A Mapping taken by a Host, with what its routes need.
