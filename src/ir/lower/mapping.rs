@@ -648,21 +648,24 @@ fn associated(meta: &Meta, m: &Mapping, h: &EffectiveHost) -> bool {
     globs_intersect(glob, &h.hostname) && h.mapping_selector.as_ref().is_none_or(|s| s.matches(&meta.labels))
 }
 
-/// What a Mapping's lowering reads besides the Mapping and its Host. When it changes (a new
-/// Module, AuthService or resolver), [`LowerCache`] starts over.
+/// What a Mapping's lowering reads besides the Mapping and its Host: anything read there must be in
+/// here. When it changes (a new Module, AuthService, resolver or option), [`LowerCache`] starts
+/// over.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct Context {
     module: crate::resource::AmbassadorModule,
     has_auth: bool,
     resolvers: Resolvers,
+    options: LowerOptions,
 }
 
 impl Context {
-    pub(super) fn new(set: &ResourceSet, resolvers: &Resolvers) -> Context {
+    pub(super) fn new(set: &ResourceSet, options: &LowerOptions, resolvers: &Resolvers) -> Context {
         Context {
             module: set.module.as_ref().map(|(_, m)| m.clone()).unwrap_or_default(),
             has_auth: set.auth_service.is_some(),
             resolvers: resolvers.clone(),
+            options: options.clone(),
         }
     }
 }

@@ -21,7 +21,7 @@ use super::{FilterChain, Ir, RouteConfig, SourceRef, VirtualHost};
 pub use mapping::LowerCache;
 
 /// Options that change lowering.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LowerOptions {
     /// The namespace attache runs in: bare service names of Mappings in *other* namespaces are
     /// qualified with the Mapping's namespace (as Emissary does).
@@ -90,7 +90,7 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
         })
         .collect();
     // A Host's Mappings are gathered and grouped once, whatever the number of Listeners.
-    cache.begin(mapping::Context::new(set, clusters.resolvers()));
+    cache.begin(mapping::Context::new(set, options, clusters.resolvers()));
     let served = |i: usize| bound.iter().any(|b| b.contains(&i));
     for (i, h) in hosts.iter().enumerate() {
         if served(i) {
