@@ -532,17 +532,17 @@ impl Renderer<'_> {
     /// allocations, computed for the others. `memo` picks the cache's map for the kind.
     fn shared_keys<T: Leaf>(
         &mut self,
-        routes: &[&Arc<T>],
+        nodes: &[&Arc<T>],
         memo: fn(&mut RenderCache) -> &mut KeysByAddress<T>,
     ) -> Vec<u128> {
         let Some(cache) = self.cache.as_deref_mut() else {
-            return vec![0; routes.len()];
+            return vec![0; nodes.len()];
         };
         let addr = |r: &Arc<T>| Arc::as_ptr(r) as usize;
         let generation = cache.generation;
         let known: Vec<Option<u128>> = {
             let memo = memo(cache);
-            routes
+            nodes
                 .iter()
                 .map(|r| {
                     let (_, k, used) = memo.get_mut(&addr(r))?;
@@ -551,7 +551,7 @@ impl Renderer<'_> {
                 })
                 .collect()
         };
-        let missing: Vec<&T> = routes
+        let missing: Vec<&T> = nodes
             .iter()
             .zip(&known)
             .filter(|(_, k)| k.is_none())
@@ -559,11 +559,11 @@ impl Renderer<'_> {
             .collect();
         let mut computed = self.keys(&missing).into_iter();
         let Some(cache) = self.cache.as_deref_mut() else {
-            return vec![0; routes.len()];
+            return vec![0; nodes.len()];
         };
         // Updated in place: the new nodes added, the ones this translation does not have dropped.
         let memo = memo(cache);
-        let keys = routes
+        let keys = nodes
             .iter()
             .zip(known)
             .map(|(r, k)| {

@@ -253,10 +253,10 @@ impl<'a> Clusters<'a> {
 
     /// Adds a user of the cluster `key`; returns the cluster's name.
     fn add(&mut self, key: ClusterKey, user: &'a Meta, connect_timeout_ms: Option<u64>) -> String {
-        let name: Arc<str> = cluster_name(&key).into();
+        let name = cluster_name(&key);
         let key = self.interner.intern(key);
-        self.add_named(&key, &name, user, connect_timeout_ms);
-        name.to_string()
+        self.add_named(&key, &Arc::from(name.as_str()), user, connect_timeout_ms);
+        name
     }
 
     /// Adds a user of the cluster `key` (interned), whose name (`cluster_name(key)`) is known.

@@ -111,7 +111,6 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
         .iter()
         .any(|e| e.1.hostname.iter().chain(&e.1.host).any(|h| has_port(h)));
     for (l, bound) in listeners.iter_mut().zip(&bound) {
-        let bound: Vec<&host::EffectiveHost> = bound.iter().map(|&i| &hosts[i]).collect();
         let mut virtual_hosts = Vec::new();
         let mut chains = vec![FilterChain {
             name: "cleartext".to_string(),
@@ -125,10 +124,10 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
         let mut tls: BTreeMap<String, (host::HostTls, Vec<VirtualHost>)> = BTreeMap::new();
         // Envoy strips the port from `Host:` before matching, unless a Host's or Mapping's
         // hostname has a port (then hostnames are matched with it, as Emissary does).
-        l.ir.strip_host_port = !bound.iter().any(|h| has_port(&h.hostname)) && !mapping_port;
+        l.ir.strip_host_port = !bound.iter().any(|&i| has_port(&hosts[i].hostname)) && !mapping_port;
         let mut cors = false;
-        for h in bound {
-            let index = hosts.iter().position(|x| std::ptr::eq(x, h)).unwrap_or(0);
+        for &index in bound {
+            let h = &hosts[index];
             let (routes, has_cors) = prepared[index]
                 .as_ref()
                 .map(|p| mapping::routes_for(p, l.ir.security_model, h))
