@@ -452,12 +452,23 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let e2e_only = args.iter().any(|a| a == "--e2e-only");
-    let sizes: Vec<usize> = if quick {
-        vec![100, 1_000]
-    } else {
-        vec![100, 1_000, 5_000, 10_000, 50_000]
+    // `--sizes 5000,10000`: only these rows (and no end-to-end runs unless `--e2e` is given too).
+    let only: Option<Vec<usize>> = args
+        .iter()
+        .position(|a| a == "--sizes")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').filter_map(|n| n.trim().parse().ok()).collect());
+    let sizes: Vec<usize> = match &only {
+        Some(list) => list.clone(),
+        None if quick => vec![100, 1_000],
+        None => vec![100, 1_000, 5_000, 10_000, 50_000],
     };
-    let e2e_sizes: Vec<usize> = if quick { vec![1_000] } else { vec![1_000, 10_000] };
+    let e2e_sizes: Vec<usize> = match &only {
+        Some(list) if args.iter().any(|a| a == "--e2e") => list.clone(),
+        Some(_) => Vec::new(),
+        None if quick => vec![1_000],
+        None => vec![1_000, 10_000],
+    };
     let root = tempfile::tempdir().unwrap();
     let registry = Arc::new(attache::rules::Registry::core().unwrap());
     let opts = attache::Options::default();
