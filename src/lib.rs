@@ -34,6 +34,8 @@ pub mod serve;
 /// Kubernetes CustomResourceDefinitions of the kinds attache reads (`attache crds`).
 pub mod crd;
 pub mod output;
+// The worker threads the parallel stages share.
+mod workers;
 // Fuzz entry points (shared by `fuzz/` and the corpus replay tests).
 pub mod fuzzing;
 

@@ -803,27 +803,6 @@ pub fn render(ir: &Ir, registry: &Registry) -> (Rendered, Vec<Diagnostic>) {
 const ROUTE: &str = "envoy.config.route.v3.Route";
 const VIRTUAL_HOST: &str = "envoy.config.route.v3.VirtualHost";
 
-/// The threads that render: one per core, at most 4 (each but the first holds its own Envoy
-/// descriptor pool, ~18 MiB; see [`crate::envoy::pool`]). Long-lived, so those pools are decoded once.
-fn render_threads() -> &'static rayon::ThreadPool {
-    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .thread_name(|i| format!("attache-render-{i}"))
-            // The first render thread shares the pool of every other thread: it is idle but for
-            // admin dumps and pack loading, which do not run in tight loops.
-            .start_handler(|i| {
-                if i > 0 {
-                    crate::envoy::own_pool_on_this_thread();
-                }
-            })
-            .build()
-            .expect("cannot start the render threads")
-    })
-}
-
 /// Below this many leaves, rendering stays on the calling thread: the render threads' descriptor
 /// pools (~18 MiB each) are only worth it for large configurations.
 const PARALLEL_FROM_LEAVES: usize = 2_000;
@@ -839,7 +818,7 @@ pub fn render_cached(ir: &Ir, registry: &Registry, cache: Option<&mut RenderCach
     if leaves < PARALLEL_FROM_LEAVES {
         render_with(ir, registry, cache, false)
     } else {
-        render_threads().install(|| render_with(ir, registry, cache, true))
+        crate::workers::threads().install(|| render_with(ir, registry, cache, true))
     }
 }
 

@@ -33,49 +33,65 @@ pub struct Loader {
 
 impl Loader {
     /// [`load`], reusing what the files that did not change gave last time.
+    ///
+    /// Files are read and parsed on the worker threads when there are several; the result is in
+    /// sorted path order whatever the threads did.
     pub fn load(&mut self, path: &Path) -> Loaded {
-        let mut seen = std::collections::HashMap::new();
-        let loaded = load_with(path, &mut |file, name, loaded| {
-            let text = match std::fs::read_to_string(file) {
-                Ok(text) => text,
-                Err(e) => return unreadable(name, &e, loaded),
-            };
-            let one = match self.files.remove(name) {
-                Some((old, one)) if old == text => one,
-                _ => parse_text(name, &text),
-            };
-            loaded.objects.extend(one.objects.iter().cloned());
-            loaded.diagnostics.extend(one.diagnostics.iter().cloned());
-            seen.insert(name.to_string(), (text, one));
-        });
+        use rayon::prelude::*;
+        let mut loaded = Loaded::default();
+        let files = if path.is_file() {
+            vec![(path.to_path_buf(), path.display().to_string())]
+        } else {
+            let mut files = Vec::new();
+            if let Err(e) = collect(path, &mut files) {
+                loaded.diagnostics.push(
+                    Diagnostic::error("source.unreadable", format!("cannot read directory: {e}")).at(Origin::new(
+                        path.display().to_string(),
+                        0,
+                        0,
+                    )),
+                );
+            }
+            files.sort();
+            files
+                .into_iter()
+                .map(|file| {
+                    let name = file.strip_prefix(path).unwrap_or(&file).display().to_string();
+                    (file, name)
+                })
+                .collect()
+        };
+        let previous = &self.files;
+        let read = |(file, name): &(PathBuf, String)| match std::fs::read_to_string(file) {
+            Ok(text) => {
+                let one = match previous.get(name) {
+                    Some((old, one)) if *old == text => one.clone(),
+                    _ => parse_text(name, &text),
+                };
+                Ok((name.clone(), text, one))
+            }
+            Err(e) => Err((name.clone(), e)),
+        };
+        let results: Vec<_> = if files.len() > 1 {
+            crate::workers::threads().install(|| files.par_iter().map(read).collect())
+        } else {
+            files.iter().map(read).collect()
+        };
+        let mut seen = std::collections::HashMap::with_capacity(results.len());
+        for result in results {
+            match result {
+                Ok((name, text, one)) => {
+                    loaded.objects.extend(one.objects.iter().cloned());
+                    loaded.diagnostics.extend(one.diagnostics.iter().cloned());
+                    seen.insert(name, (text, one));
+                }
+                Err((name, e)) => unreadable(&name, &e, &mut loaded),
+            }
+        }
         // Files that are gone are forgotten.
         self.files = seen;
         loaded
     }
-}
-
-fn load_with(path: &Path, read: &mut dyn FnMut(&Path, &str, &mut Loaded)) -> Loaded {
-    let mut loaded = Loaded::default();
-    if path.is_file() {
-        read(path, &path.display().to_string(), &mut loaded);
-        return loaded;
-    }
-    let mut files = Vec::new();
-    if let Err(e) = collect(path, &mut files) {
-        loaded.diagnostics.push(
-            Diagnostic::error("source.unreadable", format!("cannot read directory: {e}")).at(Origin::new(
-                path.display().to_string(),
-                0,
-                0,
-            )),
-        );
-    }
-    files.sort();
-    for file in files {
-        let name = file.strip_prefix(path).unwrap_or(&file).display().to_string();
-        read(&file, &name, &mut loaded);
-    }
-    loaded
 }
 
 fn unreadable(name: &str, e: &std::io::Error, loaded: &mut Loaded) {

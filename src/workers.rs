@@ -1,0 +1,27 @@
+//! The process's worker threads: one per core, at most 4, shared by the stages that work in
+//! parallel (parsing files, rendering leaves).
+//!
+//! Long-lived, so what a thread keeps (its own Envoy descriptor pool, see
+//! [`crate::envoy::pool`]) is built once. Owns: the thread pool. Must not: know any stage.
+
+use std::sync::OnceLock;
+
+/// The worker threads (started on first use).
+pub(crate) fn threads() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("attache-worker-{i}"))
+            // The first thread shares the descriptor pool of every other thread: it is idle but
+            // for admin dumps and pack loading, which do not run in tight loops.
+            .start_handler(|i| {
+                if i > 0 {
+                    crate::envoy::own_pool_on_this_thread();
+                }
+            })
+            .build()
+            .expect("cannot start the worker threads")
+    })
+}
