@@ -85,4 +85,17 @@ pub fn translate(data: &[u8]) {
             "incremental translation differs from a full one"
         );
     }
+    // Encode plans (learnt across every input of the run by the shared registry) give the bytes
+    // a full decode gives.
+    static FULL: std::sync::OnceLock<crate::rules::Registry> = std::sync::OnceLock::new();
+    let full = FULL.get_or_init(|| {
+        crate::rules::Registry::core()
+            .expect("the built-in pack loads")
+            .without_encode_plans()
+    });
+    let unplanned = crate::translate(&loaded, full, &crate::Options::default());
+    assert!(
+        unplanned.snapshot == t.snapshot && unplanned.diagnostics == t.diagnostics,
+        "encode plans give other bytes than a full decode"
+    );
 }

@@ -230,6 +230,27 @@ proptest! {
     }
 
     #[test]
+    fn encode_plans_give_the_bytes_full_decoding_gives(
+        docs in docs(),
+        context in prop::collection::vec(context_doc(), 0..4),
+    ) {
+        // The first round learns each shape's plan from its first node; the second puts every
+        // node it can through a plan.
+        let planned = attache::rules::Registry::core().unwrap();
+        let full = attache::rules::Registry::core().unwrap().without_encode_plans();
+        let opts = attache::Options::default();
+        let mut docs = docs;
+        docs.extend(context);
+        let loaded = load(&docs, 1);
+        for _ in 0..2 {
+            let a = attache::translate(&loaded, &planned, &opts);
+            let b = attache::translate(&loaded, &full, &opts);
+            prop_assert_eq!(fingerprint(&a), fingerprint(&b));
+            prop_assert_eq!(&a.diagnostics, &b.diagnostics);
+        }
+    }
+
+    #[test]
     fn versions_are_content_hashes(docs in docs()) {
         let registry = attache::rules::Registry::core().unwrap();
         let t = attache::translate(&load(&docs, 1), &registry, &attache::Options::default());

@@ -125,3 +125,40 @@ fn golden() {
         failures.join("\n")
     );
 }
+
+/// Every resource's bytes, by type and name.
+fn resources(t: &attache::Translation) -> Vec<(ResourceType, String, Vec<u8>)> {
+    ResourceType::ALL
+        .iter()
+        .flat_map(|ty| t.snapshot.of_type(*ty).map(|(n, r)| (*ty, n.clone(), r.bytes.to_vec())))
+        .collect()
+}
+
+/// Encode plans (a shape's encoding learnt from its first node, see `envoy::plan`) give the
+/// bytes a full decode, check and encode gives, for every golden case. One registry serves all
+/// the cases that use the core pack, twice over, so nodes of every case go through plans learnt
+/// from other cases' nodes too.
+#[test]
+fn encode_plans_give_the_bytes_full_decoding_gives() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let planned = attache::rules::Registry::core().unwrap();
+    let full = attache::rules::Registry::core().unwrap().without_encode_plans();
+    let opts = attache::Options::default();
+    let inputs: Vec<_> = cases(&root)
+        .into_iter()
+        .filter(|case| !case.join("rules").exists())
+        .map(|case| {
+            let text = std::fs::read_to_string(case.join("input.yaml")).unwrap();
+            (case, attache::source::parse_text("input.yaml", &text))
+        })
+        .collect();
+    assert!(inputs.len() >= 20, "expected golden cases with the core pack alone");
+    for round in 0..2 {
+        for (case, loaded) in &inputs {
+            let a = attache::translate(loaded, &planned, &opts);
+            let b = attache::translate(loaded, &full, &opts);
+            assert_eq!(resources(&a), resources(&b), "{} (round {round})", case.display());
+            assert_eq!(a.diagnostics, b.diagnostics, "{} (round {round})", case.display());
+        }
+    }
+}

@@ -8,6 +8,7 @@
 //! Envoy bootstraps.
 
 pub mod bootstrap;
+pub mod plan;
 pub mod validate;
 
 use std::sync::OnceLock;

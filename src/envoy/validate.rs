@@ -248,25 +248,58 @@ fn check_message(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>, dep
         if !present || !fp.holds_messages {
             continue;
         }
-        // Recurse into messages (lists and maps of messages too).
-        match value.as_ref() {
-            Value::Message(m) => check_message(m, &fpath, out, depth + 1),
-            Value::List(items) => {
-                for (i, v) in items.iter().enumerate() {
-                    if let Value::Message(m) = v {
-                        check_message(m, &format!("{fpath}[{i}]"), out, depth + 1);
-                    }
+        check_inside(value.as_ref(), &fpath, out, depth);
+    }
+}
+
+/// Recurses into the messages a field's value holds (lists and maps of messages too).
+fn check_inside(value: &Value, fpath: &str, out: &mut Vec<Violation>, depth: usize) {
+    match value {
+        Value::Message(m) => check_message(m, fpath, out, depth + 1),
+        Value::List(items) => {
+            for (i, v) in items.iter().enumerate() {
+                if let Value::Message(m) = v {
+                    check_message(m, &format!("{fpath}[{i}]"), out, depth + 1);
                 }
             }
-            Value::Map(entries) => {
-                for (k, v) in entries {
-                    if let Value::Message(m) = v {
-                        check_message(m, &format!("{fpath}[{k:?}]"), out, depth + 1);
-                    }
-                }
-            }
-            _ => {}
         }
+        Value::Map(entries) => {
+            for (k, v) in entries {
+                if let Value::Message(m) = v {
+                    check_message(m, &format!("{fpath}[{k:?}]"), out, depth + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The rules of one field of a message type, for checking values put into that field one at a
+/// time (see `envoy::plan`): what [`check`] would find in the field, and in everything inside it.
+pub(crate) struct FieldCheck {
+    plan: Arc<Plan>,
+    index: usize,
+}
+
+impl FieldCheck {
+    /// The checks of `field` of `desc`; `None` when nothing in it can break a rule.
+    pub(crate) fn of(desc: &MessageDescriptor, field: &FieldDescriptor) -> Option<FieldCheck> {
+        let plan = plan(desc);
+        let index = plan.fields.iter().position(|f| f.field == *field)?;
+        Some(FieldCheck { plan, index })
+    }
+
+    /// Whether `value`, set in the field, keeps every rule of the field and of what it holds.
+    pub(crate) fn passes(&self, value: &Value) -> bool {
+        let fp = &self.plan.fields[self.index];
+        let mut out = Vec::new();
+        if let Some(rules) = &fp.rules {
+            check_field_rules(&fp.field, rules, true, value, "", &mut out);
+        }
+        if fp.holds_messages {
+            check_inside(value, "", &mut out, 0);
+        }
+        out.is_empty()
     }
 }
 

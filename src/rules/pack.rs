@@ -165,6 +165,13 @@ fn invalid(pack: &str, file: &str, message: impl Into<String>) -> PackError {
 }
 
 impl Registry {
+    /// Turns encode plans off: every node is decoded, checked and encoded in full. Slower; the
+    /// output is the same bytes (tests compare both ways).
+    pub fn without_encode_plans(mut self) -> Registry {
+        self.shapes.plans = false;
+        self
+    }
+
     /// The built-in `core` pack alone.
     ///
     /// # Errors

@@ -298,23 +298,41 @@ impl NodeRenderer<'_> {
         }
     }
 
+    /// Renders one rule's template with the helpers' values recorded apart: the text with
+    /// markers, and the values.
+    fn render_shape(&mut self, rule: &Rule, ctx: &handlebars::Context) -> Option<(String, Vec<String>)> {
+        let recording = super::shape::Recording::start();
+        match self.registry.hbs.render_with_context(&rule.template_key, ctx) {
+            Ok(t) => Some((t, recording.finish())),
+            Err(e) => {
+                self.fail(rule, "rules.template_failed", e.to_string());
+                None
+            }
+        }
+    }
+
     /// Renders one rule's template and parses the text: the value, placeholders still in, and
     /// how many it has.
     fn render_one(&mut self, rule: &Rule, ctx: &handlebars::Context) -> Option<(Value, usize)> {
-        let recording = super::shape::Recording::start();
-        let shape = match self.registry.hbs.render_with_context(&rule.template_key, ctx) {
-            Ok(t) => t,
-            Err(e) => {
-                self.fail(rule, "rules.template_failed", e.to_string());
-                return None;
-            }
-        };
-        let values = recording.finish();
+        let (shape, values) = self.render_shape(rule, ctx)?;
+        let parsed = self.registry.shapes.of_node(&shape, &values);
+        self.parse_rendered(rule, &shape, &values, parsed.as_deref())
+    }
+
+    /// The value of a rendered text (its shape parsed once, or the real text), and how many
+    /// placeholders it has.
+    fn parse_rendered(
+        &mut self,
+        rule: &Rule,
+        shape: &str,
+        values: &[String],
+        parsed: Option<&super::shape::Shape>,
+    ) -> Option<(Value, usize)> {
         let placeholders = values.iter().filter(|v| v.contains("attache-placeholder:")).count();
-        if let Some(value) = self.registry.shapes.value(&shape, &values) {
+        if let Some(value) = parsed.and_then(|p| p.value(values)) {
             return Some((value, placeholders));
         }
-        let text = super::shape::real_text(&shape, &values);
+        let text = super::shape::real_text(shape, values);
         match crate::source::yaml::parse_one(&text) {
             Ok(Some(n)) => Some((n.to_json(), placeholders)),
             Ok(None) => Some((Value::Object(serde_json::Map::new()), 0)),
@@ -360,7 +378,29 @@ impl NodeRenderer<'_> {
             if !self.applies(rule, data) {
                 continue;
             }
-            let Some((mut value, mut placeholders)) = self.render_one(rule, &hctx) else {
+            let Some((shape, values)) = self.render_shape(rule, &hctx) else {
+                continue;
+            };
+            let parsed = registry.shapes.of_node(&shape, &values);
+            // A leaf with no patch rules for its message can go through its shape's encode plan
+            // (see `envoy::plan`), learnt from the first node of the shape encoded in full.
+            let plannable = registry.shapes.plans()
+                && children.is_none()
+                && !registry
+                    .rules
+                    .iter()
+                    .any(|r| r.kind == kind && r.patch && r.emits == rule.emits)
+                && !values.iter().any(|v| v.contains("attache-placeholder:"));
+            let plan = parsed
+                .as_deref()
+                .filter(|_| plannable)
+                .and_then(|p| p.plan(&rule.emits));
+            if let Some((encoded, name)) = plan.and_then(|p| p.encode(&values)) {
+                outputs.push(output(rule, encoded, name));
+                continue;
+            }
+            let Some((mut value, mut placeholders)) = self.parse_rendered(rule, &shape, &values, parsed.as_deref())
+            else {
                 continue;
             };
             let mut applied = rule;
@@ -402,30 +442,41 @@ impl NodeRenderer<'_> {
                     continue;
                 }
             };
-            let encoded: Arc<[u8]> = encoded.into();
-            let version = if ResourceType::from_message_name(&rule.emits).is_some() {
-                crate::snapshot::version_of_bytes(&encoded)
-            } else {
-                String::new()
-            };
-            outputs.push(Output {
-                version,
-                emits: rule.emits.clone(),
-                // A resource's xDS name: `name`, but `cluster_name` for a ClusterLoadAssignment.
-                name: value
-                    .get("name")
-                    .or_else(|| value.get("cluster_name"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                rule: rule.id.clone(),
-                encoded,
-            });
+            if plannable {
+                if let Some(p) = &parsed {
+                    p.learn(&rule.emits, &values, &encoded);
+                }
+            }
+            // A resource's xDS name: `name`, but `cluster_name` for a ClusterLoadAssignment.
+            let name = value
+                .get("name")
+                .or_else(|| value.get("cluster_name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            outputs.push(output(rule, encoded, name));
         }
         NodeOutput {
             outputs,
             diagnostics: self.diagnostics,
         }
+    }
+}
+
+/// One rule's output: its encoded message, named and (for xDS resources) versioned.
+fn output(rule: &Rule, encoded: Vec<u8>, name: String) -> Output {
+    let encoded: Arc<[u8]> = encoded.into();
+    let version = if ResourceType::from_message_name(&rule.emits).is_some() {
+        crate::snapshot::version_of_bytes(&encoded)
+    } else {
+        String::new()
+    };
+    Output {
+        version,
+        emits: rule.emits.clone(),
+        name,
+        rule: rule.id.clone(),
+        encoded,
     }
 }
 

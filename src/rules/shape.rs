@@ -16,7 +16,9 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::envoy::plan::{EncodePlan, Markers};
 
 use serde_json::Value;
 
@@ -84,41 +86,120 @@ pub(crate) fn real_text(shape: &str, values: &[String]) -> String {
     out
 }
 
-/// Parsed shapes by their text. `None`: the shape does not parse (the node's real text is parsed
-/// for the error message).
-#[derive(Debug, Default)]
+/// Parsed shapes by their text.
+#[derive(Debug)]
 pub(crate) struct ShapeCache {
-    shapes: Mutex<HashMap<Arc<str>, Option<Arc<Value>>>>,
+    shapes: Mutex<HashMap<Arc<str>, Arc<Shape>>>,
+    /// Whether nodes may go through encode plans.
+    pub(crate) plans: bool,
 }
 
+impl Default for ShapeCache {
+    fn default() -> ShapeCache {
+        ShapeCache {
+            shapes: Mutex::default(),
+            plans: true,
+        }
+    }
+}
+
+/// One shape: its parsed value (`None`: it does not parse, and each node's real text is parsed
+/// for the error message), and once a node of it was encoded in full, its encode plan.
+#[derive(Debug)]
+pub(crate) struct Shape {
+    value: Option<Value>,
+    plan: OnceLock<Option<EncodePlan>>,
+}
+
+/// How `envoy::plan` finds markers.
+const MARKERS: Markers = Markers {
+    whole: marker,
+    within: |s| s.contains(MARK),
+};
+
 impl ShapeCache {
+    /// The shape of this text, parsed on first sight.
+    pub(crate) fn get(&self, shape: &str) -> Arc<Shape> {
+        if let Some(s) = self
+            .shapes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(shape)
+        {
+            return Arc::clone(s);
+        }
+        let value = match crate::source::yaml::parse_one(shape) {
+            Ok(Some(n)) => Some(n.to_json()),
+            Ok(None) => Some(Value::Object(serde_json::Map::new())),
+            Err(_) => None,
+        };
+        let parsed = Arc::new(Shape {
+            value,
+            plan: OnceLock::new(),
+        });
+        let mut shapes = self.shapes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if shapes.len() >= MAX_SHAPES {
+            shapes.clear();
+        }
+        Arc::clone(shapes.entry(shape.into()).or_insert(parsed))
+    }
+
+    /// The shape of a node's rendered text with markers, `None` when the text holds markers the
+    /// helpers did not print (a context string with the marker character in it).
+    pub(crate) fn of_node(&self, shape: &str, values: &[String]) -> Option<Arc<Shape>> {
+        (shape.matches(MARK).count() == 2 * values.len()).then(|| self.get(shape))
+    }
+
+    /// Whether nodes may go through encode plans (see [`Registry::without_encode_plans`]).
+    ///
+    /// [`Registry::without_encode_plans`]: super::Registry::without_encode_plans
+    pub(crate) fn plans(&self) -> bool {
+        self.plans
+    }
+
     /// The value of `shape` with `values` put in, or `None` when this node needs its real text
     /// parsed (no valid shape, or a marker that is not a whole value).
+    #[cfg(test)]
     pub(crate) fn value(&self, shape: &str, values: &[String]) -> Option<Value> {
-        if shape.matches(MARK).count() != 2 * values.len() {
-            return None;
+        self.of_node(shape, values)?.value(values)
+    }
+}
+
+impl Shape {
+    /// The value with `values` put in, or `None` when the node needs its real text parsed (no
+    /// valid shape, or a marker that is not a whole value).
+    pub(crate) fn value(&self, values: &[String]) -> Option<Value> {
+        fill(self.value.as_ref()?, values)
+    }
+
+    /// The encode plan of this shape as a message of type `emits`, once one was learnt.
+    pub(crate) fn plan(&self, emits: &str) -> Option<&EncodePlan> {
+        self.plan.get()?.as_ref().filter(|p| p.emits() == emits)
+    }
+
+    /// Learns the encode plan from a node of this shape that was decoded, checked and encoded
+    /// in full into `encoded`: kept only if that node encodes through the plan to the same bytes.
+    pub(crate) fn learn(&self, emits: &str, values: &[String], encoded: &[u8]) {
+        if self.plan.get().is_some() {
+            return;
         }
-        let parsed = {
-            let shapes = self.shapes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            shapes.get(shape).cloned()
+        let Some(plan) = self.value.as_ref().and_then(|v| EncodePlan::build(emits, v, MARKERS)) else {
+            let _ = self.plan.set(None);
+            return;
         };
-        let parsed = match parsed {
-            Some(p) => p,
-            None => {
-                let p = match crate::source::yaml::parse_one(shape) {
-                    Ok(Some(n)) => Some(Arc::new(n.to_json())),
-                    Ok(None) => Some(Arc::new(Value::Object(serde_json::Map::new()))),
-                    Err(_) => None,
-                };
-                let mut shapes = self.shapes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if shapes.len() >= MAX_SHAPES {
-                    shapes.clear();
-                }
-                shapes.insert(shape.into(), p.clone());
-                p
+        match plan.encode(values) {
+            Some((bytes, _)) if bytes == encoded => {
+                let _ = self.plan.set(Some(plan));
             }
-        }?;
-        fill(&parsed, values)
+            // Not the same bytes: the plan is wrong for this shape, which is then always
+            // decoded in full.
+            Some(_) => {
+                tracing::debug!(emits, "an encode plan did not reproduce its node's bytes; not used");
+                let _ = self.plan.set(None);
+            }
+            // This node cannot go through the plan (an empty value): learn from another.
+            None => {}
+        }
     }
 }
 

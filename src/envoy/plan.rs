@@ -1,0 +1,418 @@
+//! Encode plans: a rendered message's encoding, worked out once per shape.
+//!
+//! Thousands of clusters or routes render to the same YAML around different values (see
+//! `rules::shape`): the same fields, with only names, hosts and timeouts changing. Decoding each
+//! one from JSON into a `DynamicMessage`, checking it and encoding it again redoes the same work
+//! around those few values. A plan does it once: fields that hold no value of the node are
+//! encoded once, as bytes; a field whose value is a node's is a *slot*, encoded per node; messages
+//! that hold slots are nested plans.
+//!
+//! Exactness rests on three things:
+//! - Fields are laid out in field-number order, as prost-reflect encodes them, and every field's
+//!   bytes come from prost-reflect itself (constant fields at build time, generic slots per node),
+//!   but for string slots, whose encoding (key, length, UTF-8 bytes) is fixed by the protobuf wire
+//!   format.
+//! - A plan is only built from a node whose full decode, check and encode succeeded, and only kept
+//!   if encoding that node through the plan gives the very same bytes.
+//! - Per node, each slot's value is checked against its field's rules (and everything inside
+//!   it); everything else is what the first node had, which passed. A slot that would encode to
+//!   nothing (an empty string, a `null`) would change which fields are present, so the node is
+//!   not planned: the caller decodes it in full, which also gives the error message of a node
+//!   that breaks a rule.
+//!
+//! Owns: building and running plans. Must not: know templates, markers' text or IR nodes.
+
+use prost::Message as _;
+use prost_reflect::{DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
+use serde_json::{Map, Value};
+
+use super::validate::FieldCheck;
+
+/// How the shape marks the places of a node's values: `whole` gives the value number of a string
+/// that is exactly one marker, `within` says whether a string holds a marker anywhere.
+#[derive(Clone, Copy)]
+pub struct Markers {
+    /// The value number of a string that is exactly one marker.
+    pub whole: fn(&str) -> Option<usize>,
+    /// Whether a string holds a marker.
+    pub within: fn(&str) -> bool,
+}
+
+/// The encoding of one message type for one shape.
+pub struct EncodePlan {
+    emits: String,
+    root: MessagePlan,
+    name: Name,
+    markers: Markers,
+}
+
+impl std::fmt::Debug for EncodePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodePlan")
+            .field("emits", &self.emits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a resource's name comes from (`name`, or `cluster_name` of a ClusterLoadAssignment).
+enum Name {
+    Const(String),
+    Slot(usize),
+}
+
+struct MessagePlan {
+    pieces: Vec<Piece>,
+}
+
+enum Piece {
+    /// Fields that hold no slot, encoded once.
+    Const(Vec<u8>),
+    /// A singular string field whose whole value is a slot.
+    Str {
+        number: u32,
+        slot: usize,
+        check: Option<FieldCheck>,
+    },
+    /// A message field (or one element of a repeated message field) whose object holds slots.
+    Nested { number: u32, plan: MessagePlan },
+    /// Any other field that holds slots: its JSON gets the node's values, then is decoded into
+    /// the parent type alone, checked and encoded.
+    Field {
+        parent: MessageDescriptor,
+        field: FieldDescriptor,
+        key: String,
+        template: Value,
+        check: Option<FieldCheck>,
+    },
+}
+
+fn deserialize(desc: &MessageDescriptor, value: &Value) -> Option<DynamicMessage> {
+    let options = DeserializeOptions::new().deny_unknown_fields(true);
+    DynamicMessage::deserialize_with_options(desc.clone(), value, &options).ok()
+}
+
+/// The bytes of a message of type `desc` holding only `key: value`.
+fn encode_alone(desc: &MessageDescriptor, key: &str, value: &Value) -> Option<(Vec<u8>, DynamicMessage)> {
+    let mut object = Map::new();
+    object.insert(key.to_string(), value.clone());
+    let m = deserialize(desc, &Value::Object(object))?;
+    Some((m.encode_to_vec(), m))
+}
+
+fn holds_marker(value: &Value, m: Markers) -> bool {
+    match value {
+        Value::String(s) => (m.within)(s),
+        Value::Array(items) => items.iter().any(|v| holds_marker(v, m)),
+        Value::Object(map) => map.iter().any(|(k, v)| (m.within)(k) || holds_marker(v, m)),
+        _ => false,
+    }
+}
+
+/// A message type whose JSON is its fields (not one of the well-known types with a JSON form of
+/// their own, such as `Duration` or `Any`).
+fn plain(desc: &MessageDescriptor) -> bool {
+    !desc.full_name().starts_with("google.protobuf.")
+}
+
+impl EncodePlan {
+    /// The plan of `shape` (the JSON of a rendered message with markers in place of a node's
+    /// values) as a message of type `emits`, if every marker sits where a plan can put a value.
+    pub fn build(emits: &str, shape: &Value, markers: Markers) -> Option<EncodePlan> {
+        let desc = super::message(emits)?;
+        let object = shape.as_object()?;
+        let name = match object.get("name").or_else(|| object.get("cluster_name")) {
+            Some(Value::String(s)) if (markers.within)(s) => Name::Slot((markers.whole)(s)?),
+            Some(Value::String(s)) => Name::Const(s.clone()),
+            _ => Name::Const(String::new()),
+        };
+        Some(EncodePlan {
+            emits: emits.to_string(),
+            root: message_plan(&desc, object, markers, 0)?,
+            name,
+            markers,
+        })
+    }
+
+    /// The message type this plan encodes.
+    pub fn emits(&self) -> &str {
+        &self.emits
+    }
+
+    /// Encodes a node's values (`values[i]` is the JSON text of marker `i`): the bytes and the
+    /// resource's name, or `None` when this node must be decoded in full.
+    pub fn encode(&self, values: &[String]) -> Option<(Vec<u8>, String)> {
+        let mut out = Vec::with_capacity(256);
+        self.root.encode(values, self.markers, &mut out)?;
+        let name = match &self.name {
+            Name::Const(s) => s.clone(),
+            Name::Slot(i) => serde_json::from_str::<String>(values.get(*i)?).unwrap_or_default(),
+        };
+        Some((out, name))
+    }
+}
+
+fn message_plan(
+    desc: &MessageDescriptor,
+    object: &Map<String, Value>,
+    m: Markers,
+    depth: usize,
+) -> Option<MessagePlan> {
+    if depth > 32 {
+        return None;
+    }
+    let mut fields: Vec<(u32, Vec<Piece>)> = Vec::with_capacity(object.len());
+    let mut oneofs = Vec::new();
+    for (key, value) in object {
+        if (m.within)(key) {
+            return None;
+        }
+        let field = desc
+            .get_field_by_json_name(key)
+            .or_else(|| desc.get_field_by_name(key))?;
+        let number = field.number();
+        if fields.iter().any(|(n, _)| *n == number) {
+            return None;
+        }
+        if let Some(oneof) = field.containing_oneof() {
+            if oneofs.contains(&oneof) {
+                return None;
+            }
+            oneofs.push(oneof);
+        }
+        let pieces = if holds_marker(value, m) {
+            slot_pieces(desc, &field, key, value, m, depth)?
+        } else {
+            vec![Piece::Const(encode_alone(desc, key, value)?.0)]
+        };
+        fields.push((number, pieces));
+    }
+    fields.sort_by_key(|(n, _)| *n);
+    let mut pieces: Vec<Piece> = Vec::new();
+    for piece in fields.into_iter().flat_map(|(_, p)| p) {
+        match (pieces.last_mut(), piece) {
+            (Some(Piece::Const(a)), Piece::Const(b)) => a.extend_from_slice(&b),
+            (_, Piece::Const(b)) if b.is_empty() => {}
+            (_, piece) => pieces.push(piece),
+        }
+    }
+    Some(MessagePlan { pieces })
+}
+
+/// The pieces of a field whose value holds markers.
+fn slot_pieces(
+    desc: &MessageDescriptor,
+    field: &FieldDescriptor,
+    key: &str,
+    value: &Value,
+    m: Markers,
+    depth: usize,
+) -> Option<Vec<Piece>> {
+    let number = field.number();
+    let kind = field.kind();
+    if !field.is_map() {
+        match (&kind, value) {
+            (Kind::String, Value::String(s)) if !field.is_list() => {
+                if let Some(slot) = (m.whole)(s) {
+                    return Some(vec![Piece::Str {
+                        number,
+                        slot,
+                        check: FieldCheck::of(desc, field),
+                    }]);
+                }
+            }
+            (Kind::Message(inner), Value::Object(object)) if !field.is_list() && plain(inner) => {
+                // The field's own rules can only ask for its presence, which the plan keeps;
+                // the slots inside are checked by their own fields' rules.
+                if let Some(plan) = message_plan(inner, object, m, depth + 1) {
+                    return Some(vec![Piece::Nested { number, plan }]);
+                }
+            }
+            (Kind::Message(inner), Value::Array(items))
+                if field.is_list() && plain(inner) && items.iter().all(Value::is_object) =>
+            {
+                let planned: Option<Vec<Piece>> = items
+                    .iter()
+                    .map(|item| match item {
+                        Value::Object(object) if holds_marker(item, m) => Some(Piece::Nested {
+                            number,
+                            plan: message_plan(inner, object, m, depth + 1)?,
+                        }),
+                        _ => Some(Piece::Const(
+                            encode_alone(desc, key, &Value::Array(vec![item.clone()]))?.0,
+                        )),
+                    })
+                    .collect();
+                if let Some(p) = planned {
+                    return Some(p);
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(vec![Piece::Field {
+        parent: desc.clone(),
+        field: field.clone(),
+        key: key.to_string(),
+        template: value.clone(),
+        check: FieldCheck::of(desc, field),
+    }])
+}
+
+/// `template` with each marker replaced by the JSON value it stands for; `None` if a marker is
+/// not a whole value or a value is not JSON.
+fn fill(template: &Value, values: &[String], m: Markers) -> Option<Value> {
+    Some(match template {
+        Value::String(s) if (m.within)(s) => serde_json::from_str(values.get((m.whole)(s)?)?).ok()?,
+        Value::Array(items) => Value::Array(items.iter().map(|v| fill(v, values, m)).collect::<Option<_>>()?),
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (k, v) in map {
+                if (m.within)(k) {
+                    return None;
+                }
+                out.insert(k.clone(), fill(v, values, m)?);
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    })
+}
+
+fn put_len_delimited(number: u32, bytes: &[u8], out: &mut Vec<u8>) {
+    prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+impl MessagePlan {
+    fn encode(&self, values: &[String], m: Markers, out: &mut Vec<u8>) -> Option<()> {
+        for piece in &self.pieces {
+            match piece {
+                Piece::Const(bytes) => out.extend_from_slice(bytes),
+                Piece::Str { number, slot, check } => {
+                    let s: String = serde_json::from_str(values.get(*slot)?).ok()?;
+                    if s.is_empty() {
+                        return None;
+                    }
+                    let v = prost_reflect::Value::String(s);
+                    if check.as_ref().is_some_and(|c| !c.passes(&v)) {
+                        return None;
+                    }
+                    if let prost_reflect::Value::String(s) = &v {
+                        put_len_delimited(*number, s.as_bytes(), out);
+                    }
+                }
+                Piece::Nested { number, plan } => {
+                    let mut inner = Vec::with_capacity(64);
+                    plan.encode(values, m, &mut inner)?;
+                    put_len_delimited(*number, &inner, out);
+                }
+                Piece::Field {
+                    parent,
+                    field,
+                    key,
+                    template,
+                    check,
+                } => {
+                    let value = fill(template, values, m)?;
+                    let (bytes, message) = encode_alone(parent, key, &value)?;
+                    if bytes.is_empty() {
+                        return None;
+                    }
+                    if let Some(check) = check {
+                        if !check.passes(&message.get_field(field)) {
+                            return None;
+                        }
+                    }
+                    out.extend_from_slice(&bytes);
+                }
+            }
+        }
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Markers for the tests: `$0`, `$1`, ...
+    const DOLLARS: Markers = Markers {
+        whole: |s| s.strip_prefix('$')?.parse().ok(),
+        within: |s| s.starts_with('$'),
+    };
+
+    const CLUSTER: &str = "envoy.config.cluster.v3.Cluster";
+
+    fn shape() -> Value {
+        json!({
+            "name": "$0",
+            "type": "STRICT_DNS",
+            "connect_timeout": "$1",
+            "load_assignment": {
+                "cluster_name": "$0",
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                    "address": "$2", "port_value": 80
+                }}}}]}]
+            },
+            "dns_lookup_family": "V4_ONLY"
+        })
+    }
+
+    fn full(values: &[&str]) -> Result<Vec<u8>, super::super::DecodeError> {
+        let owned: Vec<String> = values.iter().map(|v| (*v).to_string()).collect();
+        let value = fill(&shape(), &owned, DOLLARS).unwrap();
+        super::super::decode_checked(CLUSTER, &value).map(|m| super::super::encode(&m))
+    }
+
+    fn planned(plan: &EncodePlan, values: &[&str]) -> Option<(Vec<u8>, String)> {
+        let owned: Vec<String> = values.iter().map(|v| (*v).to_string()).collect();
+        plan.encode(&owned)
+    }
+
+    #[test]
+    fn a_plan_encodes_what_a_full_decode_encodes() {
+        let plan = EncodePlan::build(CLUSTER, &shape(), DOLLARS).expect("a plan");
+        for values in [
+            [r#""a""#, r#""5s""#, r#""a.example""#],
+            [r#""b-long-name.ns""#, r#""0.250s""#, r#""10.0.0.1""#],
+            [r#""é\"x""#, r#""3600s""#, r#""h""#],
+        ] {
+            let (bytes, name) = planned(&plan, &values).expect("planned");
+            assert_eq!(bytes, full(&values).unwrap(), "{values:?}");
+            assert_eq!(name, serde_json::from_str::<String>(values[0]).unwrap());
+        }
+    }
+
+    #[test]
+    fn values_that_break_a_rule_or_change_presence_are_not_planned() {
+        let plan = EncodePlan::build(CLUSTER, &shape(), DOLLARS).expect("a plan");
+        // `connect_timeout` must be greater than zero: the full decode says so, the plan declines.
+        let zero = [r#""a""#, r#""0s""#, r#""h""#];
+        assert!(full(&zero).is_err());
+        assert_eq!(planned(&plan, &zero), None);
+        // An empty string would leave the field out of the encoding.
+        assert_eq!(planned(&plan, &[r#""a""#, r#""1s""#, r#""""#]), None);
+        // Not the JSON type of the field.
+        assert_eq!(planned(&plan, &[r#""a""#, r#""1s""#, "5"]), None);
+        assert_eq!(planned(&plan, &[r#""a""#, "true", r#""h""#]), None);
+    }
+
+    #[test]
+    fn markers_where_no_plan_can_put_a_value_give_no_plan() {
+        // A marker as a key.
+        let mut bad = shape();
+        bad["$3"] = json!(1);
+        assert!(EncodePlan::build(CLUSTER, &bad, DOLLARS).is_none());
+        // Two members of one oneof.
+        let mut bad = shape();
+        bad["type"] = json!("EDS");
+        bad["cluster_type"] = json!({"name": "$3"});
+        assert!(EncodePlan::build(CLUSTER, &bad, DOLLARS).is_none());
+        // A field the type does not have.
+        let mut bad = shape();
+        bad["no_such_field"] = json!("$3");
+        assert!(EncodePlan::build(CLUSTER, &bad, DOLLARS).is_none());
+    }
+}
