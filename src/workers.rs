@@ -1,8 +1,7 @@
 //! The process's worker threads: one per core, at most 4, shared by the stages that work in
 //! parallel (parsing files, rendering leaves).
 //!
-//! Long-lived, so what a thread keeps (its own Envoy descriptor pool, see
-//! [`crate::envoy::pool`]) is built once. Owns: the thread pool. Must not: know any stage.
+//! Started once and kept. Owns: the thread pool. Must not: know any stage.
 
 use std::sync::OnceLock;
 
@@ -14,13 +13,6 @@ pub(crate) fn threads() -> &'static rayon::ThreadPool {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .thread_name(|i| format!("attache-worker-{i}"))
-            // The first thread shares the descriptor pool of every other thread: it is idle but
-            // for admin dumps and pack loading, which do not run in tight loops.
-            .start_handler(|i| {
-                if i > 0 {
-                    crate::envoy::own_pool_on_this_thread();
-                }
-            })
             .build()
             .expect("cannot start the worker threads")
     })

@@ -20,35 +20,20 @@ use serde_json::Value;
 /// Envoy's descriptors, without source comments (written by `build.rs`).
 static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
 
-thread_local! {
-    static WANTS_OWN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// The descriptor pool of the Envoy v3 API, decoded once on first use: one per render thread
-/// but the first (see [`own_pool_on_this_thread`]), one shared by every other thread.
+/// The descriptor pool of the Envoy v3 API, decoded once on first use and shared by every thread.
 ///
-/// Every descriptor prost-reflect hands out holds a reference count on its pool: threads
-/// rendering in parallel on one shared pool spent their time bouncing that counter's cache line
-/// between cores (2 threads were slower than 1). Each pool costs about 18 MiB, so only the fixed
-/// set of render threads get their own, and the first of them uses the shared one. Descriptors must not move between threads (nothing in
-/// attache sends them): they would still work, only slower.
+/// Every descriptor prost-reflect hands out holds a reference count on its pool, so threads that
+/// decode messages in parallel bounce that counter's cache line between cores: two threads
+/// decoding everything were slower than one. Rendering keeps that off its hot path (most nodes go
+/// through an encode plan, see [`plan`], which touches no descriptor for string and number
+/// values), so one pool (~18 MiB resident) serves all threads.
 pub fn pool() -> DescriptorPool {
     static SHARED: OnceLock<DescriptorPool> = OnceLock::new();
-    thread_local! {
-        static OWN: OnceLock<DescriptorPool> = const { OnceLock::new() };
-    }
-    let decode =
-        || DescriptorPool::decode(DESCRIPTORS).expect("the descriptor set built into attache is valid; this is a bug");
-    if WANTS_OWN.with(std::cell::Cell::get) {
-        OWN.with(|p| p.get_or_init(decode).clone())
-    } else {
-        SHARED.get_or_init(decode).clone()
-    }
-}
-
-/// Gives the calling thread its own descriptor pool from now on (for long-lived render threads).
-pub fn own_pool_on_this_thread() {
-    WANTS_OWN.with(|w| w.set(true));
+    SHARED
+        .get_or_init(|| {
+            DescriptorPool::decode(DESCRIPTORS).expect("the descriptor set built into attache is valid; this is a bug")
+        })
+        .clone()
 }
 
 /// The descriptor of a message type, if the pool has it.

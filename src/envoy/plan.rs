@@ -73,6 +73,12 @@ enum Piece {
         slot: usize,
         check: Option<FieldCheck>,
     },
+    /// A singular `uint32` field whose whole value is a slot (a port).
+    Uint32 {
+        number: u32,
+        slot: usize,
+        check: Option<FieldCheck>,
+    },
     /// A message field (or one element of a repeated message field) whose object holds slots.
     Nested { number: u32, plan: MessagePlan },
     /// Any other field that holds slots: its JSON gets the node's values, then is decoded into
@@ -220,6 +226,15 @@ fn slot_pieces(
                     }]);
                 }
             }
+            (Kind::Uint32, Value::String(s)) if !field.is_list() => {
+                if let Some(slot) = (m.whole)(s) {
+                    return Some(vec![Piece::Uint32 {
+                        number,
+                        slot,
+                        check: FieldCheck::of(desc, field),
+                    }]);
+                }
+            }
             (Kind::Message(inner), Value::Object(object)) if !field.is_list() && plain(inner) => {
                 // The field's own rules can only ask for its presence, which the plan keeps;
                 // the slots inside are checked by their own fields' rules.
@@ -302,6 +317,20 @@ impl MessagePlan {
                         put_len_delimited(*number, s.as_bytes(), out);
                     }
                 }
+                Piece::Uint32 { number, slot, check } => {
+                    // Plain decimal digits only (what the `json` helper prints for a number);
+                    // zero would leave the field out, anything else is decoded in full.
+                    let text = values.get(*slot)?;
+                    if text.is_empty() || text.starts_with('0') || !text.bytes().all(|b| b.is_ascii_digit()) {
+                        return None;
+                    }
+                    let v: u32 = text.parse().ok()?;
+                    if check.as_ref().is_some_and(|c| !c.passes(&prost_reflect::Value::U32(v))) {
+                        return None;
+                    }
+                    prost::encoding::encode_key(*number, prost::encoding::WireType::Varint, out);
+                    prost::encoding::encode_varint(u64::from(v), out);
+                }
                 Piece::Nested { number, plan } => {
                     let mut inner = Vec::with_capacity(64);
                     plan.encode(values, m, &mut inner)?;
@@ -353,7 +382,7 @@ mod tests {
             "load_assignment": {
                 "cluster_name": "$0",
                 "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                    "address": "$2", "port_value": 80
+                    "address": "$2", "port_value": "$3"
                 }}}}]}]
             },
             "dns_lookup_family": "V4_ONLY"
@@ -375,9 +404,9 @@ mod tests {
     fn a_plan_encodes_what_a_full_decode_encodes() {
         let plan = EncodePlan::build(CLUSTER, &shape(), DOLLARS).expect("a plan");
         for values in [
-            [r#""a""#, r#""5s""#, r#""a.example""#],
-            [r#""b-long-name.ns""#, r#""0.250s""#, r#""10.0.0.1""#],
-            [r#""é\"x""#, r#""3600s""#, r#""h""#],
+            [r#""a""#, r#""5s""#, r#""a.example""#, "80"],
+            [r#""b-long-name.ns""#, r#""0.250s""#, r#""10.0.0.1""#, "65535"],
+            [r#""é\"x""#, r#""3600s""#, r#""h""#, "1"],
         ] {
             let (bytes, name) = planned(&plan, &values).expect("planned");
             assert_eq!(bytes, full(&values).unwrap(), "{values:?}");
@@ -389,30 +418,36 @@ mod tests {
     fn values_that_break_a_rule_or_change_presence_are_not_planned() {
         let plan = EncodePlan::build(CLUSTER, &shape(), DOLLARS).expect("a plan");
         // `connect_timeout` must be greater than zero: the full decode says so, the plan declines.
-        let zero = [r#""a""#, r#""0s""#, r#""h""#];
+        let zero = [r#""a""#, r#""0s""#, r#""h""#, "80"];
         assert!(full(&zero).is_err());
         assert_eq!(planned(&plan, &zero), None);
         // An empty string would leave the field out of the encoding.
-        assert_eq!(planned(&plan, &[r#""a""#, r#""1s""#, r#""""#]), None);
+        assert_eq!(planned(&plan, &[r#""a""#, r#""1s""#, r#""""#, "80"]), None);
+        // A port above 65535 breaks the field's rule; zero would leave the field out.
+        let big = [r#""a""#, r#""1s""#, r#""h""#, "65536"];
+        assert!(full(&big).is_err());
+        assert_eq!(planned(&plan, &big), None);
+        assert_eq!(planned(&plan, &[r#""a""#, r#""1s""#, r#""h""#, "0"]), None);
         // Not the JSON type of the field.
-        assert_eq!(planned(&plan, &[r#""a""#, r#""1s""#, "5"]), None);
-        assert_eq!(planned(&plan, &[r#""a""#, "true", r#""h""#]), None);
+        assert_eq!(planned(&plan, &[r#""a""#, r#""1s""#, "5", "80"]), None);
+        assert_eq!(planned(&plan, &[r#""a""#, "true", r#""h""#, "80"]), None);
+        assert_eq!(planned(&plan, &[r#""a""#, r#""1s""#, r#""h""#, r#""80""#]), None);
     }
 
     #[test]
     fn markers_where_no_plan_can_put_a_value_give_no_plan() {
         // A marker as a key.
         let mut bad = shape();
-        bad["$3"] = json!(1);
+        bad["$4"] = json!(1);
         assert!(EncodePlan::build(CLUSTER, &bad, DOLLARS).is_none());
         // Two members of one oneof.
         let mut bad = shape();
         bad["type"] = json!("EDS");
-        bad["cluster_type"] = json!({"name": "$3"});
+        bad["cluster_type"] = json!({"name": "$4"});
         assert!(EncodePlan::build(CLUSTER, &bad, DOLLARS).is_none());
         // A field the type does not have.
         let mut bad = shape();
-        bad["no_such_field"] = json!("$3");
+        bad["no_such_field"] = json!("$4");
         assert!(EncodePlan::build(CLUSTER, &bad, DOLLARS).is_none());
     }
 }

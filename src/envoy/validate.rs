@@ -33,8 +33,8 @@ fn ext(name: &str) -> Option<ExtensionDescriptor> {
     pool().get_extension_by_name(name)
 }
 
-// Descriptors belong to their thread's pool (see `envoy::pool`), so everything derived from them
-// is cached per thread too.
+// Derived from descriptors once per thread: a thread-local map needs no lock, and its descriptor
+// reference counts are touched by one thread only.
 thread_local! {
     static FIELD_RULES: Option<ExtensionDescriptor> = ext("validate.rules");
     static ONEOF_REQUIRED: Option<ExtensionDescriptor> = ext("validate.required");

@@ -854,8 +854,8 @@ pub fn render(ir: &Ir, registry: &Registry) -> (Rendered, Vec<Diagnostic>) {
 const ROUTE: &str = "envoy.config.route.v3.Route";
 const VIRTUAL_HOST: &str = "envoy.config.route.v3.VirtualHost";
 
-/// Below this many leaves, rendering stays on the calling thread: the render threads' descriptor
-/// pools (~18 MiB each) are only worth it for large configurations.
+/// Below this many leaves, rendering stays on the calling thread (small configurations render in
+/// a few milliseconds anyway).
 const PARALLEL_FROM_LEAVES: usize = 2_000;
 
 /// Renders the IR, reusing the output of nodes that did not change since the cache was last used.
