@@ -91,7 +91,7 @@ pub fn translate(data: &[u8]) {
     let full = FULL.get_or_init(|| {
         crate::rules::Registry::core()
             .expect("the built-in pack loads")
-            .without_encode_plans()
+            .without_shortcuts()
     });
     let unplanned = crate::translate(&loaded, full, &crate::Options::default());
     assert!(

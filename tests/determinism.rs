@@ -237,7 +237,7 @@ proptest! {
         // The first round learns each shape's plan from its first node; the second puts every
         // node it can through a plan.
         let planned = attache::rules::Registry::core().unwrap();
-        let full = attache::rules::Registry::core().unwrap().without_encode_plans();
+        let full = attache::rules::Registry::core().unwrap().without_shortcuts();
         let opts = attache::Options::default();
         let mut docs = docs;
         docs.extend(context);

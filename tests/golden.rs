@@ -142,7 +142,7 @@ fn resources(t: &attache::Translation) -> Vec<(ResourceType, String, Vec<u8>)> {
 fn encode_plans_give_the_bytes_full_decoding_gives() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let planned = attache::rules::Registry::core().unwrap();
-    let full = attache::rules::Registry::core().unwrap().without_encode_plans();
+    let full = attache::rules::Registry::core().unwrap().without_shortcuts();
     let opts = attache::Options::default();
     let inputs: Vec<_> = cases(&root)
         .into_iter()

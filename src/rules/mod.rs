@@ -8,6 +8,7 @@
 //! Rules see only the template context (the serialized IR), never raw resources.
 
 mod key;
+mod memo;
 pub mod pack;
 pub mod render;
 mod shape;

@@ -152,6 +152,8 @@ pub struct Registry {
     pub(crate) hbs: Handlebars<'static>,
     /// Parsed shapes of rendered text (see `shape`).
     pub(crate) shapes: super::shape::ShapeCache,
+    /// Shapes by template and signature (see `memo`).
+    pub(crate) memo: super::memo::TemplateMemo,
     /// Whether some partial reads `rendered` (then every rule may, through it).
     partials_read_rendered: bool,
 }
@@ -165,10 +167,12 @@ fn invalid(pack: &str, file: &str, message: impl Into<String>) -> PackError {
 }
 
 impl Registry {
-    /// Turns encode plans off: every node is decoded, checked and encoded in full. Slower; the
-    /// output is the same bytes (tests compare both ways).
-    pub fn without_encode_plans(mut self) -> Registry {
+    /// Turns the shortcuts of rendering off: every node is rendered by handlebars (no template
+    /// memo) and decoded, checked and encoded in full (no encode plans). Slower; the output is
+    /// the same bytes (tests compare both ways).
+    pub fn without_shortcuts(mut self) -> Registry {
         self.shapes.plans = false;
+        self.memo.turn_off();
         self
     }
 
@@ -182,6 +186,7 @@ impl Registry {
             hbs: new_handlebars(),
             partials_read_rendered: false,
             shapes: super::shape::ShapeCache::default(),
+            memo: super::memo::TemplateMemo::default(),
         };
         registry.add_pack(
             "core",
@@ -434,8 +439,9 @@ fn json_helper(
         out.write(&super::shape::emit(placeholder.unwrap_or_default()))?;
         return Ok(());
     }
-    out.write(&super::shape::emit(
+    out.write(&super::shape::emit_from(
         serde_json::to_string(param.value()).unwrap_or_default(),
+        super::memo::source_of(param, false),
     ))?;
     Ok(())
 }
@@ -456,12 +462,10 @@ fn duration_helper(
         .value()
         .as_u64()
         .ok_or_else(|| handlebars::RenderErrorReason::InvalidParamType("duration: a whole number of milliseconds"))?;
-    let text = if ms % 1000 == 0 {
-        format!("\"{}s\"", ms / 1000)
-    } else {
-        format!("\"{}.{:03}s\"", ms / 1000, ms % 1000)
-    };
-    out.write(&super::shape::emit(text))?;
+    out.write(&super::shape::emit_from(
+        super::memo::duration_json(ms),
+        super::memo::source_of(param, true),
+    ))?;
     Ok(())
 }
 

@@ -299,11 +299,27 @@ impl NodeRenderer<'_> {
     }
 
     /// Renders one rule's template with the helpers' values recorded apart: the text with
-    /// markers, and the values.
-    fn render_shape(&mut self, rule: &Rule, ctx: &handlebars::Context) -> Option<(String, Vec<String>)> {
+    /// markers, and the values. A leaf's context may be found in the template memo instead
+    /// (see `memo`).
+    fn render_shape(&mut self, rule: &Rule, ctx: &handlebars::Context, leaf: bool) -> Option<(String, Vec<String>)> {
+        let memo = &self.registry.memo;
+        let pending = if leaf {
+            match memo.lookup(&rule.template_key, &self.registry.hbs, ctx.data()) {
+                super::memo::Lookup::Hit(shape, values) => return Some((shape.to_string(), values)),
+                super::memo::Lookup::Render(pending) => pending,
+            }
+        } else {
+            None
+        };
         let recording = super::shape::Recording::start();
         match self.registry.hbs.render_with_context(&rule.template_key, ctx) {
-            Ok(t) => Some((t, recording.finish())),
+            Ok(t) => {
+                let (values, sources) = recording.finish();
+                if let Some(p) = pending {
+                    memo.learn(&rule.template_key, p, &t, &values, sources);
+                }
+                Some((t, values))
+            }
             Err(e) => {
                 self.fail(rule, "rules.template_failed", e.to_string());
                 None
@@ -313,8 +329,8 @@ impl NodeRenderer<'_> {
 
     /// Renders one rule's template and parses the text: the value, placeholders still in, and
     /// how many it has.
-    fn render_one(&mut self, rule: &Rule, ctx: &handlebars::Context) -> Option<(Value, usize)> {
-        let (shape, values) = self.render_shape(rule, ctx)?;
+    fn render_one(&mut self, rule: &Rule, ctx: &handlebars::Context, leaf: bool) -> Option<(Value, usize)> {
+        let (shape, values) = self.render_shape(rule, ctx, leaf)?;
         let parsed = self.registry.shapes.of_node(&shape, &values);
         self.parse_rendered(rule, &shape, &values, parsed.as_deref())
     }
@@ -378,13 +394,13 @@ impl NodeRenderer<'_> {
             if !self.applies(rule, data) {
                 continue;
             }
-            let Some((shape, values)) = self.render_shape(rule, &hctx) else {
+            let Some((shape, values)) = self.render_shape(rule, &hctx, children.is_none()) else {
                 continue;
             };
             let parsed = registry.shapes.of_node(&shape, &values);
             // A leaf with no patch rules for its message can go through its shape's encode plan
             // (see `envoy::plan`), learnt from the first node of the shape encoded in full.
-            let plannable = registry.shapes.plans()
+            let plannable = registry.shapes.plans
                 && children.is_none()
                 && !registry
                     .rules
@@ -410,7 +426,7 @@ impl NodeRenderer<'_> {
                 .filter(|r| r.kind == kind && r.patch && r.emits == rule.emits)
             {
                 if self.applies(patch, data) {
-                    if let Some((p, ph)) = self.render_one(patch, &hctx) {
+                    if let Some((p, ph)) = self.render_one(patch, &hctx, children.is_none()) {
                         merge(&mut value, p);
                         placeholders += ph;
                         applied = patch;
@@ -1090,6 +1106,31 @@ mod tests {
         let mut cache = super::RenderCache::default();
         let cached = super::render_cached(&ir, &registry, Some(&mut cache));
         assert_eq!(sequential.0, cached.0);
+    }
+
+    #[test]
+    fn nodes_that_differ_only_in_values_are_rendered_by_handlebars_once_or_twice() {
+        let mut text = String::new();
+        for i in 0..200 {
+            text.push_str(&format!(
+                "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\nspec:\n  prefix: /m{i}/\n  service: svc-{i}:{}\n",
+                8000 + i
+            ));
+        }
+        let loaded = crate::source::parse_text("many.yaml", &text);
+        let options = crate::Options::default();
+        let (set, _) = crate::resource::parse(&loaded.objects, &options.parse);
+        let (ir, _) = crate::ir::lower(&set, &options.lower);
+        let registry = crate::rules::Registry::core().unwrap();
+        let full = crate::rules::Registry::core().unwrap().without_shortcuts();
+        let (rendered, diagnostics) = super::render(&ir, &registry);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        assert_eq!(rendered, super::render(&ir, &full).0);
+        // One signature for the 200 clusters and one for the 200 routes: each rendered by
+        // handlebars for its first node and for the check of its first reuse only.
+        assert_eq!(registry.memo.handlebars_renders(), (2, 4));
+        // Their shapes are planned, and so is the listener's.
+        assert_eq!(registry.shapes.plans_learnt(), 3);
     }
 
     #[test]

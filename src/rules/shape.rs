@@ -18,6 +18,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use super::memo::Source;
 use crate::envoy::plan::{EncodePlan, Markers};
 
 use serde_json::Value;
@@ -31,15 +32,21 @@ const MARK: char = '\u{E000}';
 const MAX_SHAPES: usize = 4096;
 
 thread_local! {
-    static RECORDED: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+    static RECORDED: RefCell<Option<(Vec<String>, Vec<Source>)>> = const { RefCell::new(None) };
 }
 
 /// Called by the `json` and `duration` helpers with the JSON they would print: returns what to
 /// print instead (a marker while a recording is on this thread, else the JSON itself).
 pub(crate) fn emit(json: String) -> String {
+    emit_from(json, Source::Fixed)
+}
+
+/// [`emit`], saying where the value came from (for the template memo, see `memo`).
+pub(crate) fn emit_from(json: String, source: Source) -> String {
     RECORDED.with(|r| match r.borrow_mut().as_mut() {
-        Some(values) => {
+        Some((values, sources)) => {
             values.push(json);
+            sources.push(source);
             format!("{MARK}{}{MARK}", values.len() - 1)
         }
         None => json,
@@ -51,12 +58,13 @@ pub(crate) struct Recording(());
 
 impl Recording {
     pub(crate) fn start() -> Recording {
-        RECORDED.with(|r| *r.borrow_mut() = Some(Vec::new()));
+        RECORDED.with(|r| *r.borrow_mut() = Some((Vec::new(), Vec::new())));
         Recording(())
     }
 
-    /// Stops recording: the JSON texts the markers stand for, by marker number.
-    pub(crate) fn finish(self) -> Vec<String> {
+    /// Stops recording: the JSON texts the markers stand for, by marker number, and where each
+    /// came from.
+    pub(crate) fn finish(self) -> (Vec<String>, Vec<Source>) {
         RECORDED.with(|r| r.borrow_mut().take()).unwrap_or_default()
     }
 }
@@ -84,6 +92,10 @@ pub(crate) fn real_text(shape: &str, values: &[String]) -> String {
         out.push_str(text);
     }
     out
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Parsed shapes by their text.
@@ -120,12 +132,7 @@ const MARKERS: Markers = Markers {
 impl ShapeCache {
     /// The shape of this text, parsed on first sight.
     pub(crate) fn get(&self, shape: &str) -> Arc<Shape> {
-        if let Some(s) = self
-            .shapes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(shape)
-        {
+        if let Some(s) = lock(&self.shapes).get(shape) {
             return Arc::clone(s);
         }
         let value = match crate::source::yaml::parse_one(shape) {
@@ -137,7 +144,7 @@ impl ShapeCache {
             value,
             plan: OnceLock::new(),
         });
-        let mut shapes = self.shapes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut shapes = lock(&self.shapes);
         if shapes.len() >= MAX_SHAPES {
             shapes.clear();
         }
@@ -150,11 +157,13 @@ impl ShapeCache {
         (shape.matches(MARK).count() == 2 * values.len()).then(|| self.get(shape))
     }
 
-    /// Whether nodes may go through encode plans (see [`Registry::without_encode_plans`]).
-    ///
-    /// [`Registry::without_encode_plans`]: super::Registry::without_encode_plans
-    pub(crate) fn plans(&self) -> bool {
-        self.plans
+    /// How many shapes have an encode plan (for tests).
+    #[cfg(test)]
+    pub(crate) fn plans_learnt(&self) -> usize {
+        lock(&self.shapes)
+            .values()
+            .filter(|s| matches!(s.plan.get(), Some(Some(_))))
+            .count()
     }
 
     /// The value of `shape` with `values` put in, or `None` when this node needs its real text
@@ -246,7 +255,7 @@ mod tests {
                 text.push_str(&emit((*j).to_string()));
             }
         }
-        (text, rec.finish())
+        (text, rec.finish().0)
     }
 
     #[test]
