@@ -416,6 +416,9 @@ pub struct ParseCache {
     mapping_order: Vec<usize>,
 }
 
+/// From this many objects to parse, they are parsed on the worker threads.
+const PARALLEL_FROM_OBJECTS: usize = 256;
+
 /// [`parse`], reading only the objects the cache has not seen.
 pub fn parse_cached(
     objects: &[RawObject],
@@ -436,18 +439,41 @@ pub fn parse_cached(
     let mut endpoint_slices = Vec::new();
     let mut resolvers = Vec::new();
     let mut broken_secrets = std::collections::BTreeSet::new();
-    for (i, obj) in objects.iter().enumerate() {
-        let before = diagnostics.len();
-        let key = obj.key();
-        let hit = match cache.as_deref_mut() {
-            Some(c) => c.entries.remove(&key).or_else(|| used.remove(&key)),
-            None => None,
-        };
-        let entry = hit.unwrap_or_else(|| {
+    // Cache hits first, then every miss (on the worker threads when there are many: objects
+    // parse independently), then the results in input order.
+    let mut entries: Vec<(u128, Option<Box<Parsed>>)> = objects
+        .iter()
+        .map(|obj| {
+            let key = obj.key();
+            (key, cache.as_deref_mut().and_then(|c| c.entries.remove(&key)))
+        })
+        .collect();
+    {
+        use rayon::prelude::*;
+        let parse = |obj: &RawObject| {
             let mut ds = Vec::new();
             let r = parse_one(obj, options, &mut ds);
             Box::new((r, ds))
-        });
+        };
+        let missing: Vec<(&mut Option<Box<Parsed>>, &RawObject)> = entries
+            .iter_mut()
+            .zip(objects)
+            .filter(|((_, e), _)| e.is_none())
+            .map(|((_, e), obj)| (e, obj))
+            .collect();
+        if missing.len() >= PARALLEL_FROM_OBJECTS {
+            crate::workers::threads().install(|| {
+                missing.into_par_iter().for_each(|(e, obj)| *e = Some(parse(obj)));
+            });
+        } else {
+            for (e, obj) in missing {
+                *e = Some(parse(obj));
+            }
+        }
+    }
+    for (i, (key, entry)) in entries.into_iter().enumerate() {
+        let before = diagnostics.len();
+        let Some(entry) = entry else { continue };
         let (parsed, ds) = &*entry;
         diagnostics.extend(ds.iter().cloned());
         if parsed.is_none() && diagnostics[before..].iter().any(Diagnostic::is_error) {
