@@ -79,6 +79,12 @@ enum Piece {
         slot: usize,
         check: Option<FieldCheck>,
     },
+    /// A singular `google.protobuf.Duration` field whose whole value is a slot (`"1.500s"`).
+    Duration {
+        number: u32,
+        slot: usize,
+        check: Option<FieldCheck>,
+    },
     /// A message field (or one element of a repeated message field) whose object holds slots.
     Nested { number: u32, plan: MessagePlan },
     /// Any other field that holds slots: its JSON gets the node's values, then is decoded into
@@ -226,6 +232,17 @@ fn slot_pieces(
                     }]);
                 }
             }
+            (Kind::Message(inner), Value::String(s))
+                if !field.is_list() && inner.full_name() == "google.protobuf.Duration" =>
+            {
+                if let Some(slot) = (m.whole)(s) {
+                    return Some(vec![Piece::Duration {
+                        number,
+                        slot,
+                        check: FieldCheck::of(desc, field),
+                    }]);
+                }
+            }
             (Kind::Uint32, Value::String(s)) if !field.is_list() => {
                 if let Some(slot) = (m.whole)(s) {
                     return Some(vec![Piece::Uint32 {
@@ -293,6 +310,28 @@ fn fill(template: &Value, values: &[String], m: Markers) -> Option<Value> {
     })
 }
 
+/// Seconds and nanoseconds of a JSON duration in the form the `duration` helper prints
+/// (`"3s"`, `"1.500s"`: no sign, at most 9 decimals, within protobuf's range); `None` for
+/// anything else, which is then decoded in full.
+fn duration(json: &str) -> Option<(i64, i32)> {
+    let text = json.strip_prefix('"')?.strip_suffix("s\"")?;
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || whole.len() > 12 || (text.contains('.') && (!digits(fraction) || fraction.len() > 9)) {
+        return None;
+    }
+    let seconds: i64 = whole.parse().ok()?;
+    if seconds > 315_576_000_000 {
+        return None;
+    }
+    let nanos = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<9}").parse().ok()?
+    };
+    Some((seconds, nanos))
+}
+
 fn put_len_delimited(number: u32, bytes: &[u8], out: &mut Vec<u8>) {
     prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, out);
     prost::encoding::encode_varint(bytes.len() as u64, out);
@@ -330,6 +369,21 @@ impl MessagePlan {
                     }
                     prost::encoding::encode_key(*number, prost::encoding::WireType::Varint, out);
                     prost::encoding::encode_varint(u64::from(v), out);
+                }
+                Piece::Duration { number, slot, check } => {
+                    let (seconds, nanos) = duration(values.get(*slot)?)?;
+                    if check.as_ref().is_some_and(|c| !c.passes_duration(seconds, nanos)) {
+                        return None;
+                    }
+                    // A `Duration` message: seconds (1) and nanos (2), each left out when zero.
+                    let mut inner = Vec::with_capacity(12);
+                    if seconds != 0 {
+                        prost::encoding::int64::encode(1, &seconds, &mut inner);
+                    }
+                    if nanos != 0 {
+                        prost::encoding::int32::encode(2, &nanos, &mut inner);
+                    }
+                    put_len_delimited(*number, &inner, out);
                 }
                 Piece::Nested { number, plan } => {
                     let mut inner = Vec::with_capacity(64);
@@ -432,6 +486,34 @@ mod tests {
         assert_eq!(planned(&plan, &[r#""a""#, r#""1s""#, "5", "80"]), None);
         assert_eq!(planned(&plan, &[r#""a""#, "true", r#""h""#, "80"]), None);
         assert_eq!(planned(&plan, &[r#""a""#, r#""1s""#, r#""h""#, r#""80""#]), None);
+    }
+
+    #[test]
+    fn durations_are_read_as_the_duration_helper_prints_them() {
+        assert_eq!(duration(r#""3s""#), Some((3, 0)));
+        assert_eq!(duration(r#""1.500s""#), Some((1, 500_000_000)));
+        assert_eq!(duration(r#""0.000000001s""#), Some((0, 1)));
+        for other in [
+            r#""-1s""#,
+            r#""1.s""#,
+            r#""1.0000000001s""#,
+            r#""s""#,
+            "3",
+            r#""3m""#,
+            r#""1e3s""#,
+        ] {
+            assert_eq!(duration(other), None, "{other}");
+        }
+        // Whatever is read, the plan writes what a full decode writes.
+        let plan = EncodePlan::build(CLUSTER, &shape(), DOLLARS).expect("a plan");
+        for d in [r#""1s""#, r#""0.001s""#, r#""86400.250s""#, r#""12.000000007s""#] {
+            let values = [r#""a""#, d, r#""h""#, "80"];
+            assert_eq!(
+                planned(&plan, &values).map(|p| p.0),
+                Some(full(&values).unwrap()),
+                "{d}"
+            );
+        }
     }
 
     #[test]

@@ -289,6 +289,22 @@ impl FieldCheck {
         Some(FieldCheck { plan, index })
     }
 
+    /// Whether a duration of `seconds` and `nanos`, set in this `google.protobuf.Duration` field,
+    /// keeps its rules (what [`FieldCheck::passes`] checks of a `Duration` message).
+    pub(crate) fn passes_duration(&self, seconds: i64, nanos: i32) -> bool {
+        let fp = &self.plan.fields[self.index];
+        let Some(rules) = fp.rules.as_ref().filter(|r| !r.skip) else {
+            return true;
+        };
+        let mut ok = true;
+        if let Some(bounds) = &rules.duration {
+            check_bounds(seconds as f64 + f64::from(nanos) / 1e9, bounds, "s", &mut |_| {
+                ok = false
+            });
+        }
+        ok
+    }
+
     /// Whether `value`, set in the field, keeps every rule of the field and of what it holds.
     pub(crate) fn passes(&self, value: &Value) -> bool {
         let fp = &self.plan.fields[self.index];

@@ -294,9 +294,13 @@ fn signature(template_key: &str, reads: &Reads, ctx: &Value) -> u128 {
             (Some(v), Use::Value) => {
                 buf.push(b'v');
                 // Length-prefixed, so that values cannot run into one another.
-                let text = serde_json::to_vec(v).unwrap_or_default();
-                buf.extend_from_slice(&(text.len() as u64).to_le_bytes());
-                buf.extend_from_slice(&text);
+                let at = buf.len();
+                buf.extend_from_slice(&[0; 8]);
+                if serde_json::to_writer(&mut buf, v).is_err() {
+                    buf.truncate(at + 8);
+                }
+                let len = (buf.len() - at - 8) as u64;
+                buf[at..at + 8].copy_from_slice(&len.to_le_bytes());
             }
         }
     }
