@@ -10,8 +10,8 @@
 //! Exactness rests on three things:
 //! - Fields are laid out in field-number order, as prost-reflect encodes them, and every field's
 //!   bytes come from prost-reflect itself (constant fields at build time, generic slots per node),
-//!   but for string slots, whose encoding (key, length, UTF-8 bytes) is fixed by the protobuf wire
-//!   format.
+//!   but for strings, ports and durations, whose encoding the protobuf wire format fixes, and
+//!   which are read only in the form attache's helpers print them.
 //! - A plan is only built from a node whose full decode, check and encode succeeded, and only kept
 //!   if encoding that node through the plan gives the very same bytes.
 //! - Per node, each slot's value is checked against its field's rules (and everything inside
@@ -60,6 +60,17 @@ enum Name {
     Slot(usize),
 }
 
+/// The values a plan writes itself, as the protobuf wire format fixes their encoding.
+#[derive(Clone, Copy)]
+enum Scalar {
+    /// A `string`.
+    Str,
+    /// A `uint32` (a port), as the `json` helper prints a number.
+    Uint32,
+    /// A `google.protobuf.Duration`, as the `duration` helper prints it (`"1.500s"`).
+    Duration,
+}
+
 struct MessagePlan {
     pieces: Vec<Piece>,
 }
@@ -67,22 +78,11 @@ struct MessagePlan {
 enum Piece {
     /// Fields that hold no slot, encoded once.
     Const(Vec<u8>),
-    /// A singular string field whose whole value is a slot.
-    Str {
+    /// A singular field whose whole value is a slot, written directly.
+    Scalar {
         number: u32,
         slot: usize,
-        check: Option<FieldCheck>,
-    },
-    /// A singular `uint32` field whose whole value is a slot (a port).
-    Uint32 {
-        number: u32,
-        slot: usize,
-        check: Option<FieldCheck>,
-    },
-    /// A singular `google.protobuf.Duration` field whose whole value is a slot (`"1.500s"`).
-    Duration {
-        number: u32,
-        slot: usize,
+        scalar: Scalar,
         check: Option<FieldCheck>,
     },
     /// A message field (or one element of a repeated message field) whose object holds slots.
@@ -221,37 +221,25 @@ fn slot_pieces(
 ) -> Option<Vec<Piece>> {
     let number = field.number();
     let kind = field.kind();
+    // A value written directly: a string, a port, a duration.
+    let scalar = match &kind {
+        Kind::String => Some(Scalar::Str),
+        Kind::Uint32 => Some(Scalar::Uint32),
+        Kind::Message(inner) if inner.full_name() == "google.protobuf.Duration" => Some(Scalar::Duration),
+        _ => None,
+    };
+    if let (Some(scalar), Value::String(s), false, false) = (scalar, value, field.is_list(), field.is_map()) {
+        if let Some(slot) = (m.whole)(s) {
+            return Some(vec![Piece::Scalar {
+                number,
+                slot,
+                scalar,
+                check: FieldCheck::of(desc, field),
+            }]);
+        }
+    }
     if !field.is_map() {
         match (&kind, value) {
-            (Kind::String, Value::String(s)) if !field.is_list() => {
-                if let Some(slot) = (m.whole)(s) {
-                    return Some(vec![Piece::Str {
-                        number,
-                        slot,
-                        check: FieldCheck::of(desc, field),
-                    }]);
-                }
-            }
-            (Kind::Message(inner), Value::String(s))
-                if !field.is_list() && inner.full_name() == "google.protobuf.Duration" =>
-            {
-                if let Some(slot) = (m.whole)(s) {
-                    return Some(vec![Piece::Duration {
-                        number,
-                        slot,
-                        check: FieldCheck::of(desc, field),
-                    }]);
-                }
-            }
-            (Kind::Uint32, Value::String(s)) if !field.is_list() => {
-                if let Some(slot) = (m.whole)(s) {
-                    return Some(vec![Piece::Uint32 {
-                        number,
-                        slot,
-                        check: FieldCheck::of(desc, field),
-                    }]);
-                }
-            }
             (Kind::Message(inner), Value::Object(object)) if !field.is_list() && plain(inner) => {
                 // The field's own rules can only ask for its presence, which the plan keeps;
                 // the slots inside are checked by their own fields' rules.
@@ -338,53 +326,65 @@ fn put_len_delimited(number: u32, bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(bytes);
 }
 
+impl Scalar {
+    /// Writes field `number` holding the value of JSON text `json`, checked against the field's
+    /// rules; `None` when the node must be decoded in full (another form of value, a broken
+    /// rule, or a value that would leave the field out: empty, zero).
+    fn encode(self, number: u32, json: &str, check: Option<&FieldCheck>, out: &mut Vec<u8>) -> Option<()> {
+        match self {
+            Scalar::Str => {
+                let v = prost_reflect::Value::String(serde_json::from_str(json).ok()?);
+                let prost_reflect::Value::String(s) = &v else {
+                    return None;
+                };
+                if s.is_empty() || check.is_some_and(|c| !c.passes(&v)) {
+                    return None;
+                }
+                put_len_delimited(number, s.as_bytes(), out);
+            }
+            Scalar::Uint32 => {
+                // Plain decimal digits only (what the `json` helper prints for a number).
+                if json.is_empty() || json.starts_with('0') || !json.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let v: u32 = json.parse().ok()?;
+                if check.is_some_and(|c| !c.passes(&prost_reflect::Value::U32(v))) {
+                    return None;
+                }
+                prost::encoding::encode_key(number, prost::encoding::WireType::Varint, out);
+                prost::encoding::encode_varint(u64::from(v), out);
+            }
+            Scalar::Duration => {
+                let (seconds, nanos) = duration(json)?;
+                if check.is_some_and(|c| !c.passes_duration(seconds, nanos)) {
+                    return None;
+                }
+                // A `Duration` message: seconds (1) and nanos (2), each left out when zero.
+                let mut inner = Vec::with_capacity(12);
+                if seconds != 0 {
+                    prost::encoding::int64::encode(1, &seconds, &mut inner);
+                }
+                if nanos != 0 {
+                    prost::encoding::int32::encode(2, &nanos, &mut inner);
+                }
+                put_len_delimited(number, &inner, out);
+            }
+        }
+        Some(())
+    }
+}
+
 impl MessagePlan {
     fn encode(&self, values: &[String], m: Markers, out: &mut Vec<u8>) -> Option<()> {
         for piece in &self.pieces {
             match piece {
                 Piece::Const(bytes) => out.extend_from_slice(bytes),
-                Piece::Str { number, slot, check } => {
-                    let s: String = serde_json::from_str(values.get(*slot)?).ok()?;
-                    if s.is_empty() {
-                        return None;
-                    }
-                    let v = prost_reflect::Value::String(s);
-                    if check.as_ref().is_some_and(|c| !c.passes(&v)) {
-                        return None;
-                    }
-                    if let prost_reflect::Value::String(s) = &v {
-                        put_len_delimited(*number, s.as_bytes(), out);
-                    }
-                }
-                Piece::Uint32 { number, slot, check } => {
-                    // Plain decimal digits only (what the `json` helper prints for a number);
-                    // zero would leave the field out, anything else is decoded in full.
-                    let text = values.get(*slot)?;
-                    if text.is_empty() || text.starts_with('0') || !text.bytes().all(|b| b.is_ascii_digit()) {
-                        return None;
-                    }
-                    let v: u32 = text.parse().ok()?;
-                    if check.as_ref().is_some_and(|c| !c.passes(&prost_reflect::Value::U32(v))) {
-                        return None;
-                    }
-                    prost::encoding::encode_key(*number, prost::encoding::WireType::Varint, out);
-                    prost::encoding::encode_varint(u64::from(v), out);
-                }
-                Piece::Duration { number, slot, check } => {
-                    let (seconds, nanos) = duration(values.get(*slot)?)?;
-                    if check.as_ref().is_some_and(|c| !c.passes_duration(seconds, nanos)) {
-                        return None;
-                    }
-                    // A `Duration` message: seconds (1) and nanos (2), each left out when zero.
-                    let mut inner = Vec::with_capacity(12);
-                    if seconds != 0 {
-                        prost::encoding::int64::encode(1, &seconds, &mut inner);
-                    }
-                    if nanos != 0 {
-                        prost::encoding::int32::encode(2, &nanos, &mut inner);
-                    }
-                    put_len_delimited(*number, &inner, out);
-                }
+                Piece::Scalar {
+                    number,
+                    slot,
+                    scalar,
+                    check,
+                } => scalar.encode(*number, values.get(*slot)?, check.as_ref(), out)?,
                 Piece::Nested { number, plan } => {
                     let mut inner = Vec::with_capacity(64);
                     plan.encode(values, m, &mut inner)?;
