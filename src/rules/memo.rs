@@ -334,11 +334,12 @@ impl Entry {
 /// Templates' reads and the shapes of signatures seen.
 #[derive(Debug)]
 pub(crate) struct TemplateMemo {
+    /// By template: its reads, `None` when it cannot be memoized (the analysis could not list
+    /// them, or its memo failed a check).
     reads: Mutex<HashMap<String, Option<Arc<Reads>>>>,
     entries: Mutex<KeyMap<Arc<Entry>>>,
-    /// Templates whose memo failed its check: always rendered by handlebars.
-    distrusted: Mutex<Vec<String>>,
-    on: AtomicBool,
+    /// Whether the memo is used at all (see `Registry::without_shortcuts`).
+    pub(crate) on: bool,
     /// Leaves rendered by handlebars to learn or check an entry.
     #[cfg(test)]
     renders: std::sync::atomic::AtomicUsize,
@@ -349,8 +350,7 @@ impl Default for TemplateMemo {
         TemplateMemo {
             reads: Mutex::default(),
             entries: Mutex::default(),
-            distrusted: Mutex::default(),
-            on: AtomicBool::new(true),
+            on: true,
             #[cfg(test)]
             renders: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -384,11 +384,6 @@ impl TemplateMemo {
         (lock(&self.entries).len(), self.renders.load(Ordering::Relaxed))
     }
 
-    /// Turns the memo off (every node rendered by handlebars).
-    pub(crate) fn turn_off(&self) {
-        self.on.store(false, Ordering::Relaxed);
-    }
-
     fn reads_of(&self, template_key: &str, hbs: &Handlebars<'_>) -> Option<Arc<Reads>> {
         if let Some(r) = lock(&self.reads).get(template_key) {
             return r.clone();
@@ -403,15 +398,12 @@ impl TemplateMemo {
 
     /// Looks a node up by its template and context.
     pub(crate) fn lookup(&self, template_key: &str, hbs: &Handlebars<'_>, ctx: &Value) -> Lookup {
-        if !self.on.load(Ordering::Relaxed) {
+        if !self.on {
             return Lookup::Render(None);
         }
         let Some(reads) = self.reads_of(template_key, hbs) else {
             return Lookup::Render(None);
         };
-        if lock(&self.distrusted).iter().any(|t| t == template_key) {
-            return Lookup::Render(None);
-        }
         let signature = signature(template_key, &reads, ctx);
         let entry = lock(&self.entries).get(&signature).cloned();
         let Some(entry) = entry else {
@@ -455,7 +447,7 @@ impl TemplateMemo {
                     template = template_key,
                     "a memoized template rendered differently for the same signature; it is always rendered in full from now on"
                 );
-                lock(&self.distrusted).push(template_key.to_string());
+                lock(&self.reads).insert(template_key.to_string(), None);
             }
             return;
         }

@@ -172,7 +172,7 @@ impl Registry {
     /// the same bytes (tests compare both ways).
     pub fn without_shortcuts(mut self) -> Registry {
         self.shapes.plans = false;
-        self.memo.turn_off();
+        self.memo.on = false;
         self
     }
 

@@ -301,11 +301,11 @@ impl NodeRenderer<'_> {
     /// Renders one rule's template with the helpers' values recorded apart: the text with
     /// markers, and the values. A leaf's context may be found in the template memo instead
     /// (see `memo`).
-    fn render_shape(&mut self, rule: &Rule, ctx: &handlebars::Context, leaf: bool) -> Option<(String, Vec<String>)> {
+    fn render_shape(&mut self, rule: &Rule, ctx: &handlebars::Context, leaf: bool) -> Option<(Arc<str>, Vec<String>)> {
         let memo = &self.registry.memo;
         let pending = if leaf {
             match memo.lookup(&rule.template_key, &self.registry.hbs, ctx.data()) {
-                super::memo::Lookup::Hit(shape, values) => return Some((shape.to_string(), values)),
+                super::memo::Lookup::Hit(shape, values) => return Some((shape, values)),
                 super::memo::Lookup::Render(pending) => pending,
             }
         } else {
@@ -318,7 +318,7 @@ impl NodeRenderer<'_> {
                 if let Some(p) = pending {
                     memo.learn(&rule.template_key, p, &t, &values, sources);
                 }
-                Some((t, values))
+                Some((t.into(), values))
             }
             Err(e) => {
                 self.fail(rule, "rules.template_failed", e.to_string());

@@ -61,12 +61,13 @@ impl Loader {
                 })
                 .collect()
         };
+        // `None`: the file did not change, and what it gave last time is taken below.
         let previous = &self.files;
         let read = |(file, name): &(PathBuf, String)| match std::fs::read_to_string(file) {
             Ok(text) => {
                 let one = match previous.get(name) {
-                    Some((old, one)) if *old == text => one.clone(),
-                    _ => parse_text(name, &text),
+                    Some((old, _)) if *old == text => None,
+                    _ => Some(parse_text(name, &text)),
                 };
                 Ok((name.clone(), text, one))
             }
@@ -81,6 +82,9 @@ impl Loader {
         for result in results {
             match result {
                 Ok((name, text, one)) => {
+                    let Some(one) = one.or_else(|| self.files.remove(&name).map(|(_, one)| one)) else {
+                        continue;
+                    };
                     loaded.objects.extend(one.objects.iter().cloned());
                     loaded.diagnostics.extend(one.diagnostics.iter().cloned());
                     seen.insert(name, (text, one));
