@@ -126,6 +126,12 @@ impl Translator {
     pub fn last_lower_stats(&self) -> (usize, usize) {
         self.lower_cache.last_stats()
     }
+
+    /// Whether the last translation patched the IR of the one before (a few plain Mappings
+    /// changed) rather than lowering every Mapping again.
+    pub fn last_lower_patched(&self) -> bool {
+        self.lower_cache.last_patched()
+    }
 }
 
 fn translate_with(

@@ -230,6 +230,42 @@ proptest! {
     }
 
     #[test]
+    fn a_patched_translation_equals_a_full_one(
+        base in prop::collection::vec(mapping(), 1..30),
+        fixed in prop::collection::vec(prop_oneof![host(), listener(), context_doc()], 0..5),
+        edits in prop::collection::vec(prop::collection::vec((any::<prop::sample::Index>(), prop::option::of(mapping())), 1..4), 1..6),
+    ) {
+        // Only Mappings are edited (or emptied, which deletes one): every step after the first
+        // changes a few plain Mappings, which the translator patches when nothing else changed.
+        let registry = std::sync::Arc::new(attache::rules::Registry::core().unwrap());
+        let opts = attache::Options::default();
+        let mut translator = attache::Translator::new(std::sync::Arc::clone(&registry), opts.clone());
+        let mut mappings: Vec<Option<Doc>> = base.into_iter().map(Some).collect();
+        let plain_context = !fixed.iter().any(|d| d.0.contains("shadow: true"));
+        for (n, step) in std::iter::once(&Vec::new()).chain(&edits).enumerate() {
+            for (at, doc) in step {
+                let i = at.index(mappings.len());
+                mappings[i] = doc.clone();
+            }
+            // One file per document, so that an edit leaves the other objects as they were.
+            let docs: Vec<Doc> = fixed
+                .iter()
+                .cloned()
+                .chain(mappings.iter().map(|d| d.clone().unwrap_or_else(|| Doc("{}\n".to_string()))))
+                .collect();
+            let loaded = load(&docs, docs.len());
+            let incremental = translator.translate(&loaded);
+            if n > 0 && plain_context {
+                prop_assert!(translator.last_lower_patched(), "step {} was not patched", n);
+            }
+            let full = attache::translate(&loaded, &registry, &opts);
+            prop_assert_eq!(fingerprint(&incremental), fingerprint(&full));
+            prop_assert_eq!(&incremental.diagnostics, &full.diagnostics);
+            prop_assert_eq!(serde_json::to_value(&incremental.ir).unwrap(), serde_json::to_value(&full.ir).unwrap());
+        }
+    }
+
+    #[test]
     fn encode_plans_give_the_bytes_full_decoding_gives(
         docs in docs(),
         context in prop::collection::vec(context_doc(), 0..4),
@@ -294,6 +330,10 @@ fn a_one_mapping_change_rerenders_only_what_it_touches() {
     let t = translator.translate(&load(&mapping_docs(300, Some(7)), 1));
     // One Host (the default) and one changed Mapping: lowered again; the other 299 are reused.
     assert_eq!(translator.last_lower_stats(), (299, 1));
+    assert!(
+        translator.last_lower_patched(),
+        "a plain Mapping's change patches the last IR"
+    );
     let (reused, rendered) = translator.last_render_stats();
     // The changed route and its new cluster, plus the virtual host and route table that embed
     // the route. The listener and the 299 other routes and clusters are reused.

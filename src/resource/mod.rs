@@ -154,6 +154,53 @@ pub struct ResourceSet {
 }
 
 impl ResourceSet {
+    /// Whether everything but the Mappings is equal.
+    pub fn same_except_mappings(&self, other: &ResourceSet) -> bool {
+        let ResourceSet {
+            listeners,
+            hosts,
+            mappings: _,
+            secrets,
+            tcp_mappings,
+            tls_contexts,
+            auth_service,
+            module,
+            services,
+            endpoint_slices,
+            resolvers,
+            broken_secrets,
+        } = self;
+        *listeners == other.listeners
+            && *hosts == other.hosts
+            && *secrets == other.secrets
+            && *tcp_mappings == other.tcp_mappings
+            && *tls_contexts == other.tls_contexts
+            && *auth_service == other.auth_service
+            && *module == other.module
+            && *services == other.services
+            && *endpoint_slices == other.endpoint_slices
+            && *resolvers == other.resolvers
+            && *broken_secrets == other.broken_secrets
+    }
+
+    /// A copy without the Mappings.
+    pub fn without_mappings(&self) -> ResourceSet {
+        ResourceSet {
+            listeners: self.listeners.clone(),
+            hosts: self.hosts.clone(),
+            mappings: Vec::new(),
+            secrets: self.secrets.clone(),
+            tcp_mappings: self.tcp_mappings.clone(),
+            tls_contexts: self.tls_contexts.clone(),
+            auth_service: self.auth_service.clone(),
+            module: self.module.clone(),
+            services: self.services.clone(),
+            endpoint_slices: self.endpoint_slices.clone(),
+            resolvers: self.resolvers.clone(),
+            broken_secrets: self.broken_secrets.clone(),
+        }
+    }
+
     /// `(namespace, name)` of every Secret these resources refer to: Hosts' `tlsSecret` and CA,
     /// TLSContexts' certificate and CA. A source that cannot hold every Secret (Kubernetes) asks
     /// for exactly these.

@@ -1,7 +1,10 @@
 //! Mapping resources → routes (in Emissary's match order) and deduplicated clusters.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+pub(super) mod patch;
 
 use crate::diagnostic::Diagnostic;
 use crate::lang::service::Scheme;
@@ -25,7 +28,7 @@ const USED_BY_MAX: usize = 8;
 
 /// What identifies an upstream cluster.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct ClusterKey {
+pub(super) struct ClusterKey {
     tls: bool,
     host: String,
     port: u16,
@@ -62,12 +65,20 @@ impl Interner {
     pub(super) fn prune(&mut self) {
         self.keys.retain(|k| Arc::strong_count(k) > 1);
     }
+
+    /// Forgets `key` if nothing but the interner (and this handle) holds it.
+    fn release(&mut self, key: Arc<ClusterKey>) {
+        if Arc::strong_count(&key) <= 2 {
+            self.keys.remove(&*key);
+        }
+    }
 }
 
 /// A cluster of the last translation, with what it was built from.
 #[derive(Debug)]
 pub(super) struct BuiltCluster {
     key: Arc<ClusterKey>,
+    /// Its users, in [`user_order`].
     users: Vec<SourceRef>,
     connect_timeout_ms: u64,
     upstream_tls: Option<crate::ir::UpstreamTls>,
@@ -160,7 +171,7 @@ struct ClusterUse<'a> {
     key: Arc<ClusterKey>,
     /// The cluster's name (computed once per key).
     name: Arc<str>,
-    /// The first few users, in [`user_order`].
+    /// Its users, once per Host that takes them (sorted and made unique when finished).
     users: smallvec::SmallVec<[&'a Meta; 2]>,
     /// Explicit `connect_timeout_ms` values, with the Mapping that asked.
     connect_timeouts: BTreeMap<u64, &'a Meta>,
@@ -276,16 +287,7 @@ impl<'a> Clusters<'a> {
                 *e = user;
             }
         }
-        let users = &mut entry.users;
-        if !users
-            .iter()
-            .any(|u| u.kind == user.kind && u.namespace == user.namespace && u.name == user.name)
-        {
-            users.push(user);
-            // Keep the smallest few, so the list does not depend on input order.
-            users.sort_by(|a, b| user_order(a, b));
-            users.truncate(USED_BY_MAX);
-        }
+        entry.users.push(user);
     }
 
     /// The clusters; Mappings that ask one cluster for different settings are reported (the
@@ -297,28 +299,32 @@ impl<'a> Clusters<'a> {
         set: &ResourceSet,
         secrets: &mut BTreeMap<String, crate::ir::Secret>,
         built: &mut crate::keyed::AddrMap<BuiltCluster>,
-        order: &mut Vec<usize>,
+        list: &mut Vec<(Arc<ClusterKey>, Arc<Cluster>)>,
         diagnostics: &mut Vec<Diagnostic>,
-    ) -> (Vec<Arc<Cluster>>, Vec<crate::ir::Endpoints>, Interner) {
+    ) -> Finished {
         let mut endpoints = Vec::new();
+        let mut client_secrets = Vec::new();
         let ambassador_namespace = self.resolvers.ambassador_namespace.clone();
         let mut previous = std::mem::take(built);
         // By name (and key, should two hashed names ever collide), whatever the map's order;
         // the last translation's clusters keep their order (a key it had is still the same
         // allocation, as `previous` holds it), only new ones are placed.
         let key_addr = |u: &ClusterUse<'_>| Arc::as_ptr(&u.key) as usize;
+        let order: Vec<usize> = list.iter().map(|(k, _)| Arc::as_ptr(k) as usize).collect();
         let uses = crate::keyed::sort_incrementally(
             self.by_key.into_values().collect(),
-            order,
+            &order,
             |u| Some(key_addr(u)).filter(|a| previous.contains_key(a)),
             |a, b| a.name.cmp(&b.name).then_with(|| a.key.cmp(&b.key)),
         );
-        *order = uses.iter().map(key_addr).collect();
+        let keys: Vec<Arc<ClusterKey>> = uses.iter().map(|u| Arc::clone(&u.key)).collect();
         let out: Vec<Arc<Cluster>> = uses
             .into_iter()
-            .map(|ClusterUse { key: shared, name, users, connect_timeouts }| {
+            .map(|ClusterUse { key: shared, name, mut users, connect_timeouts }| {
+                // Sorted, so that the list does not depend on input order.
+                users.sort_by(|a, b| user_order(a, b));
+                users.dedup_by(|a, b| a.kind == b.kind && a.namespace == b.namespace && a.name == b.name);
                 let key: &ClusterKey = &shared;
-                let is_ip = key.host.parse::<std::net::IpAddr>().is_ok();
                 let connect_timeout_ms = connect_timeouts.keys().next().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS);
                 for (t, who) in connect_timeouts.iter().skip(1) {
                     diagnostics.push(
@@ -357,12 +363,14 @@ impl<'a> Clusters<'a> {
                         let (meta, s) = set.secrets.iter().find(|(m, _)| &m.namespace == ns && &m.name == n)?;
                         let full = format!("{ns}/{n}");
                         let key = s.private_key.clone()?;
-                        secrets.entry(full.clone()).or_insert_with(|| crate::ir::Secret {
+                        let secret = crate::ir::Secret {
                             name: full.clone(),
                             certificate_chain: s.certificate_chain.clone(),
                             private_key: Some(crate::ir::PrivateKey(key)),
                             source: Some(super::source_of(meta)),
-                        });
+                        };
+                        client_secrets.push(secret.clone());
+                        secrets.entry(full.clone()).or_insert(secret);
                         Some(full)
                     });
                     crate::ir::UpstreamTls {
@@ -386,31 +394,13 @@ impl<'a> Clusters<'a> {
                     built.insert(address, b);
                     return cluster;
                 }
-                let cluster = Arc::new(Cluster {
-                    upstream_tls: upstream_tls.clone(),
-                    name: name.to_string(),
-                    discovery: if key.eds {
-                        Discovery::Eds
-                    } else if is_ip {
-                        Discovery::Static
-                    } else if key.settings.logical_dns {
-                        Discovery::LogicalDns
-                    } else {
-                        Discovery::StrictDns
-                    },
-                    host: key.host.clone(),
-                    port: key.port,
-                    tls: key.tls,
-                    connect_timeout_ms,
-                    settings: key.settings.clone(),
-                    used_by: users.iter().map(|m| m.object_ref()).collect(),
-                    source: users.first().map(|m| source_of(m)),
-                });
+                let users: Vec<SourceRef> = users.iter().map(|m| source_of(m)).collect();
+                let cluster = Arc::new(cluster_node(key, &name, connect_timeout_ms, upstream_tls.clone(), &users));
                 built.insert(
                     address,
                     BuiltCluster {
                         key: shared,
-                        users: users.iter().map(|m| source_of(m)).collect(),
+                        users,
                         connect_timeout_ms,
                         upstream_tls,
                         cluster: Arc::clone(&cluster),
@@ -419,8 +409,60 @@ impl<'a> Clusters<'a> {
                 cluster
             })
             .collect();
+        *list = keys.into_iter().zip(out.iter().cloned()).collect();
         endpoints.sort_by(|a, b| a.name.cmp(&b.name));
-        (out, endpoints, self.interner)
+        Finished {
+            clusters: out,
+            endpoints,
+            client_secrets,
+            interner: self.interner,
+        }
+    }
+
+    /// The interner, when the clusters are not finished (a patched translation keeps the last
+    /// one's).
+    pub(super) fn into_interner(self) -> Interner {
+        self.interner
+    }
+}
+
+/// What [`Clusters::finish`] gives.
+pub(super) struct Finished {
+    pub(super) clusters: Vec<Arc<Cluster>>,
+    pub(super) endpoints: Vec<crate::ir::Endpoints>,
+    /// The client certificates of upstream TLS, also added to the secrets.
+    pub(super) client_secrets: Vec<crate::ir::Secret>,
+    pub(super) interner: Interner,
+}
+
+/// The IR node of a cluster. `users` are its users, in [`user_order`].
+fn cluster_node(
+    key: &ClusterKey,
+    name: &str,
+    connect_timeout_ms: u64,
+    upstream_tls: Option<crate::ir::UpstreamTls>,
+    users: &[SourceRef],
+) -> Cluster {
+    let is_ip = key.host.parse::<std::net::IpAddr>().is_ok();
+    Cluster {
+        upstream_tls,
+        name: name.to_string(),
+        discovery: if key.eds {
+            Discovery::Eds
+        } else if is_ip {
+            Discovery::Static
+        } else if key.settings.logical_dns {
+            Discovery::LogicalDns
+        } else {
+            Discovery::StrictDns
+        },
+        host: key.host.clone(),
+        port: key.port,
+        tls: key.tls,
+        connect_timeout_ms,
+        settings: key.settings.clone(),
+        used_by: users.iter().take(USED_BY_MAX).map(|u| u.object.clone()).collect(),
+        source: users.first().cloned(),
     }
 }
 
@@ -712,7 +754,7 @@ struct Lowered {
     /// The Mapping (held, so that its address identifies it while this entry lives).
     mapping: Arc<(Meta, Mapping)>,
     /// The last translation that used this entry.
-    generation: u64,
+    generation: AtomicU64,
     /// The translation that made it (an address seen before may name a new Mapping then).
     created: u64,
     /// Whether the Host takes the Mapping; nothing below is set when not.
@@ -736,19 +778,27 @@ pub struct LowerCache {
     generation: u64,
     /// Interned cluster keys.
     pub(super) interner: Interner,
-    /// The last translation's clusters, and the addresses of their keys in name order.
+    /// The last translation's clusters by the address of their keys, and in name order.
     pub(super) clusters: crate::keyed::AddrMap<BuiltCluster>,
-    pub(super) cluster_order: Vec<usize>,
+    pub(super) cluster_list: Vec<(Arc<ClusterKey>, Arc<Cluster>)>,
     /// (Mappings reused, Mappings lowered) per Host, in the last translation.
     stats: (usize, usize),
+    /// What the next translation needs to patch this one.
+    pub(super) last: Option<patch::Last>,
+    /// Whether the last translation patched the one before.
+    pub(super) patched: bool,
 }
 
 /// The cache's entries for one Host.
 struct HostEntries {
     ctx: HostContext,
-    entries: crate::keyed::AddrMap<Lowered>,
-    /// The addresses of the Host's Mappings in route order, in the last translation.
-    order: Vec<usize>,
+    entries: crate::keyed::AddrMap<Arc<Lowered>>,
+    /// The Host's Mappings in route order, in the last translation.
+    order: Vec<Arc<Lowered>>,
+    /// Its shadow Mappings, and whether some Mapping it takes has a CORS policy, in the last
+    /// translation.
+    shadows: Vec<Arc<Lowered>>,
+    any_cors: bool,
 }
 
 impl std::fmt::Debug for LowerCache {
@@ -776,16 +826,19 @@ impl LowerCache {
     pub(super) fn end(&mut self) {
         let generation = self.generation;
         for h in &mut self.hosts {
-            h.entries.retain(|_, e| e.generation == generation);
+            h.entries
+                .retain(|_, e| e.generation.load(AtomicOrdering::Relaxed) == generation);
         }
         self.hosts.retain(|h| !h.entries.is_empty());
     }
 
-    /// Keeps a Host's route order for the next translation.
-    pub(super) fn keep_order(&mut self, host: &EffectiveHost, order: Vec<usize>) {
+    /// Keeps a Host's route order (and shadows) for the next translation.
+    pub(super) fn keep_order(&mut self, host: &EffectiveHost, kept: Kept) {
         let ctx = HostContext::of(host);
         if let Some(h) = self.hosts.iter_mut().find(|h| h.ctx == ctx) {
-            h.order = order;
+            h.order = kept.order;
+            h.shadows = kept.shadows;
+            h.any_cors = kept.any_cors;
         }
     }
 
@@ -793,6 +846,12 @@ impl LowerCache {
     /// Mapping and Host.
     pub fn last_stats(&self) -> (usize, usize) {
         self.stats
+    }
+
+    /// Whether the last translation patched the one before it (only a few plain Mappings had
+    /// changed) rather than lowering every Mapping again.
+    pub fn last_patched(&self) -> bool {
+        self.patched
     }
 
     fn host(&self, host: &EffectiveHost) -> Option<&HostEntries> {
@@ -823,6 +882,8 @@ pub(super) fn refresh(
                 ctx,
                 entries: crate::keyed::AddrMap::with_capacity_and_hasher(set.mappings.len(), Default::default()),
                 order: Vec::new(),
+                shadows: Vec::new(),
+                any_cors: false,
             });
             cache.hosts.len() - 1
         }
@@ -831,8 +892,8 @@ pub(super) fn refresh(
     let (mut reused, mut lowered) = cache.stats;
     let entries = &mut cache.hosts[index].entries;
     for e in &set.mappings {
-        if let Some(hit) = entries.get_mut(&addr(e)) {
-            hit.generation = generation;
+        if let Some(hit) = entries.get(&addr(e)) {
+            hit.generation.store(generation, AtomicOrdering::Relaxed);
             reused += 1;
             continue;
         }
@@ -846,7 +907,7 @@ pub(super) fn refresh(
             &module,
             generation,
         );
-        entries.insert(addr(e), l);
+        entries.insert(addr(e), Arc::new(l));
     }
     cache.stats = (reused, lowered);
 }
@@ -864,7 +925,7 @@ fn lower_one(
     let (meta, m) = &**e;
     let mut lowered = Lowered {
         mapping: Arc::clone(e),
-        generation,
+        generation: AtomicU64::new(generation),
         created: generation,
         associated: associated(meta, m, host),
         headers: Vec::new(),
@@ -967,7 +1028,15 @@ fn matcher(name: String, v: &HeaderValue) -> HeaderMatch {
 pub(super) struct Candidate<'a> {
     meta: &'a Meta,
     m: &'a Mapping,
-    lowered: &'a Lowered,
+    lowered: &'a Arc<Lowered>,
+}
+
+impl<'a> Candidate<'a> {
+    /// A Mapping the cache lowered, seen as a candidate.
+    fn of(lowered: &'a Arc<Lowered>) -> Candidate<'a> {
+        let (meta, m) = &*lowered.mapping;
+        Candidate { meta, m, lowered }
+    }
 }
 
 impl Candidate<'_> {
@@ -996,8 +1065,41 @@ pub(super) struct Prepared<'a> {
     has_auth: bool,
     /// Whether some candidate has its own CORS policy.
     any_cors: bool,
-    /// The candidates' addresses in route order (for [`LowerCache::keep_order`]).
-    pub(super) order: Vec<usize>,
+}
+
+/// What a Host keeps of its [`Prepared`] Mappings for the next translation (see
+/// [`LowerCache::keep_order`]).
+pub(super) struct Kept {
+    order: Vec<Arc<Lowered>>,
+    shadows: Vec<Arc<Lowered>>,
+    any_cors: bool,
+}
+
+impl Prepared<'_> {
+    /// The candidates in route order, and the shadows.
+    pub(super) fn kept(&self) -> Kept {
+        Kept {
+            order: self.candidates.iter().map(|c| Arc::clone(c.lowered)).collect(),
+            shadows: self.shadows.iter().map(|c| Arc::clone(c.lowered)).collect(),
+            any_cors: self.any_cors,
+        }
+    }
+}
+
+/// Emissary's route order: precedence, then longer prefix, then more header and query matchers;
+/// inside a canary group, Mappings with a weight first. A total order (namespace and name last).
+fn route_order(a: &Candidate<'_>, b: &Candidate<'_>) -> std::cmp::Ordering {
+    b.m.precedence
+        .cmp(&a.m.precedence)
+        .then(b.m.prefix.len().cmp(&a.m.prefix.len()))
+        .then((b.headers().len() + b.query().len()).cmp(&(a.headers().len() + a.query().len())))
+        .then(a.m.prefix.cmp(&b.m.prefix))
+        .then(a.m.path_kind.cmp(&b.m.path_kind))
+        .then(b.m.case_sensitive.cmp(&a.m.case_sensitive))
+        .then(a.headers().cmp(b.headers()))
+        .then(a.query().cmp(b.query()))
+        .then(b.m.weight.is_some().cmp(&a.m.weight.is_some()))
+        .then((&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name)))
 }
 
 /// The routes of a Host for a Listener's security model.
@@ -1051,6 +1153,64 @@ pub(super) fn prepare<'a, 's: 'a>(
             candidates.push(c);
         }
     }
+    let generation = cache.generation;
+    let previous: Vec<usize> = cached.map_or(Vec::new(), |h| h.order.iter().map(|l| addr(&l.mapping)).collect());
+    let candidates = crate::keyed::sort_incrementally(
+        candidates,
+        &previous,
+        |c| (c.lowered.created < generation).then(|| addr(&c.lowered.mapping)),
+        route_order,
+    );
+    group(
+        candidates,
+        shadows,
+        any_cors,
+        module,
+        set.auth_service.is_some(),
+        host,
+        diagnostics,
+    )
+}
+
+/// [`prepare`] for a translation that patches the last one ([`patch`]): the Host's candidates
+/// are the cache's, already in route order.
+pub(super) fn prepare_patched<'a>(
+    set: &ResourceSet,
+    host: &EffectiveHost,
+    cache: &'a LowerCache,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Prepared<'a> {
+    let module = cache.context.as_ref().map(|c| c.module.clone()).unwrap_or_default();
+    let (candidates, shadows, any_cors) = match cache.host(host) {
+        Some(h) => (
+            h.order.iter().map(Candidate::of).collect(),
+            h.shadows.iter().map(Candidate::of).collect(),
+            h.any_cors,
+        ),
+        None => (Vec::new(), Vec::new(), false),
+    };
+    group(
+        candidates,
+        shadows,
+        any_cors,
+        module,
+        set.auth_service.is_some(),
+        host,
+        diagnostics,
+    )
+}
+
+/// Groups a Host's candidates (in route order): canary groups, their thresholds, and what a
+/// higher precedence shadows.
+fn group<'a>(
+    candidates: Vec<Candidate<'a>>,
+    shadows: Vec<Candidate<'a>>,
+    any_cors: bool,
+    module: crate::resource::AmbassadorModule,
+    has_auth: bool,
+    host: &EffectiveHost,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Prepared<'a> {
     // What makes two Mappings match the same requests (then they form a canary group).
     let same_match = |a: &Candidate<'_>, b: &Candidate<'_>| {
         a.m.precedence == b.m.precedence
@@ -1060,28 +1220,6 @@ pub(super) fn prepare<'a, 's: 'a>(
             && a.headers() == b.headers()
             && a.query() == b.query()
     };
-    // Emissary's order: precedence, then longer prefix, then more header and query matchers;
-    // inside a canary group, Mappings with a weight first.
-    let order = |a: &Candidate<'_>, b: &Candidate<'_>| {
-        b.m.precedence
-            .cmp(&a.m.precedence)
-            .then(b.m.prefix.len().cmp(&a.m.prefix.len()))
-            .then((b.headers().len() + b.query().len()).cmp(&(a.headers().len() + a.query().len())))
-            .then(a.m.prefix.cmp(&b.m.prefix))
-            .then(a.m.path_kind.cmp(&b.m.path_kind))
-            .then(b.m.case_sensitive.cmp(&a.m.case_sensitive))
-            .then(a.headers().cmp(b.headers()))
-            .then(a.query().cmp(b.query()))
-            .then(b.m.weight.is_some().cmp(&a.m.weight.is_some()))
-            .then((&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name)))
-    };
-    let generation = cache.generation;
-    let candidates = crate::keyed::sort_incrementally(
-        candidates,
-        cached.map_or(&[][..], |h| &h.order),
-        |c| (c.lowered.created < generation).then(|| addr(&c.lowered.mapping)),
-        order,
-    );
     // Canary groups: runs of candidates with the same match. Each member's threshold is the
     // running sum of the group's weights (unweighted members share what the weighted ones leave);
     // the last member takes whatever is left, so every request of the group is routed.
@@ -1173,14 +1311,13 @@ pub(super) fn prepare<'a, 's: 'a>(
         start = end;
     }
     Prepared {
-        order: candidates.iter().map(|c| addr(&c.lowered.mapping)).collect(),
         any_cors,
         candidates,
         shadows,
         thresholds,
         group_of,
         module,
-        has_auth: set.auth_service.is_some(),
+        has_auth,
     }
 }
 
@@ -1194,7 +1331,6 @@ fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> (Vec<Ar
         module,
         has_auth,
         any_cors,
-        order: _,
     } = p;
     // Each Mapping gives a primary route (secure, or for every request) and maybe a cleartext
     // variant; in a canary group all primaries come first, then the variants, so that each kind
@@ -1354,21 +1490,25 @@ fn build_route(
     r
 }
 
-/// Warns about Mappings that no Host serves.
+/// Warns about Mappings that no Host serves, with each Mapping's address.
 /// `used[i]`: whether `set.mappings[i]` went to some Host.
-pub(super) fn report_unused(set: &ResourceSet, used: &[bool], diagnostics: &mut Vec<Diagnostic>) {
-    for ((meta, m), used) in set.mappings.iter().map(|e| &**e).zip(used) {
-        if !used {
-            let glob = m.host.as_deref().or(m.hostname.as_deref()).unwrap_or("*");
-            diagnostics.push(
-                Diagnostic::warning(
-                    "mapping.no_host",
-                    format!("no Host serves this Mapping (hostname `{glob}`); it is not routed"),
-                )
-                .at(meta.origin.clone())
-                .on(meta.object_ref())
-                .hint("check the Mapping's hostname and labels against the Hosts' hostname and mappingSelector"),
-            );
-        }
-    }
+pub(super) fn report_unused(set: &ResourceSet, used: &[bool]) -> Vec<(usize, Diagnostic)> {
+    set.mappings
+        .iter()
+        .zip(used)
+        .filter(|(_, used)| !**used)
+        .map(|(e, _)| (addr(e), no_host(&e.0, &e.1)))
+        .collect()
+}
+
+/// The warning for a Mapping no Host serves.
+fn no_host(meta: &Meta, m: &Mapping) -> Diagnostic {
+    let glob = m.host.as_deref().or(m.hostname.as_deref()).unwrap_or("*");
+    Diagnostic::warning(
+        "mapping.no_host",
+        format!("no Host serves this Mapping (hostname `{glob}`); it is not routed"),
+    )
+    .at(meta.origin.clone())
+    .on(meta.object_ref())
+    .hint("check the Mapping's hostname and labels against the Hosts' hostname and mappingSelector")
 }

@@ -92,17 +92,32 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
     // A Host's Mappings are gathered and grouped once, whatever the number of Listeners.
     cache.begin(mapping::Context::new(set, options, clusters.resolvers()));
     let served = |i: usize| bound.iter().any(|b| b.contains(&i));
-    for (i, h) in hosts.iter().enumerate() {
-        if served(i) {
-            mapping::refresh(set, h, options, &mut clusters, cache);
+    let served_hosts: Vec<&host::EffectiveHost> = hosts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| served(*i))
+        .map(|(_, h)| h)
+        .collect();
+    // When only a few plain Mappings changed, the last translation is patched.
+    let mut delta = mapping::patch::delta(set, options, clusters.resolvers(), cache);
+    cache.patched = delta.is_some();
+    match &mut delta {
+        Some(delta) => mapping::patch::refresh(delta, &served_hosts, options, &mut clusters, cache),
+        None => {
+            for h in &served_hosts {
+                mapping::refresh(set, h, options, &mut clusters, cache);
+            }
         }
     }
-    let mut used_mappings = vec![false; set.mappings.len()];
+    let mut used_mappings = vec![false; if delta.is_some() { 0 } else { set.mappings.len() }];
     let prepared: Vec<Option<mapping::Prepared<'_>>> = hosts
         .iter()
         .enumerate()
         .map(|(i, h)| {
-            served(i).then(|| mapping::prepare(set, h, cache, &mut clusters, &mut used_mappings, &mut diagnostics))
+            served(i).then(|| match delta {
+                Some(_) => mapping::prepare_patched(set, h, cache, &mut diagnostics),
+                None => mapping::prepare(set, h, cache, &mut clusters, &mut used_mappings, &mut diagnostics),
+            })
         })
         .collect();
     let mut route_configs = Vec::new();
@@ -191,14 +206,27 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
             virtual_hosts,
         });
     }
-    let orders: Vec<Option<Vec<usize>>> = prepared.into_iter().map(|p| p.map(|p| p.order)).collect();
-    for (h, order) in hosts.iter().zip(orders) {
-        if let Some(order) = order {
-            cache.keep_order(h, order);
+    // A patch has moved the route orders already.
+    let kept: Vec<Option<mapping::Kept>> = match delta {
+        Some(_) => Vec::new(),
+        None => prepared
+            .iter()
+            .map(|p| p.as_ref().map(mapping::Prepared::kept))
+            .collect(),
+    };
+    drop(prepared);
+    for (h, kept) in hosts.iter().zip(kept) {
+        if let Some(kept) = kept {
+            cache.keep_order(h, kept);
         }
     }
-    cache.end();
-    mapping::report_unused(set, &used_mappings, &mut diagnostics);
+    let unused = match delta {
+        Some(_) => Vec::new(),
+        None => {
+            cache.end();
+            mapping::report_unused(set, &used_mappings)
+        }
+    };
     let http_ports: Vec<u16> = listeners.iter().map(|l| l.ir.port).collect();
     let tcp_listeners = tcp::listeners(
         set,
@@ -210,15 +238,38 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
         &mut diagnostics,
     );
     route_configs.sort_by(|a, b| a.name.cmp(&b.name));
-    let (clusters, endpoints, interner) = clusters.finish(
-        set,
-        &mut secrets,
-        &mut cache.clusters,
-        &mut cache.cluster_order,
-        &mut diagnostics,
-    );
-    cache.interner = interner;
-    cache.interner.prune();
+    let (clusters, endpoints) = match delta {
+        Some(delta) => mapping::patch::finish(delta, set, clusters, &mut secrets, cache, &mut diagnostics),
+        None => {
+            let mut cluster_diagnostics = Vec::new();
+            let mapping::Finished {
+                clusters,
+                endpoints,
+                client_secrets,
+                interner,
+            } = clusters.finish(
+                set,
+                &mut secrets,
+                &mut cache.clusters,
+                &mut cache.cluster_list,
+                &mut cluster_diagnostics,
+            );
+            cache.interner = interner;
+            cache.interner.prune();
+            diagnostics.extend(unused.iter().map(|(_, d)| d.clone()));
+            diagnostics.extend(cluster_diagnostics.iter().cloned());
+            mapping::patch::remember(
+                cache,
+                set,
+                options,
+                unused,
+                cluster_diagnostics,
+                client_secrets,
+                endpoints.clone(),
+            );
+            (clusters, endpoints)
+        }
+    };
     let ir = Ir {
         listeners: {
             let mut all: Vec<_> = listeners.into_iter().map(|l| l.ir).chain(tcp_listeners).collect();
