@@ -103,7 +103,10 @@ fn child(dir: &Path) {
 /// Encoded bytes of what a SotW and a delta stream send for a snapshot change.
 fn bytes_sent(before: &Snapshot, after: &Snapshot) -> (usize, usize) {
     let shared = Shared::default();
-    let route_names: Vec<String> = before.of_type(ResourceType::Route).map(|(n, _)| n.clone()).collect();
+    let route_names: Vec<String> = before
+        .of_type(ResourceType::Route)
+        .map(|(n, _)| n.to_string())
+        .collect();
     // SotW: subscribe to everything, ACK, then measure the responses to the change.
     let mut sotw = attache::xds::sotw::SotwStream::new(1);
     let mut sotw_bytes = 0;

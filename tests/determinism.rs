@@ -127,7 +127,7 @@ fn fingerprint(t: &attache::Translation) -> Vec<(ResourceType, String, Vec<u8>, 
         .flat_map(|ty| {
             t.snapshot
                 .of_type(*ty)
-                .map(|(n, r)| (*ty, n.clone(), r.bytes.to_vec(), r.version.clone()))
+                .map(|(n, r)| (*ty, n.to_string(), r.bytes.to_vec(), r.version.to_string()))
         })
         .collect()
 }

@@ -130,7 +130,11 @@ fn golden() {
 fn resources(t: &attache::Translation) -> Vec<(ResourceType, String, Vec<u8>)> {
     ResourceType::ALL
         .iter()
-        .flat_map(|ty| t.snapshot.of_type(*ty).map(|(n, r)| (*ty, n.clone(), r.bytes.to_vec())))
+        .flat_map(|ty| {
+            t.snapshot
+                .of_type(*ty)
+                .map(|(n, r)| (*ty, n.to_string(), r.bytes.to_vec()))
+        })
         .collect()
 }
 

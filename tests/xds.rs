@@ -446,16 +446,8 @@ async fn delta_wildcard_sends_only_changes_then_removals() {
 async fn delta_reconnect_with_initial_versions_resends_nothing_envoy_has() {
     let shared = Arc::new(Shared::default());
     let snapshot = snapshot_of(&mappings(&["a", "b"]));
-    let va = snapshot
-        .get(ResourceType::Cluster, "cluster_a_80")
-        .unwrap()
-        .version
-        .clone();
-    let vb = snapshot
-        .get(ResourceType::Cluster, "cluster_b_80")
-        .unwrap()
-        .version
-        .clone();
+    let va = snapshot.get(ResourceType::Cluster, "cluster_a_80").unwrap().version;
+    let vb = snapshot.get(ResourceType::Cluster, "cluster_b_80").unwrap().version;
     shared.snapshot.send_replace(Some(snapshot));
     let url = start(Arc::clone(&shared)).await;
 
@@ -467,7 +459,7 @@ async fn delta_reconnect_with_initial_versions_resends_nothing_envoy_has() {
             "",
             &[],
             &[],
-            &[("cluster_a_80", &va), ("cluster_b_80", &vb)],
+            &[("cluster_a_80", va.as_str()), ("cluster_b_80", vb.as_str())],
             None,
         )
         .await;
@@ -481,7 +473,11 @@ async fn delta_reconnect_with_initial_versions_resends_nothing_envoy_has() {
             "",
             &[],
             &[],
-            &[("cluster_a_80", &va), ("cluster_b_80", "old"), ("cluster_gone_80", "x")],
+            &[
+                ("cluster_a_80", va.as_str()),
+                ("cluster_b_80", "old"),
+                ("cluster_gone_80", "x"),
+            ],
             None,
         )
         .await;

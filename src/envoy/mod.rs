@@ -197,11 +197,11 @@ pub fn build_snapshot(rendered: &crate::rules::Rendered) -> crate::snapshot::Sna
             *ty,
             resources.iter().map(|(name, r)| {
                 (
-                    name.clone(),
+                    std::sync::Arc::clone(name),
                     // Hashed once, when the node was rendered.
                     crate::snapshot::Resource {
                         bytes: std::sync::Arc::clone(&r.encoded),
-                        version: r.version.clone(),
+                        version: r.version,
                     },
                 )
             }),

@@ -143,6 +143,8 @@ pub struct Rule {
     /// Whether the template or condition reads `rendered` other than as `{{json rendered.X}}`
     /// (which only prints a placeholder for the renderer to splice).
     pub(crate) reads_rendered: bool,
+    /// `id`, shared by everything the rule renders.
+    pub(crate) shared_id: std::sync::Arc<str>,
 }
 
 /// The effective rule table and its compiled templates.
@@ -313,6 +315,7 @@ impl Registry {
                 .map_err(|e| invalid(label, &entry.template, e.to_string()))?;
             used_templates.insert(entry.template.clone());
             let rule = Rule {
+                shared_id: entry.id.as_str().into(),
                 id: entry.id,
                 pack: name.clone(),
                 kind,

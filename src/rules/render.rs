@@ -16,18 +16,18 @@ use serde_json::Value;
 use super::pack::{Registry, Rule};
 use crate::diagnostic::Diagnostic;
 use crate::ir::{Ir, NodeKind, SourceRef};
-use crate::snapshot::ResourceType;
+use crate::snapshot::{Name, ResourceType};
 
 /// A top-level Envoy resource as rendered, with what produced it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RenderedResource {
     /// Id of the rule that produced it.
-    pub rule: String,
+    pub rule: Arc<str>,
     /// Its protobuf encoding (already checked against the schema and Envoy's validation rules).
     pub encoded: Arc<[u8]>,
     /// The content hash of `encoded` ([`crate::snapshot::Resource::version`]), computed once
     /// when the node is rendered (a cached node keeps it).
-    pub version: String,
+    pub version: crate::snapshot::Version,
 }
 
 /// The cache key of a node: a 128-bit hash of its kind, its own context (without the rendered
@@ -90,12 +90,14 @@ fn fill_placeholders(value: &mut Value, rendered: &Value) {
 struct Output {
     emits: String,
     /// The message's `name` (the resource name of top-level resources).
-    name: String,
-    rule: String,
+    name: Name,
+    rule: Arc<str>,
     /// The protobuf encoding (fragments' bytes are appended to their parent's).
     encoded: Arc<[u8]>,
-    /// The version of a top-level resource (empty for fragments).
-    version: String,
+    /// The version of a top-level resource (zeros for fragments).
+    version: crate::snapshot::Version,
+    /// The type of a top-level resource (none for fragments).
+    ty: Option<ResourceType>,
 }
 
 /// Rendered children handed to a parent.
@@ -148,7 +150,7 @@ type Fragments = smallvec::SmallVec<[Arc<[u8]>; 1]>;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Rendered {
     /// Resources by type, then name.
-    pub resources: BTreeMap<ResourceType, BTreeMap<String, RenderedResource>>,
+    pub resources: BTreeMap<ResourceType, BTreeMap<Name, RenderedResource>>,
 }
 
 /// What rendering one node produced: (emitted message type, value, rule id) per output, and the
@@ -481,17 +483,20 @@ impl NodeRenderer<'_> {
 
 /// One rule's output: its encoded message, named and (for xDS resources) versioned.
 fn output(rule: &Rule, encoded: Vec<u8>, name: String) -> Output {
+    let name = Name::from(name);
     let encoded: Arc<[u8]> = encoded.into();
-    let version = if ResourceType::from_message_name(&rule.emits).is_some() {
+    let ty = ResourceType::from_message_name(&rule.emits);
+    let version = if ty.is_some() {
         crate::snapshot::version_of_bytes(&encoded)
     } else {
-        String::new()
+        crate::snapshot::Version::default()
     };
     Output {
         version,
+        ty,
         emits: rule.emits.clone(),
         name,
-        rule: rule.id.clone(),
+        rule: Arc::clone(&rule.shared_id),
         encoded,
     }
 }
@@ -791,9 +796,10 @@ impl Renderer<'_> {
             rule,
             encoded,
             version,
+            ty,
         } in outputs
         {
-            if let Some(ty) = ResourceType::from_message_name(emits) {
+            if let Some(ty) = *ty {
                 let by_name = self.out.entry(ty).or_default();
                 if let Some(existing) = by_name.get(name) {
                     let mut d = Diagnostic::error(
@@ -807,11 +813,11 @@ impl Renderer<'_> {
                     continue;
                 }
                 by_name.insert(
-                    name.clone(),
+                    Arc::clone(name),
                     RenderedResource {
-                        rule: rule.clone(),
+                        rule: Arc::clone(rule),
                         encoded: Arc::clone(encoded),
-                        version: version.clone(),
+                        version: *version,
                     },
                 );
             } else if fragment_type == Some(emits.as_str()) {
@@ -827,16 +833,16 @@ impl Renderer<'_> {
 /// built in one pass at the end), and the others.
 #[derive(Default)]
 struct Filing {
-    sorted: Vec<(String, RenderedResource)>,
-    others: BTreeMap<String, RenderedResource>,
+    sorted: Vec<(Name, RenderedResource)>,
+    others: BTreeMap<Name, RenderedResource>,
 }
 
 impl Filing {
     fn get(&self, name: &str) -> Option<&RenderedResource> {
         let in_run = match self.sorted.last() {
-            Some((last, _)) if name <= last.as_str() => self
+            Some((last, _)) if name <= &**last => self
                 .sorted
-                .binary_search_by(|(n, _)| n.as_str().cmp(name))
+                .binary_search_by(|(n, _)| (**n).cmp(name))
                 .ok()
                 .map(|i| &self.sorted[i].1),
             _ => None,
@@ -845,7 +851,7 @@ impl Filing {
     }
 
     /// Files a resource whose name is not filed yet.
-    fn insert(&mut self, name: String, resource: RenderedResource) {
+    fn insert(&mut self, name: Name, resource: RenderedResource) {
         match self.sorted.last() {
             Some((last, _)) if name <= *last => {
                 self.others.insert(name, resource);
@@ -854,9 +860,9 @@ impl Filing {
         }
     }
 
-    fn finish(self) -> BTreeMap<String, RenderedResource> {
+    fn finish(self) -> BTreeMap<Name, RenderedResource> {
         // From a sorted sequence, the map is built without a search per entry.
-        let mut map: BTreeMap<String, RenderedResource> = self.sorted.into_iter().collect();
+        let mut map: BTreeMap<Name, RenderedResource> = self.sorted.into_iter().collect();
         map.extend(self.others);
         map
     }

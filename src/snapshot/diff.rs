@@ -8,15 +8,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Resource, ResourceType, Snapshot};
+use super::{Name, Resource, ResourceType, Snapshot};
 
 /// The changes of one type.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TypeDiff {
     /// Added or changed resources, with their new content.
-    pub upserts: BTreeMap<String, Resource>,
+    pub upserts: BTreeMap<Name, Resource>,
     /// Names that are gone.
-    pub removals: BTreeSet<String>,
+    pub removals: BTreeSet<Name>,
 }
 
 impl TypeDiff {
@@ -153,8 +153,8 @@ mod tests {
         ]);
         let d = diff(&a, &b);
         let c = d.of_type(Cluster).unwrap();
-        assert_eq!(c.upserts.keys().collect::<Vec<_>>(), vec!["new"]);
-        assert_eq!(c.removals.iter().collect::<Vec<_>>(), vec!["old"]);
+        assert_eq!(c.upserts.keys().map(|k| &**k).collect::<Vec<_>>(), vec!["new"]);
+        assert_eq!(c.removals.iter().map(|k| &**k).collect::<Vec<_>>(), vec!["old"]);
         assert!(d.of_type(Listener).is_none());
         assert_eq!(
             d.steps(),

@@ -8,7 +8,6 @@
 pub mod diff;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -89,8 +88,66 @@ impl ResourceType {
 pub struct Resource {
     /// Protobuf encoding of the message.
     pub bytes: Arc<[u8]>,
-    /// Content hash of `bytes` (16 hex digits).
-    pub version: String,
+    /// Content hash of `bytes`.
+    pub version: Version,
+}
+
+/// The version of a resource: the first 8 bytes of the SHA-256 of its encoding, as 16 hex
+/// digits. A plain value (copied, never allocated): every resource carries one.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version([u8; 16]);
+
+impl Version {
+    /// The version of encoded bytes.
+    pub fn of_bytes(data: &[u8]) -> Version {
+        Version::of_digest(&Sha256::digest(data))
+    }
+
+    fn of_digest(digest: &[u8]) -> Version {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'0'; 16];
+        for (i, b) in digest.iter().take(8).enumerate() {
+            out[2 * i] = HEX[usize::from(b >> 4)];
+            out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+        Version(out)
+    }
+
+    /// The 16 hex digits.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or("0000000000000000")
+    }
+}
+
+impl Default for Version {
+    fn default() -> Self {
+        Version([b'0'; 16])
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl serde::Serialize for Version {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Version {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
 }
 
 impl Resource {
@@ -101,23 +158,18 @@ impl Resource {
 
     /// Wraps shared encoded bytes, computing the version.
     pub fn from_shared(bytes: Arc<[u8]>) -> Self {
-        let version = short_hash(&bytes);
+        let version = Version::of_bytes(&bytes);
         Resource { bytes, version }
     }
 }
 
 /// The version of a resource's bytes (what [`Resource::from_shared`] computes).
-pub fn version_of_bytes(data: &[u8]) -> String {
-    short_hash(data)
+pub fn version_of_bytes(data: &[u8]) -> Version {
+    Version::of_bytes(data)
 }
 
-fn short_hash(data: &[u8]) -> String {
-    let digest = Sha256::digest(data);
-    let mut s = String::with_capacity(16);
-    for b in &digest[..8] {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+fn short_hash(digest: &[u8]) -> String {
+    Version::of_digest(digest).to_string()
 }
 
 /// The version of a list of (name, resource version) pairs, given sorted by name.
@@ -132,21 +184,24 @@ pub fn version_of_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>)
     short_hash(&h.finalize())
 }
 
+/// A resource's name, shared: snapshots, diffs and streams hold the same allocation.
+pub type Name = Arc<str>;
+
 /// All resources at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    resources: BTreeMap<ResourceType, BTreeMap<String, Resource>>,
+    resources: BTreeMap<ResourceType, BTreeMap<Name, Resource>>,
 }
 
 impl Snapshot {
     /// Adds (or replaces) a resource.
-    pub fn insert(&mut self, ty: ResourceType, name: String, resource: Resource) {
-        self.resources.entry(ty).or_default().insert(name, resource);
+    pub fn insert(&mut self, ty: ResourceType, name: impl Into<Name>, resource: Resource) {
+        self.resources.entry(ty).or_default().insert(name.into(), resource);
     }
 
     /// Sets the resources of one type (replacing what it had); fastest in name order.
-    pub fn insert_all(&mut self, ty: ResourceType, resources: impl IntoIterator<Item = (String, Resource)>) {
-        let map: BTreeMap<String, Resource> = resources.into_iter().collect();
+    pub fn insert_all(&mut self, ty: ResourceType, resources: impl IntoIterator<Item = (Name, Resource)>) {
+        let map: BTreeMap<Name, Resource> = resources.into_iter().collect();
         if map.is_empty() {
             self.resources.remove(&ty);
         } else {
@@ -165,7 +220,7 @@ impl Snapshot {
     }
 
     /// The resources of one type, by name.
-    pub fn of_type(&self, ty: ResourceType) -> impl Iterator<Item = (&String, &Resource)> {
+    pub fn of_type(&self, ty: ResourceType) -> impl Iterator<Item = (&Name, &Resource)> {
         self.resources.get(&ty).into_iter().flatten()
     }
 
@@ -190,7 +245,7 @@ impl Snapshot {
 
     /// The version of everything of one type (the SotW `version_info` of LDS and CDS).
     pub fn type_version(&self, ty: ResourceType) -> String {
-        self.version_of(ty, self.of_type(ty).map(|(n, _)| n.as_str()))
+        self.version_of(ty, self.of_type(ty).map(|(n, _)| &**n))
     }
 
     /// One version for the whole snapshot (for logs and metrics).
@@ -211,17 +266,17 @@ mod tests {
     #[test]
     fn versions_are_content_hashes() {
         let mut a = Snapshot::default();
-        a.insert(ResourceType::Cluster, "x".into(), Resource::new(vec![1, 2]));
-        a.insert(ResourceType::Cluster, "y".into(), Resource::new(vec![3]));
+        a.insert(ResourceType::Cluster, "x", Resource::new(vec![1, 2]));
+        a.insert(ResourceType::Cluster, "y", Resource::new(vec![3]));
         let mut b = Snapshot::default();
-        b.insert(ResourceType::Cluster, "y".into(), Resource::new(vec![3]));
-        b.insert(ResourceType::Cluster, "x".into(), Resource::new(vec![1, 2]));
+        b.insert(ResourceType::Cluster, "y", Resource::new(vec![3]));
+        b.insert(ResourceType::Cluster, "x", Resource::new(vec![1, 2]));
         assert_eq!(
             a.type_version(ResourceType::Cluster),
             b.type_version(ResourceType::Cluster)
         );
         assert_eq!(a.version(), b.version());
-        b.insert(ResourceType::Cluster, "x".into(), Resource::new(vec![1, 3]));
+        b.insert(ResourceType::Cluster, "x", Resource::new(vec![1, 3]));
         assert_ne!(
             a.type_version(ResourceType::Cluster),
             b.type_version(ResourceType::Cluster)

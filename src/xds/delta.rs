@@ -265,13 +265,13 @@ impl DeltaStream {
         let mut removed = Vec::new();
         if part != Part::Removals {
             let in_scope = |name: &str| st.wildcard || st.names.contains(name);
-            let candidates: Vec<(&String, &crate::snapshot::Resource)> =
+            let candidates: Vec<(&crate::snapshot::Name, &crate::snapshot::Resource)> =
                 snapshot.of_type(ty).filter(|(n, _)| in_scope(n)).collect();
             for (name, r) in candidates {
-                if st.known.get(name) != Some(&r.version) {
+                if st.known.get(&**name).map(String::as_str) != Some(r.version.as_str()) {
                     resources.push(Resource {
-                        name: name.clone(),
-                        version: r.version.clone(),
+                        name: name.to_string(),
+                        version: r.version.to_string(),
                         resource: Some(Any {
                             type_url: ty.type_url(),
                             value: r.bytes.to_vec(),

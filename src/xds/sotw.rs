@@ -37,7 +37,7 @@ struct TypeState {
     awaiting: bool,
     /// What the last response carried (full-state types), so clusters can be kept while routes
     /// still use them.
-    sent: BTreeMap<String, crate::snapshot::Resource>,
+    sent: BTreeMap<crate::snapshot::Name, crate::snapshot::Resource>,
 }
 
 /// The state of one SotW ADS stream.
@@ -151,7 +151,7 @@ impl SotwStream {
             st.requested
                 && snapshot
                     .of_type(ResourceType::Cluster)
-                    .any(|(n, _)| !st.sent.contains_key(n))
+                    .any(|(n, _)| !st.sent.contains_key(&**n))
         });
         if adds_clusters && routes_follow {
             self.routes_held = true;
@@ -215,12 +215,16 @@ impl SotwStream {
     ) -> Option<DiscoveryResponse> {
         let keep_old_clusters = ty == ResourceType::Cluster && self.cluster_removal_pending;
         let st = self.types.get_mut(&ty)?;
-        let mut items: Vec<(String, crate::snapshot::Resource)> = if ty.is_full_state() {
+        let mut items: Vec<(crate::snapshot::Name, crate::snapshot::Resource)> = if ty.is_full_state() {
             snapshot.of_type(ty).map(|(n, r)| (n.clone(), r.clone())).collect()
         } else {
             st.names
                 .iter()
-                .filter_map(|n| snapshot.get(ty, n).map(|r| (n.clone(), r.clone())))
+                .filter_map(|n| {
+                    snapshot
+                        .get(ty, n)
+                        .map(|r| (crate::snapshot::Name::from(n.as_str()), r.clone()))
+                })
                 .collect()
         };
         if keep_old_clusters {
@@ -231,7 +235,7 @@ impl SotwStream {
             }
             items.sort_by(|a, b| a.0.cmp(&b.0));
         }
-        let version = crate::snapshot::version_of_pairs(items.iter().map(|(n, r)| (n.as_str(), r.version.as_str())));
+        let version = crate::snapshot::version_of_pairs(items.iter().map(|(n, r)| (&**n, r.version.as_str())));
         if !force && st.sent_version.as_deref() == Some(version.as_str()) {
             return None;
         }
