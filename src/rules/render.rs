@@ -155,7 +155,7 @@ pub struct Rendered {
 
 /// What rendering one node produced: (emitted message type, value, rule id) per output, and the
 /// diagnostics it raised.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct NodeOutput {
     outputs: Vec<Output>,
     diagnostics: Vec<Diagnostic>,
@@ -164,25 +164,36 @@ struct NodeOutput {
 /// Rendered output of IR nodes from the previous translation, keyed by everything rendering a
 /// node reads (kind, full context, source origin). With it, a translation re-renders only the
 /// nodes whose content changed, and produces exactly what a fresh translation would: a hit
-/// returns what the same input rendered before. Entries unused by a translation are dropped at
-/// its end, so the cache holds one translation's worth. Valid for one rule registry only.
+/// returns what the same input rendered before. What a translation neither used nor still
+/// lists is dropped once it makes up half of the cache, so the cache holds about one
+/// translation's worth, at most two. Valid for one rule registry only.
 #[derive(Debug, Default)]
 pub struct RenderCache {
-    /// Outputs by node key, with the last translation that used each (shared: a hit is a
+    /// Outputs by node key, with the last translation that looked each up (shared: a hit is a
     /// reference count, not a copy).
     entries: crate::keyed::KeyMap<(u64, Arc<NodeOutput>)>,
-    /// Cache keys of the last translation's routes and clusters, by address: lowering hands an
-    /// unchanged one over as the same allocation, so its key need not be computed again.
-    route_keys: KeysByAddress<crate::ir::Route>,
-    cluster_keys: KeysByAddress<crate::ir::Cluster>,
+    /// The last translation's routes and clusters in IR order, with their keys and outputs:
+    /// lowering hands an unchanged node over as the same allocation at about the same place,
+    /// so it is found by address in a walk along this list, without hashing or a lookup.
+    routes: Vec<Aligned<crate::ir::Route>>,
+    clusters: Vec<Aligned<crate::ir::Cluster>>,
     generation: u64,
     hits: usize,
     misses: usize,
 }
 
-/// Cache keys of shared IR nodes by address (each held, so the address stays its own), with the
-/// last translation that had the node.
-type KeysByAddress<T> = crate::keyed::AddrMap<(Arc<T>, u128, u64)>;
+/// A shared IR node of the last translation (held, so its address stays its own), its cache
+/// key and its output.
+#[derive(Debug)]
+struct Aligned<T> {
+    node: Arc<T>,
+    key: u128,
+    output: Arc<NodeOutput>,
+}
+
+/// How far ahead along the last translation's list a node is looked for (nodes removed since
+/// then are skipped this way).
+const LOOKAHEAD: usize = 8;
 
 impl RenderCache {
     /// (nodes reused, nodes rendered) in the last translation.
@@ -600,54 +611,63 @@ impl Renderer<'_> {
         }
     }
 
-    /// Cache keys of shared nodes (routes, clusters): the last translation's for the same
-    /// allocations, computed for the others. `memo` picks the cache's map for the kind.
-    fn shared_keys<T: Leaf>(
+    /// Renders shared nodes (routes, clusters): one that is the same allocation as a node near
+    /// the same place in the last translation's list (`memo` picks the cache's list for the
+    /// kind) reuses its key and output; the others go through [`Renderer::resolve`].
+    fn shared_leaves<T: Leaf>(
         &mut self,
         nodes: &[&Arc<T>],
-        memo: fn(&mut RenderCache) -> &mut KeysByAddress<T>,
-    ) -> Vec<u128> {
+        memo: fn(&mut RenderCache) -> &mut Vec<Aligned<T>>,
+        fragment_type: Option<&str>,
+    ) -> Vec<(u128, Fragments)> {
         let Some(cache) = self.cache.as_deref_mut() else {
-            return vec![0; nodes.len()];
+            let items: Vec<&T> = nodes.iter().map(|n| &***n).collect();
+            return self.leaves_with_keys(&items, vec![0; nodes.len()], fragment_type);
         };
-        let addr = |r: &Arc<T>| Arc::as_ptr(r) as usize;
-        let generation = cache.generation;
-        let known: Vec<Option<u128>> = {
-            let memo = memo(cache);
-            nodes
-                .iter()
-                .map(|r| {
-                    let (_, k, used) = memo.get_mut(&addr(r))?;
-                    *used = generation;
-                    Some(*k)
-                })
-                .collect()
-        };
-        let missing: Vec<&T> = nodes
+        let last = std::mem::take(memo(cache));
+        let mut at = 0;
+        let found: Vec<Option<usize>> = nodes
             .iter()
-            .zip(&known)
-            .filter(|(_, k)| k.is_none())
-            .map(|(r, _)| &***r)
-            .collect();
-        let mut computed = self.keys(&missing).into_iter();
-        let Some(cache) = self.cache.as_deref_mut() else {
-            return vec![0; nodes.len()];
-        };
-        // Updated in place: the new nodes added, the ones this translation does not have dropped.
-        let memo = memo(cache);
-        let keys = nodes
-            .iter()
-            .zip(known)
-            .map(|(r, k)| {
-                k.unwrap_or_else(|| {
-                    let k = computed.next().unwrap_or_default();
-                    memo.insert(addr(r), (Arc::clone(r), k, generation));
-                    k
-                })
+            .map(|n| {
+                let end = (at + LOOKAHEAD).min(last.len());
+                let k = (at..end).find(|&k| Arc::ptr_eq(&last[k].node, n))?;
+                at = k + 1;
+                Some(k)
             })
             .collect();
-        memo.retain(|_, (_, _, used)| *used == generation);
-        keys
+        let missing: Vec<&T> = nodes
+            .iter()
+            .zip(&found)
+            .filter(|(_, k)| k.is_none())
+            .map(|(n, _)| &***n)
+            .collect();
+        let keys = self.keys(&missing);
+        let mut resolved = self.resolve(&missing, keys).into_iter();
+        if let Some(c) = self.cache.as_deref_mut() {
+            c.hits += found.iter().filter(|k| k.is_some()).count();
+        }
+        let mut aligned = Vec::with_capacity(nodes.len());
+        let mut out = Vec::with_capacity(nodes.len());
+        for (n, k) in nodes.iter().zip(found) {
+            let (key, output) = match k {
+                Some(k) => (last[k].key, Arc::clone(&last[k].output)),
+                None => resolved.next().unwrap_or_else(|| (0, Arc::new(NodeOutput::default()))),
+            };
+            self.diagnostics.extend(output.diagnostics.iter().cloned());
+            out.push((
+                key,
+                self.file(&output.outputs, &|| n.label(), n.source(), fragment_type),
+            ));
+            aligned.push(Aligned {
+                node: Arc::clone(n),
+                key,
+                output,
+            });
+        }
+        if let Some(c) = self.cache.as_deref_mut() {
+            *memo(c) = aligned;
+        }
+        out
     }
 
     /// [`Renderer::leaves`] with their keys known.
@@ -657,6 +677,21 @@ impl Renderer<'_> {
         keys: Vec<u128>,
         fragment_type: Option<&str>,
     ) -> Vec<(u128, Fragments)> {
+        let resolved = self.resolve(items, keys);
+        let mut out = Vec::with_capacity(items.len());
+        for (n, (key, result)) in items.iter().zip(resolved) {
+            self.diagnostics.extend(result.diagnostics.iter().cloned());
+            out.push((
+                key,
+                self.file(&result.outputs, &|| n.label(), n.source(), fragment_type),
+            ));
+        }
+        out
+    }
+
+    /// The outputs of leaves with known keys: cache lookups first, then every miss rendered (in
+    /// parallel for large inputs), in input order.
+    fn resolve<T: Leaf>(&mut self, items: &[&T], keys: Vec<u128>) -> Vec<(u128, Arc<NodeOutput>)> {
         use rayon::prelude::*;
         let registry = self.registry;
         let hits: Vec<Option<Arc<NodeOutput>>> = match self.cache.as_deref_mut() {
@@ -729,11 +764,7 @@ impl Renderer<'_> {
                     None => render(n),
                 },
             };
-            self.diagnostics.extend(result.diagnostics.iter().cloned());
-            out.push((
-                key,
-                self.file(&result.outputs, &|| n.label(), n.source(), fragment_type),
-            ));
+            out.push((key, result));
         }
         out
     }
@@ -915,8 +946,7 @@ fn render_with(
     };
     r.leaves(&ir.secrets.iter().collect::<Vec<_>>(), None);
     let clusters: Vec<&Arc<crate::ir::Cluster>> = ir.clusters.iter().collect();
-    let keys = r.shared_keys(&clusters, |c| &mut c.cluster_keys);
-    r.leaves_with_keys(&clusters.iter().map(|c| &***c).collect::<Vec<_>>(), keys, None);
+    r.shared_leaves(&clusters, |c| &mut c.clusters, None);
     r.leaves(&ir.endpoints.iter().collect::<Vec<_>>(), None);
     // Every route of every table at once (the parallel part), then each table from its routes.
     let shared_routes: Vec<&Arc<crate::ir::Route>> = ir
@@ -925,9 +955,9 @@ fn render_with(
         .flat_map(|rc| &rc.virtual_hosts)
         .flat_map(|vh| &vh.routes)
         .collect();
-    let keys = r.shared_keys(&shared_routes, |c| &mut c.route_keys);
-    let all_routes: Vec<&crate::ir::Route> = shared_routes.iter().map(|r| &***r).collect();
-    let mut routes = r.leaves_with_keys(&all_routes, keys, Some(ROUTE)).into_iter();
+    let mut routes = r
+        .shared_leaves(&shared_routes, |c| &mut c.routes, Some(ROUTE))
+        .into_iter();
     for rc in &ir.route_configs {
         let (mut vhost_bytes, mut vhost_keys) = (Vec::new(), Vec::new());
         for vh in &rc.virtual_hosts {
@@ -973,8 +1003,14 @@ fn render_with(
     }
     r.leaves(&ir.listeners.iter().collect::<Vec<_>>(), None);
     if let Some(c) = r.cache.as_deref_mut() {
-        let generation = c.generation;
-        c.entries.retain(|_, (used, _)| *used == generation);
+        // What this translation neither looked up nor lists (as a route or cluster) is dropped,
+        // once it could make up half of the cache: a walk over the cache only every so often.
+        let listed = c.routes.len() + c.clusters.len();
+        if c.entries.len() > 2 * listed + 1024 {
+            let generation = c.generation;
+            c.entries
+                .retain(|_, (used, output)| *used == generation || Arc::strong_count(output) > 1);
+        }
     }
     let rendered = Rendered {
         resources: r.out.into_iter().map(|(ty, filing)| (ty, filing.finish())).collect(),
