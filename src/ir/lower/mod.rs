@@ -125,7 +125,20 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
         .mappings
         .iter()
         .any(|e| e.1.hostname.iter().chain(&e.1.host).any(|h| has_port(h)));
+    // Listeners serving the same Hosts under the same security model get the same cleartext
+    // route table: the first (lowest port) names it and the others share it, so that it is
+    // built, rendered and sent once. (model, Hosts, table, whether it has CORS.)
+    let mut tables: Vec<(super::SecurityModel, &Vec<usize>, String, bool)> = Vec::new();
     for (l, bound) in listeners.iter_mut().zip(&bound) {
+        let shared = tables
+            .iter()
+            .find(|(model, hosts, _, _)| *model == l.ir.security_model && *hosts == bound)
+            .map(|(_, _, name, cors)| (name.clone(), *cors));
+        // TLS chains' tables stay the listener's own (`routes-<port>-<sni>`).
+        let own_tables = l.ir.route_config.clone();
+        if let Some((name, _)) = &shared {
+            l.ir.route_config.clone_from(name);
+        }
         let mut virtual_hosts = Vec::new();
         let mut chains = vec![FilterChain {
             name: "cleartext".to_string(),
@@ -143,6 +156,10 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
         let mut cors = false;
         for &index in bound {
             let h = &hosts[index];
+            if shared.is_some() && !(l.terminates_tls && h.tls.is_some()) {
+                // Only its TLS chain is this listener's own.
+                continue;
+            }
             let (routes, has_cors) = prepared[index]
                 .as_ref()
                 .map(|p| mapping::routes_for(p, l.ir.security_model, h))
@@ -181,7 +198,7 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
             virtual_hosts.push(vh);
         }
         for (sni, (host_tls, mut vhosts)) in tls {
-            let route_config = format!("{}-{sni}", l.ir.route_config);
+            let route_config = format!("{own_tables}-{sni}");
             vhosts.sort_by(|a, b| a.name.cmp(&b.name));
             chains.push(FilterChain {
                 name: format!("tls-{sni}"),
@@ -197,14 +214,17 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
             });
         }
         l.ir.tls = chains.len() > 1;
-        l.ir.cors = cors;
+        l.ir.cors = shared.as_ref().map_or(cors, |(_, cors)| *cors);
         l.ir.auth.clone_from(&auth);
         l.ir.filter_chains = chains;
-        virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
-        route_configs.push(RouteConfig {
-            name: l.ir.route_config.clone(),
-            virtual_hosts,
-        });
+        if shared.is_none() {
+            tables.push((l.ir.security_model, bound, l.ir.route_config.clone(), cors));
+            virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
+            route_configs.push(RouteConfig {
+                name: l.ir.route_config.clone(),
+                virtual_hosts,
+            });
+        }
     }
     // A patch has moved the route orders already.
     let kept: Vec<Option<mapping::Kept>> = match delta {
