@@ -127,6 +127,12 @@ impl Translator {
         self.lower_cache.last_stats()
     }
 
+    /// Whether the last translation patched the resource set of the one before (a few Mapping
+    /// objects changed) rather than sorting and checking every object again.
+    pub fn last_resources_patched(&self) -> bool {
+        self.parse_cache.last_patched()
+    }
+
     /// Whether the last translation patched the IR of the one before (a few plain Mappings
     /// changed) rather than lowering every Mapping again.
     pub fn last_lower_patched(&self) -> bool {

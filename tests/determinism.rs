@@ -235,8 +235,9 @@ proptest! {
         fixed in prop::collection::vec(prop_oneof![host(), listener(), context_doc()], 0..5),
         edits in prop::collection::vec(prop::collection::vec((any::<prop::sample::Index>(), prop::option::of(mapping())), 1..4), 1..6),
     ) {
-        // Only Mappings are edited (or emptied, which deletes one): every step after the first
-        // changes a few plain Mappings, which the translator patches when nothing else changed.
+        // Only Mappings are edited or deleted (which moves the documents after it to other
+        // files): every step after the first changes a few plain Mappings, which the translator
+        // patches when nothing else changed.
         let registry = std::sync::Arc::new(attache::rules::Registry::core().unwrap());
         let opts = attache::Options::default();
         let mut translator = attache::Translator::new(std::sync::Arc::clone(&registry), opts.clone());
@@ -251,7 +252,7 @@ proptest! {
             let docs: Vec<Doc> = fixed
                 .iter()
                 .cloned()
-                .chain(mappings.iter().map(|d| d.clone().unwrap_or_else(|| Doc("{}\n".to_string()))))
+                .chain(mappings.iter().flatten().cloned())
                 .collect();
             let loaded = load(&docs, docs.len());
             let incremental = translator.translate(&loaded);
@@ -333,6 +334,10 @@ fn a_one_mapping_change_rerenders_only_what_it_touches() {
     assert!(
         translator.last_lower_patched(),
         "a plain Mapping's change patches the last IR"
+    );
+    assert!(
+        translator.last_resources_patched(),
+        "a Mapping's change patches the last resource set"
     );
     let (reused, rendered) = translator.last_render_stats();
     // The changed route and its new cluster, plus the virtual host and route table that embed

@@ -127,6 +127,19 @@ pub fn encode_with_children(
         return Err(e);
     }
     let mut bytes = encode(&m);
+    // Children can be large (a route table's routes): one allocation, no copying as it grows.
+    bytes.reserve_exact(
+        fields
+            .iter()
+            .map(|(field, items)| {
+                let tag = prost::encoding::encoded_len_varint((u64::from(field.number()) << 3) | 2);
+                items
+                    .iter()
+                    .map(|i| tag + prost::encoding::encoded_len_varint(i.len() as u64) + i.len())
+                    .sum::<usize>()
+            })
+            .sum(),
+    );
     for (field, items) in &fields {
         let tag = (u64::from(field.number()) << 3) | 2;
         for item in *items {

@@ -12,6 +12,7 @@ pub mod kubernetes;
 pub mod listener;
 pub mod mapping;
 pub mod module;
+mod patch;
 pub mod resolver;
 pub mod secret;
 pub mod tcpmapping;
@@ -461,6 +462,18 @@ pub struct ParseCache {
     entries: crate::keyed::KeyMap<Box<Parsed>>,
     /// The addresses of the last translation's Mappings, by namespace and name.
     mapping_order: Vec<usize>,
+    /// The last translation, which the next one may patch ([`patch`]).
+    last: Option<patch::Last>,
+    /// Whether the last translation was patched.
+    patched: bool,
+}
+
+impl ParseCache {
+    /// Whether the last translation patched the set of the one before (only a few Mapping
+    /// objects had changed) rather than sorting and checking every object again.
+    pub fn last_patched(&self) -> bool {
+        self.patched
+    }
 }
 
 /// From this many objects to parse, they are parsed on the worker threads.
@@ -472,6 +485,13 @@ pub fn parse_cached(
     options: &ParseOptions,
     mut cache: Option<&mut ParseCache>,
 ) -> (ResourceSet, Vec<Diagnostic>) {
+    if let Some(c) = cache.as_deref_mut() {
+        c.patched = false;
+        if let Some(patched) = patch::patch(objects, options, c) {
+            c.patched = true;
+            return patched;
+        }
+    }
     let mut used = crate::keyed::with_capacity(if cache.is_some() { objects.len() } else { 0 });
     let mut diagnostics = Vec::new();
     let mut listeners = Vec::new();
@@ -553,7 +573,7 @@ pub fn parse_cached(
             used.insert(key, entry);
         }
     }
-    if let Some(c) = cache {
+    if let Some(c) = cache.as_deref_mut() {
         // Mappings by identity, the last translation's order reused: its Mappings are still
         // alive (held by `c.entries` until just below), so an address it names is the same
         // Mapping. `dedupe` then finds them sorted.
@@ -568,6 +588,7 @@ pub fn parse_cached(
         // Keep exactly what this translation used.
         c.entries = used;
     }
+    let parsed_mappings = mappings.len();
     let set = ResourceSet {
         listeners: dedupe(listeners, objects, &mut diagnostics),
         hosts: dedupe(hosts, objects, &mut diagnostics),
@@ -598,6 +619,9 @@ pub fn parse_cached(
         ),
         broken_secrets,
     };
+    if let Some(c) = cache {
+        patch::remember(c, objects, &set, &diagnostics, set.mappings.len() != parsed_mappings);
+    }
     (set, diagnostics)
 }
 

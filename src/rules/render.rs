@@ -605,7 +605,9 @@ impl Renderer<'_> {
     fn keys<T: Leaf>(&self, items: &[&T]) -> Vec<u128> {
         use rayon::prelude::*;
         match self.cache {
-            Some(_) if self.parallel => items.par_iter().map(|n| n.key()).collect(),
+            Some(_) if self.parallel && items.len() >= PARALLEL_BATCH => {
+                crate::workers::threads().install(|| items.par_iter().map(|n| n.key()).collect())
+            }
             Some(_) => items.iter().map(|n| n.key()).collect(),
             None => vec![0; items.len()],
         }
@@ -724,14 +726,17 @@ impl Renderer<'_> {
             };
             Arc::new(r.render(T::KIND, n.context(), None))
         };
-        let fresh: Vec<Option<Arc<NodeOutput>>> = if !render_here.contains(&true) {
+        let to_render = render_here.iter().filter(|here| **here).count();
+        let fresh: Vec<Option<Arc<NodeOutput>>> = if to_render == 0 {
             vec![None; items.len()]
-        } else if self.parallel {
-            items
-                .par_iter()
-                .zip(&render_here)
-                .map(|(n, here)| here.then(|| render(n)))
-                .collect()
+        } else if self.parallel && to_render >= PARALLEL_BATCH {
+            crate::workers::threads().install(|| {
+                items
+                    .par_iter()
+                    .zip(&render_here)
+                    .map(|(n, here)| here.then(|| render(n)))
+                    .collect()
+            })
         } else {
             items
                 .iter()
@@ -911,6 +916,10 @@ const VIRTUAL_HOST: &str = "envoy.config.route.v3.VirtualHost";
 /// a few milliseconds anyway).
 const PARALLEL_FROM_LEAVES: usize = 2_000;
 
+/// Below this many leaves to hash or render in one batch, the batch stays on the calling thread:
+/// handing it to the worker threads costs more (one change renders a handful).
+const PARALLEL_BATCH: usize = 64;
+
 /// Renders the IR, reusing the output of nodes that did not change since the cache was last used.
 pub fn render_cached(ir: &Ir, registry: &Registry, cache: Option<&mut RenderCache>) -> (Rendered, Vec<Diagnostic>) {
     let leaves = ir.clusters.len()
@@ -919,11 +928,8 @@ pub fn render_cached(ir: &Ir, registry: &Registry, cache: Option<&mut RenderCach
             .flat_map(|rc| &rc.virtual_hosts)
             .map(|vh| vh.routes.len())
             .sum::<usize>();
-    if leaves < PARALLEL_FROM_LEAVES {
-        render_with(ir, registry, cache, false)
-    } else {
-        crate::workers::threads().install(|| render_with(ir, registry, cache, true))
-    }
+    // On the calling thread: only batches of leaves to hash or render go to the worker threads.
+    render_with(ir, registry, cache, leaves >= PARALLEL_FROM_LEAVES)
 }
 
 fn render_with(
