@@ -626,13 +626,14 @@ impl Renderer<'_> {
             let items: Vec<&T> = nodes.iter().map(|n| &***n).collect();
             return self.leaves_with_keys(&items, vec![0; nodes.len()], fragment_type);
         };
-        let last = std::mem::take(memo(cache));
+        // Moved out one by one (an unchanged node costs no reference counting).
+        let mut last: Vec<Option<Aligned<T>>> = std::mem::take(memo(cache)).into_iter().map(Some).collect();
         let mut at = 0;
         let found: Vec<Option<usize>> = nodes
             .iter()
             .map(|n| {
                 let end = (at + LOOKAHEAD).min(last.len());
-                let k = (at..end).find(|&k| Arc::ptr_eq(&last[k].node, n))?;
+                let k = (at..end).find(|&k| last[k].as_ref().is_some_and(|l| Arc::ptr_eq(&l.node, n)))?;
                 at = k + 1;
                 Some(k)
             })
@@ -651,20 +652,23 @@ impl Renderer<'_> {
         let mut aligned = Vec::with_capacity(nodes.len());
         let mut out = Vec::with_capacity(nodes.len());
         for (n, k) in nodes.iter().zip(found) {
-            let (key, output) = match k {
-                Some(k) => (last[k].key, Arc::clone(&last[k].output)),
-                None => resolved.next().unwrap_or_else(|| (0, Arc::new(NodeOutput::default()))),
+            let entry = match k.and_then(|k| last[k].take()) {
+                Some(entry) => entry,
+                None => {
+                    let (key, output) = resolved.next().unwrap_or_else(|| (0, Arc::new(NodeOutput::default())));
+                    Aligned {
+                        node: Arc::clone(n),
+                        key,
+                        output,
+                    }
+                }
             };
-            self.diagnostics.extend(output.diagnostics.iter().cloned());
+            self.diagnostics.extend(entry.output.diagnostics.iter().cloned());
             out.push((
-                key,
-                self.file(&output.outputs, &|| n.label(), n.source(), fragment_type),
+                entry.key,
+                self.file(&entry.output.outputs, &|| n.label(), n.source(), fragment_type),
             ));
-            aligned.push(Aligned {
-                node: Arc::clone(n),
-                key,
-                output,
-            });
+            aligned.push(entry);
         }
         if let Some(c) = self.cache.as_deref_mut() {
             *memo(c) = aligned;
