@@ -353,7 +353,7 @@ fn stages(n: usize, cold: bool) {
     heap.push(("render", rss_mib()));
     println!("nodes reused / rendered: {:?}", cache.last_stats());
     let t = Instant::now();
-    let snapshot = attache::envoy::build_snapshot(&rendered);
+    let snapshot = attache::envoy::build_snapshot(rendered);
     let encode = t.elapsed();
     heap.push(("snapshot", rss_mib()));
     println!(
@@ -402,7 +402,7 @@ fn change_stages(n: usize, rounds: usize) {
         let (set, _) = attache::resource::parse_cached(&base_loaded.objects, &opts.parse, Some(&mut parse_cache));
         let (ir, _) = attache::ir::lower::lower_cached(&set, &opts.lower, &mut lower_cache);
         let (rendered, _) = attache::rules::render_cached(&ir, &registry, Some(&mut render_cache));
-        attache::envoy::build_snapshot(&rendered)
+        attache::envoy::build_snapshot(rendered)
     };
     for round in 0..rounds {
         let loaded = with_one_changed(&base_loaded, n, &format!("changed-{round}:80"));
@@ -416,7 +416,7 @@ fn change_stages(n: usize, rounds: usize) {
         let (rendered, _) = attache::rules::render_cached(&ir, &registry, Some(&mut render_cache));
         let render = t.elapsed();
         let t = Instant::now();
-        let snapshot = attache::envoy::build_snapshot(&rendered);
+        let snapshot = attache::envoy::build_snapshot(rendered);
         let build = t.elapsed();
         let t = Instant::now();
         let d = diff::diff(&previous, &snapshot);

@@ -158,7 +158,7 @@ fn translate_with(
     diagnostics.extend(d);
     let (rendered, d) = rules::render_cached(&ir, registry, render_cache);
     diagnostics.extend(d);
-    let snapshot = envoy::build_snapshot(&rendered);
+    let snapshot = envoy::build_snapshot(rendered);
     diagnostics.sort();
     diagnostics.dedup();
     Translation {

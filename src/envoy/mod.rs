@@ -202,18 +202,19 @@ pub fn bytes_to_json_proto_names(name: &str, bytes: &[u8]) -> Value {
 }
 
 /// The snapshot of rendered resources (already decoded, checked and encoded by the rules stage).
-pub fn build_snapshot(rendered: &crate::rules::Rendered) -> crate::snapshot::Snapshot {
+pub fn build_snapshot(rendered: crate::rules::Rendered) -> crate::snapshot::Snapshot {
     let mut snapshot = crate::snapshot::Snapshot::default();
-    for (ty, resources) in &rendered.resources {
-        // In name order, so the snapshot's map is built without a search per resource.
+    for (ty, resources) in rendered.resources {
+        // In name order, so the snapshot's map is built without a search per resource; names
+        // and bytes are moved, not shared and let go.
         snapshot.insert_all(
-            *ty,
-            resources.iter().map(|(name, r)| {
+            ty,
+            resources.into_iter().map(|(name, r)| {
                 (
-                    std::sync::Arc::clone(name),
+                    name,
                     // Hashed once, when the node was rendered.
                     crate::snapshot::Resource {
-                        bytes: std::sync::Arc::clone(&r.encoded),
+                        bytes: r.encoded,
                         version: r.version,
                     },
                 )
