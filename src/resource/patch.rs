@@ -17,6 +17,9 @@ use crate::source::RawObject;
 
 use super::{parse_one, Mapping, Meta, ParseCache, ParseOptions, Parsed, ResourceSet, Spec};
 
+/// A Mapping as the set shares it.
+type Shared = Arc<(Meta, Mapping)>;
+
 /// Above this many changed objects (removed plus added), the set is built in full.
 const MAX_PATCHED: usize = 256;
 
@@ -99,7 +102,7 @@ fn changes(last: &[u128], objects: &[RawObject]) -> Option<(Vec<usize>, Vec<usiz
 }
 
 /// The Mapping an object parsed to, if it did.
-fn mapping_of(parsed: &Parsed) -> Option<&Arc<(Meta, Mapping)>> {
+fn mapping_of(parsed: &Parsed) -> Option<&Shared> {
     match &parsed.0 {
         Some(r) => match &r.spec {
             Spec::Mapping(m) => Some(m),
@@ -147,12 +150,12 @@ pub(super) fn patch(
         .collect::<Option<_>>()?;
     // From here on the last set is changed in place; should it turn out not to be patchable
     // after all, the cache forgets it (the next translation builds the set in full).
-    let gone: Vec<(u128, Arc<(Meta, Mapping)>, Vec<Diagnostic>)> = gone
+    let gone: Vec<(u128, Shared, Vec<Diagnostic>)> = gone
         .into_iter()
         .filter_map(|(key, parsed)| Some((key, Arc::clone(mapping_of(parsed)?), parsed.1.clone())))
         .collect();
     let mut last = cache.last.take()?;
-    let find = |mappings: &[Arc<(Meta, Mapping)>], m: &Arc<(Meta, Mapping)>| {
+    let find = |mappings: &[Shared], m: &Shared| {
         mappings.binary_search_by(|x| (&x.0.namespace, &x.0.name).cmp(&(&m.0.namespace, &m.0.name)))
     };
     let mappings = &mut last.set.mappings;
