@@ -24,8 +24,9 @@ fn mapping() -> impl Strategy<Value = Doc> {
         prop::option::of(prop::sample::select(vec!["*", "a.example.com", "*.example.com"])),
         prop::option::of(prop::sample::select(vec!["default", "prod", "edge"])),
         prop::bool::ANY,
+        prop::option::of(prop::sample::select(vec!["kubernetes-service", "no-such-resolver"])),
     )
-        .prop_map(|(i, prefix, service, precedence, hostname, ns, header)| {
+        .prop_map(|(i, prefix, service, precedence, hostname, ns, header, resolver)| {
             let mut s = format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\n");
             if let Some(ns) = ns {
                 s.push_str(&format!("  namespace: {ns}\n"));
@@ -39,6 +40,9 @@ fn mapping() -> impl Strategy<Value = Doc> {
             }
             if header {
                 s.push_str("  headers:\n    x-canary: \"1\"\n");
+            }
+            if let Some(r) = resolver {
+                s.push_str(&format!("  resolver: {r}\n"));
             }
             Doc(s)
         })

@@ -52,7 +52,8 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Diff {
         loop {
             match (o.peek().copied(), n.peek().copied()) {
                 (None, None) => break,
-                (Some((on, or)), Some((nn, nr))) if on == nn => {
+                // Unchanged names are usually the same allocation: no comparison of text.
+                (Some((on, or)), Some((nn, nr))) if std::sync::Arc::ptr_eq(on, nn) || on == nn => {
                     if or.version != nr.version {
                         d.upserts.insert(nn.clone(), nr.clone());
                     }

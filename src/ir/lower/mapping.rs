@@ -133,9 +133,23 @@ impl Resolvers {
                 );
             }
         }
-        for (meta, m) in set.mappings.iter().map(|e| &**e) {
-            if let Some(name) = m.resolver.as_deref().filter(|n| unknown(n)) {
-                diagnostics.push(
+        resolvers
+    }
+
+    /// Reports the Mappings that name a resolver that does not exist, with each Mapping's
+    /// address.
+    pub(super) fn unknown<'m>(
+        &self,
+        mappings: impl IntoIterator<Item = &'m Arc<(Meta, Mapping)>>,
+    ) -> Vec<(usize, Diagnostic)> {
+        let hint = "declare a KubernetesEndpointResolver or KubernetesServiceResolver with this name, or use the built-in `kubernetes-endpoint` or `kubernetes-service`";
+        mappings
+            .into_iter()
+            .filter_map(|e| {
+                let (meta, m) = &**e;
+                let name = m.resolver.as_deref().filter(|n| self.kind(n).is_none())?;
+                Some((
+                    addr(e),
                     Diagnostic::error(
                         "mapping.unknown_resolver",
                         format!(
@@ -147,10 +161,9 @@ impl Resolvers {
                     .on(meta.object_ref())
                     .path("spec.resolver")
                     .hint(hint),
-                );
-            }
-        }
-        resolvers
+                ))
+            })
+            .collect()
     }
 
     fn kind(&self, name: &str) -> Option<Resolver> {

@@ -101,6 +101,17 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
     // When only a few plain Mappings changed, the last translation is patched.
     let mut delta = mapping::patch::delta(set, options, clusters.resolvers(), cache);
     cache.patched = delta.is_some();
+    // What depends on every Mapping: in a patch, the last translation's, brought up to date.
+    let (resolver_diagnostics, mapping_port) = match &delta {
+        Some(delta) => mapping::patch::unknown_resolvers_and_ports(delta, clusters.resolvers(), cache),
+        None => (
+            clusters.resolvers().unknown(&set.mappings),
+            set.mappings
+                .iter()
+                .any(|e| e.1.hostname.iter().chain(&e.1.host).any(|h| has_port(h))),
+        ),
+    };
+    diagnostics.extend(resolver_diagnostics.iter().map(|(_, d)| d.clone()));
     match &mut delta {
         Some(delta) => mapping::patch::refresh(delta, &served_hosts, options, &mut clusters, cache),
         None => {
@@ -121,10 +132,6 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
         })
         .collect();
     let mut route_configs = Vec::new();
-    let mapping_port = set
-        .mappings
-        .iter()
-        .any(|e| e.1.hostname.iter().chain(&e.1.host).any(|h| has_port(h)));
     // Listeners serving the same Hosts under the same security model get the same cleartext
     // route table: the first (lowest port) names it and the others share it, so that it is
     // built, rendered and sent once. (model, Hosts, table, whether it has CORS.)
@@ -282,6 +289,7 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
                 cache,
                 set,
                 options,
+                (resolver_diagnostics, mapping_port),
                 unused,
                 cluster_diagnostics,
                 client_secrets,

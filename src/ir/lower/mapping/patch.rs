@@ -42,6 +42,10 @@ pub(in crate::ir::lower) struct Last {
     mappings: Vec<Arc<(Meta, Mapping)>>,
     /// `mapping.no_host` warnings, by the Mapping's address.
     unused: Vec<(usize, Diagnostic)>,
+    /// `mapping.unknown_resolver` errors, by the Mapping's address.
+    unknown_resolvers: Vec<(usize, Diagnostic)>,
+    /// Whether some Mapping's hostname has a port.
+    mapping_port: bool,
     /// What finishing the clusters reported and added.
     cluster_diagnostics: Vec<Diagnostic>,
     client_secrets: Vec<crate::ir::Secret>,
@@ -54,6 +58,7 @@ pub(in crate::ir::lower) fn remember(
     cache: &mut LowerCache,
     set: &ResourceSet,
     options: &LowerOptions,
+    (unknown_resolvers, mapping_port): (Vec<(usize, Diagnostic)>, bool),
     unused: Vec<(usize, Diagnostic)>,
     cluster_diagnostics: Vec<Diagnostic>,
     client_secrets: Vec<crate::ir::Secret>,
@@ -69,6 +74,8 @@ pub(in crate::ir::lower) fn remember(
         rest,
         mappings: set.mappings.clone(),
         unused,
+        unknown_resolvers,
+        mapping_port,
         cluster_diagnostics,
         client_secrets,
         endpoints,
@@ -175,6 +182,23 @@ pub(in crate::ir::lower) fn delta(
         uses: Vec::new(),
         added_used: Vec::new(),
     })
+}
+
+/// The `mapping.unknown_resolver` errors (the last translation's, for the Mappings that did not
+/// change) and whether some Mapping's hostname has a port (as last time: a plain Mapping has
+/// none), without a walk over every Mapping.
+pub(in crate::ir::lower) fn unknown_resolvers_and_ports(
+    delta: &Delta,
+    resolvers: &Resolvers,
+    cache: &mut LowerCache,
+) -> (Vec<(usize, Diagnostic)>, bool) {
+    let Some(last) = cache.last.as_mut() else {
+        return (Vec::new(), false);
+    };
+    last.unknown_resolvers
+        .retain(|(a, _)| !delta.removed.iter().any(|r| addr(r) == *a));
+    last.unknown_resolvers.extend(resolvers.unknown(&delta.added));
+    (last.unknown_resolvers.clone(), last.mapping_port)
 }
 
 /// [`super::refresh`] for a patched translation: the removed Mappings leave each served Host's
