@@ -664,3 +664,49 @@ fn cors_preflights_are_answered_by_envoy() {
         "{simple:?}"
     );
 }
+
+#[test]
+fn listeners_with_the_same_hosts_and_model_share_one_route_table_in_envoy() {
+    // Two XFP Listeners serving every Host: one RouteConfiguration (the lower port's), which
+    // Envoy accepts for both, and which carries a change to both.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let b = upstream("b");
+    let (lo, hi) = {
+        let (x, y) = (free_port(), free_port());
+        (x.min(y), x.max(y))
+    };
+    let second = listener_and_host(hi)
+        .split("---\n")
+        .next()
+        .unwrap()
+        .replace("name: http", "name: http-second");
+    write(
+        &config.join("all.yaml"),
+        &format!(
+            "{}---\n{second}---\n{}",
+            listener_and_host(lo),
+            mapping("a", "/a/", a.addr, "")
+        ),
+    );
+    let (_attache, listen, envoy_admin, _admin) = serve(&config, dir.path(), lo, &[]);
+    let other = loopback(hi);
+    for addr in [listen, other] {
+        wait_for("both Listeners to serve /a/", Duration::from_secs(30), || {
+            get(addr, "x", "/a/").ok().filter(|r| r.status == 200)
+        });
+    }
+    let shared = format!("http.ingress_http.rds.routes-{lo}.update_success");
+    assert!(stat(envoy_admin, &shared).unwrap_or(0) >= 1, "{shared}");
+    let own = format!("http.ingress_http.rds.routes-{hi}.update_success");
+    assert_eq!(stat(envoy_admin, &own), None, "no table of its own: {own}");
+    write(&config.join("b.yaml"), &mapping("b", "/b/", b.addr, ""));
+    for addr in [listen, other] {
+        let r = wait_for("both Listeners to serve the new /b/", Duration::from_secs(30), || {
+            get(addr, "x", "/b/").ok().filter(|r| r.status == 200)
+        });
+        assert!(r.body.starts_with("upstream=b"), "{r:?}");
+    }
+    assert_routes_accepted(envoy_admin, lo);
+}
