@@ -404,6 +404,7 @@ fn change_stages(n: usize, rounds: usize) {
         let (rendered, _) = attache::rules::render_cached(&ir, &registry, Some(&mut render_cache));
         attache::envoy::build_snapshot(rendered)
     };
+    let mut samples: [Vec<Duration>; 6] = Default::default();
     for round in 0..rounds {
         let loaded = with_one_changed(&base_loaded, n, &format!("changed-{round}:80"));
         let t = Instant::now();
@@ -425,8 +426,28 @@ fn change_stages(n: usize, rounds: usize) {
             "one change among {n}: resources (cached) {} ms, lower {} ms, render (cached) {} ms, snapshot {} ms, diff {} ms; {} types changed",
             ms(parse), ms(lower), ms(render), ms(build), ms(diffing), d.types.len()
         );
+        for (s, t) in samples.iter_mut().zip([
+            parse,
+            lower,
+            render,
+            build,
+            diffing,
+            parse + lower + render + build + diffing,
+        ]) {
+            s.push(t);
+        }
         previous = snapshot;
     }
+    let [parse, lower, render, build, diffing, total] = samples.map(median);
+    println!(
+        "median of {rounds}: resources {} ms, lower {} ms, render {} ms, snapshot {} ms, diff {} ms; total {} ms",
+        ms(parse),
+        ms(lower),
+        ms(render),
+        ms(build),
+        ms(diffing),
+        ms(total)
+    );
 }
 
 fn main() {

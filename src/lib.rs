@@ -138,6 +138,12 @@ impl Translator {
     pub fn last_lower_patched(&self) -> bool {
         self.lower_cache.last_patched()
     }
+
+    /// Whether the last translation filed its top-level resources as a patch of the one
+    /// before's (the resources of unchanged routes and clusters were not filed again).
+    pub fn last_render_patched(&self) -> bool {
+        self.render_cache.last_patched()
+    }
 }
 
 fn translate_with(

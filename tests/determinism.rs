@@ -343,6 +343,10 @@ fn a_one_mapping_change_rerenders_only_what_it_touches() {
         translator.last_resources_patched(),
         "a Mapping's change patches the last resource set"
     );
+    assert!(
+        translator.last_render_patched(),
+        "a Mapping's change patches the last filing"
+    );
     let (reused, rendered) = translator.last_render_stats();
     // The changed route and its new cluster, plus the virtual host and route table that embed
     // the route. The listener and the 299 other routes and clusters are reused.
@@ -354,6 +358,68 @@ fn a_one_mapping_change_rerenders_only_what_it_touches() {
         &attache::Options::default(),
     );
     assert_eq!(fingerprint(&t), fingerprint(&full));
+}
+
+/// An operator pack whose rule makes the route of `/dup/` emit a second Cluster under its own
+/// cluster's name: that name is emitted twice only while such a Mapping exists.
+fn duplicating_registry() -> (tempfile::TempDir, std::sync::Arc<attache::rules::Registry>) {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("dup");
+    std::fs::create_dir(&pack).unwrap();
+    std::fs::write(
+        pack.join("pack.yaml"),
+        "name: dup\nrules:\n  - id: dup.route-cluster\n    kind: route\n    when: prefix == \"/dup/\"\n    emits: envoy.config.cluster.v3.Cluster\n    template: cluster.yaml.hbs\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pack.join("cluster.yaml.hbs"),
+        "name: {{json cluster}}\nconnect_timeout: 1s\n",
+    )
+    .unwrap();
+    let registry = attache::rules::Registry::with_packs(&[pack]).unwrap();
+    (dir, std::sync::Arc::new(registry))
+}
+
+#[test]
+fn a_resource_emitted_twice_after_a_change_is_filed_as_a_full_translation_files_it() {
+    let (_dir, registry) = duplicating_registry();
+    let opts = attache::Options::default();
+    let mut translator = attache::Translator::new(std::sync::Arc::clone(&registry), opts.clone());
+    let dup = Doc("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: dup\nspec:\n  prefix: /dup/\n  service: dup\n".to_string());
+    let with_dup = |changed: Option<usize>| {
+        let mut docs = mapping_docs(40, changed);
+        docs.push(dup.clone());
+        docs
+    };
+    // (documents, whether the filing can be a patch of the last one, whether a duplicate is
+    // reported)
+    let steps: Vec<(Vec<Doc>, bool, bool)> = vec![
+        (mapping_docs(40, None), false, false),
+        (mapping_docs(40, Some(3)), true, false),
+        // The patch meets `cluster_dup` twice: filed in full, the second is reported.
+        (with_dup(Some(3)), false, true),
+        // After a filing with a duplicate, the next one is in full too.
+        (with_dup(Some(4)), false, true),
+        (mapping_docs(40, Some(4)), false, false),
+        (mapping_docs(40, Some(5)), true, false),
+    ];
+    for (i, (docs, patched, duplicate)) in steps.iter().enumerate() {
+        let loaded = load(docs, 2);
+        let t = translator.translate(&loaded);
+        let full = attache::translate(&loaded, &registry, &opts);
+        assert_eq!(translator.last_render_patched(), *patched, "step {i}: filed as a patch");
+        assert_eq!(fingerprint(&t), fingerprint(&full), "step {i}: resources");
+        let messages = |t: &attache::Translation| t.diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+        assert_eq!(messages(&t), messages(&full), "step {i}: diagnostics");
+        let reported = messages(&t)
+            .iter()
+            .any(|m| m.contains("rules.duplicate_resource") && m.contains("cluster_dup"));
+        assert_eq!(reported, *duplicate, "step {i}: duplicate reported: {:?}", messages(&t));
+        assert_eq!(
+            t.snapshot.count(ResourceType::Cluster),
+            full.snapshot.count(ResourceType::Cluster)
+        );
+    }
 }
 
 #[test]

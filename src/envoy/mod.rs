@@ -102,7 +102,7 @@ pub fn decode_checked(name: &str, value: &Value) -> Result<DynamicMessage, Decod
 pub fn encode_with_children(
     name: &str,
     value: &Value,
-    children: &[(&str, &[std::sync::Arc<[u8]>])],
+    children: &[(&str, &[bytes::Bytes])],
 ) -> Result<Vec<u8>, DecodeError> {
     let full = || decode_checked(name, value).map(|m| encode(&m));
     let Some(desc) = message(name) else { return full() };
@@ -203,25 +203,9 @@ pub fn bytes_to_json_proto_names(name: &str, bytes: &[u8]) -> Value {
 
 /// The snapshot of rendered resources (already decoded, checked and encoded by the rules stage).
 pub fn build_snapshot(rendered: crate::rules::Rendered) -> crate::snapshot::Snapshot {
-    let mut snapshot = crate::snapshot::Snapshot::default();
-    for (ty, resources) in rendered.resources {
-        // In name order, so the snapshot's map is built without a search per resource; names
-        // and bytes are moved, not shared and let go.
-        snapshot.insert_all(
-            ty,
-            resources.into_iter().map(|(name, r)| {
-                (
-                    name,
-                    // Hashed once, when the node was rendered.
-                    crate::snapshot::Resource {
-                        bytes: r.encoded,
-                        version: r.version,
-                    },
-                )
-            }),
-        );
-    }
-    snapshot
+    // The maps are taken over: persistent, they share what did not change with the last
+    // translation's snapshot.
+    crate::snapshot::Snapshot::from_maps(rendered.resources)
 }
 
 /// A snapshot's resources of one type as JSON (proto3 JSON mapping), sorted by name, with the

@@ -7,6 +7,7 @@
 //! a built-in rule by id. See `rules/README.md` for the pack format and the template contexts.
 //! Rules see only the template context (the serialized IR), never raw resources.
 
+mod filing;
 mod key;
 mod memo;
 pub mod pack;

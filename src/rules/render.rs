@@ -13,22 +13,11 @@ use std::sync::{Arc, OnceLock};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::filing::Filer;
 use super::pack::{Registry, Rule};
 use crate::diagnostic::Diagnostic;
 use crate::ir::{Ir, NodeKind, SourceRef};
 use crate::snapshot::{Name, ResourceType};
-
-/// A top-level Envoy resource as rendered, with what produced it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RenderedResource {
-    /// Id of the rule that produced it.
-    pub rule: Arc<str>,
-    /// Its protobuf encoding (already checked against the schema and Envoy's validation rules).
-    pub encoded: Arc<[u8]>,
-    /// The content hash of `encoded` ([`crate::snapshot::Resource::version`]), computed once
-    /// when the node is rendered (a cached node keeps it).
-    pub version: crate::snapshot::Version,
-}
 
 /// The cache key of a node: a 128-bit hash of its kind, its own context (without the rendered
 /// children, which are represented by their own keys), its origin, and its children's keys. Built
@@ -93,7 +82,7 @@ struct Output {
     name: Name,
     rule: Arc<str>,
     /// The protobuf encoding (fragments' bytes are appended to their parent's).
-    encoded: Arc<[u8]>,
+    encoded: bytes::Bytes,
     /// The version of a top-level resource (zeros for fragments).
     version: crate::snapshot::Version,
     /// The type of a top-level resource (none for fragments).
@@ -108,7 +97,7 @@ struct Children<'a> {
     /// The children's message type.
     emits: &'a str,
     /// Their encodings, in order.
-    bytes: &'a [Arc<[u8]>],
+    bytes: &'a [bytes::Bytes],
 }
 
 impl Children<'_> {
@@ -144,13 +133,15 @@ fn leaf_key<T: Serialize>(kind: NodeKind, node: &T, source: Option<&SourceRef>) 
 }
 
 /// Rendered fragments of a node: their encodings.
-type Fragments = smallvec::SmallVec<[Arc<[u8]>; 1]>;
+type Fragments = smallvec::SmallVec<[bytes::Bytes; 1]>;
 
-/// Everything the rules produced: top-level resources by type and name.
+/// Everything the rules produced: top-level resources by type and name, each with its protobuf
+/// encoding (already checked against the schema and Envoy's validation rules) and its version
+/// (computed once, when its node was rendered).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Rendered {
-    /// Resources by type, then name.
-    pub resources: BTreeMap<ResourceType, BTreeMap<Name, RenderedResource>>,
+    /// Resources by type, then name (no type without resources).
+    pub resources: BTreeMap<ResourceType, crate::snapshot::ResourceMap>,
 }
 
 /// What rendering one node produced: (emitted message type, value, rule id) per output, and the
@@ -177,6 +168,10 @@ pub struct RenderCache {
     /// so it is found by address in a walk along this list, without hashing or a lookup.
     routes: Vec<Aligned<crate::ir::Route>>,
     clusters: Vec<Aligned<crate::ir::Cluster>>,
+    /// The last translation's top-level resources, for the next one to patch.
+    filed: Option<super::filing::Base>,
+    /// Whether the last translation's resources were filed as a patch of the one before.
+    patched: bool,
     generation: u64,
     hits: usize,
     misses: usize,
@@ -200,13 +195,19 @@ impl RenderCache {
     pub fn last_stats(&self) -> (usize, usize) {
         (self.hits, self.misses)
     }
+
+    /// Whether the last translation filed its resources as a patch of the one before's (the
+    /// resources of unchanged routes and clusters not filed again).
+    pub fn last_patched(&self) -> bool {
+        self.patched
+    }
 }
 
 struct Renderer<'a> {
     registry: &'a Registry,
     /// Whether leaves render on the render threads (large inputs only).
     parallel: bool,
-    out: BTreeMap<ResourceType, Filing>,
+    filer: Filer,
     diagnostics: Vec<Diagnostic>,
     cache: Option<&'a mut RenderCache>,
 }
@@ -492,10 +493,20 @@ impl NodeRenderer<'_> {
     }
 }
 
+/// The fragments of `fragment_type` among a node's outputs.
+fn fragments(outputs: &[Output], fragment_type: Option<&str>) -> Fragments {
+    outputs
+        .iter()
+        .filter(|o| o.ty.is_none() && fragment_type == Some(o.emits.as_str()))
+        .map(|o| o.encoded.clone())
+        .collect()
+}
+
 /// One rule's output: its encoded message, named and (for xDS resources) versioned.
 fn output(rule: &Rule, encoded: Vec<u8>, name: String) -> Output {
     let name = Name::from(name);
-    let encoded: Arc<[u8]> = encoded.into();
+    // Taken over, not copied (a route table's encoding is hundreds of kilobytes).
+    let encoded = bytes::Bytes::from(encoded);
     let ty = ResourceType::from_message_name(&rule.emits);
     let version = if ty.is_some() {
         crate::snapshot::version_of_bytes(&encoded)
@@ -649,25 +660,46 @@ impl Renderer<'_> {
         if let Some(c) = self.cache.as_deref_mut() {
             c.hits += found.iter().filter(|k| k.is_some()).count();
         }
+        let patch = self.filer.is_patch();
+        if patch {
+            // What the nodes that left emitted goes, before what new nodes emit comes in (a
+            // changed cluster keeps its name).
+            let mut kept = vec![false; last.len()];
+            for k in found.iter().flatten() {
+                kept[*k] = true;
+            }
+            for (entry, _) in last.iter().zip(kept).filter(|(_, kept)| !kept) {
+                for o in entry.iter().flat_map(|e| &e.output.outputs) {
+                    if let Some(ty) = o.ty {
+                        self.filer.remove(ty, &o.name);
+                    }
+                }
+            }
+        }
         let mut aligned = Vec::with_capacity(nodes.len());
         let mut out = Vec::with_capacity(nodes.len());
         for (n, k) in nodes.iter().zip(found) {
-            let entry = match k.and_then(|k| last[k].take()) {
-                Some(entry) => entry,
-                None => {
-                    let (key, output) = resolved.next().unwrap_or_else(|| (0, Arc::new(NodeOutput::default())));
-                    Aligned {
-                        node: Arc::clone(n),
-                        key,
-                        output,
-                    }
+            let (entry, fragments) = match k.and_then(|k| last[k].take()) {
+                // Patching, what an unchanged node emitted is already filed.
+                Some(entry) if patch => {
+                    let fragments = fragments(&entry.output.outputs, fragment_type);
+                    (entry, fragments)
+                }
+                taken => {
+                    let entry = taken.unwrap_or_else(|| {
+                        let (key, output) = resolved.next().unwrap_or_else(|| (0, Arc::new(NodeOutput::default())));
+                        Aligned {
+                            node: Arc::clone(n),
+                            key,
+                            output,
+                        }
+                    });
+                    let fragments = self.file(&entry.output.outputs, &|| n.label(), n.source(), fragment_type, true);
+                    (entry, fragments)
                 }
             };
             self.diagnostics.extend(entry.output.diagnostics.iter().cloned());
-            out.push((
-                entry.key,
-                self.file(&entry.output.outputs, &|| n.label(), n.source(), fragment_type),
-            ));
+            out.push((entry.key, fragments));
             aligned.push(entry);
         }
         if let Some(c) = self.cache.as_deref_mut() {
@@ -689,7 +721,7 @@ impl Renderer<'_> {
             self.diagnostics.extend(result.diagnostics.iter().cloned());
             out.push((
                 key,
-                self.file(&result.outputs, &|| n.label(), n.source(), fragment_type),
+                self.file(&result.outputs, &|| n.label(), n.source(), fragment_type, false),
             ));
         }
         out
@@ -798,7 +830,7 @@ impl Renderer<'_> {
                 self.diagnostics.extend(hit.diagnostics.iter().cloned());
                 return (
                     key,
-                    self.file(&hit.outputs, &|| node.to_string(), source, fragment_type),
+                    self.file(&hit.outputs, &|| node.to_string(), source, fragment_type, false),
                 );
             }
             cache.misses += 1;
@@ -816,18 +848,20 @@ impl Renderer<'_> {
         self.diagnostics.extend(result.diagnostics.iter().cloned());
         (
             key.unwrap_or_default(),
-            self.file(&result.outputs, &|| node.to_string(), source, fragment_type),
+            self.file(&result.outputs, &|| node.to_string(), source, fragment_type, false),
         )
     }
 
     /// Files top-level resources; returns the fragments of `fragment_type`. `node` names the IR
     /// node for a diagnostic (built only if one is needed: this runs for every leaf).
+    /// `shared`: the node is a route or a cluster (see [`Filer::add`]).
     fn file(
         &mut self,
         outputs: &[Output],
         node: &dyn Fn() -> String,
         source: Option<&SourceRef>,
         fragment_type: Option<&str>,
+        shared: bool,
     ) -> Fragments {
         let mut fragments = Fragments::new();
         for Output {
@@ -840,71 +874,25 @@ impl Renderer<'_> {
         } in outputs
         {
             if let Some(ty) = *ty {
-                let by_name = self.out.entry(ty).or_default();
-                if let Some(existing) = by_name.get(name) {
+                let resource = crate::snapshot::Resource {
+                    bytes: encoded.clone(),
+                    version: *version,
+                };
+                if let Err(existing) = self.filer.add(ty, name, resource, rule, shared) {
                     let mut d = Diagnostic::error(
                         "rules.duplicate_resource",
-                        format!("rule `{rule}` for {} emits {} `{name}`, which rule `{}` already emitted; the first one is kept", node(), ty.label(), existing.rule),
+                        format!("rule `{rule}` for {} emits {} `{name}`, which rule `{existing}` already emitted; the first one is kept", node(), ty.label()),
                     );
                     if let Some(s) = source {
                         d = d.on(s.object.clone()).at(s.origin.clone());
                     }
                     self.diagnostics.push(d);
-                    continue;
                 }
-                by_name.insert(
-                    Arc::clone(name),
-                    RenderedResource {
-                        rule: Arc::clone(rule),
-                        encoded: Arc::clone(encoded),
-                        version: *version,
-                    },
-                );
             } else if fragment_type == Some(emits.as_str()) {
-                fragments.push(Arc::clone(encoded));
+                fragments.push(encoded.clone());
             }
         }
         fragments
-    }
-}
-
-/// Top-level resources of one type as they are filed: a run in increasing name order (the usual
-/// case, as IR nodes come sorted by name: each is checked against the last, and the map is
-/// built in one pass at the end), and the others.
-#[derive(Default)]
-struct Filing {
-    sorted: Vec<(Name, RenderedResource)>,
-    others: BTreeMap<Name, RenderedResource>,
-}
-
-impl Filing {
-    fn get(&self, name: &str) -> Option<&RenderedResource> {
-        let in_run = match self.sorted.last() {
-            Some((last, _)) if name <= &**last => self
-                .sorted
-                .binary_search_by(|(n, _)| (**n).cmp(name))
-                .ok()
-                .map(|i| &self.sorted[i].1),
-            _ => None,
-        };
-        in_run.or_else(|| self.others.get(name))
-    }
-
-    /// Files a resource whose name is not filed yet.
-    fn insert(&mut self, name: Name, resource: RenderedResource) {
-        match self.sorted.last() {
-            Some((last, _)) if name <= *last => {
-                self.others.insert(name, resource);
-            }
-            _ => self.sorted.push((name, resource)),
-        }
-    }
-
-    fn finish(self) -> BTreeMap<Name, RenderedResource> {
-        // From a sorted sequence, the map is built without a search per entry.
-        let mut map: BTreeMap<Name, RenderedResource> = self.sorted.into_iter().collect();
-        map.extend(self.others);
-        map
     }
 }
 
@@ -942,15 +930,45 @@ fn render_with(
     mut cache: Option<&mut RenderCache>,
     parallel: bool,
 ) -> (Rendered, Vec<Diagnostic>) {
+    let patch = cache.as_deref().is_some_and(|c| c.filed.is_some());
+    if let Some(r) = render_pass(ir, registry, cache.as_deref_mut(), parallel) {
+        if let Some(c) = cache {
+            c.patched = patch;
+        }
+        return r;
+    }
+    // A patch met a resource name twice: filed in full, the duplicate is reported. Rendering
+    // again costs cache hits only; the counts stay those of the first pass.
+    let cache = cache.expect("only a cached translation patches");
+    let stats = (cache.hits, cache.misses);
+    cache.filed = None;
+    let r = render_pass(ir, registry, Some(&mut *cache), parallel).expect("a filing in full always finishes");
+    (cache.hits, cache.misses) = stats;
+    cache.patched = false;
+    r
+}
+
+/// One rendering pass, filed as a patch of the cache's last filing when there is one; `None` when
+/// that patch met a name twice.
+fn render_pass(
+    ir: &Ir,
+    registry: &Registry,
+    mut cache: Option<&mut RenderCache>,
+    parallel: bool,
+) -> Option<(Rendered, Vec<Diagnostic>)> {
+    let mut filer = Filer::full();
     if let Some(c) = cache.as_deref_mut() {
         c.generation += 1;
         c.hits = 0;
         c.misses = 0;
+        if let Some(base) = c.filed.take() {
+            filer = Filer::patch(base);
+        }
     }
     let mut r = Renderer {
         registry,
         parallel,
-        out: BTreeMap::new(),
+        filer,
         diagnostics: Vec::new(),
         cache,
     };
@@ -1022,10 +1040,11 @@ fn render_with(
                 .retain(|_, (used, output)| *used == generation || Arc::strong_count(output) > 1);
         }
     }
-    let rendered = Rendered {
-        resources: r.out.into_iter().map(|(ty, filing)| (ty, filing.finish())).collect(),
-    };
-    (rendered, r.diagnostics)
+    let (resources, base) = r.filer.finish()?;
+    if let Some(c) = r.cache {
+        c.filed = base;
+    }
+    Some((Rendered { resources }, r.diagnostics))
 }
 
 #[cfg(test)]

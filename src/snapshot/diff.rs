@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use imbl::ordmap::DiffItem;
+
 use super::{Name, Resource, ResourceType, Snapshot};
 
 /// The changes of one type.
@@ -45,32 +47,19 @@ pub enum Step {
 /// Computes what changed from `old` to `new`.
 pub fn diff(old: &Snapshot, new: &Snapshot) -> Diff {
     let mut out = Diff::default();
+    let empty = super::ResourceMap::new();
     for ty in ResourceType::ALL {
         let mut d = TypeDiff::default();
-        // Both sides are sorted by name: one pass over the two, no lookups.
-        let (mut o, mut n) = (old.of_type(ty).peekable(), new.of_type(ty).peekable());
-        loop {
-            match (o.peek().copied(), n.peek().copied()) {
-                (None, None) => break,
-                // Unchanged names are usually the same allocation: no comparison of text.
-                (Some((on, or)), Some((nn, nr))) if std::sync::Arc::ptr_eq(on, nn) || on == nn => {
-                    if or.version != nr.version {
-                        d.upserts.insert(nn.clone(), nr.clone());
-                    }
-                    o.next();
-                    n.next();
+        // Both maps are persistent: the parts a translation did not touch are the same nodes in
+        // both, and the walk skips them without looking inside.
+        let (o, n) = (old.map(ty).unwrap_or(&empty), new.map(ty).unwrap_or(&empty));
+        for item in o.diff(n) {
+            match item {
+                DiffItem::Add(name, r) | DiffItem::Update { new: (name, r), .. } => {
+                    d.upserts.insert(name.clone(), r.clone());
                 }
-                (Some((on, _)), Some((nn, _))) if on < nn => {
-                    d.removals.insert(on.clone());
-                    o.next();
-                }
-                (Some((on, _)), None) => {
-                    d.removals.insert(on.clone());
-                    o.next();
-                }
-                (_, Some((nn, nr))) => {
-                    d.upserts.insert(nn.clone(), nr.clone());
-                    n.next();
+                DiffItem::Remove(name, _) => {
+                    d.removals.insert(name.clone());
                 }
             }
         }

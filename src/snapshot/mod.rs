@@ -87,7 +87,7 @@ impl ResourceType {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resource {
     /// Protobuf encoding of the message.
-    pub bytes: Arc<[u8]>,
+    pub bytes: bytes::Bytes,
     /// Content hash of `bytes`.
     pub version: Version,
 }
@@ -157,7 +157,7 @@ impl Resource {
     }
 
     /// Wraps shared encoded bytes, computing the version.
-    pub fn from_shared(bytes: Arc<[u8]>) -> Self {
+    pub fn from_shared(bytes: bytes::Bytes) -> Self {
         let version = Version::of_bytes(&bytes);
         Resource { bytes, version }
     }
@@ -187,13 +187,31 @@ pub fn version_of_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>)
 /// A resource's name, shared: snapshots, diffs and streams hold the same allocation.
 pub type Name = Arc<str>;
 
+/// The resources of one type by name: a persistent (structurally shared) ordered map. A copy
+/// costs one reference count, and a copy changed in a few places shares everything else with
+/// the original, so a translation that changes one resource among 10,000 builds its snapshot,
+/// and compares it with the last one, in a few microseconds.
+pub type ResourceMap = imbl::OrdMap<Name, Resource>;
+
 /// All resources at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    resources: BTreeMap<ResourceType, BTreeMap<Name, Resource>>,
+    resources: BTreeMap<ResourceType, ResourceMap>,
 }
 
 impl Snapshot {
+    /// A snapshot of these maps (empty ones are left out).
+    pub fn from_maps(maps: impl IntoIterator<Item = (ResourceType, ResourceMap)>) -> Self {
+        Snapshot {
+            resources: maps.into_iter().filter(|(_, m)| !m.is_empty()).collect(),
+        }
+    }
+
+    /// The resources of one type (none: an empty map).
+    pub fn map(&self, ty: ResourceType) -> Option<&ResourceMap> {
+        self.resources.get(&ty)
+    }
+
     /// Adds (or replaces) a resource.
     pub fn insert(&mut self, ty: ResourceType, name: impl Into<Name>, resource: Resource) {
         self.resources.entry(ty).or_default().insert(name.into(), resource);
@@ -201,7 +219,7 @@ impl Snapshot {
 
     /// Sets the resources of one type (replacing what it had); fastest in name order.
     pub fn insert_all(&mut self, ty: ResourceType, resources: impl IntoIterator<Item = (Name, Resource)>) {
-        let map: BTreeMap<Name, Resource> = resources.into_iter().collect();
+        let map: ResourceMap = resources.into_iter().collect();
         if map.is_empty() {
             self.resources.remove(&ty);
         } else {
@@ -221,7 +239,7 @@ impl Snapshot {
 
     /// The resources of one type, by name.
     pub fn of_type(&self, ty: ResourceType) -> impl Iterator<Item = (&Name, &Resource)> {
-        self.resources.get(&ty).into_iter().flatten()
+        self.resources.get(&ty).into_iter().flat_map(|m| m.iter())
     }
 
     /// One resource.
@@ -231,7 +249,7 @@ impl Snapshot {
 
     /// Number of resources of one type.
     pub fn count(&self, ty: ResourceType) -> usize {
-        self.resources.get(&ty).map_or(0, BTreeMap::len)
+        self.resources.get(&ty).map_or(0, ResourceMap::len)
     }
 
     /// The version of a set of named resources of one type: a hash over sorted (name, version).
