@@ -99,11 +99,7 @@ pub fn decode_checked(name: &str, value: &Value) -> Result<DynamicMessage, Decod
 ///
 /// # Errors
 /// A [`DecodeError`] as [`decode_checked`] gives.
-pub fn encode_with_children(
-    name: &str,
-    value: &Value,
-    children: &[(&str, &[bytes::Bytes])],
-) -> Result<Vec<u8>, DecodeError> {
+pub fn encode_with_children(name: &str, value: &Value, children: &[(&str, &[&[u8]])]) -> Result<Vec<u8>, DecodeError> {
     let full = || decode_checked(name, value).map(|m| encode(&m));
     let Some(desc) = message(name) else { return full() };
     let mut shell = value.clone();

@@ -96,8 +96,9 @@ struct Children<'a> {
     key: &'a str,
     /// The children's message type.
     emits: &'a str,
-    /// Their encodings, in order.
-    bytes: &'a [bytes::Bytes],
+    /// Their encodings, in order (borrowed: a route table's routes are not reference-counted
+    /// once more to be spliced).
+    bytes: &'a [&'a [u8]],
 }
 
 impl Children<'_> {
@@ -178,12 +179,13 @@ pub struct RenderCache {
 }
 
 /// A shared IR node of the last translation (held, so its address stays its own), its cache
-/// key and its output.
+/// key, its output and the fragments its parent splices in.
 #[derive(Debug)]
 struct Aligned<T> {
     node: Arc<T>,
     key: u128,
     output: Arc<NodeOutput>,
+    fragments: Fragments,
 }
 
 /// How far ahead along the last translation's list a node is looked for (nodes removed since
@@ -493,15 +495,6 @@ impl NodeRenderer<'_> {
     }
 }
 
-/// The fragments of `fragment_type` among a node's outputs.
-fn fragments(outputs: &[Output], fragment_type: Option<&str>) -> Fragments {
-    outputs
-        .iter()
-        .filter(|o| o.ty.is_none() && fragment_type == Some(o.emits.as_str()))
-        .map(|o| o.encoded.clone())
-        .collect()
-}
-
 /// One rule's output: its encoded message, named and (for xDS resources) versioned.
 fn output(rule: &Rule, encoded: Vec<u8>, name: String) -> Output {
     let name = Name::from(name);
@@ -626,19 +619,20 @@ impl Renderer<'_> {
 
     /// Renders shared nodes (routes, clusters): one that is the same allocation as a node near
     /// the same place in the last translation's list (`memo` picks the cache's list for the
-    /// kind) reuses its key and output; the others go through [`Renderer::resolve`].
+    /// kind) reuses its key, output and fragments; the others go through [`Renderer::resolve`].
+    /// Returns the nodes' entries in order: the caller splices their fragments, then gives the
+    /// list back to the cache ([`Renderer::remember`]).
     fn shared_leaves<T: Leaf>(
         &mut self,
         nodes: &[&Arc<T>],
         memo: fn(&mut RenderCache) -> &mut Vec<Aligned<T>>,
         fragment_type: Option<&str>,
-    ) -> Vec<(u128, Fragments)> {
-        let Some(cache) = self.cache.as_deref_mut() else {
-            let items: Vec<&T> = nodes.iter().map(|n| &***n).collect();
-            return self.leaves_with_keys(&items, vec![0; nodes.len()], fragment_type);
-        };
+    ) -> Vec<Aligned<T>> {
         // Moved out one by one (an unchanged node costs no reference counting).
-        let mut last: Vec<Option<Aligned<T>>> = std::mem::take(memo(cache)).into_iter().map(Some).collect();
+        let mut last: Vec<Option<Aligned<T>>> = match self.cache.as_deref_mut() {
+            Some(cache) => std::mem::take(memo(cache)).into_iter().map(Some).collect(),
+            None => Vec::new(),
+        };
         let mut at = 0;
         let found: Vec<Option<usize>> = nodes
             .iter()
@@ -677,35 +671,36 @@ impl Renderer<'_> {
             }
         }
         let mut aligned = Vec::with_capacity(nodes.len());
-        let mut out = Vec::with_capacity(nodes.len());
         for (n, k) in nodes.iter().zip(found) {
-            let (entry, fragments) = match k.and_then(|k| last[k].take()) {
+            let entry = match k.and_then(|k| last[k].take()) {
                 // Patching, what an unchanged node emitted is already filed.
-                Some(entry) if patch => {
-                    let fragments = fragments(&entry.output.outputs, fragment_type);
-                    (entry, fragments)
-                }
+                Some(entry) if patch => entry,
                 taken => {
-                    let entry = taken.unwrap_or_else(|| {
-                        let (key, output) = resolved.next().unwrap_or_else(|| (0, Arc::new(NodeOutput::default())));
-                        Aligned {
-                            node: Arc::clone(n),
-                            key,
-                            output,
-                        }
-                    });
-                    let fragments = self.file(&entry.output.outputs, &|| n.label(), n.source(), fragment_type, true);
-                    (entry, fragments)
+                    let (key, output) = match taken {
+                        Some(Aligned { key, output, .. }) => (key, output),
+                        None => resolved.next().unwrap_or_else(|| (0, Arc::new(NodeOutput::default()))),
+                    };
+                    let fragments = self.file(&output.outputs, &|| n.label(), n.source(), fragment_type, true);
+                    Aligned {
+                        node: Arc::clone(n),
+                        key,
+                        output,
+                        fragments,
+                    }
                 }
             };
             self.diagnostics.extend(entry.output.diagnostics.iter().cloned());
-            out.push((entry.key, fragments));
             aligned.push(entry);
         }
+        aligned
+    }
+
+    /// Gives the cache the entries of this translation's shared nodes, for the next one.
+    fn remember(&mut self, routes: Vec<Aligned<crate::ir::Route>>, clusters: Vec<Aligned<crate::ir::Cluster>>) {
         if let Some(c) = self.cache.as_deref_mut() {
-            *memo(c) = aligned;
+            c.routes = routes;
+            c.clusters = clusters;
         }
-        out
     }
 
     /// [`Renderer::leaves`] with their keys known.
@@ -974,7 +969,7 @@ fn render_pass(
     };
     r.leaves(&ir.secrets.iter().collect::<Vec<_>>(), None);
     let clusters: Vec<&Arc<crate::ir::Cluster>> = ir.clusters.iter().collect();
-    r.shared_leaves(&clusters, |c| &mut c.clusters, None);
+    let clusters = r.shared_leaves(&clusters, |c| &mut c.clusters, None);
     r.leaves(&ir.endpoints.iter().collect::<Vec<_>>(), None);
     // Every route of every table at once (the parallel part), then each table from its routes.
     let shared_routes: Vec<&Arc<crate::ir::Route>> = ir
@@ -983,16 +978,16 @@ fn render_pass(
         .flat_map(|rc| &rc.virtual_hosts)
         .flat_map(|vh| &vh.routes)
         .collect();
-    let mut routes = r
-        .shared_leaves(&shared_routes, |c| &mut c.routes, Some(ROUTE))
-        .into_iter();
+    let routes = r.shared_leaves(&shared_routes, |c| &mut c.routes, Some(ROUTE));
+    let mut next = routes.iter();
     for rc in &ir.route_configs {
         let (mut vhost_bytes, mut vhost_keys) = (Vec::new(), Vec::new());
         for vh in &rc.virtual_hosts {
-            let (mut route_bytes, mut route_keys) = (Vec::new(), Vec::new());
-            for (key, fragments) in routes.by_ref().take(vh.routes.len()) {
-                route_keys.push(key);
-                route_bytes.extend(fragments);
+            let (mut route_bytes, mut route_keys) =
+                (Vec::with_capacity(vh.routes.len()), Vec::with_capacity(vh.routes.len()));
+            for entry in next.by_ref().take(vh.routes.len()) {
+                route_keys.push(entry.key);
+                route_bytes.extend(entry.fragments.iter().map(|b| &b[..]));
             }
             let node = format!("virtual host `{}` of `{}`", vh.name, rc.name);
             let (key, fragments) = r.parent(
@@ -1013,6 +1008,7 @@ fn render_pass(
             vhost_keys.push(key);
             vhost_bytes.extend(fragments);
         }
+        let vhost_bytes: Vec<&[u8]> = vhost_bytes.iter().map(|b| &b[..]).collect();
         r.parent(
             NodeKind::RouteConfig,
             route_config_head(rc),
@@ -1029,6 +1025,7 @@ fn render_pass(
             },
         );
     }
+    r.remember(routes, clusters);
     r.leaves(&ir.listeners.iter().collect::<Vec<_>>(), None);
     if let Some(c) = r.cache.as_deref_mut() {
         // What this translation neither looked up nor lists (as a route or cluster) is dropped,
