@@ -496,9 +496,11 @@ impl NodeRenderer<'_> {
 }
 
 /// One rule's output: its encoded message, named and (for xDS resources) versioned.
-fn output(rule: &Rule, encoded: Vec<u8>, name: String) -> Output {
+fn output(rule: &Rule, mut encoded: Vec<u8>, name: String) -> Output {
     let name = Name::from(name);
-    // Taken over, not copied (a route table's encoding is hundreds of kilobytes).
+    // Taken over, not copied (a route table's encoding is hundreds of kilobytes, sized exactly);
+    // a buffer that grew as it was written gives back what it did not use.
+    encoded.shrink_to_fit();
     let encoded = bytes::Bytes::from(encoded);
     let ty = ResourceType::from_message_name(&rule.emits);
     let version = if ty.is_some() {
