@@ -447,7 +447,9 @@ fn str_field<'a>(root: &'a Node, path: &[&str]) -> Option<&'a Node> {
 
 /// Parses raw documents into typed resources.
 pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec<Diagnostic>) {
-    parse_cached(objects, options, None)
+    let (set, diagnostics) = parse_cached(objects, options, None);
+    // Without a cache, nothing else holds the set.
+    (std::sync::Arc::unwrap_or_clone(set), diagnostics)
 }
 
 /// What reading one object gave: the resource (if any) and its diagnostics.
@@ -479,12 +481,13 @@ impl ParseCache {
 /// From this many objects to parse, they are parsed on the worker threads.
 const PARALLEL_FROM_OBJECTS: usize = 256;
 
-/// [`parse`], reading only the objects the cache has not seen.
+/// [`parse`], reading only the objects the cache has not seen. The set is shared with the cache:
+/// drop it before the next call, so that a patch changes it in place instead of copying it.
 pub fn parse_cached(
     objects: &[RawObject],
     options: &ParseOptions,
     mut cache: Option<&mut ParseCache>,
-) -> (ResourceSet, Vec<Diagnostic>) {
+) -> (std::sync::Arc<ResourceSet>, Vec<Diagnostic>) {
     if let Some(c) = cache.as_deref_mut() {
         c.patched = false;
         if let Some(patched) = patch::patch(objects, options, c) {
@@ -619,8 +622,10 @@ pub fn parse_cached(
         ),
         broken_secrets,
     };
+    let duplicates = set.mappings.len() != parsed_mappings;
+    let set = std::sync::Arc::new(set);
     if let Some(c) = cache {
-        patch::remember(c, objects, &set, &diagnostics, set.mappings.len() != parsed_mappings);
+        patch::remember(c, objects, &set, &diagnostics, duplicates);
     }
     (set, diagnostics)
 }

@@ -31,7 +31,9 @@ const LOOKAHEAD: usize = 16;
 pub(super) struct Last {
     /// The objects' content keys, in input order.
     keys: Vec<u128>,
-    set: ResourceSet,
+    /// Shared with the translation that read it: once that translation is done, the next patch
+    /// changes it in place rather than copying it.
+    set: Arc<ResourceSet>,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -40,13 +42,13 @@ pub(super) struct Last {
 pub(super) fn remember(
     cache: &mut ParseCache,
     objects: &[RawObject],
-    set: &ResourceSet,
+    set: &Arc<ResourceSet>,
     diagnostics: &[Diagnostic],
     duplicates: bool,
 ) {
     cache.last = (!duplicates).then(|| Last {
         keys: objects.iter().map(RawObject::key).collect(),
-        set: set.clone(),
+        set: Arc::clone(set),
         diagnostics: diagnostics.to_vec(),
     });
 }
@@ -118,7 +120,7 @@ pub(super) fn patch(
     objects: &[RawObject],
     options: &ParseOptions,
     cache: &mut ParseCache,
-) -> Option<(ResourceSet, Vec<Diagnostic>)> {
+) -> Option<(Arc<ResourceSet>, Vec<Diagnostic>)> {
     let last = cache.last.as_ref()?;
     let (removed, added) = changes(&last.keys, objects)?;
     // What went: each a Mapping the cache holds.
@@ -158,7 +160,7 @@ pub(super) fn patch(
     let find = |mappings: &[Shared], m: &Shared| {
         mappings.binary_search_by(|x| (&x.0.namespace, &x.0.name).cmp(&(&m.0.namespace, &m.0.name)))
     };
-    let mappings = &mut last.set.mappings;
+    let mappings = &mut Arc::make_mut(&mut last.set).mappings;
     for (_, m, _) in &gone {
         let at = find(mappings, m).ok().filter(|&at| Arc::ptr_eq(&mappings[at], m))?;
         mappings.remove(at);
@@ -191,7 +193,7 @@ pub(super) fn patch(
     cache.mapping_order = last.set.mappings.iter().map(|m| Arc::as_ptr(m) as usize).collect();
     last.keys.clear();
     last.keys.extend(objects.iter().map(RawObject::key));
-    let out = (last.set.clone(), last.diagnostics.clone());
+    let out = (Arc::clone(&last.set), last.diagnostics.clone());
     cache.last = Some(last);
     Some(out)
 }
