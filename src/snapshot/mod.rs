@@ -9,6 +9,7 @@ pub mod diff;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
@@ -194,16 +195,28 @@ pub type Name = Arc<str>;
 pub type ResourceMap = imbl::OrdMap<Name, Resource>;
 
 /// All resources at one moment.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     resources: BTreeMap<ResourceType, ResourceMap>,
+    /// The version of each type, computed once when first asked for (every stream's response
+    /// and every reload's log line ask); emptied by any change.
+    versions: OnceLock<BTreeMap<ResourceType, String>>,
 }
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.resources == other.resources
+    }
+}
+
+impl Eq for Snapshot {}
 
 impl Snapshot {
     /// A snapshot of these maps (empty ones are left out).
     pub fn from_maps(maps: impl IntoIterator<Item = (ResourceType, ResourceMap)>) -> Self {
         Snapshot {
             resources: maps.into_iter().filter(|(_, m)| !m.is_empty()).collect(),
+            versions: OnceLock::new(),
         }
     }
 
@@ -214,11 +227,13 @@ impl Snapshot {
 
     /// Adds (or replaces) a resource.
     pub fn insert(&mut self, ty: ResourceType, name: impl Into<Name>, resource: Resource) {
+        self.versions = OnceLock::new();
         self.resources.entry(ty).or_default().insert(name.into(), resource);
     }
 
     /// Sets the resources of one type (replacing what it had); fastest in name order.
     pub fn insert_all(&mut self, ty: ResourceType, resources: impl IntoIterator<Item = (Name, Resource)>) {
+        self.versions = OnceLock::new();
         let map: ResourceMap = resources.into_iter().collect();
         if map.is_empty() {
             self.resources.remove(&ty);
@@ -229,6 +244,7 @@ impl Snapshot {
 
     /// Removes a resource (if present).
     pub fn remove(&mut self, ty: ResourceType, name: &str) {
+        self.versions = OnceLock::new();
         if let Some(m) = self.resources.get_mut(&ty) {
             m.remove(name);
             if m.is_empty() {
@@ -261,9 +277,19 @@ impl Snapshot {
         )
     }
 
-    /// The version of everything of one type (the SotW `version_info` of LDS and CDS).
+    /// The version of everything of one type (the SotW `version_info` of LDS and CDS): what
+    /// [`Snapshot::version_of`] gives for all its names, computed once per snapshot.
     pub fn type_version(&self, ty: ResourceType) -> String {
-        self.version_of(ty, self.of_type(ty).map(|(n, _)| &**n))
+        let versions = self.versions.get_or_init(|| {
+            ResourceType::ALL
+                .into_iter()
+                .map(|ty| {
+                    let pairs = self.of_type(ty).map(|(n, r)| (&**n, r.version.as_str()));
+                    (ty, version_of_pairs(pairs))
+                })
+                .collect()
+        });
+        versions.get(&ty).cloned().unwrap_or_default()
     }
 
     /// One version for the whole snapshot (for logs and metrics).
@@ -300,6 +326,16 @@ mod tests {
             b.type_version(ResourceType::Cluster)
         );
         assert_eq!(a.get(ResourceType::Cluster, "y"), b.get(ResourceType::Cluster, "y"));
+        // Versions are remembered, and forgotten by any change.
+        let mut only_y = Snapshot::default();
+        only_y.insert(ResourceType::Cluster, "y", Resource::new(vec![3]));
+        assert_ne!(a.version(), only_y.version());
+        a.remove(ResourceType::Cluster, "x");
+        assert_eq!(a.version(), only_y.version());
+        assert_eq!(
+            a.type_version(ResourceType::Cluster),
+            only_y.type_version(ResourceType::Cluster)
+        );
     }
 
     #[test]

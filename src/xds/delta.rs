@@ -265,10 +265,12 @@ impl DeltaStream {
         let mut removed = Vec::new();
         if part != Part::Removals {
             let in_scope = |name: &str| st.wildcard || st.names.contains(name);
-            let candidates: Vec<(&crate::snapshot::Name, &crate::snapshot::Resource)> =
-                snapshot.of_type(ty).filter(|(n, _)| in_scope(n)).collect();
-            for (name, r) in candidates {
-                if st.known.get(&**name).map(String::as_str) != Some(r.version.as_str()) {
+            // Both sorted by name: walked side by side, without a search per resource.
+            let mut known = st.known.iter().peekable();
+            for (name, r) in snapshot.of_type(ty).filter(|(n, _)| in_scope(n)) {
+                while known.next_if(|(k, _)| k.as_str() < &**name).is_some() {}
+                let has = known.next_if(|(k, _)| k.as_str() == &**name).map(|(_, v)| v.as_str());
+                if has != Some(r.version.as_str()) {
                     resources.push(Resource {
                         name: name.to_string(),
                         version: r.version.to_string(),
@@ -282,8 +284,11 @@ impl DeltaStream {
             }
         }
         if part != Part::Upserts {
+            // Side by side again: what Envoy has that the snapshot no longer does.
+            let mut current = snapshot.of_type(ty).peekable();
             for name in st.known.keys() {
-                if snapshot.get(ty, name).is_none() {
+                while current.next_if(|(n, _)| &***n < name.as_str()).is_some() {}
+                if current.next_if(|(n, _)| &***n == name.as_str()).is_none() {
                     removed.push(name.clone());
                 }
             }
