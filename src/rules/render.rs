@@ -924,22 +924,23 @@ pub fn render_cached(ir: &Ir, registry: &Registry, cache: Option<&mut RenderCach
 fn render_with(
     ir: &Ir,
     registry: &Registry,
-    mut cache: Option<&mut RenderCache>,
+    cache: Option<&mut RenderCache>,
     parallel: bool,
 ) -> (Rendered, Vec<Diagnostic>) {
-    let patch = cache.as_deref().is_some_and(|c| c.filed.is_some());
-    if let Some(r) = render_pass(ir, registry, cache.as_deref_mut(), parallel) {
-        if let Some(c) = cache {
-            c.patched = patch;
-        }
+    // Without a cache the filing is in full, which always finishes.
+    let Some(cache) = cache else {
+        return render_pass(ir, registry, None, parallel).unwrap_or_default();
+    };
+    let patch = cache.filed.is_some();
+    if let Some(r) = render_pass(ir, registry, Some(&mut *cache), parallel) {
+        cache.patched = patch;
         return r;
     }
     // A patch met a resource name twice: filed in full, the duplicate is reported. Rendering
     // again costs cache hits only; the counts stay those of the first pass.
-    let cache = cache.expect("only a cached translation patches");
     let stats = (cache.hits, cache.misses);
     cache.filed = None;
-    let r = render_pass(ir, registry, Some(&mut *cache), parallel).expect("a filing in full always finishes");
+    let r = render_pass(ir, registry, Some(&mut *cache), parallel).unwrap_or_default();
     (cache.hits, cache.misses) = stats;
     cache.patched = false;
     r
