@@ -264,10 +264,18 @@ impl DeltaStream {
         let mut resources = Vec::new();
         let mut removed = Vec::new();
         if part != Part::Removals {
-            let in_scope = |name: &str| st.wildcard || st.names.contains(name);
-            // Both sorted by name: walked side by side, without a search per resource.
+            // The snapshot, the subscribed names and what Envoy has are all sorted by name:
+            // walked side by side, without a search per resource (EDS subscribes each cluster
+            // by name).
+            let mut names = st.names.iter().peekable();
             let mut known = st.known.iter().peekable();
-            for (name, r) in snapshot.of_type(ty).filter(|(n, _)| in_scope(n)) {
+            for (name, r) in snapshot.of_type(ty) {
+                if !st.wildcard {
+                    while names.next_if(|n| n.as_str() < &**name).is_some() {}
+                    if names.next_if(|n| n.as_str() == &**name).is_none() {
+                        continue;
+                    }
+                }
                 while known.next_if(|(k, _)| k.as_str() < &**name).is_some() {}
                 let has = known.next_if(|(k, _)| k.as_str() == &**name).map(|(_, v)| v.as_str());
                 if has != Some(r.version.as_str()) {
@@ -292,8 +300,12 @@ impl DeltaStream {
                     removed.push(name.clone());
                 }
             }
+            // Subscribed names that do not exist, told once.
+            let mut current = snapshot.of_type(ty).peekable();
             for name in &st.names {
-                if snapshot.get(ty, name).is_none() && !st.known.contains_key(name) && !st.told_absent.contains(name) {
+                while current.next_if(|(n, _)| &***n < name.as_str()).is_some() {}
+                let exists = current.next_if(|(n, _)| &***n == name.as_str()).is_some();
+                if !exists && !st.known.contains_key(name) && !st.told_absent.contains(name) {
                     removed.push(name.clone());
                 }
             }
