@@ -154,6 +154,35 @@ pub struct ResourceSet {
     pub broken_secrets: std::collections::BTreeSet<(String, String)>,
 }
 
+/// Moves Mappings out of and into a list sorted by namespace and name (the order of
+/// [`ResourceSet::mappings`]), by binary search. `false` when a removed Mapping is not in the list
+/// (as the same allocation) or an added one has the name of one there; the list is then only
+/// partly changed.
+pub(crate) fn move_mappings<'a>(
+    list: &mut Vec<std::sync::Arc<(Meta, Mapping)>>,
+    removed: impl IntoIterator<Item = &'a std::sync::Arc<(Meta, Mapping)>>,
+    added: impl IntoIterator<Item = &'a std::sync::Arc<(Meta, Mapping)>>,
+) -> bool {
+    let find = |list: &[std::sync::Arc<(Meta, Mapping)>], m: &(Meta, Mapping)| {
+        list.binary_search_by(|x| (&x.0.namespace, &x.0.name).cmp(&(&m.0.namespace, &m.0.name)))
+    };
+    for m in removed {
+        match find(list, m) {
+            Ok(at) if std::sync::Arc::ptr_eq(&list[at], m) => {
+                list.remove(at);
+            }
+            _ => return false,
+        }
+    }
+    for m in added {
+        match find(list, m) {
+            Ok(_) => return false,
+            Err(at) => list.insert(at, std::sync::Arc::clone(m)),
+        }
+    }
+    true
+}
+
 impl ResourceSet {
     /// Whether everything but the Mappings is equal.
     pub fn same_except_mappings(&self, other: &ResourceSet) -> bool {

@@ -157,21 +157,14 @@ pub(super) fn patch(
         .filter_map(|(key, parsed)| Some((key, Arc::clone(mapping_of(parsed)?), parsed.1.clone())))
         .collect();
     let mut last = cache.last.take()?;
-    let find = |mappings: &[Shared], m: &Shared| {
-        mappings.binary_search_by(|x| (&x.0.namespace, &x.0.name).cmp(&(&m.0.namespace, &m.0.name)))
-    };
-    let mappings = &mut Arc::make_mut(&mut last.set).mappings;
-    for (_, m, _) in &gone {
-        let at = find(mappings, m).ok().filter(|&at| Arc::ptr_eq(&mappings[at], m))?;
-        mappings.remove(at);
-    }
-    for (_, parsed) in &came {
-        let m = mapping_of(parsed)?;
-        match find(mappings, m) {
-            // Two Mappings with one name: which one is used is decided in full.
-            Ok(_) => return None,
-            Err(at) => mappings.insert(at, Arc::clone(m)),
-        }
+    // Two Mappings with one name: which one is used is decided in full.
+    let moved = super::move_mappings(
+        &mut Arc::make_mut(&mut last.set).mappings,
+        gone.iter().map(|(_, m, _)| m),
+        came.iter().filter_map(|(_, parsed)| mapping_of(parsed)),
+    );
+    if !moved {
+        return None;
     }
     for (_, _, ds) in &gone {
         for d in ds {

@@ -604,7 +604,16 @@ impl Renderer<'_> {
     /// cache key and fragments of `fragment_type`.
     fn leaves<T: Leaf>(&mut self, items: &[&T], fragment_type: Option<&str>) -> Vec<(u128, Fragments)> {
         let keys = self.keys(items);
-        self.leaves_with_keys(items, keys, fragment_type)
+        let resolved = self.resolve(items, keys);
+        let mut out = Vec::with_capacity(items.len());
+        for (n, (key, result)) in items.iter().zip(resolved) {
+            self.diagnostics.extend(result.diagnostics.iter().cloned());
+            out.push((
+                key,
+                self.file(&result.outputs, &|| n.label(), n.source(), fragment_type, false),
+            ));
+        }
+        out
     }
 
     /// Cache keys of leaves (zeros without a cache).
@@ -703,25 +712,6 @@ impl Renderer<'_> {
             c.routes = routes;
             c.clusters = clusters;
         }
-    }
-
-    /// [`Renderer::leaves`] with their keys known.
-    fn leaves_with_keys<T: Leaf>(
-        &mut self,
-        items: &[&T],
-        keys: Vec<u128>,
-        fragment_type: Option<&str>,
-    ) -> Vec<(u128, Fragments)> {
-        let resolved = self.resolve(items, keys);
-        let mut out = Vec::with_capacity(items.len());
-        for (n, (key, result)) in items.iter().zip(resolved) {
-            self.diagnostics.extend(result.diagnostics.iter().cloned());
-            out.push((
-                key,
-                self.file(&result.outputs, &|| n.label(), n.source(), fragment_type, false),
-            ));
-        }
-        out
     }
 
     /// The outputs of leaves with known keys: cache lookups first, then every miss rendered (in

@@ -231,17 +231,6 @@ impl Snapshot {
         self.resources.entry(ty).or_default().insert(name.into(), resource);
     }
 
-    /// Sets the resources of one type (replacing what it had); fastest in name order.
-    pub fn insert_all(&mut self, ty: ResourceType, resources: impl IntoIterator<Item = (Name, Resource)>) {
-        self.versions = OnceLock::new();
-        let map: ResourceMap = resources.into_iter().collect();
-        if map.is_empty() {
-            self.resources.remove(&ty);
-        } else {
-            self.resources.insert(ty, map);
-        }
-    }
-
     /// Removes a resource (if present).
     pub fn remove(&mut self, ty: ResourceType, name: &str) {
         self.versions = OnceLock::new();
@@ -268,17 +257,8 @@ impl Snapshot {
         self.resources.get(&ty).map_or(0, ResourceMap::len)
     }
 
-    /// The version of a set of named resources of one type: a hash over sorted (name, version).
-    pub fn version_of<'a>(&'a self, ty: ResourceType, names: impl IntoIterator<Item = &'a str>) -> String {
-        version_of_pairs(
-            names
-                .into_iter()
-                .filter_map(|n| self.get(ty, n).map(|r| (n, r.version.as_str()))),
-        )
-    }
-
-    /// The version of everything of one type (the SotW `version_info` of LDS and CDS): what
-    /// [`Snapshot::version_of`] gives for all its names, computed once per snapshot.
+    /// The version of everything of one type (the SotW `version_info` of LDS and CDS): a hash
+    /// over its sorted (name, version) pairs, computed once per snapshot.
     pub fn type_version(&self, ty: ResourceType) -> String {
         let versions = self.versions.get_or_init(|| {
             ResourceType::ALL

@@ -399,23 +399,9 @@ pub(in crate::ir::lower) fn finish(
         secrets.entry(s.name.clone()).or_insert_with(|| s.clone());
     }
     // The last Mappings become this set's: moved in and out, not copied.
-    let find = |list: &[Arc<(Meta, Mapping)>], m: &Arc<(Meta, Mapping)>| {
-        list.binary_search_by(|x| (&x.0.namespace, &x.0.name).cmp(&(&m.0.namespace, &m.0.name)))
-    };
-    for r in &removed {
-        if let Some(at) = find(&last.mappings, r)
-            .ok()
-            .filter(|&at| Arc::ptr_eq(&last.mappings[at], r))
-        {
-            last.mappings.remove(at);
-        }
-    }
-    for a in &added {
-        if let Err(at) = find(&last.mappings, a) {
-            last.mappings.insert(at, Arc::clone(a));
-        }
-    }
-    if last.mappings.len() != set.mappings.len() {
+    if !crate::resource::move_mappings(&mut last.mappings, &removed, &added)
+        || last.mappings.len() != set.mappings.len()
+    {
         last.mappings.clone_from(&set.mappings);
     }
     let clusters = cache.cluster_list.iter().map(|(_, c)| Arc::clone(c)).collect();
