@@ -45,7 +45,7 @@ fn header() -> String {
 }
 
 fn mapping(i: usize, service: &str) -> String {
-    format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: svc-{i}\nspec:\n  prefix: /svc-{i}/\n  service: {service}\n")
+    format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: svc-{i}\nspec:\n  hostname: \"*\"\n  prefix: /svc-{i}/\n  service: {service}\n")
 }
 
 /// Writes N Mappings (files of 100) plus the header file; returns the directory.
@@ -302,7 +302,7 @@ fn end_to_end(root: &Path, n: usize, xds: &str, changes: usize) -> Option<(Durat
     for k in 0..changes {
         let file = dir.join(format!("new-{k}.yaml"));
         let started = Instant::now();
-        std::fs::write(&file, format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: new-{k}\nspec:\n  prefix: /new-{k}/\n  service: 127.0.0.1:{up_port}\n")).unwrap();
+        std::fs::write(&file, format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: new-{k}\nspec:\n  hostname: \"*\"\n  prefix: /new-{k}/\n  service: 127.0.0.1:{up_port}\n")).unwrap();
         while http_status(listen, &format!("/new-{k}/")) != Some(200) {
             if started.elapsed() > Duration::from_secs(60) {
                 break;

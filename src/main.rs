@@ -132,6 +132,10 @@ fn translate_path(path: &std::path::Path, translation: &Translation) -> anyhow::
 
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // Emissary's deprecated switch back to loose label selectors: attache's are always strict.
+    if std::env::var("DISABLE_STRICT_LABEL_SELECTORS").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        eprintln!("attache: warning: DISABLE_STRICT_LABEL_SELECTORS is not supported: a Host's mappingSelector must match every one of its labels (Emissary's default since 2.5/3.2); see docs/compatibility.md");
+    }
     match cli.command {
         Command::Translate {
             path,

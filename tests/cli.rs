@@ -11,13 +11,13 @@ fn validate_prints_located_diagnostics_and_fails_on_errors() {
     let dir = tempfile::tempdir().unwrap();
     write(
         &dir.path().join("ns/mappings.yaml"),
-        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: ok\nspec:\n  prefix: /ok/\n  service: ok\n---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: slow\n  namespace: shop\nspec:\n  prefix: /slow/\n  service: slow\n  timeout_ms: \"notanumber\"\n",
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: ok\nspec:\n  hostname: \"*\"\n  prefix: /ok/\n  service: ok\n---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: slow\n  namespace: shop\nspec:\n  hostname: \"*\"\n  prefix: /slow/\n  service: slow\n  timeout_ms: \"notanumber\"\n",
     );
     let out = attache().arg("validate").arg(dir.path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("ns/mappings.yaml:17:3: Mapping shop/slow: spec.timeout_ms: error[mapping.invalid_field]: invalid type: string \"notanumber\""),
+        stdout.contains("ns/mappings.yaml:19:3: Mapping shop/slow: spec.timeout_ms: error[mapping.invalid_field]: invalid type: string \"notanumber\""),
         "{stdout}"
     );
     assert!(
@@ -26,7 +26,7 @@ fn validate_prints_located_diagnostics_and_fails_on_errors() {
     );
     assert!(stdout.contains("2 objects read: 1 errors"), "{stdout}");
 
-    write(&dir.path().join("ns/mappings.yaml"), "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: ok\nspec:\n  prefix: /ok/\n  service: ok\n");
+    write(&dir.path().join("ns/mappings.yaml"), "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: ok\nspec:\n  hostname: \"*\"\n  prefix: /ok/\n  service: ok\n");
     let out = attache().arg("validate").arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }
@@ -34,7 +34,7 @@ fn validate_prints_located_diagnostics_and_fails_on_errors() {
 #[test]
 fn translate_prints_yaml_or_json_by_type() {
     let dir = tempfile::tempdir().unwrap();
-    write(&dir.path().join("m.yaml"), "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: q\nspec:\n  prefix: /q/\n  service: quote\n");
+    write(&dir.path().join("m.yaml"), "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: q\nspec:\n  hostname: \"*\"\n  prefix: /q/\n  service: quote\n");
     let out = attache()
         .args(["translate", "-o", "json"])
         .arg(dir.path())

@@ -692,6 +692,14 @@ fn older_api_versions_read_as_their_v3alpha1_twins() {
                     continue;
                 }
                 compared += 1;
+                // Emissary converts a v1/v2 Mapping without `host` to `hostname: "*"` (its
+                // `Convert_v2_MappingSpec_To_v3alpha1_MappingSpec`), while the v3alpha1 twins in
+                // its data leave `hostname` out, which in v3alpha1 means no hostname at all.
+                let old = if new.contains("hostname: None, host: None,") {
+                    old.replacen("hostname: Some(\"*\"), host: None,", "hostname: None, host: None,", 1)
+                } else {
+                    old
+                };
                 if old != *new {
                     failures.push(format!("{version} {key:?}:\n  {old}\n  v3alpha1: {new}"));
                 }

@@ -83,7 +83,7 @@ fn context_doc() -> impl Strategy<Value = Doc> {
         (0u32..6, prop::sample::select(vec!["/", "/a/"]), prop::option::of(0u32..101), 0u8..3).prop_map(
             |(i, prefix, weight, extra)| {
                 let mut s = format!(
-                    "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: c{i}\nspec:\n  prefix: {prefix}\n  service: canary{i}\n"
+                    "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: c{i}\nspec:\n  hostname: \"*\"\n  prefix: {prefix}\n  service: canary{i}\n"
                 );
                 if let Some(w) = weight {
                     s.push_str(&format!("  weight: {w}\n"));
@@ -307,7 +307,7 @@ proptest! {
 fn splitting_into_files_changes_only_origins() {
     // The same documents in one file or in three give the same Envoy resources.
     let docs: Vec<Doc> = (0..9)
-        .map(|i| Doc(format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\nspec:\n  prefix: /m{i}/\n  service: s{i}\n")))
+        .map(|i| Doc(format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\nspec:\n  hostname: \"*\"\n  prefix: /m{i}/\n  service: s{i}\n")))
         .collect();
     let registry = attache::rules::Registry::core().unwrap();
     let one = attache::translate(&load(&docs, 1), &registry, &attache::Options::default());
@@ -320,7 +320,7 @@ fn mapping_docs(n: usize, changed: Option<usize>) -> Vec<Doc> {
     (0..n)
         .map(|i| {
             let service = if Some(i) == changed { format!("changed-{i}") } else { format!("s{i}") };
-            Doc(format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\nspec:\n  prefix: /m{i}/\n  service: {service}\n"))
+            Doc(format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\nspec:\n  hostname: \"*\"\n  prefix: /m{i}/\n  service: {service}\n"))
         })
         .collect()
 }
@@ -385,7 +385,7 @@ fn a_resource_emitted_twice_after_a_change_is_filed_as_a_full_translation_files_
     let (_dir, registry) = duplicating_registry();
     let opts = attache::Options::default();
     let mut translator = attache::Translator::new(std::sync::Arc::clone(&registry), opts.clone());
-    let dup = Doc("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: dup\nspec:\n  prefix: /dup/\n  service: dup\n".to_string());
+    let dup = Doc("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: dup\nspec:\n  hostname: \"*\"\n  prefix: /dup/\n  service: dup\n".to_string());
     let with_dup = |changed: Option<usize>| {
         let mut docs = mapping_docs(40, changed);
         docs.push(dup.clone());

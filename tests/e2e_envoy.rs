@@ -164,9 +164,9 @@ fn routes_by_prefix_and_host_and_follows_file_changes(xds: &str) {
         &config.join("bad.yaml"),
         &format!(
             "{}---\n{}---\n{}---\n{}",
-            "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: no-service\nspec:\n  prefix: /ns/\n",
+            "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: no-service\nspec:\n  hostname: \"*\"\n  prefix: /ns/\n",
             mapping("bad-timeout", "/bt/", a.addr, "  timeout_ms: notanumber\n"),
-            "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: bad-service\nspec:\n  prefix: /bs/\n  service: \"a::b\"\n",
+            "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: bad-service\nspec:\n  hostname: \"*\"\n  prefix: /bs/\n  service: \"a::b\"\n",
             mapping("c", "/c/", a.addr, ""),
         ),
     );
@@ -314,7 +314,7 @@ fn rejected_config_is_nacked_once_and_the_previous_keeps_serving(xds: &str) {
     });
     assert_eq!(nack_count(admin), 0);
 
-    write(&config.join("bad.yaml"), "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: bad\nspec:\n  prefix: /bad/\n  service: bad.invalid\n");
+    write(&config.join("bad.yaml"), "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: bad\nspec:\n  hostname: \"*\"\n  prefix: /bad/\n  service: bad.invalid\n");
     wait_for("the NACK", Duration::from_secs(10), || {
         (nack_count(admin) >= 1).then_some(())
     });
@@ -446,7 +446,7 @@ fn redirects_regex_rewrites_and_shadows_work_in_envoy() {
     let port = free_port();
     let docs = [
         listener_and_host(port),
-        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: moved\nspec:\n  prefix: /old/\n  service: new.example.com\n  host_redirect: true\n  prefix_redirect: /new/\n  redirect_response_code: 308\n".to_string(),
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: moved\nspec:\n  hostname: \"*\"\n  prefix: /old/\n  service: new.example.com\n  host_redirect: true\n  prefix_redirect: /new/\n  redirect_response_code: 308\n".to_string(),
         mapping(
             "api",
             "/api/",
@@ -709,4 +709,92 @@ fn listeners_with_the_same_hosts_and_model_share_one_route_table_in_envoy() {
         assert!(r.body.starts_with("upstream=b"), "{r:?}");
     }
     assert_routes_accepted(envoy_admin, lo);
+}
+
+/// Emissary fidelity (issue 22) in one Envoy: paths are normalised before routing (a traversal
+/// reaches the upstream it resolves to, as the path it resolves to), escaped slashes are rejected
+/// when the Module asks, objects in a Service annotation written as `ambassador/v1` are read and
+/// inherit the Service's labels, and a v3alpha1 Mapping without a hostname is served only by the
+/// Host whose `mappingSelector` selects it.
+#[test]
+fn paths_are_normalised_and_annotations_and_host_association_follow_emissary_in_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let (public, admin) = (upstream("public"), upstream("admin"));
+    let port = free_port();
+    let module = "apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata:\n  name: ambassador\nspec:\n  config:\n    merge_slashes: true\n    reject_requests_with_escaped_slashes: true\n";
+    let team_host = "apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: team\nspec:\n  hostname: team.example.com\n  mappingSelector:\n    matchLabels:\n      team: edge\n  requestPolicy:\n    insecure:\n      action: Route\n";
+    let service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: edge\n  labels:\n    team: edge\n  annotations:\n    getambassador.io/config: |\n      ---\n      apiVersion: ambassador/v1\n      kind: Mapping\n      name: legacy\n      prefix: /legacy/\n      service: {a}\n      headers:\n        x-debug: false\n      ---\n      apiVersion: ambassador/v3alpha1\n      kind: Mapping\n      name: labelled\n      prefix: /labelled/\n      service: {a}\n",
+        a = public.addr
+    );
+    let docs = [
+        module.to_string(),
+        listener_and_host(port),
+        team_host.to_string(),
+        mapping("public", "/public/", public.addr, "  rewrite: \"\"\n"),
+        mapping("admin", "/admin/", admin.addr, "  rewrite: \"\"\n"),
+        mapping("keep", "/keep/", public.addr, "  rewrite: \"\"\n"),
+        // No hostname and no labels: no Host serves it.
+        format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: nohost\nspec:\n  prefix: /nohost/\n  service: {}\n", public.addr),
+        service,
+    ];
+    write(&config.join("all.yaml"), &docs.join("---\n"));
+    let (_attache, listen, envoy_admin, admin_addr) = serve(&config, dir.path(), port, &[]);
+    wait_for("Envoy to serve /public/", Duration::from_secs(30), || {
+        get(listen, "x", "/public/").ok().filter(|r| r.status == 200)
+    });
+    let body = |path: &str, host: &str| {
+        let r = get(listen, host, path).unwrap();
+        (r.status, r.body)
+    };
+    let routed = |upstream: &str, path: &str| (200, format!("upstream={upstream} path={path} host=x"));
+    // A traversal out of /public/ is routed, and sent, as the path it resolves to.
+    assert_eq!(body("/public/../admin/x", "x"), routed("admin", "/admin/x"));
+    assert_eq!(body("/keep/a/../b", "x"), routed("public", "/keep/b"));
+    assert_eq!(body("/public/./a", "x"), routed("public", "/public/a"));
+    // `..` above the root stays at the root.
+    assert_eq!(body("/public/../../../admin/y", "x"), routed("admin", "/admin/y"));
+    assert_eq!(body("/public/%2e%2e/admin/z", "x"), routed("admin", "/admin/z"));
+    // merge_slashes.
+    assert_eq!(body("/public//a///b", "x"), routed("public", "/public/a/b"));
+    // Escaped slashes are rejected (reject_requests_with_escaped_slashes).
+    assert_eq!(get(listen, "x", "/public/a%2Fb").unwrap().status, 400);
+    assert_eq!(get(listen, "x", "/public/a%2fb").unwrap().status, 400);
+    assert_eq!(get(listen, "x", "/public/a%5Cb").unwrap().status, 400);
+    // Percent-encoded unreserved characters are decoded by the normalisation (RFC 3986 6.2.2.2).
+    assert_eq!(body("/public/%41bc", "x"), routed("public", "/public/Abc"));
+    assert_eq!(body("/public/%7Ebc", "x"), routed("public", "/public/~bc"));
+    // The legacy annotation Mapping is served, with or without the ignored `x-debug: false`.
+    assert_eq!(body("/legacy/q", "x"), routed("public", "/q"));
+    let with_header = http_with("GET", listen, "x", "/legacy/q", &[("x-debug", "false")]).unwrap();
+    assert_eq!(with_header.status, 200, "{with_header:?}");
+    // The annotation's v3alpha1 Mapping has no hostname: only the Host selecting the Service's
+    // labels serves it.
+    assert_eq!(
+        body("/labelled/q", "team.example.com"),
+        (200, "upstream=public path=/q host=team.example.com".to_string())
+    );
+    assert_eq!(get(listen, "x", "/labelled/q").unwrap().status, 404);
+    assert_eq!(get(listen, "x", "/nohost/q").unwrap().status, 404);
+    assert_eq!(get(listen, "team.example.com", "/nohost/q").unwrap().status, 404);
+    // What Envoy accepted.
+    let listeners = get(envoy_admin, "x", "/config_dump?resource=dynamic_listeners")
+        .unwrap()
+        .body;
+    for setting in [
+        "\"normalize_path\": true",
+        "\"merge_slashes\": true",
+        "\"path_with_escaped_slashes_action\": \"REJECT_REQUEST\"",
+    ] {
+        assert!(listeners.contains(setting), "{setting} not in {listeners}");
+    }
+    assert_routes_accepted(envoy_admin, port);
+    // attache says why /nohost/ is not routed, and what it ignored.
+    let diagnostics = get(admin_addr, "x", "/debug/diagnostics").unwrap().body;
+    assert!(
+        diagnostics.contains("mapping.no_host") && diagnostics.contains("neither `hostname` nor `host`"),
+        "{diagnostics}"
+    );
+    assert!(diagnostics.contains("mapping.ignored_false_match"), "{diagnostics}");
 }

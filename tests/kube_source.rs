@@ -31,7 +31,7 @@ fn manifests() -> String {
         "apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: h2\n  namespace: ambassador\nspec:\n  hostname: h2.example.com\n  tlsContext:\n    name: h2-context\n",
         &tls_secret("ambassador", "h2-cert", "h2.crt", "h2.key"),
         "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: a\n  namespace: default\n  labels:\n    team: a\nspec:\n  hostname: \"*\"\n  prefix: /a/\n  service: a:8080\n  timeout_ms: 3000\n",
-        "apiVersion: getambassador.io/v2\nkind: Mapping\nmetadata:\n  name: legacy\n  namespace: shop\nspec:\n  prefix: /legacy/\n  service: legacy.shop:80\n  host: h1.example.com\n  use_websocket: true\n",
+        "apiVersion: getambassador.io/v2\nkind: Mapping\nmetadata:\n  name: legacy\n  namespace: shop\nspec:\n  hostname: \"*\"\n  prefix: /legacy/\n  service: legacy.shop:80\n  host: h1.example.com\n  use_websocket: true\n",
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: annotated\n  namespace: shop\n  annotations:\n    getambassador.io/config: |\n      apiVersion: getambassador.io/v3alpha1\n      kind: Mapping\n      name: from-annotation\n      prefix: /annotated/\n      service: annotated.shop:80\n      hostname: \"*\"\nspec:\n  ports:\n  - port: 80\n",
         "apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata:\n  name: ambassador\n  namespace: ambassador\nspec:\n  config:\n    server_name: attache-test\n",
         "apiVersion: getambassador.io/v3alpha1\nkind: AuthService\nmetadata:\n  name: auth\n  namespace: ambassador\nspec:\n  auth_service: auth.ambassador:3000\n  proto: http\n",
@@ -195,7 +195,7 @@ async fn changes_arrive_coalesced_and_a_relist_never_yields_a_partial_view() {
     // A burst of changes is one set.
     for i in 0..20 {
         server.apply(&format!(
-            "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: burst-{i}\n  namespace: default\nspec:\n  prefix: /b{i}/\n  service: b\n"
+            "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: burst-{i}\n  namespace: default\nspec:\n  hostname: \"*\"\n  prefix: /b{i}/\n  service: b\n"
         ));
     }
     let mut burst = next(&mut rx, "the burst").await;
@@ -216,7 +216,7 @@ async fn changes_arrive_coalesced_and_a_relist_never_yields_a_partial_view() {
 
     // Watches expire (410) and drop; meanwhile one Mapping changes. Every set yielded from now on
     // holds every object: the re-list is swapped in complete.
-    server.apply_unseen("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: burst-1\n  namespace: default\nspec:\n  prefix: /changed/\n  service: b\n");
+    server.apply_unseen("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: burst-1\n  namespace: default\nspec:\n  hostname: \"*\"\n  prefix: /changed/\n  service: b\n");
     server.compact();
     server.drop_watches();
     let relisted = next(&mut rx, "the re-list").await;
@@ -264,7 +264,7 @@ async fn changes_arrive_coalesced_and_a_relist_never_yields_a_partial_view() {
     })
     .await;
     server.set_outage(false);
-    server.apply("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: after-outage\n  namespace: default\nspec:\n  prefix: /after/\n  service: b\n");
+    server.apply("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: after-outage\n  namespace: default\nspec:\n  hostname: \"*\"\n  prefix: /after/\n  service: b\n");
     let mut recovered = next(&mut rx, "recovery after the outage").await;
     while !names(&recovered).contains("Mapping default/after-outage") {
         recovered = next(&mut rx, "the Mapping written after the outage").await;
@@ -455,7 +455,7 @@ async fn a_list_in_many_pages_is_one_complete_set() {
     server.apply(&manifests());
     // More than kube-runtime's page size (500): the list comes in three pages.
     let many: String = (0..1200)
-        .map(|i| format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\n  namespace: default\nspec:\n  prefix: /m{i}/\n  service: m{i}\n"))
+        .map(|i| format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\n  namespace: default\nspec:\n  hostname: \"*\"\n  prefix: /m{i}/\n  service: m{i}\n"))
         .collect::<Vec<_>>()
         .join("---\n");
     server.apply(&many);
@@ -510,7 +510,7 @@ async fn an_unreadable_secret_holds_back_nothing_else() {
     );
     assert!(metrics.errors.load(Ordering::Relaxed) >= 1);
     // Later changes still arrive.
-    server.apply("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: later\n  namespace: default\nspec:\n  prefix: /later/\n  service: later\n");
+    server.apply("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: later\n  namespace: default\nspec:\n  hostname: \"*\"\n  prefix: /later/\n  service: later\n");
     let mut later = next(&mut rx, "a change after the forbidden Secret").await;
     while !names(&later).contains("Mapping default/later") {
         later = next(&mut rx, "the later Mapping").await;

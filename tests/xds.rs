@@ -23,7 +23,7 @@ fn snapshot_of(yaml: &str) -> Arc<attache::snapshot::Snapshot> {
 fn mappings(names: &[&str]) -> String {
     names
         .iter()
-        .map(|n| format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: {n}\nspec:\n  prefix: /{n}/\n  service: {n}\n"))
+        .map(|n| format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: {n}\nspec:\n  hostname: \"*\"\n  prefix: /{n}/\n  service: {n}\n"))
         .collect::<Vec<_>>()
         .join("---\n")
 }

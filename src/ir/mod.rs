@@ -288,6 +288,10 @@ pub struct HttpSettings {
     pub idle_timeout_ms: Option<u64>,
     /// `merge_slashes`.
     pub merge_slashes: bool,
+    /// Answer 400 to a path with an escaped slash (the Module's
+    /// `reject_requests_with_escaped_slashes`); otherwise such paths are kept as they are.
+    /// Paths are always normalised (RFC 3986 dot segments), as in Emissary.
+    pub reject_escaped_slashes: bool,
     /// Drop the `Host:` port only when it is the listener's (instead of `strip_host_port`).
     pub strip_matching_host_port: bool,
     /// The router's `suppress_envoy_headers`.
@@ -303,6 +307,7 @@ impl HttpSettings {
             max_request_headers_kb: m.max_request_headers_kb,
             idle_timeout_ms: m.listener_idle_timeout_ms,
             merge_slashes: m.merge_slashes,
+            reject_escaped_slashes: m.reject_requests_with_escaped_slashes,
             strip_matching_host_port: m.strip_matching_host_port,
             suppress_envoy_headers: m.suppress_envoy_headers,
         }

@@ -162,9 +162,11 @@ pub struct Mapping {
     pub service_text: String,
     /// Prefix rewrite; Emissary's default is `/`, and `""` turns rewriting off.
     pub rewrite: String,
-    /// `spec.hostname`: a DNS glob for the `:authority` (v3alpha1 style).
+    /// The DNS glob of the hosts this Mapping serves (`spec.hostname`; a v2 Mapping's `host`,
+    /// or `*` without one). Wins over `host`.
     pub hostname: Option<String>,
-    /// `spec.host`: an exact `:authority` (v2 style).
+    /// `spec.host` when there is no `hostname`: an exact `:authority` (or a regex with
+    /// `host_regex`); also an exact `:authority` entry of `headers`.
     pub host: Option<String>,
     /// Higher precedence routes are matched first.
     pub precedence: i32,
@@ -198,7 +200,7 @@ pub struct Mapping {
     pub path_kind: PathKind,
     /// Whether the path match is case sensitive (default true).
     pub case_sensitive: bool,
-    /// `host` is a regular expression for `:authority` (v2's `host_regex: true`).
+    /// `host` is a regular expression for `:authority` (`host_regex: true`, and no `hostname`).
     pub host_regex: bool,
     /// `method` is a regular expression (`method_regex: true`).
     pub method_regex: bool,
@@ -749,10 +751,122 @@ fn hint(path: &str) -> Option<String> {
     )
 }
 
+/// v2 (and v1) `headers` and `query_parameters` entries set to `false` match nothing: Emissary's
+/// conversion to v3alpha1 drops them, so the Mapping serves as if they were not written. Each is
+/// dropped with a warning naming it.
+fn drop_false_matches(r: &mut Reader<'_>, spec: &mut MappingSpec) {
+    for (field, map) in [
+        ("headers", &mut spec.headers),
+        ("query_parameters", &mut spec.query_parameters),
+    ] {
+        let dropped: Vec<String> = map
+            .iter()
+            .filter(|(_, v)| **v == HeaderValue::Present(false))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for name in dropped {
+            map.remove(&name);
+            let d = r
+                .warning(
+                    "ignored_false_match",
+                    &format!("spec.{field}.{name}"),
+                    format!("`{name}: false` matches nothing and is ignored (as Emissary's conversion of {} Mappings ignores it): the Mapping matches with or without it", r.meta.api_version),
+                )
+                .hint("remove the entry; to require a value, write it as a string");
+            r.diagnostics.push(d);
+        }
+    }
+}
+
+/// Which hosts a Mapping matches, in Emissary's v3alpha1 terms: `(hostname, host, host_regex)`.
+///
+/// - v3alpha1: `hostname` (a DNS glob) wins over `host` (an exact `:authority`, or a regex with
+///   `host_regex`), which wins over an exact `:authority` in `headers`; a Mapping with none of
+///   them has no hostname at all (only a Host's `mappingSelector` can select it).
+/// - v2 and v1, as Emissary converts them: `host` is the hostname glob unless `host_regex`;
+///   without `host` the hostname is `*`.
+///
+/// The `:authority` header entry used (or overridden) is taken out of `headers`, as in Emissary.
+fn host_match(
+    r: &mut Reader<'_>,
+    spec: &mut MappingSpec,
+    legacy: bool,
+    ok: &mut bool,
+) -> (Option<String>, Option<String>, bool) {
+    let regex = spec.host_regex.unwrap_or(false);
+    let (mut hostname, mut host) = (spec.hostname.clone(), spec.host.clone());
+    if legacy && !regex && hostname.is_none() {
+        hostname = Some(host.take().unwrap_or_else(|| "*".to_string()));
+    }
+    let authority = spec
+        .headers
+        .iter()
+        .find(|(k, v)| k.eq_ignore_ascii_case(":authority") && matches!(v, HeaderValue::Exact(_)))
+        .map(|(k, _)| k.clone());
+    if let Some((key, HeaderValue::Exact(value))) = authority.and_then(|k| spec.headers.remove_entry(&k)) {
+        let path = format!("spec.headers.{key}");
+        if value.contains('*') {
+            let d = r
+                .error(
+                    "invalid_host",
+                    &path,
+                    format!("the exact `:authority` match `{value}` contains `*`, which cannot match anything"),
+                )
+                .hint("use `hostname` for a DNS glob such as `*.example.com`");
+            r.diagnostics.push(d);
+            *ok = false;
+        } else if let Some(over) = hostname.as_ref().or(host.as_ref()) {
+            let d = r
+                .warning(
+                    "overridden_authority",
+                    &path,
+                    format!(
+                        "the `:authority` match `{value}` is overridden by the host match `{over}`, as in Emissary"
+                    ),
+                )
+                .hint(if legacy {
+                    "a v2 Mapping without `host` matches every hostname (`*`): write the hostname as `host` instead"
+                } else {
+                    "remove the `:authority` entry, or the `hostname`/`host` that overrides it"
+                });
+            r.diagnostics.push(d);
+        } else {
+            host = Some(value);
+        }
+    }
+    if let (Some(name), Some(h)) = (&hostname, &spec.host) {
+        if !legacy {
+            let d = r
+                .warning("host_and_hostname", "spec.host", format!("both `host` and `hostname` are set: `hostname` (`{name}`) is used and `host` (`{h}`) is ignored, as in Emissary"))
+                .hint("keep only `hostname`");
+            r.diagnostics.push(d);
+        }
+        host = None;
+    }
+    let host_regex = regex && host.is_some();
+    if let Some(h) = host.as_ref().filter(|h| !host_regex && h.contains('*')) {
+        let d = r
+            .error(
+                "invalid_host",
+                "spec.host",
+                format!("`host` is an exact match, and `{h}` contains `*`, which cannot match anything"),
+            )
+            .hint("use `hostname` for a DNS glob such as `*.example.com`");
+        r.diagnostics.push(d);
+        *ok = false;
+    }
+    (hostname, host, host_regex)
+}
+
 /// Reads and checks a Mapping spec.
 pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
-    let spec: MappingSpec = r.spec(&hint)?;
+    let mut spec: MappingSpec = r.spec(&hint)?;
     let mut ok = true;
+    let legacy = !r.meta.api_version.ends_with("/v3alpha1");
+    if legacy {
+        drop_false_matches(r, &mut spec);
+    }
+    let (hostname, host, host_regex) = host_match(r, &mut spec, legacy, &mut ok);
     let Some(prefix) = spec.prefix.filter(|p| !p.is_empty()) else {
         let d = r
             .error("missing_prefix", "spec.prefix", "a Mapping needs a `prefix`")
@@ -839,7 +953,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
     if spec.prefix_regex {
         regexes.push(("spec.prefix".to_string(), prefix.as_str()));
     }
-    if let (Some(true), Some(h)) = (spec.host_regex, &spec.host) {
+    if let (true, Some(h)) = (host_regex, &host) {
         regexes.push(("spec.host".to_string(), h.as_str()));
     }
     if let (Some(true), Some(m)) = (spec.method_regex, &spec.method) {
@@ -1055,10 +1169,8 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         service,
         service_text,
         rewrite: spec.rewrite.unwrap_or_else(|| "/".to_string()),
-        // No host and no hostname means any host (`hostname: "*"`, what Emissary converts a v2
-        // Mapping without `host` to), so both spellings read the same.
-        hostname: spec.hostname.or_else(|| spec.host.is_none().then(|| "*".to_string())),
-        host: spec.host,
+        hostname,
+        host,
         precedence: spec.precedence,
         timeout_ms: spec.timeout_ms,
         connect_timeout_ms: spec.connect_timeout_ms,
@@ -1082,7 +1194,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         },
         case_sensitive: spec.case_sensitive.unwrap_or(true),
         weight: spec.weight,
-        host_regex: spec.host_regex.unwrap_or(false),
+        host_regex,
         method_regex: spec.method_regex.unwrap_or(false),
         redirect,
         regex_rewrite: spec.regex_rewrite,

@@ -48,6 +48,7 @@ struct ConfigSpec {
     max_request_headers_kb: Option<u32>,
     listener_idle_timeout_ms: Option<u64>,
     merge_slashes: Option<bool>,
+    reject_requests_with_escaped_slashes: Option<bool>,
     strip_matching_host_port: Option<bool>,
     suppress_envoy_headers: Option<bool>,
     cluster_request_timeout_ms: Option<u64>,
@@ -78,6 +79,8 @@ pub struct AmbassadorModule {
     pub listener_idle_timeout_ms: Option<u64>,
     /// Merge adjacent slashes in paths.
     pub merge_slashes: bool,
+    /// Answer 400 to requests whose path holds an escaped slash (`%2F`, `%2f`, `%5C`, `%5c`).
+    pub reject_requests_with_escaped_slashes: bool,
     /// Drop the port from `Host:` only when it is the listener's port.
     pub strip_matching_host_port: bool,
     /// No `x-envoy-*` headers on requests and responses.
@@ -111,6 +114,7 @@ impl Default for AmbassadorModule {
             max_request_headers_kb: None,
             listener_idle_timeout_ms: None,
             merge_slashes: false,
+            reject_requests_with_escaped_slashes: false,
             strip_matching_host_port: false,
             suppress_envoy_headers: false,
             cluster_request_timeout_ms: None,
@@ -163,6 +167,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
         max_request_headers_kb: c.max_request_headers_kb,
         listener_idle_timeout_ms: c.listener_idle_timeout_ms,
         merge_slashes: c.merge_slashes.unwrap_or(false),
+        reject_requests_with_escaped_slashes: c.reject_requests_with_escaped_slashes.unwrap_or(false),
         strip_matching_host_port: c.strip_matching_host_port.unwrap_or(false),
         suppress_envoy_headers: c.suppress_envoy_headers.unwrap_or(false),
         cluster_request_timeout_ms: c.cluster_request_timeout_ms,

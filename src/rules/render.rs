@@ -1052,7 +1052,7 @@ mod tests {
         .unwrap();
         std::fs::write(dir.path().join("route.yaml.hbs"), template).unwrap();
         let registry = crate::rules::Registry::with_packs(&[dir.path().to_path_buf()]).unwrap();
-        let input = "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: q\nspec:\n  prefix: /q/\n  service: q\n---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: r\nspec:\n  prefix: /r/\n  service: r\n";
+        let input = "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: q\nspec:\n  hostname: \"*\"\n  prefix: /q/\n  service: q\n---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: r\nspec:\n  hostname: \"*\"\n  prefix: /r/\n  service: r\n";
         crate::translate(
             &crate::source::parse_text("in.yaml", input),
             &registry,
@@ -1145,7 +1145,7 @@ mod tests {
                 format!("svc-{}:80", i % 700)
             };
             text.push_str(&format!(
-                "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\nspec:\n  prefix: /m{i}/\n  service: {service}\n"
+                "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\nspec:\n  hostname: \"*\"\n  prefix: /m{i}/\n  service: {service}\n"
             ));
         }
         let loaded = crate::source::parse_text("many.yaml", &text);
@@ -1174,7 +1174,7 @@ mod tests {
         let mut text = String::new();
         for i in 0..200 {
             text.push_str(&format!(
-                "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\nspec:\n  prefix: /m{i}/\n  service: svc-{i}:{}\n",
+                "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\nspec:\n  hostname: \"*\"\n  prefix: /m{i}/\n  service: svc-{i}:{}\n",
                 8000 + i
             ));
         }

@@ -4,8 +4,10 @@
 //! The annotation's documents become objects of their own, positioned in the file (a block scalar
 //! `|` maps each annotation line to its file line; other string styles point at the annotation),
 //! and in the `metadata`/`spec` form: Emissary reads annotation objects *flat* (`name`, `prefix`,
-//! `service` at the top), with the Service's namespace unless they name one. Knows nothing of the
-//! kinds inside.
+//! `service` at the top), with the Service's namespace unless they name one, and the Service's
+//! labels unless they carry their own (`metadata_labels`), so a Host's `mappingSelector` selects
+//! them as in Emissary. The legacy `apiVersion: ambassador/vN` is read as `getambassador.io/vN`,
+//! as Emissary does. Knows nothing of the kinds inside.
 
 use super::yaml::{self, Key, Node, NodeValue};
 use crate::diagnostic::{Diagnostic, ObjectRef, Origin};
@@ -13,9 +15,15 @@ use crate::diagnostic::{Diagnostic, ObjectRef, Origin};
 /// The annotation holding Ambassador objects.
 pub const ANNOTATION: &str = "getambassador.io/config";
 
-/// Keys that stay at the top of an unfolded object; everything else (but `name` and `namespace`)
-/// goes under `spec`.
+/// Keys that stay at the top of an unfolded object; everything else (but the [`META`] keys) goes
+/// under `spec`.
 const TOP: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
+
+/// Keys of a flat object that go under `metadata` (`metadata_labels` as `labels`).
+const META: &[&str] = &["name", "namespace", "generation", "metadata_labels"];
+
+/// The group prefix of the oldest annotations (`ambassador/v1`), read as `getambassador.io/`.
+const LEGACY_GROUP: &str = "ambassador/";
 
 /// The objects in a Service's annotation, or `None` when `node` is not a Service with one.
 pub(crate) fn objects(file: &str, text: &str, node: &Node) -> Option<(Vec<Node>, Vec<Diagnostic>)> {
@@ -83,12 +91,13 @@ pub(crate) fn objects(file: &str, text: &str, node: &Node) -> Option<(Vec<Node>,
             .hint("this document of the annotation was skipped; the others were read")
         })
         .collect();
+    let labels = metadata.get("labels").filter(|l| matches!(l.value, NodeValue::Map(_)));
     let mut out = Vec::new();
     for doc in docs {
         let mut root = doc.root;
         reposition(&mut root, &place);
         for item in super::unfold_lists(root) {
-            match unfold(item, &service.namespace) {
+            match unfold(item, &service.namespace, labels) {
                 Ok(n) => out.push(n),
                 Err(n) => diagnostics.push(
                     Diagnostic::error(
@@ -119,8 +128,8 @@ fn reposition(node: &mut Node, place: &dyn Fn(u32, u32) -> (u32, u32)) {
 }
 
 /// The `metadata`/`spec` form of an annotation object, in the Service's namespace unless it
-/// names one.
-fn unfold(node: Node, namespace: &str) -> Result<Node, Node> {
+/// names one, with the Service's `labels` unless it has its own.
+fn unfold(node: Node, namespace: &str, labels: Option<&Node>) -> Result<Node, Node> {
     let NodeValue::Map(entries) = node.value else {
         return Err(node);
     };
@@ -135,7 +144,15 @@ fn unfold(node: Node, namespace: &str) -> Result<Node, Node> {
     let mut spec: Vec<(Key, Node)> = Vec::new();
     for (k, v) in entries {
         match k.name.as_str() {
-            "name" | "namespace" => meta.push((k, v)),
+            "metadata_labels" => meta.push((
+                Key {
+                    name: "labels".to_string(),
+                    ..k
+                },
+                v,
+            )),
+            n if META.contains(&n) => meta.push((k, v)),
+            "apiVersion" => top.push((k, legacy_api_version(v))),
             n if TOP.contains(&n) => top.push((k, v)),
             _ => spec.push((k, v)),
         }
@@ -146,16 +163,25 @@ fn unfold(node: Node, namespace: &str) -> Result<Node, Node> {
         value: NodeValue::Null,
     };
     let has = |entries: &[(Key, Node)], name: &str| entries.iter().any(|(k, _)| k.name == name);
-    // An object written in the usual form keeps it; only a missing namespace is filled in.
+    // The Service's labels (positioned in the Service), for an object with none of its own.
+    let inherited = || labels.map(|l| (key("labels", &at), l.clone()));
+    // An object written in the usual form keeps it; only a missing namespace (and labels) is
+    // filled in.
     if let Some((_, metadata)) = top.iter_mut().find(|(k, _)| k.name == "metadata") {
         if let NodeValue::Map(m) = &mut metadata.value {
             if !has(m, "namespace") {
                 m.push((key("namespace", &at), string_node(namespace, &at)));
             }
+            if !has(m, "labels") {
+                m.extend(inherited());
+            }
         }
     } else {
         if !has(&meta, "namespace") {
             meta.push((key("namespace", &at), string_node(namespace, &at)));
+        }
+        if !has(&meta, "labels") {
+            meta.extend(inherited());
         }
         let first = meta.first().map_or_else(|| at.clone(), |(_, v)| v.clone());
         top.push((
@@ -187,6 +213,16 @@ fn unfold(node: Node, namespace: &str) -> Result<Node, Node> {
         column,
         value: NodeValue::Map(top),
     })
+}
+
+/// `ambassador/v2` → `getambassador.io/v2`; any other value as it is.
+fn legacy_api_version(mut v: Node) -> Node {
+    if let NodeValue::String(s) = &mut v.value {
+        if let Some(version) = s.strip_prefix(LEGACY_GROUP) {
+            *s = format!("{}/{version}", crate::resource::GROUP);
+        }
+    }
+    v
 }
 
 fn string_node(s: &str, at: &Node) -> Node {
@@ -230,5 +266,22 @@ mod tests {
         let d = diagnostics[0].to_string();
         assert!(d.starts_with("svc.yaml:8:") || d.starts_with("svc.yaml:9:"), "{d}");
         assert!(d.contains("Service default/quote") && d.contains("annotation"), "{d}");
+    }
+
+    #[test]
+    fn legacy_api_versions_and_service_labels_are_read_as_emissary_reads_them() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: quote\n  labels:\n    team: shop\n  annotations:\n    getambassador.io/config: |\n      ---\n      apiVersion: ambassador/v1\n      kind: Mapping\n      name: inherits\n      prefix: /a/\n      service: quote\n      ---\n      apiVersion: ambassador/v2\n      kind: Mapping\n      name: own\n      metadata_labels:\n        team: other\n      generation: 3\n      prefix: /b/\n      service: quote\n      ---\n      apiVersion: getambassador.io/v3alpha1\n      kind: Host\n      metadata:\n        name: h\n      spec:\n        hostname: a.example.com\n";
+        let root = yaml::parse_one(text).unwrap().unwrap();
+        let (objects, diagnostics) = objects("svc.yaml", text, &root).unwrap();
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        let [a, b, h] = [0, 1, 2].map(|i| objects[i].to_json());
+        assert_eq!(a["apiVersion"], "getambassador.io/v1");
+        assert_eq!(a["metadata"]["labels"], serde_json::json!({"team": "shop"}));
+        assert_eq!(b["apiVersion"], "getambassador.io/v2");
+        assert_eq!(b["metadata"]["labels"], serde_json::json!({"team": "other"}));
+        assert_eq!(b["metadata"]["generation"], 3);
+        assert!(b["spec"].get("metadata_labels").is_none() && b["spec"].get("generation").is_none());
+        // The usual form inherits too.
+        assert_eq!(h["metadata"]["labels"], serde_json::json!({"team": "shop"}));
     }
 }

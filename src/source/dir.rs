@@ -186,7 +186,7 @@ mod tests {
     use super::Loader;
 
     fn mapping(name: &str, prefix: &str) -> String {
-        format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: {name}\nspec:\n  prefix: {prefix}\n  service: s\n")
+        format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: {name}\nspec:\n  hostname: \"*\"\n  prefix: {prefix}\n  service: s\n")
     }
 
     #[test]

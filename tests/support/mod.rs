@@ -297,9 +297,14 @@ pub fn listener_and_host(port: u16) -> String {
     )
 }
 
-/// A Mapping document.
+/// A Mapping document: for every Host (`hostname: "*"`) unless `extra` says `hostname` or `host`.
 pub fn mapping(name: &str, prefix: &str, service: SocketAddr, extra: &str) -> String {
-    format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: {name}\nspec:\n  prefix: {prefix}\n  service: {service}\n{extra}")
+    let any = if extra.contains("  hostname:") || extra.contains("  host:") {
+        ""
+    } else {
+        "  hostname: \"*\"\n"
+    };
+    format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: {name}\nspec:\n{any}  prefix: {prefix}\n  service: {service}\n{extra}")
 }
 
 /// A loopback address.

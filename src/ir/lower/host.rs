@@ -245,23 +245,69 @@ pub(super) fn virtual_host(h: &EffectiveHost, routes: Vec<std::sync::Arc<Route>>
     }
 }
 
-/// Whether DNS glob `pattern` (at most one `*`, at the start or the end) matches `name`.
-fn glob_matches(pattern: &str, name: &str) -> bool {
-    if pattern == "*" {
+/// Whether some hostname could match both DNS globs (Emissary's `hostglob_matches`, the rule
+/// that associates Mappings with Hosts): a `*` stands for at least one character and only at the
+/// start or the end; `*` alone matches everything; a glob starting with `.` matches only itself;
+/// a glob with `*` at both ends only itself. Unlike Emissary, case is ignored (DNS names, and
+/// Envoy's domain matching, ignore it).
+pub(super) fn globs_intersect(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    if a == b || a == "*" || b == "*" {
         return true;
     }
-    if let Some(suffix) = pattern.strip_prefix('*') {
-        return name.ends_with(suffix);
+    if a.is_empty() || b.is_empty() || a.starts_with('.') || b.starts_with('.') {
+        return false;
     }
-    if let Some(prefix) = pattern.strip_suffix('*') {
-        return name.starts_with(prefix);
+    let ends = |g: &str| (g.starts_with('*'), g.ends_with('*'));
+    let ((a_start, a_end), (b_start, b_end)) = (ends(&a), ends(&b));
+    if (a_start && a_end) || (b_start && b_end) {
+        return false;
     }
-    pattern.eq_ignore_ascii_case(name)
+    // `*.example.com` and `api.*`: `api.example.com` matches both.
+    if (a_start && b_end) || (a_end && b_start) {
+        return true;
+    }
+    if a_start {
+        return wildcard_overlaps(&a[1..], &b, b_start, Side::Start);
+    }
+    if b_start {
+        return wildcard_overlaps(&b[1..], &a, a_start, Side::Start);
+    }
+    if a_end {
+        return wildcard_overlaps(&a[..a.len() - 1], &b, b_end, Side::End);
+    }
+    if b_end {
+        return wildcard_overlaps(&b[..b.len() - 1], &a, a_end, Side::End);
+    }
+    false
 }
 
-/// Emissary's host association: two globs go together when either matches the other.
-pub(super) fn globs_intersect(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b) || glob_matches(a, b) || glob_matches(b, a)
+/// Which end of a glob its `*` is at.
+#[derive(Clone, Copy)]
+enum Side {
+    Start,
+    End,
+}
+
+/// `fixed` is a glob's text beside its `*` (at `side`); `other` a glob with a `*` at the same
+/// side when `other_wild`.
+fn wildcard_overlaps(fixed: &str, other: &str, other_wild: bool, side: Side) -> bool {
+    // `x` extends `y` beyond the wildcard's side.
+    let extends = |x: &str, y: &str| match side {
+        Side::Start => x.ends_with(y),
+        Side::End => x.starts_with(y),
+    };
+    if other_wild {
+        // Both open on the same side: one's fixed text must extend the other's.
+        let other_fixed = match side {
+            Side::Start => &other[1..],
+            Side::End => &other[..other.len() - 1],
+        };
+        extends(other_fixed, fixed) || extends(fixed, other_fixed)
+    } else {
+        // The `*` stands for at least one character.
+        other.len() > fixed.len() && extends(other, fixed)
+    }
 }
 
 #[cfg(test)]
@@ -276,5 +322,22 @@ mod tests {
         assert!(globs_intersect("foo.*", "foo.org"));
         assert!(!globs_intersect("a.foo.com", "b.foo.com"));
         assert!(!globs_intersect("*.foo.com", "foo.org"));
+        // Emissary's finer points: `*` is at least one character, a leading `.` or `*` at both
+        // ends matches only itself, a leading and a trailing `*` always overlap.
+        assert!(!globs_intersect("*foo.com", "foo.com"));
+        assert!(globs_intersect("*oo.com", "foo.com"));
+        assert!(globs_intersect("*.com", "foo.*"));
+        assert!(globs_intersect("*.foo.com", "*.bar.foo.com"));
+        assert!(globs_intersect("*.bar.foo.com", "*.foo.com"));
+        assert!(!globs_intersect("*.bar.com", "*.foo.com"));
+        assert!(globs_intersect("foo.*", "foo.bar.*"));
+        assert!(!globs_intersect("foo.*", "bar.*"));
+        assert!(!globs_intersect("foo*", "foo"));
+        assert!(!globs_intersect(".foo.com", "x.foo.com"));
+        assert!(globs_intersect(".foo.com", ".foo.com"));
+        assert!(!globs_intersect("*foo*", "afoob"));
+        assert!(globs_intersect("*foo*", "*foo*"));
+        assert!(globs_intersect("Foo.COM", "foo.com"));
+        assert!(!globs_intersect("", "foo.com"));
     }
 }

@@ -690,17 +690,30 @@ fn authority_match(m: &Mapping, vhost_hostname: &str) -> Option<HeaderMatch> {
     })
 }
 
-/// Whether a Mapping is served by a Host: hostname globs intersect and the Host's
-/// `mappingSelector` (if any) matches the Mapping's labels.
+/// Whether a Mapping is served by a Host: Emissary's rule (`IRHost.matches_httpgroup`, strict
+/// selectors as since Emissary 2.5 and 3.2).
+/// - The Mapping's host match: a `host_regex` matches every Host (its `:authority` condition
+///   decides); a `hostname` glob or exact `host` matches the Hosts whose glob it intersects.
+/// - A Host with a `mappingSelector` (with at least one label) takes the Mappings whose labels
+///   have all of its labels *and* whose host match (if any) matches.
+/// - A Host without one takes the Mappings whose host match matches.
+/// - So a Mapping with neither `hostname` nor `host` is served only by Hosts that select it by
+///   label: "a Mapping that specifies no host can never match a Host that specifies no
+///   mappingSelector".
 fn associated(meta: &Meta, m: &Mapping, h: &EffectiveHost) -> bool {
-    // A host regex cannot be compared with a Host's glob: such a Mapping goes to every Host, its
-    // `:authority` condition decides.
-    let glob = if m.host_regex {
-        "*"
+    let host_match = if m.host_regex {
+        Some(true)
     } else {
-        m.host.as_deref().or(m.hostname.as_deref()).unwrap_or("*")
+        m.hostname
+            .as_deref()
+            .or(m.host.as_deref())
+            .map(|glob| globs_intersect(glob, &h.hostname))
     };
-    globs_intersect(glob, &h.hostname) && h.mapping_selector.as_ref().is_none_or(|s| s.matches(&meta.labels))
+    let selector = h.mapping_selector.as_ref().filter(|s| !s.match_labels.is_empty());
+    match (selector, host_match) {
+        (Some(s), host_match) => host_match != Some(false) && s.matches(&meta.labels),
+        (None, host_match) => host_match == Some(true),
+    }
 }
 
 /// What a Mapping's lowering reads besides the Mapping and its Host: anything read there must be in
@@ -1516,12 +1529,17 @@ pub(super) fn report_unused(set: &ResourceSet, used: &[bool]) -> Vec<(usize, Dia
 
 /// The warning for a Mapping no Host serves.
 fn no_host(meta: &Meta, m: &Mapping) -> Diagnostic {
-    let glob = m.host.as_deref().or(m.hostname.as_deref()).unwrap_or("*");
-    Diagnostic::warning(
-        "mapping.no_host",
-        format!("no Host serves this Mapping (hostname `{glob}`); it is not routed"),
-    )
-    .at(meta.origin.clone())
-    .on(meta.object_ref())
-    .hint("check the Mapping's hostname and labels against the Hosts' hostname and mappingSelector")
+    let d = match m.hostname.as_deref().or(m.host.as_deref()) {
+        Some(glob) => Diagnostic::warning(
+            "mapping.no_host",
+            format!("no Host serves this Mapping (hostname `{glob}`); it is not routed"),
+        )
+        .hint("check the Mapping's hostname and labels against the Hosts' hostname and mappingSelector"),
+        None => Diagnostic::warning(
+            "mapping.no_host",
+            "this Mapping has neither `hostname` nor `host`, and no Host's mappingSelector selects it by label; it is not routed (Emissary's rule for v3alpha1 Mappings)",
+        )
+        .hint("add `hostname: \"*\"` to serve it on every Host, or a hostname glob, or labels that a Host's mappingSelector selects"),
+    };
+    d.at(meta.origin.clone()).on(meta.object_ref())
 }
