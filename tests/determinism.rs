@@ -424,9 +424,10 @@ fn a_resource_emitted_twice_after_a_change_is_filed_as_a_full_translation_files_
 
 #[test]
 fn incremental_equals_full_on_emissary_cache_data() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/emissary/cache");
+    // Emissary's own cache test data, kept as fixtures (tests/conformance/README.md).
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cache");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (the conformance data lives in ../shared)", dir.display()))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
