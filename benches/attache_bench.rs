@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo bench --bench attache_bench                 # full: N = 100 .. 50,000; Envoy at 1k and 10k
-//! cargo bench --bench attache_bench -- --quick      # what .ci/run runs: N = 100, 1,000
+//! cargo bench --bench attache_bench -- --quick      # N = 100, 1,000 (.ci/run runs it with --profile dev)
 //! ```
 //!
 //! The input is the common shape: Listeners 8080 and 8443 (XFP), one Host `*`, and Mapping i with
@@ -353,7 +353,7 @@ fn stages(n: usize, cold: bool) {
     heap.push(("render", rss_mib()));
     println!("nodes reused / rendered: {:?}", cache.last_stats());
     let t = Instant::now();
-    let snapshot = attache::envoy::build_snapshot(rendered);
+    let snapshot = rendered.into_snapshot();
     let encode = t.elapsed();
     heap.push(("snapshot", rss_mib()));
     println!(
@@ -402,7 +402,7 @@ fn change_stages(n: usize, rounds: usize) {
         let (set, _) = attache::resource::parse_cached(&base_loaded.objects, &opts.parse, Some(&mut parse_cache));
         let (ir, _) = attache::ir::lower::lower_cached(&set, &opts.lower, &mut lower_cache);
         let (rendered, _) = attache::rules::render_cached(&ir, &registry, Some(&mut render_cache));
-        attache::envoy::build_snapshot(rendered)
+        rendered.into_snapshot()
     };
     let mut samples: [Vec<Duration>; 6] = Default::default();
     for round in 0..rounds {
@@ -417,7 +417,7 @@ fn change_stages(n: usize, rounds: usize) {
         let (rendered, _) = attache::rules::render_cached(&ir, &registry, Some(&mut render_cache));
         let render = t.elapsed();
         let t = Instant::now();
-        let snapshot = attache::envoy::build_snapshot(rendered);
+        let snapshot = rendered.into_snapshot();
         let build = t.elapsed();
         let t = Instant::now();
         let d = diff::diff(&previous, &snapshot);

@@ -1,27 +1,21 @@
 //! attache: a control plane for Envoy that reads Ambassador / Emissary-ingress resources.
 //!
-//! The pipeline, in reading order (see ARCHITECTURE.md):
-//! `source` → `resource` (with `lang`) → `ir` → `rules` → `envoy` → `snapshot` → `xds`.
-//! Everything from `resource` to `snapshot` is a pure function of its input: [`translate`].
+//! This crate is the server around the pure pipeline of `attache-core` (re-exported here under
+//! the same module names): where objects come from (a watched directory, Kubernetes), the ADS
+//! server, the admin endpoints and `attache serve`. See ARCHITECTURE.md.
 
-// Diagnostics travel alongside every stage.
-pub mod diagnostic;
-// What every stage's cache shares: maps by content hash or address, incremental sorting.
-pub mod keyed;
-// 1. Where objects come from (a directory of YAML; Kubernetes later).
-pub mod source;
-// 2b. Small languages inside fields (service references, rule conditions), one per grammar/.
-pub mod lang;
-// 2. Typed Ambassador resources.
-pub mod resource;
-// 3. The semantic model and lowering into it.
-pub mod ir;
-// 4. Rule packs: IR nodes → Envoy messages through handlebars templates.
-pub mod rules;
-// 5. Envoy protobuf: decoding rendered output, bootstraps.
-pub mod envoy;
-// 6. Versioned snapshots.
-pub mod snapshot;
+pub use attache_core::{diagnostic, envoy, fuzzing, ir, keyed, lang, output, resource, rules, snapshot};
+pub use attache_core::{translate, Options, Translation, Translator};
+
+/// Stage 1, where objects come from. The pure parts (YAML, raw objects, loading a directory)
+/// are the core's; watching a directory and Kubernetes are here.
+pub mod source {
+    pub use attache_core::source::*;
+    // A directory, watched.
+    pub mod watch;
+    // Kubernetes: watches on the API server.
+    pub mod kube;
+}
 // Live state shared by the server parts (snapshot, connected Envoys, metrics).
 pub mod state;
 // 7. The ADS server (the only module that knows tonic).
@@ -29,147 +23,6 @@ pub mod xds;
 // 8. Admin HTTP endpoints.
 pub mod admin;
 // Running it all: `attache serve` and the Envoy child process.
-pub mod serve;
-// YAML output for humans and golden files.
 /// Kubernetes CustomResourceDefinitions of the kinds attache reads (`attache crds`).
 pub mod crd;
-pub mod output;
-// The worker threads the parallel stages share.
-mod workers;
-// Fuzz entry points (shared by `fuzz/` and the corpus replay tests).
-pub mod fuzzing;
-
-use diagnostic::Diagnostic;
-
-/// Options of a translation.
-#[derive(Clone, Debug, Default)]
-pub struct Options {
-    /// Which objects are read.
-    pub parse: resource::ParseOptions,
-    /// How resources are lowered.
-    pub lower: ir::lower::LowerOptions,
-}
-
-/// The result of translating a set of objects.
-#[derive(Clone, Debug, Default)]
-pub struct Translation {
-    /// The semantic model.
-    pub ir: ir::Ir,
-    /// The Envoy resources, versioned.
-    pub snapshot: snapshot::Snapshot,
-    /// Everything worth telling the user, sorted by file and line.
-    pub diagnostics: Vec<Diagnostic>,
-}
-
-/// Translates raw objects into Envoy resources: the pure core that `attache translate`, `serve`,
-/// the golden tests and the fuzzers all call. Deterministic: the same objects in any order give
-/// the same bytes.
-pub fn translate(loaded: &source::Loaded, registry: &rules::Registry, options: &Options) -> Translation {
-    // A cache even for one translation: nodes with identical contexts (the same route on several
-    // listeners) are rendered once.
-    translate_with(
-        loaded,
-        registry,
-        options,
-        Some(&mut rules::RenderCache::default()),
-        None,
-        None,
-    )
-}
-
-/// A translator that remembers its previous output, so that a changed input is translated
-/// incrementally: only objects that changed are read again, only Mappings that changed are
-/// lowered again (on each Host), and only IR nodes whose content changed are rendered (and
-/// checked and encoded). Its output is byte-identical to [`translate`] on the same input (a
-/// property test checks this).
-#[derive(Debug)]
-pub struct Translator {
-    registry: std::sync::Arc<rules::Registry>,
-    options: Options,
-    render_cache: rules::RenderCache,
-    parse_cache: resource::ParseCache,
-    lower_cache: ir::lower::LowerCache,
-}
-
-impl Translator {
-    /// A translator with empty caches.
-    pub fn new(registry: std::sync::Arc<rules::Registry>, options: Options) -> Self {
-        Translator {
-            registry,
-            options,
-            render_cache: rules::RenderCache::default(),
-            parse_cache: resource::ParseCache::default(),
-            lower_cache: ir::lower::LowerCache::default(),
-        }
-    }
-
-    /// Translates, reusing what did not change since the last call.
-    pub fn translate(&mut self, loaded: &source::Loaded) -> Translation {
-        let registry = std::sync::Arc::clone(&self.registry);
-        translate_with(
-            loaded,
-            &registry,
-            &self.options,
-            Some(&mut self.render_cache),
-            Some(&mut self.parse_cache),
-            Some(&mut self.lower_cache),
-        )
-    }
-
-    /// (IR nodes reused, IR nodes rendered) in the last translation.
-    pub fn last_render_stats(&self) -> (usize, usize) {
-        self.render_cache.last_stats()
-    }
-
-    /// (Mapping lowerings reused, Mapping lowerings computed) in the last translation: one per
-    /// Mapping and Host.
-    pub fn last_lower_stats(&self) -> (usize, usize) {
-        self.lower_cache.last_stats()
-    }
-
-    /// Whether the last translation patched the resource set of the one before (a few Mapping
-    /// objects changed) rather than sorting and checking every object again.
-    pub fn last_resources_patched(&self) -> bool {
-        self.parse_cache.last_patched()
-    }
-
-    /// Whether the last translation patched the IR of the one before (a few plain Mappings
-    /// changed) rather than lowering every Mapping again.
-    pub fn last_lower_patched(&self) -> bool {
-        self.lower_cache.last_patched()
-    }
-
-    /// Whether the last translation filed its top-level resources as a patch of the one
-    /// before's (the resources of unchanged routes and clusters were not filed again).
-    pub fn last_render_patched(&self) -> bool {
-        self.render_cache.last_patched()
-    }
-}
-
-fn translate_with(
-    loaded: &source::Loaded,
-    registry: &rules::Registry,
-    options: &Options,
-    render_cache: Option<&mut rules::RenderCache>,
-    parse_cache: Option<&mut resource::ParseCache>,
-    lower_cache: Option<&mut ir::lower::LowerCache>,
-) -> Translation {
-    let mut diagnostics = loaded.diagnostics.clone();
-    let (resources, d) = resource::parse_cached(&loaded.objects, &options.parse, parse_cache);
-    diagnostics.extend(d);
-    let (ir, d) = match lower_cache {
-        Some(cache) => ir::lower::lower_cached(&resources, &options.lower, cache),
-        None => ir::lower(&resources, &options.lower),
-    };
-    diagnostics.extend(d);
-    let (rendered, d) = rules::render_cached(&ir, registry, render_cache);
-    diagnostics.extend(d);
-    let snapshot = envoy::build_snapshot(rendered);
-    diagnostics.sort();
-    diagnostics.dedup();
-    Translation {
-        ir,
-        snapshot,
-        diagnostics,
-    }
-}
+pub mod serve;

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use attache::envoy::bootstrap::{self, AdsBootstrap, XdsProtocol};
+use attache::envoy::bootstrap::{self, AdsBootstrap};
+use attache::serve::XdsFlag;
 use attache::snapshot::ResourceType;
 
 /// attache: an Envoy control plane for Ambassador / Emissary-ingress resources.
@@ -76,7 +77,7 @@ enum Command {
         envoy_admin: SocketAddr,
         /// xDS protocol flavour.
         #[arg(long, value_enum, default_value = "delta")]
-        xds: XdsProtocol,
+        xds: XdsFlag,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "yaml")]
         output: Format,
@@ -195,7 +196,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 ads_port,
                 admin_host: envoy_admin.ip().to_string(),
                 admin_port: envoy_admin.port(),
-                protocol: xds,
+                protocol: xds.into(),
             })
             .map_err(|e| anyhow::anyhow!("cannot build a bootstrap: {e}"))?;
             print(&value, output)?;

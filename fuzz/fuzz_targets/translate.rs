@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| attache::fuzzing::translate(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| attache_core::fuzzing::translate(data));

@@ -20,6 +20,24 @@ use tokio::sync::watch;
 use crate::envoy::bootstrap::XdsProtocol;
 use crate::state::Shared;
 
+/// `--xds`: the xDS flavour Envoy is told to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdsFlag {
+    /// Incremental: only what changed is sent, and nothing Envoy already has on reconnect.
+    Delta,
+    /// State of the world: every response carries the full set (LDS/CDS) or the requested names.
+    Sotw,
+}
+
+impl From<XdsFlag> for XdsProtocol {
+    fn from(f: XdsFlag) -> XdsProtocol {
+        match f {
+            XdsFlag::Delta => XdsProtocol::Delta,
+            XdsFlag::Sotw => XdsProtocol::Sotw,
+        }
+    }
+}
+
 /// Flags that change what a translation reads and produces (shared by every subcommand).
 #[derive(clap::Args, Clone, Debug)]
 pub struct TranslationArgs {
@@ -100,7 +118,7 @@ pub struct ServeArgs {
     pub node_id: String,
     /// xDS protocol flavour for the started Envoy.
     #[arg(long, value_enum, default_value = "delta")]
-    pub xds: XdsProtocol,
+    pub xds: XdsFlag,
     /// Extra argument for Envoy (repeatable), e.g. --envoy-arg=--log-level --envoy-arg=debug.
     #[arg(long = "envoy-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub envoy_args: Vec<String>,
@@ -192,7 +210,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         (None, Some(dir)) => {
             tracing::info!(dir = %dir.display(), ads = %args.ads_listen, admin = %args.admin_listen, "attache starting");
-            crate::source::dir::watch(dir.clone(), debounce)
+            crate::source::watch::watch(dir.clone(), debounce)
                 .with_context(|| format!("cannot watch {}", dir.display()))?
         }
         (None, None) => anyhow::bail!("give --config-dir DIR or --kubernetes"),
@@ -251,7 +269,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ads: args.ads_listen,
             admin: args.envoy_admin,
             node_id: args.node_id.clone(),
-            protocol: args.xds,
+            protocol: args.xds.into(),
             extra_args: args.envoy_args.clone(),
         };
         tokio::spawn(envoy_process::supervise(config, Arc::clone(&shared), stop_rx.clone()))

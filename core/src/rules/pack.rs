@@ -14,61 +14,65 @@ use serde::Deserialize;
 use crate::ir::NodeKind;
 use crate::lang::when::{self, Condition};
 
+/// Prefix of the placeholder that `{{json rendered.X}}` prints (the `json` helper): the
+/// renderer swaps it for the children's rendered values after the parent's YAML is parsed.
+pub(crate) const PLACEHOLDER: &str = "\u{1}attache-placeholder:";
+
 /// The built-in pack's files, compiled into the binary (a test checks this list against
 /// `rules/core/` so that it cannot go stale).
 pub const CORE_FILES: &[(&str, &str)] = &[
-    ("pack.yaml", include_str!("../../rules/core/pack.yaml")),
+    ("pack.yaml", include_str!("../../../rules/core/pack.yaml")),
     (
         "cluster/cluster.yaml.hbs",
-        include_str!("../../rules/core/cluster/cluster.yaml.hbs"),
+        include_str!("../../../rules/core/cluster/cluster.yaml.hbs"),
     ),
     (
         "endpoints/cluster_load_assignment.yaml.hbs",
-        include_str!("../../rules/core/endpoints/cluster_load_assignment.yaml.hbs"),
+        include_str!("../../../rules/core/endpoints/cluster_load_assignment.yaml.hbs"),
     ),
     (
         "secret/secret.yaml.hbs",
-        include_str!("../../rules/core/secret/secret.yaml.hbs"),
+        include_str!("../../../rules/core/secret/secret.yaml.hbs"),
     ),
     (
         "listener/listener.yaml.hbs",
-        include_str!("../../rules/core/listener/listener.yaml.hbs"),
+        include_str!("../../../rules/core/listener/listener.yaml.hbs"),
     ),
     (
         "route_config/route_configuration.yaml.hbs",
-        include_str!("../../rules/core/route_config/route_configuration.yaml.hbs"),
+        include_str!("../../../rules/core/route_config/route_configuration.yaml.hbs"),
     ),
     (
         "virtual_host/virtual_host.yaml.hbs",
-        include_str!("../../rules/core/virtual_host/virtual_host.yaml.hbs"),
+        include_str!("../../../rules/core/virtual_host/virtual_host.yaml.hbs"),
     ),
     (
         "route/route.yaml.hbs",
-        include_str!("../../rules/core/route/route.yaml.hbs"),
+        include_str!("../../../rules/core/route/route.yaml.hbs"),
     ),
     (
         "route/redirect.yaml.hbs",
-        include_str!("../../rules/core/route/redirect.yaml.hbs"),
+        include_str!("../../../rules/core/route/redirect.yaml.hbs"),
     ),
     (
         "route/https_redirect.yaml.hbs",
-        include_str!("../../rules/core/route/https_redirect.yaml.hbs"),
+        include_str!("../../../rules/core/route/https_redirect.yaml.hbs"),
     ),
     (
         "_partials/header_matcher.hbs",
-        include_str!("../../rules/core/_partials/header_matcher.hbs"),
+        include_str!("../../../rules/core/_partials/header_matcher.hbs"),
     ),
     (
         "_partials/route_match.hbs",
-        include_str!("../../rules/core/_partials/route_match.hbs"),
+        include_str!("../../../rules/core/_partials/route_match.hbs"),
     ),
     (
         "_partials/query_matcher.hbs",
-        include_str!("../../rules/core/_partials/query_matcher.hbs"),
+        include_str!("../../../rules/core/_partials/query_matcher.hbs"),
     ),
     (
         "_partials/header_value_option.hbs",
-        include_str!("../../rules/core/_partials/header_value_option.hbs"),
+        include_str!("../../../rules/core/_partials/header_value_option.hbs"),
     ),
 ];
 
@@ -438,7 +442,7 @@ fn json_helper(
     // Rendered children (`{{json rendered.routes}}`) can be large: instead of printing and parsing
     // them again, print a placeholder that the renderer swaps for the value after parsing.
     if let Some(path) = param.relative_path().filter(|p| p.starts_with("rendered.")) {
-        let placeholder = serde_json::to_string(&format!("{}{path}", crate::rules::render::PLACEHOLDER));
+        let placeholder = serde_json::to_string(&format!("{}{path}", PLACEHOLDER));
         out.write(&super::shape::emit(placeholder.unwrap_or_default()))?;
         return Ok(());
     }
@@ -480,7 +484,7 @@ mod tests {
     fn core_pack_loads_and_its_file_list_is_complete() {
         let registry = Registry::core().expect("core pack loads");
         assert!(!registry.rules().is_empty());
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/core");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/core");
         let mut on_disk = Vec::new();
         list_files(&dir, &dir, &mut on_disk).unwrap();
         let mut built_in: Vec<String> = CORE_FILES.iter().map(|(p, _)| (*p).to_string()).collect();

@@ -11,7 +11,7 @@ mod grammar {
     use pest_derive::Parser;
 
     #[derive(Parser)]
-    #[grammar = "grammar/service.pest"]
+    #[grammar = "../grammar/service.pest"]
     pub(super) struct ServiceParser;
 }
 
@@ -53,7 +53,7 @@ fn describe(rule: &Rule) -> &'static str {
 /// Parses a service reference.
 ///
 /// ```
-/// use attache::lang::service::{parse, Scheme};
+/// use attache_core::lang::service::{parse, Scheme};
 ///
 /// let s = parse("https://quote.prod:8443").unwrap();
 /// assert_eq!((s.scheme, s.host.as_str(), s.port), (Some(Scheme::Https), "quote.prod", Some(8443)));

@@ -36,10 +36,9 @@ pub use secret::TlsSecret;
 pub use tcpmapping::TcpMapping;
 pub use tlscontext::TlsContext;
 
-/// The API group attache reads.
-pub const GROUP: &str = "getambassador.io";
-/// Namespace of objects that do not name one.
-pub const DEFAULT_NAMESPACE: &str = "default";
+// The API group attache reads, and the namespace of objects that name none: defined where
+// objects are read (annotations need them), used here.
+pub use crate::source::{DEFAULT_NAMESPACE, GROUP};
 
 /// Options that change which objects are read.
 #[derive(Clone, Debug)]

@@ -1,16 +1,20 @@
 //! Stage 1: where objects come from.
 //!
 //! A source yields the complete current set of raw objects, each a parsed YAML document with its
-//! [`Origin`], plus diagnostics for what could not be read. `dir` reads (and watches) a directory
-//! of YAML files. This stage knows nothing about Ambassador kinds: it does not look inside the
+//! [`Origin`], plus diagnostics for what could not be read. `dir` reads a directory of YAML
+//! files (the server crate watches it, and reads Kubernetes). This stage knows nothing about Ambassador kinds: it does not look inside the
 //! documents it yields.
 
 pub mod annotation;
 pub mod dir;
-pub mod kube;
 pub mod yaml;
 
 use crate::diagnostic::{Diagnostic, Origin};
+
+/// The API group attache reads (`getambassador.io/v3alpha1`).
+pub const GROUP: &str = "getambassador.io";
+/// Namespace of objects that do not name one.
+pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// One document as read from a source. Built with [`RawObject::new`], which computes its
 /// [`key`](RawObject::key) once; treat the fields as read-only (the key would go stale).

@@ -1,16 +1,11 @@
 //! A directory of YAML files: the source that needs no cluster.
 //!
 //! `load` reads every `*.yaml`, `*.yml` and `*.json` file under a directory (recursively, skipping
-//! hidden files and directories) in sorted path order. `watch` reloads the directory whenever
-//! something in it changes, coalescing bursts of changes (an editor's save, a `cp` of many files)
-//! into one reload after a short quiet period; a [`Loader`] keeps each file's objects, so a reload
-//! parses only the files whose text changed.
+//! hidden files and directories) in sorted path order. A [`Loader`] keeps each file's objects, so
+//! a reload parses only the files whose text changed (the server's `source::watch` reloads with
+//! one whenever the directory changes).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use notify::{RecursiveMode, Watcher};
-use tokio::sync::mpsc;
 
 use super::{parse_text, Loaded};
 use crate::diagnostic::{Diagnostic, Origin};
@@ -125,60 +120,6 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Watches `path` and sends a freshly loaded set after every burst of changes, starting with the
-/// initial load. Stops when the receiver is dropped.
-///
-/// # Errors
-/// When the operating system refuses to watch the path.
-pub fn watch(path: PathBuf, debounce: Duration) -> notify::Result<mpsc::Receiver<Loaded>> {
-    let (tx, rx) = mpsc::channel(1);
-    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            if !ev.kind.is_access() {
-                let _ = ev_tx.send(());
-            }
-        }
-    })?;
-    watcher.watch(&path, RecursiveMode::Recursive)?;
-    tokio::spawn(async move {
-        let _watcher = watcher; // dropped (and unwatched) when this task ends
-        let loader = std::sync::Arc::new(std::sync::Mutex::new(Loader::default()));
-        let reload = move |p: PathBuf| {
-            let loader = std::sync::Arc::clone(&loader);
-            tokio::task::spawn_blocking(move || {
-                loader
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .load(&p)
-            })
-        };
-        let initial = reload(path.clone()).await;
-        let Ok(initial) = initial else { return };
-        if tx.send(initial).await.is_err() {
-            return;
-        }
-        while ev_rx.recv().await.is_some() {
-            // Coalesce: wait until no event arrived for `debounce`.
-            loop {
-                match tokio::time::timeout(debounce, ev_rx.recv()).await {
-                    Ok(Some(())) => {}
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
-            let Ok(loaded) = reload(path.clone()).await else {
-                return;
-            };
-            tracing::debug!(objects = loaded.objects.len(), "configuration directory changed");
-            if tx.send(loaded).await.is_err() {
-                return;
-            }
-        }
-    });
-    Ok(rx)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ const META: &[&str] = &["name", "namespace", "generation", "metadata_labels"];
 const LEGACY_GROUP: &str = "ambassador/";
 
 /// The objects in a Service's annotation, or `None` when `node` is not a Service with one.
-pub(crate) fn objects(file: &str, text: &str, node: &Node) -> Option<(Vec<Node>, Vec<Diagnostic>)> {
+pub fn objects(file: &str, text: &str, node: &Node) -> Option<(Vec<Node>, Vec<Diagnostic>)> {
     if node.get("apiVersion").and_then(Node::as_str) != Some("v1")
         || node.get("kind").and_then(Node::as_str) != Some("Service")
     {
@@ -42,7 +42,7 @@ pub(crate) fn objects(file: &str, text: &str, node: &Node) -> Option<(Vec<Node>,
         namespace: metadata
             .get("namespace")
             .and_then(Node::as_str)
-            .unwrap_or(crate::resource::DEFAULT_NAMESPACE)
+            .unwrap_or(super::DEFAULT_NAMESPACE)
             .to_string(),
         name: metadata
             .get("name")
@@ -219,7 +219,7 @@ fn unfold(node: Node, namespace: &str, labels: Option<&Node>) -> Result<Node, No
 fn legacy_api_version(mut v: Node) -> Node {
     if let NodeValue::String(s) = &mut v.value {
         if let Some(version) = s.strip_prefix(LEGACY_GROUP) {
-            *s = format!("{}/{version}", crate::resource::GROUP);
+            *s = format!("{}/{version}", super::GROUP);
         }
     }
     v

@@ -763,7 +763,7 @@ mod tests {
 
     #[test]
     fn the_core_pack_output_is_clean() {
-        let loaded = crate::source::parse_text("t.yaml", include_str!("../../examples/quickstart/quickstart.yaml"));
+        let loaded = crate::source::parse_text("t.yaml", include_str!("../../../examples/quickstart/quickstart.yaml"));
         let registry = crate::rules::Registry::core().unwrap();
         let t = crate::translate(&loaded, &registry, &crate::Options::default());
         assert!(t.diagnostics.iter().all(|d| !d.is_error()), "{:?}", t.diagnostics);

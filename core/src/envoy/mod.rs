@@ -4,7 +4,7 @@
 //! pool of the Envoy v3 API, the one shipped by `envoy-types`, so a misspelled field or a wrong
 //! type is an error with a field path instead of a silently dropped setting; `validate` checks
 //! Envoy's own validation rules. The rules stage calls these and keeps the encoded bytes;
-//! `build_snapshot` puts them into a [`Snapshot`](crate::snapshot::Snapshot). `bootstrap` renders
+//! `bootstrap` renders
 //! Envoy bootstraps.
 
 pub mod bootstrap;
@@ -195,13 +195,6 @@ pub fn bytes_to_json_proto_names(name: &str, bytes: &[u8]) -> Value {
         Some(Err(e)) => Value::String(format!("<cannot decode: {e}>")),
         None => Value::String(format!("<unknown type {name}>")),
     }
-}
-
-/// The snapshot of rendered resources (already decoded, checked and encoded by the rules stage).
-pub fn build_snapshot(rendered: crate::rules::Rendered) -> crate::snapshot::Snapshot {
-    // The maps are taken over: persistent, they share what did not change with the last
-    // translation's snapshot.
-    crate::snapshot::Snapshot::from_maps(rendered.resources)
 }
 
 /// A snapshot's resources of one type as JSON (proto3 JSON mapping), sorted by name, with the

@@ -8,7 +8,7 @@ use super::{decode, resources_json, DecodeError};
 use crate::snapshot::{ResourceType, Snapshot};
 
 /// The xDS flavour Envoy should use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdsProtocol {
     /// Incremental: only what changed is sent, and nothing Envoy already has on reconnect.
     Delta,

@@ -46,8 +46,8 @@ fn node_key(kind: NodeKind, ctx: &Value, source: Option<&SourceRef>, children: &
     )
 }
 
-/// Prefix of the placeholder `{{json rendered.X}}` prints (see the `json` helper).
-pub(crate) const PLACEHOLDER: &str = "\u{1}attache-placeholder:";
+// Prefix of the placeholder `{{json rendered.X}}` prints (see the `json` helper).
+use super::pack::PLACEHOLDER;
 
 /// Replaces placeholders left by `{{json rendered.X}}` with the rendered values (`rendered` is
 /// the context's `rendered` object).
@@ -143,6 +143,15 @@ type Fragments = smallvec::SmallVec<[bytes::Bytes; 1]>;
 pub struct Rendered {
     /// Resources by type, then name (no type without resources).
     pub resources: BTreeMap<ResourceType, crate::snapshot::ResourceMap>,
+}
+
+impl Rendered {
+    /// The snapshot of these resources (already decoded, checked and encoded). The maps are
+    /// taken over: persistent, they share what did not change with the last translation's
+    /// snapshot.
+    pub fn into_snapshot(self) -> crate::snapshot::Snapshot {
+        crate::snapshot::Snapshot::from_maps(self.resources)
+    }
 }
 
 /// What rendering one node produced: (emitted message type, value, rule id) per output, and the
@@ -1114,7 +1123,7 @@ mod tests {
         )
         .unwrap();
         let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden/mapping/headers-and-rewrites/input.yaml");
+            .join("../tests/golden/mapping/headers-and-rewrites/input.yaml");
         let loaded = crate::source::dir::load(&input);
         let core = crate::rules::Registry::core().unwrap();
         let each = crate::rules::Registry::with_packs(&[dir.path().to_path_buf()]).unwrap();
@@ -1197,7 +1206,7 @@ mod tests {
     #[test]
     fn parent_contexts_are_the_nodes_without_their_children() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden/mapping/headers-and-rewrites/input.yaml");
+            .join("../tests/golden/mapping/headers-and-rewrites/input.yaml");
         let loaded = crate::source::dir::load(&dir);
         let ir = crate::translate(
             &loaded,

@@ -12,7 +12,7 @@ mod grammar {
     use pest_derive::Parser;
 
     #[derive(Parser)]
-    #[grammar = "grammar/header_format.pest"]
+    #[grammar = "../grammar/header_format.pest"]
     pub(super) struct HeaderFormatParser;
 }
 

@@ -15,7 +15,7 @@ mod grammar {
     use pest_derive::Parser;
 
     #[derive(Parser)]
-    #[grammar = "grammar/when.pest"]
+    #[grammar = "../grammar/when.pest"]
     pub(super) struct WhenParser;
 }
 

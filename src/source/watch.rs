@@ -1,0 +1,67 @@
+//! A directory of YAML files, watched: reloads the directory whenever something in it changes,
+//! coalescing bursts of changes (an editor's save, a `cp` of many files) into one reload after a
+//! short quiet period. The reading itself is the core's `source::dir::Loader`, which parses only
+//! the files whose text changed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::dir::Loader;
+use super::Loaded;
+
+/// Watches `path` and sends a freshly loaded set after every burst of changes, starting with the
+/// initial load. Stops when the receiver is dropped.
+///
+/// # Errors
+/// When the operating system refuses to watch the path.
+pub fn watch(path: PathBuf, debounce: Duration) -> notify::Result<mpsc::Receiver<Loaded>> {
+    let (tx, rx) = mpsc::channel(1);
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if !ev.kind.is_access() {
+                let _ = ev_tx.send(());
+            }
+        }
+    })?;
+    watcher.watch(&path, RecursiveMode::Recursive)?;
+    tokio::spawn(async move {
+        let _watcher = watcher; // dropped (and unwatched) when this task ends
+        let loader = std::sync::Arc::new(std::sync::Mutex::new(Loader::default()));
+        let reload = move |p: PathBuf| {
+            let loader = std::sync::Arc::clone(&loader);
+            tokio::task::spawn_blocking(move || {
+                loader
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .load(&p)
+            })
+        };
+        let initial = reload(path.clone()).await;
+        let Ok(initial) = initial else { return };
+        if tx.send(initial).await.is_err() {
+            return;
+        }
+        while ev_rx.recv().await.is_some() {
+            // Coalesce: wait until no event arrived for `debounce`.
+            loop {
+                match tokio::time::timeout(debounce, ev_rx.recv()).await {
+                    Ok(Some(())) => {}
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            let Ok(loaded) = reload(path.clone()).await else {
+                return;
+            };
+            tracing::debug!(objects = loaded.objects.len(), "configuration directory changed");
+            if tx.send(loaded).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
