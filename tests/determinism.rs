@@ -271,23 +271,23 @@ proptest! {
     }
 
     #[test]
-    fn encode_plans_give_the_bytes_full_decoding_gives(
+    fn the_fast_path_gives_what_the_reference_gives(
         docs in docs(),
         context in prop::collection::vec(context_doc(), 0..4),
     ) {
-        // The first round learns each shape's plan from its first node; the second puts every
-        // node it can through a plan.
-        let planned = attache::rules::Registry::core().unwrap();
-        let full = attache::rules::Registry::core().unwrap().without_shortcuts();
+        // One registry for every case, so the shortcuts it holds (template memo, shapes, encode
+        // plans) were learnt from other cases' nodes too; a fresh translator each time.
+        static SHARED: std::sync::OnceLock<std::sync::Arc<attache::rules::Registry>> = std::sync::OnceLock::new();
+        let shared = SHARED.get_or_init(|| std::sync::Arc::new(attache::rules::Registry::core().unwrap()));
         let opts = attache::Options::default();
         let mut docs = docs;
         docs.extend(context);
         let loaded = load(&docs, 1);
+        let reference = attache::translate(&loaded, shared, &opts);
         for _ in 0..2 {
-            let a = attache::translate(&loaded, &planned, &opts);
-            let b = attache::translate(&loaded, &full, &opts);
-            prop_assert_eq!(fingerprint(&a), fingerprint(&b));
-            prop_assert_eq!(&a.diagnostics, &b.diagnostics);
+            let fast = attache::Translator::new(std::sync::Arc::clone(shared), opts.clone()).translate(&loaded);
+            prop_assert_eq!(fingerprint(&fast), fingerprint(&reference));
+            prop_assert_eq!(&fast.diagnostics, &reference.diagnostics);
         }
     }
 
@@ -452,5 +452,47 @@ fn incremental_equals_full_on_emissary_cache_data() {
             );
             assert_eq!(incremental.diagnostics, full.diagnostics);
         }
+    }
+}
+
+/// Two served Hosts with the same hostname, action and selector (in two namespaces, each bound to
+/// its own Listener with `hostBinding.namespace.from: SELF`) share what a lowering patch keeps
+/// per Host: a changed Mapping must still be lowered once per Host, as a full translation does.
+#[test]
+fn a_patch_with_two_hosts_of_one_hostname_equals_a_full_translation() {
+    let listener = |ns: &str, port: u16| {
+        Doc(format!("apiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: l\n  namespace: {ns}\nspec:\n  port: {port}\n  protocol: HTTP\n  securityModel: XFP\n  hostBinding:\n    namespace:\n      from: SELF\n"))
+    };
+    let host = |ns: &str| {
+        Doc(format!("apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: h\n  namespace: {ns}\nspec:\n  hostname: x.example.com\n  requestPolicy:\n    insecure:\n      action: Route\n"))
+    };
+    let mapping = |name: &str, prefix: &str| {
+        Doc(format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: {name}\nspec:\n  hostname: \"*\"\n  prefix: {prefix}\n  service: {name}\n"))
+    };
+    let fixed = [listener("a", 8080), listener("b", 8081), host("a"), host("b")];
+    let registry = std::sync::Arc::new(attache::rules::Registry::core().unwrap());
+    let opts = attache::Options::default();
+    let mut translator = attache::Translator::new(std::sync::Arc::clone(&registry), opts.clone());
+    for (step, mappings) in [
+        vec![mapping("m1", "/one/"), mapping("m2", "/two/")],
+        vec![mapping("m1", "/one/"), mapping("m2", "/changed/")],
+        vec![
+            mapping("m1", "/one/"),
+            mapping("m2", "/changed/"),
+            mapping("m3", "/three/"),
+        ],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let docs: Vec<Doc> = fixed.iter().cloned().chain(mappings).collect();
+        let loaded = load(&docs, docs.len());
+        let incremental = translator.translate(&loaded);
+        if step > 0 {
+            assert!(translator.last_lower_patched(), "step {step} was not patched");
+        }
+        let full = attache::translate(&loaded, &registry, &opts);
+        assert_eq!(fingerprint(&incremental), fingerprint(&full), "step {step}");
+        assert_eq!(incremental.diagnostics, full.diagnostics, "step {step}");
     }
 }

@@ -220,8 +220,9 @@ fn supervised_envoy_is_restarted_and_stopped_with_attache() {
     // Envoy exits (as if it crashed): attache starts a new one, which gets the config again.
     let _ = http("POST", envoy_admin, "admin", "/quitquitquit");
     wait_for("the restarted Envoy to serve", Duration::from_secs(30), || {
-        let metrics = get(admin, "a", "/metrics").ok()?.body;
-        metrics.contains("attache_envoy_restarts_total 1").then_some(())?;
+        // At least one restart (on a loaded machine the first new Envoy may fail too, and is
+        // restarted again).
+        (metric(admin, "attache_envoy_restarts_total")? >= 1).then_some(())?;
         get(listen, "x", "/a/").ok().filter(|r| r.status == 200)
     });
 

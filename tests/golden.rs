@@ -138,31 +138,61 @@ fn resources(t: &attache::Translation) -> Vec<(ResourceType, String, Vec<u8>)> {
         .collect()
 }
 
-/// Encode plans (a shape's encoding learnt from its first node, see `envoy::plan`) give the
-/// bytes a full decode, check and encode gives, for every golden case. One registry serves all
-/// the cases that use the core pack, twice over, so nodes of every case go through plans learnt
-/// from other cases' nodes too.
+/// The fast path (`attache::Translator`: render cache, template memo, shapes, encode plans,
+/// spliced children) gives exactly what the reference translation gives, for every golden case:
+/// bytes, versions and diagnostics. One registry serves all the cases that use the core pack,
+/// twice over, so nodes of every case also go through memo entries, shapes and plans learnt from
+/// other cases' nodes; cases with their own packs get their own registry.
 #[test]
-fn encode_plans_give_the_bytes_full_decoding_gives() {
+fn the_fast_path_gives_what_the_reference_gives() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let planned = attache::rules::Registry::core().unwrap();
-    let full = attache::rules::Registry::core().unwrap().without_shortcuts();
+    let shared = std::sync::Arc::new(attache::rules::Registry::core().unwrap());
     let opts = attache::Options::default();
     let inputs: Vec<_> = cases(&root)
         .into_iter()
-        .filter(|case| !case.join("rules").exists())
         .map(|case| {
             let text = std::fs::read_to_string(case.join("input.yaml")).unwrap();
-            (case, attache::source::parse_text("input.yaml", &text))
+            let mut packs: Vec<PathBuf> = std::fs::read_dir(case.join("rules"))
+                .map(|rd| rd.map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect())
+                .unwrap_or_default();
+            packs.sort();
+            let registry = if packs.is_empty() {
+                std::sync::Arc::clone(&shared)
+            } else {
+                std::sync::Arc::new(attache::rules::Registry::with_packs(&packs).unwrap())
+            };
+            (case, registry, attache::source::parse_text("input.yaml", &text))
         })
         .collect();
-    assert!(inputs.len() >= 20, "expected golden cases with the core pack alone");
+    assert!(inputs.len() >= 20, "expected the golden cases");
     for round in 0..2 {
-        for (case, loaded) in &inputs {
-            let a = attache::translate(loaded, &planned, &opts);
-            let b = attache::translate(loaded, &full, &opts);
-            assert_eq!(resources(&a), resources(&b), "{} (round {round})", case.display());
-            assert_eq!(a.diagnostics, b.diagnostics, "{} (round {round})", case.display());
+        for (case, registry, loaded) in &inputs {
+            let reference = attache::translate(loaded, registry, &opts);
+            let fast = attache::Translator::new(std::sync::Arc::clone(registry), opts.clone()).translate(loaded);
+            assert_eq!(
+                resources(&fast),
+                resources(&reference),
+                "{} (round {round})",
+                case.display()
+            );
+            assert_eq!(
+                fast.snapshot.version(),
+                reference.snapshot.version(),
+                "{}",
+                case.display()
+            );
+            assert_eq!(
+                fast.diagnostics,
+                reference.diagnostics,
+                "{} (round {round})",
+                case.display()
+            );
+            assert_eq!(
+                serde_json::to_value(&fast.ir).unwrap(),
+                serde_json::to_value(&reference.ir).unwrap(),
+                "{}",
+                case.display()
+            );
         }
     }
 }

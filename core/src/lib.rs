@@ -53,27 +53,39 @@ pub struct Translation {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// Translates raw objects into Envoy resources: the pure core that `attache translate`, `serve`,
-/// the golden tests and the fuzzers all call. Deterministic: the same objects in any order give
-/// the same bytes.
+/// Translates raw objects into Envoy resources: the reference pipeline, plain stage after plain
+/// stage (read, lower, render through the rules, file into a snapshot), with nothing remembered
+/// and no shortcut. `attache translate`, `validate`, the golden tests and the fuzzers call it;
+/// [`Translator`] is the fast path, and tests check that it gives exactly what this gives.
+/// Deterministic: the same objects in any order give the same bytes.
 pub fn translate(loaded: &source::Loaded, registry: &rules::Registry, options: &Options) -> Translation {
-    // A cache even for one translation: nodes with identical contexts (the same route on several
-    // listeners) are rendered once.
-    translate_with(
-        loaded,
-        registry,
-        options,
-        Some(&mut rules::RenderCache::default()),
-        None,
-        None,
-    )
+    let mut diagnostics = loaded.diagnostics.clone();
+    let (resources, d) = resource::parse(&loaded.objects, &options.parse);
+    diagnostics.extend(d);
+    let (ir, d) = ir::lower(&resources, &options.lower);
+    diagnostics.extend(d);
+    let (rendered, d) = rules::render(&ir, registry);
+    diagnostics.extend(d);
+    finish(ir, rendered.into_snapshot(), diagnostics)
 }
 
-/// A translator that remembers its previous output, so that a changed input is translated
-/// incrementally: only objects that changed are read again, only Mappings that changed are
-/// lowered again (on each Host), and only IR nodes whose content changed are rendered (and
-/// checked and encoded). Its output is byte-identical to [`translate`] on the same input (a
-/// property test checks this).
+/// A translation from its parts, diagnostics sorted and without repeats.
+fn finish(ir: ir::Ir, snapshot: snapshot::Snapshot, mut diagnostics: Vec<Diagnostic>) -> Translation {
+    diagnostics.sort();
+    diagnostics.dedup();
+    Translation {
+        ir,
+        snapshot,
+        diagnostics,
+    }
+}
+
+/// The fast path: a translator that remembers its previous output, so that a changed input is
+/// translated incrementally (only objects that changed are read again, only Mappings that
+/// changed are lowered again on each Host, only IR nodes whose content changed are rendered),
+/// with shortcuts that make a first translation of thousands of similar nodes cheap (see
+/// ARCHITECTURE.md). Its output is byte-identical to [`translate`] on the same input: property,
+/// golden and fuzz tests check it.
 #[derive(Debug)]
 pub struct Translator {
     registry: std::sync::Arc<rules::Registry>,
@@ -102,9 +114,9 @@ impl Translator {
             loaded,
             &registry,
             &self.options,
-            Some(&mut self.render_cache),
-            Some(&mut self.parse_cache),
-            Some(&mut self.lower_cache),
+            &mut self.render_cache,
+            &mut self.parse_cache,
+            &mut self.lower_cache,
         )
     }
 
@@ -138,30 +150,21 @@ impl Translator {
     }
 }
 
+/// The fast path's stages, each with its cache.
 fn translate_with(
     loaded: &source::Loaded,
     registry: &rules::Registry,
     options: &Options,
-    render_cache: Option<&mut rules::RenderCache>,
-    parse_cache: Option<&mut resource::ParseCache>,
-    lower_cache: Option<&mut ir::lower::LowerCache>,
+    render_cache: &mut rules::RenderCache,
+    parse_cache: &mut resource::ParseCache,
+    lower_cache: &mut ir::lower::LowerCache,
 ) -> Translation {
     let mut diagnostics = loaded.diagnostics.clone();
-    let (resources, d) = resource::parse_cached(&loaded.objects, &options.parse, parse_cache);
+    let (resources, d) = resource::parse_cached(&loaded.objects, &options.parse, Some(parse_cache));
     diagnostics.extend(d);
-    let (ir, d) = match lower_cache {
-        Some(cache) => ir::lower::lower_cached(&resources, &options.lower, cache),
-        None => ir::lower(&resources, &options.lower),
-    };
+    let (ir, d) = ir::lower::lower_cached(&resources, &options.lower, lower_cache);
     diagnostics.extend(d);
-    let (rendered, d) = rules::render_cached(&ir, registry, render_cache);
+    let (rendered, d) = rules::render_cached(&ir, registry, Some(render_cache));
     diagnostics.extend(d);
-    let snapshot = rendered.into_snapshot();
-    diagnostics.sort();
-    diagnostics.dedup();
-    Translation {
-        ir,
-        snapshot,
-        diagnostics,
-    }
+    finish(ir, rendered.into_snapshot(), diagnostics)
 }

@@ -473,15 +473,27 @@ fn str_field<'a>(root: &'a Node, path: &[&str]) -> Option<&'a Node> {
     Some(cur)
 }
 
-/// Parses raw documents into typed resources.
+/// Parses raw documents into typed resources: each object read on its own (`parse_one`), then
+/// gathered by kind, one definition per identity. The reference reading; [`parse_cached`] gives
+/// the same set, reading only what changed.
 pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec<Diagnostic>) {
-    let (set, diagnostics) = parse_cached(objects, options, None);
-    // Without a cache, nothing else holds the set.
-    (std::sync::Arc::unwrap_or_clone(set), diagnostics)
+    let parsed: Vec<Parsed> = objects
+        .iter()
+        .map(|obj| {
+            let mut ds = Vec::new();
+            let r = parse_one(obj, options, &mut ds);
+            (r, ds)
+        })
+        .collect();
+    let (set, diagnostics, _) = assemble(objects, parsed.iter(), |mappings| mappings);
+    (set, diagnostics)
 }
 
 /// What reading one object gave: the resource (if any) and its diagnostics.
 type Parsed = (Option<Resource>, Vec<Diagnostic>);
+
+/// The Mappings read, each with the index of its object, before they are sorted.
+type ReadMappings = Vec<(std::sync::Arc<(Meta, Mapping)>, usize)>;
 
 /// Typed resources of the previous translation, by a hash of each raw object (its content, file
 /// and positions). With it, an unchanged object is not read again; entries not used by a
@@ -509,8 +521,9 @@ impl ParseCache {
 /// From this many objects to parse, they are parsed on the worker threads.
 const PARALLEL_FROM_OBJECTS: usize = 256;
 
-/// [`parse`], reading only the objects the cache has not seen. The set is shared with the cache:
-/// drop it before the next call, so that a patch changes it in place instead of copying it.
+/// [`parse`], reading only the objects the cache has not seen (and patching the last set when
+/// only a few Mapping objects changed). The set is shared with the cache: drop it before the
+/// next call, so that a patch changes it in place instead of copying it.
 pub fn parse_cached(
     objects: &[RawObject],
     options: &ParseOptions,
@@ -523,20 +536,6 @@ pub fn parse_cached(
             return patched;
         }
     }
-    let mut used = crate::keyed::with_capacity(if cache.is_some() { objects.len() } else { 0 });
-    let mut diagnostics = Vec::new();
-    let mut listeners = Vec::new();
-    let mut hosts = Vec::new();
-    let mut mappings = Vec::new();
-    let mut secrets = Vec::new();
-    let mut modules = Vec::new();
-    let mut tls_contexts = Vec::new();
-    let mut auth_services = Vec::new();
-    let mut tcp_mappings = Vec::new();
-    let mut services = Vec::new();
-    let mut endpoint_slices = Vec::new();
-    let mut resolvers = Vec::new();
-    let mut broken_secrets = std::collections::BTreeSet::new();
     // Cache hits first, then every miss (on the worker threads when there are many: objects
     // parse independently), then the results in input order.
     let mut entries: Vec<(u128, Option<Box<Parsed>>)> = objects
@@ -569,10 +568,57 @@ pub fn parse_cached(
             }
         }
     }
-    for (i, (key, entry)) in entries.into_iter().enumerate() {
+    let entries: Vec<(u128, Box<Parsed>)> = entries.into_iter().filter_map(|(key, e)| e.map(|e| (key, e))).collect();
+    let (set, diagnostics, duplicates) = match cache.as_deref_mut() {
+        // Mappings by identity, the last translation's order reused: its Mappings are still
+        // alive (held by `c.entries` until just below), so an address it names is the same
+        // Mapping. `dedupe` then finds them sorted.
+        Some(c) => assemble(objects, entries.iter().map(|(_, e)| &**e), |mappings| {
+            let addr = |(m, _): &(std::sync::Arc<(Meta, Mapping)>, usize)| std::sync::Arc::as_ptr(m) as usize;
+            let mappings = crate::keyed::sort_incrementally(
+                mappings,
+                &c.mapping_order,
+                |m| Some(addr(m)),
+                |(a, _), (b, _)| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)),
+            );
+            c.mapping_order = mappings.iter().map(addr).collect();
+            mappings
+        }),
+        None => assemble(objects, entries.iter().map(|(_, e)| &**e), |mappings| mappings),
+    };
+    let set = std::sync::Arc::new(set);
+    if let Some(c) = cache {
+        // Keep exactly what this translation used.
+        c.entries = entries.into_iter().collect();
+        patch::remember(c, objects, &set, &diagnostics, duplicates);
+    }
+    (set, diagnostics)
+}
+
+/// The resource set from what reading each object gave, in input order: resources gathered by
+/// kind, one definition per identity (see [`dedupe`]), one AuthService and one Module. `order`
+/// may put the Mappings in (namespace, name) order first, which `dedupe` then finds sorted.
+/// Also says whether a Mapping was defined twice.
+fn assemble<'p>(
+    objects: &[RawObject],
+    parsed: impl Iterator<Item = &'p Parsed>,
+    order: impl FnOnce(ReadMappings) -> ReadMappings,
+) -> (ResourceSet, Vec<Diagnostic>, bool) {
+    let mut diagnostics = Vec::new();
+    let mut listeners = Vec::new();
+    let mut hosts = Vec::new();
+    let mut mappings = Vec::new();
+    let mut secrets = Vec::new();
+    let mut modules = Vec::new();
+    let mut tls_contexts = Vec::new();
+    let mut auth_services = Vec::new();
+    let mut tcp_mappings = Vec::new();
+    let mut services = Vec::new();
+    let mut endpoint_slices = Vec::new();
+    let mut resolvers = Vec::new();
+    let mut broken_secrets = std::collections::BTreeSet::new();
+    for (i, (parsed, ds)) in parsed.enumerate() {
         let before = diagnostics.len();
-        let Some(entry) = entry else { continue };
-        let (parsed, ds) = &*entry;
         diagnostics.extend(ds.iter().cloned());
         if parsed.is_none() && diagnostics[before..].iter().any(Diagnostic::is_error) {
             if let Some(o) = diagnostics
@@ -600,25 +646,8 @@ pub fn parse_cached(
                 Spec::Resolver(r) => resolvers.push(((meta(), *r), i)),
             }
         }
-        if cache.is_some() {
-            used.insert(key, entry);
-        }
     }
-    if let Some(c) = cache.as_deref_mut() {
-        // Mappings by identity, the last translation's order reused: its Mappings are still
-        // alive (held by `c.entries` until just below), so an address it names is the same
-        // Mapping. `dedupe` then finds them sorted.
-        let addr = |(m, _): &(std::sync::Arc<(Meta, Mapping)>, usize)| std::sync::Arc::as_ptr(m) as usize;
-        mappings = crate::keyed::sort_incrementally(
-            mappings,
-            &c.mapping_order,
-            |m| Some(addr(m)),
-            |(a, _), (b, _)| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)),
-        );
-        c.mapping_order = mappings.iter().map(addr).collect();
-        // Keep exactly what this translation used.
-        c.entries = used;
-    }
+    let mappings = order(mappings);
     let parsed_mappings = mappings.len();
     let set = ResourceSet {
         listeners: dedupe(listeners, objects, &mut diagnostics),
@@ -651,11 +680,7 @@ pub fn parse_cached(
         broken_secrets,
     };
     let duplicates = set.mappings.len() != parsed_mappings;
-    let set = std::sync::Arc::new(set);
-    if let Some(c) = cache {
-        patch::remember(c, objects, &set, &diagnostics, duplicates);
-    }
-    (set, diagnostics)
+    (set, diagnostics, duplicates)
 }
 
 /// Of kinds that exist once (the AuthService, the ambassador Module): the first by namespace and

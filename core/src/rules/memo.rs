@@ -332,29 +332,15 @@ impl Entry {
 }
 
 /// Templates' reads and the shapes of signatures seen.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct TemplateMemo {
     /// By template: its reads, `None` when it cannot be memoized (the analysis could not list
     /// them, or its memo failed a check).
     reads: Mutex<HashMap<String, Option<Arc<Reads>>>>,
     entries: Mutex<KeyMap<Arc<Entry>>>,
-    /// Whether the memo is used at all (see `Registry::without_shortcuts`).
-    pub(crate) on: bool,
     /// Leaves rendered by handlebars to learn or check an entry.
     #[cfg(test)]
     renders: std::sync::atomic::AtomicUsize,
-}
-
-impl Default for TemplateMemo {
-    fn default() -> TemplateMemo {
-        TemplateMemo {
-            reads: Mutex::default(),
-            entries: Mutex::default(),
-            on: true,
-            #[cfg(test)]
-            renders: std::sync::atomic::AtomicUsize::new(0),
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -398,9 +384,6 @@ impl TemplateMemo {
 
     /// Looks a node up by its template and context.
     pub(crate) fn lookup(&self, template_key: &str, hbs: &Handlebars<'_>, ctx: &Value) -> Lookup {
-        if !self.on {
-            return Lookup::Render(None);
-        }
         let Some(reads) = self.reads_of(template_key, hbs) else {
             return Lookup::Render(None);
         };

@@ -6,13 +6,21 @@
 //! is compiled into the binary; operators add packs with `--rules DIR`, which add rules or replace
 //! a built-in rule by id. See `rules/README.md` for the pack format and the template contexts.
 //! Rules see only the template context (the serialized IR), never raw resources.
+//!
+//! Two renderings give the same bytes: [`render`] (`reference`), the plain one, and
+//! [`render_cached`] (`render`), which remembers nodes between translations and takes shortcuts
+//! (template memo, shapes, encode plans, splicing children's bytes) for thousands of similar
+//! nodes. Tests compare the second with the first.
 
 mod filing;
 mod key;
 mod memo;
 pub mod pack;
+mod reference;
 pub mod render;
 mod shape;
 
 pub use pack::{PackError, Registry, Rule};
-pub use render::{render, render_cached, RenderCache, Rendered};
+// `render` is the reference rendering (plain, the oracle); `render_cached` the fast one.
+pub use reference::render;
+pub use render::{render_cached, RenderCache, Rendered};

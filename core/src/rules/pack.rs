@@ -151,15 +151,12 @@ pub struct Rule {
     pub(crate) shared_id: std::sync::Arc<str>,
 }
 
-/// The effective rule table and its compiled templates.
+/// The effective rule table and its compiled templates. Immutable once loaded: what rendering
+/// learns (memo, shapes, caches) is kept by the caller's `RenderCache`.
 #[derive(Debug)]
 pub struct Registry {
     pub(crate) rules: Vec<Rule>,
     pub(crate) hbs: Handlebars<'static>,
-    /// Parsed shapes of rendered text (see `shape`).
-    pub(crate) shapes: super::shape::ShapeCache,
-    /// Shapes by template and signature (see `memo`).
-    pub(crate) memo: super::memo::TemplateMemo,
     /// Whether some partial reads `rendered` (then every rule may, through it).
     partials_read_rendered: bool,
 }
@@ -173,15 +170,6 @@ fn invalid(pack: &str, file: &str, message: impl Into<String>) -> PackError {
 }
 
 impl Registry {
-    /// Turns the shortcuts of rendering off: every node is rendered by handlebars (no template
-    /// memo) and decoded, checked and encoded in full (no encode plans). Slower; the output is
-    /// the same bytes (tests compare both ways).
-    pub fn without_shortcuts(mut self) -> Registry {
-        self.shapes.plans = false;
-        self.memo.on = false;
-        self
-    }
-
     /// The built-in `core` pack alone.
     ///
     /// # Errors
@@ -191,8 +179,6 @@ impl Registry {
             rules: Vec::new(),
             hbs: new_handlebars(),
             partials_read_rendered: false,
-            shapes: super::shape::ShapeCache::default(),
-            memo: super::memo::TemplateMemo::default(),
         };
         registry.add_pack(
             "core",

@@ -51,7 +51,7 @@ use super::pack::PLACEHOLDER;
 
 /// Replaces placeholders left by `{{json rendered.X}}` with the rendered values (`rendered` is
 /// the context's `rendered` object).
-fn fill_placeholders(value: &mut Value, rendered: &Value) {
+pub(super) fn fill_placeholders(value: &mut Value, rendered: &Value) {
     match value {
         Value::String(s) => {
             if let Some(path) = s.strip_prefix(PLACEHOLDER) {
@@ -76,17 +76,17 @@ fn fill_placeholders(value: &mut Value, rendered: &Value) {
 /// One message a rule produced for a node. Only the encoding is kept: what a parent or a human
 /// needs as JSON is decoded from it on demand.
 #[derive(Clone, Debug)]
-struct Output {
-    emits: String,
+pub(super) struct Output {
+    pub(super) emits: String,
     /// The message's `name` (the resource name of top-level resources).
-    name: Name,
-    rule: Arc<str>,
+    pub(super) name: Name,
+    pub(super) rule: Arc<str>,
     /// The protobuf encoding (fragments' bytes are appended to their parent's).
-    encoded: bytes::Bytes,
+    pub(super) encoded: bytes::Bytes,
     /// The version of a top-level resource (zeros for fragments).
-    version: crate::snapshot::Version,
+    pub(super) version: crate::snapshot::Version,
     /// The type of a top-level resource (none for fragments).
-    ty: Option<ResourceType>,
+    pub(super) ty: Option<ResourceType>,
 }
 
 /// Rendered children handed to a parent.
@@ -162,6 +162,15 @@ struct NodeOutput {
     diagnostics: Vec<Diagnostic>,
 }
 
+/// What the fast path learns of the templates while it renders (valid for one registry, and kept
+/// with the [`RenderCache`], never in the registry): the template memo (see `memo`) and the
+/// parsed shapes of rendered text with their encode plans (see `shape`).
+#[derive(Debug, Default)]
+pub(super) struct Shortcuts {
+    shapes: super::shape::ShapeCache,
+    memo: super::memo::TemplateMemo,
+}
+
 /// Rendered output of IR nodes from the previous translation, keyed by everything rendering a
 /// node reads (kind, full context, source origin). With it, a translation re-renders only the
 /// nodes whose content changed, and produces exactly what a fresh translation would: a hit
@@ -170,6 +179,8 @@ struct NodeOutput {
 /// translation's worth, at most two. Valid for one rule registry only.
 #[derive(Debug, Default)]
 pub struct RenderCache {
+    /// What rendering learnt of the templates: memo and shapes with their encode plans.
+    shortcuts: Arc<Shortcuts>,
     /// Outputs by node key, with the last translation that looked each up (shared: a hit is a
     /// reference count, not a copy).
     entries: crate::keyed::KeyMap<(u64, Arc<NodeOutput>)>,
@@ -216,6 +227,7 @@ impl RenderCache {
 
 struct Renderer<'a> {
     registry: &'a Registry,
+    shortcuts: &'a Shortcuts,
     /// Whether leaves render on the render threads (large inputs only).
     parallel: bool,
     filer: Filer,
@@ -234,7 +246,7 @@ fn context<T: Serialize>(node: &T) -> Value {
 
 /// The context of a virtual host without its routes (which would be serialized only to be
 /// dropped). A test keeps this in step with [`crate::ir::VirtualHost`].
-fn virtual_host_head(vh: &crate::ir::VirtualHost) -> Value {
+pub(super) fn virtual_host_head(vh: &crate::ir::VirtualHost) -> Value {
     serde_json::json!({
         "name": vh.name,
         "hostname": vh.hostname,
@@ -244,13 +256,13 @@ fn virtual_host_head(vh: &crate::ir::VirtualHost) -> Value {
 }
 
 /// The context of a route table without its virtual hosts (see [`virtual_host_head`]).
-fn route_config_head(rc: &crate::ir::RouteConfig) -> Value {
+pub(super) fn route_config_head(rc: &crate::ir::RouteConfig) -> Value {
     serde_json::json!({ "name": rc.name })
 }
 
 /// Adds `rendered`: the children as JSON when a rule of this kind reads them, else the names
 /// alone with empty lists (`{{json rendered.routes}}` only prints a placeholder).
-fn with_rendered(mut ctx: Value, rendered: Value) -> Value {
+pub(super) fn with_rendered(mut ctx: Value, rendered: Value) -> Value {
     if let Value::Object(map) = &mut ctx {
         map.insert("rendered".to_string(), rendered);
     }
@@ -258,7 +270,7 @@ fn with_rendered(mut ctx: Value, rendered: Value) -> Value {
 }
 
 /// Deep merge for patches: maps merge, lists append, anything else replaces.
-fn merge(base: &mut Value, patch: Value) {
+pub(super) fn merge(base: &mut Value, patch: Value) {
     match (base, patch) {
         (Value::Object(b), Value::Object(p)) => {
             for (k, v) in p {
@@ -286,15 +298,64 @@ fn is_placeholder(value: Option<&Value>, key: &str) -> bool {
 
 /// Renders one node through the rules; pure (reads only the registry), so leaves render in
 /// parallel.
-struct NodeRenderer<'a> {
+pub(super) struct NodeRenderer<'a> {
     registry: &'a Registry,
     node: &'a str,
     source: Option<&'a SourceRef>,
     diagnostics: Vec<Diagnostic>,
 }
 
-impl NodeRenderer<'_> {
-    fn fail(&mut self, rule: &Rule, code: &str, message: String) {
+impl<'a> NodeRenderer<'a> {
+    /// A renderer for the node `node` (its label in diagnostics), made from `source`.
+    pub(super) fn new(registry: &'a Registry, node: &'a str, source: Option<&'a SourceRef>) -> Self {
+        NodeRenderer {
+            registry,
+            node,
+            source,
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// What rendering the node reported.
+    pub(super) fn into_diagnostics(self) -> Vec<Diagnostic> {
+        self.diagnostics
+    }
+
+    /// Renders one rule's template and parses the text, the plain way: the helpers print JSON,
+    /// nothing is recorded or looked up. Placeholders of `{{json rendered.X}}` are still in.
+    pub(super) fn render_plain(&mut self, rule: &Rule, ctx: &handlebars::Context) -> Option<Value> {
+        match self.registry.hbs.render_with_context(&rule.template_key, ctx) {
+            Ok(text) => self.parse_text(rule, &text),
+            Err(e) => {
+                self.fail(rule, "rules.template_failed", e.to_string());
+                None
+            }
+        }
+    }
+
+    /// The value of a rendered text, or a diagnostic.
+    fn parse_text(&mut self, rule: &Rule, text: &str) -> Option<Value> {
+        match crate::source::yaml::parse_one(text) {
+            Ok(Some(n)) => Some(n.to_json()),
+            Ok(None) => Some(Value::Object(serde_json::Map::new())),
+            Err(e) => {
+                let line = text.lines().nth(e.line.saturating_sub(1) as usize).unwrap_or("");
+                self.fail(
+                    rule,
+                    "rules.invalid_yaml",
+                    format!(
+                        "rendered text is not YAML at line {} ({}): `{}`",
+                        e.line,
+                        e.message,
+                        line.trim()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn fail(&mut self, rule: &Rule, code: &str, message: String) {
         let mut d = Diagnostic::error(
             code,
             format!("rule `{}` ({}) for {}: {message}", rule.id, rule.template, self.node),
@@ -306,7 +367,7 @@ impl NodeRenderer<'_> {
         self.diagnostics.push(d);
     }
 
-    fn applies(&mut self, rule: &Rule, ctx: &Value) -> bool {
+    pub(super) fn applies(&mut self, rule: &Rule, ctx: &Value) -> bool {
         match &rule.when {
             None => true,
             Some((text, c)) => match c.eval(ctx) {
@@ -326,8 +387,14 @@ impl NodeRenderer<'_> {
     /// Renders one rule's template with the helpers' values recorded apart: the text with
     /// markers, and the values. A leaf's context may be found in the template memo instead
     /// (see `memo`).
-    fn render_shape(&mut self, rule: &Rule, ctx: &handlebars::Context, leaf: bool) -> Option<(Arc<str>, Vec<String>)> {
-        let memo = &self.registry.memo;
+    fn render_shape(
+        &mut self,
+        sc: &Shortcuts,
+        rule: &Rule,
+        ctx: &handlebars::Context,
+        leaf: bool,
+    ) -> Option<(Arc<str>, Vec<String>)> {
+        let memo = &sc.memo;
         let pending = if leaf {
             match memo.lookup(&rule.template_key, &self.registry.hbs, ctx.data()) {
                 super::memo::Lookup::Hit(shape, values) => return Some((shape, values)),
@@ -354,9 +421,15 @@ impl NodeRenderer<'_> {
 
     /// Renders one rule's template and parses the text: the value, placeholders still in, and
     /// how many it has.
-    fn render_one(&mut self, rule: &Rule, ctx: &handlebars::Context, leaf: bool) -> Option<(Value, usize)> {
-        let (shape, values) = self.render_shape(rule, ctx, leaf)?;
-        let parsed = self.registry.shapes.of_node(&shape, &values);
+    fn render_one(
+        &mut self,
+        sc: &Shortcuts,
+        rule: &Rule,
+        ctx: &handlebars::Context,
+        leaf: bool,
+    ) -> Option<(Value, usize)> {
+        let (shape, values) = self.render_shape(sc, rule, ctx, leaf)?;
+        let parsed = sc.shapes.of_node(&shape, &values);
         self.parse_rendered(rule, &shape, &values, parsed.as_deref())
     }
 
@@ -374,29 +447,12 @@ impl NodeRenderer<'_> {
             return Some((value, placeholders));
         }
         let text = super::shape::real_text(shape, values);
-        match crate::source::yaml::parse_one(&text) {
-            Ok(Some(n)) => Some((n.to_json(), placeholders)),
-            Ok(None) => Some((Value::Object(serde_json::Map::new()), 0)),
-            Err(e) => {
-                let line = text.lines().nth(e.line.saturating_sub(1) as usize).unwrap_or("");
-                self.fail(
-                    rule,
-                    "rules.invalid_yaml",
-                    format!(
-                        "rendered text is not YAML at line {} ({}): `{}`",
-                        e.line,
-                        e.message,
-                        line.trim()
-                    ),
-                );
-                None
-            }
-        }
+        self.parse_text(rule, &text).map(|v| (v, placeholders))
     }
 
     /// Every applicable non-patch rule gives one message, into which the applicable patches for
     /// the same message type are merged.
-    fn render(mut self, kind: NodeKind, ctx: Value, children: Option<Children<'_>>) -> NodeOutput {
+    fn render(mut self, sc: &Shortcuts, kind: NodeKind, ctx: Value, children: Option<Children<'_>>) -> NodeOutput {
         let registry = self.registry;
         // Children as JSON only when a rule reads them; `{{json rendered.routes}}` needs just
         // the field to exist.
@@ -419,14 +475,13 @@ impl NodeRenderer<'_> {
             if !self.applies(rule, data) {
                 continue;
             }
-            let Some((shape, values)) = self.render_shape(rule, &hctx, children.is_none()) else {
+            let Some((shape, values)) = self.render_shape(sc, rule, &hctx, children.is_none()) else {
                 continue;
             };
-            let parsed = registry.shapes.of_node(&shape, &values);
+            let parsed = sc.shapes.of_node(&shape, &values);
             // A leaf with no patch rules for its message can go through its shape's encode plan
             // (see `envoy::plan`), learnt from the first node of the shape encoded in full.
-            let plannable = registry.shapes.plans
-                && children.is_none()
+            let plannable = children.is_none()
                 && !registry
                     .rules
                     .iter()
@@ -451,7 +506,7 @@ impl NodeRenderer<'_> {
                 .filter(|r| r.kind == kind && r.patch && r.emits == rule.emits)
             {
                 if self.applies(patch, data) {
-                    if let Some((p, ph)) = self.render_one(patch, &hctx, children.is_none()) {
+                    if let Some((p, ph)) = self.render_one(sc, patch, &hctx, children.is_none()) {
                         merge(&mut value, p);
                         placeholders += ph;
                         applied = patch;
@@ -505,7 +560,7 @@ impl NodeRenderer<'_> {
 }
 
 /// One rule's output: its encoded message, named and (for xDS resources) versioned.
-fn output(rule: &Rule, mut encoded: Vec<u8>, name: String) -> Output {
+pub(super) fn output(rule: &Rule, mut encoded: Vec<u8>, name: String) -> Output {
     let name = Name::from(name);
     // Taken over, not copied (a route table's encoding is hundreds of kilobytes, sized exactly);
     // a buffer that grew as it was written gives back what it did not use.
@@ -528,7 +583,7 @@ fn output(rule: &Rule, mut encoded: Vec<u8>, name: String) -> Output {
 }
 
 /// A leaf IR node (cluster, route, listener, secret): what the renderer needs to know of it.
-trait Leaf: Serialize + Sync + Sized {
+pub(super) trait Leaf: Serialize + Sync + Sized {
     const KIND: NodeKind;
     fn label(&self) -> String;
     fn source(&self) -> Option<&SourceRef>;
@@ -727,7 +782,7 @@ impl Renderer<'_> {
     /// parallel for large inputs), in input order.
     fn resolve<T: Leaf>(&mut self, items: &[&T], keys: Vec<u128>) -> Vec<(u128, Arc<NodeOutput>)> {
         use rayon::prelude::*;
-        let registry = self.registry;
+        let (registry, shortcuts) = (self.registry, self.shortcuts);
         let hits: Vec<Option<Arc<NodeOutput>>> = match self.cache.as_deref_mut() {
             Some(cache) => {
                 let generation = cache.generation;
@@ -750,13 +805,8 @@ impl Renderer<'_> {
             .collect();
         let render = |n: &T| {
             let label = n.label();
-            let r = NodeRenderer {
-                registry,
-                node: &label,
-                source: n.source(),
-                diagnostics: Vec::new(),
-            };
-            Arc::new(r.render(T::KIND, n.context(), None))
+            let r = NodeRenderer::new(registry, &label, n.source());
+            Arc::new(r.render(shortcuts, T::KIND, n.context(), None))
         };
         let to_render = render_here.iter().filter(|here| **here).count();
         let fresh: Vec<Option<Arc<NodeOutput>>> = if to_render == 0 {
@@ -831,13 +881,8 @@ impl Renderer<'_> {
             }
             cache.misses += 1;
         }
-        let r = NodeRenderer {
-            registry: self.registry,
-            node,
-            source,
-            diagnostics: Vec::new(),
-        };
-        let result = Arc::new(r.render(kind, ctx, kids.bytes));
+        let r = NodeRenderer::new(self.registry, node, source);
+        let result = Arc::new(r.render(self.shortcuts, kind, ctx, kids.bytes));
         if let (Some(key), Some(cache)) = (key, self.cache.as_deref_mut()) {
             cache.entries.insert(key, (cache.generation, Arc::clone(&result)));
         }
@@ -892,13 +937,8 @@ impl Renderer<'_> {
     }
 }
 
-/// Renders the IR through the registry's rules.
-pub fn render(ir: &Ir, registry: &Registry) -> (Rendered, Vec<Diagnostic>) {
-    render_cached(ir, registry, None)
-}
-
-const ROUTE: &str = "envoy.config.route.v3.Route";
-const VIRTUAL_HOST: &str = "envoy.config.route.v3.VirtualHost";
+pub(super) const ROUTE: &str = "envoy.config.route.v3.Route";
+pub(super) const VIRTUAL_HOST: &str = "envoy.config.route.v3.VirtualHost";
 
 /// Below this many leaves, rendering stays on the calling thread (small configurations render in
 /// a few milliseconds anyway).
@@ -926,12 +966,14 @@ fn render_with(
     cache: Option<&mut RenderCache>,
     parallel: bool,
 ) -> (Rendered, Vec<Diagnostic>) {
-    // Without a cache the filing is in full, which always finishes.
+    // Without a cache the filing is in full, which always finishes; what the shortcuts learn is
+    // kept for this pass only.
     let Some(cache) = cache else {
-        return render_pass(ir, registry, None, parallel).unwrap_or_default();
+        return render_pass(ir, registry, &Shortcuts::default(), None, parallel).unwrap_or_default();
     };
     let patch = cache.filed.is_some();
-    if let Some(r) = render_pass(ir, registry, Some(&mut *cache), parallel) {
+    let shortcuts = Arc::clone(&cache.shortcuts);
+    if let Some(r) = render_pass(ir, registry, &shortcuts, Some(&mut *cache), parallel) {
         cache.patched = patch;
         return r;
     }
@@ -939,7 +981,7 @@ fn render_with(
     // again costs cache hits only; the counts stay those of the first pass.
     let stats = (cache.hits, cache.misses);
     cache.filed = None;
-    let r = render_pass(ir, registry, Some(&mut *cache), parallel).unwrap_or_default();
+    let r = render_pass(ir, registry, &shortcuts, Some(&mut *cache), parallel).unwrap_or_default();
     (cache.hits, cache.misses) = stats;
     cache.patched = false;
     r
@@ -950,6 +992,7 @@ fn render_with(
 fn render_pass(
     ir: &Ir,
     registry: &Registry,
+    shortcuts: &Shortcuts,
     mut cache: Option<&mut RenderCache>,
     parallel: bool,
 ) -> Option<(Rendered, Vec<Diagnostic>)> {
@@ -964,6 +1007,7 @@ fn render_pass(
     }
     let mut r = Renderer {
         registry,
+        shortcuts,
         parallel,
         filer,
         diagnostics: Vec::new(),
@@ -991,7 +1035,8 @@ fn render_pass(
                 route_keys.push(entry.key);
                 route_bytes.extend(entry.fragments.iter().map(|b| &b[..]));
             }
-            let node = format!("virtual host `{}` of `{}`", vh.name, rc.name);
+            // Not named after its table: a virtual host in several tables renders once.
+            let node = format!("virtual host `{}`", vh.name);
             let (key, fragments) = r.parent(
                 NodeKind::VirtualHost,
                 virtual_host_head(vh),
@@ -1192,15 +1237,15 @@ mod tests {
         let (set, _) = crate::resource::parse(&loaded.objects, &options.parse);
         let (ir, _) = crate::ir::lower(&set, &options.lower);
         let registry = crate::rules::Registry::core().unwrap();
-        let full = crate::rules::Registry::core().unwrap().without_shortcuts();
-        let (rendered, diagnostics) = super::render(&ir, &registry);
+        let mut cache = super::RenderCache::default();
+        let (rendered, diagnostics) = super::render_cached(&ir, &registry, Some(&mut cache));
         assert!(diagnostics.is_empty(), "{diagnostics:?}");
-        assert_eq!(rendered, super::render(&ir, &full).0);
+        assert_eq!(rendered, crate::rules::render(&ir, &registry).0);
         // One signature for the 200 clusters and one for the 200 routes: each rendered by
         // handlebars for its first node and for the check of its first reuse only.
-        assert_eq!(registry.memo.handlebars_renders(), (2, 4));
+        assert_eq!(cache.shortcuts.memo.handlebars_renders(), (2, 4));
         // Their shapes are planned, and so is the listener's.
-        assert_eq!(registry.shapes.plans_learnt(), 3);
+        assert_eq!(cache.shortcuts.shapes.plans_learnt(), 3);
     }
 
     #[test]

@@ -99,20 +99,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Parsed shapes by their text.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct ShapeCache {
     shapes: Mutex<HashMap<Arc<str>, Arc<Shape>>>,
-    /// Whether nodes may go through encode plans.
-    pub(crate) plans: bool,
-}
-
-impl Default for ShapeCache {
-    fn default() -> ShapeCache {
-        ShapeCache {
-            shapes: Mutex::default(),
-            plans: true,
-        }
-    }
 }
 
 /// One shape: its parsed value (`None`: it does not parse, and each node's real text is parsed

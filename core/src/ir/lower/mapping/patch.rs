@@ -231,7 +231,13 @@ pub(in crate::ir::lower) fn refresh(
             })
         })
         .collect();
+    // Hosts with the same context (one hostname in two namespaces, each on its own Listener)
+    // share their entries and route order: each is brought up to date once.
+    let mut done = std::collections::BTreeSet::new();
     for (&index, host) in delta.hosts.iter().zip(served) {
+        if !done.insert(index) {
+            continue;
+        }
         let h = &mut cache.hosts[index];
         for (r, used) in delta.removed.iter().zip(&mut removed_uses) {
             let Some(old) = h.entries.remove(&addr(r)) else {

@@ -1,0 +1,197 @@
+//! The reference rendering: the plain, obvious way from IR to Envoy resources, and the oracle the
+//! fast path ([`super::render_cached`]) is compared with, byte for byte, by the golden, property
+//! and fuzz tests.
+//!
+//! Every IR node goes through the rules of its kind, one node after the other: handlebars renders
+//! the template (the `json` and `duration` helpers print JSON), the text is parsed as YAML, the
+//! patch rules for the same message are merged in, the children a parent printed with
+//! `{{json rendered.X}}` are put in as JSON, and the message is decoded against Envoy's schema,
+//! checked against its validation rules and encoded. Children come before their parents (routes,
+//! then virtual hosts, then route tables) and see each other as their encodings decoded back to
+//! JSON, the `rendered` contract of rules/README.md.
+//!
+//! Must not use anything of the fast path: no render cache, template memo, shapes, encode plans or
+//! splicing of children's bytes, and no incremental filing. Nothing is remembered between calls.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::pack::Registry;
+use super::render::{
+    fill_placeholders, merge, output, route_config_head, virtual_host_head, with_rendered, Leaf, NodeRenderer, Output,
+    Rendered, ROUTE, VIRTUAL_HOST,
+};
+use crate::diagnostic::Diagnostic;
+use crate::ir::{Ir, NodeKind, SourceRef};
+use crate::snapshot::{Name, Resource, ResourceType};
+
+/// Renders the IR through the registry's rules, the plain way (see the module's documentation).
+pub fn render(ir: &Ir, registry: &Registry) -> (Rendered, Vec<Diagnostic>) {
+    let mut r = Reference {
+        registry,
+        filed: BTreeMap::new(),
+        diagnostics: Vec::new(),
+    };
+    // Resources are filed in this order, the first of two with one name kept: secrets, clusters,
+    // endpoints, every route of every table, each table's virtual hosts and then the table, and
+    // the listeners (the fast path files in the same order).
+    for s in &ir.secrets {
+        r.leaf(s, None);
+    }
+    for c in &ir.clusters {
+        r.leaf(&**c, None);
+    }
+    for e in &ir.endpoints {
+        r.leaf(e, None);
+    }
+    let mut routes = ir
+        .route_configs
+        .iter()
+        .flat_map(|rc| &rc.virtual_hosts)
+        .flat_map(|vh| &vh.routes)
+        .map(|route| r.leaf(&**route, Some(ROUTE)))
+        .collect::<Vec<_>>()
+        .into_iter();
+    for rc in &ir.route_configs {
+        let mut virtual_hosts = Vec::new();
+        for vh in &rc.virtual_hosts {
+            let routes: Vec<Value> = routes.by_ref().take(vh.routes.len()).flatten().collect();
+            let ctx = with_rendered(virtual_host_head(vh), json!({ "routes": routes }));
+            let label = format!("virtual host `{}`", vh.name);
+            virtual_hosts.extend(r.node(
+                NodeKind::VirtualHost,
+                ctx,
+                &label,
+                vh.source.as_ref(),
+                Some(VIRTUAL_HOST),
+            ));
+        }
+        let ctx = with_rendered(route_config_head(rc), json!({ "virtual_hosts": virtual_hosts }));
+        r.node(
+            NodeKind::RouteConfig,
+            ctx,
+            &format!("route table `{}`", rc.name),
+            None,
+            None,
+        );
+    }
+    for l in &ir.listeners {
+        r.leaf(l, None);
+    }
+    let resources = r
+        .filed
+        .into_iter()
+        .map(|(ty, by_name)| (ty, by_name.into_iter().map(|(name, (res, _))| (name, res)).collect()))
+        .collect();
+    (Rendered { resources }, r.diagnostics)
+}
+
+struct Reference<'a> {
+    registry: &'a Registry,
+    /// Top-level resources by type and name, with the rule that emitted each.
+    filed: BTreeMap<ResourceType, BTreeMap<Name, (Resource, Arc<str>)>>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Reference<'_> {
+    /// Renders a leaf; returns its fragments of `fragment_type` as JSON.
+    fn leaf<T: Leaf>(&mut self, node: &T, fragment_type: Option<&str>) -> Vec<Value> {
+        self.node(T::KIND, node.context(), &node.label(), node.source(), fragment_type)
+    }
+
+    /// Renders one node through every rule of its kind that applies, files its top-level
+    /// resources, and returns its fragments of `fragment_type` (decoded back to JSON, as a
+    /// parent's `rendered` shows them).
+    fn node(
+        &mut self,
+        kind: NodeKind,
+        ctx: Value,
+        label: &str,
+        source: Option<&SourceRef>,
+        fragment_type: Option<&str>,
+    ) -> Vec<Value> {
+        let rendered = ctx.get("rendered").cloned().unwrap_or(Value::Null);
+        let hctx = handlebars::Context::from(ctx);
+        let mut node = NodeRenderer::new(self.registry, label, source);
+        let mut outputs: Vec<Output> = Vec::new();
+        let rules = self.registry.rules();
+        for rule in rules.iter().filter(|r| r.kind == kind && !r.patch) {
+            if !node.applies(rule, hctx.data()) {
+                continue;
+            }
+            let Some(mut value) = node.render_plain(rule, &hctx) else {
+                continue;
+            };
+            let mut applied = rule;
+            for patch in rules
+                .iter()
+                .filter(|r| r.kind == kind && r.patch && r.emits == rule.emits)
+            {
+                if node.applies(patch, hctx.data()) {
+                    if let Some(p) = node.render_plain(patch, &hctx) {
+                        merge(&mut value, p);
+                        applied = patch;
+                    }
+                }
+            }
+            fill_placeholders(&mut value, &rendered);
+            match crate::envoy::decode_checked(&rule.emits, &value) {
+                Ok(message) => {
+                    // A resource's xDS name: `name`, but `cluster_name` for a ClusterLoadAssignment.
+                    let name = value
+                        .get("name")
+                        .or_else(|| value.get("cluster_name"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    outputs.push(output(rule, crate::envoy::encode(&message), name));
+                }
+                Err(e) => node.fail(
+                    applied,
+                    "rules.invalid_output",
+                    format!("output is not a valid {}: {e}", rule.emits),
+                ),
+            }
+        }
+        self.diagnostics.extend(node.into_diagnostics());
+        let mut fragments = Vec::new();
+        for o in outputs {
+            match o.ty {
+                Some(ty) => self.file(ty, o, label, source),
+                None if fragment_type == Some(o.emits.as_str()) => {
+                    fragments.push(crate::envoy::bytes_to_json_proto_names(&o.emits, &o.encoded));
+                }
+                None => {}
+            }
+        }
+        fragments
+    }
+
+    /// Files a top-level resource; a name already filed keeps the first and is reported.
+    fn file(&mut self, ty: ResourceType, o: Output, label: &str, source: Option<&SourceRef>) {
+        let by_name = self.filed.entry(ty).or_default();
+        if let Some((_, existing)) = by_name.get(&o.name) {
+            let mut d = Diagnostic::error(
+                "rules.duplicate_resource",
+                format!(
+                    "rule `{}` for {label} emits {} `{}`, which rule `{existing}` already emitted; the first one is kept",
+                    o.rule,
+                    ty.label(),
+                    o.name
+                ),
+            );
+            if let Some(s) = source {
+                d = d.on(s.object.clone()).at(s.origin.clone());
+            }
+            self.diagnostics.push(d);
+            return;
+        }
+        let resource = Resource {
+            bytes: o.encoded,
+            version: o.version,
+        };
+        by_name.insert(o.name, (resource, o.rule));
+    }
+}
