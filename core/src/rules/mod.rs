@@ -7,7 +7,7 @@
 //! a built-in rule by id. See `rules/README.md` for the pack format and the template contexts.
 //! Rules see only the template context (the serialized IR), never raw resources.
 //!
-//! Two renderings give the same bytes: [`render`] (`reference`), the plain one, and
+//! Two renderings give the same bytes: [`render()`] (`reference`), the plain one, and
 //! [`render_cached`] (`render`), which remembers nodes between translations and takes shortcuts
 //! (template memo, shapes, encode plans, splicing children's bytes) for thousands of similar
 //! nodes. Tests compare the second with the first.
