@@ -32,6 +32,11 @@ struct AuthServiceSpec {
     ambassador_id: Option<serde_json::Value>,
 }
 
+/// The field names `spec` accepts (see `resource::fields`).
+pub(super) fn spec_fields() -> &'static [&'static str] {
+    super::fields::of::<AuthServiceSpec>()
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 struct StatusOnError {
     code: Option<u16>,

@@ -65,6 +65,11 @@ struct HostSpec {
     ambassador_id_alias: Option<serde_json::Value>,
 }
 
+/// The field names `spec` accepts (see `resource::fields`).
+pub(super) fn spec_fields() -> &'static [&'static str] {
+    super::fields::of::<HostSpec>()
+}
+
 /// A valid Host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Host {

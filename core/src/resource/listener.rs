@@ -78,6 +78,11 @@ struct ListenerSpec {
     ambassador_id: Option<serde_json::Value>,
 }
 
+/// The field names `spec` accepts (see `resource::fields`).
+pub(super) fn spec_fields() -> &'static [&'static str] {
+    super::fields::of::<ListenerSpec>()
+}
+
 /// A valid Listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listener {

@@ -151,6 +151,11 @@ struct MappingSpec {
     ambassador_id: Option<serde_json::Value>,
 }
 
+/// The field names `spec` accepts (see `resource::fields`).
+pub(super) fn spec_fields() -> &'static [&'static str] {
+    super::fields::of::<MappingSpec>()
+}
+
 /// A valid Mapping.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mapping {

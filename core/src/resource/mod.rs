@@ -7,6 +7,7 @@
 //! module is the boundary with users' manifests. Knows nothing about Envoy.
 
 pub mod authservice;
+pub mod fields;
 pub mod host;
 pub mod kubernetes;
 pub mod listener;

@@ -63,6 +63,11 @@ struct ConfigSpec {
     cors: Option<super::mapping::CorsSpec>,
 }
 
+/// The field names of the Module's `spec.config` (see `resource::fields`).
+pub(super) fn config_fields() -> &'static [&'static str] {
+    super::fields::of::<ConfigSpec>()
+}
+
 /// The `ambassador` Module's settings, with Emissary's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AmbassadorModule {

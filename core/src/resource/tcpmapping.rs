@@ -34,6 +34,11 @@ struct TcpMappingSpec {
     ambassador_id: Option<serde_json::Value>,
 }
 
+/// The field names `spec` accepts (see `resource::fields`).
+pub(super) fn spec_fields() -> &'static [&'static str] {
+    super::fields::of::<TcpMappingSpec>()
+}
+
 /// A valid TCPMapping.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcpMapping {

@@ -188,6 +188,11 @@ struct TlsContextSpec {
     ambassador_id: Option<serde_json::Value>,
 }
 
+/// The field names `spec` accepts (see `resource::fields`).
+pub(super) fn spec_fields() -> &'static [&'static str] {
+    super::fields::of::<TlsContextSpec>()
+}
+
 /// A valid TLSContext.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsContext {
