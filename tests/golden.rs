@@ -4,6 +4,9 @@
 //! `UPDATE_GOLDEN=1 cargo test --test golden` rewrites the expected files (and deletes the ones a
 //! case no longer produces). Without it, a mismatch, a missing file or an orphaned file fails.
 //! A case may hold rule packs in `<case>/rules/<pack>/`, applied in name order.
+//!
+//! Each case is a test of its own, named `<area>/<case>`: `cargo test --test golden --
+//! mapping/cors` runs one (this file has its own harness, `libtest-mimic`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,8 +77,8 @@ const PRODUCED: &[&str] = &[
     "secrets.yaml",
 ];
 
-#[test]
-fn golden() {
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     assert!(
@@ -84,46 +87,66 @@ fn golden() {
     );
     let cases = cases(&root);
     assert!(cases.len() >= 5, "expected golden cases under {}", root.display());
+    let mut trials: Vec<libtest_mimic::Trial> = cases
+        .into_iter()
+        .map(|case| {
+            let name = case.strip_prefix(&root).unwrap().display().to_string();
+            libtest_mimic::Trial::test(name.clone(), move || check(&name, &case, update))
+        })
+        .collect();
+    trials.push(libtest_mimic::Trial::test(
+        "the_fast_path_gives_what_the_reference_gives",
+        || {
+            the_fast_path_gives_what_the_reference_gives();
+            Ok(())
+        },
+    ));
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// One case: what it produces against its expected files (rewritten with `update`).
+fn check(name: &str, case: &Path, update: bool) -> Result<(), libtest_mimic::Failed> {
+    let produced = produce(case);
     let mut failures = Vec::new();
-    for case in &cases {
-        let name = case.strip_prefix(&root).unwrap().display().to_string();
-        let produced = produce(case);
-        for file in PRODUCED {
-            let path = case.join(file);
-            let expected = std::fs::read_to_string(&path).ok();
-            match (produced.get(*file), expected) {
-                (Some(got), Some(want)) if *got == want => {}
-                (Some(got), want) => {
-                    if update {
-                        std::fs::write(&path, got).unwrap();
-                    } else {
-                        let diff = similar::TextDiff::from_lines(want.as_deref().unwrap_or(""), got.as_str())
-                            .unified_diff()
-                            .header("expected", "actual")
-                            .to_string();
-                        failures.push(format!(
-                            "{name}/{file}: {}\n{diff}",
-                            if want.is_none() { "missing" } else { "differs" }
-                        ));
-                    }
+    for file in PRODUCED {
+        let path = case.join(file);
+        let expected = std::fs::read_to_string(&path).ok();
+        match (produced.get(*file), expected) {
+            (Some(got), Some(want)) if *got == want => {}
+            (Some(got), want) => {
+                if update {
+                    std::fs::write(&path, got).unwrap();
+                } else {
+                    let diff = similar::TextDiff::from_lines(want.as_deref().unwrap_or(""), got.as_str())
+                        .unified_diff()
+                        .header("expected", "actual")
+                        .to_string();
+                    failures.push(format!(
+                        "{name}/{file}: {}\n{diff}",
+                        if want.is_none() { "missing" } else { "differs" }
+                    ));
                 }
-                (None, Some(_)) => {
-                    if update {
-                        std::fs::remove_file(&path).unwrap();
-                    } else {
-                        failures.push(format!("{name}/{file}: orphaned (the case no longer produces it)"));
-                    }
-                }
-                (None, None) => {}
             }
+            (None, Some(_)) => {
+                if update {
+                    std::fs::remove_file(&path).unwrap();
+                } else {
+                    failures.push(format!("{name}/{file}: orphaned (the case no longer produces it)"));
+                }
+            }
+            (None, None) => {}
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} golden mismatch(es); review, then run `UPDATE_GOLDEN=1 cargo test --test golden`:\n\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} golden mismatch(es); review, then run `UPDATE_GOLDEN=1 cargo test --test golden`:\n\n{}",
+            failures.len(),
+            failures.join("\n")
+        )
+        .into())
+    }
 }
 
 /// Every resource's bytes, by type and name.
@@ -143,7 +166,6 @@ fn resources(t: &attache::Translation) -> Vec<(ResourceType, String, Vec<u8>)> {
 /// bytes, versions and diagnostics. One registry serves all the cases that use the core pack,
 /// twice over, so nodes of every case also go through memo entries, shapes and plans learnt from
 /// other cases' nodes; cases with their own packs get their own registry.
-#[test]
 fn the_fast_path_gives_what_the_reference_gives() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let shared = std::sync::Arc::new(attache::rules::Registry::core().unwrap());
