@@ -10,21 +10,16 @@ use serde::de::{self, DeserializeOwned, Visitor};
 /// The top-level field names of the spec of `kind` (`config.<name>` for the Module's settings),
 /// or none for a kind attache does not read.
 pub fn spec_fields(kind: &str) -> Vec<String> {
-    let top = |fields: &[&str]| fields.iter().map(|f| (*f).to_string()).collect::<Vec<_>>();
-    match kind {
-        "Mapping" => top(super::mapping::spec_fields()),
-        "Host" => top(super::host::spec_fields()),
-        "Listener" => top(super::listener::spec_fields()),
-        "TLSContext" => top(super::tlscontext::spec_fields()),
-        "AuthService" => top(super::authservice::spec_fields()),
-        "TCPMapping" => top(super::tcpmapping::spec_fields()),
-        "Module" => super::module::config_fields()
-            .iter()
-            .map(|f| format!("config.{f}"))
-            .chain(std::iter::once("ambassador_id".to_string()))
-            .collect(),
-        _ => Vec::new(),
-    }
+    super::KINDS
+        .iter()
+        .find(|k| k.kind == kind)
+        .map(|k| (k.fields)())
+        .unwrap_or_default()
+}
+
+/// Owned copies of field names.
+pub(super) fn names(fields: &[&str]) -> Vec<String> {
+    fields.iter().map(|f| (*f).to_string()).collect()
 }
 
 /// The field names of struct `T`, as its `Deserialize` implementation declares them.

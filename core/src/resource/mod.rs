@@ -897,18 +897,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         );
         return None;
     }
-    if !matches!(
-        kind.as_str(),
-        "Listener"
-            | "Host"
-            | "Mapping"
-            | "Module"
-            | "TLSContext"
-            | "AuthService"
-            | "TCPMapping"
-            | "KubernetesServiceResolver"
-            | "KubernetesEndpointResolver"
-    ) {
+    let Some(read_kind) = KINDS.iter().find(|k| k.kind == kind) else {
         let message = if NOT_YET.contains(&kind.as_str()) {
             format!("{kind} is not supported by attache yet; ignored")
         } else {
@@ -916,7 +905,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         };
         diagnostics.push(Diagnostic::notice("resource.ignored_kind", message).at(at).on(object));
         return None;
-    }
+    };
     let Some(name) = name else {
         diagnostics.push(
             Diagnostic::error("resource.missing_name", format!("{kind} has no metadata.name; ignored"))
@@ -992,30 +981,87 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         root,
         meta: &meta,
         diagnostics,
-        code_prefix: match kind.as_str() {
-            "Listener" => "listener",
-            "Host" => "host",
-            "Module" => "module",
-            "TLSContext" => "tlscontext",
-            "AuthService" => "authservice",
-            "TCPMapping" => "tcpmapping",
-            "KubernetesServiceResolver" | "KubernetesEndpointResolver" => "resolver",
-            _ => "mapping",
-        },
+        code_prefix: read_kind.code,
     };
-    let spec = match kind.as_str() {
-        "Listener" => listener::read(&mut reader).map(Spec::Listener),
-        "Host" => host::read(&mut reader).map(Spec::Host),
-        "Module" => module::read(&mut reader).map(Spec::Module),
-        "TLSContext" => tlscontext::read(&mut reader).map(Spec::TlsContext),
-        "AuthService" => authservice::read(&mut reader).map(Spec::AuthService),
-        "TCPMapping" => tcpmapping::read(&mut reader).map(Spec::TcpMapping),
-        "KubernetesServiceResolver" => resolver::read(&mut reader, resolver::Resolver::Service).map(Spec::Resolver),
-        "KubernetesEndpointResolver" => resolver::read(&mut reader, resolver::Resolver::Endpoint).map(Spec::Resolver),
-        _ => mapping::read(&mut reader).map(|m| Spec::Mapping(std::sync::Arc::new((meta.clone(), m)))),
-    }?;
+    let spec = (read_kind.read)(&mut reader)?;
     Some(Resource { meta, spec })
 }
+
+/// A getambassador.io kind attache reads.
+pub(crate) struct Kind {
+    /// `kind:` as written.
+    pub(crate) kind: &'static str,
+    /// The prefix of its diagnostic codes (`mapping.invalid_field`).
+    code: &'static str,
+    /// Reads and checks its spec.
+    read: fn(&mut Reader<'_>) -> Option<Spec>,
+    /// The fields its spec accepts (see `fields`).
+    pub(crate) fields: fn() -> Vec<String>,
+}
+
+/// Every getambassador.io kind attache reads, the one list of them.
+pub(crate) const KINDS: &[Kind] = &[
+    Kind {
+        kind: "Listener",
+        code: "listener",
+        read: |r| listener::read(r).map(Spec::Listener),
+        fields: || fields::names(listener::spec_fields()),
+    },
+    Kind {
+        kind: "Host",
+        code: "host",
+        read: |r| host::read(r).map(Spec::Host),
+        fields: || fields::names(host::spec_fields()),
+    },
+    Kind {
+        kind: "Mapping",
+        code: "mapping",
+        read: |r| mapping::read(r).map(|m| Spec::Mapping(std::sync::Arc::new((r.meta.clone(), m)))),
+        fields: || fields::names(mapping::spec_fields()),
+    },
+    Kind {
+        kind: "Module",
+        code: "module",
+        read: |r| module::read(r).map(Spec::Module),
+        fields: || {
+            module::config_fields()
+                .iter()
+                .map(|f| format!("config.{f}"))
+                .chain(std::iter::once("ambassador_id".to_string()))
+                .collect()
+        },
+    },
+    Kind {
+        kind: "TLSContext",
+        code: "tlscontext",
+        read: |r| tlscontext::read(r).map(Spec::TlsContext),
+        fields: || fields::names(tlscontext::spec_fields()),
+    },
+    Kind {
+        kind: "AuthService",
+        code: "authservice",
+        read: |r| authservice::read(r).map(Spec::AuthService),
+        fields: || fields::names(authservice::spec_fields()),
+    },
+    Kind {
+        kind: "TCPMapping",
+        code: "tcpmapping",
+        read: |r| tcpmapping::read(r).map(Spec::TcpMapping),
+        fields: || fields::names(tcpmapping::spec_fields()),
+    },
+    Kind {
+        kind: "KubernetesServiceResolver",
+        code: "resolver",
+        read: |r| resolver::read(r, resolver::Resolver::Service).map(Spec::Resolver),
+        fields: Vec::new,
+    },
+    Kind {
+        kind: "KubernetesEndpointResolver",
+        code: "resolver",
+        read: |r| resolver::read(r, resolver::Resolver::Endpoint).map(Spec::Resolver),
+        fields: Vec::new,
+    },
+];
 
 #[cfg(test)]
 mod tests {
