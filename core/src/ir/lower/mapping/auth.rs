@@ -1,0 +1,63 @@
+//! The AuthService: its `ext_authz` filter (the listener's), with its cluster. Must not decide
+//! routes (a route's own auth settings are the route's).
+
+use super::super::LowerOptions;
+use super::clusters::{ClusterKey, Clusters};
+use crate::resource::Meta;
+
+/// Request headers Emissary always sends to an HTTP AuthService.
+pub(super) const AUTH_DEFAULT_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "from",
+    "proxy-authorization",
+    "user-agent",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+/// The `ext_authz` filter for the AuthService, with its cluster.
+pub(in crate::ir::lower) fn auth_filter<'a>(
+    clusters: &mut Clusters<'a>,
+    meta: &'a Meta,
+    a: &crate::resource::AuthService,
+    options: &LowerOptions,
+) -> crate::ir::AuthFilter {
+    use crate::resource::authservice::AuthProto;
+    let settings = crate::resource::mapping::ClusterSettings {
+        http2: a.proto == AuthProto::Grpc,
+        ..a.cluster.clone()
+    };
+    let key = ClusterKey::for_service(&a.service, settings, meta, options);
+    let (tls, host, port) = (key.tls, key.host.clone(), key.port);
+    let cluster = clusters.add(key, meta, None);
+    let mut allowed: Vec<String> = AUTH_DEFAULT_HEADERS.iter().map(|s| (*s).to_string()).collect();
+    allowed.extend(a.allowed_request_headers.iter().cloned());
+    allowed.sort();
+    allowed.dedup();
+    let bracketed = if host.contains(':') { format!("[{host}]") } else { host };
+    crate::ir::AuthFilter {
+        cluster,
+        uri: format!("{}://{bracketed}:{port}", if tls { "https" } else { "http" }),
+        proto: a.proto,
+        path_prefix: a.path_prefix.clone(),
+        timeout_ms: a.timeout_ms,
+        allowed_request_headers: allowed,
+        allowed_authorization_headers: a.allowed_authorization_headers.clone(),
+        failure_mode_allow: a.failure_mode_allow,
+        status_on_error: a.status_on_error,
+        include_body: a.include_body.map(|(max_bytes, allow_partial)| crate::ir::IncludeBody {
+            max_bytes,
+            allow_partial,
+        }),
+        add_auth_headers: a
+            .add_auth_headers
+            .iter()
+            .map(|(name, value)| crate::ir::NameValue {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+    }
+}
