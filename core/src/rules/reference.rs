@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 
 use super::pack::Registry;
 use super::render::{
-    fill_placeholders, merge, output, route_config_head, virtual_host_head, with_rendered, Leaf, NodeRenderer, Output,
-    Rendered, ROUTE, VIRTUAL_HOST,
+    duplicate_resource, fill_placeholders, merge, output, route_config_head, virtual_host_head, with_rendered, Leaf,
+    NodeRenderer, Output, Rendered, ROUTE, VIRTUAL_HOST,
 };
 use crate::diagnostic::Diagnostic;
 use crate::ir::{Ir, NodeKind, SourceRef};
@@ -173,18 +173,7 @@ impl Reference<'_> {
     fn file(&mut self, ty: ResourceType, o: Output, label: &str, source: Option<&SourceRef>) {
         let by_name = self.filed.entry(ty).or_default();
         if let Some((_, existing)) = by_name.get(&o.name) {
-            let mut d = Diagnostic::error(
-                "rules.duplicate_resource",
-                format!(
-                    "rule `{}` for {label} emits {} `{}`, which rule `{existing}` already emitted; the first one is kept",
-                    o.rule,
-                    ty.label(),
-                    o.name
-                ),
-            );
-            if let Some(s) = source {
-                d = d.on(s.object.clone()).at(s.origin.clone());
-            }
+            let d = duplicate_resource(&o.rule, label, ty, &o.name, existing, source);
             self.diagnostics.push(d);
             return;
         }

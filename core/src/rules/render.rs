@@ -559,6 +559,28 @@ impl<'a> NodeRenderer<'a> {
     }
 }
 
+/// The error for a resource name emitted twice (the first one is kept).
+pub(super) fn duplicate_resource(
+    rule: &str,
+    node: &str,
+    ty: ResourceType,
+    name: &str,
+    existing: &str,
+    source: Option<&SourceRef>,
+) -> Diagnostic {
+    let mut d = Diagnostic::error(
+        "rules.duplicate_resource",
+        format!(
+            "rule `{rule}` for {node} emits {} `{name}`, which rule `{existing}` already emitted; the first one is kept",
+            ty.label()
+        ),
+    );
+    if let Some(s) = source {
+        d = d.on(s.object.clone()).at(s.origin.clone());
+    }
+    d
+}
+
 /// One rule's output: its encoded message, named and (for xDS resources) versioned.
 pub(super) fn output(rule: &Rule, mut encoded: Vec<u8>, name: String) -> Output {
     let name = Name::from(name);
@@ -920,13 +942,7 @@ impl Renderer<'_> {
                     version: *version,
                 };
                 if let Err(existing) = self.filer.add(ty, name, resource, rule, shared) {
-                    let mut d = Diagnostic::error(
-                        "rules.duplicate_resource",
-                        format!("rule `{rule}` for {} emits {} `{name}`, which rule `{existing}` already emitted; the first one is kept", node(), ty.label()),
-                    );
-                    if let Some(s) = source {
-                        d = d.on(s.object.clone()).at(s.origin.clone());
-                    }
+                    let d = duplicate_resource(rule, &node(), ty, name, &existing, source);
                     self.diagnostics.push(d);
                 }
             } else if fragment_type == Some(emits.as_str()) {
