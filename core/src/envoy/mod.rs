@@ -14,7 +14,9 @@ pub mod validate;
 use std::sync::OnceLock;
 
 use prost::Message as _;
-use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
+use prost_reflect::{
+    DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, ReflectMessage as _, SerializeOptions,
+};
 use serde_json::Value;
 
 /// Envoy's descriptors, without source comments (written by `build.rs`).
@@ -122,21 +124,29 @@ pub fn encode_with_children(name: &str, value: &Value, children: &[(&str, &[&[u8
     if let Some(e) = violations_error(&violations) {
         return Err(e);
     }
-    let mut bytes = encode(&m);
+    let shell_bytes = encode(&m);
     // Children can be large (a route table's routes): one allocation, no copying as it grows.
-    bytes.reserve_exact(
-        fields
-            .iter()
-            .map(|(field, items)| {
-                let tag = prost::encoding::encoded_len_varint((u64::from(field.number()) << 3) | 2);
-                items
-                    .iter()
-                    .map(|i| tag + prost::encoding::encoded_len_varint(i.len() as u64) + i.len())
-                    .sum::<usize>()
-            })
-            .sum(),
+    let mut bytes = Vec::with_capacity(
+        shell_bytes.len()
+            + fields
+                .iter()
+                .map(|(field, items)| {
+                    let tag = prost::encoding::encoded_len_varint((u64::from(field.number()) << 3) | 2);
+                    items
+                        .iter()
+                        .map(|i| tag + prost::encoding::encoded_len_varint(i.len() as u64) + i.len())
+                        .sum::<usize>()
+                })
+                .sum::<usize>(),
     );
+    // Each children field goes where a full encoding puts it, in field-number order (after the
+    // shell's fields with smaller numbers), so the bytes are exactly a full encoding's.
+    fields.sort_by_key(|(field, _)| field.number());
+    let mut rest = &shell_bytes[..];
     for (field, items) in &fields {
+        let at = fields_below(rest, field.number());
+        bytes.extend_from_slice(&rest[..at]);
+        rest = &rest[at..];
         let tag = (u64::from(field.number()) << 3) | 2;
         for item in *items {
             prost::encoding::encode_varint(tag, &mut bytes);
@@ -144,7 +154,44 @@ pub fn encode_with_children(name: &str, value: &Value, children: &[(&str, &[&[u8
             bytes.extend_from_slice(item);
         }
     }
+    bytes.extend_from_slice(rest);
     Ok(bytes)
+}
+
+/// The length of the leading top-level fields of an encoded message whose numbers are below
+/// `number` (an encoding in field-number order, as `encode` writes it). Stops at anything it
+/// cannot walk (then the children go after what it could).
+fn fields_below(bytes: &[u8], number: u32) -> usize {
+    let mut at = 0;
+    while at < bytes.len() {
+        let mut cur = &bytes[at..];
+        let Ok(tag) = prost::encoding::decode_varint(&mut cur) else {
+            return at;
+        };
+        if (tag >> 3) >= u64::from(number) {
+            return at;
+        }
+        // What follows the tag (and, for varints and lengths, what `cur` has not read yet).
+        let remaining = match tag & 7 {
+            0 => match prost::encoding::decode_varint(&mut cur) {
+                Ok(_) => 0,
+                Err(_) => return at,
+            },
+            1 => 8,
+            2 => match prost::encoding::decode_varint(&mut cur).map(usize::try_from) {
+                Ok(Ok(len)) => len,
+                _ => return at,
+            },
+            5 => 4,
+            _ => return at,
+        };
+        let next = bytes.len() - cur.len() + remaining;
+        if next > bytes.len() {
+            return at;
+        }
+        at = next;
+    }
+    at
 }
 
 /// All violations as one error, with the path of the first.
@@ -160,9 +207,87 @@ fn violations_error(violations: &[validate::Violation]) -> Option<DecodeError> {
     })
 }
 
-/// The protobuf encoding of a message.
+/// The protobuf encoding of a message, canonical: fields in number order and map entries in key
+/// order, also inside `Any` values. prost-reflect writes a map's entries in the order of its hash
+/// map, which differs from one map to the next: the same message (a route with two per-filter
+/// configurations) would get other bytes, and so another version, in another process or
+/// translation.
 pub fn encode(message: &DynamicMessage) -> Vec<u8> {
-    message.encode_to_vec()
+    let mut buf = Vec::new();
+    encode_canonical(message, &mut buf);
+    buf
+}
+
+const ANY: &str = "google.protobuf.Any";
+
+fn encode_canonical(message: &DynamicMessage, buf: &mut Vec<u8>) {
+    use prost_reflect::Value as V;
+    let mut fields: Vec<(prost_reflect::FieldDescriptor, &V)> = message.fields().collect();
+    fields.sort_by_key(|(f, _)| f.number());
+    let nested = |tag: u32, m: &DynamicMessage, buf: &mut Vec<u8>| {
+        let mut inner = Vec::new();
+        encode_message_value(m, &mut inner);
+        prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, buf);
+        prost::encoding::encode_varint(inner.len() as u64, buf);
+        buf.extend_from_slice(&inner);
+    };
+    for (field, value) in fields {
+        match value {
+            V::Map(map) => {
+                let Some(entry) = field.kind().as_message().cloned() else {
+                    continue;
+                };
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                for (k, v) in entries {
+                    let mut e = DynamicMessage::new(entry.clone());
+                    e.set_field_by_number(1, V::from(k.clone()));
+                    e.set_field_by_number(2, v.clone());
+                    nested(field.number(), &e, buf);
+                }
+            }
+            V::Message(m) => nested(field.number(), m, buf),
+            V::List(items) if items.iter().all(|i| matches!(i, V::Message(_))) => {
+                for item in items {
+                    if let V::Message(m) = item {
+                        nested(field.number(), m, buf);
+                    }
+                }
+            }
+            other => {
+                // A scalar (or a list of scalars, packed as prost-reflect packs it): encoded on
+                // its own, in a message holding only this field.
+                let mut alone = DynamicMessage::new(message.descriptor());
+                alone.set_field(&field, other.clone());
+                alone.encode_raw(buf);
+            }
+        }
+    }
+}
+
+/// A nested message's bytes: an `Any`'s value is itself encoded canonically.
+fn encode_message_value(m: &DynamicMessage, buf: &mut Vec<u8>) {
+    if m.descriptor().full_name() == ANY {
+        let type_url = m.get_field_by_number(1).and_then(|v| v.as_str().map(str::to_string));
+        let value = m.get_field_by_number(2).and_then(|v| v.as_bytes().cloned());
+        if let (Some(type_url), Some(value)) = (type_url, value) {
+            let inner = type_url
+                .rsplit('/')
+                .next()
+                .and_then(message)
+                .and_then(|desc| DynamicMessage::decode(desc, value.clone()).ok());
+            if let Some(inner) = inner {
+                let mut bytes = Vec::new();
+                encode_canonical(&inner, &mut bytes);
+                let mut any = DynamicMessage::new(m.descriptor());
+                any.set_field_by_number(1, prost_reflect::Value::String(type_url));
+                any.set_field_by_number(2, prost_reflect::Value::Bytes(bytes.into()));
+                any.encode_raw(buf);
+                return;
+            }
+        }
+    }
+    encode_canonical(m, buf);
 }
 
 /// A message in the proto3 JSON mapping (camelCase names, defaults omitted), for humans and goldens.
@@ -234,6 +359,36 @@ pub fn redact_private_keys(value: &mut Value) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn encodings_are_canonical_whatever_order_a_map_holds_its_entries_in() {
+        // Two per-filter configurations (a map), one of them holding an `Any` with a map inside
+        // (the route's `typed_per_filter_config`): each decode builds new hash maps, which
+        // prost-reflect would write in their own order.
+        let route = json!({
+            "name": "r",
+            "match": {"prefix": "/"},
+            "route": {"cluster": "c"},
+            "typed_per_filter_config": {
+                "envoy.filters.http.ext_authz": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                    "check_settings": {"context_extensions": {"a": "1", "b": "2", "c": "3", "d": "4"}}
+                },
+                "envoy.filters.http.cors": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+                    "allow_methods": "GET"
+                }
+            }
+        });
+        let first = encode(&decode_checked("envoy.config.route.v3.Route", &route).unwrap());
+        for _ in 0..20 {
+            let again = encode(&decode_checked("envoy.config.route.v3.Route", &route).unwrap());
+            assert_eq!(again, first);
+        }
+        // And it is the same message.
+        let back = DynamicMessage::decode(message("envoy.config.route.v3.Route").unwrap(), &first[..]).unwrap();
+        assert_eq!(to_json(&back)["typedPerFilterConfig"].as_object().unwrap().len(), 2);
+    }
 
     #[test]
     fn decodes_with_any_and_durations() {

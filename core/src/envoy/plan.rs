@@ -22,7 +22,6 @@
 //!
 //! Owns: building and running plans. Must not: know templates, markers' text or IR nodes.
 
-use prost::Message as _;
 use prost_reflect::{DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value};
 
@@ -108,7 +107,7 @@ fn encode_alone(desc: &MessageDescriptor, key: &str, value: &Value) -> Option<(V
     let mut object = Map::new();
     object.insert(key.to_string(), value.clone());
     let m = deserialize(desc, &Value::Object(object))?;
-    Some((m.encode_to_vec(), m))
+    Some((super::encode(&m), m))
 }
 
 fn holds_marker(value: &Value, m: Markers) -> bool {
