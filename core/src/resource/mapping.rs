@@ -789,7 +789,8 @@ fn drop_false_matches(r: &mut Reader<'_>, spec: &mut MappingSpec) {
 ///   `host_regex`), which wins over an exact `:authority` in `headers`; a Mapping with none of
 ///   them has no hostname at all (only a Host's `mappingSelector` can select it).
 /// - v2 and v1, as Emissary converts them: `host` is the hostname glob unless `host_regex`;
-///   without `host` the hostname is `*`.
+///   without `host` the hostname is `*` (with `host_regex` and no `host`, there is no hostname
+///   at all, as Emissary's conversion leaves it).
 ///
 /// The `:authority` header entry used (or overridden) is taken out of `headers`, as in Emissary.
 fn host_match(
@@ -848,7 +849,8 @@ fn host_match(
         }
         host = None;
     }
-    let host_regex = regex && host.is_some();
+    // Only `host` itself is a regex: an exact `:authority` taken as the host stays exact.
+    let host_regex = regex && spec.host.is_some() && host == spec.host;
     if let Some(h) = host.as_ref().filter(|h| !host_regex && h.contains('*')) {
         let d = r
             .error(

@@ -1068,6 +1068,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_exact_authority_taken_as_the_host_stays_exact_with_host_regex() {
+        // v2 with `host_regex: true` but no `host`: Emissary's conversion leaves no hostname,
+        // and the exact `:authority` header is the host, matched exactly (not as a regex).
+        let text = "apiVersion: getambassador.io/v2\nkind: Mapping\nmetadata:\n  name: m\nspec:\n  prefix: /a/\n  service: a\n  host_regex: true\n  headers:\n    \":authority\": a.example.com\n";
+        let loaded = crate::source::parse_text("m.yaml", text);
+        let (set, diagnostics) = parse(&loaded.objects, &ParseOptions::default());
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        let m = &set.mappings[0].1;
+        assert_eq!(
+            (m.hostname.as_deref(), m.host.as_deref(), m.host_regex),
+            (None, Some("a.example.com"), false)
+        );
+        assert!(m.headers.is_empty());
+    }
+
+    #[test]
     fn paths_parse_with_dotted_keys() {
         assert_eq!(
             parse_path("data[\"tls.crt\"]"),

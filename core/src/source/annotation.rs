@@ -165,8 +165,44 @@ fn unfold(node: Node, namespace: &str, labels: Option<&Node>) -> Result<Node, No
     let has = |entries: &[(Key, Node)], name: &str| entries.iter().any(|(k, _)| k.name == name);
     // The Service's labels (positioned in the Service), for an object with none of its own.
     let inherited = || labels.map(|l| (key("labels", &at), l.clone()));
-    // An object written in the usual form keeps it; only a missing namespace (and labels) is
-    // filled in.
+    // Flat keys go into `metadata` and `spec`, also when the object has them: as Emissary does,
+    // a flat key is set in the map (replacing the same key there), and a `metadata` or `spec`
+    // that is not a map is replaced by one.
+    for (name, flat) in [("metadata", meta), ("spec", spec)] {
+        match top.iter_mut().find(|(k, _)| k.name == name) {
+            Some((_, existing)) => {
+                if !matches!(existing.value, NodeValue::Map(_)) {
+                    existing.value = NodeValue::Map(Vec::new());
+                }
+                if let NodeValue::Map(m) = &mut existing.value {
+                    for (k, v) in flat {
+                        m.retain(|(old, _)| old.name != k.name);
+                        m.push((k, v));
+                    }
+                }
+            }
+            None if name == "metadata" || !flat.is_empty() => {
+                let first = flat.first().map_or_else(
+                    || at.clone(),
+                    |(k, _)| Node {
+                        line: k.line,
+                        column: k.column,
+                        value: NodeValue::Null,
+                    },
+                );
+                top.push((
+                    key(name, &first),
+                    Node {
+                        line: first.line,
+                        column: first.column,
+                        value: NodeValue::Map(flat),
+                    },
+                ));
+            }
+            None => {}
+        }
+    }
+    // The Service's namespace and labels, for an object without its own.
     if let Some((_, metadata)) = top.iter_mut().find(|(k, _)| k.name == "metadata") {
         if let NodeValue::Map(m) = &mut metadata.value {
             if !has(m, "namespace") {
@@ -176,37 +212,6 @@ fn unfold(node: Node, namespace: &str, labels: Option<&Node>) -> Result<Node, No
                 m.extend(inherited());
             }
         }
-    } else {
-        if !has(&meta, "namespace") {
-            meta.push((key("namespace", &at), string_node(namespace, &at)));
-        }
-        if !has(&meta, "labels") {
-            meta.extend(inherited());
-        }
-        let first = meta.first().map_or_else(|| at.clone(), |(_, v)| v.clone());
-        top.push((
-            key("metadata", &first),
-            Node {
-                line: first.line,
-                column: first.column,
-                value: NodeValue::Map(meta),
-            },
-        ));
-    }
-    if !spec.is_empty() && !has(&top, "spec") {
-        let first = spec[0].0.clone();
-        top.push((
-            Key {
-                name: "spec".to_string(),
-                line: first.line,
-                column: first.column,
-            },
-            Node {
-                line: first.line,
-                column: first.column,
-                value: NodeValue::Map(spec),
-            },
-        ));
     }
     Ok(Node {
         line,
@@ -283,5 +288,18 @@ mod tests {
         assert!(b["spec"].get("metadata_labels").is_none() && b["spec"].get("generation").is_none());
         // The usual form inherits too.
         assert_eq!(h["metadata"]["labels"], serde_json::json!({"team": "shop"}));
+    }
+
+    #[test]
+    fn flat_keys_beside_metadata_and_spec_are_merged_into_them_as_emissary_does() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: quote\n  annotations:\n    getambassador.io/config: |\n      apiVersion: getambassador.io/v3alpha1\n      kind: Mapping\n      namespace: shop\n      metadata:\n        name: m\n      spec:\n        prefix: /a/\n      service: quote\n";
+        let root = yaml::parse_one(text).unwrap().unwrap();
+        let (objects, diagnostics) = objects("svc.yaml", text, &root).unwrap();
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        let m = objects[0].to_json();
+        assert_eq!(m["metadata"]["name"], "m");
+        assert_eq!(m["metadata"]["namespace"], "shop");
+        assert_eq!(m["spec"]["prefix"], "/a/");
+        assert_eq!(m["spec"]["service"], "quote");
     }
 }
