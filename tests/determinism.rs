@@ -641,24 +641,19 @@ fn apply(objects: &mut Vec<serde_json::Value>, c: &Change) {
             objects.remove(at);
         }
         Change::Remove(_) => {}
-        Change::Set(o, f, v) if !objects.is_empty() => {
-            let at = o.index(objects.len());
+        Change::Set(o, f, v) | Change::SetMapping(o, f, v) => {
+            let only_mappings = matches!(c, Change::SetMapping(..));
+            let candidates: Vec<usize> = (0..objects.len())
+                .filter(|&i| !only_mappings || objects[i]["kind"] == "Mapping")
+                .collect();
+            if candidates.is_empty() {
+                return;
+            }
+            let at = candidates[o.index(candidates.len())];
             let kind = objects[at]["kind"].as_str().unwrap_or_default().to_string();
             let Some(paths) = cat.fields.get(&kind) else { return };
             let (path, values) = *f.get(&paths.iter().collect::<Vec<_>>());
             set_field(&mut objects[at], path, v.as_ref().map(|v| v.get(values).clone()));
-        }
-        Change::Set(..) => {}
-        Change::SetMapping(o, f, v) => {
-            let mappings: Vec<usize> = (0..objects.len())
-                .filter(|&i| objects[i]["kind"] == "Mapping")
-                .collect();
-            if !mappings.is_empty() {
-                let at = mappings[o.index(mappings.len())];
-                let paths: Vec<_> = cat.fields["Mapping"].iter().collect();
-                let (path, values) = *f.get(&paths);
-                set_field(&mut objects[at], path, v.as_ref().map(|v| v.get(values).clone()));
-            }
         }
     }
 }
