@@ -3,10 +3,14 @@
 //! Never fails as a whole: conflicts (two Listeners on one port, two Hosts with one hostname) and
 //! dangling associations (a Mapping no Host takes) are diagnostics, and the rest is lowered.
 //! Output order depends only on content (names, ports, precedence), never on input order.
-//! [`lower_cached`] reuses what a [`LowerCache`] kept of unchanged Mappings (recognised by the
-//! address of their shared `Arc`); [`lower`] is the same with an empty cache.
+//!
+//! [`lower`] is the plain lowering, the one to read first: every Mapping lowered on every Host
+//! that serves it, every route and cluster built. [`incremental`] gives exactly its output from
+//! what a [`LowerCache`] kept of the last translation; both share the listener, Host and TCP
+//! stages and the [`serve_hosts`] assembly, and call `mapping`'s functions.
 
 mod host;
+mod incremental;
 mod listener;
 mod mapping;
 mod tcp;
@@ -15,10 +19,11 @@ use crate::diagnostic::Diagnostic;
 use crate::resource::ResourceSet;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use super::{FilterChain, Ir, RouteConfig, SourceRef, VirtualHost};
+use super::{FilterChain, Ir, Route, RouteConfig, SecurityModel, SourceRef, VirtualHost};
 
-pub use mapping::LowerCache;
+pub use incremental::{lower_cached, LowerCache};
 
 /// Options that change lowering.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,84 +64,163 @@ fn sni_name(hostname: &str) -> String {
     }
 }
 
-/// Lowers a resource set into the IR.
+/// Lowers a resource set into the IR: the plain lowering.
 pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>) {
-    lower_cached(set, options, &mut LowerCache::default())
-}
-
-/// [`lower`], reusing what the cache kept of Mappings that did not change (the same `Arc` in
-/// `set`): their matchers, clusters and routes. The output is exactly [`lower`]'s.
-pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut LowerCache) -> (Ir, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
-    let mut listeners = listener::lower(set, &mut diagnostics);
-    let mut secrets = BTreeMap::new();
-    let hosts = host::effective_hosts(set, &mut secrets, &mut diagnostics);
-    let mut clusters = mapping::Clusters::new(
-        mapping::Resolvers::new(set, options, &mut diagnostics),
-        std::mem::take(&mut cache.interner),
+    let mut frame = Frame::new(set, options, mapping::Interner::default(), &mut diagnostics);
+    let module = set.module.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
+    let has_auth = set.auth_service.is_some();
+    diagnostics.extend(
+        frame
+            .clusters
+            .resolvers()
+            .unknown(&set.mappings)
+            .into_iter()
+            .map(|(_, d)| d),
     );
-    let auth = set
-        .auth_service
-        .as_ref()
-        .map(|(meta, a)| mapping::auth_filter(&mut clusters, meta, a, options));
-    // Which Hosts each Listener serves, as indices into `hosts`.
-    let bound: Vec<Vec<usize>> = listeners
-        .iter()
-        .map(|l| {
-            host::bound_to(l, &hosts, &mut diagnostics)
-                .into_iter()
-                .map(|h| hosts.iter().position(|x| std::ptr::eq(x, h)).unwrap_or(0))
-                .collect()
-        })
-        .collect();
-    // A Host's Mappings are gathered and grouped once, whatever the number of Listeners.
-    cache.begin(mapping::Context::new(set, options, clusters.resolvers()));
-    let served = |i: usize| bound.iter().any(|b| b.contains(&i));
-    let served_hosts: Vec<&host::EffectiveHost> = hosts
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| served(*i))
-        .map(|(_, h)| h)
-        .collect();
-    // When only a few plain Mappings changed, the last translation is patched.
-    let mut delta = mapping::patch::delta(set, options, clusters.resolvers(), cache);
-    cache.patched = delta.is_some();
-    // What depends on every Mapping: in a patch, the last translation's, brought up to date.
-    let (resolver_diagnostics, mapping_port) = match &delta {
-        Some(delta) => mapping::patch::unknown_resolvers_and_ports(delta, clusters.resolvers(), cache),
-        None => (
-            clusters.resolvers().unknown(&set.mappings),
-            set.mappings
-                .iter()
-                .any(|e| e.1.hostname.iter().chain(&e.1.host).any(|h| has_port(h))),
-        ),
-    };
-    diagnostics.extend(resolver_diagnostics.iter().map(|(_, d)| d.clone()));
-    match &mut delta {
-        Some(delta) => mapping::patch::refresh(delta, &served_hosts, options, &mut clusters, cache),
-        None => {
-            for h in &served_hosts {
-                mapping::refresh(set, h, options, &mut clusters, cache);
-            }
-        }
-    }
-    let mut used_mappings = vec![false; if delta.is_some() { 0 } else { set.mappings.len() }];
-    let prepared: Vec<Option<mapping::Prepared<'_>>> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            served(i).then(|| match delta {
-                Some(_) => mapping::prepare_patched(set, h, cache, &mut diagnostics),
-                None => mapping::prepare(set, h, cache, &mut clusters, &mut used_mappings, &mut diagnostics),
+    // Each served Host's Mappings: lowered (their clusters added), then ordered and grouped.
+    let mut used = vec![false; set.mappings.len()];
+    let served: Vec<bool> = (0..frame.hosts.len()).map(|i| frame.served(i)).collect();
+    let taken: Vec<Option<Vec<mapping::Lowered>>> = (0..frame.hosts.len())
+        .map(|i| {
+            served[i].then(|| {
+                let host = &frame.hosts[i];
+                mapping::lower_host(set, host, options, &module, &mut frame.clusters, &mut used)
             })
         })
         .collect();
+    let prepared: Vec<Option<mapping::Prepared<'_, mapping::Lowered>>> = taken
+        .iter()
+        .zip(&frame.hosts)
+        .map(|(taken, host)| {
+            taken
+                .as_ref()
+                .map(|t| mapping::prepare(t, &module, has_auth, host, &mut diagnostics))
+        })
+        .collect();
+    let route_configs = serve_hosts(
+        &mut frame,
+        any_mapping_port(set),
+        |index, host, model| match &prepared[index] {
+            Some(p) => mapping::emit(p, model, host, &mut |c, slot| Arc::new(p.build_route(c, slot))),
+            None => (Vec::new(), false),
+        },
+        &mut diagnostics,
+    );
+    let unused = mapping::report_unused(set, &used);
+    let tcp = frame.tcp_listeners(set, options, &mut diagnostics);
+    diagnostics.extend(unused.into_iter().map(|(_, d)| d));
+    let Frame {
+        listeners,
+        mut secrets,
+        clusters,
+        ..
+    } = frame;
+    let finished = clusters.finish(set, &mut secrets, &mut diagnostics);
+    let ir = assemble(
+        listeners,
+        tcp,
+        route_configs,
+        finished.clusters,
+        finished.endpoints,
+        secrets,
+    );
+    (ir, diagnostics)
+}
+
+/// What every lowering starts from: the HTTP Listeners, the effective Hosts and which Listener
+/// serves which, the AuthService's filter, the secrets and clusters so far.
+struct Frame<'s> {
+    listeners: Vec<listener::Lowered>,
+    secrets: BTreeMap<String, crate::ir::Secret>,
+    hosts: Vec<host::EffectiveHost>,
+    clusters: mapping::Clusters<'s>,
+    auth: Option<crate::ir::AuthFilter>,
+    /// Which Hosts each Listener serves, as indices into `hosts`.
+    bound: Vec<Vec<usize>>,
+}
+
+impl<'s> Frame<'s> {
+    fn new(
+        set: &'s ResourceSet,
+        options: &LowerOptions,
+        interner: mapping::Interner,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Frame<'s> {
+        let listeners = listener::lower(set, diagnostics);
+        let mut secrets = BTreeMap::new();
+        let hosts = host::effective_hosts(set, &mut secrets, diagnostics);
+        let mut clusters = mapping::Clusters::new(mapping::Resolvers::new(set, options, diagnostics), interner);
+        let auth = set
+            .auth_service
+            .as_ref()
+            .map(|(meta, a)| mapping::auth_filter(&mut clusters, meta, a, options));
+        let bound = listeners
+            .iter()
+            .map(|l| {
+                host::bound_to(l, &hosts, diagnostics)
+                    .into_iter()
+                    .map(|h| hosts.iter().position(|x| std::ptr::eq(x, h)).unwrap_or(0))
+                    .collect()
+            })
+            .collect();
+        Frame {
+            listeners,
+            secrets,
+            hosts,
+            clusters,
+            auth,
+            bound,
+        }
+    }
+
+    /// Whether some Listener serves `hosts[i]`.
+    fn served(&self, i: usize) -> bool {
+        self.bound.iter().any(|b| b.contains(&i))
+    }
+
+    /// The TCPMappings' listeners (their clusters and secrets added).
+    fn tcp_listeners(
+        &mut self,
+        set: &'s ResourceSet,
+        options: &LowerOptions,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Vec<crate::ir::Listener> {
+        let http_ports: Vec<u16> = self.listeners.iter().map(|l| l.ir.port).collect();
+        tcp::listeners(
+            set,
+            &http_ports,
+            &self.hosts,
+            options,
+            &mut self.clusters,
+            &mut self.secrets,
+            diagnostics,
+        )
+    }
+}
+
+/// Whether some Mapping's hostname (or host) has a port.
+fn any_mapping_port(set: &ResourceSet) -> bool {
+    set.mappings
+        .iter()
+        .any(|e| e.1.hostname.iter().chain(&e.1.host).any(|h| has_port(h)))
+}
+
+/// Fills each HTTP Listener's filter chains and builds the route tables: `routes(i, host,
+/// model)` gives the routes of `frame.hosts[i]` for a security model, and whether one has a
+/// CORS policy. `mapping_port`: whether some Mapping's hostname has a port.
+fn serve_hosts(
+    frame: &mut Frame<'_>,
+    mapping_port: bool,
+    mut routes: impl FnMut(usize, &host::EffectiveHost, SecurityModel) -> (Vec<Arc<Route>>, bool),
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<RouteConfig> {
     let mut route_configs = Vec::new();
     // Listeners serving the same Hosts under the same security model get the same cleartext
     // route table: the first (lowest port) names it and the others share it, so that it is
     // built, rendered and sent once. (model, Hosts, table, whether it has CORS.)
-    let mut tables: Vec<(super::SecurityModel, &Vec<usize>, String, bool)> = Vec::new();
-    for (l, bound) in listeners.iter_mut().zip(&bound) {
+    let mut tables: Vec<(SecurityModel, &Vec<usize>, String, bool)> = Vec::new();
+    for (l, bound) in frame.listeners.iter_mut().zip(&frame.bound) {
         let shared = tables
             .iter()
             .find(|(model, hosts, _, _)| *model == l.ir.security_model && *hosts == bound)
@@ -159,18 +243,15 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
         let mut tls: BTreeMap<String, (host::HostTls, Vec<VirtualHost>)> = BTreeMap::new();
         // Envoy strips the port from `Host:` before matching, unless a Host's or Mapping's
         // hostname has a port (then hostnames are matched with it, as Emissary does).
-        l.ir.strip_host_port = !bound.iter().any(|&i| has_port(&hosts[i].hostname)) && !mapping_port;
+        l.ir.strip_host_port = !bound.iter().any(|&i| has_port(&frame.hosts[i].hostname)) && !mapping_port;
         let mut cors = false;
         for &index in bound {
-            let h = &hosts[index];
+            let h = &frame.hosts[index];
             if shared.is_some() && !(l.terminates_tls && h.tls.is_some()) {
                 // Only its TLS chain is this listener's own.
                 continue;
             }
-            let (routes, has_cors) = prepared[index]
-                .as_ref()
-                .map(|p| mapping::routes_for(p, l.ir.security_model, h))
-                .unwrap_or_default();
+            let (routes, has_cors) = routes(index, h, l.ir.security_model);
             cors |= has_cors;
             let vh = host::virtual_host(h, routes);
             // A Host with a certificate gets its own TLS chain, selected by SNI, whose route
@@ -222,7 +303,7 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
         }
         l.ir.tls = chains.len() > 1;
         l.ir.cors = shared.as_ref().map_or(cors, |(_, cors)| *cors);
-        l.ir.auth.clone_from(&auth);
+        l.ir.auth.clone_from(&frame.auth);
         l.ir.filter_chains = chains;
         if shared.is_none() {
             tables.push((l.ir.security_model, bound, l.ir.route_config.clone(), cors));
@@ -233,81 +314,26 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
             });
         }
     }
-    // A patch has moved the route orders already.
-    let kept: Vec<Option<mapping::Kept>> = match delta {
-        Some(_) => Vec::new(),
-        None => prepared
-            .iter()
-            .map(|p| p.as_ref().map(mapping::Prepared::kept))
-            .collect(),
-    };
-    drop(prepared);
-    for (h, kept) in hosts.iter().zip(kept) {
-        if let Some(kept) = kept {
-            cache.keep_order(h, kept);
-        }
-    }
-    let unused = match delta {
-        Some(_) => Vec::new(),
-        None => {
-            cache.end();
-            mapping::report_unused(set, &used_mappings)
-        }
-    };
-    let http_ports: Vec<u16> = listeners.iter().map(|l| l.ir.port).collect();
-    let tcp_listeners = tcp::listeners(
-        set,
-        &http_ports,
-        &hosts,
-        options,
-        &mut clusters,
-        &mut secrets,
-        &mut diagnostics,
-    );
     route_configs.sort_by(|a, b| a.name.cmp(&b.name));
-    let (clusters, endpoints) = match delta {
-        Some(delta) => mapping::patch::finish(delta, set, clusters, &mut secrets, cache, &mut diagnostics),
-        None => {
-            let mut cluster_diagnostics = Vec::new();
-            let mapping::Finished {
-                clusters,
-                endpoints,
-                client_secrets,
-                interner,
-            } = clusters.finish(
-                set,
-                &mut secrets,
-                &mut cache.clusters,
-                &mut cache.cluster_list,
-                &mut cluster_diagnostics,
-            );
-            cache.interner = interner;
-            cache.interner.prune();
-            diagnostics.extend(unused.iter().map(|(_, d)| d.clone()));
-            diagnostics.extend(cluster_diagnostics.iter().cloned());
-            mapping::patch::remember(
-                cache,
-                set,
-                options,
-                (resolver_diagnostics, mapping_port),
-                unused,
-                cluster_diagnostics,
-                client_secrets,
-                endpoints.clone(),
-            );
-            (clusters, endpoints)
-        }
-    };
-    let ir = Ir {
-        listeners: {
-            let mut all: Vec<_> = listeners.into_iter().map(|l| l.ir).chain(tcp_listeners).collect();
-            all.sort_by_key(|l| l.port);
-            all
-        },
+    route_configs
+}
+
+/// The IR from what the stages gave.
+fn assemble(
+    listeners: Vec<listener::Lowered>,
+    tcp_listeners: Vec<crate::ir::Listener>,
+    route_configs: Vec<RouteConfig>,
+    clusters: Vec<Arc<crate::ir::Cluster>>,
+    endpoints: Vec<crate::ir::Endpoints>,
+    secrets: BTreeMap<String, crate::ir::Secret>,
+) -> Ir {
+    let mut listeners: Vec<_> = listeners.into_iter().map(|l| l.ir).chain(tcp_listeners).collect();
+    listeners.sort_by_key(|l| l.port);
+    Ir {
+        listeners,
         route_configs,
         clusters,
         endpoints,
         secrets: secrets.into_values().collect(),
-    };
-    (ir, diagnostics)
+    }
 }

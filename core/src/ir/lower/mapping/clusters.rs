@@ -15,37 +15,37 @@ use super::Resolvers;
 use crate::ir::{Cluster, Discovery, SourceRef};
 
 /// Emissary's default connect timeout.
-pub(super) const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3000;
+pub(in crate::ir::lower) const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3000;
 /// How many Mappings a cluster lists in `used_by`.
-pub(super) const USED_BY_MAX: usize = 8;
+pub(in crate::ir::lower) const USED_BY_MAX: usize = 8;
 
 /// What identifies an upstream cluster.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(in crate::ir::lower) struct ClusterKey {
-    pub(super) tls: bool,
-    pub(super) host: String,
-    pub(super) port: u16,
+    pub(in crate::ir::lower) tls: bool,
+    pub(in crate::ir::lower) host: String,
+    pub(in crate::ir::lower) port: u16,
     /// Addresses from EndpointSlices over EDS (the `kubernetes-endpoint` resolver), not DNS.
-    pub(super) eds: bool,
-    pub(super) settings: crate::resource::mapping::ClusterSettings,
+    pub(in crate::ir::lower) eds: bool,
+    pub(in crate::ir::lower) settings: crate::resource::mapping::ClusterSettings,
 }
 
 /// Clusters collected while lowering routes, by the address of their interned key.
 pub(in crate::ir::lower) struct Clusters<'a> {
-    pub(super) by_key: crate::keyed::AddrMap<ClusterUse<'a>>,
-    pub(super) interner: Interner,
-    pub(super) resolvers: Resolvers,
+    pub(in crate::ir::lower) by_key: crate::keyed::AddrMap<ClusterUse<'a>>,
+    pub(in crate::ir::lower) interner: Interner,
+    pub(in crate::ir::lower) resolvers: Resolvers,
 }
 
 /// Cluster keys by content, one shared allocation per distinct key (kept by [`super::LowerCache`]), so
 /// that equal keys are found by address: only a new Mapping's key is compared by content.
 #[derive(Debug, Default)]
 pub(in crate::ir::lower) struct Interner {
-    pub(super) keys: std::collections::BTreeSet<Arc<ClusterKey>>,
+    pub(in crate::ir::lower) keys: std::collections::BTreeSet<Arc<ClusterKey>>,
 }
 
 impl Interner {
-    pub(super) fn intern(&mut self, key: ClusterKey) -> Arc<ClusterKey> {
+    pub(in crate::ir::lower) fn intern(&mut self, key: ClusterKey) -> Arc<ClusterKey> {
         if let Some(k) = self.keys.get(&key) {
             return Arc::clone(k);
         }
@@ -60,22 +60,11 @@ impl Interner {
     }
 
     /// Forgets `key` if nothing but the interner (and this handle) holds it.
-    pub(super) fn release(&mut self, key: Arc<ClusterKey>) {
+    pub(in crate::ir::lower) fn release(&mut self, key: Arc<ClusterKey>) {
         if Arc::strong_count(&key) <= 2 {
             self.keys.remove(&*key);
         }
     }
-}
-
-/// A cluster of the last translation, with what it was built from.
-#[derive(Debug)]
-pub(in crate::ir::lower) struct BuiltCluster {
-    pub(super) key: Arc<ClusterKey>,
-    /// Its users, in [`user_order`].
-    pub(super) users: Vec<SourceRef>,
-    pub(super) connect_timeout_ms: u64,
-    pub(super) upstream_tls: Option<crate::ir::UpstreamTls>,
-    pub(super) cluster: Arc<Cluster>,
 }
 
 impl Clusters<'_> {
@@ -90,23 +79,23 @@ impl Clusters<'_> {
 }
 
 /// Who uses a cluster and which settings they ask for.
-pub(super) struct ClusterUse<'a> {
-    pub(super) key: Arc<ClusterKey>,
+pub(in crate::ir::lower) struct ClusterUse<'a> {
+    pub(in crate::ir::lower) key: Arc<ClusterKey>,
     /// The cluster's name (computed once per key).
-    pub(super) name: Arc<str>,
+    pub(in crate::ir::lower) name: Arc<str>,
     /// Its users, once per Host that takes them (sorted and made unique when finished).
-    pub(super) users: smallvec::SmallVec<[&'a Meta; 2]>,
+    pub(in crate::ir::lower) users: smallvec::SmallVec<[&'a Meta; 2]>,
     /// Explicit `connect_timeout_ms` values, with the Mapping that asked.
-    pub(super) connect_timeouts: BTreeMap<u64, &'a Meta>,
+    pub(in crate::ir::lower) connect_timeouts: BTreeMap<u64, &'a Meta>,
 }
 
 /// The order of a cluster's users: that of their [`SourceRef`]s (object, then origin).
-pub(super) fn user_order(a: &Meta, b: &Meta) -> std::cmp::Ordering {
+pub(in crate::ir::lower) fn user_order(a: &Meta, b: &Meta) -> std::cmp::Ordering {
     (&a.kind, &a.namespace, &a.name, &a.origin).cmp(&(&b.kind, &b.namespace, &b.name, &b.origin))
 }
 
 /// Whether a cluster built earlier had exactly these users.
-pub(super) fn same_users(built: &[SourceRef], users: &[&Meta]) -> bool {
+pub(in crate::ir::lower) fn same_users(built: &[SourceRef], users: &[&Meta]) -> bool {
     built.len() == users.len()
         && built.iter().zip(users).all(|(s, m)| {
             s.object.kind == m.kind
@@ -116,7 +105,7 @@ pub(super) fn same_users(built: &[SourceRef], users: &[&Meta]) -> bool {
         })
 }
 
-pub(super) fn sanitize(s: &str) -> String {
+pub(in crate::ir::lower) fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
@@ -128,7 +117,7 @@ pub(super) fn sanitize(s: &str) -> String {
         .collect()
 }
 
-pub(super) fn base_name(key: &ClusterKey) -> String {
+pub(in crate::ir::lower) fn base_name(key: &ClusterKey) -> String {
     format!(
         "cluster_{}_{}{}{}",
         sanitize(&key.host),
@@ -141,7 +130,7 @@ pub(super) fn base_name(key: &ClusterKey) -> String {
 /// Cluster names: readable, and made unique with a content hash only when two different
 /// upstreams would share one (so adding a Mapping never renames an unrelated cluster).
 /// `<base>_<first 4 bytes of digest in hex>`.
-pub(super) fn with_hex(mut base: String, digest: &[u8]) -> String {
+pub(in crate::ir::lower) fn with_hex(mut base: String, digest: &[u8]) -> String {
     use std::fmt::Write as _;
     base.push('_');
     for b in digest.iter().take(4) {
@@ -150,7 +139,7 @@ pub(super) fn with_hex(mut base: String, digest: &[u8]) -> String {
     base
 }
 
-pub(super) fn cluster_name(key: &ClusterKey) -> String {
+pub(in crate::ir::lower) fn cluster_name(key: &ClusterKey) -> String {
     let base = base_name(key);
     // Settings other than the defaults make a cluster of their own, named apart.
     if key.settings != crate::resource::mapping::ClusterSettings::default() {
@@ -186,7 +175,12 @@ impl<'a> Clusters<'a> {
     }
 
     /// Adds a user of the cluster `key`; returns the cluster's name.
-    pub(super) fn add(&mut self, key: ClusterKey, user: &'a Meta, connect_timeout_ms: Option<u64>) -> String {
+    pub(in crate::ir::lower) fn add(
+        &mut self,
+        key: ClusterKey,
+        user: &'a Meta,
+        connect_timeout_ms: Option<u64>,
+    ) -> String {
         let name = cluster_name(&key);
         let key = self.interner.intern(key);
         self.add_named(&key, &Arc::from(name.as_str()), user, connect_timeout_ms);
@@ -194,7 +188,7 @@ impl<'a> Clusters<'a> {
     }
 
     /// Adds a user of the cluster `key` (interned), whose name (`cluster_name(key)`) is known.
-    pub(super) fn add_named(
+    pub(in crate::ir::lower) fn add_named(
         &mut self,
         key: &Arc<ClusterKey>,
         name: &Arc<str>,
@@ -219,153 +213,166 @@ impl<'a> Clusters<'a> {
         entry.users.push(user);
     }
 
-    /// The clusters; Mappings that ask one cluster for different settings are reported (the
-    /// smallest value is used, whatever the input order).
-    /// `built` holds the last translation's clusters: one whose inputs did not change is the
-    /// same allocation again (rendering recognises it by address). Returns the interner too.
+    /// The clusters, in name order; Mappings that ask one cluster for different settings are
+    /// reported (the smallest value is used, whatever the input order).
     pub(in crate::ir::lower) fn finish(
         self,
         set: &ResourceSet,
         secrets: &mut BTreeMap<String, crate::ir::Secret>,
-        built: &mut crate::keyed::AddrMap<BuiltCluster>,
-        list: &mut Vec<(Arc<ClusterKey>, Arc<Cluster>)>,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Finished {
-        let mut endpoints = Vec::new();
-        let mut client_secrets = Vec::new();
         let ambassador_namespace = self.resolvers.ambassador_namespace.clone();
-        let mut previous = std::mem::take(built);
-        // By name (and key, should two hashed names ever collide), whatever the map's order;
-        // the last translation's clusters keep their order (a key it had is still the same
-        // allocation, as `previous` holds it), only new ones are placed.
-        let key_addr = |u: &ClusterUse<'_>| Arc::as_ptr(&u.key) as usize;
-        let order: Vec<usize> = list.iter().map(|(k, _)| Arc::as_ptr(k) as usize).collect();
-        let uses = crate::keyed::sort_incrementally(
-            self.by_key.into_values().collect(),
-            &order,
-            |u| Some(key_addr(u)).filter(|a| previous.contains_key(a)),
-            |a, b| a.name.cmp(&b.name).then_with(|| a.key.cmp(&b.key)),
-        );
-        let keys: Vec<Arc<ClusterKey>> = uses.iter().map(|u| Arc::clone(&u.key)).collect();
-        let out: Vec<Arc<Cluster>> = uses
-            .into_iter()
-            .map(|ClusterUse { key: shared, name, mut users, connect_timeouts }| {
-                // Sorted, so that the list does not depend on input order.
-                users.sort_by(|a, b| user_order(a, b));
-                users.dedup_by(|a, b| a.kind == b.kind && a.namespace == b.namespace && a.name == b.name);
-                let key: &ClusterKey = &shared;
-                let connect_timeout_ms = connect_timeouts.keys().next().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS);
-                for (t, who) in connect_timeouts.iter().skip(1) {
+        let mut uses: Vec<ClusterUse<'a>> = self.by_key.into_values().collect();
+        uses.sort_by(name_order);
+        let mut finished = Finished::default();
+        for u in uses {
+            let s = settle(u, set, &ambassador_namespace, secrets, &mut finished, diagnostics);
+            let users: Vec<SourceRef> = s.users.iter().map(|m| source_of(m)).collect();
+            let cluster = cluster_node(&s.key, &s.name, s.connect_timeout_ms, s.upstream_tls, &users);
+            finished.clusters.push(Arc::new(cluster));
+        }
+        finished.endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+        finished
+    }
+
+    /// What was collected, for a stage that finishes the clusters its own way: the uses (in no
+    /// particular order), the interner and the resolvers.
+    pub(in crate::ir::lower) fn into_parts(self) -> (Vec<ClusterUse<'a>>, Interner, Resolvers) {
+        (self.by_key.into_values().collect(), self.interner, self.resolvers)
+    }
+}
+
+/// The order of clusters: by name (and key, should two hashed names ever collide).
+pub(in crate::ir::lower) fn name_order(a: &ClusterUse<'_>, b: &ClusterUse<'_>) -> std::cmp::Ordering {
+    a.name.cmp(&b.name).then_with(|| a.key.cmp(&b.key))
+}
+
+/// A cluster's use, settled: what its IR node is built from.
+pub(in crate::ir::lower) struct Settled<'a> {
+    pub(in crate::ir::lower) key: Arc<ClusterKey>,
+    pub(in crate::ir::lower) name: Arc<str>,
+    /// Its users in [`user_order`], once each.
+    pub(in crate::ir::lower) users: smallvec::SmallVec<[&'a Meta; 2]>,
+    pub(in crate::ir::lower) connect_timeout_ms: u64,
+    pub(in crate::ir::lower) upstream_tls: Option<crate::ir::UpstreamTls>,
+}
+
+/// Settles one cluster's use: its users sorted, its connect timeout (conflicts reported), its
+/// upstream TLS (the client certificate added to `secrets` and `finished.client_secrets`) and,
+/// for EDS, its endpoints (added to `finished.endpoints`). Clusters must be settled in
+/// [`name_order`], so that what is added and reported is in a stable order.
+pub(in crate::ir::lower) fn settle<'a>(
+    u: ClusterUse<'a>,
+    set: &ResourceSet,
+    ambassador_namespace: &str,
+    secrets: &mut BTreeMap<String, crate::ir::Secret>,
+    finished: &mut Finished,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Settled<'a> {
+    let ClusterUse {
+        key: shared,
+        name,
+        mut users,
+        connect_timeouts,
+    } = u;
+    let Finished {
+        endpoints,
+        client_secrets,
+        ..
+    } = finished;
+    // Sorted, so that the list does not depend on input order.
+    users.sort_by(|a, b| user_order(a, b));
+    users.dedup_by(|a, b| a.kind == b.kind && a.namespace == b.namespace && a.name == b.name);
+    let key: &ClusterKey = &shared;
+    let connect_timeout_ms = connect_timeouts
+        .keys()
+        .next()
+        .copied()
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS);
+    for (t, who) in connect_timeouts.iter().skip(1) {
+        diagnostics.push(
+                Diagnostic::warning(
+                    "mapping.conflicting_cluster_setting",
+                    format!("connect_timeout_ms {t} conflicts with {connect_timeout_ms} asked by another Mapping for the same service; {connect_timeout_ms} is used"),
+                )
+                .at(who.origin.clone())
+                .on(who.object_ref())
+                .path("spec.connect_timeout_ms")
+                .hint("Mappings to one service share its cluster: give them the same connect_timeout_ms"),
+            );
+    }
+    let upstream_tls = key.settings.tls_context.as_ref().map(|name| {
+            let context = set.tls_contexts.iter().find(|(m, _)| &m.name == name);
+            let Some((_, c)) = context else {
+                if let Some(who) = users.first() {
                     diagnostics.push(
-                        Diagnostic::warning(
-                            "mapping.conflicting_cluster_setting",
-                            format!("connect_timeout_ms {t} conflicts with {connect_timeout_ms} asked by another Mapping for the same service; {connect_timeout_ms} is used"),
+                        Diagnostic::error(
+                            "mapping.missing_tls_context",
+                            format!("TLSContext `{name}` not found: TLS to `{}` is originated without a client certificate", key.host),
                         )
                         .at(who.origin.clone())
                         .on(who.object_ref())
-                        .path("spec.connect_timeout_ms")
-                        .hint("Mappings to one service share its cluster: give them the same connect_timeout_ms"),
+                        .path("spec.tls")
+                        .hint("create the TLSContext, or use `tls: true` (or an https:// service) for TLS without a client certificate"),
                     );
                 }
-                let upstream_tls = key.settings.tls_context.as_ref().map(|name| {
-                    let context = set.tls_contexts.iter().find(|(m, _)| &m.name == name);
-                    let Some((_, c)) = context else {
-                        if let Some(who) = users.first() {
-                            diagnostics.push(
-                                Diagnostic::error(
-                                    "mapping.missing_tls_context",
-                                    format!("TLSContext `{name}` not found: TLS to `{}` is originated without a client certificate", key.host),
-                                )
-                                .at(who.origin.clone())
-                                .on(who.object_ref())
-                                .path("spec.tls")
-                                .hint("create the TLSContext, or use `tls: true` (or an https:// service) for TLS without a client certificate"),
-                            );
-                        }
-                        return crate::ir::UpstreamTls {
-                            client_secret: None,
-                            sni: key.host.clone(),
-                            alpn_protocols: Vec::new(),
-                        };
-                    };
-                    let client_secret = c.secret.as_ref().and_then(|(ns, n)| {
-                        let (meta, s) = set.secrets.iter().find(|(m, _)| &m.namespace == ns && &m.name == n)?;
-                        let full = format!("{ns}/{n}");
-                        let key = s.private_key.clone()?;
-                        let secret = crate::ir::Secret {
-                            name: full.clone(),
-                            certificate_chain: s.certificate_chain.clone(),
-                            private_key: Some(crate::ir::PrivateKey(key)),
-                            source: Some(super::source_of(meta)),
-                        };
-                        client_secrets.push(secret.clone());
-                        secrets.entry(full.clone()).or_insert(secret);
-                        Some(full)
-                    });
-                    crate::ir::UpstreamTls {
-                        client_secret,
-                        sni: c.sni.clone().unwrap_or_else(|| key.host.clone()),
-                        alpn_protocols: c.settings.alpn_protocols.clone(),
-                    }
-                });
-                if key.eds {
-                    let first = users.first().map(|m| source_of(m));
-                    endpoints.push(endpoints_of(set, key, &name, &ambassador_namespace, first.as_ref(), diagnostics));
-                }
-                let address = Arc::as_ptr(&shared) as usize;
-                if let Some(b) = previous.remove(&address).filter(|b| {
-                    Arc::ptr_eq(&b.key, &shared)
-                        && same_users(&b.users, &users)
-                        && b.connect_timeout_ms == connect_timeout_ms
-                        && b.upstream_tls == upstream_tls
-                }) {
-                    let cluster = Arc::clone(&b.cluster);
-                    built.insert(address, b);
-                    return cluster;
-                }
-                let users: Vec<SourceRef> = users.iter().map(|m| source_of(m)).collect();
-                let cluster = Arc::new(cluster_node(key, &name, connect_timeout_ms, upstream_tls.clone(), &users));
-                built.insert(
-                    address,
-                    BuiltCluster {
-                        key: shared,
-                        users,
-                        connect_timeout_ms,
-                        upstream_tls,
-                        cluster: Arc::clone(&cluster),
-                    },
-                );
-                cluster
-            })
-            .collect();
-        *list = keys.into_iter().zip(out.iter().cloned()).collect();
-        endpoints.sort_by(|a, b| a.name.cmp(&b.name));
-        Finished {
-            clusters: out,
-            endpoints,
-            client_secrets,
-            interner: self.interner,
-        }
+                return crate::ir::UpstreamTls {
+                    client_secret: None,
+                    sni: key.host.clone(),
+                    alpn_protocols: Vec::new(),
+                };
+            };
+            let client_secret = c.secret.as_ref().and_then(|(ns, n)| {
+                let (meta, s) = set.secrets.iter().find(|(m, _)| &m.namespace == ns && &m.name == n)?;
+                let full = format!("{ns}/{n}");
+                let key = s.private_key.clone()?;
+                let secret = crate::ir::Secret {
+                    name: full.clone(),
+                    certificate_chain: s.certificate_chain.clone(),
+                    private_key: Some(crate::ir::PrivateKey(key)),
+                    source: Some(super::source_of(meta)),
+                };
+                client_secrets.push(secret.clone());
+                secrets.entry(full.clone()).or_insert(secret);
+                Some(full)
+            });
+            crate::ir::UpstreamTls {
+                client_secret,
+                sni: c.sni.clone().unwrap_or_else(|| key.host.clone()),
+                alpn_protocols: c.settings.alpn_protocols.clone(),
+            }
+        });
+    if key.eds {
+        let first = users.first().map(|m| source_of(m));
+        endpoints.push(endpoints_of(
+            set,
+            key,
+            &name,
+            ambassador_namespace,
+            first.as_ref(),
+            diagnostics,
+        ));
     }
-
-    /// The interner, when the clusters are not finished (a patched translation keeps the last
-    /// one's).
-    pub(in crate::ir::lower) fn into_interner(self) -> Interner {
-        self.interner
+    Settled {
+        key: shared,
+        name,
+        users,
+        connect_timeout_ms,
+        upstream_tls,
     }
 }
 
 /// What [`Clusters::finish`] gives.
+#[derive(Default)]
 pub(in crate::ir::lower) struct Finished {
     pub(in crate::ir::lower) clusters: Vec<Arc<Cluster>>,
     pub(in crate::ir::lower) endpoints: Vec<crate::ir::Endpoints>,
     /// The client certificates of upstream TLS, also added to the secrets.
     pub(in crate::ir::lower) client_secrets: Vec<crate::ir::Secret>,
-    pub(in crate::ir::lower) interner: Interner,
 }
 
 /// The IR node of a cluster. `users` are its users, in [`user_order`].
-pub(super) fn cluster_node(
+pub(in crate::ir::lower) fn cluster_node(
     key: &ClusterKey,
     name: &str,
     connect_timeout_ms: u64,
@@ -399,7 +406,7 @@ pub(super) fn cluster_node(
 /// port number is) and its EndpointSlices (that name's pod port, and the addresses). What is
 /// missing is reported on the first Mapping using the cluster; the cluster then has no
 /// endpoints (requests get 503 until pods appear).
-pub(super) fn endpoints_of(
+pub(in crate::ir::lower) fn endpoints_of(
     set: &ResourceSet,
     key: &ClusterKey,
     name: &str,
@@ -471,7 +478,7 @@ impl ClusterKey {
     /// The upstream of a service as an object in `meta`'s namespace names it: TLS for
     /// `https://` (or a TLS setting), a bare name outside the ambassador namespace qualified with
     /// the object's namespace (as Emissary does), port 80 (443 with TLS) by default.
-    pub(super) fn for_service(
+    pub(in crate::ir::lower) fn for_service(
         service: &crate::lang::service::ServiceRef,
         settings: crate::resource::mapping::ClusterSettings,
         meta: &Meta,

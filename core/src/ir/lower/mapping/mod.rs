@@ -1,30 +1,35 @@
 //! Mapping resources → routes (in Emissary's match order) and deduplicated clusters: which Host
-//! serves a Mapping, its matchers, canary groups and shadows, the routes of each Host, and the
-//! lowering cache. Clusters (`clusters`), resolvers (`resolvers`) and the AuthService (`auth`)
-//! have modules of their own; `patch` patches the last translation.
+//! serves a Mapping ([`associated`]), its matchers and cluster ([`lower_one`]), a Host's
+//! candidates in route order with canary groups and shadows ([`prepare`], [`group`]), and their
+//! routes for a Listener's security model ([`emit`]).
+//!
+//! Plain functions of their inputs: what the incremental lowering keeps between translations
+//! lives in `super::incremental`, which calls these (over its own entries, see [`Holds`]) and
+//! must give what they give. Clusters (`clusters`), resolvers (`resolvers`) and the AuthService
+//! (`auth`) have modules of their own.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 mod auth;
 mod clusters;
-pub(super) mod patch;
 mod resolvers;
 
 pub(super) use auth::auth_filter;
-use clusters::{cluster_name, cluster_node, DEFAULT_CONNECT_TIMEOUT_MS};
-pub(super) use clusters::{tcp_cluster, BuiltCluster, ClusterKey, Clusters, Finished, Interner};
+pub(super) use clusters::{
+    cluster_name, cluster_node, name_order, same_users, settle, tcp_cluster, ClusterKey, Clusters, Finished, Interner,
+    DEFAULT_CONNECT_TIMEOUT_MS,
+};
 pub(super) use resolvers::Resolvers;
 
 use crate::diagnostic::Diagnostic;
 use crate::resource::host::InsecureAction;
 use crate::resource::mapping::HeaderValue;
-use crate::resource::{LabelSelector, Mapping, Meta, ResourceSet};
+use crate::resource::{AmbassadorModule, Mapping, Meta, ResourceSet};
 
 use super::host::{globs_intersect, EffectiveHost};
 use super::{source_of, LowerOptions};
-use crate::ir::{Cluster, HeaderMatch, MatchKind, Mirror, Route, RouteAction, RuntimeFraction, SecurityModel};
+use crate::ir::{HeaderMatch, MatchKind, Mirror, Route, RouteAction, RuntimeFraction, SecurityModel};
 
 /// Emissary's default upstream timeout (`cluster_request_timeout_ms`).
 const DEFAULT_TIMEOUT_MS: u64 = 3000;
@@ -93,248 +98,71 @@ fn associated(meta: &Meta, m: &Mapping, h: &EffectiveHost) -> bool {
     }
 }
 
-/// What a Mapping's lowering reads besides the Mapping and its Host: anything read there must be in
-/// here. When it changes (a new Module, AuthService, resolver or option), [`LowerCache`] starts
-/// over.
-#[derive(Clone, Debug, PartialEq)]
-pub(super) struct Context {
-    module: crate::resource::AmbassadorModule,
-    has_auth: bool,
-    resolvers: Resolvers,
-    options: LowerOptions,
-}
-
-impl Context {
-    pub(super) fn new(set: &ResourceSet, options: &LowerOptions, resolvers: &Resolvers) -> Context {
-        Context {
-            module: set.module.as_ref().map(|(_, m)| m.clone()).unwrap_or_default(),
-            has_auth: set.auth_service.is_some(),
-            resolvers: resolvers.clone(),
-            options: options.clone(),
-        }
-    }
-}
-
-/// What of a Host a Mapping's lowering reads.
-#[derive(Clone, Debug, PartialEq)]
-struct HostContext {
-    hostname: String,
-    insecure_action: InsecureAction,
-    mapping_selector: Option<LabelSelector>,
-}
-
-impl HostContext {
-    fn of(h: &EffectiveHost) -> HostContext {
-        HostContext {
-            hostname: h.hostname.clone(),
-            insecure_action: h.insecure_action,
-            mapping_selector: h.mapping_selector.clone(),
-        }
-    }
-}
-
 /// Which route of a Mapping: its primary route, the primary restricted to
 /// `X-Forwarded-Proto: https`, or its cleartext variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Variant {
+pub(in crate::ir::lower) enum Variant {
     Base,
     Secure,
     Insecure(RouteAction),
 }
 
-/// What a route reads besides its Mapping, Host and [`Context`].
+/// What a route reads besides its Mapping, Host, the Module and whether there is an AuthService.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct RouteSlot {
+pub(in crate::ir::lower) struct RouteSlot {
     variant: Variant,
     threshold: Option<u32>,
     mirrors: Vec<Mirror>,
 }
 
-/// What one Mapping lowers to on one Host: kept between translations, so an unchanged Mapping
-/// costs a lookup (and its routes are the same allocations, which rendering recognises).
+/// What one Mapping lowers to on one Host before routes are ordered: whether the Host takes
+/// it, its matchers and its upstream cluster.
 #[derive(Debug)]
-struct Lowered {
-    /// The Mapping (held, so that its address identifies it while this entry lives).
-    mapping: Arc<(Meta, Mapping)>,
-    /// The last translation that used this entry.
-    generation: AtomicU64,
-    /// The translation that made it (an address seen before may name a new Mapping then).
-    created: u64,
+pub(in crate::ir::lower) struct Lowered {
+    /// The Mapping (held: the incremental lowering identifies it by this allocation).
+    pub(in crate::ir::lower) mapping: Arc<(Meta, Mapping)>,
     /// Whether the Host takes the Mapping; nothing below is set when not.
-    associated: bool,
+    pub(in crate::ir::lower) associated: bool,
     headers: Vec<HeaderMatch>,
     query: Vec<HeaderMatch>,
     /// The upstream and its name (none for a host redirect).
-    cluster: Option<(Arc<ClusterKey>, Arc<str>)>,
-    /// Routes built so far, by what else they read (usually one or two).
-    routes: Mutex<Vec<(RouteSlot, Arc<Route>)>>,
+    pub(in crate::ir::lower) cluster: Option<(Arc<ClusterKey>, Arc<str>)>,
 }
 
-/// Mappings lowered by earlier translations, per Host and Mapping. Entries a translation does
-/// not use are dropped at its end; a change of what every Mapping reads (the Module, the
-/// AuthService, resolvers) empties it. Output with the cache is exactly output without it (a
-/// property test checks this).
-#[derive(Default)]
-pub struct LowerCache {
-    context: Option<Context>,
-    hosts: Vec<HostEntries>,
-    generation: u64,
-    /// Interned cluster keys.
-    pub(super) interner: Interner,
-    /// The last translation's clusters by the address of their keys, and in name order.
-    pub(super) clusters: crate::keyed::AddrMap<BuiltCluster>,
-    pub(super) cluster_list: Vec<(Arc<ClusterKey>, Arc<Cluster>)>,
-    /// (Mappings reused, Mappings lowered) per Host, in the last translation.
-    stats: (usize, usize),
-    /// What the next translation needs to patch this one.
-    pub(super) last: Option<patch::Last>,
-    /// Whether the last translation patched the one before.
-    pub(super) patched: bool,
+/// How a stage holds a [`Lowered`] Mapping: the plain lowering as it is, the incremental one in
+/// its cache's entries (which also keep the Mapping's routes).
+pub(in crate::ir::lower) trait Holds {
+    fn lowered(&self) -> &Lowered;
 }
 
-/// The cache's entries for one Host.
-struct HostEntries {
-    ctx: HostContext,
-    entries: crate::keyed::AddrMap<Arc<Lowered>>,
-    /// The Host's Mappings in route order, in the last translation.
-    order: Vec<Arc<Lowered>>,
-    /// Its shadow Mappings, and whether some Mapping it takes has a CORS policy, in the last
-    /// translation.
-    shadows: Vec<Arc<Lowered>>,
-    any_cors: bool,
-}
-
-impl std::fmt::Debug for LowerCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LowerCache")
-            .field("hosts", &self.hosts.len())
-            .field("entries", &self.hosts.iter().map(|h| h.entries.len()).sum::<usize>())
-            .field("generation", &self.generation)
-            .finish()
+impl Holds for Lowered {
+    fn lowered(&self) -> &Lowered {
+        self
     }
 }
 
-impl LowerCache {
-    /// Starts a translation in `context`.
-    pub(super) fn begin(&mut self, context: Context) {
-        if self.context.as_ref() != Some(&context) {
-            self.hosts.clear();
-            self.context = Some(context);
-        }
-        self.generation += 1;
-        self.stats = (0, 0);
-    }
-
-    /// Ends a translation: drops what it did not use.
-    pub(super) fn end(&mut self) {
-        let generation = self.generation;
-        for h in &mut self.hosts {
-            h.entries
-                .retain(|_, e| e.generation.load(AtomicOrdering::Relaxed) == generation);
-        }
-        self.hosts.retain(|h| !h.entries.is_empty());
-    }
-
-    /// Keeps a Host's route order (and shadows) for the next translation.
-    pub(super) fn keep_order(&mut self, host: &EffectiveHost, kept: Kept) {
-        let ctx = HostContext::of(host);
-        if let Some(h) = self.hosts.iter_mut().find(|h| h.ctx == ctx) {
-            h.order = kept.order;
-            h.shadows = kept.shadows;
-            h.any_cors = kept.any_cors;
-        }
-    }
-
-    /// (Mapping lowerings reused, Mapping lowerings computed) in the last translation, one per
-    /// Mapping and Host.
-    pub fn last_stats(&self) -> (usize, usize) {
-        self.stats
-    }
-
-    /// Whether the last translation patched the one before it (only a few plain Mappings had
-    /// changed) rather than lowering every Mapping again.
-    pub fn last_patched(&self) -> bool {
-        self.patched
-    }
-
-    fn host(&self, host: &EffectiveHost) -> Option<&HostEntries> {
-        let ctx = HostContext::of(host);
-        self.hosts.iter().find(|h| h.ctx == ctx)
-    }
-}
-
-fn addr(e: &Arc<(Meta, Mapping)>) -> usize {
+/// The address of a Mapping's allocation, which identifies it while it lives.
+pub(in crate::ir::lower) fn addr(e: &Arc<(Meta, Mapping)>) -> usize {
     Arc::as_ptr(e) as usize
 }
 
-/// Brings the cache's entries for `host` up to date with `set`: Mappings it has not seen (or
-/// seen differently, which is a new allocation) are lowered.
-pub(super) fn refresh(
-    set: &ResourceSet,
-    host: &EffectiveHost,
-    options: &LowerOptions,
-    clusters: &mut Clusters,
-    cache: &mut LowerCache,
-) {
-    let generation = cache.generation;
-    let ctx = HostContext::of(host);
-    let index = match cache.hosts.iter().position(|h| h.ctx == ctx) {
-        Some(i) => i,
-        None => {
-            cache.hosts.push(HostEntries {
-                ctx,
-                entries: crate::keyed::AddrMap::with_capacity_and_hasher(set.mappings.len(), Default::default()),
-                order: Vec::new(),
-                shadows: Vec::new(),
-                any_cors: false,
-            });
-            cache.hosts.len() - 1
-        }
-    };
-    let module = cache.context.as_ref().map(|c| c.module.clone()).unwrap_or_default();
-    let (mut reused, mut lowered) = cache.stats;
-    let entries = &mut cache.hosts[index].entries;
-    for e in &set.mappings {
-        if let Some(hit) = entries.get(&addr(e)) {
-            hit.generation.store(generation, AtomicOrdering::Relaxed);
-            reused += 1;
-            continue;
-        }
-        lowered += 1;
-        let l = lower_one(
-            e,
-            host,
-            options,
-            &clusters.resolvers,
-            &mut clusters.interner,
-            &module,
-            generation,
-        );
-        entries.insert(addr(e), Arc::new(l));
-    }
-    cache.stats = (reused, lowered);
-}
-
-/// What a Host's Mapping needs before routes are ordered: its matchers and its cluster.
-fn lower_one(
+/// What a Host's Mapping needs before routes are ordered: whether the Host takes it, its
+/// matchers and its cluster (interned, the Module's defaults applied).
+pub(in crate::ir::lower) fn lower_one(
     e: &Arc<(Meta, Mapping)>,
     host: &EffectiveHost,
     options: &LowerOptions,
     resolvers: &Resolvers,
     interner: &mut Interner,
-    module: &crate::resource::AmbassadorModule,
-    generation: u64,
+    module: &AmbassadorModule,
 ) -> Lowered {
     let (meta, m) = &**e;
     let mut lowered = Lowered {
         mapping: Arc::clone(e),
-        generation: AtomicU64::new(generation),
-        created: generation,
         associated: associated(meta, m, host),
         headers: Vec::new(),
         query: Vec::new(),
         cluster: None,
-        routes: Mutex::new(Vec::new()),
     };
     if !lowered.associated {
         return lowered;
@@ -427,71 +255,77 @@ fn matcher(name: String, v: &HeaderValue) -> HeaderMatch {
     }
 }
 
-/// A Mapping taken by a Host, with what its routes need.
-pub(super) struct Candidate<'a> {
+/// A Mapping taken by a Host, with what its routes need; `L` is how the stage holds it.
+pub(in crate::ir::lower) struct Candidate<'a, L> {
     meta: &'a Meta,
     m: &'a Mapping,
-    lowered: &'a Arc<Lowered>,
+    held: &'a L,
 }
 
-impl<'a> Candidate<'a> {
-    /// A Mapping the cache lowered, seen as a candidate.
-    fn of(lowered: &'a Arc<Lowered>) -> Candidate<'a> {
-        let (meta, m) = &*lowered.mapping;
-        Candidate { meta, m, lowered }
-    }
-}
-
-impl Candidate<'_> {
-    fn headers(&self) -> &[HeaderMatch] {
-        &self.lowered.headers
+impl<'a, L: Holds> Candidate<'a, L> {
+    /// A lowered Mapping, seen as a candidate.
+    pub(in crate::ir::lower) fn of(held: &'a L) -> Candidate<'a, L> {
+        let (meta, m) = &*held.lowered().mapping;
+        Candidate { meta, m, held }
     }
 
-    fn query(&self) -> &[HeaderMatch] {
-        &self.lowered.query
+    /// How the stage holds it.
+    pub(in crate::ir::lower) fn held(&self) -> &'a L {
+        self.held
+    }
+
+    fn headers(&self) -> &'a [HeaderMatch] {
+        &self.held.lowered().headers
+    }
+
+    fn query(&self) -> &'a [HeaderMatch] {
+        &self.held.lowered().query
     }
 
     /// The cluster's name; empty for a host redirect.
-    fn cluster(&self) -> &str {
-        self.lowered.cluster.as_ref().map_or("", |(_, name)| name)
+    fn cluster(&self) -> &'a str {
+        self.held.lowered().cluster.as_ref().map_or("", |(_, name)| name)
     }
 }
 
 /// A Host's Mappings, in route order and grouped: what every Listener serving the Host shares
 /// (only the security model differs between Listeners, see [`emit`]).
-pub(super) struct Prepared<'a> {
-    candidates: Vec<Candidate<'a>>,
-    shadows: Vec<Candidate<'a>>,
+pub(in crate::ir::lower) struct Prepared<'a, L> {
+    candidates: Vec<Candidate<'a, L>>,
+    shadows: Vec<Candidate<'a, L>>,
     thresholds: Vec<Option<u32>>,
     group_of: Vec<usize>,
-    module: crate::resource::AmbassadorModule,
+    module: AmbassadorModule,
     has_auth: bool,
     /// Whether some candidate has its own CORS policy.
     any_cors: bool,
 }
 
-/// What a Host keeps of its [`Prepared`] Mappings for the next translation (see
-/// [`LowerCache::keep_order`]).
-pub(super) struct Kept {
-    order: Vec<Arc<Lowered>>,
-    shadows: Vec<Arc<Lowered>>,
-    any_cors: bool,
-}
+impl<'a, L: Holds> Prepared<'a, L> {
+    /// The candidates in route order.
+    pub(in crate::ir::lower) fn candidates(&self) -> &[Candidate<'a, L>] {
+        &self.candidates
+    }
 
-impl Prepared<'_> {
-    /// The candidates in route order, and the shadows.
-    pub(super) fn kept(&self) -> Kept {
-        Kept {
-            order: self.candidates.iter().map(|c| Arc::clone(c.lowered)).collect(),
-            shadows: self.shadows.iter().map(|c| Arc::clone(c.lowered)).collect(),
-            any_cors: self.any_cors,
-        }
+    /// The shadow Mappings.
+    pub(in crate::ir::lower) fn shadows(&self) -> &[Candidate<'a, L>] {
+        &self.shadows
+    }
+
+    /// Whether some candidate has its own CORS policy.
+    pub(in crate::ir::lower) fn any_cors(&self) -> bool {
+        self.any_cors
+    }
+
+    /// One route of a candidate.
+    pub(in crate::ir::lower) fn build_route(&self, c: &Candidate<'_, L>, slot: RouteSlot) -> Route {
+        build_route(c, slot, &self.module, self.has_auth)
     }
 }
 
 /// Emissary's route order: precedence, then longer prefix, then more header and query matchers;
 /// inside a canary group, Mappings with a weight first. A total order (namespace and name last).
-fn route_order(a: &Candidate<'_>, b: &Candidate<'_>) -> std::cmp::Ordering {
+pub(in crate::ir::lower) fn route_order<L: Holds>(a: &Candidate<'_, L>, b: &Candidate<'_, L>) -> std::cmp::Ordering {
     b.m.precedence
         .cmp(&a.m.precedence)
         .then(b.m.prefix.len().cmp(&a.m.prefix.len()))
@@ -505,117 +339,83 @@ fn route_order(a: &Candidate<'_>, b: &Candidate<'_>) -> std::cmp::Ordering {
         .then((&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name)))
 }
 
-/// The routes of a Host for a Listener's security model.
-/// Also says whether some route has a CORS policy (known without visiting every route).
-pub(super) fn routes_for(
-    prepared: &Prepared<'_>,
-    model: SecurityModel,
-    host: &EffectiveHost,
-) -> (Vec<Arc<Route>>, bool) {
-    emit(prepared, model, host)
-}
-
-/// Collects, orders and groups the Mappings a Host takes (clusters are added here, once per
-/// Host), from the cache's entries for the Host ([`refresh`] first).
-pub(super) fn prepare<'a, 's: 'a>(
+/// Lowers every Mapping of `set` on `host`: the ones the Host takes, in input order, their
+/// clusters added to `clusters`; `used[i]` is set when it takes `set.mappings[i]`.
+pub(super) fn lower_host<'s>(
     set: &'s ResourceSet,
     host: &EffectiveHost,
-    cache: &'a LowerCache,
+    options: &LowerOptions,
+    module: &AmbassadorModule,
     clusters: &mut Clusters<'s>,
     used: &mut [bool],
+) -> Vec<Lowered> {
+    let mut taken = Vec::new();
+    for (e, used) in set.mappings.iter().zip(used) {
+        let l = lower_one(e, host, options, &clusters.resolvers, &mut clusters.interner, module);
+        if !l.associated {
+            continue;
+        }
+        *used = true;
+        if let Some((key, name)) = &l.cluster {
+            clusters.add_named(key, name, &e.0, e.1.connect_timeout_ms);
+        }
+        taken.push(l);
+    }
+    taken
+}
+
+/// Orders and groups the Mappings a Host takes ([`lower_host`]).
+pub(super) fn prepare<'a>(
+    taken: &'a [Lowered],
+    module: &AmbassadorModule,
+    has_auth: bool,
+    host: &EffectiveHost,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Prepared<'a> {
-    let module = cache.context.as_ref().map(|c| c.module.clone()).unwrap_or_default();
-    let mut candidates = Vec::new();
-    let mut shadows = Vec::new();
-    let mut any_cors = false;
-    let cached = cache.host(host);
-    for (i, e) in set.mappings.iter().enumerate() {
-        let Some(lowered) = cached.and_then(|h| h.entries.get(&addr(e))) else {
-            continue;
-        };
-        if !lowered.associated {
-            continue;
-        }
-        if let Some(u) = used.get_mut(i) {
-            *u = true;
-        }
-        debug_assert!(
-            Arc::ptr_eq(&lowered.mapping, e),
-            "an address names one allocation while it lives"
-        );
-        let (meta, m) = &**e;
-        if let Some((key, name)) = &lowered.cluster {
-            clusters.add_named(key, name, meta, m.connect_timeout_ms);
-        }
-        let c = Candidate { meta, m, lowered };
-        if m.shadow {
+) -> Prepared<'a, Lowered> {
+    let (mut candidates, shadows, any_cors) = split(taken);
+    candidates.sort_by(route_order);
+    group(
+        candidates,
+        shadows,
+        any_cors,
+        module.clone(),
+        has_auth,
+        host,
+        diagnostics,
+    )
+}
+
+/// A Host's Mappings as route candidates and shadows, in the given order; and whether some
+/// candidate has its own CORS policy.
+pub(in crate::ir::lower) fn split<'a, L: Holds + 'a>(
+    taken: impl IntoIterator<Item = &'a L>,
+) -> (Vec<Candidate<'a, L>>, Vec<Candidate<'a, L>>, bool) {
+    let (mut candidates, mut shadows, mut any_cors) = (Vec::new(), Vec::new(), false);
+    for held in taken {
+        let c = Candidate::of(held);
+        if c.m.shadow {
             shadows.push(c);
         } else {
-            any_cors |= m.cors.is_some();
+            any_cors |= c.m.cors.is_some();
             candidates.push(c);
         }
     }
-    let generation = cache.generation;
-    let previous: Vec<usize> = cached.map_or(Vec::new(), |h| h.order.iter().map(|l| addr(&l.mapping)).collect());
-    let candidates = crate::keyed::sort_incrementally(
-        candidates,
-        &previous,
-        |c| (c.lowered.created < generation).then(|| addr(&c.lowered.mapping)),
-        route_order,
-    );
-    group(
-        candidates,
-        shadows,
-        any_cors,
-        module,
-        set.auth_service.is_some(),
-        host,
-        diagnostics,
-    )
-}
-
-/// [`prepare`] for a translation that patches the last one ([`patch`]): the Host's candidates
-/// are the cache's, already in route order.
-pub(super) fn prepare_patched<'a>(
-    set: &ResourceSet,
-    host: &EffectiveHost,
-    cache: &'a LowerCache,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Prepared<'a> {
-    let module = cache.context.as_ref().map(|c| c.module.clone()).unwrap_or_default();
-    let (candidates, shadows, any_cors) = match cache.host(host) {
-        Some(h) => (
-            h.order.iter().map(Candidate::of).collect(),
-            h.shadows.iter().map(Candidate::of).collect(),
-            h.any_cors,
-        ),
-        None => (Vec::new(), Vec::new(), false),
-    };
-    group(
-        candidates,
-        shadows,
-        any_cors,
-        module,
-        set.auth_service.is_some(),
-        host,
-        diagnostics,
-    )
+    (candidates, shadows, any_cors)
 }
 
 /// Groups a Host's candidates (in route order): canary groups, their thresholds, and what a
 /// higher precedence shadows.
-fn group<'a>(
-    candidates: Vec<Candidate<'a>>,
-    shadows: Vec<Candidate<'a>>,
+pub(in crate::ir::lower) fn group<'a, L: Holds>(
+    candidates: Vec<Candidate<'a, L>>,
+    shadows: Vec<Candidate<'a, L>>,
     any_cors: bool,
-    module: crate::resource::AmbassadorModule,
+    module: AmbassadorModule,
     has_auth: bool,
     host: &EffectiveHost,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Prepared<'a> {
+) -> Prepared<'a, L> {
     // What makes two Mappings match the same requests (then they form a canary group).
-    let same_match = |a: &Candidate<'_>, b: &Candidate<'_>| {
+    let same_match = |a: &Candidate<'_, L>, b: &Candidate<'_, L>| {
         a.m.precedence == b.m.precedence
             && a.m.prefix == b.m.prefix
             && a.m.path_kind == b.m.path_kind
@@ -724,15 +524,22 @@ fn group<'a>(
     }
 }
 
-/// Emits a prepared Host's routes for one security model.
-fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> (Vec<Arc<Route>>, bool) {
+/// Emits a prepared Host's routes for one security model; `route` builds one (the plain
+/// lowering: [`Prepared::build_route`]; the incremental one also keeps it for next time).
+/// Also says whether some route has a CORS policy (known without visiting every route).
+pub(in crate::ir::lower) fn emit<'a, L: Holds>(
+    p: &Prepared<'a, L>,
+    model: SecurityModel,
+    host: &EffectiveHost,
+    route: &mut impl FnMut(&Candidate<'a, L>, RouteSlot) -> Arc<Route>,
+) -> (Vec<Arc<Route>>, bool) {
     let Prepared {
         candidates,
         shadows,
         thresholds,
         group_of,
         module,
-        has_auth,
+        has_auth: _,
         any_cors,
     } = p;
     // Each Mapping gives a primary route (secure, or for every request) and maybe a cleartext
@@ -759,35 +566,27 @@ fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> (Vec<Ar
             .collect();
         mirrors.sort();
         mirrors.dedup();
-        // The same route as the last translation's when nothing it reads changed.
-        let route = |variant: Variant| {
-            let slot = RouteSlot {
-                variant,
-                threshold,
-                mirrors: mirrors.clone(),
-            };
-            let mut built = c.lowered.routes.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((_, r)) = built.iter().find(|(s, _)| *s == slot) {
-                return Arc::clone(r);
-            }
-            let r = Arc::new(build_route(c, variant, threshold, mirrors.clone(), module, *has_auth));
-            if built.len() >= 4 {
-                built.clear();
-            }
-            built.push((slot, Arc::clone(&r)));
-            r
+        let mut slot = |variant: Variant| {
+            route(
+                c,
+                RouteSlot {
+                    variant,
+                    threshold,
+                    mirrors: mirrors.clone(),
+                },
+            )
         };
         match (model, host.insecure_action) {
             (SecurityModel::Secure, _) | (SecurityModel::Xfp | SecurityModel::Insecure, InsecureAction::Route) => {
-                routes.push(route(Variant::Base));
+                routes.push(slot(Variant::Base));
             }
             (SecurityModel::Xfp, InsecureAction::Redirect) => {
-                routes.push(route(Variant::Secure));
-                variants.push(route(Variant::Insecure(RouteAction::HttpsRedirect)));
+                routes.push(slot(Variant::Secure));
+                variants.push(slot(Variant::Insecure(RouteAction::HttpsRedirect)));
             }
-            (SecurityModel::Xfp, InsecureAction::Reject) => routes.push(route(Variant::Secure)),
+            (SecurityModel::Xfp, InsecureAction::Reject) => routes.push(slot(Variant::Secure)),
             (SecurityModel::Insecure, InsecureAction::Redirect) => {
-                routes.push(route(Variant::Insecure(RouteAction::HttpsRedirect)));
+                routes.push(slot(Variant::Insecure(RouteAction::HttpsRedirect)));
             }
             (SecurityModel::Insecure, InsecureAction::Reject) => {}
         }
@@ -799,14 +598,12 @@ fn emit(p: &Prepared<'_>, model: SecurityModel, host: &EffectiveHost) -> (Vec<Ar
 }
 
 /// One route of a Mapping.
-fn build_route(
-    c: &Candidate<'_>,
-    variant: Variant,
-    threshold: Option<u32>,
-    mirrors: Vec<Mirror>,
-    module: &crate::resource::AmbassadorModule,
-    has_auth: bool,
-) -> Route {
+fn build_route<L: Holds>(c: &Candidate<'_, L>, slot: RouteSlot, module: &AmbassadorModule, has_auth: bool) -> Route {
+    let RouteSlot {
+        variant,
+        threshold,
+        mirrors,
+    } = slot;
     let mut r = Route {
         name: format!("{}/{}", c.meta.namespace, c.meta.name),
         action: if c.m.redirect.is_some() {
@@ -895,7 +692,7 @@ fn build_route(
 
 /// Warns about Mappings that no Host serves, with each Mapping's address.
 /// `used[i]`: whether `set.mappings[i]` went to some Host.
-pub(super) fn report_unused(set: &ResourceSet, used: &[bool]) -> Vec<(usize, Diagnostic)> {
+pub(in crate::ir::lower) fn report_unused(set: &ResourceSet, used: &[bool]) -> Vec<(usize, Diagnostic)> {
     set.mappings
         .iter()
         .zip(used)
@@ -905,7 +702,7 @@ pub(super) fn report_unused(set: &ResourceSet, used: &[bool]) -> Vec<(usize, Dia
 }
 
 /// The warning for a Mapping no Host serves.
-fn no_host(meta: &Meta, m: &Mapping) -> Diagnostic {
+pub(in crate::ir::lower) fn no_host(meta: &Meta, m: &Mapping) -> Diagnostic {
     let d = match m.hostname.as_deref().or(m.host.as_deref()) {
         Some(glob) => Diagnostic::warning(
             "mapping.no_host",

@@ -15,9 +15,9 @@ use crate::resource::resolver::{Resolver, BUILT_IN};
 /// Resolver names in effect: the built-in ones, the declared ones, and the Module's default.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(in crate::ir::lower) struct Resolvers {
-    pub(super) declared: BTreeMap<String, Resolver>,
-    pub(super) default: Option<String>,
-    pub(super) ambassador_namespace: String,
+    pub(in crate::ir::lower) declared: BTreeMap<String, Resolver>,
+    pub(in crate::ir::lower) default: Option<String>,
+    pub(in crate::ir::lower) ambassador_namespace: String,
 }
 
 impl Resolvers {
@@ -86,7 +86,7 @@ impl Resolvers {
             .collect()
     }
 
-    pub(super) fn kind(&self, name: &str) -> Option<Resolver> {
+    pub(in crate::ir::lower) fn kind(&self, name: &str) -> Option<Resolver> {
         self.declared
             .get(name)
             .copied()
@@ -94,7 +94,7 @@ impl Resolvers {
     }
 
     /// Whether a Mapping naming `resolver` (or none) gets its addresses over EDS.
-    pub(super) fn endpoint(&self, resolver: Option<&str>) -> bool {
+    pub(in crate::ir::lower) fn endpoint(&self, resolver: Option<&str>) -> bool {
         resolver.or(self.default.as_deref()).and_then(|name| self.kind(name)) == Some(Resolver::Endpoint)
     }
 }

@@ -8,7 +8,7 @@
 //! Mappings, the Listeners or a cluster's settings get; a change that has them is lowered in full.
 //! A patch then
 //! - lowers the added Mappings on each served Host and moves the Host's route order by the
-//!   removed and added ones ([`refresh`]), so that [`super::prepare_patched`] finds the Host's
+//!   removed and added ones ([`refresh`]), so that [`super::cache::prepare_patched`] finds the Host's
 //!   candidates in order (canary groups and their diagnostics are still computed over all of
 //!   them: a walk over pointers);
 //! - updates the clusters the changed Mappings use, and their users ([`finish`]); the other
@@ -25,17 +25,19 @@ use crate::ir::{Cluster, SourceRef};
 use crate::resource::{Mapping, Meta, ResourceSet};
 
 use super::super::host::EffectiveHost;
-use super::super::{has_port, source_of, LowerOptions};
-use super::{
-    addr, cluster_node, lower_one, route_order, BuiltCluster, Candidate, ClusterKey, Clusters, HostContext, LowerCache,
-    Resolvers, DEFAULT_CONNECT_TIMEOUT_MS,
+use super::super::mapping::{
+    addr, cluster_node, lower_one, no_host, route_order, Candidate, ClusterKey, Clusters, Resolvers,
+    DEFAULT_CONNECT_TIMEOUT_MS,
 };
+use super::super::{has_port, source_of, LowerOptions};
+use super::cache::{Entry, HostContext, HostEntries, LowerCache};
+use super::clusters::BuiltCluster;
 
 /// Above this many changed Mappings, a translation is done in full.
 const MAX_PATCHED: usize = 64;
 
 /// What the last full or patched lowering saw and produced, beyond the per-Host entries.
-pub(in crate::ir::lower) struct Last {
+pub(super) struct Last {
     options: LowerOptions,
     /// The resource set without its Mappings.
     rest: ResourceSet,
@@ -54,7 +56,7 @@ pub(in crate::ir::lower) struct Last {
 
 /// Remembers a full lowering, so that the next one may patch it.
 #[allow(clippy::too_many_arguments)]
-pub(in crate::ir::lower) fn remember(
+pub(super) fn remember(
     cache: &mut LowerCache,
     set: &ResourceSet,
     options: &LowerOptions,
@@ -83,7 +85,7 @@ pub(in crate::ir::lower) fn remember(
 }
 
 /// The Mappings that changed since the last translation, which this one patches.
-pub(in crate::ir::lower) struct Delta {
+pub(super) struct Delta {
     removed: Vec<Arc<(Meta, Mapping)>>,
     added: Vec<Arc<(Meta, Mapping)>>,
     /// The cache's entries of the served Hosts, by index (found by [`refresh`]).
@@ -121,7 +123,7 @@ fn plain(m: &Mapping, resolvers: &Resolvers) -> bool {
 
 /// The Mappings that changed since the last translation, if this one can patch it (see the
 /// module's documentation); `None` means a full lowering.
-pub(in crate::ir::lower) fn delta(
+pub(super) fn delta(
     set: &ResourceSet,
     options: &LowerOptions,
     resolvers: &Resolvers,
@@ -187,7 +189,7 @@ pub(in crate::ir::lower) fn delta(
 /// The `mapping.unknown_resolver` errors (the last translation's, for the Mappings that did not
 /// change) and whether some Mapping's hostname has a port (as last time: a plain Mapping has
 /// none), without a walk over every Mapping.
-pub(in crate::ir::lower) fn unknown_resolvers_and_ports(
+pub(super) fn unknown_resolvers_and_ports(
     delta: &Delta,
     resolvers: &Resolvers,
     cache: &mut LowerCache,
@@ -201,9 +203,9 @@ pub(in crate::ir::lower) fn unknown_resolvers_and_ports(
     (last.unknown_resolvers.clone(), last.mapping_port)
 }
 
-/// [`super::refresh`] for a patched translation: the removed Mappings leave each served Host's
+/// [`super::cache::refresh`] for a patched translation: the removed Mappings leave each served Host's
 /// entries and route order, the added ones are lowered and placed.
-pub(in crate::ir::lower) fn refresh(
+pub(super) fn refresh(
     delta: &mut Delta,
     served: &[&EffectiveHost],
     options: &LowerOptions,
@@ -211,7 +213,7 @@ pub(in crate::ir::lower) fn refresh(
     cache: &mut LowerCache,
 ) {
     let generation = cache.generation;
-    let module = cache.context.as_ref().map(|c| c.module.clone()).unwrap_or_default();
+    let module = cache.module();
     let mut removed_uses: Vec<Found> = vec![Found::default(); delta.removed.len()];
     let mut added_uses: Vec<Found> = vec![Found::default(); delta.added.len()];
     // A Host that took no Mapping last time has no entries yet.
@@ -220,13 +222,7 @@ pub(in crate::ir::lower) fn refresh(
         .map(|h| {
             let ctx = HostContext::of(h);
             cache.hosts.iter().position(|e| e.ctx == ctx).unwrap_or_else(|| {
-                cache.hosts.push(super::HostEntries {
-                    ctx,
-                    entries: crate::keyed::AddrMap::default(),
-                    order: Vec::new(),
-                    shadows: Vec::new(),
-                    any_cors: false,
-                });
+                cache.hosts.push(HostEntries::new(ctx, 0));
                 cache.hosts.len() - 1
             })
         })
@@ -243,10 +239,10 @@ pub(in crate::ir::lower) fn refresh(
             let Some(old) = h.entries.remove(&addr(r)) else {
                 continue;
             };
-            if !old.associated {
+            if !old.lowered.associated {
                 continue;
             }
-            used.cluster.clone_from(&old.cluster);
+            used.cluster.clone_from(&old.lowered.cluster);
             let at = {
                 let target = Candidate::of(&old);
                 let p = h
@@ -263,21 +259,16 @@ pub(in crate::ir::lower) fn refresh(
             }
         }
         for (a, used) in delta.added.iter().zip(&mut added_uses) {
-            let new = Arc::new(lower_one(
-                a,
-                host,
-                options,
-                &clusters.resolvers,
-                &mut clusters.interner,
-                &module,
+            let new = Entry::new(
+                lower_one(a, host, options, &clusters.resolvers, &mut clusters.interner, &module),
                 generation,
-            ));
+            );
             h.entries.insert(addr(a), Arc::clone(&new));
-            if !new.associated {
+            if !new.lowered.associated {
                 continue;
             }
             used.used = true;
-            used.cluster.clone_from(&new.cluster);
+            used.cluster.clone_from(&new.lowered.cluster);
             let p = {
                 let target = Candidate::of(&new);
                 h.order
@@ -312,7 +303,7 @@ pub(in crate::ir::lower) fn refresh(
 /// updated (users, and the cluster itself when it is new or has none left); the others, the
 /// endpoints, client certificates and cluster diagnostics are the last translation's. Also
 /// reports Mappings no Host takes, and remembers this translation for the next one.
-pub(in crate::ir::lower) fn finish(
+pub(super) fn finish(
     delta: Delta,
     set: &ResourceSet,
     clusters: Clusters,
@@ -320,7 +311,7 @@ pub(in crate::ir::lower) fn finish(
     cache: &mut LowerCache,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> (Vec<Arc<Cluster>>, Vec<crate::ir::Endpoints>) {
-    cache.interner = clusters.into_interner();
+    cache.interner = clusters.into_parts().1;
     let Delta {
         removed,
         added,
@@ -396,7 +387,7 @@ pub(in crate::ir::lower) fn finish(
     last.unused.retain(|(a, _)| !removed.iter().any(|r| addr(r) == *a));
     for (a, used) in added.iter().zip(&added_used) {
         if !used {
-            last.unused.push((addr(a), super::no_host(&a.0, &a.1)));
+            last.unused.push((addr(a), no_host(&a.0, &a.1)));
         }
     }
     diagnostics.extend(last.unused.iter().map(|(_, d)| d.clone()));
