@@ -15,6 +15,7 @@
 mod filing;
 mod key;
 mod memo;
+mod node;
 pub mod pack;
 mod reference;
 pub mod render;

@@ -18,11 +18,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::pack::Registry;
-use super::render::{
+use super::node::{
     duplicate_resource, fill_placeholders, merge, output, route_config_head, virtual_host_head, with_rendered, Leaf,
     NodeRenderer, Output, Rendered, ROUTE, VIRTUAL_HOST,
 };
+use super::pack::Registry;
 use crate::diagnostic::Diagnostic;
 use crate::ir::{Ir, NodeKind, SourceRef};
 use crate::snapshot::{Name, Resource, ResourceType};

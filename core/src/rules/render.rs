@@ -1,12 +1,14 @@
-//! Rendering the IR through the rule table.
+//! The fast rendering of the IR through the rule table: [`render_cached`] gives exactly what the
+//! reference rendering (`reference`) gives, remembering nodes between translations
+//! ([`RenderCache`]) and taking shortcuts for thousands of similar nodes (the template memo,
+//! shapes and their encode plans, children's bytes spliced into their parent's).
 //!
 //! Children are rendered before the parents that embed them: routes, then virtual hosts (which
 //! see their routes' output as `rendered.routes`), then route tables (`rendered.virtual_hosts`).
 //! A rule whose output fails (template error, YAML error, or a field Envoy's schema does not have)
 //! produces a diagnostic naming the rule, its template, the IR node and the user object behind it,
-//! and only that output is left out.
-
-use std::collections::BTreeMap;
+//! and only that output is left out. What one node's rendering shares with the reference is in
+//! `node`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -14,10 +16,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::filing::Filer;
+pub use super::node::Rendered;
+use super::node::{
+    duplicate_resource, fill_placeholders, is_placeholder, merge, output, route_config_head, virtual_host_head,
+    with_rendered, Leaf, NodeRenderer, Output, ROUTE, VIRTUAL_HOST,
+};
 use super::pack::{Registry, Rule};
 use crate::diagnostic::Diagnostic;
 use crate::ir::{Ir, NodeKind, SourceRef};
-use crate::snapshot::{Name, ResourceType};
 
 /// The cache key of a node: a 128-bit hash of its kind, its own context (without the rendered
 /// children, which are represented by their own keys), its origin, and its children's keys. Built
@@ -44,49 +50,6 @@ fn node_key(kind: NodeKind, ctx: &Value, source: Option<&SourceRef>, children: &
         source.map(|s| &s.origin),
         children,
     )
-}
-
-// Prefix of the placeholder `{{json rendered.X}}` prints (see the `json` helper).
-use super::pack::PLACEHOLDER;
-
-/// Replaces placeholders left by `{{json rendered.X}}` with the rendered values (`rendered` is
-/// the context's `rendered` object).
-pub(super) fn fill_placeholders(value: &mut Value, rendered: &Value) {
-    match value {
-        Value::String(s) => {
-            if let Some(path) = s.strip_prefix(PLACEHOLDER) {
-                let mut cur = rendered;
-                for seg in path.split('.').skip(1) {
-                    let seg = seg.trim_start_matches('[').trim_end_matches(']');
-                    let next = match cur {
-                        Value::Array(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
-                        _ => cur.get(seg),
-                    };
-                    cur = next.unwrap_or(&Value::Null);
-                }
-                *value = cur.clone();
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|v| fill_placeholders(v, rendered)),
-        Value::Object(map) => map.values_mut().for_each(|v| fill_placeholders(v, rendered)),
-        _ => {}
-    }
-}
-
-/// One message a rule produced for a node. Only the encoding is kept: what a parent or a human
-/// needs as JSON is decoded from it on demand.
-#[derive(Clone, Debug)]
-pub(super) struct Output {
-    pub(super) emits: String,
-    /// The message's `name` (the resource name of top-level resources).
-    pub(super) name: Name,
-    pub(super) rule: Arc<str>,
-    /// The protobuf encoding (fragments' bytes are appended to their parent's).
-    pub(super) encoded: bytes::Bytes,
-    /// The version of a top-level resource (zeros for fragments).
-    pub(super) version: crate::snapshot::Version,
-    /// The type of a top-level resource (none for fragments).
-    pub(super) ty: Option<ResourceType>,
 }
 
 /// Rendered children handed to a parent.
@@ -123,36 +86,8 @@ struct Kids<'a> {
     bytes: Option<Children<'a>>,
 }
 
-/// The cache key of a leaf node (no children): a hash of its kind, the IR node and its origin.
-fn leaf_key<T: Serialize>(kind: NodeKind, node: &T, source: Option<&SourceRef>) -> u128 {
-    super::key::key(
-        &[b"leaf", kind.as_str().as_bytes()],
-        node,
-        source.map(|s| &s.origin),
-        &[],
-    )
-}
-
 /// Rendered fragments of a node: their encodings.
 type Fragments = smallvec::SmallVec<[bytes::Bytes; 1]>;
-
-/// Everything the rules produced: top-level resources by type and name, each with its protobuf
-/// encoding (already checked against the schema and Envoy's validation rules) and its version
-/// (computed once, when its node was rendered).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Rendered {
-    /// Resources by type, then name (no type without resources).
-    pub resources: BTreeMap<ResourceType, crate::snapshot::ResourceMap>,
-}
-
-impl Rendered {
-    /// The snapshot of these resources (already decoded, checked and encoded). The maps are
-    /// taken over: persistent, they share what did not change with the last translation's
-    /// snapshot.
-    pub fn into_snapshot(self) -> crate::snapshot::Snapshot {
-        crate::snapshot::Snapshot::from_maps(self.resources)
-    }
-}
 
 /// What rendering one node produced: (emitted message type, value, rule id) per output, and the
 /// diagnostics it raised.
@@ -235,155 +170,7 @@ struct Renderer<'a> {
     cache: Option<&'a mut RenderCache>,
 }
 
-/// The context a leaf's template sees: the node serialized, plus an empty `rendered`.
-fn context<T: Serialize>(node: &T) -> Value {
-    let mut v = serde_json::to_value(node).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut v {
-        map.insert("rendered".to_string(), Value::Object(serde_json::Map::new()));
-    }
-    v
-}
-
-/// The context of a virtual host without its routes (which would be serialized only to be
-/// dropped). A test keeps this in step with [`crate::ir::VirtualHost`].
-pub(super) fn virtual_host_head(vh: &crate::ir::VirtualHost) -> Value {
-    serde_json::json!({
-        "name": vh.name,
-        "hostname": vh.hostname,
-        "domains": vh.domains,
-        "source": vh.source,
-    })
-}
-
-/// The context of a route table without its virtual hosts (see [`virtual_host_head`]).
-pub(super) fn route_config_head(rc: &crate::ir::RouteConfig) -> Value {
-    serde_json::json!({ "name": rc.name })
-}
-
-/// Adds `rendered`: the children as JSON when a rule of this kind reads them, else the names
-/// alone with empty lists (`{{json rendered.routes}}` only prints a placeholder).
-pub(super) fn with_rendered(mut ctx: Value, rendered: Value) -> Value {
-    if let Value::Object(map) = &mut ctx {
-        map.insert("rendered".to_string(), rendered);
-    }
-    ctx
-}
-
-/// Deep merge for patches: maps merge, lists append, anything else replaces.
-pub(super) fn merge(base: &mut Value, patch: Value) {
-    match (base, patch) {
-        (Value::Object(b), Value::Object(p)) => {
-            for (k, v) in p {
-                match b.get_mut(&k) {
-                    Some(existing) => merge(existing, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (Value::Array(b), Value::Array(p)) => b.extend(p),
-        (b, p) => *b = p,
-    }
-}
-
-/// Whether `value` is the placeholder `{{json rendered.<key>}}` prints.
-fn is_placeholder(value: Option<&Value>, key: &str) -> bool {
-    value
-        .and_then(Value::as_str)
-        .and_then(|s| s.strip_prefix(PLACEHOLDER))
-        .and_then(|s| s.strip_prefix("rendered."))
-        == Some(key)
-}
-
-/// Renders one node through the rules; pure (reads only the registry), so leaves render in
-/// parallel.
-pub(super) struct NodeRenderer<'a> {
-    registry: &'a Registry,
-    node: &'a str,
-    source: Option<&'a SourceRef>,
-    diagnostics: Vec<Diagnostic>,
-}
-
-impl<'a> NodeRenderer<'a> {
-    /// A renderer for the node `node` (its label in diagnostics), made from `source`.
-    pub(super) fn new(registry: &'a Registry, node: &'a str, source: Option<&'a SourceRef>) -> Self {
-        NodeRenderer {
-            registry,
-            node,
-            source,
-            diagnostics: Vec::new(),
-        }
-    }
-
-    /// What rendering the node reported.
-    pub(super) fn into_diagnostics(self) -> Vec<Diagnostic> {
-        self.diagnostics
-    }
-
-    /// Renders one rule's template and parses the text, the plain way: the helpers print JSON,
-    /// nothing is recorded or looked up. Placeholders of `{{json rendered.X}}` are still in.
-    pub(super) fn render_plain(&mut self, rule: &Rule, ctx: &handlebars::Context) -> Option<Value> {
-        match self.registry.hbs.render_with_context(&rule.template_key, ctx) {
-            Ok(text) => self.parse_text(rule, &text),
-            Err(e) => {
-                self.fail(rule, "rules.template_failed", e.to_string());
-                None
-            }
-        }
-    }
-
-    /// The value of a rendered text, or a diagnostic.
-    fn parse_text(&mut self, rule: &Rule, text: &str) -> Option<Value> {
-        match crate::source::yaml::parse_one(text) {
-            Ok(Some(n)) => Some(n.to_json()),
-            Ok(None) => Some(Value::Object(serde_json::Map::new())),
-            Err(e) => {
-                let line = text.lines().nth(e.line.saturating_sub(1) as usize).unwrap_or("");
-                self.fail(
-                    rule,
-                    "rules.invalid_yaml",
-                    format!(
-                        "rendered text is not YAML at line {} ({}): `{}`",
-                        e.line,
-                        e.message,
-                        line.trim()
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    pub(super) fn fail(&mut self, rule: &Rule, code: &str, message: String) {
-        let mut d = Diagnostic::error(
-            code,
-            format!("rule `{}` ({}) for {}: {message}", rule.id, rule.template, self.node),
-        )
-        .hint("this output was left out; if the rule comes from an operator pack, fix the template");
-        if let Some(s) = self.source {
-            d = d.on(s.object.clone()).at(s.origin.clone());
-        }
-        self.diagnostics.push(d);
-    }
-
-    pub(super) fn applies(&mut self, rule: &Rule, ctx: &Value) -> bool {
-        match &rule.when {
-            None => true,
-            Some((text, c)) => match c.eval(ctx) {
-                Ok(b) => b,
-                Err(path) => {
-                    self.fail(
-                        rule,
-                        "rules.bad_condition",
-                        format!("`when: {text}` reads `{path}`, which this node's context does not have"),
-                    );
-                    false
-                }
-            },
-        }
-    }
-
+impl NodeRenderer<'_> {
     /// Renders one rule's template with the helpers' values recorded apart: the text with
     /// markers, and the values. A leaf's context may be found in the template memo instead
     /// (see `memo`).
@@ -556,131 +343,6 @@ impl<'a> NodeRenderer<'a> {
             outputs,
             diagnostics: self.diagnostics,
         }
-    }
-}
-
-/// The error for a resource name emitted twice (the first one is kept).
-pub(super) fn duplicate_resource(
-    rule: &str,
-    node: &str,
-    ty: ResourceType,
-    name: &str,
-    existing: &str,
-    source: Option<&SourceRef>,
-) -> Diagnostic {
-    let mut d = Diagnostic::error(
-        "rules.duplicate_resource",
-        format!(
-            "rule `{rule}` for {node} emits {} `{name}`, which rule `{existing}` already emitted; the first one is kept",
-            ty.label()
-        ),
-    );
-    if let Some(s) = source {
-        d = d.on(s.object.clone()).at(s.origin.clone());
-    }
-    d
-}
-
-/// One rule's output: its encoded message, named and (for xDS resources) versioned.
-pub(super) fn output(rule: &Rule, mut encoded: Vec<u8>, name: String) -> Output {
-    let name = Name::from(name);
-    // Taken over, not copied (a route table's encoding is hundreds of kilobytes, sized exactly);
-    // a buffer that grew as it was written gives back what it did not use.
-    encoded.shrink_to_fit();
-    let encoded = bytes::Bytes::from(encoded);
-    let ty = ResourceType::from_message_name(&rule.emits);
-    let version = if ty.is_some() {
-        crate::snapshot::version_of_bytes(&encoded)
-    } else {
-        crate::snapshot::Version::default()
-    };
-    Output {
-        version,
-        ty,
-        emits: rule.emits.clone(),
-        name,
-        rule: Arc::clone(&rule.shared_id),
-        encoded,
-    }
-}
-
-/// A leaf IR node (cluster, route, listener, secret): what the renderer needs to know of it.
-pub(super) trait Leaf: Serialize + Sync + Sized {
-    const KIND: NodeKind;
-    fn label(&self) -> String;
-    fn source(&self) -> Option<&SourceRef>;
-    /// The template context.
-    fn context(&self) -> Value {
-        context(self)
-    }
-    /// The cache key: everything the context holds.
-    fn key(&self) -> u128 {
-        leaf_key(Self::KIND, self, self.source())
-    }
-}
-
-/// Secrets serialize their key as `<redacted>` (so the IR can be shown): the template context and
-/// the cache key get the key itself.
-impl Leaf for crate::ir::Secret {
-    const KIND: NodeKind = NodeKind::Secret;
-    fn label(&self) -> String {
-        format!("secret `{}`", self.name)
-    }
-    fn source(&self) -> Option<&SourceRef> {
-        self.source.as_ref()
-    }
-    fn context(&self) -> Value {
-        let mut v = context(self);
-        v["private_key"] = self
-            .private_key
-            .as_ref()
-            .map_or(Value::Null, |k| Value::String(k.0.clone()));
-        v
-    }
-    fn key(&self) -> u128 {
-        let without_key = leaf_key(Self::KIND, self, self.source());
-        let private_key = self.private_key.as_ref().map_or(&b""[..], |k| k.0.as_bytes());
-        super::key::key(&[b"secret", private_key], &(), None, &[without_key])
-    }
-}
-
-impl Leaf for crate::ir::Cluster {
-    const KIND: NodeKind = NodeKind::Cluster;
-    fn label(&self) -> String {
-        format!("cluster `{}`", self.name)
-    }
-    fn source(&self) -> Option<&SourceRef> {
-        self.source.as_ref()
-    }
-}
-
-impl Leaf for crate::ir::Endpoints {
-    const KIND: NodeKind = NodeKind::Endpoints;
-    fn label(&self) -> String {
-        format!("endpoints of `{}`", self.name)
-    }
-    fn source(&self) -> Option<&SourceRef> {
-        self.source.as_ref()
-    }
-}
-
-impl Leaf for crate::ir::Route {
-    const KIND: NodeKind = NodeKind::Route;
-    fn label(&self) -> String {
-        format!("route `{}`", self.name)
-    }
-    fn source(&self) -> Option<&SourceRef> {
-        self.source.as_ref()
-    }
-}
-
-impl Leaf for crate::ir::Listener {
-    const KIND: NodeKind = NodeKind::Listener;
-    fn label(&self) -> String {
-        format!("listener `{}`", self.name)
-    }
-    fn source(&self) -> Option<&SourceRef> {
-        self.source.as_ref()
     }
 }
 
@@ -952,9 +614,6 @@ impl Renderer<'_> {
         fragments
     }
 }
-
-pub(super) const ROUTE: &str = "envoy.config.route.v3.Route";
-pub(super) const VIRTUAL_HOST: &str = "envoy.config.route.v3.VirtualHost";
 
 /// Below this many leaves, rendering stays on the calling thread (small configurations render in
 /// a few milliseconds anyway).

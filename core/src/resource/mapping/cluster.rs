@@ -1,0 +1,482 @@
+//! A Mapping's upstream cluster settings: health checks, keepalive, circuit breakers, load
+//! balancing and DNS (the types and how they are read). Shared with the Module's defaults and
+//! the other kinds that have a cluster (TCPMapping, AuthService).
+
+use serde::Deserialize;
+
+use super::super::Reader;
+use super::parse_duration_ms;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthCheckSpec {
+    unhealthy_threshold: Option<u32>,
+    healthy_threshold: Option<u32>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    health_check: HealthCheckKindSpec,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthCheckKindSpec {
+    http: Option<HttpHealthCheckSpec>,
+    grpc: Option<GrpcHealthCheckSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpHealthCheckSpec {
+    path: String,
+    hostname: Option<String>,
+    #[serde(default)]
+    expected_statuses: Vec<StatusRangeSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusRangeSpec {
+    min: u16,
+    max: u16,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrpcHealthCheckSpec {
+    upstream_name: Option<String>,
+    authority: Option<String>,
+}
+
+/// Active health checking of an upstream (Envoy `HealthCheck`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct HealthCheck {
+    /// Time between checks, in milliseconds (Emissary's default 5 s).
+    pub interval_ms: u64,
+    /// Time to wait for an answer, in milliseconds (Emissary's default 3 s).
+    pub timeout_ms: u64,
+    /// Failed checks before an endpoint is unhealthy (default 2).
+    pub unhealthy_threshold: u32,
+    /// Passed checks before it is healthy again (default 1).
+    pub healthy_threshold: u32,
+    /// HTTP check: `{path, hostname, expected_statuses: [[start, end)]}`, or `null`.
+    pub http: Option<HttpHealthCheck>,
+    /// gRPC check: `{service_name, authority}`, or `null`.
+    pub grpc: Option<GrpcHealthCheck>,
+}
+
+/// An HTTP health check.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct HttpHealthCheck {
+    /// Path requested.
+    pub path: String,
+    /// `Host` sent, or `null` for the cluster name.
+    pub hostname: Option<String>,
+    /// Healthy status ranges, `[start, end)` (Envoy's 200 only when empty).
+    pub expected_statuses: Vec<(u16, u16)>,
+}
+
+/// A gRPC health check (`grpc.health.v1.Health`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct GrpcHealthCheck {
+    /// Service name asked about, or `null` for the server as a whole.
+    pub service_name: Option<String>,
+    /// `:authority` sent, or `null`.
+    pub authority: Option<String>,
+}
+
+/// Reads `spec.health_checks`.
+pub(super) fn read_health_checks(r: &mut Reader<'_>, spec: &[HealthCheckSpec], ok: &mut bool) -> Vec<HealthCheck> {
+    let mut out = Vec::new();
+    if spec.len() > 1 {
+        let d = r
+            .error("too_many_health_checks", "spec.health_checks[1]", "only one health check per Mapping is supported; the others were left out")
+            .hint("Envoy wants named health checks when there are several, which the Envoy API attache is built on cannot name yet");
+        r.diagnostics.push(d);
+    }
+    for (i, h) in spec.iter().enumerate().take(1) {
+        let base = format!("spec.health_checks[{i}]");
+        let mut duration =
+            |field: &str, text: Option<&str>, default: u64, ok: &mut bool| match text.map(parse_duration_ms) {
+                None => default,
+                Some(Ok(ms)) if ms > 0 => ms,
+                Some(Ok(_)) | Some(Err(_)) => {
+                    let d = r
+                        .error(
+                            "invalid_duration",
+                            &format!("{base}.{field}"),
+                            format!("`{}` is not a duration above zero", text.unwrap_or_default()),
+                        )
+                        .hint("write a duration such as `5s` or `500ms`");
+                    r.diagnostics.push(d);
+                    *ok = false;
+                    default
+                }
+            };
+        let interval_ms = duration("interval", h.interval.as_deref(), 5_000, ok);
+        let timeout_ms = duration("timeout", h.timeout.as_deref(), 3_000, ok);
+        let kind = &h.health_check;
+        if kind.http.is_some() == kind.grpc.is_some() {
+            let d = r
+                .error(
+                    "invalid_health_check",
+                    &format!("{base}.health_check"),
+                    "a health check is either `http` or `grpc`",
+                )
+                .hint("e.g. `health_check: {http: {path: /healthz}}`");
+            r.diagnostics.push(d);
+            *ok = false;
+            continue;
+        }
+        for (j, s) in kind.http.iter().flat_map(|h| h.expected_statuses.iter()).enumerate() {
+            if !(100..=599).contains(&s.min) || !(100..=599).contains(&s.max) || s.min > s.max {
+                let d = r
+                    .error(
+                        "invalid_status_range",
+                        &format!("{base}.health_check.http.expected_statuses[{j}]"),
+                        format!("{}..{} is not a range of HTTP statuses", s.min, s.max),
+                    )
+                    .hint("`min` and `max` are statuses from 100 to 599, min <= max");
+                r.diagnostics.push(d);
+                *ok = false;
+            }
+        }
+        out.push(HealthCheck {
+            interval_ms,
+            timeout_ms,
+            unhealthy_threshold: h.unhealthy_threshold.unwrap_or(2),
+            healthy_threshold: h.healthy_threshold.unwrap_or(1),
+            http: kind.http.as_ref().map(|x| HttpHealthCheck {
+                path: x.path.clone(),
+                hostname: x.hostname.clone(),
+                // Envoy ranges are half-open: `max` is included as Emissary writes it.
+                expected_statuses: x.expected_statuses.iter().map(|s| (s.min, s.max + 1)).collect(),
+            }),
+            grpc: kind.grpc.as_ref().map(|x| GrpcHealthCheck {
+                service_name: x.upstream_name.clone(),
+                authority: x.authority.clone(),
+            }),
+        });
+    }
+    out
+}
+
+/// TCP keepalive of upstream connections (`keepalive`; seconds).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keepalive {
+    /// Idle seconds before probes start (Emissary's `idle_time`; `time` is read too).
+    #[serde(alias = "idle_time")]
+    pub time: Option<u32>,
+    /// Seconds between probes.
+    pub interval: Option<u32>,
+    /// Unanswered probes before the connection is dropped.
+    pub probes: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CircuitBreakerSpec {
+    priority: Option<String>,
+    max_connections: Option<u32>,
+    max_pending_requests: Option<u32>,
+    max_requests: Option<u32>,
+    max_retries: Option<u32>,
+}
+
+/// One circuit breaker threshold set (Envoy `CircuitBreakers.Thresholds`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct CircuitBreaker {
+    /// `DEFAULT` or `HIGH`.
+    pub priority: &'static str,
+    /// Most connections.
+    pub max_connections: Option<u32>,
+    /// Most requests waiting for a connection.
+    pub max_pending_requests: Option<u32>,
+    /// Most requests in flight.
+    pub max_requests: Option<u32>,
+    /// Most retries in flight.
+    pub max_retries: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoadBalancerSpec {
+    policy: String,
+    cookie: Option<CookieSpec>,
+    header: Option<String>,
+    source_ip: Option<bool>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CookieSpec {
+    name: String,
+    path: Option<String>,
+    ttl: Option<String>,
+}
+
+/// What a request is hashed on for `ring_hash` / `maglev` (Envoy `RouteAction.HashPolicy`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashPolicy {
+    /// A cookie (Envoy creates it when `ttl_ms` is set and the request has none).
+    Cookie {
+        /// Cookie name.
+        name: String,
+        /// Cookie path.
+        path: Option<String>,
+        /// Lifetime in milliseconds.
+        ttl_ms: Option<u64>,
+    },
+    /// A request header.
+    Header {
+        /// Header name.
+        name: String,
+    },
+    /// The client's address.
+    SourceIp,
+}
+
+/// The cluster settings a Mapping asks for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct ClusterSettings {
+    /// HTTP/2 to the upstream (`grpc: true`).
+    pub http2: bool,
+    /// Idle timeout of upstream connections in milliseconds.
+    pub idle_timeout_ms: Option<u64>,
+    /// Longest life of an upstream connection in milliseconds.
+    pub max_connection_lifetime_ms: Option<u64>,
+    /// TCP keepalive.
+    pub keepalive: Option<Keepalive>,
+    /// Circuit breakers.
+    pub circuit_breakers: Vec<CircuitBreaker>,
+    /// `LOGICAL_DNS` instead of `STRICT_DNS` for DNS names.
+    pub logical_dns: bool,
+    /// Use the DNS record's TTL to refresh.
+    pub respect_dns_ttl: bool,
+    /// Envoy's `dns_lookup_family`: `V4_ONLY` (default), `V6_ONLY` or `AUTO`.
+    pub dns_lookup_family: &'static str,
+    /// Stats name of the cluster (`alt_stat_name`).
+    pub stats_name: Option<String>,
+    /// `cluster_tag`: only makes a cluster of its own.
+    pub tag: Option<String>,
+    /// Originate TLS (an `https://` service, `tls: true`, or `tls: <TLSContext>`).
+    pub originate_tls: bool,
+    /// The TLSContext whose client certificate, SNI and ALPN are used upstream.
+    pub tls_context: Option<String>,
+    /// Envoy `lb_policy`: `ROUND_ROBIN` (default), `LEAST_REQUEST`, `RING_HASH`, `MAGLEV`.
+    pub lb_policy: &'static str,
+    /// Active health checks.
+    pub health_checks: Vec<HealthCheck>,
+}
+
+impl Default for ClusterSettings {
+    /// What a Mapping that sets nothing gets (Emissary's defaults).
+    fn default() -> Self {
+        ClusterSettings {
+            http2: false,
+            idle_timeout_ms: None,
+            max_connection_lifetime_ms: None,
+            keepalive: None,
+            circuit_breakers: Vec::new(),
+            logical_dns: false,
+            respect_dns_ttl: false,
+            dns_lookup_family: "V4_ONLY",
+            stats_name: None,
+            tag: None,
+            originate_tls: false,
+            tls_context: None,
+            lb_policy: "ROUND_ROBIN",
+            health_checks: Vec::new(),
+        }
+    }
+}
+
+/// Reads `<base>.circuit_breakers`.
+pub(crate) fn read_circuit_breakers(
+    r: &mut Reader<'_>,
+    spec: &[CircuitBreakerSpec],
+    base: &str,
+    ok: &mut bool,
+) -> Vec<CircuitBreaker> {
+    let mut out = Vec::new();
+    for (i, cb) in spec.iter().enumerate() {
+        let priority = match cb.priority.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("default") => "DEFAULT",
+            Some("high") => "HIGH",
+            Some(other) => {
+                let d = r
+                    .error(
+                        "invalid_priority",
+                        &format!("{base}.circuit_breakers[{i}].priority"),
+                        format!("`{other}` is not a priority"),
+                    )
+                    .hint("`default` or `high`");
+                r.diagnostics.push(d);
+                *ok = false;
+                "DEFAULT"
+            }
+        };
+        out.push(CircuitBreaker {
+            priority,
+            max_connections: cb.max_connections,
+            max_pending_requests: cb.max_pending_requests,
+            max_requests: cb.max_requests,
+            max_retries: cb.max_retries,
+        });
+    }
+    out
+}
+
+/// Reads `<base>.load_balancer`: Envoy's `lb_policy` and the route's hash policy.
+pub(crate) fn read_load_balancer(
+    r: &mut Reader<'_>,
+    spec: Option<&LoadBalancerSpec>,
+    base: &str,
+    ok: &mut bool,
+) -> (&'static str, Option<HashPolicy>) {
+    let Some(lb) = spec else {
+        return ("ROUND_ROBIN", None);
+    };
+    let policy = match lb.policy.to_ascii_lowercase().as_str() {
+        "round_robin" => "ROUND_ROBIN",
+        "least_request" => "LEAST_REQUEST",
+        "ring_hash" => "RING_HASH",
+        "maglev" => "MAGLEV",
+        other => {
+            let d = r
+                .error(
+                    "invalid_lb_policy",
+                    &format!("{base}.load_balancer.policy"),
+                    format!("`{other}` is not a load balancing policy"),
+                )
+                .hint("one of round_robin, least_request, ring_hash, maglev");
+            r.diagnostics.push(d);
+            *ok = false;
+            "ROUND_ROBIN"
+        }
+    };
+    let sources =
+        usize::from(lb.cookie.is_some()) + usize::from(lb.header.is_some()) + usize::from(lb.source_ip == Some(true));
+    let hashed = matches!(policy, "RING_HASH" | "MAGLEV");
+    let path = format!("{base}.load_balancer");
+    if sources > 1 {
+        let d = r
+            .error(
+                "conflicting_hash",
+                &path,
+                "only one of `cookie`, `header` and `source_ip` can be set",
+            )
+            .hint("choose what requests are kept together by");
+        r.diagnostics.push(d);
+        *ok = false;
+    } else if sources == 1 && !hashed {
+        let d = r
+            .warning(
+                "hash_without_hashing_policy",
+                &path,
+                format!(
+                    "`cookie`, `header` and `source_ip` only work with ring_hash or maglev, not {}; ignored",
+                    lb.policy
+                ),
+            )
+            .hint("set `policy: ring_hash` for session affinity");
+        r.diagnostics.push(d);
+    }
+    let ttl_ms = match lb.cookie.as_ref().and_then(|c| c.ttl.as_deref()).map(parse_duration_ms) {
+        Some(Err(e)) => {
+            let d = r
+                .error("invalid_duration", &format!("{path}.cookie.ttl"), e)
+                .hint("write a duration such as `60s` or `1h`");
+            r.diagnostics.push(d);
+            *ok = false;
+            None
+        }
+        Some(Ok(ms)) => Some(ms),
+        None => None,
+    };
+    let hash = if !hashed {
+        None
+    } else if let Some(c) = &lb.cookie {
+        Some(HashPolicy::Cookie {
+            name: c.name.clone(),
+            path: c.path.clone(),
+            ttl_ms,
+        })
+    } else if let Some(h) = &lb.header {
+        Some(HashPolicy::Header {
+            name: h.to_ascii_lowercase(),
+        })
+    } else if lb.source_ip == Some(true) {
+        Some(HashPolicy::SourceIp)
+    } else {
+        None
+    };
+    (policy, hash)
+}
+
+/// The cluster settings of a Mapping (and the route's hash policy, which its load balancer
+/// decides): circuit breakers, DNS, address families, load balancing, health checks, TLS.
+pub(super) fn read_settings(
+    r: &mut Reader<'_>,
+    spec: &super::MappingSpec,
+    ok: &mut bool,
+) -> (ClusterSettings, Option<HashPolicy>) {
+    let circuit_breakers = read_circuit_breakers(r, &spec.circuit_breakers, "spec", ok);
+    let logical_dns = match spec.dns_type.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("strict_dns") => false,
+        Some("logical_dns") => true,
+        Some(other) => {
+            let d = r
+                .error(
+                    "invalid_dns_type",
+                    "spec.dns_type",
+                    format!("`{other}` is not a DNS type"),
+                )
+                .hint("`strict_dns` (every address the name resolves to) or `logical_dns` (the first one)");
+            r.diagnostics.push(d);
+            *ok = false;
+            false
+        }
+    };
+    let dns_lookup_family = match (spec.enable_ipv4.unwrap_or(true), spec.enable_ipv6.unwrap_or(false)) {
+        (true, false) => "V4_ONLY",
+        (false, true) => "V6_ONLY",
+        (true, true) => "AUTO",
+        (false, false) => {
+            let d = r
+                .error(
+                    "no_ip_family",
+                    "spec.enable_ipv4",
+                    "IPv4 and IPv6 are both disabled: the service could not be reached",
+                )
+                .hint("enable at least one of enable_ipv4 and enable_ipv6");
+            r.diagnostics.push(d);
+            *ok = false;
+            "V4_ONLY"
+        }
+    };
+    let (lb_policy, hash_policy) = read_load_balancer(r, spec.load_balancer.as_ref(), "spec", ok);
+    let health_checks = read_health_checks(r, &spec.health_checks, ok);
+    let cluster = ClusterSettings {
+        health_checks,
+        http2: spec.grpc,
+        idle_timeout_ms: spec.cluster_idle_timeout_ms,
+        max_connection_lifetime_ms: spec.cluster_max_connection_lifetime_ms,
+        keepalive: spec.keepalive.clone(),
+        circuit_breakers,
+        logical_dns,
+        respect_dns_ttl: spec.respect_dns_ttl.unwrap_or(false),
+        dns_lookup_family,
+        stats_name: spec.stats_name.clone(),
+        tag: spec.cluster_tag.clone(),
+        // `tls: true` reads as an https:// service (below), as Emissary converts it.
+        originate_tls: matches!(spec.tls, Some(super::MappingTls::Context(_))),
+        tls_context: match &spec.tls {
+            Some(super::MappingTls::Context(name)) => Some(name.clone()),
+            _ => None,
+        },
+        lb_policy,
+    };
+    (cluster, hash_policy)
+}
