@@ -356,7 +356,8 @@ fn stages(n: usize, cold: bool) {
     let parse = t.elapsed();
     heap.push(("resources", rss_mib()));
     let t = Instant::now();
-    let (ir, _) = attache::ir::lower(&set, &opts.lower);
+    let mut lower_cache = attache::ir::lower::LowerCache::default();
+    let (ir, _) = attache::ir::lower::lower_cached(&set, &opts.lower, &mut lower_cache);
     let lower = t.elapsed();
     heap.push(("lower", rss_mib()));
     let t = Instant::now();

@@ -84,13 +84,14 @@ impl Meta {
     }
 }
 
-/// A typed spec.
+/// A typed spec. Kinds larger than a Listener are boxed: the parse cache keeps one `Spec` per
+/// object, and each Mapping's would otherwise take as much room as a Module's.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Spec {
     /// `Listener`.
     Listener(Listener),
     /// `Host`.
-    Host(Host),
+    Host(Box<Host>),
     /// `Mapping`, with its identity (shared: there are many, each much larger than the other
     /// kinds, and the parse cache hands the same one to every translation that does not change
     /// it, so later stages can recognise it by address; see [`ResourceSet::mappings`]).
@@ -98,13 +99,13 @@ pub enum Spec {
     /// A core `v1` `Secret` holding a TLS certificate.
     Secret(TlsSecret),
     /// The `ambassador` `Module`.
-    Module(AmbassadorModule),
+    Module(Box<AmbassadorModule>),
     /// `TLSContext`.
-    TlsContext(TlsContext),
+    TlsContext(Box<TlsContext>),
     /// `AuthService`.
-    AuthService(AuthService),
+    AuthService(Box<AuthService>),
     /// `TCPMapping`.
-    TcpMapping(TcpMapping),
+    TcpMapping(Box<TcpMapping>),
     /// A core `v1` `Service` (its ports).
     Service(kubernetes::ServicePorts),
     /// A `discovery.k8s.io/v1` `EndpointSlice`.
@@ -634,14 +635,14 @@ fn assemble<'p>(
             let meta = || resource.meta.clone();
             match &resource.spec {
                 Spec::Listener(l) => listeners.push(((meta(), l.clone()), i)),
-                Spec::Host(h) => hosts.push(((meta(), h.clone()), i)),
+                Spec::Host(h) => hosts.push(((meta(), (**h).clone()), i)),
                 // Shared, not copied: most objects are Mappings.
                 Spec::Mapping(m) => mappings.push((std::sync::Arc::clone(m), i)),
                 Spec::Secret(s) => secrets.push(((meta(), s.clone()), i)),
-                Spec::Module(m) => modules.push(((meta(), m.clone()), i)),
-                Spec::TlsContext(c) => tls_contexts.push(((meta(), c.clone()), i)),
-                Spec::AuthService(a) => auth_services.push(((meta(), a.clone()), i)),
-                Spec::TcpMapping(t) => tcp_mappings.push(((meta(), t.clone()), i)),
+                Spec::Module(m) => modules.push(((meta(), (**m).clone()), i)),
+                Spec::TlsContext(c) => tls_contexts.push(((meta(), (**c).clone()), i)),
+                Spec::AuthService(a) => auth_services.push(((meta(), (**a).clone()), i)),
+                Spec::TcpMapping(t) => tcp_mappings.push(((meta(), (**t).clone()), i)),
                 Spec::Service(s) => services.push(((meta(), s.clone()), i)),
                 Spec::EndpointSlice(e) => endpoint_slices.push(((meta(), e.clone()), i)),
                 Spec::Resolver(r) => resolvers.push(((meta(), *r), i)),
@@ -1010,7 +1011,7 @@ pub(crate) const KINDS: &[Kind] = &[
     Kind {
         kind: "Host",
         code: "host",
-        read: |r| host::read(r).map(Spec::Host),
+        read: |r| host::read(r).map(|x| Spec::Host(Box::new(x))),
         fields: || fields::names(host::spec_fields()),
     },
     Kind {
@@ -1022,7 +1023,7 @@ pub(crate) const KINDS: &[Kind] = &[
     Kind {
         kind: "Module",
         code: "module",
-        read: |r| module::read(r).map(Spec::Module),
+        read: |r| module::read(r).map(|x| Spec::Module(Box::new(x))),
         fields: || {
             module::config_fields()
                 .iter()
@@ -1034,19 +1035,19 @@ pub(crate) const KINDS: &[Kind] = &[
     Kind {
         kind: "TLSContext",
         code: "tlscontext",
-        read: |r| tlscontext::read(r).map(Spec::TlsContext),
+        read: |r| tlscontext::read(r).map(|x| Spec::TlsContext(Box::new(x))),
         fields: || fields::names(tlscontext::spec_fields()),
     },
     Kind {
         kind: "AuthService",
         code: "authservice",
-        read: |r| authservice::read(r).map(Spec::AuthService),
+        read: |r| authservice::read(r).map(|x| Spec::AuthService(Box::new(x))),
         fields: || fields::names(authservice::spec_fields()),
     },
     Kind {
         kind: "TCPMapping",
         code: "tcpmapping",
-        read: |r| tcpmapping::read(r).map(Spec::TcpMapping),
+        read: |r| tcpmapping::read(r).map(|x| Spec::TcpMapping(Box::new(x))),
         fields: || fields::names(tcpmapping::spec_fields()),
     },
     Kind {

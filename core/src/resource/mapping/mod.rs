@@ -218,15 +218,15 @@ pub struct Mapping {
     /// Share of the traffic of its canary group, in percent (of a shadow: the share mirrored).
     pub weight: Option<u32>,
     /// `host_redirect: true`: redirect to the `service` host instead of proxying.
-    pub redirect: Option<Redirect>,
+    pub redirect: Option<Box<Redirect>>,
     /// Path rewrite by regular expression (replaces `rewrite`, as in Emissary).
-    pub regex_rewrite: Option<RegexRewrite>,
+    pub regex_rewrite: Option<Box<RegexRewrite>>,
     /// Send the upstream host name as `Host`.
     pub auto_host_rewrite: bool,
     /// Upgrades allowed (`websocket`, ...).
     pub allow_upgrade: Vec<String>,
     /// Retries.
-    pub retry_policy: Option<RetryPolicy>,
+    pub retry_policy: Option<Box<RetryPolicy>>,
     /// A shadow: requests matching it are mirrored to its service; it serves none itself.
     pub shadow: bool,
     /// Settings of the upstream cluster (Mappings with different settings get different
@@ -236,13 +236,13 @@ pub struct Mapping {
     /// else `kubernetes-service`, when unset).
     pub resolver: Option<String>,
     /// Session affinity for `ring_hash` / `maglev` load balancing (Envoy route `hash_policy`).
-    pub hash_policy: Option<HashPolicy>,
+    pub hash_policy: Option<Box<HashPolicy>>,
     /// Whether `load_balancer` was set (else the Module's applies).
     pub load_balancer_set: bool,
     /// `add_linkerd_headers`, when set (else the Module's applies).
     pub add_linkerd_headers: Option<bool>,
     /// CORS.
-    pub cors: Option<Cors>,
+    pub cors: Option<Box<Cors>>,
     /// Requests are not checked by the AuthService.
     pub bypass_auth: bool,
     /// Context sent to the AuthService with each request (gRPC `context_extensions`).
@@ -566,8 +566,8 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         weight: spec.weight,
         host_regex,
         method_regex: spec.method_regex.unwrap_or(false),
-        redirect,
-        regex_rewrite: spec.regex_rewrite,
+        redirect: redirect.map(Box::new),
+        regex_rewrite: spec.regex_rewrite.map(Box::new),
         auto_host_rewrite: spec.auto_host_rewrite,
         allow_upgrade: {
             let mut u: Vec<String> = spec
@@ -581,14 +581,14 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
             }
             u
         },
-        retry_policy,
+        retry_policy: retry_policy.map(Box::new),
         shadow: spec.shadow,
         cluster,
         resolver: spec.resolver.clone(),
-        hash_policy,
+        hash_policy: hash_policy.map(Box::new),
         load_balancer_set: spec.load_balancer.is_some(),
         add_linkerd_headers: spec.add_linkerd_headers,
-        cors,
+        cors: cors.map(Box::new),
         bypass_auth: spec.bypass_auth,
         auth_context_extensions: spec.auth_context_extensions,
     })

@@ -620,18 +620,17 @@ fn build_route<L: Holds>(c: &Candidate<'_, L>, slot: RouteSlot, module: &Ambassa
             numerator,
             runtime_key: format!("routing.traffic_shift.{}", c.cluster()),
         }),
-        redirect: c.m.redirect.clone().map(Box::new),
-        regex_rewrite: c.m.regex_rewrite.clone().map(Box::new),
+        redirect: c.m.redirect.clone(),
+        regex_rewrite: c.m.regex_rewrite.clone(),
         auto_host_rewrite: c.m.auto_host_rewrite,
         upgrades: c.m.allow_upgrade.clone(),
         retry_policy: c
             .m
             .retry_policy
             .clone()
-            .or_else(|| module.retry_policy.clone())
-            .map(Box::new),
+            .or_else(|| module.retry_policy.clone().map(Box::new)),
         mirrors,
-        cors: c.m.cors.clone().or_else(|| module.cors.clone()).map(Box::new),
+        cors: c.m.cors.clone().or_else(|| module.cors.clone().map(Box::new)),
         auth: (has_auth && (c.m.bypass_auth || !c.m.auth_context_extensions.is_empty())).then(|| {
             crate::ir::RouteAuth {
                 bypass: c.m.bypass_auth,
@@ -641,9 +640,8 @@ fn build_route<L: Holds>(c: &Candidate<'_, L>, slot: RouteSlot, module: &Ambassa
         hash_policy: if c.m.load_balancer_set {
             c.m.hash_policy.clone()
         } else {
-            module.load_balancer.as_ref().and_then(|(_, h)| h.clone())
-        }
-        .map(Box::new),
+            module.load_balancer.as_ref().and_then(|(_, h)| h.clone().map(Box::new))
+        },
         cluster: c.cluster().to_string(),
         prefix_rewrite: (!c.m.rewrite.is_empty() && c.m.regex_rewrite.is_none()).then(|| c.m.rewrite.clone()),
         timeout_ms: c
