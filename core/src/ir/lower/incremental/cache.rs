@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::diagnostic::Diagnostic;
 use crate::ir::{Cluster, Route};
 use crate::resource::host::InsecureAction;
-use crate::resource::{AmbassadorModule, LabelSelector, ResourceSet};
+use crate::resource::{AmbassadorModule, LabelSelector, Mapping, Meta, ResourceSet};
 
 use super::super::host::EffectiveHost;
 use super::super::mapping::{
@@ -19,7 +19,6 @@ use super::super::mapping::{
 };
 use super::super::LowerOptions;
 use super::clusters::BuiltCluster;
-use super::patch;
 
 /// What a Mapping's lowering reads besides the Mapping and its Host: anything
 /// [`mapping::lower_one`] or [`Prepared::build_route`] reads must be in here. When it changes (a
@@ -107,9 +106,28 @@ pub struct LowerCache {
     /// (Mappings reused, Mappings lowered) per Host, in the last translation.
     pub(super) stats: (usize, usize),
     /// What the next translation needs to patch this one.
-    pub(super) last: Option<patch::Last>,
+    pub(super) last: Option<Last>,
     /// Whether the last translation patched the one before.
     pub(super) patched: bool,
+}
+
+/// What the last full or patched lowering saw and produced, beyond the per-Host entries: what
+/// the next one needs to patch it (see `super::patch`).
+pub(super) struct Last {
+    pub(super) options: LowerOptions,
+    /// The resource set without its Mappings.
+    pub(super) rest: ResourceSet,
+    pub(super) mappings: Vec<Arc<(Meta, Mapping)>>,
+    /// `mapping.no_host` warnings, by the Mapping's address.
+    pub(super) unused: Vec<(usize, Diagnostic)>,
+    /// `mapping.unknown_resolver` errors, by the Mapping's address.
+    pub(super) unknown_resolvers: Vec<(usize, Diagnostic)>,
+    /// Whether some Mapping's hostname has a port.
+    pub(super) mapping_port: bool,
+    /// What finishing the clusters reported and added.
+    pub(super) cluster_diagnostics: Vec<Diagnostic>,
+    pub(super) client_secrets: Vec<crate::ir::Secret>,
+    pub(super) endpoints: Vec<crate::ir::Endpoints>,
 }
 
 /// The cache's entries for one Host.

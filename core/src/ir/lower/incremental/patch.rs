@@ -30,29 +30,11 @@ use super::super::mapping::{
     DEFAULT_CONNECT_TIMEOUT_MS,
 };
 use super::super::{has_port, source_of, LowerOptions};
-use super::cache::{Entry, HostContext, HostEntries, LowerCache};
+use super::cache::{Entry, HostContext, HostEntries, Last, LowerCache};
 use super::clusters::BuiltCluster;
 
 /// Above this many changed Mappings, a translation is done in full.
 const MAX_PATCHED: usize = 64;
-
-/// What the last full or patched lowering saw and produced, beyond the per-Host entries.
-pub(super) struct Last {
-    options: LowerOptions,
-    /// The resource set without its Mappings.
-    rest: ResourceSet,
-    mappings: Vec<Arc<(Meta, Mapping)>>,
-    /// `mapping.no_host` warnings, by the Mapping's address.
-    unused: Vec<(usize, Diagnostic)>,
-    /// `mapping.unknown_resolver` errors, by the Mapping's address.
-    unknown_resolvers: Vec<(usize, Diagnostic)>,
-    /// Whether some Mapping's hostname has a port.
-    mapping_port: bool,
-    /// What finishing the clusters reported and added.
-    cluster_diagnostics: Vec<Diagnostic>,
-    client_secrets: Vec<crate::ir::Secret>,
-    endpoints: Vec<crate::ir::Endpoints>,
-}
 
 /// Remembers a full lowering, so that the next one may patch it.
 #[allow(clippy::too_many_arguments)]
