@@ -266,19 +266,54 @@ fn operator_rule_packs_change_what_envoy_serves() {
         &header.join("route/header.yaml.hbs"),
         "response_headers_to_add:\n  - header:\n      key: x-served-by\n      value: {{json name}}\n",
     );
+    // Pack 3 puts a Lua filter into the HTTP filter table (the `lua` slot) and a broken filter
+    // (a buffer without its required limit), which must be left out, not sent for Envoy to
+    // refuse with the whole listener.
+    let filters = dir.path().join("packs/filters");
+    write(
+        &filters.join("pack.yaml"),
+        "name: filters\nrules:\n  - id: filters.lua\n    kind: http_filter\n    slot: lua\n    emits: envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter\n    template: http_filter/lua.yaml.hbs\n  - id: filters.broken\n    kind: http_filter\n    order: 650\n    emits: envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter\n    template: http_filter/broken.yaml.hbs\n",
+    );
+    write(
+        &filters.join("http_filter/lua.yaml.hbs"),
+        "name: filters.lua\ntyped_config:\n  \"@type\": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua\n  default_source_code:\n    inline_string: |\n      function envoy_on_response(handle)\n        handle:headers():add(\"x-lua\", {{json name}})\n      end\n",
+    );
+    write(
+        &filters.join("http_filter/broken.yaml.hbs"),
+        "name: filters.broken\ntyped_config:\n  \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer\n",
+    );
     let retries_arg = retries.display().to_string();
     let header_arg = header.display().to_string();
-    let (_attache, listen, envoy_admin, _admin) = serve(
+    let filters_arg = filters.display().to_string();
+    let (_attache, listen, envoy_admin, admin) = serve(
         &config,
         dir.path(),
         port,
-        &["--rules", &retries_arg, "--rules", &header_arg],
+        &["--rules", &retries_arg, "--rules", &header_arg, "--rules", &filters_arg],
     );
     let r = wait_for("Envoy to serve /a/", Duration::from_secs(30), || {
         get(listen, "x", "/a/z").ok().filter(|r| r.status == 200)
     });
     assert_eq!(r.body, "upstream=a path=/z host=x");
     assert_eq!(r.header("x-served-by"), Some("default/a"), "{r:?}");
+    // The Lua filter ran on the response, with the listener's context.
+    assert_eq!(r.header("x-lua"), Some(format!("listener-{port}").as_str()), "{r:?}");
+    let listeners = get(envoy_admin, "admin", "/config_dump?resource=dynamic_listeners")
+        .unwrap()
+        .body;
+    assert!(
+        listeners.contains("filters.lua") && !listeners.contains("filters.broken"),
+        "{listeners}"
+    );
+    let diagnostics = get(admin, "admin", "/debug/diagnostics").unwrap().body;
+    assert!(
+        diagnostics.contains("filters.broken") && diagnostics.contains("rules.invalid_output"),
+        "{diagnostics}"
+    );
+    assert_eq!(
+        metric(admin, "attache_xds_nacks_total{type=\"listeners\"} ").unwrap_or(0),
+        0
+    );
     let dump = get(envoy_admin, "admin", "/config_dump?resource=dynamic_route_configs")
         .unwrap()
         .body;
@@ -739,6 +774,11 @@ fn paths_are_normalised_and_annotations_and_host_association_follow_emissary_in_
         // No hostname and no labels: no Host serves it.
         format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: nohost\nspec:\n  prefix: /nohost/\n  service: {}\n", public.addr),
         service,
+        // Hostnames in any case: DNS names ignore it, and so must every match on them.
+        "apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: upper\nspec:\n  hostname: Upper.Example.com\n  requestPolicy:\n    insecure:\n      action: Route\n".to_string(),
+        mapping("glob", "/glob/", public.addr, "  hostname: \"*.Example.ORG\"\n"),
+        mapping("exact", "/exact/", public.addr, "  host: Exact.Example.net\n"),
+        mapping("upper", "/upper/", public.addr, "  hostname: upper.example.com\n"),
     ];
     write(&config.join("all.yaml"), &docs.join("---\n"));
     let (_attache, listen, envoy_admin, admin_addr) = serve(&config, dir.path(), port, &[]);
@@ -798,4 +838,77 @@ fn paths_are_normalised_and_annotations_and_host_association_follow_emissary_in_
         "{diagnostics}"
     );
     assert!(diagnostics.contains("mapping.ignored_false_match"), "{diagnostics}");
+    // A request's Host in another case than the manifests' still matches: the glob's and the
+    // exact host's `:authority` conditions, and a Host's virtual host.
+    assert_eq!(
+        body("/glob/q", "BAR.EXAMPLE.ORG"),
+        (200, "upstream=public path=/q host=BAR.EXAMPLE.ORG".to_string())
+    );
+    assert_eq!(get(listen, "bar.example.com", "/glob/q").unwrap().status, 404);
+    assert_eq!(body("/exact/q", "exact.EXAMPLE.net").0, 200);
+    assert_eq!(get(listen, "other.example.net", "/exact/q").unwrap().status, 404);
+    assert_eq!(body("/upper/q", "UPPER.example.COM").0, 200);
+}
+
+/// The status of `GET path` sent by curl from the loopback address `source` (its own address as
+/// the connection's source), with extra headers.
+fn status_from(source: &str, listen: SocketAddr, path: &str, headers: &[&str]) -> u16 {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "5",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--interface",
+        source,
+    ])
+    .args(["-H", "Host: x"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(format!("http://{listen}{path}")).output().expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn ip_allow_and_deny_decide_by_peer_and_client_address_in_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let port = free_port();
+    // The Module allows the connection from 127.0.0.1, and clients in 10/8 as X-Forwarded-For
+    // says with one trusted hop (the Listener's l7Depth); `guarded` has its own deny list instead.
+    let docs = [
+        "apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata:\n  name: ambassador\nspec:\n  config:\n    ip_allow:\n      - peer: 127.0.0.1\n      - remote: 10.0.0.0/8\n".to_string(),
+        format!("apiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: http\nspec:\n  port: {port}\n  protocol: HTTP\n  securityModel: XFP\n  l7Depth: 1\n  hostBinding:\n    namespace:\n      from: ALL\n"),
+        "apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: any\nspec:\n  hostname: \"*\"\n  requestPolicy:\n    insecure:\n      action: Route\n".to_string(),
+        mapping("open", "/open/", a.addr, ""),
+        mapping("guarded", "/guarded/", a.addr, "  ip_deny:\n    - peer: 127.0.0.2\n"),
+    ];
+    write(&config.join("all.yaml"), &docs.join("---\n"));
+    let (_attache, listen, envoy_admin, _admin) = serve(&config, dir.path(), port, &[]);
+    wait_for("Envoy to serve /open/", Duration::from_secs(30), || {
+        get(listen, "x", "/open/").ok().filter(|r| r.status == 200)
+    });
+    let xff = "X-Forwarded-For: 10.1.2.3";
+    // The Module's list: the peer 127.0.0.1, or a client in 10/8.
+    assert_eq!(status_from("127.0.0.1", listen, "/open/", &[]), 200);
+    assert_eq!(status_from("127.0.0.2", listen, "/open/", &[]), 403);
+    assert_eq!(status_from("127.0.0.2", listen, "/open/", &[xff]), 200);
+    assert_eq!(
+        status_from("127.0.0.2", listen, "/open/", &["X-Forwarded-For: 192.0.2.1"]),
+        403
+    );
+    // The Mapping's own list replaces it: only 127.0.0.2 is refused.
+    assert_eq!(status_from("127.0.0.1", listen, "/guarded/", &[]), 200);
+    assert_eq!(status_from("127.0.0.2", listen, "/guarded/", &[]), 403);
+    assert_eq!(status_from("127.0.0.3", listen, "/guarded/", &[]), 200);
+    let listeners = get(envoy_admin, "admin", "/config_dump?resource=dynamic_listeners")
+        .unwrap()
+        .body;
+    assert!(listeners.contains("envoy.filters.http.rbac"), "{listeners}");
+    assert_routes_accepted(envoy_admin, port);
 }

@@ -32,17 +32,22 @@ pub enum NodeKind {
     Secret,
     /// The addresses of an EDS cluster: [`Endpoints`].
     Endpoints,
+    /// One HTTP filter of an HTTP listener's connection manager: not a node of its own, but a
+    /// row of the rule pack's filter table, rendered with the [`Listener`]'s context (see
+    /// `rules/README.md`).
+    HttpFilter,
 }
 
 impl NodeKind {
     /// Every kind, in rendering order (children before the parents that embed them).
-    pub const ALL: [NodeKind; 7] = [
+    pub const ALL: [NodeKind; 8] = [
         NodeKind::Secret,
         NodeKind::Endpoints,
         NodeKind::Cluster,
         NodeKind::Route,
         NodeKind::VirtualHost,
         NodeKind::RouteConfig,
+        NodeKind::HttpFilter,
         NodeKind::Listener,
     ];
 
@@ -56,6 +61,7 @@ impl NodeKind {
             NodeKind::Cluster => "cluster",
             NodeKind::Secret => "secret",
             NodeKind::Endpoints => "endpoints",
+            NodeKind::HttpFilter => "http_filter",
         }
     }
 
@@ -134,6 +140,10 @@ pub struct Listener {
     pub auth: Option<AuthFilter>,
     /// Whether some route has CORS (then the CORS filter is in the chain).
     pub cors: bool,
+    /// The Module's IP allow or deny list (`ip_allow` / `ip_deny`), or `null`.
+    pub ip_policy: Option<crate::resource::mapping::IpPolicy>,
+    /// Whether the RBAC filter is in the chain: the Module or some route has an IP policy.
+    pub rbac: bool,
     /// For a TCP listener (TCPMappings): its chains; then `filter_chains` is empty and
     /// `route_config` names nothing.
     pub tcp: Vec<TcpChain>,
@@ -376,6 +386,9 @@ pub struct HeaderMatch {
     pub kind: MatchKind,
     /// The value compared with (empty for `present`).
     pub value: String,
+    /// Whether case is ignored (`:authority` conditions from a hostname or host: DNS names
+    /// ignore case; not for a regex).
+    pub ignore_case: bool,
 }
 
 /// A share of requests (Envoy `RuntimeFractionalPercent` with a `HUNDRED` denominator).
@@ -453,6 +466,9 @@ pub struct Route {
     pub auth: Option<RouteAuth>,
     /// CORS (the Mapping's, else the Module's), or `null`.
     pub cors: Option<Box<crate::resource::mapping::Cors>>,
+    /// The Mapping's own IP allow or deny list, which replaces the listener's (the Module's) on
+    /// this route, or `null`.
+    pub ip_policy: Option<Box<crate::resource::mapping::IpPolicy>>,
     /// Cluster name for `route` actions (Envoy `RouteAction.cluster`).
     pub cluster: String,
     /// Replacement for the matched prefix, `null` for none (Envoy `RouteAction.prefix_rewrite`).

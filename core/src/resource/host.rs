@@ -111,7 +111,10 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Host> {
     if !ok {
         return None;
     }
-    let hostname = spec.hostname.unwrap_or_else(|| "*".to_string());
+    // DNS names ignore case (and Envoy matches domains and SNI in lower case): kept lowercase.
+    let hostname = spec
+        .hostname
+        .map_or_else(|| "*".to_string(), |h| h.to_ascii_lowercase());
     if hostname.is_empty() || hostname.contains(char::is_whitespace) {
         let d = r
             .error(

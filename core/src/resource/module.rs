@@ -61,6 +61,8 @@ struct ConfigSpec {
     add_linkerd_headers: Option<bool>,
     resolver: Option<String>,
     cors: Option<super::mapping::CorsSpec>,
+    ip_allow: Option<Vec<super::mapping::IpEntrySpec>>,
+    ip_deny: Option<Vec<super::mapping::IpEntrySpec>>,
 }
 
 /// The field names of the Module's `spec.config` (see `resource::fields`).
@@ -108,6 +110,9 @@ pub struct AmbassadorModule {
     pub resolver: Option<String>,
     /// CORS of Mappings without their own.
     pub cors: Option<super::mapping::Cors>,
+    /// `ip_allow` / `ip_deny`: who may send requests (the RBAC filter), unless a Mapping has its
+    /// own.
+    pub ip_policy: Option<super::mapping::IpPolicy>,
 }
 
 impl Default for AmbassadorModule {
@@ -131,6 +136,7 @@ impl Default for AmbassadorModule {
             add_linkerd_headers: false,
             resolver: None,
             cors: None,
+            ip_policy: None,
         }
     }
 }
@@ -157,6 +163,8 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
     let mut ok = true;
     let retry_policy = read_retry_policy(r, c.retry_policy.as_ref(), "spec.config", &mut ok);
     let cors = super::mapping::read_cors(r, c.cors.as_ref(), "spec.config", &mut ok);
+    let ip_policy =
+        super::mapping::read_ip_policy(r, c.ip_allow.as_deref(), c.ip_deny.as_deref(), "spec.config", &mut ok);
     let circuit_breakers = read_circuit_breakers(r, &c.circuit_breakers.to_vec(), "spec.config", &mut ok);
     let load_balancer = c
         .load_balancer
@@ -184,5 +192,6 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
         add_linkerd_headers: c.add_linkerd_headers.unwrap_or(false),
         resolver: c.resolver,
         cors,
+        ip_policy,
     })
 }

@@ -139,7 +139,8 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<TcpMapping> {
     Some(TcpMapping {
         port,
         address: spec.address.unwrap_or_else(|| "0.0.0.0".to_string()),
-        host: spec.host.filter(|h| !h.is_empty()),
+        // A TLS server name: DNS ignores case, Envoy matches SNI in lower case.
+        host: spec.host.filter(|h| !h.is_empty()).map(|h| h.to_ascii_lowercase()),
         service,
         idle_timeout_ms,
         weight: spec.weight,

@@ -237,7 +237,8 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<TlsContext> {
     }
     let namespace = r.meta.namespace.clone();
     Some(TlsContext {
-        hosts: spec.hosts,
+        // DNS names ignore case: kept lowercase, as Hosts' hostnames are.
+        hosts: spec.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
         secret: spec.secret.as_deref().map(|s| secret_ref(s, namespacing, &namespace)),
         sni: spec.sni,
         settings,

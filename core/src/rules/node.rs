@@ -284,6 +284,13 @@ pub(super) trait Leaf: Serialize + Sync + Sized {
     fn key(&self) -> u128 {
         leaf_key(Self::KIND, self, self.source())
     }
+    /// The context with what rules render from it before the node itself (a listener's HTTP
+    /// filters), and what rendering that reported. It depends on the node and the registry
+    /// only, so the cache key stays the node's.
+    fn full_context(&self, registry: &Registry) -> (Value, Vec<Diagnostic>) {
+        let _ = registry;
+        (self.context(), Vec::new())
+    }
 }
 
 /// Secrets serialize their key as `<redacted>` (so the IR can be shown): the template context and
@@ -348,6 +355,40 @@ impl Leaf for crate::ir::Listener {
     }
     fn source(&self) -> Option<&SourceRef> {
         self.source.as_ref()
+    }
+    /// The listener's context, and under `rendered.http_filters` the HTTP filters the pack's
+    /// filter table gives it, in chain order (`Registry::http_filters`): each rendered with the
+    /// listener's context, checked and encoded on its own, then shown decoded back to JSON as
+    /// other rendered children are. A filter whose output is not a valid HttpFilter (its typed
+    /// config included) is left out and reported; the listener keeps the others, so Envoy is
+    /// never sent a filter it would refuse.
+    fn full_context(&self, registry: &Registry) -> (Value, Vec<Diagnostic>) {
+        let mut ctx = self.context();
+        let label = self.label();
+        let mut node = NodeRenderer::new(registry, &label, self.source());
+        let hctx = handlebars::Context::from(ctx.clone());
+        let mut filters = Vec::new();
+        for rule in registry.http_filters() {
+            if !node.applies(rule, hctx.data()) {
+                continue;
+            }
+            let Some(value) = node.render_plain(rule, &hctx) else {
+                continue;
+            };
+            match crate::envoy::decode_checked(&rule.emits, &value) {
+                Ok(message) => filters.push(crate::envoy::bytes_to_json_proto_names(
+                    &rule.emits,
+                    &crate::envoy::encode(&message),
+                )),
+                Err(e) => node.fail(
+                    rule,
+                    "rules.invalid_output",
+                    format!("output is not a valid {}: {e}", rule.emits),
+                ),
+            }
+        }
+        ctx["rendered"]["http_filters"] = Value::Array(filters);
+        (ctx, node.into_diagnostics())
     }
 }
 

@@ -35,6 +35,22 @@ pub const CORE_FILES: &[(&str, &str)] = &[
         include_str!("../../../rules/core/secret/secret.yaml.hbs"),
     ),
     (
+        "http_filter/rbac.yaml.hbs",
+        include_str!("../../../rules/core/http_filter/rbac.yaml.hbs"),
+    ),
+    (
+        "http_filter/cors.yaml.hbs",
+        include_str!("../../../rules/core/http_filter/cors.yaml.hbs"),
+    ),
+    (
+        "http_filter/ext_authz.yaml.hbs",
+        include_str!("../../../rules/core/http_filter/ext_authz.yaml.hbs"),
+    ),
+    (
+        "http_filter/router.yaml.hbs",
+        include_str!("../../../rules/core/http_filter/router.yaml.hbs"),
+    ),
+    (
         "listener/listener.yaml.hbs",
         include_str!("../../../rules/core/listener/listener.yaml.hbs"),
     ),
@@ -69,6 +85,10 @@ pub const CORE_FILES: &[(&str, &str)] = &[
     (
         "_partials/query_matcher.hbs",
         include_str!("../../../rules/core/_partials/query_matcher.hbs"),
+    ),
+    (
+        "_partials/ip_policy_rules.hbs",
+        include_str!("../../../rules/core/_partials/ip_policy_rules.hbs"),
     ),
     (
         "_partials/header_value_option.hbs",
@@ -122,7 +142,33 @@ struct RuleEntry {
     when: Option<String>,
     #[serde(default)]
     patch: bool,
+    /// `http_filter` rules: a named place in the chain ([`SLOTS`]) ...
+    slot: Option<String>,
+    /// ... or a number (the slots' numbers show where it falls).
+    order: Option<i32>,
 }
+
+/// The named places of the HTTP filter chain, in Emissary's order (`ir.py` and
+/// `irambassador.py` add its filters in this order), with the number that sorts each. An
+/// `http_filter` rule takes a slot or an `order` number; rules with equal numbers run in the
+/// order of their ids, so the chain never depends on the order packs were given in.
+pub const SLOTS: &[(&str, i32)] = &[
+    ("grpc_http1_bridge", 100),
+    ("grpc_web", 200),
+    ("grpc_stats", 300),
+    ("lua", 400),
+    ("compression", 500),
+    ("buffer", 600),
+    ("rbac", 700),
+    ("cors", 800),
+    ("ext_authz", 1000),
+    ("ratelimit", 1100),
+    ("error_responses", 1200),
+    ("router", 10_000),
+];
+
+/// The message an `http_filter` rule emits.
+pub(crate) const HTTP_FILTER: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter";
 
 /// One rule of the effective table.
 #[derive(Clone, Debug)]
@@ -142,6 +188,8 @@ pub struct Rule {
     /// Whether the output is merged into the output of the other rules for the same node and
     /// message instead of being a message of its own.
     pub patch: bool,
+    /// For an `http_filter` rule: its place in the chain (a slot's number, or its `order`).
+    pub order: Option<i32>,
     /// Name the template is registered under.
     pub(crate) template_key: String,
     /// Whether the template or condition reads `rendered` other than as `{{json rendered.X}}`
@@ -217,6 +265,13 @@ impl Registry {
         &self.rules
     }
 
+    /// The HTTP filter table: the `http_filter` rules in chain order (by number, then id).
+    pub fn http_filters(&self) -> Vec<&Rule> {
+        let mut rules: Vec<&Rule> = self.rules.iter().filter(|r| r.kind == NodeKind::HttpFilter).collect();
+        rules.sort_by(|a, b| (a.order, &a.id).cmp(&(b.order, &b.id)));
+        rules
+    }
+
     /// Adds a pack from a directory.
     ///
     /// # Errors
@@ -289,6 +344,7 @@ impl Registry {
                     format!("`emits: {}` is not an Envoy message type known to attache", entry.emits),
                 ));
             }
+            let order = filter_order(&entry, label, &at)?;
             let when = match entry.when {
                 Some(text) => {
                     let c = when::parse(&text).map_err(|e| invalid(label, &at, format!("`when`: {e}")))?;
@@ -313,6 +369,7 @@ impl Registry {
                 template: format!("{name}/{}", entry.template),
                 when,
                 patch: entry.patch,
+                order,
                 template_key,
                 reads_rendered,
             };
@@ -337,6 +394,59 @@ impl Registry {
     }
 }
 
+/// The place of an `http_filter` rule in the chain, checked: exactly one of `slot` (a known one)
+/// and `order`, the HttpFilter message, no `patch`; neither for other kinds.
+fn filter_order(entry: &RuleEntry, label: &str, at: &str) -> Result<Option<i32>, PackError> {
+    let slots = || SLOTS.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ");
+    if entry.kind != NodeKind::HttpFilter.as_str() {
+        if entry.slot.is_some() || entry.order.is_some() {
+            return Err(invalid(
+                label,
+                at,
+                format!(
+                    "`slot` and `order` place an `http_filter` rule in the chain; this rule's kind is `{}`",
+                    entry.kind
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    if entry.emits != HTTP_FILTER {
+        return Err(invalid(
+            label,
+            at,
+            format!(
+                "an `http_filter` rule emits `{HTTP_FILTER}` (one filter: `name` and `typed_config`), not `{}`",
+                entry.emits
+            ),
+        ));
+    }
+    if entry.patch {
+        return Err(invalid(
+            label,
+            at,
+            "an `http_filter` rule cannot be a patch: replace the filter's rule by its id, or add a filter of your own",
+        ));
+    }
+    match (&entry.slot, entry.order) {
+        (Some(slot), None) => SLOTS
+            .iter()
+            .find(|(s, _)| s == slot)
+            .map(|(_, n)| Some(*n))
+            .ok_or_else(|| invalid(label, at, format!("unknown slot `{slot}` (one of: {})", slots()))),
+        (None, Some(n)) => Ok(Some(n)),
+        (Some(_), Some(_)) => Err(invalid(label, at, "give `slot` or `order`, not both")),
+        (None, None) => Err(invalid(
+            label,
+            at,
+            format!(
+                "an `http_filter` rule needs its place in the chain: `slot` (one of: {}) or `order` (a number; the slots' numbers are in rules/README.md)",
+                slots()
+            ),
+        )),
+    }
+}
+
 /// Whether a template mentions `rendered` anywhere but in `{{json rendered.<field>}}`.
 fn reads_rendered(template: &str) -> bool {
     let mut rest = template;
@@ -353,6 +463,7 @@ fn reads_rendered(template: &str) -> bool {
                 tail.starts_with("}}") || tail.starts_with("~}}")
             }
         });
+        let before = before.strip_suffix("@root.").unwrap_or(before).trim_end();
         let opens = before
             .strip_suffix("json")
             .is_some_and(|b| b.ends_with("{{") || b.ends_with("{{~"));
@@ -427,7 +538,13 @@ fn json_helper(
     missing_is_an_error("json", param)?;
     // Rendered children (`{{json rendered.routes}}`) can be large: instead of printing and parsing
     // them again, print a placeholder that the renderer swaps for the value after parsing.
-    if let Some(path) = param.relative_path().filter(|p| p.starts_with("rendered.")) {
+    // (`@root.rendered.X` inside a loop: the node's own rendered children too.)
+    let own = |p: &String| p.strip_prefix("@root.").unwrap_or(p).starts_with("rendered.");
+    if let Some(path) = param
+        .relative_path()
+        .filter(|p| own(p))
+        .map(|p| p.strip_prefix("@root.").unwrap_or(p))
+    {
         let placeholder = serde_json::to_string(&format!("{}{path}", PLACEHOLDER));
         out.write(&super::shape::emit(placeholder.unwrap_or_default()))?;
         return Ok(());
@@ -487,6 +604,7 @@ mod tests {
     fn only_templates_that_use_rendered_children_as_data_read_them() {
         assert!(!reads_rendered("routes: {{json rendered.routes}}\n"));
         assert!(!reads_rendered("a: {{~json  rendered.virtual_hosts ~}}"));
+        assert!(!reads_rendered("f: {{json @root.rendered.http_filters}}"));
         assert!(!reads_rendered("name: {{json name}}"));
         assert!(reads_rendered("{{#each rendered.routes}}- {{json this}}{{/each}}"));
         assert!(reads_rendered("n: {{len rendered.routes}}"));
@@ -503,6 +621,93 @@ mod tests {
             assert!(crate::envoy::message(&rule.emits).is_some(), "{}", rule.id);
             assert!(NodeKind::from_key(rule.kind.as_str()).is_some());
         }
+    }
+
+    #[test]
+    fn http_filters_are_placed_by_slot_or_number_then_id() {
+        let core = Registry::core().unwrap();
+        let ids: Vec<&str> = core.http_filters().iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "core.http_filter.rbac",
+                "core.http_filter.cors",
+                "core.http_filter.ext_authz",
+                "core.http_filter.router"
+            ]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let rule = |id: &str, place: &str| {
+            format!("  - id: {id}\n    kind: http_filter\n    {place}\n    emits: {HTTP_FILTER}\n    template: f.yaml.hbs\n")
+        };
+        std::fs::write(dir.path().join("f.yaml.hbs"), "name: x").unwrap();
+        std::fs::write(
+            dir.path().join("pack.yaml"),
+            format!(
+                "name: ops\nrules:\n{}{}{}",
+                rule("ops.z", "order: 800"),
+                rule("ops.a", "order: 800"),
+                rule("ops.lua", "slot: lua")
+            ),
+        )
+        .unwrap();
+        let registry = Registry::with_packs(&[dir.path().to_path_buf()]).unwrap();
+        let ids: Vec<&str> = registry.http_filters().iter().map(|r| r.id.as_str()).collect();
+        // Equal numbers (ops.a, ops.z and the cors slot's 800) sort by id.
+        assert_eq!(
+            ids,
+            [
+                "ops.lua",
+                "core.http_filter.rbac",
+                "core.http_filter.cors",
+                "ops.a",
+                "ops.z",
+                "core.http_filter.ext_authz",
+                "core.http_filter.router"
+            ]
+        );
+        for (place, expect) in [
+            ("slot: luah", "unknown slot `luah` (one of: grpc_http1_bridge"),
+            ("slot: lua\n    order: 3", "not both"),
+            ("when: cors", "needs its place in the chain"),
+        ] {
+            std::fs::write(
+                dir.path().join("pack.yaml"),
+                format!("name: ops\nrules:\n{}", rule("ops.x", place)),
+            )
+            .unwrap();
+            let e = Registry::with_packs(&[dir.path().to_path_buf()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("rule `ops.x`") && e.contains(expect), "{place}: {e}");
+        }
+        std::fs::write(
+            dir.path().join("pack.yaml"),
+            format!("name: ops\nrules:\n{}", rule("ops.x", "slot: lua\n    patch: true")),
+        )
+        .unwrap();
+        let e = Registry::with_packs(&[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot be a patch"), "{e}");
+        std::fs::write(
+            dir.path().join("pack.yaml"),
+            "name: ops\nrules:\n  - id: ops.x\n    kind: http_filter\n    slot: lua\n    emits: envoy.config.route.v3.Route\n    template: f.yaml.hbs\n",
+        )
+        .unwrap();
+        let e = Registry::with_packs(&[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("emits `envoy.extensions.filters.network"), "{e}");
+        std::fs::write(
+            dir.path().join("pack.yaml"),
+            "name: ops\nrules:\n  - id: ops.x\n    kind: route\n    slot: lua\n    emits: envoy.config.route.v3.Route\n    template: f.yaml.hbs\n",
+        )
+        .unwrap();
+        let e = Registry::with_packs(&[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("place an `http_filter` rule"), "{e}");
     }
 
     #[test]

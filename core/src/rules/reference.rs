@@ -98,7 +98,9 @@ struct Reference<'a> {
 impl Reference<'_> {
     /// Renders a leaf; returns its fragments of `fragment_type` as JSON.
     fn leaf<T: Leaf>(&mut self, node: &T, fragment_type: Option<&str>) -> Vec<Value> {
-        self.node(T::KIND, node.context(), &node.label(), node.source(), fragment_type)
+        let (ctx, diagnostics) = node.full_context(self.registry);
+        self.diagnostics.extend(diagnostics);
+        self.node(T::KIND, ctx, &node.label(), node.source(), fragment_type)
     }
 
     /// Renders one node through every rule of its kind that applies, files its top-level

@@ -5,9 +5,9 @@
 //! Output order depends only on content (names, ports, precedence), never on input order.
 //!
 //! [`lower`] is the plain lowering, the one to read first: every Mapping lowered on every Host
-//! that serves it, every route and cluster built. [`incremental`] gives exactly its output from
+//! that serves it, every route and cluster built. `incremental` gives exactly its output from
 //! what a [`LowerCache`] kept of the last translation; both share the listener, Host and TCP
-//! stages and the [`serve_hosts`] assembly, and call `mapping`'s functions.
+//! stages and the `serve_hosts` assembly, and call `mapping`'s functions.
 
 mod host;
 mod incremental;
@@ -103,7 +103,7 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
         any_mapping_port(set),
         |index, host, model| match &prepared[index] {
             Some(p) => mapping::emit(p, model, host, &mut |c, slot| Arc::new(p.build_route(c, slot))),
-            None => (Vec::new(), false),
+            None => (Vec::new(), mapping::Needs::default()),
         },
         &mut diagnostics,
     );
@@ -212,19 +212,19 @@ fn any_mapping_port(set: &ResourceSet) -> bool {
 fn serve_hosts(
     frame: &mut Frame<'_>,
     mapping_port: bool,
-    mut routes: impl FnMut(usize, &host::EffectiveHost, SecurityModel) -> (Vec<Arc<Route>>, bool),
+    mut routes: impl FnMut(usize, &host::EffectiveHost, SecurityModel) -> (Vec<Arc<Route>>, mapping::Needs),
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<RouteConfig> {
     let mut route_configs = Vec::new();
     // Listeners serving the same Hosts under the same security model get the same cleartext
     // route table: the first (lowest port) names it and the others share it, so that it is
-    // built, rendered and sent once. (model, Hosts, table, whether it has CORS.)
-    let mut tables: Vec<(SecurityModel, &Vec<usize>, String, bool)> = Vec::new();
+    // built, rendered and sent once. (model, Hosts, table, what its routes need.)
+    let mut tables: Vec<(SecurityModel, &Vec<usize>, String, mapping::Needs)> = Vec::new();
     for (l, bound) in frame.listeners.iter_mut().zip(&frame.bound) {
         let shared = tables
             .iter()
             .find(|(model, hosts, _, _)| *model == l.ir.security_model && *hosts == bound)
-            .map(|(_, _, name, cors)| (name.clone(), *cors));
+            .map(|(_, _, name, needs)| (name.clone(), *needs));
         // TLS chains' tables stay the listener's own (`routes-<port>-<sni>`).
         let own_tables = l.ir.route_config.clone();
         if let Some((name, _)) = &shared {
@@ -244,15 +244,15 @@ fn serve_hosts(
         // Envoy strips the port from `Host:` before matching, unless a Host's or Mapping's
         // hostname has a port (then hostnames are matched with it, as Emissary does).
         l.ir.strip_host_port = !bound.iter().any(|&i| has_port(&frame.hosts[i].hostname)) && !mapping_port;
-        let mut cors = false;
+        let mut needs = mapping::Needs::default();
         for &index in bound {
             let h = &frame.hosts[index];
             if shared.is_some() && !(l.terminates_tls && h.tls.is_some()) {
                 // Only its TLS chain is this listener's own.
                 continue;
             }
-            let (routes, has_cors) = routes(index, h, l.ir.security_model);
-            cors |= has_cors;
+            let (routes, host_needs) = routes(index, h, l.ir.security_model);
+            needs = needs.or(host_needs);
             let vh = host::virtual_host(h, routes);
             // A Host with a certificate gets its own TLS chain, selected by SNI, whose route
             // table holds only that Host (as Emissary does: no other hostname over its
@@ -302,11 +302,13 @@ fn serve_hosts(
             });
         }
         l.ir.tls = chains.len() > 1;
-        l.ir.cors = shared.as_ref().map_or(cors, |(_, cors)| *cors);
+        let needs = shared.as_ref().map_or(needs, |(_, needs)| *needs);
+        l.ir.cors = needs.cors;
+        l.ir.rbac = needs.rbac || l.ir.ip_policy.is_some();
         l.ir.auth.clone_from(&frame.auth);
         l.ir.filter_chains = chains;
         if shared.is_none() {
-            tables.push((l.ir.security_model, bound, l.ir.route_config.clone(), cors));
+            tables.push((l.ir.security_model, bound, l.ir.route_config.clone(), needs));
             virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
             route_configs.push(RouteConfig {
                 name: l.ir.route_config.clone(),

@@ -130,6 +130,8 @@ pub(super) fn listeners<'a>(
             http: HttpSettings::from_module(&crate::resource::AmbassadorModule::default()),
             auth: None,
             cors: false,
+            ip_policy: None,
+            rbac: false,
             source: first.source.clone(),
             tcp: chains,
         });

@@ -130,6 +130,8 @@ struct MappingSpec {
     add_linkerd_headers: Option<bool>,
     tls: Option<MappingTls>,
     cors: Option<CorsSpec>,
+    ip_allow: Option<Vec<IpEntrySpec>>,
+    ip_deny: Option<Vec<IpEntrySpec>>,
     #[serde(default)]
     bypass_auth: bool,
     #[serde(default)]
@@ -243,6 +245,9 @@ pub struct Mapping {
     pub add_linkerd_headers: Option<bool>,
     /// CORS.
     pub cors: Option<Box<Cors>>,
+    /// `ip_allow` / `ip_deny`: replaces the Module's for this Mapping's routes (beyond Emissary,
+    /// which has them on the Module only).
+    pub ip_policy: Option<Box<IpPolicy>>,
     /// Requests are not checked by the AuthService.
     pub bypass_auth: bool,
     /// Context sent to the AuthService with each request (gRPC `context_extensions`).
@@ -444,6 +449,14 @@ fn host_match(
         r.diagnostics.push(d);
         *ok = false;
     }
+    // DNS names ignore case: globs and exact hosts are kept lowercase (their `:authority`
+    // conditions ignore case too); a regex is the user's.
+    let hostname = hostname.map(|h| h.to_ascii_lowercase());
+    let host = if host_regex {
+        host
+    } else {
+        host.map(|h| h.to_ascii_lowercase())
+    };
     (hostname, host, host_regex)
 }
 
@@ -499,6 +512,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
     let response_code = check_redirect(r, &spec, &mut ok);
     let retry_policy = read_retry_policy(r, spec.retry_policy.as_ref(), "spec", &mut ok);
     let cors = read_cors(r, spec.cors.as_ref(), "spec", &mut ok);
+    let ip_policy = read_ip_policy(r, spec.ip_allow.as_deref(), spec.ip_deny.as_deref(), "spec", &mut ok);
     for (i, u) in spec.allow_upgrade.iter().enumerate() {
         if u.trim().is_empty() {
             let d = r
@@ -589,6 +603,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         load_balancer_set: spec.load_balancer.is_some(),
         add_linkerd_headers: spec.add_linkerd_headers,
         cors: cors.map(Box::new),
+        ip_policy: ip_policy.map(Box::new),
         bypass_auth: spec.bypass_auth,
         auth_context_extensions: spec.auth_context_extensions,
     })

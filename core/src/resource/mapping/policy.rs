@@ -185,3 +185,130 @@ pub(crate) fn read_retry_policy(
         per_try_timeout_ms,
     })
 }
+
+/// One entry of `ip_allow` / `ip_deny` as written: `{peer: "<address or CIDR>"}` or
+/// `{remote: ...}`.
+pub(crate) type IpEntrySpec = std::collections::BTreeMap<String, String>;
+
+/// An IP allow or deny list (Module or Mapping `ip_allow` / `ip_deny`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct IpPolicy {
+    /// `ALLOW` (`ip_allow`: only requests from these addresses) or `DENY` (`ip_deny`: every
+    /// request but those).
+    pub action: &'static str,
+    /// The addresses, in the order written.
+    pub principals: Vec<IpPrincipal>,
+}
+
+/// One address range of an [`IpPolicy`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct IpPrincipal {
+    /// `remote`: the client's address as the connection manager sees it (after
+    /// `X-Forwarded-For` and the trusted hops); `peer`: the address of the connection itself.
+    pub source: &'static str,
+    /// The address (of a CIDR range: its address part).
+    pub address: String,
+    /// The prefix length (32 or 128 for a single address).
+    pub prefix_len: u8,
+}
+
+/// Reads `<base>.ip_allow` and `<base>.ip_deny`: at most one of them, each entry one of `peer`
+/// and `remote` with an IP address or CIDR range. A bad entry fails the object (skipping it
+/// would let through requests an `ip_deny` was meant to stop).
+pub(crate) fn read_ip_policy(
+    r: &mut Reader<'_>,
+    allow: Option<&[IpEntrySpec]>,
+    deny: Option<&[IpEntrySpec]>,
+    base: &str,
+    ok: &mut bool,
+) -> Option<IpPolicy> {
+    let (field, action, entries) = match (allow, deny) {
+        (None, None) => return None,
+        (Some(_), Some(_)) => {
+            let d = r
+                .error(
+                    "conflicting_ip_policy",
+                    &format!("{base}.ip_deny"),
+                    "`ip_allow` and `ip_deny` cannot both be set",
+                )
+                .hint("keep `ip_allow` (only these addresses) or `ip_deny` (all but these)");
+            r.diagnostics.push(d);
+            *ok = false;
+            return None;
+        }
+        (Some(a), None) => ("ip_allow", "ALLOW", a),
+        (None, Some(d)) => ("ip_deny", "DENY", d),
+    };
+    if entries.is_empty() {
+        let d = r
+            .warning(
+                "empty_ip_policy",
+                &format!("{base}.{field}"),
+                format!("an empty `{field}` lists no address; ignored"),
+            )
+            .hint("list entries such as `- peer: 127.0.0.1` or `- remote: 10.0.0.0/8`, or remove the field");
+        r.diagnostics.push(d);
+        return None;
+    }
+    let mut principals = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let path = format!("{base}.{field}[{i}]");
+        let mut keys = entry.iter();
+        let (Some((key, value)), None) = (keys.next(), keys.next()) else {
+            let d = r
+                .error("invalid_ip_entry", &path, "each entry has exactly one key, `peer` or `remote`")
+                .hint("e.g. `- peer: 127.0.0.1` (the connection's address) or `- remote: 10.0.0.0/8` (the client's, after X-Forwarded-For)");
+            r.diagnostics.push(d);
+            *ok = false;
+            continue;
+        };
+        let source = match key.as_str() {
+            "peer" => "peer",
+            "remote" => "remote",
+            other => {
+                let d = r
+                    .error("invalid_ip_entry", &format!("{path}.{other}"), format!("`{other}` is not `peer` or `remote`"))
+                    .hint("`peer`: the address of the connection; `remote`: the client's address after X-Forwarded-For and the trusted hops");
+                r.diagnostics.push(d);
+                *ok = false;
+                continue;
+            }
+        };
+        match parse_cidr(value) {
+            Ok((address, prefix_len)) => principals.push(IpPrincipal {
+                source,
+                address,
+                prefix_len,
+            }),
+            Err(e) => {
+                let d = r
+                    .error("invalid_ip_entry", &format!("{path}.{key}"), format!("`{value}`: {e}"))
+                    .hint("an IPv4 or IPv6 address, optionally with a prefix length: `10.0.0.0/8`, `::1`");
+                r.diagnostics.push(d);
+                *ok = false;
+            }
+        }
+    }
+    Some(IpPolicy { action, principals })
+}
+
+/// An address or CIDR range: its address and prefix length (the full length for an address).
+fn parse_cidr(text: &str) -> Result<(String, u8), String> {
+    let (address, len) = match text.trim().split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text.trim(), None),
+    };
+    let ip: std::net::IpAddr = address
+        .parse()
+        .map_err(|_| format!("`{address}` is not an IP address"))?;
+    let max: u8 = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix_len = match len {
+        None => max,
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| format!("the prefix length `{l}` is not a number from 0 to {max}"))?,
+    };
+    Ok((ip.to_string(), prefix_len))
+}

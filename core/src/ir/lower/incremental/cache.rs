@@ -14,7 +14,7 @@ use crate::resource::{AmbassadorModule, LabelSelector, Mapping, Meta, ResourceSe
 
 use super::super::host::EffectiveHost;
 use super::super::mapping::{
-    self, addr, group, route_order, split, Candidate, ClusterKey, Clusters, Holds, Interner, Lowered, Prepared,
+    self, addr, group, route_order, split, Candidate, ClusterKey, Clusters, Holds, Interner, Lowered, Needs, Prepared,
     Resolvers, RouteSlot,
 };
 use super::super::LowerOptions;
@@ -136,10 +136,10 @@ pub(super) struct HostEntries {
     pub(super) entries: crate::keyed::AddrMap<Arc<Entry>>,
     /// The Host's Mappings in route order, in the last translation.
     pub(super) order: Vec<Arc<Entry>>,
-    /// Its shadow Mappings, and whether some Mapping it takes has a CORS policy, in the last
-    /// translation.
+    /// Its shadow Mappings, and what the policies of the Mappings it takes need of the
+    /// listener's filters, in the last translation.
     pub(super) shadows: Vec<Arc<Entry>>,
-    pub(super) any_cors: bool,
+    pub(super) needs: Needs,
 }
 
 impl HostEntries {
@@ -149,7 +149,7 @@ impl HostEntries {
             entries: crate::keyed::AddrMap::with_capacity_and_hasher(capacity, Default::default()),
             order: Vec::new(),
             shadows: Vec::new(),
-            any_cors: false,
+            needs: Needs::default(),
         }
     }
 }
@@ -196,7 +196,7 @@ impl LowerCache {
         if let Some(h) = self.hosts.iter_mut().find(|h| h.ctx == ctx) {
             h.order = kept.order;
             h.shadows = kept.shadows;
-            h.any_cors = kept.any_cors;
+            h.needs = kept.needs;
         }
     }
 
@@ -223,7 +223,7 @@ impl LowerCache {
 pub(super) struct Kept {
     order: Vec<Arc<Entry>>,
     shadows: Vec<Arc<Entry>>,
-    any_cors: bool,
+    needs: Needs,
 }
 
 impl Kept {
@@ -232,7 +232,7 @@ impl Kept {
         Kept {
             order: prepared.candidates().iter().map(|c| Arc::clone(c.held())).collect(),
             shadows: prepared.shadows().iter().map(|c| Arc::clone(c.held())).collect(),
-            any_cors: prepared.any_cors(),
+            needs: prepared.needs(),
         }
     }
 }
@@ -301,7 +301,7 @@ pub(super) fn prepare<'a, 's: 'a>(
         }
         taken.push(entry);
     }
-    let (candidates, shadows, any_cors) = split(taken);
+    let (candidates, shadows, needs) = split(taken);
     let generation = cache.generation;
     let previous: Vec<usize> = cached.map_or(Vec::new(), |h| {
         h.order.iter().map(|l| addr(&l.lowered.mapping)).collect()
@@ -315,7 +315,7 @@ pub(super) fn prepare<'a, 's: 'a>(
     group(
         candidates,
         shadows,
-        any_cors,
+        needs,
         cache.module(),
         set.auth_service.is_some(),
         host,
@@ -323,7 +323,7 @@ pub(super) fn prepare<'a, 's: 'a>(
     )
 }
 
-/// [`prepare`] for a translation that patches the last one ([`patch`]): the Host's candidates
+/// [`prepare`] for a translation that patches the last one (`super::patch`): the Host's candidates
 /// are the cache's, already in route order.
 pub(super) fn prepare_patched<'a>(
     set: &ResourceSet,
@@ -331,18 +331,18 @@ pub(super) fn prepare_patched<'a>(
     cache: &'a LowerCache,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Prepared<'a, Arc<Entry>> {
-    let (candidates, shadows, any_cors) = match cache.host(host) {
+    let (candidates, shadows, needs) = match cache.host(host) {
         Some(h) => (
             h.order.iter().map(Candidate::of).collect(),
             h.shadows.iter().map(Candidate::of).collect(),
-            h.any_cors,
+            h.needs,
         ),
-        None => (Vec::new(), Vec::new(), false),
+        None => (Vec::new(), Vec::new(), Needs::default()),
     };
     group(
         candidates,
         shadows,
-        any_cors,
+        needs,
         cache.module(),
         set.auth_service.is_some(),
         host,
@@ -356,7 +356,7 @@ pub(super) fn routes(
     prepared: &Prepared<'_, Arc<Entry>>,
     model: crate::ir::SecurityModel,
     host: &EffectiveHost,
-) -> (Vec<Arc<Route>>, bool) {
+) -> (Vec<Arc<Route>>, Needs) {
     mapping::emit(prepared, model, host, &mut |c, slot| {
         let mut built = c.held().routes.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, r)) = built.iter().find(|(s, _)| *s == slot) {

@@ -37,7 +37,7 @@ pub(in crate::ir::lower) struct Clusters<'a> {
     pub(in crate::ir::lower) resolvers: Resolvers,
 }
 
-/// Cluster keys by content, one shared allocation per distinct key (kept by [`super::LowerCache`]), so
+/// Cluster keys by content, one shared allocation per distinct key (kept by the incremental lowering's `LowerCache`), so
 /// that equal keys are found by address: only a new Mapping's key is compared by content.
 #[derive(Debug, Default)]
 pub(in crate::ir::lower) struct Interner {

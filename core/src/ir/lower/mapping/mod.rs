@@ -45,6 +45,7 @@ fn authority_match(m: &Mapping, vhost_hostname: &str) -> Option<HeaderMatch> {
                 MatchKind::Exact
             },
             value: host.clone(),
+            ignore_case: !m.host_regex,
         });
     }
     let glob = m.hostname.as_deref().unwrap_or("*");
@@ -56,18 +57,21 @@ fn authority_match(m: &Mapping, vhost_hostname: &str) -> Option<HeaderMatch> {
             name: ":authority".into(),
             kind: MatchKind::Suffix,
             value: suffix.to_string(),
+            ignore_case: true,
         }
     } else if let Some(prefix) = glob.strip_suffix('*') {
         HeaderMatch {
             name: ":authority".into(),
             kind: MatchKind::Prefix,
             value: prefix.to_string(),
+            ignore_case: true,
         }
     } else {
         HeaderMatch {
             name: ":authority".into(),
             kind: MatchKind::Exact,
             value: glob.to_string(),
+            ignore_case: true,
         }
     })
 }
@@ -176,6 +180,7 @@ pub(in crate::ir::lower) fn lower_one(
         name: name.to_ascii_lowercase(),
         kind: MatchKind::Regex,
         value: re.clone(),
+        ignore_case: false,
     }));
     if let Some(a) = authority_match(m, &host.hostname) {
         headers.push(a);
@@ -188,6 +193,7 @@ pub(in crate::ir::lower) fn lower_one(
             name: name.clone(),
             kind: MatchKind::Regex,
             value: re.clone(),
+            ignore_case: false,
         }))
         .collect();
     query.sort();
@@ -204,6 +210,7 @@ pub(in crate::ir::lower) fn lower_one(
             } else {
                 method.to_ascii_uppercase()
             },
+            ignore_case: false,
         });
     }
     headers.sort();
@@ -246,11 +253,13 @@ fn matcher(name: String, v: &HeaderValue) -> HeaderMatch {
             name,
             kind: MatchKind::Exact,
             value: value.clone(),
+            ignore_case: false,
         },
         HeaderValue::Present(_) => HeaderMatch {
             name,
             kind: MatchKind::Present,
             value: String::new(),
+            ignore_case: false,
         },
     }
 }
@@ -297,8 +306,35 @@ pub(in crate::ir::lower) struct Prepared<'a, L> {
     group_of: Vec<usize>,
     module: AmbassadorModule,
     has_auth: bool,
-    /// Whether some candidate has its own CORS policy.
-    any_cors: bool,
+    /// What some candidate's own policies need of the listener's filters.
+    needs: Needs,
+}
+
+/// What a Host's routes need of the HTTP filters of the listeners that serve them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(in crate::ir::lower) struct Needs {
+    /// Some route has a CORS policy (the CORS filter).
+    pub(in crate::ir::lower) cors: bool,
+    /// Some route has its own IP policy (the RBAC filter).
+    pub(in crate::ir::lower) rbac: bool,
+}
+
+impl Needs {
+    /// What a Mapping's own policies need.
+    fn of(m: &Mapping) -> Needs {
+        Needs {
+            cors: m.cors.is_some(),
+            rbac: m.ip_policy.is_some(),
+        }
+    }
+
+    /// Both needs.
+    pub(in crate::ir::lower) fn or(self, other: Needs) -> Needs {
+        Needs {
+            cors: self.cors || other.cors,
+            rbac: self.rbac || other.rbac,
+        }
+    }
 }
 
 impl<'a, L: Holds> Prepared<'a, L> {
@@ -312,9 +348,9 @@ impl<'a, L: Holds> Prepared<'a, L> {
         &self.shadows
     }
 
-    /// Whether some candidate has its own CORS policy.
-    pub(in crate::ir::lower) fn any_cors(&self) -> bool {
-        self.any_cors
+    /// What some candidate's own policies need of the listener's filters.
+    pub(in crate::ir::lower) fn needs(&self) -> Needs {
+        self.needs
     }
 
     /// One route of a candidate.
@@ -372,35 +408,27 @@ pub(super) fn prepare<'a>(
     host: &EffectiveHost,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Prepared<'a, Lowered> {
-    let (mut candidates, shadows, any_cors) = split(taken);
+    let (mut candidates, shadows, needs) = split(taken);
     candidates.sort_by(route_order);
-    group(
-        candidates,
-        shadows,
-        any_cors,
-        module.clone(),
-        has_auth,
-        host,
-        diagnostics,
-    )
+    group(candidates, shadows, needs, module.clone(), has_auth, host, diagnostics)
 }
 
-/// A Host's Mappings as route candidates and shadows, in the given order; and whether some
-/// candidate has its own CORS policy.
+/// A Host's Mappings as route candidates and shadows, in the given order; and what the
+/// candidates' own policies need of the listener's filters.
 pub(in crate::ir::lower) fn split<'a, L: Holds + 'a>(
     taken: impl IntoIterator<Item = &'a L>,
-) -> (Vec<Candidate<'a, L>>, Vec<Candidate<'a, L>>, bool) {
-    let (mut candidates, mut shadows, mut any_cors) = (Vec::new(), Vec::new(), false);
+) -> (Vec<Candidate<'a, L>>, Vec<Candidate<'a, L>>, Needs) {
+    let (mut candidates, mut shadows, mut needs) = (Vec::new(), Vec::new(), Needs::default());
     for held in taken {
         let c = Candidate::of(held);
         if c.m.shadow {
             shadows.push(c);
         } else {
-            any_cors |= c.m.cors.is_some();
+            needs = needs.or(Needs::of(c.m));
             candidates.push(c);
         }
     }
-    (candidates, shadows, any_cors)
+    (candidates, shadows, needs)
 }
 
 /// Groups a Host's candidates (in route order): canary groups, their thresholds, and what a
@@ -408,7 +436,7 @@ pub(in crate::ir::lower) fn split<'a, L: Holds + 'a>(
 pub(in crate::ir::lower) fn group<'a, L: Holds>(
     candidates: Vec<Candidate<'a, L>>,
     shadows: Vec<Candidate<'a, L>>,
-    any_cors: bool,
+    needs: Needs,
     module: AmbassadorModule,
     has_auth: bool,
     host: &EffectiveHost,
@@ -514,7 +542,7 @@ pub(in crate::ir::lower) fn group<'a, L: Holds>(
         start = end;
     }
     Prepared {
-        any_cors,
+        needs,
         candidates,
         shadows,
         thresholds,
@@ -526,13 +554,14 @@ pub(in crate::ir::lower) fn group<'a, L: Holds>(
 
 /// Emits a prepared Host's routes for one security model; `route` builds one (the plain
 /// lowering: [`Prepared::build_route`]; the incremental one also keeps it for next time).
-/// Also says whether some route has a CORS policy (known without visiting every route).
+/// Also says what the routes need of the listener's filters (known without visiting every
+/// route).
 pub(in crate::ir::lower) fn emit<'a, L: Holds>(
     p: &Prepared<'a, L>,
     model: SecurityModel,
     host: &EffectiveHost,
     route: &mut impl FnMut(&Candidate<'a, L>, RouteSlot) -> Arc<Route>,
-) -> (Vec<Arc<Route>>, bool) {
+) -> (Vec<Arc<Route>>, Needs) {
     let Prepared {
         candidates,
         shadows,
@@ -540,7 +569,7 @@ pub(in crate::ir::lower) fn emit<'a, L: Holds>(
         group_of,
         module,
         has_auth: _,
-        any_cors,
+        needs,
     } = p;
     // Each Mapping gives a primary route (secure, or for every request) and maybe a cleartext
     // variant; in a canary group all primaries come first, then the variants, so that each kind
@@ -592,9 +621,13 @@ pub(in crate::ir::lower) fn emit<'a, L: Holds>(
         }
     }
     routes.append(&mut variants);
-    // A route's policy is its Mapping's, else the Module's (see `build_route`).
-    let cors = !routes.is_empty() && (module.cors.is_some() || *any_cors);
-    (routes, cors)
+    // A route's CORS policy is its Mapping's, else the Module's (see `build_route`); the
+    // Module's IP policy is the listener's.
+    let needs = Needs {
+        cors: !routes.is_empty() && (module.cors.is_some() || needs.cors),
+        rbac: !routes.is_empty() && needs.rbac,
+    };
+    (routes, needs)
 }
 
 /// One route of a Mapping.
@@ -631,6 +664,7 @@ fn build_route<L: Holds>(c: &Candidate<'_, L>, slot: RouteSlot, module: &Ambassa
             .or_else(|| module.retry_policy.clone().map(Box::new)),
         mirrors,
         cors: c.m.cors.clone().or_else(|| module.cors.clone().map(Box::new)),
+        ip_policy: c.m.ip_policy.clone(),
         auth: (has_auth && (c.m.bypass_auth || !c.m.auth_context_extensions.is_empty())).then(|| {
             crate::ir::RouteAuth {
                 bypass: c.m.bypass_auth,
@@ -677,6 +711,7 @@ fn build_route<L: Holds>(c: &Candidate<'_, L>, slot: RouteSlot, module: &Ambassa
                 name: "x-forwarded-proto".into(),
                 kind: MatchKind::Exact,
                 value: "https".into(),
+                ignore_case: false,
             });
             r.headers.sort();
         }
