@@ -912,3 +912,81 @@ fn ip_allow_and_deny_decide_by_peer_and_client_address_in_envoy() {
     assert!(listeners.contains("envoy.filters.http.rbac"), "{listeners}");
     assert_routes_accepted(envoy_admin, port);
 }
+
+/// curl's standard output for a request to `listen` (Host `x`) with extra arguments.
+fn curl(listen: SocketAddr, path: &str, args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-H", "Host: x"])
+        .args(args)
+        .arg(format!("http://{listen}{path}"))
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn module_filters_compress_buffer_and_run_lua_in_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let port = free_port();
+    let module = "apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata:\n  name: ambassador\nspec:\n  config:\n    enable_grpc_web: true\n    lua_scripts: |\n      function envoy_on_response(handle)\n        handle:headers():add(\"x-lua\", \"yes\")\n      end\n    gzip:\n      min_content_length: 10\n      content_type: [text/plain]\n    buffer:\n      max_request_bytes: 64\n    headers_with_underscores_action: REJECT_REQUEST\n";
+    let docs = [
+        module.to_string(),
+        listener_and_host(port),
+        mapping("a", "/a/", a.addr, ""),
+    ];
+    write(&config.join("all.yaml"), &docs.join("---\n"));
+    let (_attache, listen, envoy_admin, _admin) = serve(&config, dir.path(), port, &[]);
+    let r = wait_for("Envoy to serve /a/", Duration::from_secs(30), || {
+        get(listen, "x", "/a/z").ok().filter(|r| r.status == 200)
+    });
+    // Lua ran on the response.
+    assert_eq!(r.header("x-lua"), Some("yes"), "{r:?}");
+    // The response is compressed for a client that accepts gzip, and decodes to the upstream's.
+    let compressed = curl(listen, "/a/z", &["--compressed", "-D", "-"]).to_ascii_lowercase();
+    assert!(compressed.contains("content-encoding: gzip"), "{compressed}");
+    assert!(compressed.ends_with("upstream=a path=/z host=x"), "{compressed}");
+    assert!(!curl(listen, "/a/z", &["-D", "-"])
+        .to_ascii_lowercase()
+        .contains("content-encoding"));
+    // A body over the buffer's limit is refused.
+    let big = "b".repeat(200);
+    assert_eq!(
+        curl(
+            listen,
+            "/a/z",
+            &["-o", "/dev/null", "-w", "%{http_code}", "--data", &big]
+        ),
+        "413"
+    );
+    assert_eq!(
+        curl(
+            listen,
+            "/a/z",
+            &["-o", "/dev/null", "-w", "%{http_code}", "--data", "small"]
+        ),
+        "200"
+    );
+    // A header with an underscore is refused.
+    assert_eq!(
+        curl(
+            listen,
+            "/a/z",
+            &["-o", "/dev/null", "-w", "%{http_code}", "-H", "x_bad: 1"]
+        ),
+        "400"
+    );
+    let listeners = get(envoy_admin, "admin", "/config_dump?resource=dynamic_listeners")
+        .unwrap()
+        .body;
+    for filter in [
+        "envoy.filters.http.grpc_web",
+        "envoy.filters.http.lua",
+        "envoy.filters.http.compressor",
+        "envoy.filters.http.buffer",
+    ] {
+        assert!(listeners.contains(filter), "{filter} not in {listeners}");
+    }
+    assert_routes_accepted(envoy_admin, port);
+}

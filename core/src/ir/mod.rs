@@ -306,6 +306,29 @@ pub struct HttpSettings {
     pub strip_matching_host_port: bool,
     /// The router's `suppress_envoy_headers`.
     pub suppress_envoy_headers: bool,
+    /// The gRPC-Web filter (`enable_grpc_web`).
+    pub grpc_web: bool,
+    /// The gRPC HTTP/1.1 bridge filter (`enable_grpc_http11_bridge`).
+    pub grpc_http1_bridge: bool,
+    /// The gRPC statistics filter: `{upstream_stats, services: [{name, method_names}], all_methods}`
+    /// (`services` `null` unless listed), or `null`.
+    pub grpc_stats: Option<crate::resource::module::GrpcStats>,
+    /// Lua code for the Lua filter, or `null`.
+    pub lua_scripts: Option<String>,
+    /// Response compression (the compressor filter with gzip): `{memory_level,
+    /// min_content_length, compression_level, compression_strategy, window_bits, content_type,
+    /// disable_on_etag_header, remove_accept_encoding_header}` (unset values `null`), or `null`.
+    pub gzip: Option<crate::resource::module::Gzip>,
+    /// The buffer filter's `max_request_bytes` (larger requests get 413), or `null`.
+    pub buffer_max_request_bytes: Option<u32>,
+    /// HTTP/1.0 is accepted.
+    pub enable_http10: bool,
+    /// `Content-Length` with chunked encoding is accepted.
+    pub allow_chunked_length: bool,
+    /// A client's `X-Request-Id` is kept.
+    pub preserve_external_request_id: bool,
+    /// `ALLOW`, `REJECT_REQUEST` or `DROP_HEADER` for request headers with `_`, or `null`.
+    pub headers_with_underscores_action: Option<&'static str>,
 }
 
 impl HttpSettings {
@@ -320,6 +343,16 @@ impl HttpSettings {
             reject_escaped_slashes: m.reject_requests_with_escaped_slashes,
             strip_matching_host_port: m.strip_matching_host_port,
             suppress_envoy_headers: m.suppress_envoy_headers,
+            grpc_web: m.grpc_web,
+            grpc_http1_bridge: m.grpc_http1_bridge,
+            grpc_stats: m.grpc_stats.clone(),
+            lua_scripts: m.lua_scripts.clone(),
+            gzip: m.gzip.clone(),
+            buffer_max_request_bytes: m.buffer_max_request_bytes,
+            enable_http10: m.enable_http10,
+            allow_chunked_length: m.allow_chunked_length,
+            preserve_external_request_id: m.preserve_external_request_id,
+            headers_with_underscores_action: m.headers_with_underscores_action,
         }
     }
 }

@@ -63,6 +63,90 @@ struct ConfigSpec {
     cors: Option<super::mapping::CorsSpec>,
     ip_allow: Option<Vec<super::mapping::IpEntrySpec>>,
     ip_deny: Option<Vec<super::mapping::IpEntrySpec>>,
+    enable_grpc_web: Option<bool>,
+    enable_grpc_http11_bridge: Option<bool>,
+    grpc_stats: Option<GrpcStatsSpec>,
+    lua_scripts: Option<String>,
+    gzip: Option<GzipSpec>,
+    buffer: Option<BufferSpec>,
+    enable_http10: Option<bool>,
+    allow_chunked_length: Option<bool>,
+    preserve_external_request_id: Option<bool>,
+    headers_with_underscores_action: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrpcStatsSpec {
+    upstream_stats: Option<bool>,
+    all_methods: Option<bool>,
+    services: Option<Vec<GrpcStatsService>>,
+}
+
+/// A gRPC service whose methods get stats of their own (`grpc_stats.services`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcStatsService {
+    /// The fully qualified service name.
+    pub name: String,
+    /// Its methods (all of them when empty).
+    #[serde(default)]
+    pub method_names: Vec<String>,
+}
+
+/// `grpc_stats`: Envoy's gRPC statistics filter.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct GrpcStats {
+    /// Upstream request time statistics.
+    pub upstream_stats: bool,
+    /// Statistics per method for these services only (`null`: see `all_methods`).
+    pub services: Option<Vec<GrpcStatsService>>,
+    /// Without `services`: statistics for every method (else one bucket for unknown ones).
+    pub all_methods: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GzipSpec {
+    memory_level: Option<u32>,
+    min_content_length: Option<u32>,
+    compression_level: Option<String>,
+    compression_strategy: Option<String>,
+    window_bits: Option<u32>,
+    #[serde(default)]
+    content_type: Vec<String>,
+    disable_on_etag_header: Option<bool>,
+    remove_accept_encoding_header: Option<bool>,
+}
+
+/// `gzip`: response compression (Envoy's compressor filter with the gzip library). Unset values
+/// are Envoy's defaults.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Gzip {
+    /// zlib memory level, 1 to 9.
+    pub memory_level: Option<u32>,
+    /// Smallest response compressed, in bytes.
+    pub min_content_length: Option<u32>,
+    /// Envoy's name of the level (`BEST_COMPRESSION`, `BEST_SPEED`, `COMPRESSION_LEVEL_1`..9,
+    /// `DEFAULT_COMPRESSION`).
+    pub compression_level: Option<&'static str>,
+    /// Envoy's name of the strategy (`DEFAULT_STRATEGY`, `FILTERED`, `HUFFMAN_ONLY`, `RLE`,
+    /// `FIXED`).
+    pub compression_strategy: Option<&'static str>,
+    /// zlib window bits, 9 to 15.
+    pub window_bits: Option<u32>,
+    /// Media types compressed (Envoy's list when empty).
+    pub content_type: Vec<String>,
+    /// Leave responses with an `ETag` alone.
+    pub disable_on_etag_header: bool,
+    /// Drop `Accept-Encoding` before the request goes upstream.
+    pub remove_accept_encoding_header: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BufferSpec {
+    max_request_bytes: u32,
 }
 
 /// The field names of the Module's `spec.config` (see `resource::fields`).
@@ -113,6 +197,27 @@ pub struct AmbassadorModule {
     /// `ip_allow` / `ip_deny`: who may send requests (the RBAC filter), unless a Mapping has its
     /// own.
     pub ip_policy: Option<super::mapping::IpPolicy>,
+    /// gRPC-Web requests are translated to gRPC (`enable_grpc_web`).
+    pub grpc_web: bool,
+    /// HTTP/1.1 gRPC requests are bridged to HTTP/2 (`enable_grpc_http11_bridge`).
+    pub grpc_http1_bridge: bool,
+    /// gRPC statistics.
+    pub grpc_stats: Option<GrpcStats>,
+    /// Lua code run on every request and response (`lua_scripts`).
+    pub lua_scripts: Option<String>,
+    /// Response compression.
+    pub gzip: Option<Gzip>,
+    /// Requests are buffered up to this many bytes; larger ones get 413 (`buffer`).
+    pub buffer_max_request_bytes: Option<u32>,
+    /// HTTP/1.0 requests are accepted (`enable_http10`).
+    pub enable_http10: bool,
+    /// HTTP/1 requests with both `Content-Length` and chunked encoding are accepted.
+    pub allow_chunked_length: bool,
+    /// A client's `X-Request-Id` is kept.
+    pub preserve_external_request_id: bool,
+    /// What happens to request headers with `_` in their name: `ALLOW`, `REJECT_REQUEST` or
+    /// `DROP_HEADER`; `null` for Envoy's default (allow).
+    pub headers_with_underscores_action: Option<&'static str>,
 }
 
 impl Default for AmbassadorModule {
@@ -137,6 +242,16 @@ impl Default for AmbassadorModule {
             resolver: None,
             cors: None,
             ip_policy: None,
+            grpc_web: false,
+            grpc_http1_bridge: false,
+            grpc_stats: None,
+            lua_scripts: None,
+            gzip: None,
+            buffer_max_request_bytes: None,
+            enable_http10: false,
+            allow_chunked_length: false,
+            preserve_external_request_id: false,
+            headers_with_underscores_action: None,
         }
     }
 }
@@ -170,6 +285,48 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
         .load_balancer
         .as_ref()
         .map(|lb| read_load_balancer(r, Some(lb), "spec.config", &mut ok));
+    let gzip = c.gzip.as_ref().map(|g| read_gzip(r, g, &mut ok));
+    let headers_with_underscores_action = match c.headers_with_underscores_action.as_deref() {
+        None => None,
+        Some(a) => match a.to_ascii_uppercase().as_str() {
+            "ALLOW" => Some("ALLOW"),
+            "REJECT_REQUEST" => Some("REJECT_REQUEST"),
+            "DROP_HEADER" => Some("DROP_HEADER"),
+            _ => {
+                let d = r
+                    .error(
+                        "invalid_value",
+                        "spec.config.headers_with_underscores_action",
+                        format!("`{a}` is not an action for headers with underscores"),
+                    )
+                    .hint("one of ALLOW, REJECT_REQUEST (400), DROP_HEADER");
+                r.diagnostics.push(d);
+                ok = false;
+                None
+            }
+        },
+    };
+    if c.lua_scripts.as_deref().is_some_and(|l| l.trim().is_empty()) {
+        let d = r
+            .warning(
+                "empty_lua_scripts",
+                "spec.config.lua_scripts",
+                "`lua_scripts` is empty; ignored",
+            )
+            .hint("write Lua functions `envoy_on_request(handle)` and/or `envoy_on_response(handle)`");
+        r.diagnostics.push(d);
+    }
+    if c.buffer.as_ref().is_some_and(|b| b.max_request_bytes == 0) {
+        let d = r
+            .error(
+                "invalid_value",
+                "spec.config.buffer.max_request_bytes",
+                "`max_request_bytes` must be more than 0",
+            )
+            .hint("the largest request body buffered, in bytes; larger requests are answered 413");
+        r.diagnostics.push(d);
+        ok = false;
+    }
     if !ok {
         return None;
     }
@@ -193,5 +350,102 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
         resolver: c.resolver,
         cors,
         ip_policy,
+        grpc_web: c.enable_grpc_web.unwrap_or(false),
+        grpc_http1_bridge: c.enable_grpc_http11_bridge.unwrap_or(false),
+        grpc_stats: c.grpc_stats.map(|g| GrpcStats {
+            upstream_stats: g.upstream_stats.unwrap_or(false),
+            all_methods: g.all_methods.unwrap_or(false),
+            services: g.services,
+        }),
+        lua_scripts: c.lua_scripts.filter(|l| !l.trim().is_empty()),
+        gzip: gzip.flatten(),
+        buffer_max_request_bytes: c.buffer.map(|b| b.max_request_bytes),
+        enable_http10: c.enable_http10.unwrap_or(false),
+        allow_chunked_length: c.allow_chunked_length.unwrap_or(false),
+        preserve_external_request_id: c.preserve_external_request_id.unwrap_or(false),
+        headers_with_underscores_action,
+    })
+}
+
+/// Reads `gzip`: Emissary's short level and strategy names (`BEST`, `SPEED`, `DEFAULT`,
+/// `HUFFMAN`) and Envoy's own, and the ranges zlib accepts.
+fn read_gzip(r: &mut Reader<'_>, g: &GzipSpec, ok: &mut bool) -> Option<Gzip> {
+    let mut bad = |r: &mut Reader<'_>, field: &str, message: String, hint: &str| {
+        let d = r
+            .error("invalid_value", &format!("spec.config.gzip.{field}"), message)
+            .hint(hint);
+        r.diagnostics.push(d);
+        *ok = false;
+    };
+    let level = match g.compression_level.as_deref().map(str::to_ascii_uppercase) {
+        None => None,
+        Some(l) => match l.as_str() {
+            "BEST" | "BEST_COMPRESSION" => Some("BEST_COMPRESSION"),
+            "SPEED" | "BEST_SPEED" => Some("BEST_SPEED"),
+            "DEFAULT" | "DEFAULT_COMPRESSION" => Some("DEFAULT_COMPRESSION"),
+            "COMPRESSION_LEVEL_1" => Some("COMPRESSION_LEVEL_1"),
+            "COMPRESSION_LEVEL_2" => Some("COMPRESSION_LEVEL_2"),
+            "COMPRESSION_LEVEL_3" => Some("COMPRESSION_LEVEL_3"),
+            "COMPRESSION_LEVEL_4" => Some("COMPRESSION_LEVEL_4"),
+            "COMPRESSION_LEVEL_5" => Some("COMPRESSION_LEVEL_5"),
+            "COMPRESSION_LEVEL_6" => Some("COMPRESSION_LEVEL_6"),
+            "COMPRESSION_LEVEL_7" => Some("COMPRESSION_LEVEL_7"),
+            "COMPRESSION_LEVEL_8" => Some("COMPRESSION_LEVEL_8"),
+            "COMPRESSION_LEVEL_9" => Some("COMPRESSION_LEVEL_9"),
+            other => {
+                bad(
+                    r,
+                    "compression_level",
+                    format!("`{other}` is not a compression level"),
+                    "BEST, SPEED or DEFAULT (or Envoy's COMPRESSION_LEVEL_1 to _9)",
+                );
+                None
+            }
+        },
+    };
+    let strategy = match g.compression_strategy.as_deref().map(str::to_ascii_uppercase) {
+        None => None,
+        Some(s) => match s.as_str() {
+            "DEFAULT" | "DEFAULT_STRATEGY" => Some("DEFAULT_STRATEGY"),
+            "FILTERED" => Some("FILTERED"),
+            "HUFFMAN" | "HUFFMAN_ONLY" => Some("HUFFMAN_ONLY"),
+            "RLE" => Some("RLE"),
+            "FIXED" => Some("FIXED"),
+            other => {
+                bad(
+                    r,
+                    "compression_strategy",
+                    format!("`{other}` is not a compression strategy"),
+                    "DEFAULT, FILTERED, HUFFMAN, RLE or FIXED",
+                );
+                None
+            }
+        },
+    };
+    if let Some(m) = g.memory_level.filter(|m| !(1..=9).contains(m)) {
+        bad(
+            r,
+            "memory_level",
+            format!("{m} is not from 1 to 9"),
+            "zlib's memory level: 1 (least) to 9 (most)",
+        );
+    }
+    if let Some(w) = g.window_bits.filter(|w| !(9..=15).contains(w)) {
+        bad(
+            r,
+            "window_bits",
+            format!("{w} is not from 9 to 15"),
+            "zlib's window size as a power of two: 9 to 15",
+        );
+    }
+    Some(Gzip {
+        memory_level: g.memory_level,
+        min_content_length: g.min_content_length,
+        compression_level: level,
+        compression_strategy: strategy,
+        window_bits: g.window_bits,
+        content_type: g.content_type.clone(),
+        disable_on_etag_header: g.disable_on_etag_header.unwrap_or(false),
+        remove_accept_encoding_header: g.remove_accept_encoding_header.unwrap_or(false),
     })
 }

@@ -35,6 +35,30 @@ pub const CORE_FILES: &[(&str, &str)] = &[
         include_str!("../../../rules/core/secret/secret.yaml.hbs"),
     ),
     (
+        "http_filter/grpc_http1_bridge.yaml.hbs",
+        include_str!("../../../rules/core/http_filter/grpc_http1_bridge.yaml.hbs"),
+    ),
+    (
+        "http_filter/grpc_web.yaml.hbs",
+        include_str!("../../../rules/core/http_filter/grpc_web.yaml.hbs"),
+    ),
+    (
+        "http_filter/grpc_stats.yaml.hbs",
+        include_str!("../../../rules/core/http_filter/grpc_stats.yaml.hbs"),
+    ),
+    (
+        "http_filter/lua.yaml.hbs",
+        include_str!("../../../rules/core/http_filter/lua.yaml.hbs"),
+    ),
+    (
+        "http_filter/compression.yaml.hbs",
+        include_str!("../../../rules/core/http_filter/compression.yaml.hbs"),
+    ),
+    (
+        "http_filter/buffer.yaml.hbs",
+        include_str!("../../../rules/core/http_filter/buffer.yaml.hbs"),
+    ),
+    (
         "http_filter/rbac.yaml.hbs",
         include_str!("../../../rules/core/http_filter/rbac.yaml.hbs"),
     ),
@@ -630,6 +654,12 @@ mod tests {
         assert_eq!(
             ids,
             [
+                "core.http_filter.grpc_http1_bridge",
+                "core.http_filter.grpc_web",
+                "core.http_filter.grpc_stats",
+                "core.http_filter.lua",
+                "core.http_filter.compression",
+                "core.http_filter.buffer",
                 "core.http_filter.rbac",
                 "core.http_filter.cors",
                 "core.http_filter.ext_authz",
@@ -657,7 +687,13 @@ mod tests {
         assert_eq!(
             ids,
             [
+                "core.http_filter.grpc_http1_bridge",
+                "core.http_filter.grpc_web",
+                "core.http_filter.grpc_stats",
+                "core.http_filter.lua",
                 "ops.lua",
+                "core.http_filter.compression",
+                "core.http_filter.buffer",
                 "core.http_filter.rbac",
                 "core.http_filter.cors",
                 "ops.a",
