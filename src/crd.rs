@@ -116,6 +116,14 @@ kind!(
     "Global settings (the Module named `ambassador`).",
 );
 kind!(
+    rate_limit_service,
+    "RateLimitService",
+    "ratelimitservices",
+    "A gRPC rate limit service asked about requests whose Mappings have rate limit labels.",
+    printcolumn = r#"{"name":"Service","type":"string","jsonPath":".spec.service"}"#,
+    printcolumn = r#"{"name":"Domain","type":"string","jsonPath":".spec.domain"}"#,
+);
+kind!(
     tcp_mapping,
     "TCPMapping",
     "tcpmappings",
@@ -167,6 +175,10 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         both(listener::v2::Listener::crd(), listener::v3alpha1::Listener::crd()),
         both(mapping::v2::Mapping::crd(), mapping::v3alpha1::Mapping::crd()),
         both(module::v2::Module::crd(), module::v3alpha1::Module::crd()),
+        both(
+            rate_limit_service::v2::RateLimitService::crd(),
+            rate_limit_service::v3alpha1::RateLimitService::crd(),
+        ),
         both(
             tcp_mapping::v2::TCPMapping::crd(),
             tcp_mapping::v3alpha1::TCPMapping::crd(),

@@ -990,3 +990,125 @@ fn module_filters_compress_buffer_and_run_lua_in_envoy() {
     }
     assert_routes_accepted(envoy_admin, port);
 }
+
+/// A rate limit service (envoy.service.ratelimit.v3) for the tests: answers OVER_LIMIT when a
+/// descriptor has the entry `user=blocked`, OK otherwise, and records every request's
+/// descriptors (as `key=value` lists).
+mod ratelimit {
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
+        RateLimitService, RateLimitServiceServer,
+    };
+    use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+    use std::sync::{Arc, Mutex};
+
+    pub type Seen = Arc<Mutex<Vec<(String, Vec<Vec<String>>)>>>;
+
+    struct Service(Seen);
+
+    #[tonic::async_trait]
+    impl RateLimitService for Service {
+        async fn should_rate_limit(
+            &self,
+            request: tonic::Request<RateLimitRequest>,
+        ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
+            let r = request.into_inner();
+            let descriptors: Vec<Vec<String>> = r
+                .descriptors
+                .iter()
+                .map(|d| d.entries.iter().map(|e| format!("{}={}", e.key, e.value)).collect())
+                .collect();
+            let over = descriptors.iter().flatten().any(|e| e == "user=blocked");
+            self.0.lock().unwrap().push((r.domain, descriptors));
+            Ok(tonic::Response::new(RateLimitResponse {
+                overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
+                ..Default::default()
+            }))
+        }
+    }
+
+    /// Starts the service on a loopback port (on its own runtime, which lives as long as the
+    /// returned guard).
+    pub fn start() -> (std::net::SocketAddr, Seen, tokio::runtime::Runtime) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let seen: Seen = Arc::default();
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = Service(Arc::clone(&seen));
+        rt.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(RateLimitServiceServer::new(service))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+        });
+        (addr, seen, rt)
+    }
+}
+
+#[test]
+fn rate_limit_labels_reach_a_real_rate_limit_service_and_429_follows_its_answer() {
+    let (rls, seen, _runtime) = ratelimit::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let port = free_port();
+    let service = |addr: SocketAddr, deny: bool| {
+        format!("apiVersion: getambassador.io/v3alpha1\nkind: RateLimitService\nmetadata:\n  name: rl\nspec:\n  service: {addr}\n  failure_mode_deny: {deny}\n  timeout_ms: 500\n")
+    };
+    let mappings = [
+        listener_and_host(port),
+        mapping("limited", "/limited/", a.addr, "  labels:\n    ambassador:\n      - per_user:\n          - request_headers:\n              key: user\n              header_name: x-user\n          - generic_key:\n              value: limited\n      - by_address:\n          - remote_address\n    elsewhere:\n      - never:\n          - remote_address\n"),
+        mapping("free", "/free/", a.addr, ""),
+    ];
+    let write_config = |rls_doc: String| {
+        let docs: Vec<String> = std::iter::once(rls_doc).chain(mappings.iter().cloned()).collect();
+        write(&config.join("all.yaml"), &docs.join("---\n"));
+    };
+    write_config(service(rls, false));
+    let (_attache, listen, envoy_admin, admin) = serve(&config, dir.path(), port, &[]);
+    wait_for("Envoy to serve /free/", Duration::from_secs(30), || {
+        get(listen, "x", "/free/").ok().filter(|r| r.status == 200)
+    });
+    let asked = || seen.lock().unwrap().len();
+    let status = |path: &str, user: &str| http_with("GET", listen, "x", path, &[("x-user", user)]).unwrap().status;
+    // A route without labels does not ask the service.
+    assert_eq!(status("/free/", "blocked"), 200);
+    assert_eq!(asked(), 0);
+    // The labelled route asks with its descriptors, and the answer decides.
+    assert_eq!(status("/limited/", "alice"), 200);
+    assert_eq!(status("/limited/", "blocked"), 429);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        let (domain, descriptors) = &seen[0];
+        assert_eq!(domain, "ambassador");
+        assert_eq!(
+            descriptors,
+            &vec![
+                vec!["user=alice".to_string(), "generic_key=limited".to_string()],
+                vec!["remote_address=127.0.0.1".to_string()],
+            ]
+        );
+    }
+    let diagnostics = get(admin, "a", "/debug/diagnostics").unwrap().body;
+    assert!(diagnostics.contains("mapping.ignored_labels"), "{diagnostics}");
+    // The service down: failure_mode_deny decides.
+    let down = loopback(free_port());
+    write_config(service(down, true));
+    wait_for(
+        "requests to be refused without the service",
+        Duration::from_secs(30),
+        || (status("/limited/", "alice") == 500).then_some(()),
+    );
+    write_config(service(down, false));
+    wait_for(
+        "requests to go through without the service",
+        Duration::from_secs(30),
+        || (status("/limited/", "alice") == 200).then_some(()),
+    );
+    assert_routes_accepted(envoy_admin, port);
+}

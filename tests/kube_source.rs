@@ -174,8 +174,8 @@ async fn same_manifests_give_the_same_snapshot_as_the_directory_source() {
         metrics.watches_synced.load(Ordering::Relaxed),
         metrics.watches.load(Ordering::Relaxed)
     );
-    // 9 kinds + Services + EndpointSlices + the two referenced Secrets.
-    assert_eq!(metrics.watches.load(Ordering::Relaxed), 13);
+    // 10 kinds + Services + EndpointSlices + the two referenced Secrets.
+    assert_eq!(metrics.watches.load(Ordering::Relaxed), 14);
     assert!(
         attache::envoy::resources_json(&k.snapshot, ResourceType::Endpoint)
             .iter()

@@ -92,6 +92,10 @@ pub const KINDS: &[Kind] = &[
         plural: "modules",
     },
     Kind {
+        kind: "RateLimitService",
+        plural: "ratelimitservices",
+    },
+    Kind {
         kind: "TCPMapping",
         plural: "tcpmappings",
     },

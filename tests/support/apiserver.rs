@@ -86,6 +86,7 @@ pub const AMBASSADOR: &[(&str, &str)] = &[
     ("Listener", "listeners"),
     ("Mapping", "mappings"),
     ("Module", "modules"),
+    ("RateLimitService", "ratelimitservices"),
     ("TCPMapping", "tcpmappings"),
     ("TLSContext", "tlscontexts"),
 ];

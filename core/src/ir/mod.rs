@@ -144,6 +144,8 @@ pub struct Listener {
     pub ip_policy: Option<crate::resource::mapping::IpPolicy>,
     /// Whether the RBAC filter is in the chain: the Module or some route has an IP policy.
     pub rbac: bool,
+    /// The rate limit filter (the RateLimitService), or `null`.
+    pub ratelimit: Option<RateLimitFilter>,
     /// For a TCP listener (TCPMappings): its chains; then `filter_chains` is empty and
     /// `route_config` names nothing.
     pub tcp: Vec<TcpChain>,
@@ -357,6 +359,23 @@ impl HttpSettings {
     }
 }
 
+/// The rate limit filter: where and how routes' descriptors are checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RateLimitFilter {
+    /// The service's gRPC cluster.
+    pub cluster: String,
+    /// The descriptors' domain.
+    pub domain: String,
+    /// How long a request waits for the answer.
+    pub timeout_ms: u64,
+    /// Refuse requests when the service cannot answer (else let them through).
+    pub failure_mode_deny: bool,
+    /// Over-limit gRPC requests get RESOURCE_EXHAUSTED (else UNAVAILABLE).
+    pub resource_exhausted: bool,
+    /// The RateLimitService.
+    pub source: Option<SourceRef>,
+}
+
 /// The routes of one listener. Ends up as `envoy.config.route.v3.RouteConfiguration`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RouteConfig {
@@ -502,6 +521,9 @@ pub struct Route {
     /// The Mapping's own IP allow or deny list, which replaces the listener's (the Module's) on
     /// this route, or `null`.
     pub ip_policy: Option<Box<crate::resource::mapping::IpPolicy>>,
+    /// Rate limits (with a RateLimitService): one list of actions per label group of the
+    /// service's domain, the Module's default labels first; empty without labels.
+    pub rate_limits: Vec<Vec<crate::resource::mapping::RateLimitAction>>,
     /// Cluster name for `route` actions (Envoy `RouteAction.cluster`).
     pub cluster: String,
     /// Replacement for the matched prefix, `null` for none (Envoy `RouteAction.prefix_rewrite`).

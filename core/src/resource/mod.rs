@@ -14,6 +14,7 @@ pub mod listener;
 pub mod mapping;
 pub mod module;
 mod patch;
+pub mod ratelimitservice;
 pub mod resolver;
 pub mod secret;
 pub mod tcpmapping;
@@ -33,6 +34,7 @@ pub use host::Host;
 pub use listener::Listener;
 pub use mapping::Mapping;
 pub use module::AmbassadorModule;
+pub use ratelimitservice::RateLimitService;
 pub use secret::TlsSecret;
 pub use tcpmapping::TcpMapping;
 pub use tlscontext::TlsContext;
@@ -104,6 +106,8 @@ pub enum Spec {
     TlsContext(Box<TlsContext>),
     /// `AuthService`.
     AuthService(Box<AuthService>),
+    /// `RateLimitService`.
+    RateLimitService(Box<RateLimitService>),
     /// `TCPMapping`.
     TcpMapping(Box<TcpMapping>),
     /// A core `v1` `Service` (its ports).
@@ -142,6 +146,8 @@ pub struct ResourceSet {
     pub tls_contexts: Vec<(Meta, TlsContext)>,
     /// The `AuthService` in effect (the first by namespace and name), or `None`.
     pub auth_service: Option<(Meta, AuthService)>,
+    /// The `RateLimitService` in effect (the first by namespace and name), or `None`.
+    pub rate_limit_service: Option<(Meta, RateLimitService)>,
     /// The `ambassador` Module in effect (the first by namespace if there are several), or `None`.
     pub module: Option<(Meta, AmbassadorModule)>,
     /// `v1` `Service`s (for their ports).
@@ -195,6 +201,7 @@ impl ResourceSet {
             tcp_mappings,
             tls_contexts,
             auth_service,
+            rate_limit_service,
             module,
             services,
             endpoint_slices,
@@ -207,6 +214,7 @@ impl ResourceSet {
             && *tcp_mappings == other.tcp_mappings
             && *tls_contexts == other.tls_contexts
             && *auth_service == other.auth_service
+            && *rate_limit_service == other.rate_limit_service
             && *module == other.module
             && *services == other.services
             && *endpoint_slices == other.endpoint_slices
@@ -224,6 +232,7 @@ impl ResourceSet {
             tcp_mappings: self.tcp_mappings.clone(),
             tls_contexts: self.tls_contexts.clone(),
             auth_service: self.auth_service.clone(),
+            rate_limit_service: self.rate_limit_service.clone(),
             module: self.module.clone(),
             services: self.services.clone(),
             endpoint_slices: self.endpoint_slices.clone(),
@@ -266,13 +275,7 @@ impl ResourceSet {
 
 /// Kinds of the getambassador.io group that attache does not handle yet (they are ignored with a
 /// notice, rather than called unknown).
-const NOT_YET: &[&str] = &[
-    "RateLimitService",
-    "TracingService",
-    "LogService",
-    "ConsulResolver",
-    "DevPortal",
-];
+const NOT_YET: &[&str] = &["TracingService", "LogService", "ConsulResolver", "DevPortal"];
 
 /// A field reader for one object: turns serde errors and ignored fields into diagnostics that
 /// point at the right line.
@@ -301,6 +304,14 @@ impl Reader<'_> {
     /// A warning diagnostic on `path`.
     pub fn warning(&self, what: &str, path: &str, message: impl Into<String>) -> Diagnostic {
         Diagnostic::warning(&format!("{}.{what}", self.code_prefix), message)
+            .at(self.origin_of(path))
+            .on(self.meta.object_ref())
+            .path(path)
+    }
+
+    /// A notice on `path`.
+    pub fn notice(&self, what: &str, path: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::notice(&format!("{}.{what}", self.code_prefix), message)
             .at(self.origin_of(path))
             .on(self.meta.object_ref())
             .path(path)
@@ -614,6 +625,7 @@ fn assemble<'p>(
     let mut modules = Vec::new();
     let mut tls_contexts = Vec::new();
     let mut auth_services = Vec::new();
+    let mut rate_limit_services = Vec::new();
     let mut tcp_mappings = Vec::new();
     let mut services = Vec::new();
     let mut endpoint_slices = Vec::new();
@@ -642,6 +654,7 @@ fn assemble<'p>(
                 Spec::Module(m) => modules.push(((meta(), (**m).clone()), i)),
                 Spec::TlsContext(c) => tls_contexts.push(((meta(), (**c).clone()), i)),
                 Spec::AuthService(a) => auth_services.push(((meta(), (**a).clone()), i)),
+                Spec::RateLimitService(r) => rate_limit_services.push(((meta(), (**r).clone()), i)),
                 Spec::TcpMapping(t) => tcp_mappings.push(((meta(), (**t).clone()), i)),
                 Spec::Service(s) => services.push(((meta(), s.clone()), i)),
                 Spec::EndpointSlice(e) => endpoint_slices.push(((meta(), e.clone()), i)),
@@ -668,6 +681,15 @@ fn assemble<'p>(
                 "authservice.duplicate",
                 "only one AuthService is used",
                 "keep one AuthService (Emissary uses one too)",
+            ),
+        ),
+        rate_limit_service: the_one(
+            dedupe(rate_limit_services, objects, &mut diagnostics),
+            &mut diagnostics,
+            (
+                "ratelimitservice.duplicate",
+                "only one RateLimitService is used",
+                "keep one RateLimitService (Emissary uses one too)",
             ),
         ),
         module: the_one(
@@ -1043,6 +1065,12 @@ pub(crate) const KINDS: &[Kind] = &[
         code: "authservice",
         read: |r| authservice::read(r).map(|x| Spec::AuthService(Box::new(x))),
         fields: || fields::names(authservice::spec_fields()),
+    },
+    Kind {
+        kind: "RateLimitService",
+        code: "ratelimitservice",
+        read: |r| ratelimitservice::read(r).map(|x| Spec::RateLimitService(Box::new(x))),
+        fields: || fields::names(ratelimitservice::spec_fields()),
     },
     Kind {
         kind: "TCPMapping",

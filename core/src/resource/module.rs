@@ -73,6 +73,8 @@ struct ConfigSpec {
     allow_chunked_length: Option<bool>,
     preserve_external_request_id: Option<bool>,
     headers_with_underscores_action: Option<String>,
+    default_label_domain: Option<String>,
+    default_labels: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -218,6 +220,12 @@ pub struct AmbassadorModule {
     /// What happens to request headers with `_` in their name: `ALLOW`, `REJECT_REQUEST` or
     /// `DROP_HEADER`; `null` for Envoy's default (allow).
     pub headers_with_underscores_action: Option<&'static str>,
+    /// The domain of Mappings' rate limit labels when the RateLimitService names none
+    /// (`default_label_domain`; `ambassador`).
+    pub default_label_domain: String,
+    /// Rate limit actions put before every label group of a domain, and the only group of
+    /// routes without labels (`default_labels: {<domain>: {defaults: [...]}}`).
+    pub default_labels: std::collections::BTreeMap<String, Vec<super::mapping::RateLimitAction>>,
 }
 
 impl Default for AmbassadorModule {
@@ -252,6 +260,8 @@ impl Default for AmbassadorModule {
             allow_chunked_length: false,
             preserve_external_request_id: false,
             headers_with_underscores_action: None,
+            default_label_domain: "ambassador".to_string(),
+            default_labels: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -327,6 +337,11 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
         r.diagnostics.push(d);
         ok = false;
     }
+    let default_labels = c
+        .default_labels
+        .as_ref()
+        .map(|l| read_default_labels(r, l, &mut ok))
+        .unwrap_or_default();
     if !ok {
         return None;
     }
@@ -364,7 +379,62 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
         allow_chunked_length: c.allow_chunked_length.unwrap_or(false),
         preserve_external_request_id: c.preserve_external_request_id.unwrap_or(false),
         headers_with_underscores_action,
+        default_label_domain: c
+            .default_label_domain
+            .filter(|d| !d.trim().is_empty())
+            .unwrap_or_else(|| "ambassador".to_string()),
+        default_labels,
     })
+}
+
+/// Reads `default_labels`: `{<domain>: {defaults: [specifier, ...]}}` (specifiers as in
+/// Mapping `labels`).
+fn read_default_labels(
+    r: &mut Reader<'_>,
+    labels: &serde_json::Value,
+    ok: &mut bool,
+) -> std::collections::BTreeMap<String, Vec<super::mapping::RateLimitAction>> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(domains) = labels.as_object() else {
+        let d = r
+            .error(
+                "invalid_label",
+                "spec.config.default_labels",
+                "`default_labels` is a map of domains",
+            )
+            .hint("e.g. `default_labels: {ambassador: {defaults: [remote_address]}}`");
+        r.diagnostics.push(d);
+        *ok = false;
+        return out;
+    };
+    for (domain, v) in domains {
+        let path = format!("spec.config.default_labels.{domain}");
+        let Some(defaults) = v
+            .get("defaults")
+            .filter(|_| v.as_object().is_some_and(|m| m.len() == 1))
+        else {
+            let d = r
+                .error(
+                    "invalid_label",
+                    &path,
+                    "a domain's default labels are `{defaults: [specifier, ...]}`",
+                )
+                .hint("e.g. `ambassador: {defaults: [remote_address]}`");
+            r.diagnostics.push(d);
+            *ok = false;
+            continue;
+        };
+        // The same reader as a Mapping's labels: one group, named `defaults`.
+        let wrapped = serde_json::json!({ domain.clone(): [{ "defaults": defaults }] });
+        let read = super::mapping::read_labels(r, &wrapped, "spec.config.default_labels", ok);
+        let actions = read
+            .into_values()
+            .next()
+            .and_then(|g| g.into_iter().next())
+            .unwrap_or_default();
+        out.insert(domain.clone(), actions);
+    }
+    out
 }
 
 /// Reads `gzip`: Emissary's short level and strategy names (`BEST`, `SPEED`, `DEFAULT`,

@@ -71,6 +71,10 @@ pub const CORE_FILES: &[(&str, &str)] = &[
         include_str!("../../../rules/core/http_filter/ext_authz.yaml.hbs"),
     ),
     (
+        "http_filter/ratelimit.yaml.hbs",
+        include_str!("../../../rules/core/http_filter/ratelimit.yaml.hbs"),
+    ),
+    (
         "http_filter/router.yaml.hbs",
         include_str!("../../../rules/core/http_filter/router.yaml.hbs"),
     ),
@@ -109,6 +113,10 @@ pub const CORE_FILES: &[(&str, &str)] = &[
     (
         "_partials/query_matcher.hbs",
         include_str!("../../../rules/core/_partials/query_matcher.hbs"),
+    ),
+    (
+        "_partials/rate_limit_action.hbs",
+        include_str!("../../../rules/core/_partials/rate_limit_action.hbs"),
     ),
     (
         "_partials/ip_policy_rules.hbs",
@@ -663,6 +671,7 @@ mod tests {
                 "core.http_filter.rbac",
                 "core.http_filter.cors",
                 "core.http_filter.ext_authz",
+                "core.http_filter.ratelimit",
                 "core.http_filter.router"
             ]
         );
@@ -699,6 +708,7 @@ mod tests {
                 "ops.a",
                 "ops.z",
                 "core.http_filter.ext_authz",
+                "core.http_filter.ratelimit",
                 "core.http_filter.router"
             ]
         );

@@ -69,15 +69,11 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
     let mut diagnostics = Vec::new();
     let mut frame = Frame::new(set, options, mapping::Interner::default(), &mut diagnostics);
     let module = set.module.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
-    let has_auth = set.auth_service.is_some();
-    diagnostics.extend(
-        frame
-            .clusters
-            .resolvers()
-            .unknown(&set.mappings)
-            .into_iter()
-            .map(|(_, d)| d),
-    );
+    // What routes read of the AuthService and the RateLimitService.
+    let services = (set.auth_service.is_some(), mapping::rate_limit_domain(set));
+    let per_mapping =
+        mapping::per_mapping_diagnostics(frame.clusters.resolvers(), &set.mappings, services.1.as_deref());
+    diagnostics.extend(per_mapping.into_iter().map(|(_, d)| d));
     // Each served Host's Mappings: lowered (their clusters added), then ordered and grouped.
     let mut used = vec![false; set.mappings.len()];
     let served: Vec<bool> = (0..frame.hosts.len()).map(|i| frame.served(i)).collect();
@@ -95,7 +91,7 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
         .map(|(taken, host)| {
             taken
                 .as_ref()
-                .map(|t| mapping::prepare(t, &module, has_auth, host, &mut diagnostics))
+                .map(|t| mapping::prepare(t, &module, services.clone(), host, &mut diagnostics))
         })
         .collect();
     let route_configs = serve_hosts(
@@ -129,13 +125,15 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
 }
 
 /// What every lowering starts from: the HTTP Listeners, the effective Hosts and which Listener
-/// serves which, the AuthService's filter, the secrets and clusters so far.
+/// serves which, the AuthService's and RateLimitService's filters, the secrets and clusters so
+/// far.
 struct Frame<'s> {
     listeners: Vec<listener::Lowered>,
     secrets: BTreeMap<String, crate::ir::Secret>,
     hosts: Vec<host::EffectiveHost>,
     clusters: mapping::Clusters<'s>,
     auth: Option<crate::ir::AuthFilter>,
+    ratelimit: Option<crate::ir::RateLimitFilter>,
     /// Which Hosts each Listener serves, as indices into `hosts`.
     bound: Vec<Vec<usize>>,
 }
@@ -155,6 +153,11 @@ impl<'s> Frame<'s> {
             .auth_service
             .as_ref()
             .map(|(meta, a)| mapping::auth_filter(&mut clusters, meta, a, options));
+        let ratelimit = set
+            .rate_limit_service
+            .as_ref()
+            .zip(mapping::rate_limit_domain(set))
+            .map(|((meta, r), domain)| mapping::ratelimit_filter(&mut clusters, meta, r, domain, options));
         let bound = listeners
             .iter()
             .map(|l| {
@@ -170,6 +173,7 @@ impl<'s> Frame<'s> {
             hosts,
             clusters,
             auth,
+            ratelimit,
             bound,
         }
     }
@@ -306,6 +310,7 @@ fn serve_hosts(
         l.ir.cors = needs.cors;
         l.ir.rbac = needs.rbac || l.ir.ip_policy.is_some();
         l.ir.auth.clone_from(&frame.auth);
+        l.ir.ratelimit.clone_from(&frame.ratelimit);
         l.ir.filter_chains = chains;
         if shared.is_none() {
             tables.push((l.ir.security_model, bound, l.ir.route_config.clone(), needs));

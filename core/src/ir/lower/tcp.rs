@@ -132,6 +132,7 @@ pub(super) fn listeners<'a>(
             cors: false,
             ip_policy: None,
             rbac: false,
+            ratelimit: None,
             source: first.source.clone(),
             tcp: chains,
         });

@@ -132,6 +132,7 @@ struct MappingSpec {
     cors: Option<CorsSpec>,
     ip_allow: Option<Vec<IpEntrySpec>>,
     ip_deny: Option<Vec<IpEntrySpec>>,
+    labels: Option<serde_json::Value>,
     #[serde(default)]
     bypass_auth: bool,
     #[serde(default)]
@@ -248,6 +249,8 @@ pub struct Mapping {
     /// `ip_allow` / `ip_deny`: replaces the Module's for this Mapping's routes (beyond Emissary,
     /// which has them on the Module only).
     pub ip_policy: Option<Box<IpPolicy>>,
+    /// Rate limit labels (`labels`): by domain, label groups of actions.
+    pub labels: RateLimitLabels,
     /// Requests are not checked by the AuthService.
     pub bypass_auth: bool,
     /// Context sent to the AuthService with each request (gRPC `context_extensions`).
@@ -513,6 +516,11 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
     let retry_policy = read_retry_policy(r, spec.retry_policy.as_ref(), "spec", &mut ok);
     let cors = read_cors(r, spec.cors.as_ref(), "spec", &mut ok);
     let ip_policy = read_ip_policy(r, spec.ip_allow.as_deref(), spec.ip_deny.as_deref(), "spec", &mut ok);
+    let labels = spec
+        .labels
+        .as_ref()
+        .map(|l| read_labels(r, l, "spec.labels", &mut ok))
+        .unwrap_or_default();
     for (i, u) in spec.allow_upgrade.iter().enumerate() {
         if u.trim().is_empty() {
             let d = r
@@ -604,6 +612,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         add_linkerd_headers: spec.add_linkerd_headers,
         cors: cors.map(Box::new),
         ip_policy: ip_policy.map(Box::new),
+        labels,
         bypass_auth: spec.bypass_auth,
         auth_context_extensions: spec.auth_context_extensions,
     })

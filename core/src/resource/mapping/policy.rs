@@ -312,3 +312,192 @@ fn parse_cidr(text: &str) -> Result<(String, u8), String> {
     };
     Ok((ip.to_string(), prefix_len))
 }
+
+/// One rate limit action of a label group: what the route puts into a descriptor for the rate
+/// limit service (Envoy's `RateLimit.Action`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct RateLimitAction {
+    /// `source_cluster`, `destination_cluster`, `remote_address`, `generic_key` or
+    /// `request_headers`.
+    pub kind: &'static str,
+    /// The descriptor key of a `generic_key` (`generic_key` when unset) or `request_headers`.
+    pub key: Option<String>,
+    /// The value of a `generic_key`.
+    pub value: Option<String>,
+    /// The header of `request_headers`.
+    pub header_name: Option<String>,
+    /// `request_headers`: the descriptor is skipped, not the whole rate limit, when the header
+    /// is absent.
+    pub omit_if_not_present: bool,
+}
+
+/// Rate limit labels: by domain, label groups, each a list of actions (the group's name is not
+/// used, as in Emissary).
+pub type RateLimitLabels = std::collections::BTreeMap<String, Vec<Vec<RateLimitAction>>>;
+
+/// Reads `<path>` as Mapping `labels`: `{domain: [{group: [specifier, ...]}, ...]}`. A
+/// specifier is v3alpha1's one-key map (`source_cluster`, `destination_cluster`,
+/// `remote_address`, `generic_key: {key, value}`, `request_headers: {key, header_name,
+/// omit_if_not_present}`) or one of v2's forms: a bare string (`source_cluster`,
+/// `destination_cluster`, `remote_address`, or any other string as a generic key's value),
+/// `{generic_key: "value"}`, or `{<key>: {header: <name>, omit_if_not_present}}`.
+pub(crate) fn read_labels(
+    r: &mut Reader<'_>,
+    labels: &serde_json::Value,
+    path: &str,
+    ok: &mut bool,
+) -> RateLimitLabels {
+    let mut out = RateLimitLabels::new();
+    let mut fail = |r: &mut Reader<'_>, at: &str, message: String, hint: &str| {
+        let d = r.error("invalid_label", at, message).hint(hint);
+        r.diagnostics.push(d);
+        *ok = false;
+    };
+    let Some(domains) = labels.as_object() else {
+        fail(
+            r,
+            path,
+            "`labels` is a map of domains to label groups".into(),
+            "e.g. `labels: {ambassador: [{per_user: [{request_headers: {key: user, header_name: x-user}}]}]}`",
+        );
+        return out;
+    };
+    for (domain, groups) in domains {
+        let at = format!("{path}.{domain}");
+        let Some(groups) = groups.as_array() else {
+            fail(
+                r,
+                &at,
+                format!("the label groups of domain `{domain}` are a list"),
+                "e.g. `- per_user: [remote_address]`",
+            );
+            continue;
+        };
+        let mut read = Vec::new();
+        for (i, group) in groups.iter().enumerate() {
+            let at = format!("{at}[{i}]");
+            let entries = group.as_object().filter(|g| g.len() == 1);
+            let Some((name, specifiers)) = entries.and_then(|g| g.iter().next()) else {
+                fail(
+                    r,
+                    &at,
+                    "a label group is a map with one key, its name, holding a list of specifiers".into(),
+                    "e.g. `- per_user: [remote_address, {request_headers: {key: user, header_name: x-user}}]`",
+                );
+                continue;
+            };
+            let at = format!("{at}.{name}");
+            let Some(specifiers) = specifiers.as_array() else {
+                fail(
+                    r,
+                    &at,
+                    format!("the specifiers of label group `{name}` are a list"),
+                    "e.g. `- per_user: [remote_address]`",
+                );
+                continue;
+            };
+            let mut actions = Vec::new();
+            for (j, s) in specifiers.iter().enumerate() {
+                let at = format!("{at}[{j}]");
+                match specifier(s) {
+                    Ok(a) => actions.push(a),
+                    Err(e) => fail(r, &at, e, "source_cluster, destination_cluster, remote_address, `generic_key: {value: v}` or `request_headers: {key: k, header_name: h}` (or v2's `{k: {header: h}}`)"),
+                }
+            }
+            read.push(actions);
+        }
+        out.insert(domain.clone(), read);
+    }
+    out
+}
+
+/// One label specifier (see [`read_labels`]).
+fn specifier(s: &serde_json::Value) -> Result<RateLimitAction, String> {
+    let plain = |kind| RateLimitAction {
+        kind,
+        key: None,
+        value: None,
+        header_name: None,
+        omit_if_not_present: false,
+    };
+    let text = |v: &serde_json::Value, what: &str| {
+        v.as_str()
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| format!("`{what}` is a non-empty string"))
+    };
+    match s {
+        serde_json::Value::String(t) => Ok(match t.as_str() {
+            "source_cluster" => plain("source_cluster"),
+            "destination_cluster" => plain("destination_cluster"),
+            "remote_address" => plain("remote_address"),
+            "" => return Err("an empty specifier".into()),
+            // v2: any other string is a generic key's value.
+            other => RateLimitAction {
+                value: Some(other.to_string()),
+                ..plain("generic_key")
+            },
+        }),
+        serde_json::Value::Object(map) if map.len() == 1 => {
+            let (k, v) = map.iter().next().ok_or("an empty specifier")?;
+            match k.as_str() {
+                "source_cluster" => Ok(plain("source_cluster")),
+                "destination_cluster" => Ok(plain("destination_cluster")),
+                "remote_address" => Ok(plain("remote_address")),
+                "generic_key" => match v {
+                    // v2 longhand.
+                    serde_json::Value::String(_) => Ok(RateLimitAction {
+                        value: Some(text(v, "generic_key")?),
+                        ..plain("generic_key")
+                    }),
+                    serde_json::Value::Object(g) => Ok(RateLimitAction {
+                        key: g.get("key").map(|k| text(k, "generic_key.key")).transpose()?,
+                        value: Some(text(
+                            g.get("value").unwrap_or(&serde_json::Value::Null),
+                            "generic_key.value",
+                        )?),
+                        ..plain("generic_key")
+                    }),
+                    _ => Err("`generic_key` is `{key, value}` (or v2's string value)".into()),
+                },
+                "request_headers" => {
+                    let h = v
+                        .as_object()
+                        .ok_or("`request_headers` is `{key, header_name, omit_if_not_present}`")?;
+                    Ok(RateLimitAction {
+                        key: Some(text(
+                            h.get("key").unwrap_or(&serde_json::Value::Null),
+                            "request_headers.key",
+                        )?),
+                        header_name: Some(text(
+                            h.get("header_name").unwrap_or(&serde_json::Value::Null),
+                            "request_headers.header_name",
+                        )?),
+                        omit_if_not_present: h
+                            .get("omit_if_not_present")
+                            .and_then(serde_json::Value::as_bool)
+                            .unwrap_or(false),
+                        ..plain("request_headers")
+                    })
+                }
+                // v2: `{<descriptor key>: {header: <name>, omit_if_not_present}}`.
+                key => {
+                    let h = v
+                        .as_object()
+                        .filter(|h| h.contains_key("header"))
+                        .ok_or_else(|| format!("`{key}` is not a specifier"))?;
+                    Ok(RateLimitAction {
+                        key: Some(key.to_string()),
+                        header_name: Some(text(&h["header"], &format!("{key}.header"))?),
+                        omit_if_not_present: h
+                            .get("omit_if_not_present")
+                            .and_then(serde_json::Value::as_bool)
+                            .unwrap_or(false),
+                        ..plain("request_headers")
+                    })
+                }
+            }
+        }
+        _ => Err("a specifier is a string or a map with one key".into()),
+    }
+}

@@ -27,6 +27,7 @@ use super::clusters::BuiltCluster;
 pub(super) struct Context {
     pub(super) module: AmbassadorModule,
     has_auth: bool,
+    rate_limit_domain: Option<String>,
     resolvers: Resolvers,
     options: LowerOptions,
 }
@@ -36,6 +37,7 @@ impl Context {
         Context {
             module: set.module.as_ref().map(|(_, m)| m.clone()).unwrap_or_default(),
             has_auth: set.auth_service.is_some(),
+            rate_limit_domain: mapping::rate_limit_domain(set),
             resolvers: resolvers.clone(),
             options: options.clone(),
         }
@@ -317,7 +319,7 @@ pub(super) fn prepare<'a, 's: 'a>(
         shadows,
         needs,
         cache.module(),
-        set.auth_service.is_some(),
+        (set.auth_service.is_some(), mapping::rate_limit_domain(set)),
         host,
         diagnostics,
     )
@@ -344,7 +346,7 @@ pub(super) fn prepare_patched<'a>(
         shadows,
         needs,
         cache.module(),
-        set.auth_service.is_some(),
+        (set.auth_service.is_some(), mapping::rate_limit_domain(set)),
         host,
         diagnostics,
     )

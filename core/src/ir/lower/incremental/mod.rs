@@ -37,7 +37,7 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
             cache.patched = true;
             let mut delta = delta;
             let (resolver_diagnostics, mapping_port) =
-                patch::unknown_resolvers_and_ports(&delta, frame.clusters.resolvers(), cache);
+                patch::unknown_resolvers_and_ports(set, &delta, frame.clusters.resolvers(), cache);
             diagnostics.extend(resolver_diagnostics.into_iter().map(|(_, d)| d));
             patch::refresh(&mut delta, &served_hosts, options, &mut frame.clusters, cache);
             drop(served_hosts);
@@ -75,7 +75,11 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
         }
         None => {
             cache.patched = false;
-            let resolver_diagnostics = frame.clusters.resolvers().unknown(&set.mappings);
+            let resolver_diagnostics = mapping::per_mapping_diagnostics(
+                frame.clusters.resolvers(),
+                &set.mappings,
+                mapping::rate_limit_domain(set).as_deref(),
+            );
             let mapping_port = any_mapping_port(set);
             diagnostics.extend(resolver_diagnostics.iter().map(|(_, d)| d.clone()));
             for h in &served_hosts {

@@ -173,6 +173,7 @@ pub(super) fn delta(
 /// change) and whether some Mapping's hostname has a port (as last time: a plain Mapping has
 /// none), without a walk over every Mapping.
 pub(super) fn unknown_resolvers_and_ports(
+    set: &ResourceSet,
     delta: &Delta,
     resolvers: &Resolvers,
     cache: &mut LowerCache,
@@ -182,7 +183,13 @@ pub(super) fn unknown_resolvers_and_ports(
     };
     last.unknown_resolvers
         .retain(|(a, _)| !delta.removed.iter().any(|r| addr(r) == *a));
-    last.unknown_resolvers.extend(resolvers.unknown(&delta.added));
+    let domain = super::super::mapping::rate_limit_domain(set);
+    last.unknown_resolvers
+        .extend(super::super::mapping::per_mapping_diagnostics(
+            resolvers,
+            &delta.added,
+            domain.as_deref(),
+        ));
     (last.unknown_resolvers.clone(), last.mapping_port)
 }
 

@@ -61,3 +61,33 @@ pub(in crate::ir::lower) fn auth_filter<'a>(
             .collect(),
     }
 }
+
+/// The domain of rate limit descriptors: the RateLimitService's, else the Module's
+/// `default_label_domain`; `None` without a RateLimitService.
+pub(in crate::ir::lower) fn rate_limit_domain(set: &crate::resource::ResourceSet) -> Option<String> {
+    let (_, rls) = set.rate_limit_service.as_ref()?;
+    Some(rls.domain.clone().unwrap_or_else(|| {
+        set.module
+            .as_ref()
+            .map_or_else(|| "ambassador".to_string(), |(_, m)| m.default_label_domain.clone())
+    }))
+}
+
+/// The rate limit filter for the RateLimitService, with its (gRPC) cluster.
+pub(in crate::ir::lower) fn ratelimit_filter<'a>(
+    clusters: &mut Clusters<'a>,
+    meta: &'a Meta,
+    rls: &crate::resource::RateLimitService,
+    domain: String,
+    options: &LowerOptions,
+) -> crate::ir::RateLimitFilter {
+    let key = ClusterKey::for_service(&rls.service, rls.cluster.clone(), meta, options);
+    crate::ir::RateLimitFilter {
+        cluster: clusters.add(key, meta, None),
+        domain,
+        timeout_ms: rls.timeout_ms,
+        failure_mode_deny: rls.failure_mode_deny,
+        resource_exhausted: rls.resource_exhausted,
+        source: Some(super::super::source_of(meta)),
+    }
+}

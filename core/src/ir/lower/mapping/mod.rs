@@ -15,7 +15,7 @@ mod auth;
 mod clusters;
 mod resolvers;
 
-pub(super) use auth::auth_filter;
+pub(super) use auth::{auth_filter, rate_limit_domain, ratelimit_filter};
 pub(super) use clusters::{
     cluster_name, cluster_node, name_order, same_users, settle, tcp_cluster, ClusterKey, Clusters, Finished, Interner,
     DEFAULT_CONNECT_TIMEOUT_MS,
@@ -306,6 +306,8 @@ pub(in crate::ir::lower) struct Prepared<'a, L> {
     group_of: Vec<usize>,
     module: AmbassadorModule,
     has_auth: bool,
+    /// The domain of rate limit descriptors, with a RateLimitService.
+    rate_limit_domain: Option<String>,
     /// What some candidate's own policies need of the listener's filters.
     needs: Needs,
 }
@@ -355,7 +357,7 @@ impl<'a, L: Holds> Prepared<'a, L> {
 
     /// One route of a candidate.
     pub(in crate::ir::lower) fn build_route(&self, c: &Candidate<'_, L>, slot: RouteSlot) -> Route {
-        build_route(c, slot, &self.module, self.has_auth)
+        build_route(c, slot, &self.module, self.has_auth, self.rate_limit_domain.as_deref())
     }
 }
 
@@ -404,13 +406,13 @@ pub(super) fn lower_host<'s>(
 pub(super) fn prepare<'a>(
     taken: &'a [Lowered],
     module: &AmbassadorModule,
-    has_auth: bool,
+    services: (bool, Option<String>),
     host: &EffectiveHost,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Prepared<'a, Lowered> {
     let (mut candidates, shadows, needs) = split(taken);
     candidates.sort_by(route_order);
-    group(candidates, shadows, needs, module.clone(), has_auth, host, diagnostics)
+    group(candidates, shadows, needs, module.clone(), services, host, diagnostics)
 }
 
 /// A Host's Mappings as route candidates and shadows, in the given order; and what the
@@ -438,7 +440,7 @@ pub(in crate::ir::lower) fn group<'a, L: Holds>(
     shadows: Vec<Candidate<'a, L>>,
     needs: Needs,
     module: AmbassadorModule,
-    has_auth: bool,
+    (has_auth, rate_limit_domain): (bool, Option<String>),
     host: &EffectiveHost,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Prepared<'a, L> {
@@ -549,6 +551,7 @@ pub(in crate::ir::lower) fn group<'a, L: Holds>(
         group_of,
         module,
         has_auth,
+        rate_limit_domain,
     }
 }
 
@@ -569,6 +572,7 @@ pub(in crate::ir::lower) fn emit<'a, L: Holds>(
         group_of,
         module,
         has_auth: _,
+        rate_limit_domain: _,
         needs,
     } = p;
     // Each Mapping gives a primary route (secure, or for every request) and maybe a cleartext
@@ -631,7 +635,13 @@ pub(in crate::ir::lower) fn emit<'a, L: Holds>(
 }
 
 /// One route of a Mapping.
-fn build_route<L: Holds>(c: &Candidate<'_, L>, slot: RouteSlot, module: &AmbassadorModule, has_auth: bool) -> Route {
+fn build_route<L: Holds>(
+    c: &Candidate<'_, L>,
+    slot: RouteSlot,
+    module: &AmbassadorModule,
+    has_auth: bool,
+    rate_limit_domain: Option<&str>,
+) -> Route {
     let RouteSlot {
         variant,
         threshold,
@@ -665,6 +675,7 @@ fn build_route<L: Holds>(c: &Candidate<'_, L>, slot: RouteSlot, module: &Ambassa
         mirrors,
         cors: c.m.cors.clone().or_else(|| module.cors.clone().map(Box::new)),
         ip_policy: c.m.ip_policy.clone(),
+        rate_limits: rate_limit_domain.map_or_else(Vec::new, |domain| rate_limits(c.m, module, domain)),
         auth: (has_auth && (c.m.bypass_auth || !c.m.auth_context_extensions.is_empty())).then(|| {
             crate::ir::RouteAuth {
                 bypass: c.m.bypass_auth,
@@ -721,6 +732,66 @@ fn build_route<L: Holds>(c: &Candidate<'_, L>, slot: RouteSlot, module: &Ambassa
         }
     }
     r
+}
+
+/// A route's rate limits: the Mapping's label groups of the service's `domain`, each after the
+/// Module's default labels of that domain; a Mapping without labels gets the Module's default
+/// labels alone when `domain` is the Module's default domain (Emissary's rules). Groups without
+/// actions are left out.
+fn rate_limits(
+    m: &Mapping,
+    module: &AmbassadorModule,
+    domain: &str,
+) -> Vec<Vec<crate::resource::mapping::RateLimitAction>> {
+    let defaults = module.default_labels.get(domain).map(Vec::as_slice).unwrap_or_default();
+    let groups: Vec<Vec<_>> = if m.labels.is_empty() {
+        if domain == module.default_label_domain {
+            vec![defaults.to_vec()]
+        } else {
+            Vec::new()
+        }
+    } else {
+        m.labels
+            .get(domain)
+            .map(|groups| {
+                groups
+                    .iter()
+                    .map(|g| defaults.iter().chain(g).cloned().collect())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    groups.into_iter().filter(|g| !g.is_empty()).collect()
+}
+
+/// What lowering reports about single Mappings, with each Mapping's address: unknown resolvers,
+/// and rate limit labels of domains the RateLimitService does not ask (Envoy's filter asks one
+/// domain; Emissary ignores them silently).
+pub(in crate::ir::lower) fn per_mapping_diagnostics(
+    resolvers: &Resolvers,
+    mappings: &[Arc<(Meta, Mapping)>],
+    rate_limit_domain: Option<&str>,
+) -> Vec<(usize, Diagnostic)> {
+    let mut out = resolvers.unknown(mappings);
+    if let Some(domain) = rate_limit_domain {
+        for e in mappings {
+            let (meta, m) = &**e;
+            for other in m.labels.keys().filter(|d| d.as_str() != domain) {
+                out.push((
+                    addr(e),
+                    Diagnostic::warning(
+                        "mapping.ignored_labels",
+                        format!("rate limit labels of domain `{other}` are not used: the RateLimitService's domain is `{domain}`"),
+                    )
+                    .at(meta.origin.clone())
+                    .on(meta.object_ref())
+                    .path(format!("spec.labels.{other}"))
+                    .hint("Envoy's rate limit filter asks one domain: put the labels under the RateLimitService's domain, or change its `domain`"),
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Warns about Mappings that no Host serves, with each Mapping's address.
