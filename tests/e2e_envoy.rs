@@ -1112,3 +1112,47 @@ fn rate_limit_labels_reach_a_real_rate_limit_service_and_429_follows_its_answer(
     );
     assert_routes_accepted(envoy_admin, port);
 }
+
+#[test]
+fn custom_error_responses_replace_envoys_and_upstreams_replies_in_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let up = status_upstream();
+    let port = free_port();
+    let module = "apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata:\n  name: ambassador\nspec:\n  config:\n    error_response_overrides:\n      - on_status_code: 503\n        body:\n          text_format: \"custom %RESPONSE_CODE%\"\n      - on_status_code: 404\n        body:\n          json_format:\n            error: missing\n          content_type: application/json\n";
+    let docs = [
+        module.to_string(),
+        listener_and_host(port),
+        mapping("s", "/s/", up, ""),
+        mapping(
+            "own",
+            "/own/",
+            up,
+            "  error_response_overrides:\n    - on_status_code: 500\n      body:\n        text_format: own 500\n",
+        ),
+        mapping("bypass", "/bypass/", up, "  bypass_error_response_overrides: true\n"),
+    ];
+    write(&config.join("all.yaml"), &docs.join("---\n"));
+    let (_attache, listen, envoy_admin, _admin) = serve(&config, dir.path(), port, &[]);
+    wait_for("Envoy to serve /s/", Duration::from_secs(30), || {
+        get(listen, "x", "/s/ok").ok().filter(|r| r.status == 200)
+    });
+    let answer = |path: &str| {
+        let r = get(listen, "x", path).unwrap();
+        (r.status, r.body)
+    };
+    // An upstream's 503 gets the Module's body; its 200 is untouched.
+    assert_eq!(answer("/s/status/503"), (503, "custom 503".to_string()));
+    assert_eq!(answer("/s/x"), (200, "upstream status 200".to_string()));
+    // Envoy's own 404 (no route) gets the Module's JSON body.
+    let r = get(listen, "x", "/nowhere").unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
+    assert!(r.body.contains("\"error\":\"missing\""), "{r:?}");
+    // A Mapping's own rules replace the Module's on its route.
+    assert_eq!(answer("/own/status/500"), (500, "own 500".to_string()));
+    assert_eq!(answer("/own/status/503"), (503, "upstream status 503".to_string()));
+    // A Mapping that bypasses them keeps upstreams' bodies.
+    assert_eq!(answer("/bypass/status/503"), (503, "upstream status 503".to_string()));
+    assert_routes_accepted(envoy_admin, port);
+}

@@ -269,6 +269,23 @@ pub fn upstream(name: &'static str) -> Upstream {
     Upstream { addr, name }
 }
 
+/// An upstream that answers the status its path ends with (`/x/status/503`: 503), with the body
+/// `upstream status <code>` (200 for other paths).
+pub fn status_upstream() -> SocketAddr {
+    http_server(|head| {
+        let path = path_of(head);
+        let code: u16 = path
+            .rsplit_once("/status/")
+            .and_then(|(_, c)| c.parse().ok())
+            .unwrap_or(200);
+        let body = format!("upstream status {code}");
+        format!(
+            "HTTP/1.1 {code} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    })
+}
+
 /// Envoy admin: one stat's value.
 pub fn stat(admin: SocketAddr, name: &str) -> Option<u64> {
     let r = get(admin, "admin", &format!("/stats?filter=^{}$", name.replace('.', "\\."))).ok()?;

@@ -146,6 +146,9 @@ pub struct Listener {
     pub rbac: bool,
     /// The rate limit filter (the RateLimitService), or `null`.
     pub ratelimit: Option<RateLimitFilter>,
+    /// Whether some route has custom error responses of its own (then the filter that applies
+    /// them is in the chain; the Module's have their own filter).
+    pub error_responses: bool,
     /// For a TCP listener (TCPMappings): its chains; then `filter_chains` is empty and
     /// `route_config` names nothing.
     pub tcp: Vec<TcpChain>,
@@ -331,6 +334,8 @@ pub struct HttpSettings {
     pub preserve_external_request_id: bool,
     /// `ALLOW`, `REJECT_REQUEST` or `DROP_HEADER` for request headers with `_`, or `null`.
     pub headers_with_underscores_action: Option<&'static str>,
+    /// The Module's custom error responses: `[{status, text, json, content_type}]`.
+    pub error_responses: Vec<crate::resource::mapping::ErrorResponse>,
 }
 
 impl HttpSettings {
@@ -355,6 +360,7 @@ impl HttpSettings {
             allow_chunked_length: m.allow_chunked_length,
             preserve_external_request_id: m.preserve_external_request_id,
             headers_with_underscores_action: m.headers_with_underscores_action,
+            error_responses: m.error_responses.clone(),
         }
     }
 }
@@ -524,6 +530,10 @@ pub struct Route {
     /// Rate limits (with a RateLimitService): one list of actions per label group of the
     /// service's domain, the Module's default labels first; empty without labels.
     pub rate_limits: Vec<Vec<crate::resource::mapping::RateLimitAction>>,
+    /// The Mapping's own custom error responses (replacing the Module's on this route).
+    pub error_responses: Vec<crate::resource::mapping::ErrorResponse>,
+    /// No custom error responses on this route (`bypass_error_response_overrides`).
+    pub bypass_error_responses: bool,
     /// Cluster name for `route` actions (Envoy `RouteAction.cluster`).
     pub cluster: String,
     /// Replacement for the matched prefix, `null` for none (Envoy `RouteAction.prefix_rewrite`).

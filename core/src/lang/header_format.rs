@@ -91,6 +91,36 @@ fn distance(a: &str, b: &str) -> usize {
 /// A [`LangError`] at the first character that does not fit, or at an unknown command (with the
 /// closest known command in the message).
 pub fn check(input: &str) -> Result<(), LangError> {
+    check_with(input, &[])
+}
+
+/// Commands a response body format knows beyond a header value's (Envoy's substitution format
+/// strings: local replies, custom responses).
+pub const BODY_COMMANDS: &[&str] = &[
+    "LOCAL_REPLY_BODY",
+    "REQ_WITHOUT_QUERY",
+    "DURATION",
+    "REQUEST_DURATION",
+    "RESPONSE_DURATION",
+    "RESPONSE_TX_DURATION",
+    "BYTES_RECEIVED",
+    "BYTES_SENT",
+    "UPSTREAM_CLUSTER",
+    "UPSTREAM_TRANSPORT_FAILURE_REASON",
+    "ROUTE_NAME",
+    "CONNECTION_ID",
+    "GRPC_STATUS",
+];
+
+/// Checks a response body format (as [`check`], with [`BODY_COMMANDS`] too).
+///
+/// # Errors
+/// As [`check`].
+pub fn check_body(input: &str) -> Result<(), LangError> {
+    check_with(input, BODY_COMMANDS)
+}
+
+fn check_with(input: &str, extra: &[&str]) -> Result<(), LangError> {
     let pairs = HeaderFormatParser::parse(Rule::format, input).map_err(|e| {
         let mut err = LangError::from_pest(input, &e, describe);
         // Right after a `%`: the `%` itself is the problem.
@@ -102,8 +132,13 @@ pub fn check(input: &str) -> Result<(), LangError> {
     })?;
     for pair in pairs.flatten().filter(|p| p.as_rule() == Rule::name) {
         let name = pair.as_str();
-        if !COMMANDS.contains(&name) {
-            let closest = COMMANDS.iter().min_by_key(|c| distance(name, c)).copied().unwrap_or("");
+        if !COMMANDS.contains(&name) && !extra.contains(&name) {
+            let closest = COMMANDS
+                .iter()
+                .chain(extra)
+                .min_by_key(|c| distance(name, c))
+                .copied()
+                .unwrap_or("");
             return Err(LangError {
                 input: input.to_string(),
                 offset: input[..pair.as_span().start()].chars().count(),

@@ -75,6 +75,7 @@ struct ConfigSpec {
     headers_with_underscores_action: Option<String>,
     default_label_domain: Option<String>,
     default_labels: Option<serde_json::Value>,
+    error_response_overrides: Option<Vec<super::mapping::ErrorResponseSpec>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -226,6 +227,8 @@ pub struct AmbassadorModule {
     /// Rate limit actions put before every label group of a domain, and the only group of
     /// routes without labels (`default_labels: {<domain>: {defaults: [...]}}`).
     pub default_labels: std::collections::BTreeMap<String, Vec<super::mapping::RateLimitAction>>,
+    /// Custom error responses (`error_response_overrides`), unless a Mapping has its own.
+    pub error_responses: Vec<super::mapping::ErrorResponse>,
 }
 
 impl Default for AmbassadorModule {
@@ -262,6 +265,7 @@ impl Default for AmbassadorModule {
             headers_with_underscores_action: None,
             default_label_domain: "ambassador".to_string(),
             default_labels: std::collections::BTreeMap::new(),
+            error_responses: Vec::new(),
         }
     }
 }
@@ -342,6 +346,12 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
         .as_ref()
         .map(|l| read_default_labels(r, l, &mut ok))
         .unwrap_or_default();
+    let error_responses = super::mapping::read_error_responses(
+        r,
+        c.error_response_overrides.as_deref().unwrap_or_default(),
+        "spec.config",
+        &mut ok,
+    );
     if !ok {
         return None;
     }
@@ -384,6 +394,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
             .filter(|d| !d.trim().is_empty())
             .unwrap_or_else(|| "ambassador".to_string()),
         default_labels,
+        error_responses,
     })
 }
 

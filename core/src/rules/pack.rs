@@ -75,6 +75,14 @@ pub const CORE_FILES: &[(&str, &str)] = &[
         include_str!("../../../rules/core/http_filter/ratelimit.yaml.hbs"),
     ),
     (
+        "http_filter/error_responses.yaml.hbs",
+        include_str!("../../../rules/core/http_filter/error_responses.yaml.hbs"),
+    ),
+    (
+        "http_filter/route_error_responses.yaml.hbs",
+        include_str!("../../../rules/core/http_filter/route_error_responses.yaml.hbs"),
+    ),
+    (
         "http_filter/router.yaml.hbs",
         include_str!("../../../rules/core/http_filter/router.yaml.hbs"),
     ),
@@ -117,6 +125,14 @@ pub const CORE_FILES: &[(&str, &str)] = &[
     (
         "_partials/rate_limit_action.hbs",
         include_str!("../../../rules/core/_partials/rate_limit_action.hbs"),
+    ),
+    (
+        "_partials/error_body.hbs",
+        include_str!("../../../rules/core/_partials/error_body.hbs"),
+    ),
+    (
+        "_partials/error_matcher.hbs",
+        include_str!("../../../rules/core/_partials/error_matcher.hbs"),
     ),
     (
         "_partials/ip_policy_rules.hbs",
@@ -672,6 +688,8 @@ mod tests {
                 "core.http_filter.cors",
                 "core.http_filter.ext_authz",
                 "core.http_filter.ratelimit",
+                "core.http_filter.error_responses",
+                "core.http_filter.route_error_responses",
                 "core.http_filter.router"
             ]
         );
@@ -709,6 +727,8 @@ mod tests {
                 "ops.z",
                 "core.http_filter.ext_authz",
                 "core.http_filter.ratelimit",
+                "core.http_filter.error_responses",
+                "core.http_filter.route_error_responses",
                 "core.http_filter.router"
             ]
         );

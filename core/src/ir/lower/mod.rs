@@ -309,6 +309,7 @@ fn serve_hosts(
         let needs = shared.as_ref().map_or(needs, |(_, needs)| *needs);
         l.ir.cors = needs.cors;
         l.ir.rbac = needs.rbac || l.ir.ip_policy.is_some();
+        l.ir.error_responses = needs.error_responses;
         l.ir.auth.clone_from(&frame.auth);
         l.ir.ratelimit.clone_from(&frame.ratelimit);
         l.ir.filter_chains = chains;

@@ -133,6 +133,7 @@ pub(super) fn listeners<'a>(
             ip_policy: None,
             rbac: false,
             ratelimit: None,
+            error_responses: false,
             source: first.source.clone(),
             tcp: chains,
         });

@@ -133,6 +133,8 @@ struct MappingSpec {
     ip_allow: Option<Vec<IpEntrySpec>>,
     ip_deny: Option<Vec<IpEntrySpec>>,
     labels: Option<serde_json::Value>,
+    error_response_overrides: Option<Vec<ErrorResponseSpec>>,
+    bypass_error_response_overrides: Option<bool>,
     #[serde(default)]
     bypass_auth: bool,
     #[serde(default)]
@@ -251,6 +253,10 @@ pub struct Mapping {
     pub ip_policy: Option<Box<IpPolicy>>,
     /// Rate limit labels (`labels`): by domain, label groups of actions.
     pub labels: RateLimitLabels,
+    /// `error_response_overrides`: replace the Module's for this Mapping's routes.
+    pub error_responses: Vec<ErrorResponse>,
+    /// `bypass_error_response_overrides`: no custom error responses on its routes.
+    pub bypass_error_responses: bool,
     /// Requests are not checked by the AuthService.
     pub bypass_auth: bool,
     /// Context sent to the AuthService with each request (gRPC `context_extensions`).
@@ -521,6 +527,12 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         .as_ref()
         .map(|l| read_labels(r, l, "spec.labels", &mut ok))
         .unwrap_or_default();
+    let error_responses = read_error_responses(
+        r,
+        spec.error_response_overrides.as_deref().unwrap_or_default(),
+        "spec",
+        &mut ok,
+    );
     for (i, u) in spec.allow_upgrade.iter().enumerate() {
         if u.trim().is_empty() {
             let d = r
@@ -613,6 +625,8 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         cors: cors.map(Box::new),
         ip_policy: ip_policy.map(Box::new),
         labels,
+        error_responses,
+        bypass_error_responses: spec.bypass_error_response_overrides.unwrap_or(false),
         bypass_auth: spec.bypass_auth,
         auth_context_extensions: spec.auth_context_extensions,
     })

@@ -501,3 +501,166 @@ fn specifier(s: &serde_json::Value) -> Result<RateLimitAction, String> {
         _ => Err("a specifier is a string or a map with one key".into()),
     }
 }
+
+/// One `error_response_overrides` rule as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ErrorResponseSpec {
+    on_status_code: Option<i64>,
+    body: Option<ErrorBodySpec>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErrorBodySpec {
+    text_format: Option<String>,
+    json_format: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    text_format_source: Option<serde_json::Value>,
+    content_type: Option<String>,
+}
+
+/// A custom error response: the body that replaces a response with this status.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct ErrorResponse {
+    /// The status it replaces the body of (400 to 599).
+    pub status: u16,
+    /// A text body (Envoy `%COMMAND%`s substituted), or `null`.
+    pub text: Option<String>,
+    /// A JSON body: keys to format strings, or `null`.
+    pub json: Option<std::collections::BTreeMap<String, String>>,
+    /// The body's `Content-Type` (Envoy's default for the format when `null`).
+    pub content_type: Option<String>,
+}
+
+/// Reads `<base>.error_response_overrides`: each rule a status from 400 to 599 and a body with
+/// exactly one of `text_format` and `json_format`, whose `%COMMAND%`s are checked. A bad rule
+/// fails the object. `text_format_source` (a file on the Envoy host) is refused: attache cannot
+/// see that file, and a missing one would make Envoy refuse the whole listener.
+pub(crate) fn read_error_responses(
+    r: &mut Reader<'_>,
+    rules: &[ErrorResponseSpec],
+    base: &str,
+    ok: &mut bool,
+) -> Vec<ErrorResponse> {
+    let mut out: Vec<ErrorResponse> = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let at = format!("{base}.error_response_overrides[{i}]");
+        let mut fail = |r: &mut Reader<'_>, path: String, message: String, hint: &str| {
+            let d = r.error("invalid_error_response", &path, message).hint(hint);
+            r.diagnostics.push(d);
+            *ok = false;
+        };
+        let status = match rule.on_status_code {
+            Some(code @ 400..=599) => u16::try_from(code).unwrap_or(500),
+            Some(code) => {
+                fail(
+                    r,
+                    format!("{at}.on_status_code"),
+                    format!("{code} is not an error status (400 to 599)"),
+                    "e.g. `on_status_code: 503`",
+                );
+                continue;
+            }
+            None => {
+                fail(
+                    r,
+                    format!("{at}.on_status_code"),
+                    "a rule needs `on_status_code`".into(),
+                    "e.g. `on_status_code: 503`",
+                );
+                continue;
+            }
+        };
+        let Some(body) = &rule.body else {
+            fail(
+                r,
+                format!("{at}.body"),
+                "a rule needs a `body`".into(),
+                "e.g. `body: {text_format: \"the service is down\"}`",
+            );
+            continue;
+        };
+        if body.text_format_source.is_some() {
+            fail(
+                r,
+                format!("{at}.body.text_format_source"),
+                "`text_format_source` (a file on the Envoy host) is not supported".into(),
+                "put the text in `text_format` (or `json_format`): attache cannot check a file on the Envoy host, and Envoy refuses the whole listener when it is missing",
+            );
+            continue;
+        }
+        let check = |text: &str| crate::lang::header_format::check_body(text);
+        let (text, json) = match (&body.text_format, &body.json_format) {
+            (Some(t), None) => match check(t) {
+                Ok(()) => (Some(t.clone()), None),
+                Err(e) => {
+                    fail(r, format!("{at}.body.text_format"), format!("`{t}`: {} (column {})", e.message, e.offset + 1), "Envoy's %COMMAND%s such as %RESPONSE_CODE% or %LOCAL_REPLY_BODY%; `%%` for a literal percent sign");
+                    continue;
+                }
+            },
+            (None, Some(map)) => {
+                let mut strings = std::collections::BTreeMap::new();
+                let mut good = true;
+                for (k, v) in map {
+                    // Values are strings in Envoy's JSON format: numbers and booleans as text.
+                    let text = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Bool(_) | serde_json::Value::Number(_) => v.to_string(),
+                        _ => {
+                            fail(
+                                r,
+                                format!("{at}.body.json_format.{k}"),
+                                "a value is a string, number or boolean".into(),
+                                "nested objects and lists are not supported",
+                            );
+                            good = false;
+                            continue;
+                        }
+                    };
+                    if let Err(e) = check(&text) {
+                        fail(
+                            r,
+                            format!("{at}.body.json_format.{k}"),
+                            format!("`{text}`: {} (column {})", e.message, e.offset + 1),
+                            "Envoy's %COMMAND%s such as %RESPONSE_CODE%; `%%` for a literal percent sign",
+                        );
+                        good = false;
+                        continue;
+                    }
+                    strings.insert(k.clone(), text);
+                }
+                if !good {
+                    continue;
+                }
+                (None, Some(strings))
+            }
+            _ => {
+                fail(
+                    r,
+                    format!("{at}.body"),
+                    "a body has exactly one of `text_format` and `json_format`".into(),
+                    "e.g. `body: {json_format: {error: \"%RESPONSE_CODE%\"}}`",
+                );
+                continue;
+            }
+        };
+        if out.iter().any(|e| e.status == status) {
+            let d = r
+                .warning(
+                    "duplicate_error_response",
+                    &format!("{at}.on_status_code"),
+                    format!("another rule already replaces status {status}; this one is not used"),
+                )
+                .hint("keep one rule per status");
+            r.diagnostics.push(d);
+            continue;
+        }
+        out.push(ErrorResponse {
+            status,
+            text,
+            json,
+            content_type: body.content_type.clone(),
+        });
+    }
+    out
+}

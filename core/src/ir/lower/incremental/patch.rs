@@ -3,7 +3,8 @@
 //!
 //! [`delta`] compares the resource set with the last one: everything but the Mappings must be
 //! equal, and the Mappings that changed (found by address, both lists being sorted by namespace
-//! and name) must be few and *plain*: no shadow, no CORS or IP policy, no port in their hostname, no
+//! and name) must be few and *plain*: no shadow, no CORS or IP policy, no error responses of their
+//! own, no port in their hostname, no
 //! connect timeout, no TLSContext and no endpoint resolver. Those would change what other
 //! Mappings, the Listeners or a cluster's settings get; a change that has them is lowered in full.
 //! A patch then
@@ -98,6 +99,7 @@ fn plain(m: &Mapping, resolvers: &Resolvers) -> bool {
     !m.shadow
         && m.cors.is_none()
         && m.ip_policy.is_none()
+        && m.error_responses.is_empty()
         && m.connect_timeout_ms.is_none()
         && m.cluster.tls_context.is_none()
         && !m.hostname.iter().chain(&m.host).any(|h| has_port(h))

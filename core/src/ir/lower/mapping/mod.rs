@@ -319,6 +319,8 @@ pub(in crate::ir::lower) struct Needs {
     pub(in crate::ir::lower) cors: bool,
     /// Some route has its own IP policy (the RBAC filter).
     pub(in crate::ir::lower) rbac: bool,
+    /// Some route has its own custom error responses (the custom response filter).
+    pub(in crate::ir::lower) error_responses: bool,
 }
 
 impl Needs {
@@ -327,6 +329,7 @@ impl Needs {
         Needs {
             cors: m.cors.is_some(),
             rbac: m.ip_policy.is_some(),
+            error_responses: !m.error_responses.is_empty(),
         }
     }
 
@@ -335,6 +338,7 @@ impl Needs {
         Needs {
             cors: self.cors || other.cors,
             rbac: self.rbac || other.rbac,
+            error_responses: self.error_responses || other.error_responses,
         }
     }
 }
@@ -630,6 +634,7 @@ pub(in crate::ir::lower) fn emit<'a, L: Holds>(
     let needs = Needs {
         cors: !routes.is_empty() && (module.cors.is_some() || needs.cors),
         rbac: !routes.is_empty() && needs.rbac,
+        error_responses: !routes.is_empty() && needs.error_responses,
     };
     (routes, needs)
 }
@@ -676,6 +681,8 @@ fn build_route<L: Holds>(
         cors: c.m.cors.clone().or_else(|| module.cors.clone().map(Box::new)),
         ip_policy: c.m.ip_policy.clone(),
         rate_limits: rate_limit_domain.map_or_else(Vec::new, |domain| rate_limits(c.m, module, domain)),
+        error_responses: c.m.error_responses.clone(),
+        bypass_error_responses: c.m.bypass_error_responses,
         auth: (has_auth && (c.m.bypass_auth || !c.m.auth_context_extensions.is_empty())).then(|| {
             crate::ir::RouteAuth {
                 bypass: c.m.bypass_auth,
