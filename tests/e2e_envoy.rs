@@ -553,6 +553,7 @@ fn cluster_settings_and_session_affinity_are_accepted_and_work_in_envoy() {
         listener_and_host(port),
         mapping("sticky", "/sticky/", a.addr, settings),
         mapping("h2", "/h2/", a.addr, "  grpc: true\n  dns_type: logical_dns\n"),
+        mapping("ejecting", "/ejecting/", a.addr, "  priority: high\n  outlier_detection:\n    consecutive_5xx: 3\n    interval_ms: 5000\n    max_ejection_percent: 50\n"),
     ];
     write(&config.join("all.yaml"), &docs.join("---\n"));
     let (_attache, listen, envoy_admin, _admin) = serve(&config, dir.path(), port, &[]);
@@ -573,6 +574,16 @@ fn cluster_settings_and_session_affinity_are_accepted_and_work_in_envoy() {
         "{dump}"
     );
     assert!(dump.contains("http2_protocol_options"), "{dump}");
+    assert!(
+        dump.contains("\"consecutive_5xx\": 3") && dump.contains("\"max_ejection_percent\": 50"),
+        "{dump}"
+    );
+    // A high-priority route answers (through the cluster's HIGH circuit breakers).
+    assert_eq!(get(listen, "x", "/ejecting/").unwrap().status, 200);
+    let routes = get(envoy_admin, "x", "/config_dump?resource=dynamic_route_configs")
+        .unwrap()
+        .body;
+    assert!(routes.contains("\"priority\": \"HIGH\""), "{routes}");
     // Active health checks reach the upstream and pass.
     wait_for("a passed health check", Duration::from_secs(15), || {
         (stat(envoy_admin, "cluster.sticky-upstream.health_check.success").unwrap_or(0) > 0).then_some(())

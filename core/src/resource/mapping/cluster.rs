@@ -268,6 +268,105 @@ pub struct ClusterSettings {
     pub lb_policy: &'static str,
     /// Active health checks.
     pub health_checks: Vec<HealthCheck>,
+    /// Passive health checking: hosts that fail are ejected for a while.
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// `outlier_detection` as written (beyond Emissary, whose CRD has a string that it refuses).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OutlierDetectionSpec {
+    consecutive_5xx: Option<u32>,
+    consecutive_gateway_failure: Option<u32>,
+    interval_ms: Option<u64>,
+    base_ejection_time_ms: Option<u64>,
+    max_ejection_percent: Option<u32>,
+}
+
+/// Envoy's outlier detection of a cluster; unset values are Envoy's defaults.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx answers that eject a host (Envoy: 5).
+    pub consecutive_5xx: Option<u32>,
+    /// Consecutive 502, 503 or 504 that eject a host (Envoy: off).
+    pub consecutive_gateway_failure: Option<u32>,
+    /// Time between analyses, in milliseconds (Envoy: 10 s).
+    pub interval_ms: Option<u64>,
+    /// Base time a host stays ejected, in milliseconds (Envoy: 30 s).
+    pub base_ejection_time_ms: Option<u64>,
+    /// Most hosts ejected at once, in percent (Envoy: 10).
+    pub max_ejection_percent: Option<u32>,
+}
+
+/// Reads `spec.outlier_detection`: a map (attache's form); Emissary's string form is refused,
+/// as Emissary refuses it.
+pub(super) fn read_outlier_detection(
+    r: &mut Reader<'_>,
+    value: &serde_json::Value,
+    ok: &mut bool,
+) -> Option<OutlierDetection> {
+    let hint = "e.g. `outlier_detection: {consecutive_5xx: 3, interval_ms: 5000, base_ejection_time_ms: 30000, max_ejection_percent: 50}`";
+    if value.is_string() {
+        let d = r
+            .error(
+                "invalid_outlier_detection",
+                "spec.outlier_detection",
+                "a string is not an outlier detection (Emissary's CRD declares one, and Emissary refuses it too): attache reads a map",
+            )
+            .hint(hint);
+        r.diagnostics.push(d);
+        *ok = false;
+        return None;
+    }
+    let spec: OutlierDetectionSpec = match serde_json::from_value(value.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            let d = r
+                .error(
+                    "invalid_outlier_detection",
+                    "spec.outlier_detection",
+                    format!("not an outlier detection: {e}"),
+                )
+                .hint(hint);
+            r.diagnostics.push(d);
+            *ok = false;
+            return None;
+        }
+    };
+    if let Some(p) = spec.max_ejection_percent.filter(|p| *p > 100) {
+        let d = r
+            .error(
+                "invalid_outlier_detection",
+                "spec.outlier_detection.max_ejection_percent",
+                format!("{p} is more than 100 percent"),
+            )
+            .hint(hint);
+        r.diagnostics.push(d);
+        *ok = false;
+    }
+    for (field, v) in [
+        ("interval_ms", spec.interval_ms),
+        ("base_ejection_time_ms", spec.base_ejection_time_ms),
+    ] {
+        if v == Some(0) {
+            let d = r
+                .error(
+                    "invalid_outlier_detection",
+                    &format!("spec.outlier_detection.{field}"),
+                    "must be more than 0",
+                )
+                .hint(hint);
+            r.diagnostics.push(d);
+            *ok = false;
+        }
+    }
+    Some(OutlierDetection {
+        consecutive_5xx: spec.consecutive_5xx,
+        consecutive_gateway_failure: spec.consecutive_gateway_failure,
+        interval_ms: spec.interval_ms,
+        base_ejection_time_ms: spec.base_ejection_time_ms,
+        max_ejection_percent: spec.max_ejection_percent,
+    })
 }
 
 impl Default for ClusterSettings {
@@ -288,6 +387,7 @@ impl Default for ClusterSettings {
             tls_context: None,
             lb_policy: "ROUND_ROBIN",
             health_checks: Vec::new(),
+            outlier_detection: None,
         }
     }
 }
@@ -477,6 +577,10 @@ pub(super) fn read_settings(
             _ => None,
         },
         lb_policy,
+        outlier_detection: spec
+            .outlier_detection
+            .as_ref()
+            .and_then(|v| read_outlier_detection(r, v, ok)),
     };
     (cluster, hash_policy)
 }

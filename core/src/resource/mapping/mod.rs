@@ -133,6 +133,8 @@ struct MappingSpec {
     ip_allow: Option<Vec<IpEntrySpec>>,
     ip_deny: Option<Vec<IpEntrySpec>>,
     labels: Option<serde_json::Value>,
+    outlier_detection: Option<serde_json::Value>,
+    priority: Option<String>,
     error_response_overrides: Option<Vec<ErrorResponseSpec>>,
     bypass_error_response_overrides: Option<bool>,
     #[serde(default)]
@@ -257,6 +259,9 @@ pub struct Mapping {
     pub error_responses: Vec<ErrorResponse>,
     /// `bypass_error_response_overrides`: no custom error responses on its routes.
     pub bypass_error_responses: bool,
+    /// The route's priority (`priority`): `HIGH` uses the cluster's high-priority circuit
+    /// breakers; `None` is Envoy's default.
+    pub priority: Option<&'static str>,
     /// Requests are not checked by the AuthService.
     pub bypass_auth: bool,
     /// Context sent to the AuthService with each request (gRPC `context_extensions`).
@@ -533,6 +538,22 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         "spec",
         &mut ok,
     );
+    let priority = match spec.priority.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("DEFAULT") => None,
+        Some("HIGH") => Some("HIGH"),
+        Some(other) => {
+            let d = r
+                .error(
+                    "invalid_priority",
+                    "spec.priority",
+                    format!("`{other}` is not a routing priority"),
+                )
+                .hint("`default` or `high` (high uses the cluster's HIGH circuit breakers)");
+            r.diagnostics.push(d);
+            ok = false;
+            None
+        }
+    };
     for (i, u) in spec.allow_upgrade.iter().enumerate() {
         if u.trim().is_empty() {
             let d = r
@@ -627,6 +648,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         labels,
         error_responses,
         bypass_error_responses: spec.bypass_error_response_overrides.unwrap_or(false),
+        priority,
         bypass_auth: spec.bypass_auth,
         auth_context_extensions: spec.auth_context_extensions,
     })

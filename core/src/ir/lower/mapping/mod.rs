@@ -683,6 +683,7 @@ fn build_route<L: Holds>(
         rate_limits: rate_limit_domain.map_or_else(Vec::new, |domain| rate_limits(c.m, module, domain)),
         error_responses: c.m.error_responses.clone(),
         bypass_error_responses: c.m.bypass_error_responses,
+        priority: c.m.priority,
         auth: (has_auth && (c.m.bypass_auth || !c.m.auth_context_extensions.is_empty())).then(|| {
             crate::ir::RouteAuth {
                 bypass: c.m.bypass_auth,
