@@ -941,7 +941,7 @@ fn module_filters_compress_buffer_and_run_lua_in_envoy() {
     let config = dir.path().join("config");
     let a = upstream("a");
     let port = free_port();
-    let module = "apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata:\n  name: ambassador\nspec:\n  config:\n    enable_grpc_web: true\n    lua_scripts: |\n      function envoy_on_response(handle)\n        handle:headers():add(\"x-lua\", \"yes\")\n      end\n    gzip:\n      min_content_length: 10\n      content_type: [text/plain]\n    buffer:\n      max_request_bytes: 64\n    headers_with_underscores_action: REJECT_REQUEST\n";
+    let module = "apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata:\n  name: ambassador\nspec:\n  config:\n    enable_grpc_web: true\n    lua_scripts: |\n      function envoy_on_response(handle)\n        handle:headers():add(\"x-lua\", \"yes\")\n      end\n    gzip:\n      min_content_length: 10\n      content_type: [text/plain]\n    buffer:\n      max_request_bytes: 64\n    headers_with_underscores_action: REJECT_REQUEST\n    brotli:\n      min_content_length: 10\n      content_type: [text/plain]\n";
     let docs = [
         module.to_string(),
         listener_and_host(port),
@@ -955,12 +955,25 @@ fn module_filters_compress_buffer_and_run_lua_in_envoy() {
     // Lua ran on the response.
     assert_eq!(r.header("x-lua"), Some("yes"), "{r:?}");
     // The response is compressed for a client that accepts gzip, and decodes to the upstream's.
-    let compressed = curl(listen, "/a/z", &["--compressed", "-D", "-"]).to_ascii_lowercase();
+    let compressed = curl(
+        listen,
+        "/a/z",
+        &["--compressed", "-H", "Accept-Encoding: gzip", "-D", "-"],
+    )
+    .to_ascii_lowercase();
     assert!(compressed.contains("content-encoding: gzip"), "{compressed}");
     assert!(compressed.ends_with("upstream=a path=/z host=x"), "{compressed}");
     assert!(!curl(listen, "/a/z", &["-D", "-"])
         .to_ascii_lowercase()
         .contains("content-encoding"));
+    // A client that accepts brotli (and gzip) gets brotli.
+    let br = curl(
+        listen,
+        "/a/z",
+        &["-H", "Accept-Encoding: gzip, br", "-D", "-", "-o", "/dev/null"],
+    )
+    .to_ascii_lowercase();
+    assert!(br.contains("content-encoding: br"), "{br}");
     // A body over the buffer's limit is refused.
     let big = "b".repeat(200);
     assert_eq!(

@@ -336,6 +336,8 @@ pub struct HttpSettings {
     pub headers_with_underscores_action: Option<&'static str>,
     /// The Module's custom error responses: `[{status, text, json, content_type}]`.
     pub error_responses: Vec<crate::resource::mapping::ErrorResponse>,
+    /// Brotli compression: `{quality, window_bits, min_content_length, content_type}`, or `null`.
+    pub brotli: Option<crate::resource::module::Brotli>,
 }
 
 impl HttpSettings {
@@ -361,6 +363,7 @@ impl HttpSettings {
             preserve_external_request_id: m.preserve_external_request_id,
             headers_with_underscores_action: m.headers_with_underscores_action,
             error_responses: m.error_responses.clone(),
+            brotli: m.brotli.clone(),
         }
     }
 }

@@ -76,6 +76,36 @@ struct ConfigSpec {
     default_label_domain: Option<String>,
     default_labels: Option<serde_json::Value>,
     error_response_overrides: Option<Vec<super::mapping::ErrorResponseSpec>>,
+    keepalive: Option<super::mapping::Keepalive>,
+    brotli: Option<BrotliSpec>,
+    // Read only to say what attache does instead (see `unsupported`).
+    regex_type: Option<serde_json::Value>,
+    regex_max_size: Option<serde_json::Value>,
+    use_proxy_proto: Option<serde_json::Value>,
+    x_forwarded_proto_redirect: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BrotliSpec {
+    quality: Option<u32>,
+    window_bits: Option<u32>,
+    min_content_length: Option<u32>,
+    #[serde(default)]
+    content_type: Vec<String>,
+}
+
+/// `brotli` (beyond Emissary): response compression with brotli, for clients that accept it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Brotli {
+    /// 0 to 11 (Envoy: 3).
+    pub quality: Option<u32>,
+    /// 10 to 24 (Envoy: 18).
+    pub window_bits: Option<u32>,
+    /// Smallest response compressed, in bytes.
+    pub min_content_length: Option<u32>,
+    /// Media types compressed (Envoy's list when empty).
+    pub content_type: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -229,6 +259,10 @@ pub struct AmbassadorModule {
     pub default_labels: std::collections::BTreeMap<String, Vec<super::mapping::RateLimitAction>>,
     /// Custom error responses (`error_response_overrides`), unless a Mapping has its own.
     pub error_responses: Vec<super::mapping::ErrorResponse>,
+    /// TCP keepalive of Mappings' upstream connections, unless a Mapping sets its own.
+    pub keepalive: Option<super::mapping::Keepalive>,
+    /// Brotli response compression (beyond Emissary).
+    pub brotli: Option<Brotli>,
 }
 
 impl Default for AmbassadorModule {
@@ -266,6 +300,8 @@ impl Default for AmbassadorModule {
             default_label_domain: "ambassador".to_string(),
             default_labels: std::collections::BTreeMap::new(),
             error_responses: Vec::new(),
+            keepalive: None,
+            brotli: None,
         }
     }
 }
@@ -352,6 +388,28 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
         "spec.config",
         &mut ok,
     );
+    unsupported(r, &c);
+    let brotli = c.brotli.as_ref().map(|b| {
+        for (field, v, range) in [("quality", b.quality, 0..=11), ("window_bits", b.window_bits, 10..=24)] {
+            if let Some(v) = v.filter(|v| !range.contains(v)) {
+                let d = r
+                    .error(
+                        "invalid_value",
+                        &format!("spec.config.brotli.{field}"),
+                        format!("{v} is not from {} to {}", range.start(), range.end()),
+                    )
+                    .hint("brotli's quality is 0 to 11, its window bits 10 to 24");
+                r.diagnostics.push(d);
+                ok = false;
+            }
+        }
+        Brotli {
+            quality: b.quality,
+            window_bits: b.window_bits,
+            min_content_length: b.min_content_length,
+            content_type: b.content_type.clone(),
+        }
+    });
     if !ok {
         return None;
     }
@@ -395,7 +453,47 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
             .unwrap_or_else(|| "ambassador".to_string()),
         default_labels,
         error_responses,
+        keepalive: c.keepalive,
+        brotli,
     })
+}
+
+/// Warns about Module keys attache does not use on purpose, saying what to use instead.
+fn unsupported(r: &mut Reader<'_>, c: &ConfigSpec) {
+    let keys: [(&str, bool, &str); 4] = [
+        (
+            "regex_type",
+            c.regex_type.is_some(),
+            "Envoy's v3 API has RE2 regular expressions only (Emissary's `unsafe` is gone too): every regex is RE2; this key is ignored",
+        ),
+        (
+            "regex_max_size",
+            c.regex_max_size.is_some(),
+            "Envoy limits RE2 program sizes through its runtime (`re2.max_program_size.error_level`), not per regex; this key is ignored",
+        ),
+        (
+            "use_proxy_proto",
+            c.use_proxy_proto.is_some(),
+            "give the Listener `protocol: HTTPPROXY` (or `HTTPSPROXY`) to expect a PROXY protocol header; this key is ignored",
+        ),
+        (
+            "x_forwarded_proto_redirect",
+            c.x_forwarded_proto_redirect.is_some(),
+            "a Host's `requestPolicy.insecure.action: Redirect` under an XFP Listener redirects cleartext requests; this key is ignored",
+        ),
+    ];
+    for (key, set, what) in keys {
+        if set {
+            let d = r
+                .warning(
+                    "unsupported_key",
+                    &format!("spec.config.{key}"),
+                    format!("`{key}` is not used by attache"),
+                )
+                .hint(what);
+            r.diagnostics.push(d);
+        }
+    }
 }
 
 /// Reads `default_labels`: `{<domain>: {defaults: [specifier, ...]}}` (specifiers as in

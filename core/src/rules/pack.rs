@@ -55,6 +55,10 @@ pub const CORE_FILES: &[(&str, &str)] = &[
         include_str!("../../../rules/core/http_filter/compression.yaml.hbs"),
     ),
     (
+        "http_filter/brotli.yaml.hbs",
+        include_str!("../../../rules/core/http_filter/brotli.yaml.hbs"),
+    ),
+    (
         "http_filter/buffer.yaml.hbs",
         include_str!("../../../rules/core/http_filter/buffer.yaml.hbs"),
     ),
@@ -683,6 +687,7 @@ mod tests {
                 "core.http_filter.grpc_stats",
                 "core.http_filter.lua",
                 "core.http_filter.compression",
+                "core.http_filter.brotli",
                 "core.http_filter.buffer",
                 "core.http_filter.rbac",
                 "core.http_filter.cors",
@@ -720,6 +725,7 @@ mod tests {
                 "core.http_filter.lua",
                 "ops.lua",
                 "core.http_filter.compression",
+                "core.http_filter.brotli",
                 "core.http_filter.buffer",
                 "core.http_filter.rbac",
                 "core.http_filter.cors",

@@ -228,6 +228,9 @@ pub(in crate::ir::lower) fn lower_one(
                     s.circuit_breakers.clone_from(&module.circuit_breakers);
                 }
                 s.idle_timeout_ms = s.idle_timeout_ms.or(module.cluster_idle_timeout_ms);
+                if s.keepalive.is_none() {
+                    s.keepalive.clone_from(&module.keepalive);
+                }
                 s.max_connection_lifetime_ms = s
                     .max_connection_lifetime_ms
                     .or(module.cluster_max_connection_lifetime_ms);
