@@ -50,12 +50,31 @@ fn mapping(i: usize, service: &str) -> String {
 
 /// Writes N Mappings (files of 100) plus the header file; returns the directory.
 fn generate(root: &Path, n: usize, service_of: &dyn Fn(usize) -> String) -> PathBuf {
-    let dir = root.join(format!("n{n}"));
+    generate_as(root, &format!("n{n}"), n, &header(), &|i| mapping(i, &service_of(i)))
+}
+
+/// A Mapping with edge policies: rate limit labels (two groups), its own CORS policy and a custom
+/// error response.
+fn edge_mapping(i: usize) -> String {
+    format!(
+        "{}  labels:\n    ambassador:\n      - per_user:\n          - request_headers:\n              key: user\n              header_name: x-user\n          - generic_key:\n              value: svc-{i}\n      - by_address:\n          - remote_address\n  cors:\n    origins: [https://app-{i}.example.com]\n    methods: [GET, POST]\n  error_response_overrides:\n    - on_status_code: 503\n      body:\n        text_format: \"svc-{i} is down (%RESPONSE_CODE%)\"\n",
+        mapping(i, &format!("svc-{i}:80"))
+    )
+}
+
+/// The header of the edge-policy input: the listeners and Host, and a RateLimitService.
+fn edge_header() -> String {
+    format!("{}---\napiVersion: getambassador.io/v3alpha1\nkind: RateLimitService\nmetadata:\n  name: ratelimit\nspec:\n  service: ratelimit:8081\n", header())
+}
+
+/// Writes N Mappings made by `mapping_of` (files of 100) plus `head`, in `root/name`.
+fn generate_as(root: &Path, name: &str, n: usize, head: &str, mapping_of: &dyn Fn(usize) -> String) -> PathBuf {
+    let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("000-base.yaml"), header()).unwrap();
+    std::fs::write(dir.join("000-base.yaml"), head).unwrap();
     for chunk in 0..n.div_ceil(PER_FILE) {
         let text: Vec<String> = (chunk * PER_FILE..((chunk + 1) * PER_FILE).min(n))
-            .map(|i| mapping(i, &service_of(i)))
+            .map(mapping_of)
             .collect();
         std::fs::write(dir.join(format!("m{chunk:04}.yaml")), text.join("---\n")).unwrap();
     }
@@ -592,6 +611,39 @@ fn main() {
         report.push_str(&line);
         let _ = std::fs::remove_dir_all(&dir);
         drop(snapshot);
+    }
+    // Edge policies: the same Mappings, each with rate limit labels, a CORS policy and an error
+    // override, against the plain ones, in turn (A B A B ...) so that the ratio holds when the
+    // machine's speed drifts.
+    for &n in sizes.iter().filter(|n| **n == 5_000 && !e2e_only) {
+        let plain = generate(root.path(), n, &|i| format!("svc-{i}:80"));
+        let edge = generate_as(root.path(), &format!("edge{n}"), n, &edge_header(), &edge_mapping);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            for (dir, out) in [(&plain, &mut a), (&edge, &mut b)] {
+                let started = Instant::now();
+                let t = translate_once(&attache::source::dir::load(dir), &registry, &opts);
+                out.push(started.elapsed());
+                assert!(t.diagnostics.iter().all(|d| !d.is_error()), "{:?}", t.diagnostics);
+            }
+        }
+        let ratios: Vec<f64> = a
+            .iter()
+            .zip(&b)
+            .map(|(a, b)| b.as_secs_f64() / a.as_secs_f64())
+            .collect();
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        report.push_str(&format!(
+            "\n| Mappings | plain full translation ms (median) | with labels, CORS and an error override, ms (median) | ratio, pair by pair (median; min–max) |\n|---:|---:|---:|---:|\n| {n} | {} | {} | {:.2} ({:.2}–{:.2}) |\n",
+            ms(median(a)),
+            ms(median(b)),
+            sorted[sorted.len() / 2],
+            sorted[0],
+            sorted[sorted.len() - 1],
+        ));
+        let _ = std::fs::remove_dir_all(&plain);
+        let _ = std::fs::remove_dir_all(&edge);
     }
     report.push_str("\n| Mappings | xDS | file change → new route answers through Envoy, ms (median) | attache RSS with one Envoy, MiB |\n|---:|---|---:|---:|\n");
     for &n in &e2e_sizes {

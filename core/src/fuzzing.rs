@@ -21,11 +21,16 @@ pub fn lang_service(data: &[u8]) {
     }
 }
 
-/// The header value format grammar.
+/// The header value format grammar, as header values and as response body formats.
 pub fn lang_header_format(data: &[u8]) {
     if let Ok(s) = std::str::from_utf8(data) {
-        if let Err(e) = crate::lang::header_format::check(s) {
-            assert!(e.offset <= s.chars().count(), "error offset past the end of the input");
+        for checked in [
+            crate::lang::header_format::check(s),
+            crate::lang::header_format::check_body(s),
+        ] {
+            if let Err(e) = checked {
+                assert!(e.offset <= s.chars().count(), "error offset past the end of the input");
+            }
         }
     }
 }

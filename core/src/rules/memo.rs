@@ -195,6 +195,18 @@ impl Walker<'_, '_> {
                 Parameter::Path(p) => self.marker(p, depth, partial),
                 other => self.param(other, depth, partial),
             },
+            // `and`, `or` and `not` give a boolean from their arguments' truthiness alone: a CORS
+            // policy or a list tested by `(or cors rate_limits)` must not make every node a case
+            // of its own.
+            "and" | "or" | "not" if h.hash.is_empty() => {
+                for p in &h.params {
+                    match p {
+                        Parameter::Path(path) => self.read(path, Use::Truthy, depth)?,
+                        other => self.param(other, depth, partial)?,
+                    }
+                }
+                Some(())
+            }
             n if PURE_HELPERS.contains(&n) => {
                 for p in h.params.iter().chain(h.hash.values()) {
                     self.param(p, depth, partial)?;
