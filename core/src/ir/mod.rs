@@ -538,7 +538,7 @@ pub struct Route {
     /// No custom error responses on this route (`bypass_error_response_overrides`).
     pub bypass_error_responses: bool,
     /// `HIGH` for the cluster's high-priority circuit breakers, or `null` (default).
-    pub priority: Option<&'static str>,
+    pub priority: Option<crate::resource::mapping::RoutePriority>,
     /// Cluster name for `route` actions (Envoy `RouteAction.cluster`).
     pub cluster: String,
     /// Replacement for the matched prefix, `null` for none (Envoy `RouteAction.prefix_rewrite`).

@@ -57,10 +57,15 @@ pub(crate) struct Reads {
     partial_markers: HashMap<String, Option<Vec<String>>>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Use {
     /// Only whether the value is truthy (`{{#if x}}`, `{{#unless x}}`).
     Truthy,
+    /// Only whether the value is this literal (JSON text): `(eq x "lit")`, `(ne x "lit")`.
+    Equals(String),
+    /// A list looped over by a body that reads its items apart (see [`Walker::scopes`]): only its
+    /// length (other values whole).
+    Len,
     /// The value itself.
     Value,
 }
@@ -94,6 +99,7 @@ pub(crate) fn analyze(template: &Template, hbs: &Handlebars<'_>) -> Option<Reads
         hbs,
         paths: Vec::new(),
         partial_markers: HashMap::new(),
+        scopes: Vec::new(),
     };
     walker.walk(template, 0, None)?;
     let mut paths = walker.paths;
@@ -109,6 +115,22 @@ struct Walker<'a, 'h> {
     hbs: &'a Handlebars<'h>,
     paths: Vec<(Vec<String>, Use)>,
     partial_markers: HashMap<String, Option<Vec<String>>>,
+    /// The context of each block the walk is in: the root-context path of a loop's items, with
+    /// `*` for the index (`{{#each routes}}`: `routes.*`), when the loop's body reads its items
+    /// apart (it has no partial: handlebars gives no context path for a value printed in one);
+    /// `None` when the block's whole value is read instead (its body's reads are then covered).
+    scopes: Vec<Option<Vec<String>>>,
+}
+
+/// Whether a template (or a block's body) includes a partial, at any depth.
+fn has_partial(t: &Template) -> bool {
+    t.elements.iter().any(|e| match e {
+        TemplateElement::PartialExpression(_) | TemplateElement::PartialBlock(_) => true,
+        TemplateElement::HelperBlock(h) => {
+            h.template.as_ref().is_some_and(has_partial) || h.inverse.as_ref().is_some_and(has_partial)
+        }
+        _ => false,
+    })
 }
 
 impl Walker<'_, '_> {
@@ -142,14 +164,34 @@ impl Walker<'_, '_> {
                             depth
                         }
                         "each" | "with" if h.hash.is_empty() => {
-                            self.param(&h.params[0], depth, partial)?;
+                            // A loop whose body reads its items apart: the list's length, and each
+                            // item's reads (see `scopes`). Otherwise the value whole.
+                            let items = match (&h.params[0], name.as_str(), &h.template) {
+                                (Parameter::Path(p), "each", Some(body)) if partial.is_none() && !has_partial(body) => {
+                                    self.resolve(p, depth).ok()?
+                                }
+                                _ => None,
+                            };
+                            match &items {
+                                Some(path) => self.paths.push((path.clone(), Use::Len)),
+                                None => self.param(&h.params[0], depth, partial)?,
+                            }
+                            self.scopes.push(items.map(|mut path| {
+                                path.push("*".to_string());
+                                path
+                            }));
                             depth + 1
                         }
                         _ => return None,
                     };
-                    if let Some(body) = &h.template {
-                        self.walk(body, inner, partial)?;
+                    let body = match &h.template {
+                        Some(body) => self.walk(body, inner, partial),
+                        None => Some(()),
+                    };
+                    if inner > depth {
+                        self.scopes.pop();
                     }
+                    body?;
                     // `else` renders in the enclosing context.
                     if let Some(inverse) = &h.inverse {
                         self.walk(inverse, depth, partial)?;
@@ -207,6 +249,18 @@ impl Walker<'_, '_> {
                 }
                 Some(())
             }
+            // `(eq x "lit")`: only whether `x` is the literal.
+            "eq" | "ne" if h.hash.is_empty() && h.params.len() == 2 => match (&h.params[0], &h.params[1]) {
+                (Parameter::Path(path), Parameter::Literal(lit)) | (Parameter::Literal(lit), Parameter::Path(path)) => {
+                    self.read(path, Use::Equals(lit.to_string()), depth)
+                }
+                _ => {
+                    for p in &h.params {
+                        self.param(p, depth, partial)?;
+                    }
+                    Some(())
+                }
+            },
             n if PURE_HELPERS.contains(&n) => {
                 for p in h.params.iter().chain(h.hash.values()) {
                     self.param(p, depth, partial)?;
@@ -231,13 +285,33 @@ impl Walker<'_, '_> {
     }
 
     fn read(&mut self, p: &Path, how: Use, depth: usize) -> Option<()> {
-        match root_path(p, depth) {
+        match self.resolve(p, depth) {
             Ok(Some(path)) => {
                 self.paths.push((path, how));
                 Some(())
             }
             Ok(None) => Some(()),
             Err(()) => None,
+        }
+    }
+
+    /// The root-context path (with `*` for loop indexes) a path names in the current block, if
+    /// it names one (see [`root_path`]; inside a loop that reads its items apart, a relative path
+    /// is the item's).
+    fn resolve(&self, p: &Path, depth: usize) -> Result<Option<Vec<String>>, ()> {
+        match (root_path(p, depth)?, self.scopes.last(), p) {
+            (Some(path), _, _) => Ok(Some(path)),
+            (None, Some(Some(scope)), Path::Relative((segs, raw))) if !raw.starts_with("@root") => {
+                let mut path = scope.clone();
+                for seg in segs {
+                    match seg {
+                        PathSeg::Named(n) => path.push(n.clone()),
+                        _ => return Err(()),
+                    }
+                }
+                Ok(Some(path))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -300,15 +374,53 @@ fn signature(template_key: &str, reads: &Reads, ctx: &Value) -> u128 {
     buf.extend_from_slice(template_key.as_bytes());
     buf.push(0);
     for (path, how) in &reads.paths {
-        match (lookup(ctx, path), how) {
+        let mut found = Vec::new();
+        lookup_all(ctx, path, &mut found);
+        buf.push(b'#');
+        buf.extend_from_slice(&(found.len() as u64).to_le_bytes());
+        for v in found {
+            write_read(&mut buf, v, how);
+        }
+    }
+    xxhash_rust::xxh3::xxh3_128(&buf)
+}
+
+/// The values at a root-context path, `*` standing for every item of a list (in order).
+fn lookup_all<'v>(root: &'v Value, path: &[String], out: &mut Vec<Option<&'v Value>>) {
+    match path.iter().position(|s| s == "*") {
+        None => out.push(lookup(root, path)),
+        Some(at) => match lookup(root, &path[..at]) {
+            Some(Value::Array(items)) => {
+                for item in items {
+                    lookup_all(item, &path[at + 1..], out);
+                }
+            }
+            // Not a list here: the loop's own read (`Len`, the value whole) tells the nodes apart.
+            _ => out.push(None),
+        },
+    }
+}
+
+/// What a read found, into a signature.
+fn write_read(buf: &mut Vec<u8>, value: Option<&Value>, how: &Use) {
+    {
+        match (value, how) {
             (None, _) => buf.push(b'm'),
             (Some(v), Use::Truthy) => buf.push(if v.is_truthy(false) { b't' } else { b'f' }),
-            (Some(v), Use::Value) => {
+            (Some(v), Use::Equals(lit)) => {
+                let equal = serde_json::from_str::<Value>(lit).is_ok_and(|l| l == *v);
+                buf.push(if equal { b'e' } else { b'n' });
+            }
+            (Some(Value::Array(items)), Use::Len) => {
+                buf.push(b'l');
+                buf.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            }
+            (Some(v), Use::Value | Use::Len) => {
                 buf.push(b'v');
                 // Length-prefixed, so that values cannot run into one another.
                 let at = buf.len();
                 buf.extend_from_slice(&[0; 8]);
-                if serde_json::to_writer(&mut buf, v).is_err() {
+                if serde_json::to_writer(&mut *buf, v).is_err() {
                     buf.truncate(at + 8);
                 }
                 let len = (buf.len() - at - 8) as u64;
@@ -316,7 +428,6 @@ fn signature(template_key: &str, reads: &Reads, ctx: &Value) -> u128 {
             }
         }
     }
-    xxhash_rust::xxh3::xxh3_128(&buf)
 }
 
 /// The shape a signature renders, and where each marker's value comes from.
@@ -518,7 +629,7 @@ mod tests {
         assert_eq!(
             reads("name: {{json name}}\n{{#if tls}}sni: {{json host}}{{/if}}{{#if (eq kind \"a\")}}x{{/if}}{{lb}}"),
             Some(vec![
-                ("kind".into(), Use::Value),
+                ("kind".into(), Use::Equals("\"a\"".into())),
                 ("lb".into(), Use::Value),
                 ("tls".into(), Use::Truthy),
             ])
@@ -526,7 +637,7 @@ mod tests {
     }
 
     #[test]
-    fn loops_are_read_whole_and_partials_are_followed() {
+    fn loops_are_read_whole_or_item_by_item_and_partials_are_followed() {
         assert_eq!(
             reads("{{#each items}}{{json this}}{{@index}}{{/each}}{{> p}}{{json ../x}}"),
             None,
@@ -537,10 +648,24 @@ mod tests {
             Some(vec![
                 ("flag".into(), Use::Value),
                 ("inner".into(), Use::Truthy),
-                ("items".into(), Use::Value),
+                ("items".into(), Use::Len),
             ])
         );
         assert_eq!(reads("{{#each items}}{{../flag}}{{/each}}"), None);
+        // A loop with a partial in its body is read whole; without one, item by item.
+        assert_eq!(
+            reads("{{#each items}}{{> p}}{{/each}}"),
+            Some(vec![("items".into(), Use::Value)])
+        );
+        assert_eq!(
+            reads("{{#each items}}{{#if (eq kind \"a\")}}{{#each subs}}{{#if on}}{{json v}}{{/if}}{{/each}}{{/if}}{{/each}}"),
+            Some(vec![
+                ("items".into(), Use::Len),
+                ("items.*.kind".into(), Use::Equals("\"a\"".into())),
+                ("items.*.subs".into(), Use::Len),
+                ("items.*.subs.*.on".into(), Use::Truthy),
+            ])
+        );
         assert_eq!(reads("{{#each items}}{{@root.top}}{{/each}}").unwrap()[1].0, "top");
     }
 
@@ -571,6 +696,29 @@ mod tests {
             Some(vec![("a".into(), Use::Value)])
         );
         assert_eq!(reads("{{log x}}"), None);
+    }
+
+    #[test]
+    fn loops_read_item_by_item_tell_nodes_apart_by_what_the_body_tests() {
+        let h = hbs_with(&[("t", "{{#each xs}}{{#if (eq k \"a\")}}A{{/if}}{{json v}}{{/each}}")]);
+        let r = analyze(h.get_template("t").unwrap(), &h).unwrap();
+        let sig = |v: Value| signature("t", &r, &v);
+        let base = sig(serde_json::json!({"xs": [{"k": "a", "v": 1}, {"k": "b", "v": 2}]}));
+        // Other printed values: the same signature.
+        assert_eq!(
+            base,
+            sig(serde_json::json!({"xs": [{"k": "a", "v": 7}, {"k": "c", "v": 8}]}))
+        );
+        // Another length, or another outcome of a test: another one.
+        assert_ne!(base, sig(serde_json::json!({"xs": [{"k": "a", "v": 1}]})));
+        assert_ne!(
+            base,
+            sig(serde_json::json!({"xs": [{"k": "b", "v": 1}, {"k": "b", "v": 2}]}))
+        );
+        assert_ne!(
+            base,
+            sig(serde_json::json!({"xs": [{"k": "b", "v": 2}, {"k": "a", "v": 1}]}))
+        );
     }
 
     #[test]

@@ -127,10 +127,6 @@ pub const CORE_FILES: &[(&str, &str)] = &[
         include_str!("../../../rules/core/_partials/query_matcher.hbs"),
     ),
     (
-        "_partials/rate_limit_action.hbs",
-        include_str!("../../../rules/core/_partials/rate_limit_action.hbs"),
-    ),
-    (
         "_partials/error_body.hbs",
         include_str!("../../../rules/core/_partials/error_body.hbs"),
     ),

@@ -932,6 +932,34 @@ mod tests {
     }
 
     #[test]
+    fn routes_that_differ_only_in_their_policies_values_share_a_shape() {
+        // Rate limit labels, CORS origins and error texts differ per Mapping; the loops over them
+        // read item by item, so the routes still share one signature.
+        let mut text = String::from("apiVersion: getambassador.io/v3alpha1\nkind: RateLimitService\nmetadata:\n  name: rl\nspec:\n  service: rl:8081\n");
+        for i in 0..200 {
+            text.push_str(&format!(
+                "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\nspec:\n  hostname: \"*\"\n  prefix: /m{i}/\n  service: svc-{i}:80\n  labels:\n    ambassador:\n      - per_user:\n          - request_headers:\n              key: user\n              header_name: x-user\n          - generic_key:\n              value: svc-{i}\n      - by_address:\n          - remote_address\n  cors:\n    origins: [https://app-{i}.example.com]\n  error_response_overrides:\n    - on_status_code: 503\n      body:\n        text_format: \"svc-{i} is down\"\n"
+            ));
+        }
+        let loaded = crate::source::parse_text("many.yaml", &text);
+        let options = crate::Options::default();
+        let (set, _) = crate::resource::parse(&loaded.objects, &options.parse);
+        let (ir, _) = crate::ir::lower(&set, &options.lower);
+        let registry = crate::rules::Registry::core().unwrap();
+        let mut cache = super::RenderCache::default();
+        let (rendered, diagnostics) = super::render_cached(&ir, &registry, Some(&mut cache));
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        assert_eq!(rendered, crate::rules::render(&ir, &registry).0);
+        // Clusters (the services' and the rate limit service's) and routes: a handful of
+        // signatures, not one per route.
+        let (signatures, renders) = cache.shortcuts.memo.handlebars_renders();
+        assert!(
+            signatures <= 4 && renders <= 8,
+            "{signatures} signatures, {renders} renders"
+        );
+    }
+
+    #[test]
     fn parent_contexts_are_the_nodes_without_their_children() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/golden/mapping/headers-and-rewrites/input.yaml");

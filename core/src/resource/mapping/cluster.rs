@@ -268,8 +268,9 @@ pub struct ClusterSettings {
     pub lb_policy: &'static str,
     /// Active health checks.
     pub health_checks: Vec<HealthCheck>,
-    /// Passive health checking: hosts that fail are ejected for a while.
-    pub outlier_detection: Option<OutlierDetection>,
+    /// Passive health checking: hosts that fail are ejected for a while (boxed: rarely set,
+    /// and the settings are held by every Mapping, cluster key and cluster).
+    pub outlier_detection: Option<Box<OutlierDetection>>,
 }
 
 /// `outlier_detection` as written (beyond Emissary, whose CRD has a string that it refuses).
@@ -580,7 +581,8 @@ pub(super) fn read_settings(
         outlier_detection: spec
             .outlier_detection
             .as_ref()
-            .and_then(|v| read_outlier_detection(r, v, ok)),
+            .and_then(|v| read_outlier_detection(r, v, ok))
+            .map(Box::new),
     };
     (cluster, hash_policy)
 }
