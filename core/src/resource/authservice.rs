@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::Reader;
-use crate::lang::service::{self, ServiceRef};
+use crate::lang::service::ServiceRef;
 
 #[derive(Clone, Debug, Default, Deserialize)]
 struct AuthServiceSpec {
@@ -109,20 +109,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AuthService> {
         r.diagnostics.push(d);
         return None;
     };
-    let service = match service::parse(text.trim()) {
-        Ok(s) => s,
-        Err(e) => {
-            let d = r
-                .error(
-                    "invalid_service",
-                    "spec.auth_service",
-                    format!("invalid service `{}`: {}", e.input, e.message),
-                )
-                .hint("write it as [scheme://]name[.namespace][:port]");
-            r.diagnostics.push(d);
-            return None;
-        }
-    };
+    let service = r.service("spec.auth_service", &text)?;
     let proto = match spec.proto.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("http") => AuthProto::Http,
         Some("grpc") => AuthProto::Grpc,

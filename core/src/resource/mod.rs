@@ -309,6 +309,28 @@ impl Reader<'_> {
             .path(path)
     }
 
+    /// Parses the service reference at `path` (`[scheme://]name[.namespace][:port]`); `None`,
+    /// with an error pointing at the column that does not fit, when it does not parse.
+    pub(crate) fn service(&mut self, path: &str, text: &str) -> Option<crate::lang::service::ServiceRef> {
+        match crate::lang::service::parse(text.trim()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let mut d = self
+                    .error(
+                        "invalid_service",
+                        path,
+                        format!("invalid service `{}`: {} (column {})", e.input, e.message, e.offset + 1),
+                    )
+                    .hint("write it as [scheme://]name[.namespace][:port], e.g. `quote.default:80` or `https://api.example.com`");
+                if let Some(origin) = &mut d.origin {
+                    origin.column += u32::try_from(e.offset).unwrap_or(0);
+                }
+                self.diagnostics.push(d);
+                None
+            }
+        }
+    }
+
     /// A notice on `path`.
     pub fn notice(&self, what: &str, path: &str, message: impl Into<String>) -> Diagnostic {
         Diagnostic::notice(&format!("{}.{what}", self.code_prefix), message)

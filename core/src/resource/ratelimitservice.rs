@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::Reader;
-use crate::lang::service::{self, ServiceRef};
+use crate::lang::service::ServiceRef;
 
 #[derive(Clone, Debug, Default, Deserialize)]
 struct RateLimitServiceSpec {
@@ -73,20 +73,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<RateLimitService> {
         r.diagnostics.push(d);
         return None;
     };
-    let mut service = match service::parse(text.trim()) {
-        Ok(s) => s,
-        Err(e) => {
-            let d = r
-                .error(
-                    "invalid_service",
-                    "spec.service",
-                    format!("invalid service `{}`: {}", e.input, e.message),
-                )
-                .hint("write it as [scheme://]name[.namespace][:port]");
-            r.diagnostics.push(d);
-            return None;
-        }
-    };
+    let mut service = r.service("spec.service", &text)?;
     match spec.protocol_version.as_deref() {
         None | Some("v3") => {}
         Some(v) => {

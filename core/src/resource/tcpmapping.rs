@@ -84,25 +84,11 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<TcpMapping> {
         r.diagnostics.push(d);
         return None;
     };
-    let service = match service::parse(text.trim()) {
-        // `tls: true` reads as an https:// service, as Emissary converts it.
-        Ok(mut s) if matches!(spec.tls, Some(TlsField::On(true))) && s.scheme.is_none() => {
-            s.scheme = Some(service::Scheme::Https);
-            s
-        }
-        Ok(s) => s,
-        Err(e) => {
-            let d = r
-                .error(
-                    "invalid_service",
-                    "spec.service",
-                    format!("invalid service `{}`: {}", e.input, e.message),
-                )
-                .hint("write it as name[.namespace]:port");
-            r.diagnostics.push(d);
-            return None;
-        }
-    };
+    let mut service = r.service("spec.service", &text)?;
+    // `tls: true` reads as an https:// service, as Emissary converts it.
+    if matches!(spec.tls, Some(TlsField::On(true))) && service.scheme.is_none() {
+        service.scheme = Some(service::Scheme::Https);
+    }
     if let Some(w) = spec.weight.filter(|w| *w > 100) {
         let d = r
             .error("invalid_weight", "spec.weight", format!("weight {w} is more than 100"))

@@ -734,47 +734,25 @@ mod tests {
                 "core.http_filter.router"
             ]
         );
+        // What loading a pack.yaml says is wrong.
+        let refused = |pack: String| {
+            std::fs::write(dir.path().join("pack.yaml"), pack).unwrap();
+            Registry::with_packs(&[dir.path().to_path_buf()])
+                .unwrap_err()
+                .to_string()
+        };
         for (place, expect) in [
             ("slot: luah", "unknown slot `luah` (one of: grpc_http1_bridge"),
             ("slot: lua\n    order: 3", "not both"),
             ("when: cors", "needs its place in the chain"),
+            ("slot: lua\n    patch: true", "cannot be a patch"),
         ] {
-            std::fs::write(
-                dir.path().join("pack.yaml"),
-                format!("name: ops\nrules:\n{}", rule("ops.x", place)),
-            )
-            .unwrap();
-            let e = Registry::with_packs(&[dir.path().to_path_buf()])
-                .unwrap_err()
-                .to_string();
+            let e = refused(format!("name: ops\nrules:\n{}", rule("ops.x", place)));
             assert!(e.contains("rule `ops.x`") && e.contains(expect), "{place}: {e}");
         }
-        std::fs::write(
-            dir.path().join("pack.yaml"),
-            format!("name: ops\nrules:\n{}", rule("ops.x", "slot: lua\n    patch: true")),
-        )
-        .unwrap();
-        let e = Registry::with_packs(&[dir.path().to_path_buf()])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("cannot be a patch"), "{e}");
-        std::fs::write(
-            dir.path().join("pack.yaml"),
-            "name: ops\nrules:\n  - id: ops.x\n    kind: http_filter\n    slot: lua\n    emits: envoy.config.route.v3.Route\n    template: f.yaml.hbs\n",
-        )
-        .unwrap();
-        let e = Registry::with_packs(&[dir.path().to_path_buf()])
-            .unwrap_err()
-            .to_string();
+        let e = refused("name: ops\nrules:\n  - id: ops.x\n    kind: http_filter\n    slot: lua\n    emits: envoy.config.route.v3.Route\n    template: f.yaml.hbs\n".into());
         assert!(e.contains("emits `envoy.extensions.filters.network"), "{e}");
-        std::fs::write(
-            dir.path().join("pack.yaml"),
-            "name: ops\nrules:\n  - id: ops.x\n    kind: route\n    slot: lua\n    emits: envoy.config.route.v3.Route\n    template: f.yaml.hbs\n",
-        )
-        .unwrap();
-        let e = Registry::with_packs(&[dir.path().to_path_buf()])
-            .unwrap_err()
-            .to_string();
+        let e = refused("name: ops\nrules:\n  - id: ops.x\n    kind: route\n    slot: lua\n    emits: envoy.config.route.v3.Route\n    template: f.yaml.hbs\n".into());
         assert!(e.contains("place an `http_filter` rule"), "{e}");
     }
 

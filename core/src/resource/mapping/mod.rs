@@ -11,7 +11,7 @@ pub use cluster::*;
 pub use policy::*;
 
 use super::Reader;
-use crate::lang::service::{self, ServiceRef};
+use crate::lang::service::ServiceRef;
 
 /// A header to match: a value for an exact match, `true` for "present" (v2 shorthand).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -517,18 +517,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         r.diagnostics.push(d);
         return None;
     };
-    let service = match service::parse(service_text.trim()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            let mut d = r.error("invalid_service", "spec.service", format!("invalid service `{}`: {} (column {})", e.input, e.message, e.offset + 1))
-                .hint("write it as [scheme://]name[.namespace][:port], e.g. `quote.default:80` or `https://api.example.com`");
-            if let Some(origin) = &mut d.origin {
-                origin.column += u32::try_from(e.offset).unwrap_or(0);
-            }
-            r.diagnostics.push(d);
-            None
-        }
-    };
+    let service = r.service("spec.service", &service_text);
     check_matches(r, &spec, &mut ok);
     let [add_request_headers, add_response_headers] = read_added_headers(r, &spec, &mut ok);
     check_regexes(r, &spec, &prefix, host.as_deref().filter(|_| host_regex), &mut ok);

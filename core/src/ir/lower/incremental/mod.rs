@@ -48,17 +48,7 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
                         .then(|| cache::prepare_patched(set, &frame.hosts[i], cache, &mut diagnostics))
                 })
                 .collect();
-            let route_configs = serve_hosts(
-                &mut frame,
-                mapping_port,
-                |i, host, model| {
-                    prepared[i]
-                        .as_ref()
-                        .map(|p| cache::routes(p, model, host))
-                        .unwrap_or_default()
-                },
-                &mut diagnostics,
-            );
+            let route_configs = serve_prepared(&mut frame, mapping_port, &prepared, &mut diagnostics);
             drop(prepared);
             let tcp = frame.tcp_listeners(set, options, &mut diagnostics);
             let Frame {
@@ -102,17 +92,7 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
                     })
                 })
                 .collect();
-            let route_configs = serve_hosts(
-                &mut frame,
-                mapping_port,
-                |i, host, model| {
-                    prepared[i]
-                        .as_ref()
-                        .map(|p| cache::routes(p, model, host))
-                        .unwrap_or_default()
-                },
-                &mut diagnostics,
-            );
+            let route_configs = serve_prepared(&mut frame, mapping_port, &prepared, &mut diagnostics);
             let kept: Vec<_> = prepared.iter().map(|p| p.as_ref().map(cache::Kept::of)).collect();
             drop(prepared);
             for (h, kept) in frame.hosts.iter().zip(kept) {
@@ -163,4 +143,24 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
             (ir, diagnostics)
         }
     }
+}
+
+/// [`serve_hosts`] with the routes of the prepared Hosts, from the cache's entries.
+fn serve_prepared(
+    frame: &mut Frame<'_>,
+    mapping_port: bool,
+    prepared: &[Option<mapping::Prepared<'_, std::sync::Arc<cache::Entry>>>],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<crate::ir::RouteConfig> {
+    serve_hosts(
+        frame,
+        mapping_port,
+        |i, host, model| {
+            prepared[i]
+                .as_ref()
+                .map(|p| cache::routes(p, model, host))
+                .unwrap_or_default()
+        },
+        diagnostics,
+    )
 }
