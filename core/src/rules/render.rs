@@ -905,6 +905,21 @@ mod tests {
         assert_eq!(sequential.0, cached.0);
     }
 
+    /// Renders `text` through a fresh render cache, checks that it gives what the reference gives
+    /// without a diagnostic, and returns the cache (what its memo and shapes learnt).
+    fn rendered_as_the_reference_does(text: &str) -> super::RenderCache {
+        let loaded = crate::source::parse_text("many.yaml", text);
+        let options = crate::Options::default();
+        let (set, _) = crate::resource::parse(&loaded.objects, &options.parse);
+        let (ir, _) = crate::ir::lower(&set, &options.lower);
+        let registry = crate::rules::Registry::core().unwrap();
+        let mut cache = super::RenderCache::default();
+        let (rendered, diagnostics) = super::render_cached(&ir, &registry, Some(&mut cache));
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        assert_eq!(rendered, crate::rules::render(&ir, &registry).0);
+        cache
+    }
+
     #[test]
     fn nodes_that_differ_only_in_values_are_rendered_by_handlebars_once_or_twice() {
         let mut text = String::new();
@@ -914,15 +929,7 @@ mod tests {
                 8000 + i
             ));
         }
-        let loaded = crate::source::parse_text("many.yaml", &text);
-        let options = crate::Options::default();
-        let (set, _) = crate::resource::parse(&loaded.objects, &options.parse);
-        let (ir, _) = crate::ir::lower(&set, &options.lower);
-        let registry = crate::rules::Registry::core().unwrap();
-        let mut cache = super::RenderCache::default();
-        let (rendered, diagnostics) = super::render_cached(&ir, &registry, Some(&mut cache));
-        assert!(diagnostics.is_empty(), "{diagnostics:?}");
-        assert_eq!(rendered, crate::rules::render(&ir, &registry).0);
+        let cache = rendered_as_the_reference_does(&text);
         // One signature for the 200 clusters and one for the 200 routes: each rendered by
         // handlebars for its first node and for the check of its first reuse only.
         assert_eq!(cache.shortcuts.memo.handlebars_renders(), (2, 4));
@@ -941,15 +948,7 @@ mod tests {
                 "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\nspec:\n  hostname: \"*\"\n  prefix: /m{i}/\n  service: svc-{i}:80\n  labels:\n    ambassador:\n      - per_user:\n          - request_headers:\n              key: user\n              header_name: x-user\n          - generic_key:\n              value: svc-{i}\n      - by_address:\n          - remote_address\n  cors:\n    origins: [https://app-{i}.example.com]\n  error_response_overrides:\n    - on_status_code: 503\n      body:\n        text_format: \"svc-{i} is down\"\n"
             ));
         }
-        let loaded = crate::source::parse_text("many.yaml", &text);
-        let options = crate::Options::default();
-        let (set, _) = crate::resource::parse(&loaded.objects, &options.parse);
-        let (ir, _) = crate::ir::lower(&set, &options.lower);
-        let registry = crate::rules::Registry::core().unwrap();
-        let mut cache = super::RenderCache::default();
-        let (rendered, diagnostics) = super::render_cached(&ir, &registry, Some(&mut cache));
-        assert!(diagnostics.is_empty(), "{diagnostics:?}");
-        assert_eq!(rendered, crate::rules::render(&ir, &registry).0);
+        let cache = rendered_as_the_reference_does(&text);
         // Clusters (the services' and the rate limit service's) and routes: a handful of
         // signatures, not one per route.
         let (signatures, renders) = cache.shortcuts.memo.handlebars_renders();
