@@ -70,7 +70,7 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
     let mut frame = Frame::new(set, options, mapping::Interner::default(), &mut diagnostics);
     let module = set.module.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
     // What routes read of the AuthService and the RateLimitService.
-    let services = (set.auth_service.is_some(), mapping::rate_limit_domain(set));
+    let services = mapping::services(set);
     let per_mapping =
         mapping::per_mapping_diagnostics(frame.clusters.resolvers(), &set.mappings, services.1.as_deref());
     diagnostics.extend(per_mapping.into_iter().map(|(_, d)| d));
@@ -104,23 +104,14 @@ pub fn lower(set: &ResourceSet, options: &LowerOptions) -> (Ir, Vec<Diagnostic>)
         &mut diagnostics,
     );
     let unused = mapping::report_unused(set, &used);
-    let tcp = frame.tcp_listeners(set, options, &mut diagnostics);
-    diagnostics.extend(unused.into_iter().map(|(_, d)| d));
-    let Frame {
+    let Closed {
         listeners,
         mut secrets,
         clusters,
-        ..
-    } = frame;
+    } = frame.close(set, options, &mut diagnostics);
+    diagnostics.extend(unused.into_iter().map(|(_, d)| d));
     let finished = clusters.finish(set, &mut secrets, &mut diagnostics);
-    let ir = assemble(
-        listeners,
-        tcp,
-        route_configs,
-        finished.clusters,
-        finished.endpoints,
-        secrets,
-    );
+    let ir = assemble(listeners, route_configs, finished.clusters, finished.endpoints, secrets);
     (ir, diagnostics)
 }
 
@@ -183,15 +174,11 @@ impl<'s> Frame<'s> {
         self.bound.iter().any(|b| b.contains(&i))
     }
 
-    /// The TCPMappings' listeners (their clusters and secrets added).
-    fn tcp_listeners(
-        &mut self,
-        set: &'s ResourceSet,
-        options: &LowerOptions,
-        diagnostics: &mut Vec<Diagnostic>,
-    ) -> Vec<crate::ir::Listener> {
+    /// Closes the frame once the HTTP routes are served: the TCPMappings' listeners join the
+    /// HTTP ones (their clusters and secrets added), and what is left to finish is handed over.
+    fn close(mut self, set: &'s ResourceSet, options: &LowerOptions, diagnostics: &mut Vec<Diagnostic>) -> Closed<'s> {
         let http_ports: Vec<u16> = self.listeners.iter().map(|l| l.ir.port).collect();
-        tcp::listeners(
+        let tcp = tcp::listeners(
             set,
             &http_ports,
             &self.hosts,
@@ -199,8 +186,23 @@ impl<'s> Frame<'s> {
             &mut self.clusters,
             &mut self.secrets,
             diagnostics,
-        )
+        );
+        let mut listeners: Vec<_> = self.listeners.into_iter().map(|l| l.ir).chain(tcp).collect();
+        listeners.sort_by_key(|l| l.port);
+        Closed {
+            listeners,
+            secrets: self.secrets,
+            clusters: self.clusters,
+        }
     }
+}
+
+/// What is left of a [`Frame`] once routes are served: every listener in port order, the
+/// secrets so far, and the clusters to finish.
+struct Closed<'s> {
+    listeners: Vec<crate::ir::Listener>,
+    secrets: BTreeMap<String, crate::ir::Secret>,
+    clusters: mapping::Clusters<'s>,
 }
 
 /// Whether some Mapping's hostname (or host) has a port.
@@ -328,15 +330,12 @@ fn serve_hosts(
 
 /// The IR from what the stages gave.
 fn assemble(
-    listeners: Vec<listener::Lowered>,
-    tcp_listeners: Vec<crate::ir::Listener>,
+    listeners: Vec<crate::ir::Listener>,
     route_configs: Vec<RouteConfig>,
     clusters: Vec<Arc<crate::ir::Cluster>>,
     endpoints: Vec<crate::ir::Endpoints>,
     secrets: BTreeMap<String, crate::ir::Secret>,
 ) -> Ir {
-    let mut listeners: Vec<_> = listeners.into_iter().map(|l| l.ir).chain(tcp_listeners).collect();
-    listeners.sort_by_key(|l| l.port);
     Ir {
         listeners,
         route_configs,

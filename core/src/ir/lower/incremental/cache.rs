@@ -319,7 +319,7 @@ pub(super) fn prepare<'a, 's: 'a>(
         shadows,
         needs,
         cache.module(),
-        (set.auth_service.is_some(), mapping::rate_limit_domain(set)),
+        mapping::services(set),
         host,
         diagnostics,
     )
@@ -346,7 +346,7 @@ pub(super) fn prepare_patched<'a>(
         shadows,
         needs,
         cache.module(),
-        (set.auth_service.is_some(), mapping::rate_limit_domain(set)),
+        mapping::services(set),
         host,
         diagnostics,
     )

@@ -20,7 +20,7 @@ use crate::diagnostic::Diagnostic;
 use crate::ir::Ir;
 use crate::resource::ResourceSet;
 
-use super::{any_mapping_port, assemble, mapping, serve_hosts, Frame, LowerOptions};
+use super::{any_mapping_port, assemble, mapping, serve_hosts, Closed, Frame, LowerOptions};
 
 /// [`super::lower`], reusing what the cache kept of Mappings that did not change (the same `Arc`
 /// in `set`): their matchers, clusters and routes. The output is exactly [`super::lower`]'s.
@@ -50,16 +50,14 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
                 .collect();
             let route_configs = serve_prepared(&mut frame, mapping_port, &prepared, &mut diagnostics);
             drop(prepared);
-            let tcp = frame.tcp_listeners(set, options, &mut diagnostics);
-            let Frame {
+            let Closed {
                 listeners,
                 mut secrets,
                 clusters,
-                ..
-            } = frame;
+            } = frame.close(set, options, &mut diagnostics);
             let (clusters, endpoints) = patch::finish(delta, set, clusters, &mut secrets, cache, &mut diagnostics);
             (
-                assemble(listeners, tcp, route_configs, clusters, endpoints, secrets),
+                assemble(listeners, route_configs, clusters, endpoints, secrets),
                 diagnostics,
             )
         }
@@ -102,13 +100,11 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
             }
             cache.end();
             let unused = mapping::report_unused(set, &used);
-            let tcp = frame.tcp_listeners(set, options, &mut diagnostics);
-            let Frame {
+            let Closed {
                 listeners,
                 mut secrets,
                 clusters,
-                ..
-            } = frame;
+            } = frame.close(set, options, &mut diagnostics);
             let mut cluster_diagnostics = Vec::new();
             let (finished, interner) = clusters::finish_reusing(
                 clusters,
@@ -132,14 +128,7 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
                 finished.client_secrets,
                 finished.endpoints.clone(),
             );
-            let ir = assemble(
-                listeners,
-                tcp,
-                route_configs,
-                finished.clusters,
-                finished.endpoints,
-                secrets,
-            );
+            let ir = assemble(listeners, route_configs, finished.clusters, finished.endpoints, secrets);
             (ir, diagnostics)
         }
     }

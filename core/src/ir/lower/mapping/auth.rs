@@ -91,3 +91,9 @@ pub(in crate::ir::lower) fn ratelimit_filter<'a>(
         source: Some(super::super::source_of(meta)),
     }
 }
+
+/// What routes read of the AuthService and the RateLimitService: whether there is an
+/// AuthService, and the rate limit descriptors' domain (see `group`).
+pub(in crate::ir::lower) fn services(set: &crate::resource::ResourceSet) -> (bool, Option<String>) {
+    (set.auth_service.is_some(), rate_limit_domain(set))
+}
