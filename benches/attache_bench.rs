@@ -62,6 +62,23 @@ fn edge_mapping(i: usize) -> String {
     )
 }
 
+/// A Mapping as large as [`edge_mapping`]'s (about four times a plain one's text) without edge
+/// policies: request and response headers of its own. The control of the edge-policy row: what
+/// any fields of that size cost.
+fn large_mapping(i: usize) -> String {
+    let mut m = mapping(i, &format!("svc-{i}:80"));
+    m.push_str("  add_request_headers:\n");
+    for h in ["team", "tier", "zone", "owner", "cost"] {
+        m.push_str(&format!("    x-{h}: {{value: svc-{i}-{h}}}\n"));
+    }
+    m.push_str("  add_response_headers:\n");
+    for h in ["served-by", "route", "cache"] {
+        m.push_str(&format!("    x-{h}: {{value: svc-{i}-{h}}}\n"));
+    }
+    m.push_str("  remove_request_headers: [x-debug, x-trace-me]\n  timeout_ms: 5000\n");
+    m
+}
+
 /// The header of the edge-policy input: the listeners and Host, and a RateLimitService.
 fn edge_header() -> String {
     format!("{}---\napiVersion: getambassador.io/v3alpha1\nkind: RateLimitService\nmetadata:\n  name: ratelimit\nspec:\n  service: ratelimit:8081\n", header())
@@ -349,9 +366,13 @@ fn end_to_end(root: &Path, n: usize, xds: &str, changes: usize) -> Option<(Durat
 }
 
 /// `--stages N`: where a full translation of N Mappings spends its time, stage by stage.
-fn stages(n: usize, cold: bool) {
+fn stages(n: usize, cold: bool, input: &str) {
     let root = tempfile::tempdir().unwrap();
-    let dir = generate(root.path(), n, &|i| format!("svc-{i}:80"));
+    let dir = match input {
+        "edge" => generate_as(root.path(), &format!("edge{n}"), n, &edge_header(), &edge_mapping),
+        "large" => generate_as(root.path(), &format!("large{n}"), n, &header(), &large_mapping),
+        _ => generate(root.path(), n, &|i| format!("svc-{i}:80")),
+    };
     let registry = Arc::new(attache::rules::Registry::core().unwrap());
     let opts = attache::Options::default();
     let start = rss_mib();
@@ -490,10 +511,16 @@ fn main() {
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--stages") {
-        // `--cold`: no warm-up translation first (the resident memory each stage adds shows).
+        // `--cold`: no warm-up translation first (the resident memory each stage adds shows);
+        // `--input edge`: the Mappings carry labels, CORS and an error override; `--input
+        // large`: headers of their own, as many bytes.
         stages(
             args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(5_000),
             args.iter().any(|a| a == "--cold"),
+            args.iter()
+                .position(|a| a == "--input")
+                .and_then(|i| args.get(i + 1))
+                .map_or("plain", String::as_str),
         );
         return;
     }
@@ -509,6 +536,8 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let e2e_only = args.iter().any(|a| a == "--e2e-only");
+    // `--edge-only`: only the edge-policy comparison (at 5,000 unless `--sizes` says otherwise).
+    let edge_only = args.iter().any(|a| a == "--edge-only");
     // `--sizes 5000,10000`: only these rows (and no end-to-end runs unless `--e2e` is given too).
     let only: Option<Vec<usize>> = args
         .iter()
@@ -552,7 +581,7 @@ fn main() {
             .join(" ")
     ));
     report.push_str("| Mappings | full translation ms (median) | cold translation ms / peak RSS MiB (child) | one change: incremental translate + diff ms | same, full re-translation ms | IR nodes re-rendered | bytes sent SotW | bytes sent delta |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for &n in sizes.iter().filter(|_| !e2e_only) {
+    for &n in sizes.iter().filter(|_| !e2e_only && !edge_only) {
         let dir = generate(root.path(), n, &|i| format!("svc-{i}:80"));
         let runs = if n >= 10_000 { 3 } else { 5 };
         let mut full = Vec::new();
@@ -615,35 +644,61 @@ fn main() {
     // Edge policies: the same Mappings, each with rate limit labels, a CORS policy and an error
     // override, against the plain ones, in turn (A B A B ...) so that the ratio holds when the
     // machine's speed drifts.
-    for &n in sizes.iter().filter(|n| **n == 5_000 && !e2e_only) {
-        let plain = generate(root.path(), n, &|i| format!("svc-{i}:80"));
-        let edge = generate_as(root.path(), &format!("edge{n}"), n, &edge_header(), &edge_mapping);
-        let (mut a, mut b) = (Vec::new(), Vec::new());
+    let edge_sizes: Vec<usize> = match &only {
+        Some(list) if edge_only => list.clone(),
+        _ => sizes.iter().copied().filter(|n| *n == 5_000).collect(),
+    };
+    if !e2e_only && !edge_sizes.is_empty() {
+        report.push_str("\n| Mappings | input | load ms, translation ms (median) | ratio to plain from files, pair by pair (median; min–max) | ratio to plain, translation alone |\n|---:|---|---:|---:|---:|\n");
+    }
+    for &n in edge_sizes.iter().filter(|_| !e2e_only) {
+        let inputs = [
+            ("plain", generate(root.path(), n, &|i| format!("svc-{i}:80"))),
+            (
+                "as large, with headers",
+                generate_as(root.path(), &format!("large{n}"), n, &header(), &large_mapping),
+            ),
+            (
+                "labels, CORS, an error override",
+                generate_as(root.path(), &format!("edge{n}"), n, &edge_header(), &edge_mapping),
+            ),
+        ];
+        // Per input: (load, translation) of each run, the inputs in turn (A B C A B C ...) so
+        // that ratios hold when the machine's speed drifts.
+        let mut runs: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); inputs.len()];
         for _ in 0..5 {
-            for (dir, out) in [(&plain, &mut a), (&edge, &mut b)] {
+            for ((_, dir), out) in inputs.iter().zip(runs.iter_mut()) {
                 let started = Instant::now();
-                let t = translate_once(&attache::source::dir::load(dir), &registry, &opts);
-                out.push(started.elapsed());
+                let loaded = attache::source::dir::load(dir);
+                let load = started.elapsed();
+                let started = Instant::now();
+                let t = translate_once(&loaded, &registry, &opts);
+                out.push((load, started.elapsed()));
                 assert!(t.diagnostics.iter().all(|d| !d.is_error()), "{:?}", t.diagnostics);
             }
         }
-        let ratios: Vec<f64> = a
-            .iter()
-            .zip(&b)
-            .map(|(a, b)| b.as_secs_f64() / a.as_secs_f64())
-            .collect();
-        let mut sorted = ratios.clone();
-        sorted.sort_by(f64::total_cmp);
-        report.push_str(&format!(
-            "\n| Mappings | plain full translation ms (median) | with labels, CORS and an error override, ms (median) | ratio, pair by pair (median; min–max) |\n|---:|---:|---:|---:|\n| {n} | {} | {} | {:.2} ({:.2}–{:.2}) |\n",
-            ms(median(a)),
-            ms(median(b)),
-            sorted[sorted.len() / 2],
-            sorted[0],
-            sorted[sorted.len() - 1],
-        ));
-        let _ = std::fs::remove_dir_all(&plain);
-        let _ = std::fs::remove_dir_all(&edge);
+        let ratios = |b: &[(Duration, Duration)], f: &dyn Fn(&(Duration, Duration)) -> Duration| {
+            let mut r: Vec<f64> = runs[0]
+                .iter()
+                .zip(b)
+                .map(|(a, b)| f(b).as_secs_f64() / f(a).as_secs_f64())
+                .collect();
+            r.sort_by(f64::total_cmp);
+            format!("{:.2} ({:.2}–{:.2})", r[r.len() / 2], r[0], r[r.len() - 1])
+        };
+        for ((name, dir), run) in inputs.iter().zip(&runs) {
+            let med = |f: &dyn Fn(&(Duration, Duration)) -> Duration| ms(median(run.iter().map(f).collect()));
+            let line = format!(
+                "| {n} | {name} | {}, {} | {} | {} |\n",
+                med(&|p| p.0),
+                med(&|p| p.1),
+                ratios(run, &|p| p.0 + p.1),
+                ratios(run, &|p| p.1),
+            );
+            eprint!("{line}");
+            report.push_str(&line);
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
     report.push_str("\n| Mappings | xDS | file change → new route answers through Envoy, ms (median) | attache RSS with one Envoy, MiB |\n|---:|---|---:|---:|\n");
     for &n in &e2e_sizes {

@@ -86,6 +86,13 @@ enum Piece {
     },
     /// A message field (or one element of a repeated message field) whose object holds slots.
     Nested { number: u32, plan: MessagePlan },
+    /// An `Any` of a fixed type whose value holds slots: its type URL (field 1, encoded once) and
+    /// its value's plan (field 2, left out when empty, as for any `bytes`).
+    Any {
+        number: u32,
+        type_url: Vec<u8>,
+        plan: MessagePlan,
+    },
     /// Any other field that holds slots: its JSON gets the node's values, then is decoded into
     /// the parent type alone, checked and encoded.
     Field {
@@ -118,6 +125,8 @@ fn holds_marker(value: &Value, m: Markers) -> bool {
         _ => false,
     }
 }
+
+const ANY: &str = "google.protobuf.Any";
 
 /// A message type whose JSON is its fields (not one of the well-known types with a JSON form of
 /// their own, such as `Duration` or `Any`).
@@ -237,35 +246,32 @@ fn slot_pieces(
             }]);
         }
     }
-    if !field.is_map() {
-        match (&kind, value) {
-            (Kind::Message(inner), Value::Object(object)) if !field.is_list() && plain(inner) => {
-                // The field's own rules can only ask for its presence, which the plan keeps;
-                // the slots inside are checked by their own fields' rules.
-                if let Some(plan) = message_plan(inner, object, m, depth + 1) {
-                    return Some(vec![Piece::Nested { number, plan }]);
-                }
-            }
-            (Kind::Message(inner), Value::Array(items))
-                if field.is_list() && plain(inner) && items.iter().all(Value::is_object) =>
-            {
-                let planned: Option<Vec<Piece>> = items
+    if let Kind::Message(inner) = &kind {
+        let planned = if field.is_map() {
+            map_pieces(desc, number, inner, key, value, m, depth)
+        } else if field.is_list() {
+            match value {
+                Value::Array(items) => items
                     .iter()
-                    .map(|item| match item {
-                        Value::Object(object) if holds_marker(item, m) => Some(Piece::Nested {
-                            number,
-                            plan: message_plan(inner, object, m, depth + 1)?,
-                        }),
-                        _ => Some(Piece::Const(
-                            encode_alone(desc, key, &Value::Array(vec![item.clone()]))?.0,
-                        )),
+                    .map(|item| {
+                        if holds_marker(item, m) {
+                            message_piece(number, inner, item, m, depth)
+                        } else {
+                            Some(Piece::Const(
+                                encode_alone(desc, key, &Value::Array(vec![item.clone()]))?.0,
+                            ))
+                        }
                     })
-                    .collect();
-                if let Some(p) = planned {
-                    return Some(p);
-                }
+                    .collect(),
+                _ => None,
             }
-            _ => {}
+        } else {
+            // The field's own rules can only ask for its presence (or an `Any`'s type, which
+            // the plan keeps); the slots inside are checked by their own fields' rules.
+            message_piece(number, inner, value, m, depth).map(|p| vec![p])
+        };
+        if let Some(p) = planned {
+            return Some(p);
         }
     }
     Some(vec![Piece::Field {
@@ -275,6 +281,71 @@ fn slot_pieces(
         template: value.clone(),
         check: FieldCheck::of(desc, field),
     }])
+}
+
+/// The piece of one message (a singular field's, or one element of a list) that holds slots: a
+/// nested plan, or for an `Any` whose type is fixed, the type and a nested plan of its value.
+fn message_piece(number: u32, desc: &MessageDescriptor, value: &Value, m: Markers, depth: usize) -> Option<Piece> {
+    let object = value.as_object()?;
+    if plain(desc) {
+        return Some(Piece::Nested {
+            number,
+            plan: message_plan(desc, object, m, depth + 1)?,
+        });
+    }
+    if desc.full_name() != ANY {
+        return None;
+    }
+    // `{"@type": "type.googleapis.com/<name>", ...the message's fields}`.
+    let type_url = object.get("@type")?.as_str().filter(|t| !(m.within)(t))?;
+    let inner = super::message(type_url.rsplit('/').next()?).filter(plain)?;
+    let mut fields = object.clone();
+    fields.remove("@type");
+    let mut head = Vec::new();
+    prost::encoding::string::encode(1, &type_url.to_string(), &mut head);
+    Some(Piece::Any {
+        number,
+        type_url: head,
+        plan: message_plan(&inner, &fields, m, depth + 1)?,
+    })
+}
+
+/// The pieces of a map field (string keys) whose values hold slots: one entry message per key,
+/// in key order (as `super::encode` writes a map), each a nested plan of `key` and `value`.
+fn map_pieces(
+    desc: &MessageDescriptor,
+    number: u32,
+    entry: &MessageDescriptor,
+    key: &str,
+    value: &Value,
+    m: Markers,
+    depth: usize,
+) -> Option<Vec<Piece>> {
+    if entry.map_entry_key_field().kind() != Kind::String {
+        return None;
+    }
+    let mut entries: Vec<(&String, &Value)> = value.as_object()?.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
+        .into_iter()
+        .map(|(k, v)| {
+            if (m.within)(k) {
+                return None;
+            }
+            if !holds_marker(v, m) {
+                let mut one = Map::new();
+                one.insert(k.clone(), v.clone());
+                return Some(Piece::Const(encode_alone(desc, key, &Value::Object(one))?.0));
+            }
+            let mut object = Map::new();
+            object.insert("key".to_string(), Value::String(k.clone()));
+            object.insert("value".to_string(), v.clone());
+            Some(Piece::Nested {
+                number,
+                plan: message_plan(entry, &object, m, depth + 1)?,
+            })
+        })
+        .collect()
 }
 
 /// `template` with each marker replaced by the JSON value it stands for; `None` if a marker is
@@ -374,6 +445,19 @@ impl Scalar {
 }
 
 impl MessagePlan {
+    /// How many fields this plan decodes in full per node (for tests).
+    #[cfg(test)]
+    fn decoded_fields(&self) -> usize {
+        self.pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Field { .. } => 1,
+                Piece::Nested { plan, .. } | Piece::Any { plan, .. } => plan.decoded_fields(),
+                _ => 0,
+            })
+            .sum()
+    }
+
     fn encode(&self, values: &[String], m: Markers, out: &mut Vec<u8>) -> Option<()> {
         for piece in &self.pieces {
             match piece {
@@ -388,6 +472,16 @@ impl MessagePlan {
                     let mut inner = Vec::with_capacity(64);
                     plan.encode(values, m, &mut inner)?;
                     put_len_delimited(*number, &inner, out);
+                }
+                Piece::Any { number, type_url, plan } => {
+                    let mut inner = Vec::with_capacity(64);
+                    plan.encode(values, m, &mut inner)?;
+                    let mut any = Vec::with_capacity(type_url.len() + inner.len() + 4);
+                    any.extend_from_slice(type_url);
+                    if !inner.is_empty() {
+                        put_len_delimited(2, &inner, &mut any);
+                    }
+                    put_len_delimited(*number, &any, out);
                 }
                 Piece::Field {
                     parent,
@@ -513,6 +607,58 @@ mod tests {
                 "{d}"
             );
         }
+    }
+
+    const ROUTE: &str = "envoy.config.route.v3.Route";
+
+    /// A route with per-filter configs: a map of `Any`s, one of them holding slots.
+    fn route_shape() -> Value {
+        json!({
+            "name": "$0",
+            "match": {"prefix": "$1"},
+            "route": {"cluster": "$2", "timeout": "$4"},
+            "typed_per_filter_config": {
+                "z.cors": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+                    "allow_origin_string_match": [{"exact": "$3"}, {"prefix": "https://fixed."}],
+                    "allow_methods": "GET, POST"
+                },
+                "a.off": {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true},
+                "m.status": {
+                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseStatusCodeMatchInput"
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn maps_of_anys_are_planned_entry_by_entry_in_key_order() {
+        let plan = EncodePlan::build(ROUTE, &route_shape(), DOLLARS).expect("a plan");
+        assert_eq!(plan.root.decoded_fields(), 0, "every slot is written by the plan");
+        let full = |values: &[&str]| {
+            let owned: Vec<String> = values.iter().map(|v| (*v).to_string()).collect();
+            let value = fill(&route_shape(), &owned, DOLLARS).unwrap();
+            super::super::decode_checked(ROUTE, &value).map(|m| super::super::encode(&m))
+        };
+        for values in [
+            [r#""r1""#, r#""/a/""#, r#""c1""#, r#""https://a.example""#, r#""3s""#],
+            [r#""r-2""#, r#""/""#, r#""c_2""#, r#""x""#, r#""0.500s""#],
+        ] {
+            let (bytes, name) = planned(&plan, &values).expect("planned");
+            assert_eq!(bytes, full(&values).unwrap(), "{values:?}");
+            assert_eq!(name, serde_json::from_str::<String>(values[0]).unwrap());
+        }
+        // Inside an `Any`, a value of another JSON type or one that would be left out is not
+        // planned (the full decode decides).
+        assert_eq!(planned(&plan, &["\"r\"", "\"/\"", "\"c\"", "7", "\"1s\""]), None);
+        assert_eq!(planned(&plan, &["\"r\"", "\"/\"", "\"c\"", "\"\"", "\"1s\""]), None);
+        // A type the pool does not know, or a marker as the type: no plan for that entry.
+        let mut unknown = route_shape();
+        unknown["typed_per_filter_config"]["z.cors"]["@type"] = json!("type.googleapis.com/no.Such");
+        assert!(EncodePlan::build(ROUTE, &unknown, DOLLARS).is_none_or(|p| p.root.decoded_fields() == 1));
+        let mut marker_type = route_shape();
+        marker_type["typed_per_filter_config"]["z.cors"]["@type"] = json!("$5");
+        assert!(EncodePlan::build(ROUTE, &marker_type, DOLLARS).is_none_or(|p| p.root.decoded_fields() == 1));
     }
 
     #[test]

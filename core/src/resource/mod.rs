@@ -352,10 +352,20 @@ impl Reader<'_> {
             spec
         };
         let mut ignored = Vec::new();
-        let result: Result<T, _> = {
+        // Without tracking the path first (most specs are valid); a failed spec is read again
+        // with it, for the error's field path.
+        let fast: Option<T> = {
             let mut on_ignored = |p: serde_ignored::Path<'_>| ignored.push(format!("spec.{p}"));
-            let de = serde_ignored::Deserializer::new(&spec, &mut on_ignored);
-            serde_path_to_error::deserialize(de)
+            T::deserialize(serde_ignored::Deserializer::new(&spec, &mut on_ignored)).ok()
+        };
+        let result: Result<T, _> = match fast {
+            Some(v) => Ok(v),
+            None => {
+                ignored.clear();
+                let mut on_ignored = |p: serde_ignored::Path<'_>| ignored.push(format!("spec.{p}"));
+                let de = serde_ignored::Deserializer::new(&spec, &mut on_ignored);
+                serde_path_to_error::deserialize(de)
+            }
         };
         for path in ignored {
             let d = self

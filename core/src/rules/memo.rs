@@ -55,6 +55,100 @@ pub(crate) struct Reads {
     /// (`Some`); inside a loop, it is relative to the loop's item, which the signature holds
     /// whole (`None`: the value is fixed by the signature).
     partial_markers: HashMap<String, Option<Vec<String>>>,
+    /// The same paths as a tree, so that a signature looks each step up once.
+    tree: ReadNode,
+}
+
+/// One step of the read paths: how the value here is read, and the steps below.
+#[derive(Debug, Default, PartialEq)]
+struct ReadNode {
+    uses: Vec<Read>,
+    children: Vec<(Step, ReadNode)>,
+}
+
+/// A use, its literal parsed once.
+#[derive(Debug, PartialEq)]
+enum Read {
+    Truthy,
+    Equals(Option<Value>),
+    Len,
+    Value,
+}
+
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// An object's member, or a list's item when the name is a number.
+    Key(String, Option<usize>),
+    /// Every item of a list, in order (`*`).
+    Each,
+}
+
+impl ReadNode {
+    fn of(paths: &[(Vec<String>, Use)]) -> ReadNode {
+        let mut root = ReadNode::default();
+        for (path, how) in paths {
+            let mut node = &mut root;
+            for seg in path {
+                let step = if seg == "*" {
+                    Step::Each
+                } else {
+                    Step::Key(seg.clone(), seg.parse().ok())
+                };
+                let at = match node.children.iter().position(|(s, _)| *s == step) {
+                    Some(at) => at,
+                    None => {
+                        node.children.push((step, ReadNode::default()));
+                        node.children.len() - 1
+                    }
+                };
+                node = &mut node.children[at].1;
+            }
+            node.uses.push(match how {
+                Use::Truthy => Read::Truthy,
+                Use::Equals(lit) => Read::Equals(serde_json::from_str(lit).ok()),
+                Use::Len => Read::Len,
+                Use::Value => Read::Value,
+            });
+        }
+        root
+    }
+
+    /// Writes what the context holds at every read below this step (`value`: what it holds
+    /// here), each variable part marked or counted, so that different reads write different
+    /// bytes.
+    fn write(&self, value: Option<&Value>, buf: &mut Vec<u8>) {
+        let Some(v) = value else {
+            buf.push(b'M');
+            return;
+        };
+        buf.push(b'P');
+        for read in &self.uses {
+            write_read(buf, v, read);
+        }
+        for (step, child) in &self.children {
+            match step {
+                Step::Each => match v {
+                    Value::Array(items) => {
+                        buf.push(b'[');
+                        buf.extend_from_slice(&(items.len() as u64).to_le_bytes());
+                        for item in items {
+                            child.write(Some(item), buf);
+                        }
+                    }
+                    // Not a list here: the loop's own read tells the nodes apart.
+                    _ => buf.push(b'x'),
+                },
+                Step::Key(name, index) => {
+                    let at = match v {
+                        Value::Object(m) => m.get(name),
+                        Value::Array(items) => index.and_then(|i| items.get(i)),
+                        _ => None,
+                    };
+                    child.write(at, buf);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -106,6 +200,7 @@ pub(crate) fn analyze(template: &Template, hbs: &Handlebars<'_>) -> Option<Reads
     paths.sort();
     paths.dedup();
     Some(Reads {
+        tree: ReadNode::of(&paths),
         paths,
         partial_markers: walker.partial_markers,
     })
@@ -370,62 +465,32 @@ fn lookup<'v>(root: &'v Value, path: &[String]) -> Option<&'v Value> {
 
 /// A node's signature for a template: what its context holds at each read.
 fn signature(template_key: &str, reads: &Reads, ctx: &Value) -> u128 {
-    let mut buf = Vec::with_capacity(256);
+    let mut buf = Vec::with_capacity(512);
     buf.extend_from_slice(template_key.as_bytes());
     buf.push(0);
-    for (path, how) in &reads.paths {
-        let mut found = Vec::new();
-        lookup_all(ctx, path, &mut found);
-        buf.push(b'#');
-        buf.extend_from_slice(&(found.len() as u64).to_le_bytes());
-        for v in found {
-            write_read(&mut buf, v, how);
-        }
-    }
+    reads.tree.write(Some(ctx), &mut buf);
     xxhash_rust::xxh3::xxh3_128(&buf)
 }
 
-/// The values at a root-context path, `*` standing for every item of a list (in order).
-fn lookup_all<'v>(root: &'v Value, path: &[String], out: &mut Vec<Option<&'v Value>>) {
-    match path.iter().position(|s| s == "*") {
-        None => out.push(lookup(root, path)),
-        Some(at) => match lookup(root, &path[..at]) {
-            Some(Value::Array(items)) => {
-                for item in items {
-                    lookup_all(item, &path[at + 1..], out);
-                }
-            }
-            // Not a list here: the loop's own read (`Len`, the value whole) tells the nodes apart.
-            _ => out.push(None),
-        },
-    }
-}
-
 /// What a read found, into a signature.
-fn write_read(buf: &mut Vec<u8>, value: Option<&Value>, how: &Use) {
-    {
-        match (value, how) {
-            (None, _) => buf.push(b'm'),
-            (Some(v), Use::Truthy) => buf.push(if v.is_truthy(false) { b't' } else { b'f' }),
-            (Some(v), Use::Equals(lit)) => {
-                let equal = serde_json::from_str::<Value>(lit).is_ok_and(|l| l == *v);
-                buf.push(if equal { b'e' } else { b'n' });
+fn write_read(buf: &mut Vec<u8>, v: &Value, how: &Read) {
+    match how {
+        Read::Truthy => buf.push(if v.is_truthy(false) { b't' } else { b'f' }),
+        Read::Equals(lit) => buf.push(if lit.as_ref() == Some(v) { b'e' } else { b'n' }),
+        Read::Len if v.is_array() => {
+            buf.push(b'l');
+            buf.extend_from_slice(&(v.as_array().map_or(0, Vec::len) as u64).to_le_bytes());
+        }
+        Read::Value | Read::Len => {
+            buf.push(b'v');
+            // Length-prefixed, so that values cannot run into one another.
+            let at = buf.len();
+            buf.extend_from_slice(&[0; 8]);
+            if serde_json::to_writer(&mut *buf, v).is_err() {
+                buf.truncate(at + 8);
             }
-            (Some(Value::Array(items)), Use::Len) => {
-                buf.push(b'l');
-                buf.extend_from_slice(&(items.len() as u64).to_le_bytes());
-            }
-            (Some(v), Use::Value | Use::Len) => {
-                buf.push(b'v');
-                // Length-prefixed, so that values cannot run into one another.
-                let at = buf.len();
-                buf.extend_from_slice(&[0; 8]);
-                if serde_json::to_writer(&mut *buf, v).is_err() {
-                    buf.truncate(at + 8);
-                }
-                let len = (buf.len() - at - 8) as u64;
-                buf[at..at + 8].copy_from_slice(&len.to_le_bytes());
-            }
+            let len = (buf.len() - at - 8) as u64;
+            buf[at..at + 8].copy_from_slice(&len.to_le_bytes());
         }
     }
 }

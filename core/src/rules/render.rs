@@ -940,12 +940,12 @@ mod tests {
 
     #[test]
     fn routes_that_differ_only_in_their_policies_values_share_a_shape() {
-        // Rate limit labels, CORS origins and error texts differ per Mapping; the loops over them
-        // read item by item, so the routes still share one signature.
+        // Rate limit labels, CORS origins, error texts and added headers differ per Mapping; the
+        // loops over them read item by item, so the routes still share one signature.
         let mut text = String::from("apiVersion: getambassador.io/v3alpha1\nkind: RateLimitService\nmetadata:\n  name: rl\nspec:\n  service: rl:8081\n");
         for i in 0..200 {
             text.push_str(&format!(
-                "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\nspec:\n  hostname: \"*\"\n  prefix: /m{i}/\n  service: svc-{i}:80\n  labels:\n    ambassador:\n      - per_user:\n          - request_headers:\n              key: user\n              header_name: x-user\n          - generic_key:\n              value: svc-{i}\n      - by_address:\n          - remote_address\n  cors:\n    origins: [https://app-{i}.example.com]\n  error_response_overrides:\n    - on_status_code: 503\n      body:\n        text_format: \"svc-{i} is down\"\n"
+                "---\napiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: m{i}\nspec:\n  hostname: \"*\"\n  prefix: /m{i}/\n  service: svc-{i}:80\n  labels:\n    ambassador:\n      - per_user:\n          - request_headers:\n              key: user\n              header_name: x-user\n          - generic_key:\n              value: svc-{i}\n      - by_address:\n          - remote_address\n  cors:\n    origins: [https://app-{i}.example.com]\n  error_response_overrides:\n    - on_status_code: 503\n      body:\n        text_format: \"svc-{i} is down\"\n  add_request_headers:\n    x-team: {{value: t{i}}}\n    x-zone: z{i}\n  add_response_headers:\n    x-served-by: {{value: m{i}, append: true}}\n"
             ));
         }
         let cache = rendered_as_the_reference_does(&text);

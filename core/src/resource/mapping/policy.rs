@@ -362,12 +362,13 @@ pub(crate) fn read_labels(
         );
         return out;
     };
+    // Field paths are only written out for an error: a Mapping's labels are read on every
+    // translation of its object.
     for (domain, groups) in domains {
-        let at = format!("{path}.{domain}");
         let Some(groups) = groups.as_array() else {
             fail(
                 r,
-                &at,
+                &format!("{path}.{domain}"),
                 format!("the label groups of domain `{domain}` are a list"),
                 "e.g. `- per_user: [remote_address]`",
             );
@@ -375,22 +376,20 @@ pub(crate) fn read_labels(
         };
         let mut read = Vec::new();
         for (i, group) in groups.iter().enumerate() {
-            let at = format!("{at}[{i}]");
             let entries = group.as_object().filter(|g| g.len() == 1);
             let Some((name, specifiers)) = entries.and_then(|g| g.iter().next()) else {
                 fail(
                     r,
-                    &at,
+                    &format!("{path}.{domain}[{i}]"),
                     "a label group is a map with one key, its name, holding a list of specifiers".into(),
                     "e.g. `- per_user: [remote_address, {request_headers: {key: user, header_name: x-user}}]`",
                 );
                 continue;
             };
-            let at = format!("{at}.{name}");
             let Some(specifiers) = specifiers.as_array() else {
                 fail(
                     r,
-                    &at,
+                    &format!("{path}.{domain}[{i}].{name}"),
                     format!("the specifiers of label group `{name}` are a list"),
                     "e.g. `- per_user: [remote_address]`",
                 );
@@ -398,10 +397,9 @@ pub(crate) fn read_labels(
             };
             let mut actions = Vec::new();
             for (j, s) in specifiers.iter().enumerate() {
-                let at = format!("{at}[{j}]");
                 match specifier(s) {
                     Ok(a) => actions.push(a),
-                    Err(e) => fail(r, &at, e, "source_cluster, destination_cluster, remote_address, `generic_key: {value: v}` or `request_headers: {key: k, header_name: h}` (or v2's `{k: {header: h}}`)"),
+                    Err(e) => fail(r, &format!("{path}.{domain}[{i}].{name}[{j}]"), e, "source_cluster, destination_cluster, remote_address, `generic_key: {value: v}` or `request_headers: {key: k, header_name: h}` (or v2's `{k: {header: h}}`)"),
                 }
             }
             read.push(actions);
