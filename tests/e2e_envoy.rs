@@ -1180,3 +1180,71 @@ fn custom_error_responses_replace_envoys_and_upstreams_replies_in_envoy() {
     assert_eq!(answer("/bypass/status/503"), (503, "upstream status 503".to_string()));
     assert_routes_accepted(envoy_admin, port);
 }
+
+#[test]
+fn module_header_case_client_certificates_buffers_and_mapping_defaults_reach_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    // An upstream that writes back the request's header names as it got them, and answers with
+    // one mixed-case and one lowercase header name.
+    let backend = http_server(|head| {
+        let names: Vec<&str> = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':').map(|(k, _)| k.trim()))
+            .collect();
+        let body = names.join(",");
+        format!(
+            "HTTP/1.1 200 OK\r\nX-Upstream-Case: yes\r\nx-lower-name: yes\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    });
+    let port = free_port();
+    let module = |settings: &str| {
+        format!("apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata:\n  name: ambassador\nspec:\n  config:\n{settings}    forward_client_cert_details: SANITIZE_SET\n    buffer_limit_bytes: 65536\n    defaults:\n      httpmapping:\n        add_response_headers:\n          x-served-by: attache\n")
+    };
+    let docs = |settings: &str| {
+        [
+            module(settings),
+            listener_and_host(port),
+            mapping("a", "/a/", backend, ""),
+            // Its own (empty) response headers: the Module's defaults stay off it.
+            mapping("own", "/own/", backend, "  add_response_headers: {}\n"),
+        ]
+        .join("---\n")
+    };
+    write(
+        &config.join("all.yaml"),
+        &docs("    header_case_overrides: [X-HELLO-There]\n"),
+    );
+    let (_attache, listen, envoy_admin, admin) = serve(&config, dir.path(), port, &[]);
+    let r = wait_for("Envoy to answer /a/", Duration::from_secs(30), || {
+        http_with("GET", listen, "x", "/a/", &[("X-HELLO-There", "1")])
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    // Header names keep their case both ways (Envoy writes them lowercase otherwise).
+    assert!(r.body.split(',').any(|n| n == "X-HELLO-There"), "{r:?}");
+    assert!(r.headers.iter().any(|(k, _)| k == "X-Upstream-Case"), "{r:?}");
+    assert_eq!(r.header("x-served-by"), Some("attache"), "{r:?}");
+    let own = http("GET", listen, "x", "/own/").unwrap();
+    assert_eq!((own.status, own.header("x-served-by")), (200, None), "{own:?}");
+    let listeners = get(envoy_admin, "x", "/config_dump?resource=dynamic_listeners")
+        .unwrap()
+        .body;
+    assert!(
+        listeners.contains("\"per_connection_buffer_limit_bytes\": 65536")
+            && listeners.contains("\"forward_client_cert_details\": \"SANITIZE_SET\"")
+            && listeners.contains("preserve_case"),
+        "{listeners}"
+    );
+    // proper_case instead: Proper-Case names to clients, whatever the upstream wrote.
+    write(&config.join("all.yaml"), &docs("    proper_case: true\n"));
+    let r = wait_for("proper-case header names", Duration::from_secs(30), || {
+        http("GET", listen, "x", "/a/")
+            .ok()
+            .filter(|r| r.headers.iter().any(|(k, _)| k == "X-Lower-Name"))
+    });
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(nack_count(admin), 0);
+}

@@ -205,7 +205,9 @@ pub struct Upstream {
 
 /// A loopback HTTP/1.1 server: each request head (keep-alive: Envoy reuses connections) is
 /// answered with `answer(head)`, a whole response.
-fn http_server(answer: impl Fn(&str) -> String + Send + Sync + 'static) -> SocketAddr {
+/// A loopback HTTP/1.1 server answering each request head (as received, header names in their
+/// case) with `answer`'s full response text.
+pub fn http_server(answer: impl Fn(&str) -> String + Send + Sync + 'static) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let answer = std::sync::Arc::new(answer);

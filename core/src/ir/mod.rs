@@ -338,6 +338,15 @@ pub struct HttpSettings {
     pub error_responses: Vec<crate::resource::mapping::ErrorResponse>,
     /// Brotli compression: `{quality, window_bits, min_content_length, content_type}`, or `null`.
     pub brotli: Option<crate::resource::module::Brotli>,
+    /// How header names are written to HTTP/1 clients: `proper_case`, `preserve`, or `null`
+    /// (lowercase).
+    pub header_case: Option<crate::resource::module::HeaderCase>,
+    /// `forward_client_cert_details` (Envoy's enum name), or `null`.
+    pub forward_client_cert_details: Option<&'static str>,
+    /// `set_current_client_cert_details`: `{subject, cert, chain, dns, uri}`, or `null`.
+    pub set_current_client_cert_details: Option<crate::resource::module::ClientCertDetails>,
+    /// The listener's `per_connection_buffer_limit_bytes`, or `null`.
+    pub buffer_limit_bytes: Option<u32>,
 }
 
 impl HttpSettings {
@@ -364,6 +373,10 @@ impl HttpSettings {
             headers_with_underscores_action: m.headers_with_underscores_action,
             error_responses: m.error_responses.clone(),
             brotli: m.brotli.clone(),
+            header_case: m.header_case,
+            forward_client_cert_details: m.forward_client_cert_details,
+            set_current_client_cert_details: m.set_current_client_cert_details,
+            buffer_limit_bytes: m.buffer_limit_bytes,
         }
     }
 }

@@ -78,11 +78,81 @@ struct ConfigSpec {
     error_response_overrides: Option<Vec<super::mapping::ErrorResponseSpec>>,
     keepalive: Option<super::mapping::Keepalive>,
     brotli: Option<BrotliSpec>,
+    proper_case: Option<bool>,
+    header_case_overrides: Option<serde_json::Value>,
+    forward_client_cert_details: Option<String>,
+    set_current_client_cert_details: Option<ClientCertDetails>,
+    buffer_limit_bytes: Option<u32>,
+    enable_ipv4: Option<bool>,
+    enable_ipv6: Option<bool>,
+    use_ambassador_namespace_for_service_resolution: Option<bool>,
+    defaults: Option<serde_json::Value>,
     // Read only to say what attache does instead (see `unsupported`).
     regex_type: Option<serde_json::Value>,
     regex_max_size: Option<serde_json::Value>,
     use_proxy_proto: Option<serde_json::Value>,
     x_forwarded_proto_redirect: Option<serde_json::Value>,
+    envoy_validation_timeout: Option<serde_json::Value>,
+    debug_mode: Option<serde_json::Value>,
+    prune_unreachable_routes: Option<serde_json::Value>,
+    runtime_flags: Option<serde_json::Value>,
+    auth_enabled: Option<serde_json::Value>,
+    statsd: Option<serde_json::Value>,
+    diagnostics: Option<serde_json::Value>,
+    liveness_probe: Option<serde_json::Value>,
+    readiness_probe: Option<serde_json::Value>,
+    admin_port: Option<serde_json::Value>,
+    diag_port: Option<serde_json::Value>,
+    service_port: Option<serde_json::Value>,
+}
+
+/// `set_current_client_cert_details`: what of a client certificate goes upstream in
+/// `x-forwarded-client-cert` (Envoy's field of the same name).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertDetails {
+    /// The subject.
+    #[serde(default)]
+    pub subject: bool,
+    /// The certificate, URL-encoded PEM.
+    #[serde(default)]
+    pub cert: bool,
+    /// The whole chain, URL-encoded PEM.
+    #[serde(default)]
+    pub chain: bool,
+    /// DNS subject alternative names.
+    #[serde(default)]
+    pub dns: bool,
+    /// URI subject alternative names.
+    #[serde(default)]
+    pub uri: bool,
+}
+
+/// How header names are written to HTTP/1 peers (Envoy keeps them lowercase by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderCase {
+    /// `proper_case`: `Proper-Case` names to clients, as in Emissary.
+    ProperCase,
+    /// `header_case_overrides`: names keep the case they came with, both ways (Envoy's
+    /// preserve-case formatter; Emissary's exact per-name rewriting needs its own Envoy build).
+    Preserve,
+}
+
+/// The Module's `defaults` for Mappings (Emissary's `defaults` element, class `httpmapping`
+/// first, then the top level): used by Mappings that do not set the field themselves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MappingDefaults {
+    /// `add_request_headers`.
+    pub add_request_headers: Option<Vec<super::mapping::AddedHeader>>,
+    /// `add_response_headers`.
+    pub add_response_headers: Option<Vec<super::mapping::AddedHeader>>,
+    /// `remove_request_headers`.
+    pub remove_request_headers: Option<Vec<String>>,
+    /// `remove_response_headers`.
+    pub remove_response_headers: Option<Vec<String>>,
+    /// `stats_name`.
+    pub stats_name: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -263,6 +333,22 @@ pub struct AmbassadorModule {
     pub keepalive: Option<super::mapping::Keepalive>,
     /// Brotli response compression (beyond Emissary).
     pub brotli: Option<Brotli>,
+    /// How header names are written to HTTP/1 peers, `None` for Envoy's lowercase.
+    pub header_case: Option<HeaderCase>,
+    /// `forward_client_cert_details`: Envoy's `SANITIZE` (default), `FORWARD_ONLY`,
+    /// `APPEND_FORWARD`, `SANITIZE_SET` or `ALWAYS_FORWARD_ONLY`.
+    pub forward_client_cert_details: Option<&'static str>,
+    /// `set_current_client_cert_details`.
+    pub set_current_client_cert_details: Option<ClientCertDetails>,
+    /// Listeners' `per_connection_buffer_limit_bytes` (`buffer_limit_bytes`).
+    pub buffer_limit_bytes: Option<u32>,
+    /// The DNS lookup family of Mappings that set neither `enable_ipv4` nor `enable_ipv6`.
+    pub dns_lookup_family: Option<&'static str>,
+    /// Bare service names resolve in attache's namespace, whatever the Mapping's
+    /// (`use_ambassador_namespace_for_service_resolution`).
+    pub services_in_ambassador_namespace: bool,
+    /// `defaults` for Mappings.
+    pub mapping_defaults: MappingDefaults,
 }
 
 impl Default for AmbassadorModule {
@@ -302,6 +388,13 @@ impl Default for AmbassadorModule {
             error_responses: Vec::new(),
             keepalive: None,
             brotli: None,
+            header_case: None,
+            forward_client_cert_details: None,
+            set_current_client_cert_details: None,
+            buffer_limit_bytes: None,
+            dns_lookup_family: None,
+            services_in_ambassador_namespace: false,
+            mapping_defaults: MappingDefaults::default(),
         }
     }
 }
@@ -410,6 +503,62 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
             content_type: b.content_type.clone(),
         }
     });
+    let header_case = read_header_case(r, &c);
+    let forward_client_cert_details = match c.forward_client_cert_details.as_deref() {
+        None => None,
+        Some(v) => match FORWARD_CLIENT_CERT.iter().find(|f| f.eq_ignore_ascii_case(v)) {
+            Some(f) => Some(*f),
+            None => {
+                let d = r
+                    .error(
+                        "invalid_value",
+                        "spec.config.forward_client_cert_details",
+                        format!("`{v}` is not a way to handle `x-forwarded-client-cert`"),
+                    )
+                    .hint(format!("one of {}", FORWARD_CLIENT_CERT.join(", ")));
+                r.diagnostics.push(d);
+                ok = false;
+                None
+            }
+        },
+    };
+    let dns_lookup_family = if c.enable_ipv4.is_some() || c.enable_ipv6.is_some() {
+        match (c.enable_ipv4.unwrap_or(true), c.enable_ipv6.unwrap_or(false)) {
+            (true, false) => Some("V4_ONLY"),
+            (false, true) => Some("V6_ONLY"),
+            (true, true) => Some("AUTO"),
+            (false, false) => {
+                let d = r
+                    .error(
+                        "invalid_value",
+                        "spec.config.enable_ipv4",
+                        "`enable_ipv4` and `enable_ipv6` are both false: no address could be used",
+                    )
+                    .hint("enable at least one of enable_ipv4 and enable_ipv6");
+                r.diagnostics.push(d);
+                ok = false;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if c.buffer_limit_bytes == Some(0) {
+        let d = r
+            .error(
+                "invalid_value",
+                "spec.config.buffer_limit_bytes",
+                "`buffer_limit_bytes` must be more than 0",
+            )
+            .hint("the bytes Envoy buffers per connection (Envoy's default is 1 MiB)");
+        r.diagnostics.push(d);
+        ok = false;
+    }
+    let mapping_defaults = c
+        .defaults
+        .as_ref()
+        .map(|d| read_mapping_defaults(r, d, &mut ok))
+        .unwrap_or_default();
     if !ok {
         return None;
     }
@@ -455,12 +604,166 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
         error_responses,
         keepalive: c.keepalive,
         brotli,
+        header_case,
+        forward_client_cert_details,
+        set_current_client_cert_details: c.set_current_client_cert_details,
+        buffer_limit_bytes: c.buffer_limit_bytes,
+        dns_lookup_family,
+        services_in_ambassador_namespace: c.use_ambassador_namespace_for_service_resolution.unwrap_or(false),
+        mapping_defaults,
     })
+}
+
+/// Envoy's ways to handle `x-forwarded-client-cert`.
+const FORWARD_CLIENT_CERT: [&str; 5] = [
+    "SANITIZE",
+    "FORWARD_ONLY",
+    "APPEND_FORWARD",
+    "SANITIZE_SET",
+    "ALWAYS_FORWARD_ONLY",
+];
+
+/// `proper_case` and `header_case_overrides` (a list of header names). Both set: `proper_case`
+/// wins, as in Emissary, with a warning.
+fn read_header_case(r: &mut Reader<'_>, c: &ConfigSpec) -> Option<HeaderCase> {
+    let overrides = c.header_case_overrides.as_ref().filter(|v| !v.is_null());
+    if let Some(v) = overrides {
+        let names = v.as_array().filter(|l| l.iter().all(serde_json::Value::is_string));
+        if names.is_none() {
+            let d = r
+                .warning(
+                    "invalid_value",
+                    "spec.config.header_case_overrides",
+                    "`header_case_overrides` is a list of header names; ignored",
+                )
+                .hint("e.g. `header_case_overrides: [X-Legacy-Token]`");
+            r.diagnostics.push(d);
+        } else if c.proper_case == Some(true) {
+            let d = r
+                .warning(
+                    "conflicting_keys",
+                    "spec.config.header_case_overrides",
+                    "`proper_case` and `header_case_overrides` are both set: `proper_case` is used, as in Emissary",
+                )
+                .hint("keep one of them");
+            r.diagnostics.push(d);
+        } else if names.is_some_and(|l| !l.is_empty()) {
+            let d = r
+                .notice(
+                    "header_case_preserved",
+                    "spec.config.header_case_overrides",
+                    "header names keep the case they arrive with, in both directions, for every header: stock Envoy has no per-name case rules (Emissary's needed its own Envoy build)",
+                )
+                .hint("a client or service that sends a name in the case its peer expects is served as with Emissary; names Envoy adds itself stay lowercase");
+            r.diagnostics.push(d);
+            return Some(HeaderCase::Preserve);
+        }
+    }
+    (c.proper_case == Some(true)).then_some(HeaderCase::ProperCase)
+}
+
+/// The keys Emissary's `defaults` gives Mappings (`httpmapping` first, then the top level).
+const MAPPING_DEFAULTS: [&str; 5] = [
+    "add_request_headers",
+    "add_response_headers",
+    "remove_request_headers",
+    "remove_response_headers",
+    "stats_name",
+];
+
+/// Reads `defaults`: `{httpmapping: {<key>: ...}, <key>: ...}` for [`MAPPING_DEFAULTS`].
+fn read_mapping_defaults(r: &mut Reader<'_>, defaults: &serde_json::Value, ok: &mut bool) -> MappingDefaults {
+    let mut out = MappingDefaults::default();
+    let Some(top) = defaults.as_object() else {
+        let d = r
+            .error("invalid_value", "spec.config.defaults", "`defaults` is a map")
+            .hint("e.g. `defaults: {httpmapping: {add_response_headers: {x-served-by: edge}}}`");
+        r.diagnostics.push(d);
+        *ok = false;
+        return out;
+    };
+    let class = top.get("httpmapping").and_then(serde_json::Value::as_object);
+    for key in top.keys() {
+        let known = MAPPING_DEFAULTS.contains(&key.as_str()) || key == "httpmapping";
+        if !known {
+            let d = r
+                .warning(
+                    "unknown_field",
+                    &format!("spec.config.defaults.{key}"),
+                    format!("`{key}` is not a default attache (or Emissary) gives Mappings; ignored"),
+                )
+                .hint(format!("defaults are {}", MAPPING_DEFAULTS.join(", ")));
+            r.diagnostics.push(d);
+        }
+    }
+    for key in class.into_iter().flat_map(|c| c.keys()) {
+        if !MAPPING_DEFAULTS.contains(&key.as_str()) {
+            let d = r
+                .warning(
+                    "unknown_field",
+                    &format!("spec.config.defaults.httpmapping.{key}"),
+                    format!("`{key}` is not a default attache (or Emissary) gives Mappings; ignored"),
+                )
+                .hint(format!("defaults are {}", MAPPING_DEFAULTS.join(", ")));
+            r.diagnostics.push(d);
+        }
+    }
+    for key in MAPPING_DEFAULTS {
+        let (value, path) = match class.and_then(|c| c.get(key)) {
+            Some(v) => (v, format!("spec.config.defaults.httpmapping.{key}")),
+            None => match top.get(key) {
+                Some(v) => (v, format!("spec.config.defaults.{key}")),
+                None => continue,
+            },
+        };
+        let mut bad = |r: &mut Reader<'_>, what: &str| {
+            let d = r
+                .error("invalid_value", &path, format!("`{key}` is {what}"))
+                .hint("the same form as on a Mapping");
+            r.diagnostics.push(d);
+            *ok = false;
+        };
+        match key {
+            "add_request_headers" | "add_response_headers" => {
+                match serde_json::from_value::<std::collections::BTreeMap<String, super::mapping::HeaderAdd>>(
+                    value.clone(),
+                ) {
+                    Ok(h) => {
+                        let added = super::mapping::read_added(r, &path, &h, ok);
+                        if key == "add_request_headers" {
+                            out.add_request_headers = Some(added);
+                        } else {
+                            out.add_response_headers = Some(added);
+                        }
+                    }
+                    Err(_) => bad(r, "a map of header names to values (or `{value, append}`)"),
+                }
+            }
+            "remove_request_headers" | "remove_response_headers" => {
+                match serde_json::from_value::<super::mapping::Names>(value.clone()) {
+                    Ok(n) => {
+                        let names = Some(n.into_vec());
+                        if key == "remove_request_headers" {
+                            out.remove_request_headers = names;
+                        } else {
+                            out.remove_response_headers = names;
+                        }
+                    }
+                    Err(_) => bad(r, "a header name or a list of them"),
+                }
+            }
+            _ => match value.as_str().filter(|s| !s.is_empty()) {
+                Some(s) => out.stats_name = Some(s.to_string()),
+                None => bad(r, "a non-empty string"),
+            },
+        }
+    }
+    out
 }
 
 /// Warns about Module keys attache does not use on purpose, saying what to use instead.
 fn unsupported(r: &mut Reader<'_>, c: &ConfigSpec) {
-    let keys: [(&str, bool, &str); 4] = [
+    let keys: [(&str, bool, &str); 16] = [
         (
             "regex_type",
             c.regex_type.is_some(),
@@ -480,6 +783,66 @@ fn unsupported(r: &mut Reader<'_>, c: &ConfigSpec) {
             "x_forwarded_proto_redirect",
             c.x_forwarded_proto_redirect.is_some(),
             "a Host's `requestPolicy.insecure.action: Redirect` under an XFP Listener redirects cleartext requests; this key is ignored",
+        ),
+        (
+            "envoy_validation_timeout",
+            c.envoy_validation_timeout.is_some(),
+            "attache checks every resource against Envoy's schema and validation rules itself, without running `envoy --mode validate`; this key is ignored",
+        ),
+        (
+            "debug_mode",
+            c.debug_mode.is_some(),
+            "attache's log level is `RUST_LOG` (e.g. `RUST_LOG=attache=debug`), Envoy's `--envoy-arg=--log-level --envoy-arg=debug`; this key is ignored",
+        ),
+        (
+            "prune_unreachable_routes",
+            c.prune_unreachable_routes.is_some(),
+            "attache always puts a Mapping's routes only on the Hosts whose names it matches; this key is ignored",
+        ),
+        (
+            "runtime_flags",
+            c.runtime_flags.is_some(),
+            "Envoy's runtime is part of its bootstrap, which attache does not write from resources; this key is ignored",
+        ),
+        (
+            "auth_enabled",
+            c.auth_enabled.is_some(),
+            "an AuthService turns external authorization on (Emissary does not read this key either); it is ignored",
+        ),
+        (
+            "statsd",
+            c.statsd.is_some(),
+            "stats sinks are part of Envoy's bootstrap (Emissary configures StatsD through environment variables, not this key); scrape Envoy's Prometheus statistics instead; this key is ignored",
+        ),
+        (
+            "diagnostics",
+            c.diagnostics.is_some(),
+            "attache serves its diagnostics on its own admin port (`/debug/*`), not through Envoy; this key is ignored",
+        ),
+        (
+            "liveness_probe",
+            c.liveness_probe.is_some(),
+            "attache answers `/alive` on its own admin port; this key is ignored",
+        ),
+        (
+            "readiness_probe",
+            c.readiness_probe.is_some(),
+            "attache answers `/ready` on its own admin port; this key is ignored",
+        ),
+        (
+            "admin_port",
+            c.admin_port.is_some(),
+            "Envoy's admin port is a command-line flag (`--envoy-admin`); this key is ignored",
+        ),
+        (
+            "diag_port",
+            c.diag_port.is_some(),
+            "attache's admin port is a command-line flag (`--admin-listen`); this key is ignored",
+        ),
+        (
+            "service_port",
+            c.service_port.is_some(),
+            "ports come from Listeners; this key is ignored",
         ),
     ];
     for (key, set, what) in keys {

@@ -56,6 +56,8 @@ pub struct TcpMapping {
     pub weight: Option<u32>,
     /// Upstream cluster settings (TLS origination, circuit breakers, IP families, tag).
     pub cluster: ClusterSettings,
+    /// Whether `enable_ipv4` or `enable_ipv6` was set (else the Module's IP families apply).
+    pub ip_families_set: bool,
 }
 
 /// Reads and checks a TCPMapping spec.
@@ -130,6 +132,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<TcpMapping> {
         service,
         idle_timeout_ms,
         weight: spec.weight,
+        ip_families_set: spec.enable_ipv4.is_some() || spec.enable_ipv6.is_some(),
         cluster: ClusterSettings {
             circuit_breakers,
             dns_lookup_family,

@@ -140,15 +140,17 @@ impl<'s> Frame<'s> {
         let mut secrets = BTreeMap::new();
         let hosts = host::effective_hosts(set, &mut secrets, diagnostics);
         let mut clusters = mapping::Clusters::new(mapping::Resolvers::new(set, options, diagnostics), interner);
+        let no_module = crate::resource::AmbassadorModule::default();
+        let module = set.module.as_ref().map_or(&no_module, |(_, m)| m);
         let auth = set
             .auth_service
             .as_ref()
-            .map(|(meta, a)| mapping::auth_filter(&mut clusters, meta, a, options));
+            .map(|(meta, a)| mapping::auth_filter(&mut clusters, meta, a, options, module));
         let ratelimit = set
             .rate_limit_service
             .as_ref()
             .zip(mapping::rate_limit_domain(set))
-            .map(|((meta, r), domain)| mapping::ratelimit_filter(&mut clusters, meta, r, domain, options));
+            .map(|((meta, r), domain)| mapping::ratelimit_filter(&mut clusters, meta, r, domain, options, module));
         let bound = listeners
             .iter()
             .map(|l| {

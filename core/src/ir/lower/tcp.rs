@@ -22,6 +22,8 @@ pub(super) fn listeners<'a>(
     secrets: &mut BTreeMap<String, Secret>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<Listener> {
+    let no_module = crate::resource::AmbassadorModule::default();
+    let module = set.module.as_ref().map_or(&no_module, |(_, m)| m);
     let mut by_port: BTreeMap<u16, Vec<(&Meta, &TcpMapping)>> = BTreeMap::new();
     for (meta, t) in &set.tcp_mappings {
         if http_ports.contains(&t.port) {
@@ -59,7 +61,7 @@ pub(super) fn listeners<'a>(
             // TCPMappings taking the same connections share them by weight (a TCP canary).
             if let Some(chain) = chains.iter_mut().find(|c| c.name == name) {
                 chain.weighted.push(TcpWeight {
-                    cluster: tcp_cluster(clusters, meta, t, options),
+                    cluster: tcp_cluster(clusters, meta, t, options, module),
                     weight: t.weight,
                 });
                 continue;
@@ -82,7 +84,7 @@ pub(super) fn listeners<'a>(
                 server_names: t.host.iter().filter(|h| h.as_str() != "*").cloned().collect(),
                 secret,
                 weighted: vec![TcpWeight {
-                    cluster: tcp_cluster(clusters, meta, t, options),
+                    cluster: tcp_cluster(clusters, meta, t, options, module),
                     weight: t.weight,
                 }],
                 cluster: String::new(),

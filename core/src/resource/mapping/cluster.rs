@@ -271,6 +271,9 @@ pub struct ClusterSettings {
     /// Passive health checking: hosts that fail are ejected for a while (boxed: rarely set,
     /// and the settings are held by every Mapping, cluster key and cluster).
     pub outlier_detection: Option<Box<OutlierDetection>>,
+    /// HTTP/1 header names keep the case they came with (the Module's
+    /// `header_case_overrides`).
+    pub preserve_header_case: bool,
 }
 
 /// `outlier_detection` as written (beyond Emissary, whose CRD has a string that it refuses).
@@ -375,6 +378,7 @@ impl Default for ClusterSettings {
     fn default() -> Self {
         ClusterSettings {
             http2: false,
+            preserve_header_case: false,
             idle_timeout_ms: None,
             max_connection_lifetime_ms: None,
             keepalive: None,
@@ -418,6 +422,21 @@ pub(crate) fn read_circuit_breakers(
                 "DEFAULT"
             }
         };
+        // Envoy takes the first thresholds of a priority and ignores the others.
+        if out.iter().any(|c: &CircuitBreaker| c.priority == priority) {
+            let d = r
+                .warning(
+                    "duplicate_priority",
+                    &format!("{base}.circuit_breakers[{i}]"),
+                    format!(
+                        "a second circuit breaker for priority `{}`; ignored",
+                        priority.to_ascii_lowercase()
+                    ),
+                )
+                .hint("one circuit breaker per priority (`default`, `high`): Envoy uses the first one");
+            r.diagnostics.push(d);
+            continue;
+        }
         out.push(CircuitBreaker {
             priority,
             max_connections: cb.max_connections,
@@ -562,6 +581,7 @@ pub(super) fn read_settings(
     let cluster = ClusterSettings {
         health_checks,
         http2: spec.grpc,
+        preserve_header_case: false,
         idle_timeout_ms: spec.cluster_idle_timeout_ms,
         max_connection_lifetime_ms: spec.cluster_max_connection_lifetime_ms,
         keepalive: spec.keepalive.clone(),

@@ -38,6 +38,20 @@ pub enum HeaderAdd {
     },
 }
 
+/// Which header lists a Mapping sets itself (`add_request_headers: {}` included: an empty one
+/// keeps the Module's `defaults` off the Mapping, as in Emissary).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OwnHeaders {
+    /// `add_request_headers` is set.
+    pub add_request: bool,
+    /// `add_response_headers` is set.
+    pub add_response: bool,
+    /// `remove_request_headers` is set.
+    pub remove_request: bool,
+    /// `remove_response_headers` is set.
+    pub remove_response: bool,
+}
+
 /// One name or a list of names.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
@@ -52,7 +66,7 @@ pub enum Names {
 }
 
 impl Names {
-    fn into_vec(self) -> Vec<String> {
+    pub(crate) fn into_vec(self) -> Vec<String> {
         match self {
             Names::None => Vec::new(),
             Names::One(s) => vec![s],
@@ -86,14 +100,10 @@ struct MappingSpec {
     connect_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     host_rewrite: Option<String>,
-    #[serde(default)]
-    add_request_headers: BTreeMap<String, HeaderAdd>,
-    #[serde(default)]
-    add_response_headers: BTreeMap<String, HeaderAdd>,
-    #[serde(default)]
-    remove_request_headers: Names,
-    #[serde(default)]
-    remove_response_headers: Names,
+    add_request_headers: Option<BTreeMap<String, HeaderAdd>>,
+    add_response_headers: Option<BTreeMap<String, HeaderAdd>>,
+    remove_request_headers: Option<Names>,
+    remove_response_headers: Option<Names>,
     #[serde(default)]
     headers: BTreeMap<String, HeaderValue>,
     #[serde(default)]
@@ -120,6 +130,10 @@ struct MappingSpec {
     #[serde(default)]
     allow_upgrade: Vec<String>,
     use_websocket: Option<bool>,
+    // Read only to say why they are not used (see `not_used`).
+    envoy_override: Option<serde_json::Value>,
+    modules: Option<serde_json::Value>,
+    docs: Option<serde_json::Value>,
     host_regex: Option<bool>,
     method_regex: Option<bool>,
     retry_policy: Option<RetryPolicySpec>,
@@ -204,6 +218,9 @@ pub struct Mapping {
     pub remove_request_headers: Vec<String>,
     /// Headers removed from responses.
     pub remove_response_headers: Vec<String>,
+    /// Which of the four header lists above the Mapping sets itself (even empty): the Module's
+    /// `defaults` fill only the others.
+    pub own_headers: OwnHeaders,
     /// Headers that must match (name → value or presence).
     pub headers: BTreeMap<String, HeaderValue>,
     /// HTTP method to match.
@@ -246,6 +263,8 @@ pub struct Mapping {
     pub hash_policy: Option<Box<HashPolicy>>,
     /// Whether `load_balancer` was set (else the Module's applies).
     pub load_balancer_set: bool,
+    /// Whether `enable_ipv4` or `enable_ipv6` was set (else the Module's IP families apply).
+    pub ip_families_set: bool,
     /// `add_linkerd_headers`, when set (else the Module's applies).
     pub add_linkerd_headers: Option<bool>,
     /// CORS.
@@ -519,6 +538,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
     };
     let service = r.service("spec.service", &service_text);
     check_matches(r, &spec, &mut ok);
+    not_used(r, &spec);
     let [add_request_headers, add_response_headers] = read_added_headers(r, &spec, &mut ok);
     check_regexes(r, &spec, &prefix, host.as_deref().filter(|_| host_regex), &mut ok);
     let response_code = check_redirect(r, &spec, &mut ok);
@@ -601,8 +621,14 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         host_rewrite: spec.host_rewrite,
         add_request_headers,
         add_response_headers,
-        remove_request_headers: spec.remove_request_headers.into_vec(),
-        remove_response_headers: spec.remove_response_headers.into_vec(),
+        own_headers: OwnHeaders {
+            add_request: spec.add_request_headers.is_some(),
+            add_response: spec.add_response_headers.is_some(),
+            remove_request: spec.remove_request_headers.is_some(),
+            remove_response: spec.remove_response_headers.is_some(),
+        },
+        remove_request_headers: spec.remove_request_headers.unwrap_or_default().into_vec(),
+        remove_response_headers: spec.remove_response_headers.unwrap_or_default().into_vec(),
         headers: spec.headers,
         method: spec.method,
         regex_headers: spec.regex_headers,
@@ -640,6 +666,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         resolver: spec.resolver.clone(),
         hash_policy: hash_policy.map(Box::new),
         load_balancer_set: spec.load_balancer.is_some(),
+        ip_families_set: spec.enable_ipv4.is_some() || spec.enable_ipv6.is_some(),
         add_linkerd_headers: spec.add_linkerd_headers,
         cors: cors.map(Box::new),
         ip_policy: ip_policy.map(Box::new),
@@ -669,39 +696,82 @@ fn check_matches(r: &mut Reader<'_>, spec: &MappingSpec, ok: &mut bool) {
     }
 }
 
+/// Keys Emissary 3 accepts that attache does not use: a warning each, with why.
+fn not_used(r: &mut Reader<'_>, spec: &MappingSpec) {
+    for (key, set, why) in [
+        (
+            "envoy_override",
+            spec.envoy_override.is_some(),
+            "Emissary 2 and 3 ignore it too (its raw Envoy route was removed in 2.0); to add Envoy settings to routes, write a rule pack (rules/README.md)",
+        ),
+        (
+            "modules",
+            spec.modules.is_some(),
+            "Emissary 3 does not read it either; Module settings go in the `ambassador` Module",
+        ),
+        (
+            "docs",
+            spec.docs.is_some(),
+            "it describes the service for Emissary's developer portal, which attache does not serve",
+        ),
+    ] {
+        if set {
+            let d = r
+                .warning("unsupported_key", &format!("spec.{key}"), format!("`{key}` is not used by attache"))
+                .hint(format!("{why}; this key is ignored"));
+            r.diagnostics.push(d);
+        }
+    }
+}
+
 /// `add_request_headers` and `add_response_headers`, their values checked as Envoy header
 /// formats.
 fn read_added_headers(r: &mut Reader<'_>, spec: &MappingSpec, ok: &mut bool) -> [Vec<AddedHeader>; 2] {
-    let mut added = [Vec::new(), Vec::new()];
-    for (i, (field, headers)) in [
-        ("add_request_headers", &spec.add_request_headers),
-        ("add_response_headers", &spec.add_response_headers),
+    let empty = BTreeMap::new();
+    [
+        read_added(
+            r,
+            "spec.add_request_headers",
+            spec.add_request_headers.as_ref().unwrap_or(&empty),
+            ok,
+        ),
+        read_added(
+            r,
+            "spec.add_response_headers",
+            spec.add_response_headers.as_ref().unwrap_or(&empty),
+            ok,
+        ),
     ]
-    .into_iter()
-    .enumerate()
-    {
-        for (name, add) in headers {
-            let (value, append) = match add {
-                HeaderAdd::Value(v) => (v.clone(), true),
-                HeaderAdd::Full { value, append } => (value.clone(), append.unwrap_or(true)),
-            };
-            if let Err(e) = crate::lang::header_format::check(&value) {
-                let path = format!("spec.{field}.{name}");
-                let mut d = r
-                    .error("invalid_header_value", &path, format!("header value `{value}`: {} (column {})", e.message, e.offset + 1))
-                    .hint("values are text with Envoy %COMMAND%s such as %DOWNSTREAM_REMOTE_ADDRESS% or %REQ(x-request-id)%; write %% for a literal percent sign");
-                if let Some(origin) = &mut d.origin {
-                    origin.column += u32::try_from(e.offset).unwrap_or(0);
-                }
-                r.diagnostics.push(d);
-                *ok = false;
+}
+
+/// Headers to add, written at `path`, their values checked as Envoy header formats.
+pub(crate) fn read_added(
+    r: &mut Reader<'_>,
+    path: &str,
+    headers: &BTreeMap<String, HeaderAdd>,
+    ok: &mut bool,
+) -> Vec<AddedHeader> {
+    let mut added = Vec::new();
+    for (name, add) in headers {
+        let (value, append) = match add {
+            HeaderAdd::Value(v) => (v.clone(), true),
+            HeaderAdd::Full { value, append } => (value.clone(), append.unwrap_or(true)),
+        };
+        if let Err(e) = crate::lang::header_format::check(&value) {
+            let mut d = r
+                .error("invalid_header_value", &format!("{path}.{name}"), format!("header value `{value}`: {} (column {})", e.message, e.offset + 1))
+                .hint("values are text with Envoy %COMMAND%s such as %DOWNSTREAM_REMOTE_ADDRESS% or %REQ(x-request-id)%; write %% for a literal percent sign");
+            if let Some(origin) = &mut d.origin {
+                origin.column += u32::try_from(e.offset).unwrap_or(0);
             }
-            added[i].push(AddedHeader {
-                name: name.clone(),
-                value,
-                append,
-            });
+            r.diagnostics.push(d);
+            *ok = false;
         }
+        added.push(AddedHeader {
+            name: name.clone(),
+            value,
+            append,
+        });
     }
     added
 }

@@ -23,13 +23,14 @@ pub(in crate::ir::lower) fn auth_filter<'a>(
     meta: &'a Meta,
     a: &crate::resource::AuthService,
     options: &LowerOptions,
+    module: &crate::resource::AmbassadorModule,
 ) -> crate::ir::AuthFilter {
     use crate::resource::authservice::AuthProto;
     let settings = crate::resource::mapping::ClusterSettings {
         http2: a.proto == AuthProto::Grpc,
         ..a.cluster.clone()
     };
-    let key = ClusterKey::for_service(&a.service, settings, meta, options);
+    let key = ClusterKey::for_service(&a.service, settings, meta, options, module);
     let (tls, host, port) = (key.tls, key.host.clone(), key.port);
     let cluster = clusters.add(key, meta, None);
     let mut allowed: Vec<String> = AUTH_DEFAULT_HEADERS.iter().map(|s| (*s).to_string()).collect();
@@ -80,8 +81,9 @@ pub(in crate::ir::lower) fn ratelimit_filter<'a>(
     rls: &crate::resource::RateLimitService,
     domain: String,
     options: &LowerOptions,
+    module: &crate::resource::AmbassadorModule,
 ) -> crate::ir::RateLimitFilter {
-    let key = ClusterKey::for_service(&rls.service, rls.cluster.clone(), meta, options);
+    let key = ClusterKey::for_service(&rls.service, rls.cluster.clone(), meta, options, module);
     crate::ir::RateLimitFilter {
         cluster: clusters.add(key, meta, None),
         domain,

@@ -483,12 +483,16 @@ impl ClusterKey {
         settings: crate::resource::mapping::ClusterSettings,
         meta: &Meta,
         options: &LowerOptions,
+        module: &crate::resource::AmbassadorModule,
     ) -> ClusterKey {
         let tls = service.scheme == Some(Scheme::Https) || settings.originate_tls;
         let mut host = service.host.clone();
+        // A bare name is the Mapping's namespace's service (as in Emissary), unless the Module
+        // says bare names are attache's namespace's (`use_ambassador_namespace_for_service_resolution`).
         if !service.is_ip
             && !host.contains('.')
             && meta.namespace != options.ambassador_namespace
+            && !module.services_in_ambassador_namespace
             && host != "localhost"
         {
             host = format!("{host}.{}", meta.namespace);
@@ -510,9 +514,14 @@ pub(in crate::ir::lower) fn tcp_cluster<'a>(
     meta: &'a Meta,
     t: &crate::resource::TcpMapping,
     options: &LowerOptions,
+    module: &crate::resource::AmbassadorModule,
 ) -> String {
+    let mut settings = t.cluster.clone();
+    if let (false, Some(family)) = (t.ip_families_set, module.dns_lookup_family) {
+        settings.dns_lookup_family = family;
+    }
     clusters.add(
-        ClusterKey::for_service(&t.service, t.cluster.clone(), meta, options),
+        ClusterKey::for_service(&t.service, settings, meta, options, module),
         meta,
         None,
     )

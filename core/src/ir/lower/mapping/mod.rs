@@ -237,10 +237,19 @@ pub(in crate::ir::lower) fn lower_one(
                 if let (false, Some((policy, _))) = (m.load_balancer_set, &module.load_balancer) {
                     s.lb_policy = policy;
                 }
+                if let (false, Some(family)) = (m.ip_families_set, module.dns_lookup_family) {
+                    s.dns_lookup_family = family;
+                }
+                if s.stats_name.is_none() {
+                    s.stats_name.clone_from(&module.mapping_defaults.stats_name);
+                }
+                s.preserve_header_case =
+                    !s.http2 && module.header_case == Some(crate::resource::module::HeaderCase::Preserve);
                 s
             },
             meta,
             options,
+            module,
         );
         let key = ClusterKey { eds, ..key };
         let name = cluster_name(&key);
@@ -709,7 +718,13 @@ fn build_route<L: Holds>(
         host_rewrite: c.m.host_rewrite.clone(),
         idle_timeout_ms: c.m.idle_timeout_ms,
         request_headers_to_add: {
-            let mut h = c.m.add_request_headers.clone();
+            let mut h = match (
+                &module.mapping_defaults.add_request_headers,
+                c.m.own_headers.add_request,
+            ) {
+                (Some(d), false) => d.clone(),
+                _ => c.m.add_request_headers.clone(),
+            };
             // Linkerd routes by this header: the service as the Mapping names it.
             if c.m.add_linkerd_headers.unwrap_or(module.add_linkerd_headers) && c.m.redirect.is_none() {
                 let port = c.m.service.port.map_or(String::new(), |p| format!(":{p}"));
@@ -721,9 +736,28 @@ fn build_route<L: Holds>(
             }
             h
         },
-        response_headers_to_add: c.m.add_response_headers.clone(),
-        request_headers_to_remove: c.m.remove_request_headers.clone(),
-        response_headers_to_remove: c.m.remove_response_headers.clone(),
+        // The Module's `defaults` for the lists the Mapping does not set.
+        response_headers_to_add: match (
+            &module.mapping_defaults.add_response_headers,
+            c.m.own_headers.add_response,
+        ) {
+            (Some(d), false) => d.clone(),
+            _ => c.m.add_response_headers.clone(),
+        },
+        request_headers_to_remove: match (
+            &module.mapping_defaults.remove_request_headers,
+            c.m.own_headers.remove_request,
+        ) {
+            (Some(d), false) => d.clone(),
+            _ => c.m.remove_request_headers.clone(),
+        },
+        response_headers_to_remove: match (
+            &module.mapping_defaults.remove_response_headers,
+            c.m.own_headers.remove_response,
+        ) {
+            (Some(d), false) => d.clone(),
+            _ => c.m.remove_response_headers.clone(),
+        },
         source: Some(source_of(c.meta)),
     };
     match variant {
