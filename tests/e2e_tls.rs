@@ -1,5 +1,6 @@
 //! TLS termination through a real Envoy: SNI picks the Host's certificate (checked by a real TLS
-//! client, `curl`, trusting only that certificate), each TLS chain serves only its Host, the
+//! client, `curl`, trusting only that certificate; server names in capitals through `openssl`),
+//! each TLS chain serves only its Host, the
 //! insecure action applies to cleartext, and a rotated Secret reaches Envoy over SDS without
 //! touching the listener.
 
@@ -26,6 +27,34 @@ apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: h2\nspec:\
         tls_secret("h1-cert", h1_cert.0, h1_cert.1),
         tls_secret("h2-cert", "h2.crt", "h2.key"),
     )
+}
+
+/// An HTTPS request with the server name `sni` sent as written (also as `Host:`), trusting only
+/// the fixture certificate `ca`: the raw response, empty when the handshake failed.
+fn sni_request(port: u16, sni: &str, ca: &str, path: &str) -> String {
+    use std::io::Write;
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(ca);
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-verify_return_error", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-servername", sni, "-CAfile"])
+        .arg(&ca)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl runs");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n");
+    let _ = child.stdin.take().expect("stdin").write_all(request.as_bytes());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("openssl output");
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 fn tls_termination_by_sni(xds: &str) {
@@ -56,6 +85,14 @@ fn tls_termination_by_sni(xds: &str) {
         "h1 must not present h2's certificate"
     );
     assert_eq!(status, 200);
+    // Server names are case-insensitive: an SNI and `Host:` in capitals get h2's certificate
+    // (verified against it alone) and its routes. (curl lowercases the name it sends, so
+    // openssl's client sends this one as written.)
+    let upper = sni_request(port, "H2.EXAMPLE.COM", "h2.crt", "/a/u");
+    assert!(
+        upper.starts_with("HTTP/1.1 200") && upper.contains("upstream=a path=/u"),
+        "{upper}"
+    );
     // A TLS chain serves only its own Host (no other hostname over h1's certificate).
     let (_, fronted, _) = curl(port, "h1.example.com", Some("h2.example.com"), "/a/", "h1.crt");
     assert_eq!(fronted, 404);
