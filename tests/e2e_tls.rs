@@ -1,8 +1,7 @@
 //! TLS termination through a real Envoy: SNI picks the Host's certificate (checked by a real TLS
 //! client, `curl`, trusting only that certificate; server names in capitals through `openssl`),
-//! each TLS chain serves only its Host, the
-//! insecure action applies to cleartext, and a rotated Secret reaches Envoy over SDS without
-//! touching the listener.
+//! each TLS chain serves only its Host, the insecure action applies to cleartext, and a rotated
+//! Secret reaches Envoy over SDS without touching the listener.
 
 mod support;
 
