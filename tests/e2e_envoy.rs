@@ -1248,3 +1248,116 @@ fn module_header_case_client_certificates_buffers_and_mapping_defaults_reach_env
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(nack_count(admin), 0);
 }
+
+/// A format with every command attache accepts in access logs (arguments where Envoy needs one).
+fn every_access_log_command() -> String {
+    let with_arg = |c: &str| match c {
+        "REQ" | "RESP" | "TRAILER" => format!("%{c}(x-probe)%"),
+        "DYNAMIC_METADATA" | "CLUSTER_METADATA" | "UPSTREAM_METADATA" => format!("%{c}(attache)%"),
+        "FILTER_STATE" | "UPSTREAM_FILTER_STATE" => format!("%{c}(attache.key)%"),
+        "ENVIRONMENT" => "%ENVIRONMENT(HOME)%".to_string(),
+        _ => format!("%{c}%"),
+    };
+    use attache::lang::header_format::{ACCESS_LOG_COMMANDS, BODY_COMMANDS, COMMANDS};
+    COMMANDS
+        .iter()
+        .chain(BODY_COMMANDS)
+        .chain(ACCESS_LOG_COMMANDS)
+        .map(|c| with_arg(c))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn every_access_log_command_attache_accepts_is_accepted_by_envoy() {
+    // attache checks formats against its lists of commands so that Envoy never refuses a
+    // listener for one; the lists must hold only commands this Envoy knows.
+    let dir = tempfile::tempdir().unwrap();
+    let a = upstream("a");
+    let port = free_port();
+    let module = format!(
+        "apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata:\n  name: ambassador\nspec:\n  config:\n    envoy_log_format: {}\n",
+        serde_json::to_string(&every_access_log_command()).unwrap()
+    );
+    write(
+        &dir.path().join("config/all.yaml"),
+        &[module, listener_and_host(port), mapping("a", "/a/", a.addr, "")].join("---\n"),
+    );
+    let out = attache()
+        .args(["translate", "--bootstrap"])
+        .arg(dir.path().join("config"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ROUNDTRIP_DURATION"), "the format reached the bootstrap");
+    let bootstrap = dir.path().join("bootstrap.yaml");
+    std::fs::write(&bootstrap, &out.stdout).unwrap();
+    let validate = Command::new(envoy_bin())
+        .args(["--mode", "validate", "-c"])
+        .arg(&bootstrap)
+        .output()
+        .unwrap();
+    assert!(
+        validate.status.success(),
+        "envoy --mode validate refused a command:\n{}{}",
+        String::from_utf8_lossy(&validate.stdout),
+        String::from_utf8_lossy(&validate.stderr)
+    );
+}
+
+#[test]
+fn access_logs_go_to_a_file_in_the_modules_format_and_follow_changes_in_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let port = free_port();
+    let log = dir.path().join("access.log");
+    let docs = |settings: String| {
+        [
+            format!("apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata:\n  name: ambassador\nspec:\n  config:\n    envoy_log_path: {}\n{settings}", log.display()),
+            listener_and_host(port),
+            mapping("a", "/a/", a.addr, ""),
+        ]
+        .join("---\n")
+    };
+    write(
+        &config.join("all.yaml"),
+        &docs("    envoy_log_type: json\n    envoy_log_format:\n      status: \"%RESPONSE_CODE%\"\n      path: \"%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\"\n      probe: \"%REQ(x-probe)%\"\n      schema: 2\n".to_string()),
+    );
+    let (_attache, listen, _envoy_admin, _admin) = serve(&config, dir.path(), port, &[]);
+    // Envoy writes the file about once a second: ask until the entry is there.
+    let entry = wait_for("a JSON access log entry", Duration::from_secs(30), || {
+        let _ = http_with("GET", listen, "x", "/a/json", &[("x-probe", "json-1")]);
+        std::fs::read_to_string(&log)
+            .ok()?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["probe"] == "json-1")
+    });
+    assert_eq!(
+        (&entry["status"], &entry["path"], &entry["schema"]),
+        (
+            &serde_json::json!(200),
+            &serde_json::json!("/a/json"),
+            &serde_json::json!(2)
+        ),
+        "{entry}"
+    );
+    // A text format instead: the next requests' lines follow it.
+    write(
+        &config.join("all.yaml"),
+        &docs(
+            "    envoy_log_format: \"TEXT %RESPONSE_CODE% %REQ(x-probe)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\"\n"
+                .to_string(),
+        ),
+    );
+    wait_for("a text access log line", Duration::from_secs(30), || {
+        let _ = http_with("GET", listen, "x", "/a/text", &[("x-probe", "text-2")]);
+        std::fs::read_to_string(&log)
+            .ok()?
+            .lines()
+            .any(|l| l == "TEXT 200 text-2 /a/text")
+            .then_some(())
+    });
+}

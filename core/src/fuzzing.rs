@@ -27,6 +27,7 @@ pub fn lang_header_format(data: &[u8]) {
         for checked in [
             crate::lang::header_format::check(s),
             crate::lang::header_format::check_body(s),
+            crate::lang::header_format::check_access_log(s),
         ] {
             if let Err(e) = checked {
                 assert!(e.offset <= s.chars().count(), "error offset past the end of the input");

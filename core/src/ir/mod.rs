@@ -347,6 +347,9 @@ pub struct HttpSettings {
     pub set_current_client_cert_details: Option<crate::resource::module::ClientCertDetails>,
     /// The listener's `per_connection_buffer_limit_bytes`, or `null`.
     pub buffer_limit_bytes: Option<u32>,
+    /// The access log: `{path, text, json}` (`path` `null`: standard output; neither `text` nor
+    /// `json`: Envoy's default line).
+    pub access_log: crate::resource::module::AccessLog,
 }
 
 impl HttpSettings {
@@ -377,6 +380,7 @@ impl HttpSettings {
             forward_client_cert_details: m.forward_client_cert_details,
             set_current_client_cert_details: m.set_current_client_cert_details,
             buffer_limit_bytes: m.buffer_limit_bytes,
+            access_log: m.access_log.clone(),
         }
     }
 }

@@ -85,6 +85,29 @@ fn distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Commands Envoy refuses without an argument in parentheses.
+const NEEDS_ARGUMENT: &[&str] = &[
+    "REQ",
+    "RESP",
+    "TRAILER",
+    "DYNAMIC_METADATA",
+    "CLUSTER_METADATA",
+    "UPSTREAM_METADATA",
+    "FILTER_STATE",
+    "UPSTREAM_FILTER_STATE",
+    "ENVIRONMENT",
+];
+
+fn example_argument(name: &str) -> &'static str {
+    match name {
+        "REQ" => ":path",
+        "RESP" | "TRAILER" => "content-type",
+        "ENVIRONMENT" => "HOSTNAME",
+        "FILTER_STATE" | "UPSTREAM_FILTER_STATE" => "key",
+        _ => "namespace:key",
+    }
+}
+
 /// Checks a header value.
 ///
 /// # Errors
@@ -98,7 +121,6 @@ pub fn check(input: &str) -> Result<(), LangError> {
 /// strings: local replies, custom responses).
 pub const BODY_COMMANDS: &[&str] = &[
     "LOCAL_REPLY_BODY",
-    "REQ_WITHOUT_QUERY",
     "DURATION",
     "REQUEST_DURATION",
     "RESPONSE_DURATION",
@@ -120,6 +142,58 @@ pub fn check_body(input: &str) -> Result<(), LangError> {
     check_with(input, BODY_COMMANDS)
 }
 
+/// Commands an access log format knows beyond a response body format's.
+pub const ACCESS_LOG_COMMANDS: &[&str] = &[
+    "REQUEST_HEADERS_BYTES",
+    "RESPONSE_HEADERS_BYTES",
+    "RESPONSE_TRAILERS_BYTES",
+    "REQUEST_TX_DURATION",
+    "ROUNDTRIP_DURATION",
+    "DOWNSTREAM_HANDSHAKE_DURATION",
+    "UPSTREAM_PROTOCOL",
+    "UPSTREAM_WIRE_BYTES_SENT",
+    "UPSTREAM_WIRE_BYTES_RECEIVED",
+    "UPSTREAM_HEADER_BYTES_SENT",
+    "UPSTREAM_HEADER_BYTES_RECEIVED",
+    "DOWNSTREAM_WIRE_BYTES_SENT",
+    "DOWNSTREAM_WIRE_BYTES_RECEIVED",
+    "DOWNSTREAM_HEADER_BYTES_SENT",
+    "DOWNSTREAM_HEADER_BYTES_RECEIVED",
+    "RESPONSE_FLAGS_LONG",
+    "CONNECTION_TERMINATION_DETAILS",
+    "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT",
+    "UPSTREAM_LOCAL_PORT",
+    "UPSTREAM_REMOTE_PORT",
+    "UPSTREAM_REQUEST_ATTEMPT_COUNT",
+    "UPSTREAM_TLS_CIPHER",
+    "UPSTREAM_TLS_VERSION",
+    "UPSTREAM_TLS_SESSION_ID",
+    "UPSTREAM_PEER_ISSUER",
+    "UPSTREAM_PEER_SUBJECT",
+    "UPSTREAM_PEER_CERT",
+    "UPSTREAM_CONNECTION_ID",
+    "UPSTREAM_FILTER_STATE",
+    "DOWNSTREAM_TRANSPORT_FAILURE_REASON",
+    "CLUSTER_METADATA",
+    "TRAILER",
+    "STREAM_ID",
+    "GRPC_STATUS_NUMBER",
+    "ACCESS_LOG_TYPE",
+    "UNIQUE_ID",
+    "VIRTUAL_CLUSTER_NAME",
+    "TRACE_ID",
+];
+
+/// Checks an access log format (as [`check_body`], with [`ACCESS_LOG_COMMANDS`] too).
+///
+/// # Errors
+/// As [`check`].
+pub fn check_access_log(input: &str) -> Result<(), LangError> {
+    let mut all = BODY_COMMANDS.to_vec();
+    all.extend_from_slice(ACCESS_LOG_COMMANDS);
+    check_with(input, &all)
+}
+
 fn check_with(input: &str, extra: &[&str]) -> Result<(), LangError> {
     let pairs = HeaderFormatParser::parse(Rule::format, input).map_err(|e| {
         let mut err = LangError::from_pest(input, &e, describe);
@@ -130,8 +204,22 @@ fn check_with(input: &str, extra: &[&str]) -> Result<(), LangError> {
         }
         err
     })?;
-    for pair in pairs.flatten().filter(|p| p.as_rule() == Rule::name) {
+    for command in pairs.flatten().filter(|p| p.as_rule() == Rule::command) {
+        let Some(pair) = command.clone().into_inner().find(|p| p.as_rule() == Rule::name) else {
+            continue;
+        };
         let name = pair.as_str();
+        let has_arg = command.into_inner().any(|p| p.as_rule() == Rule::arg);
+        if NEEDS_ARGUMENT.contains(&name) && !has_arg {
+            return Err(LangError {
+                input: input.to_string(),
+                offset: input[..pair.as_span().start()].chars().count(),
+                message: format!(
+                    "`%{name}%` needs an argument, e.g. `%{name}({})%`",
+                    example_argument(name)
+                ),
+            });
+        }
         if !COMMANDS.contains(&name) && !extra.contains(&name) {
             let closest = COMMANDS
                 .iter()
@@ -166,6 +254,20 @@ mod tests {
         ] {
             assert!(check(ok).is_ok(), "{ok}: {:?}", check(ok));
         }
+    }
+
+    #[test]
+    fn commands_that_need_an_argument_say_so() {
+        let e = check("id=%REQ%").unwrap_err();
+        assert_eq!(e.offset, 4, "{e}");
+        assert!(e.message.contains("needs an argument"), "{e}");
+        assert!(check("id=%REQ(x-request-id)%").is_ok());
+        assert!(super::check_access_log("%ENVIRONMENT%").is_err());
+        assert!(super::check_access_log("%ROUNDTRIP_DURATION% %TRACE_ID%").is_ok());
+        assert!(
+            check("%ROUNDTRIP_DURATION%").is_err(),
+            "an access log command is not a header's"
+        );
     }
 
     #[test]

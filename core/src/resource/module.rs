@@ -87,6 +87,9 @@ struct ConfigSpec {
     enable_ipv6: Option<bool>,
     use_ambassador_namespace_for_service_resolution: Option<bool>,
     defaults: Option<serde_json::Value>,
+    envoy_log_type: Option<String>,
+    envoy_log_path: Option<String>,
+    envoy_log_format: Option<serde_json::Value>,
     // Read only to say what attache does instead (see `unsupported`).
     regex_type: Option<serde_json::Value>,
     regex_max_size: Option<serde_json::Value>,
@@ -126,6 +129,19 @@ pub struct ClientCertDetails {
     /// URI subject alternative names.
     #[serde(default)]
     pub uri: bool,
+}
+
+/// Envoy's access log of HTTP requests (the Module's `envoy_log_type`, `envoy_log_path` and
+/// `envoy_log_format`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AccessLog {
+    /// A file on the Envoy host; `null`: Envoy's standard output.
+    pub path: Option<String>,
+    /// A line format (`%COMMAND%`s, ending in a newline), or `null`.
+    pub text: Option<String>,
+    /// A JSON format: keys to format strings (numbers, booleans and nested maps kept), or `null`.
+    /// Neither: Envoy's default line.
+    pub json: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// How header names are written to HTTP/1 peers (Envoy keeps them lowercase by default).
@@ -349,6 +365,8 @@ pub struct AmbassadorModule {
     pub services_in_ambassador_namespace: bool,
     /// `defaults` for Mappings.
     pub mapping_defaults: MappingDefaults,
+    /// The access log of HTTP requests.
+    pub access_log: AccessLog,
 }
 
 impl Default for AmbassadorModule {
@@ -395,6 +413,7 @@ impl Default for AmbassadorModule {
             dns_lookup_family: None,
             services_in_ambassador_namespace: false,
             mapping_defaults: MappingDefaults::default(),
+            access_log: AccessLog::default(),
         }
     }
 }
@@ -554,6 +573,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
         r.diagnostics.push(d);
         ok = false;
     }
+    let access_log = read_access_log(r, &c, &mut ok);
     let mapping_defaults = c
         .defaults
         .as_ref()
@@ -611,7 +631,138 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
         dns_lookup_family,
         services_in_ambassador_namespace: c.use_ambassador_namespace_for_service_resolution.unwrap_or(false),
         mapping_defaults,
+        access_log,
     })
+}
+
+/// The JSON access log format of `envoy_log_type: json` without `envoy_log_format`: Emissary's
+/// key names, so that log pipelines built for Emissary read it.
+fn default_json_log() -> serde_json::Map<String, serde_json::Value> {
+    [
+        ("start_time", "%START_TIME%"),
+        ("method", "%REQ(:METHOD)%"),
+        ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+        ("protocol", "%PROTOCOL%"),
+        ("response_code", "%RESPONSE_CODE%"),
+        ("response_flags", "%RESPONSE_FLAGS%"),
+        ("bytes_received", "%BYTES_RECEIVED%"),
+        ("bytes_sent", "%BYTES_SENT%"),
+        ("duration", "%DURATION%"),
+        ("upstream_service_time", "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%"),
+        ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"),
+        ("user_agent", "%REQ(USER-AGENT)%"),
+        ("request_id", "%REQ(X-REQUEST-ID)%"),
+        ("authority", "%REQ(:AUTHORITY)%"),
+        ("upstream_host", "%UPSTREAM_HOST%"),
+        ("upstream_cluster", "%UPSTREAM_CLUSTER%"),
+        ("upstream_local_address", "%UPSTREAM_LOCAL_ADDRESS%"),
+        ("downstream_local_address", "%DOWNSTREAM_LOCAL_ADDRESS%"),
+        ("downstream_remote_address", "%DOWNSTREAM_REMOTE_ADDRESS%"),
+        ("requested_server_name", "%REQUESTED_SERVER_NAME%"),
+        (
+            "upstream_transport_failure_reason",
+            "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+    .collect()
+}
+
+/// Reads `envoy_log_type` (`text`, the default; `json`; `typed_json`), `envoy_log_path` (an
+/// absolute path on the Envoy host; standard output when unset) and `envoy_log_format` (a line
+/// for `text`, a map for the JSON types), every `%COMMAND%` checked.
+fn read_access_log(r: &mut Reader<'_>, c: &ConfigSpec, ok: &mut bool) -> AccessLog {
+    let mut fail = |r: &mut Reader<'_>, path: String, message: String, hint: &str| {
+        let d = r.error("invalid_access_log", &path, message).hint(hint);
+        r.diagnostics.push(d);
+        *ok = false;
+    };
+    let json = match c.envoy_log_type.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("text") => false,
+        Some("json" | "typed_json") => true,
+        Some(other) => {
+            fail(
+                r,
+                "spec.config.envoy_log_type".into(),
+                format!("`{other}` is not an access log type"),
+                "`text` (the default), `json` or `typed_json`",
+            );
+            false
+        }
+    };
+    let path = match c.envoy_log_path.as_deref() {
+        // Standard output, as Emissary's default `/dev/fd/1` is.
+        None | Some("/dev/fd/1" | "/dev/stdout") => None,
+        Some(p) if p.starts_with('/') => Some(p.to_string()),
+        Some(p) => {
+            fail(
+                r,
+                "spec.config.envoy_log_path".into(),
+                format!("`{p}` is not an absolute path"),
+                "a file on the Envoy host such as /var/log/envoy/access.log (Envoy must be able to write it, or it refuses the listener), or /dev/stdout",
+            );
+            None
+        }
+    };
+    let hint = "Envoy's access log %COMMAND%s such as %START_TIME%, %REQ(:PATH)%, %RESPONSE_CODE% or %DURATION%; `%%` for a literal percent sign";
+    let mut log = AccessLog {
+        path,
+        ..AccessLog::default()
+    };
+    match (&c.envoy_log_format, json) {
+        (None | Some(serde_json::Value::Null), false) => {}
+        (None | Some(serde_json::Value::Null), true) => log.json = Some(default_json_log()),
+        (Some(serde_json::Value::String(text)), false) => match crate::lang::header_format::check_access_log(text) {
+            // Envoy writes the line as it is: one entry per line.
+            Ok(()) => log.text = Some(if text.ends_with('\n') { text.clone() } else { format!("{text}\n") }),
+            Err(e) => fail(
+                r,
+                "spec.config.envoy_log_format".into(),
+                format!("`{text}`: {} (column {})", e.message, e.offset + 1),
+                hint,
+            ),
+        },
+        (Some(serde_json::Value::Object(map)), true) => {
+            let mut bad = Vec::new();
+            check_json_log(map, "spec.config.envoy_log_format", &mut bad);
+            for (path, message) in bad {
+                fail(r, path, message, hint);
+            }
+            log.json = Some(map.clone());
+        }
+        (Some(_), false) => fail(
+            r,
+            "spec.config.envoy_log_format".into(),
+            "with `envoy_log_type: text`, `envoy_log_format` is one line of text".into(),
+            "e.g. `envoy_log_format: \"%START_TIME% %REQ(:PATH)% %RESPONSE_CODE%\"`, or `envoy_log_type: json` for a map",
+        ),
+        (Some(_), true) => fail(
+            r,
+            "spec.config.envoy_log_format".into(),
+            "with a JSON `envoy_log_type`, `envoy_log_format` is a map of keys to formats".into(),
+            "e.g. `envoy_log_format: {status: \"%RESPONSE_CODE%\", path: \"%REQ(:PATH)%\"}`",
+        ),
+    }
+    log
+}
+
+/// Checks a JSON access log format: strings are formats, numbers and booleans constants, maps
+/// nested formats; lists and nulls are refused (Envoy's `json_format` has no use for them).
+fn check_json_log(map: &serde_json::Map<String, serde_json::Value>, at: &str, bad: &mut Vec<(String, String)>) {
+    for (k, v) in map {
+        let path = format!("{at}.{k}");
+        match v {
+            serde_json::Value::String(text) => {
+                if let Err(e) = crate::lang::header_format::check_access_log(text) {
+                    bad.push((path, format!("`{text}`: {} (column {})", e.message, e.offset + 1)));
+                }
+            }
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {}
+            serde_json::Value::Object(inner) => check_json_log(inner, &path, bad),
+            _ => bad.push((path, "a value is a format string, a number, a boolean or a map".into())),
+        }
+    }
 }
 
 /// Envoy's ways to handle `x-forwarded-client-cert`.
