@@ -124,6 +124,14 @@ kind!(
     printcolumn = r#"{"name":"Domain","type":"string","jsonPath":".spec.domain"}"#,
 );
 kind!(
+    tracing_service,
+    "TracingService",
+    "tracingservices",
+    "Where Envoy sends trace spans (Zipkin, OpenTelemetry or Datadog), and which requests it traces.",
+    printcolumn = r#"{"name":"Driver","type":"string","jsonPath":".spec.driver"}"#,
+    printcolumn = r#"{"name":"Service","type":"string","jsonPath":".spec.service"}"#,
+);
+kind!(
     tcp_mapping,
     "TCPMapping",
     "tcpmappings",
@@ -182,6 +190,10 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         both(
             tcp_mapping::v2::TCPMapping::crd(),
             tcp_mapping::v3alpha1::TCPMapping::crd(),
+        ),
+        both(
+            tracing_service::v2::TracingService::crd(),
+            tracing_service::v3alpha1::TracingService::crd(),
         ),
         both(
             tls_context::v2::TLSContext::crd(),

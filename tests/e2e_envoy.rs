@@ -1361,3 +1361,132 @@ fn access_logs_go_to_a_file_in_the_modules_format_and_follow_changes_in_envoy() 
             .then_some(())
     });
 }
+
+/// A Zipkin collector on loopback: keeps the body of every POST (JSON spans; Envoy sends them
+/// chunked), answers 202.
+fn zipkin_collector() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let kept = std::sync::Arc::clone(&kept);
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                let mut byte = [0u8; 1];
+                let mut line = |stream: &mut std::net::TcpStream, end: &[u8]| {
+                    let mut out = Vec::new();
+                    while !out.ends_with(end) {
+                        match stream.read(&mut byte) {
+                            Ok(1) => out.push(byte[0]),
+                            _ => return None,
+                        }
+                    }
+                    Some(String::from_utf8_lossy(&out).to_string())
+                };
+                loop {
+                    let Some(head) = line(&mut stream, b"\r\n\r\n") else {
+                        return;
+                    };
+                    let header = |name: &str| {
+                        head.lines().find_map(|l| {
+                            l.split_once(':')
+                                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                                .map(|(_, v)| v.trim().to_string())
+                        })
+                    };
+                    let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+                    let mut body = vec![0u8; length];
+                    if stream.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    // Chunked: a size line in hex, the chunk and CRLF; a 0 size ends the body.
+                    if chunked {
+                        loop {
+                            let Some(size) = line(&mut stream, b"\r\n") else { return };
+                            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                            let mut chunk = vec![0u8; size + 2];
+                            if stream.read_exact(&mut chunk).is_err() {
+                                return;
+                            }
+                            if size == 0 {
+                                break;
+                            }
+                            body.extend_from_slice(&chunk[..size]);
+                        }
+                    }
+                    kept.lock().unwrap().push(String::from_utf8_lossy(&body).to_string());
+                    if stream
+                        .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, bodies)
+}
+
+#[test]
+fn zipkin_spans_reach_a_collector_and_sampling_changes_without_restarting_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let (collector, spans) = zipkin_collector();
+    let port = free_port();
+    let docs = |overall: u32| {
+        [
+            format!("apiVersion: getambassador.io/v3alpha1\nkind: TracingService\nmetadata:\n  name: tracing\nspec:\n  driver: zipkin\n  service: {collector}\n  sampling:\n    overall: {overall}\n  custom_tags:\n    - tag: edge\n      literal:\n        value: attache\n    - tag: user\n      request_header:\n        name: x-user\n"),
+            listener_and_host(port),
+            mapping("a", "/a/", a.addr, ""),
+        ]
+        .join("---\n")
+    };
+    write(&config.join("all.yaml"), &docs(100));
+    let (_attache, listen, envoy_admin, admin) = serve(&config, dir.path(), port, &[]);
+    // The upstream sees the trace's B3 headers; Envoy sends the spans (in batches, at least every
+    // few seconds) with the custom tags.
+    let r = wait_for("Envoy to answer /a/", Duration::from_secs(30), || {
+        http_with("GET", listen, "x", "/a/", &[("x-user", "before")])
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    assert!(r.header("x-echo-x-b3-traceid").is_some(), "{r:?}");
+    let body = wait_for("spans at the collector", Duration::from_secs(30), || {
+        let _ = http_with("GET", listen, "x", "/a/", &[("x-user", "before")]);
+        spans.lock().unwrap().iter().find(|b| b.contains("\"before\"")).cloned()
+    });
+    let parsed: serde_json::Value = serde_json::from_str(&body).expect("JSON spans");
+    let span = parsed
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["tags"]["user"] == "before"))
+        .expect("a span with the request header tag");
+    assert_eq!(span["tags"]["edge"], "attache", "{span}");
+    // Sampling to 0: no more spans, and Envoy was not restarted (its uptime only grows).
+    let uptime = stat(envoy_admin, "server.uptime").unwrap();
+    write(&config.join("all.yaml"), &docs(0));
+    wait_for("the new sampling in Envoy", Duration::from_secs(30), || {
+        let dump = get(envoy_admin, "x", "/config_dump?resource=dynamic_listeners")
+            .ok()?
+            .body;
+        dump.contains("\"overall_sampling\": {}").then_some(())
+    });
+    // Longer than Envoy's flush interval (5 s): a span of these requests would have arrived.
+    let until = std::time::Instant::now() + Duration::from_secs(7);
+    while std::time::Instant::now() < until {
+        let _ = http_with("GET", listen, "x", "/a/", &[("x-user", "after")]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !spans.lock().unwrap().iter().any(|b| b.contains("\"after\"")),
+        "a span of a request after sampling went to 0"
+    );
+    assert!(stat(envoy_admin, "server.uptime").unwrap() >= uptime, "Envoy restarted");
+    assert_eq!(nack_count(admin), 0);
+}

@@ -100,6 +100,10 @@ pub const KINDS: &[Kind] = &[
         plural: "tcpmappings",
     },
     Kind {
+        kind: "TracingService",
+        plural: "tracingservices",
+    },
+    Kind {
         kind: "TLSContext",
         plural: "tlscontexts",
     },

@@ -87,6 +87,7 @@ pub const AMBASSADOR: &[(&str, &str)] = &[
     ("Mapping", "mappings"),
     ("Module", "modules"),
     ("RateLimitService", "ratelimitservices"),
+    ("TracingService", "tracingservices"),
     ("TCPMapping", "tcpmappings"),
     ("TLSContext", "tlscontexts"),
 ];

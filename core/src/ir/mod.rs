@@ -146,6 +146,8 @@ pub struct Listener {
     pub rbac: bool,
     /// The rate limit filter (the RateLimitService), or `null`.
     pub ratelimit: Option<RateLimitFilter>,
+    /// Tracing (the TracingService), or `null`.
+    pub tracing: Option<Tracing>,
     /// Whether some route has custom error responses of its own (then the filter that applies
     /// them is in the chain; the Module's have their own filter).
     pub error_responses: bool,
@@ -399,6 +401,39 @@ pub struct RateLimitFilter {
     /// Over-limit gRPC requests get RESOURCE_EXHAUSTED (else UNAVAILABLE).
     pub resource_exhausted: bool,
     /// The RateLimitService.
+    pub source: Option<SourceRef>,
+}
+
+/// Tracing of a listener's requests: the connection manager's `tracing` (the TracingService).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Tracing {
+    /// `zipkin`, `opentelemetry` or `datadog`.
+    pub driver: crate::resource::tracingservice::Driver,
+    /// The collector's cluster.
+    pub cluster: String,
+    /// Percentages traced, each `null` for Envoy's default (100): requests that ask for a trace
+    /// (`x-client-trace-id`), random requests, all requests.
+    pub client_sampling: Option<crate::resource::tracingservice::Percent>,
+    /// See `client_sampling`.
+    pub random_sampling: Option<crate::resource::tracingservice::Percent>,
+    /// See `client_sampling`.
+    pub overall_sampling: Option<crate::resource::tracingservice::Percent>,
+    /// Tags on every span: `[{tag, kind, value, default_value}]` (`kind` is `literal`,
+    /// `environment` or `request_header`).
+    pub custom_tags: Vec<crate::resource::tracingservice::CustomTag>,
+    /// Zipkin: the collector's path.
+    pub collector_endpoint: String,
+    /// Zipkin: `HTTP_JSON` or `HTTP_PROTO`.
+    pub collector_endpoint_version: &'static str,
+    /// Zipkin: the `Host` of requests to the collector.
+    pub collector_hostname: String,
+    /// Zipkin: 128-bit trace ids.
+    pub trace_id_128bit: bool,
+    /// Zipkin: client and server spans share one span id (`null`: Envoy's default, true).
+    pub shared_span_context: Option<bool>,
+    /// Datadog and OpenTelemetry: the service name of spans.
+    pub service_name: String,
+    /// The TracingService.
     pub source: Option<SourceRef>,
 }
 

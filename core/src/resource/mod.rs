@@ -19,6 +19,7 @@ pub mod resolver;
 pub mod secret;
 pub mod tcpmapping;
 pub mod tlscontext;
+pub mod tracingservice;
 
 use std::collections::BTreeMap;
 
@@ -38,6 +39,7 @@ pub use ratelimitservice::RateLimitService;
 pub use secret::TlsSecret;
 pub use tcpmapping::TcpMapping;
 pub use tlscontext::TlsContext;
+pub use tracingservice::TracingService;
 
 // The API group attache reads, and the namespace of objects that name none: defined where
 // objects are read (annotations need them), used here.
@@ -108,6 +110,8 @@ pub enum Spec {
     AuthService(Box<AuthService>),
     /// `RateLimitService`.
     RateLimitService(Box<RateLimitService>),
+    /// `TracingService`.
+    TracingService(Box<TracingService>),
     /// `TCPMapping`.
     TcpMapping(Box<TcpMapping>),
     /// A core `v1` `Service` (its ports).
@@ -148,6 +152,8 @@ pub struct ResourceSet {
     pub auth_service: Option<(Meta, AuthService)>,
     /// The `RateLimitService` in effect (the first by namespace and name), or `None`.
     pub rate_limit_service: Option<(Meta, RateLimitService)>,
+    /// The `TracingService` in effect (the first by namespace and name), or `None`.
+    pub tracing_service: Option<(Meta, TracingService)>,
     /// The `ambassador` Module in effect (the first by namespace if there are several), or `None`.
     pub module: Option<(Meta, AmbassadorModule)>,
     /// `v1` `Service`s (for their ports).
@@ -202,6 +208,7 @@ impl ResourceSet {
             tls_contexts,
             auth_service,
             rate_limit_service,
+            tracing_service,
             module,
             services,
             endpoint_slices,
@@ -215,6 +222,7 @@ impl ResourceSet {
             && *tls_contexts == other.tls_contexts
             && *auth_service == other.auth_service
             && *rate_limit_service == other.rate_limit_service
+            && *tracing_service == other.tracing_service
             && *module == other.module
             && *services == other.services
             && *endpoint_slices == other.endpoint_slices
@@ -233,6 +241,7 @@ impl ResourceSet {
             tls_contexts: self.tls_contexts.clone(),
             auth_service: self.auth_service.clone(),
             rate_limit_service: self.rate_limit_service.clone(),
+            tracing_service: self.tracing_service.clone(),
             module: self.module.clone(),
             services: self.services.clone(),
             endpoint_slices: self.endpoint_slices.clone(),
@@ -275,7 +284,7 @@ impl ResourceSet {
 
 /// Kinds of the getambassador.io group that attache does not handle yet (they are ignored with a
 /// notice, rather than called unknown).
-const NOT_YET: &[&str] = &["TracingService", "LogService", "ConsulResolver", "DevPortal"];
+const NOT_YET: &[&str] = &["LogService", "ConsulResolver", "DevPortal"];
 
 /// A field reader for one object: turns serde errors and ignored fields into diagnostics that
 /// point at the right line.
@@ -658,6 +667,7 @@ fn assemble<'p>(
     let mut tls_contexts = Vec::new();
     let mut auth_services = Vec::new();
     let mut rate_limit_services = Vec::new();
+    let mut tracing_services = Vec::new();
     let mut tcp_mappings = Vec::new();
     let mut services = Vec::new();
     let mut endpoint_slices = Vec::new();
@@ -687,6 +697,7 @@ fn assemble<'p>(
                 Spec::TlsContext(c) => tls_contexts.push(((meta(), (**c).clone()), i)),
                 Spec::AuthService(a) => auth_services.push(((meta(), (**a).clone()), i)),
                 Spec::RateLimitService(r) => rate_limit_services.push(((meta(), (**r).clone()), i)),
+                Spec::TracingService(t) => tracing_services.push(((meta(), (**t).clone()), i)),
                 Spec::TcpMapping(t) => tcp_mappings.push(((meta(), (**t).clone()), i)),
                 Spec::Service(s) => services.push(((meta(), s.clone()), i)),
                 Spec::EndpointSlice(e) => endpoint_slices.push(((meta(), e.clone()), i)),
@@ -722,6 +733,15 @@ fn assemble<'p>(
                 "ratelimitservice.duplicate",
                 "only one RateLimitService is used",
                 "keep one RateLimitService (Emissary uses one too)",
+            ),
+        ),
+        tracing_service: the_one(
+            dedupe(tracing_services, objects, &mut diagnostics),
+            &mut diagnostics,
+            (
+                "tracingservice.duplicate",
+                "only one TracingService is used",
+                "keep one TracingService (Emissary uses one too)",
             ),
         ),
         module: the_one(
@@ -1103,6 +1123,12 @@ pub(crate) const KINDS: &[Kind] = &[
         code: "ratelimitservice",
         read: |r| ratelimitservice::read(r).map(|x| Spec::RateLimitService(Box::new(x))),
         fields: || fields::names(ratelimitservice::spec_fields()),
+    },
+    Kind {
+        kind: "TracingService",
+        code: "tracingservice",
+        read: |r| tracingservice::read(r).map(|x| Spec::TracingService(Box::new(x))),
+        fields: || fields::names(tracingservice::spec_fields()),
     },
     Kind {
         kind: "TCPMapping",

@@ -125,6 +125,7 @@ struct Frame<'s> {
     clusters: mapping::Clusters<'s>,
     auth: Option<crate::ir::AuthFilter>,
     ratelimit: Option<crate::ir::RateLimitFilter>,
+    tracing: Option<crate::ir::Tracing>,
     /// Which Hosts each Listener serves, as indices into `hosts`.
     bound: Vec<Vec<usize>>,
 }
@@ -151,6 +152,10 @@ impl<'s> Frame<'s> {
             .as_ref()
             .zip(mapping::rate_limit_domain(set))
             .map(|((meta, r), domain)| mapping::ratelimit_filter(&mut clusters, meta, r, domain, options, module));
+        let tracing = set
+            .tracing_service
+            .as_ref()
+            .map(|(meta, t)| mapping::tracing(&mut clusters, meta, t, options, module));
         let bound = listeners
             .iter()
             .map(|l| {
@@ -167,6 +172,7 @@ impl<'s> Frame<'s> {
             clusters,
             auth,
             ratelimit,
+            tracing,
             bound,
         }
     }
@@ -316,6 +322,7 @@ fn serve_hosts(
         l.ir.error_responses = needs.error_responses;
         l.ir.auth.clone_from(&frame.auth);
         l.ir.ratelimit.clone_from(&frame.ratelimit);
+        l.ir.tracing.clone_from(&frame.tracing);
         l.ir.filter_chains = chains;
         if shared.is_none() {
             tables.push((l.ir.security_model, bound, l.ir.route_config.clone(), needs));

@@ -135,6 +135,7 @@ pub(super) fn listeners<'a>(
             ip_policy: None,
             rbac: false,
             ratelimit: None,
+            tracing: None,
             error_responses: false,
             source: first.source.clone(),
             tcp: chains,

@@ -1,5 +1,6 @@
-//! The AuthService: its `ext_authz` filter (the listener's), with its cluster. Must not decide
-//! routes (a route's own auth settings are the route's).
+//! The listener-wide services: the AuthService's `ext_authz` filter, the RateLimitService's
+//! filter and the TracingService's tracing, each with its cluster. Must not decide routes (a
+//! route's own auth and rate limit settings are the route's).
 
 use super::super::LowerOptions;
 use super::clusters::{ClusterKey, Clusters};
@@ -72,6 +73,34 @@ pub(in crate::ir::lower) fn rate_limit_domain(set: &crate::resource::ResourceSet
             .as_ref()
             .map_or_else(|| "ambassador".to_string(), |(_, m)| m.default_label_domain.clone())
     }))
+}
+
+/// Tracing for the TracingService, with its collector's cluster.
+pub(in crate::ir::lower) fn tracing<'a>(
+    clusters: &mut Clusters<'a>,
+    meta: &'a Meta,
+    t: &crate::resource::TracingService,
+    options: &LowerOptions,
+    module: &crate::resource::AmbassadorModule,
+) -> crate::ir::Tracing {
+    let key = ClusterKey::for_service(&t.service, t.cluster.clone(), meta, options, module);
+    let cluster = clusters.add(key, meta, None);
+    let [client_sampling, random_sampling, overall_sampling] = t.sampling.clone();
+    crate::ir::Tracing {
+        driver: t.driver,
+        collector_hostname: t.collector_hostname.clone().unwrap_or_else(|| cluster.clone()),
+        cluster,
+        client_sampling,
+        random_sampling,
+        overall_sampling,
+        custom_tags: t.custom_tags.clone(),
+        collector_endpoint: t.collector_endpoint.clone(),
+        collector_endpoint_version: t.collector_endpoint_version,
+        trace_id_128bit: t.trace_id_128bit,
+        shared_span_context: t.shared_span_context,
+        service_name: t.service_name.clone(),
+        source: Some(super::super::source_of(meta)),
+    }
 }
 
 /// The rate limit filter for the RateLimitService, with its (gRPC) cluster.
