@@ -101,6 +101,14 @@ kind!(
     printcolumn = r#"{"name":"Security","type":"string","jsonPath":".spec.securityModel"}"#,
 );
 kind!(
+    log_service,
+    "LogService",
+    "logservices",
+    "A gRPC access log service that receives an entry for every request (or connection).",
+    printcolumn = r#"{"name":"Driver","type":"string","jsonPath":".spec.driver"}"#,
+    printcolumn = r#"{"name":"Service","type":"string","jsonPath":".spec.service"}"#,
+);
+kind!(
     mapping,
     "Mapping",
     "mappings",
@@ -181,6 +189,10 @@ pub fn all() -> Vec<CustomResourceDefinition> {
             service_resolver::v3alpha1::KubernetesServiceResolver::crd(),
         ),
         both(listener::v2::Listener::crd(), listener::v3alpha1::Listener::crd()),
+        both(
+            log_service::v2::LogService::crd(),
+            log_service::v3alpha1::LogService::crd(),
+        ),
         both(mapping::v2::Mapping::crd(), mapping::v3alpha1::Mapping::crd()),
         both(module::v2::Module::crd(), module::v3alpha1::Module::crd()),
         both(

@@ -1490,3 +1490,107 @@ fn zipkin_spans_reach_a_collector_and_sampling_changes_without_restarting_envoy(
     assert!(stat(envoy_admin, "server.uptime").unwrap() >= uptime, "Envoy restarted");
     assert_eq!(nack_count(admin), 0);
 }
+
+/// An access log service (envoy.service.accesslog.v3) for the tests: records every HTTP entry as
+/// (log name, path, `x-probe` request header, status).
+mod als {
+    use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::{
+        AccessLogService, AccessLogServiceServer,
+    };
+    use envoy_types::pb::envoy::service::accesslog::v3::stream_access_logs_message::LogEntries;
+    use envoy_types::pb::envoy::service::accesslog::v3::{StreamAccessLogsMessage, StreamAccessLogsResponse};
+    use std::sync::{Arc, Mutex};
+
+    pub type Seen = Arc<Mutex<Vec<(String, String, String, u32)>>>;
+
+    struct Service(Seen);
+
+    #[tonic::async_trait]
+    impl AccessLogService for Service {
+        async fn stream_access_logs(
+            &self,
+            request: tonic::Request<tonic::Streaming<StreamAccessLogsMessage>>,
+        ) -> Result<tonic::Response<StreamAccessLogsResponse>, tonic::Status> {
+            let mut stream = request.into_inner();
+            // The log name comes in the stream's first message only.
+            let mut log_name = String::new();
+            while let Some(message) = stream.message().await? {
+                if let Some(id) = &message.identifier {
+                    log_name.clone_from(&id.log_name);
+                }
+                if let Some(LogEntries::HttpLogs(logs)) = message.log_entries {
+                    for entry in logs.log_entry {
+                        let request = entry.request.unwrap_or_default();
+                        let status = entry.response.and_then(|r| r.response_code).map_or(0, |c| c.value);
+                        let probe = request.request_headers.get("x-probe").cloned().unwrap_or_default();
+                        self.0
+                            .lock()
+                            .unwrap()
+                            .push((log_name.clone(), request.path, probe, status));
+                    }
+                }
+            }
+            Ok(tonic::Response::new(StreamAccessLogsResponse {}))
+        }
+    }
+
+    /// Starts the service on a loopback port (on its own runtime, which lives as long as the
+    /// returned guard).
+    pub fn start() -> (std::net::SocketAddr, Seen, tokio::runtime::Runtime) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let seen: Seen = Arc::default();
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = Service(Arc::clone(&seen));
+        rt.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(AccessLogServiceServer::new(service))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+        });
+        (addr, seen, rt)
+    }
+}
+
+#[test]
+fn log_services_receive_an_entry_per_request_with_the_additional_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let (service, seen, _rt) = als::start();
+    let port = free_port();
+    let log_service = |name: &str| {
+        format!("apiVersion: getambassador.io/v3alpha1\nkind: LogService\nmetadata:\n  name: {name}\nspec:\n  driver: http\n  service: {service}\n  protocol_version: v3\n  flush_interval_time: 1\n  driver_config:\n    additional_log_headers:\n      - header_name: x-probe\n        during_response: false\n        during_trailer: false\n")
+    };
+    write(
+        &config.join("all.yaml"),
+        &[
+            log_service("als-one"),
+            log_service("als-two"),
+            listener_and_host(port),
+            mapping("a", "/a/", a.addr, ""),
+        ]
+        .join("---\n"),
+    );
+    let (_attache, listen, _envoy_admin, admin) = serve(&config, dir.path(), port, &[]);
+    // Both LogServices get the entry, with the additional request header.
+    let entries = wait_for("entries at the access log service", Duration::from_secs(30), || {
+        let _ = http_with("GET", listen, "x", "/a/logged", &[("x-probe", "p-1")]);
+        let seen = seen.lock().unwrap();
+        let ours: Vec<_> = seen.iter().filter(|e| e.2 == "p-1").cloned().collect();
+        let names: std::collections::BTreeSet<&str> = ours.iter().map(|e| e.0.as_str()).collect();
+        (names.len() == 2).then(|| ours.clone())
+    });
+    let (_, path, _, status) = entries
+        .iter()
+        .find(|e| e.0 == "default/als-one")
+        .expect("als-one's entry");
+    // The path as sent upstream (after the Mapping's rewrite), as Envoy logs `:path`.
+    assert!(path.ends_with("/logged") && *status == 200, "{entries:?}");
+    assert!(entries.iter().any(|e| e.0 == "default/als-two"), "{entries:?}");
+    assert_eq!(nack_count(admin), 0);
+}

@@ -175,7 +175,7 @@ async fn same_manifests_give_the_same_snapshot_as_the_directory_source() {
         metrics.watches.load(Ordering::Relaxed)
     );
     // 10 kinds + Services + EndpointSlices + the two referenced Secrets.
-    assert_eq!(metrics.watches.load(Ordering::Relaxed), 15);
+    assert_eq!(metrics.watches.load(Ordering::Relaxed), 16);
     assert!(
         attache::envoy::resources_json(&k.snapshot, ResourceType::Endpoint)
             .iter()

@@ -84,6 +84,10 @@ pub const KINDS: &[Kind] = &[
         plural: "listeners",
     },
     Kind {
+        kind: "LogService",
+        plural: "logservices",
+    },
+    Kind {
         kind: "Mapping",
         plural: "mappings",
     },

@@ -88,6 +88,7 @@ pub const AMBASSADOR: &[(&str, &str)] = &[
     ("Module", "modules"),
     ("RateLimitService", "ratelimitservices"),
     ("TracingService", "tracingservices"),
+    ("LogService", "logservices"),
     ("TCPMapping", "tcpmappings"),
     ("TLSContext", "tlscontexts"),
 ];

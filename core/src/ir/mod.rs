@@ -148,6 +148,8 @@ pub struct Listener {
     pub ratelimit: Option<RateLimitFilter>,
     /// Tracing (the TracingService), or `null`.
     pub tracing: Option<Tracing>,
+    /// The LogServices' access loggers, by namespace and name.
+    pub log_services: Vec<LogSink>,
     /// Whether some route has custom error responses of its own (then the filter that applies
     /// them is in the chain; the Module's have their own filter).
     pub error_responses: bool,
@@ -434,6 +436,30 @@ pub struct Tracing {
     /// Datadog and OpenTelemetry: the service name of spans.
     pub service_name: String,
     /// The TracingService.
+    pub source: Option<SourceRef>,
+}
+
+/// A LogService's access logger: entries for requests (`http`) or connections go to its gRPC
+/// cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LogSink {
+    /// An entry per HTTP request (else per connection).
+    pub http: bool,
+    /// The service's cluster.
+    pub cluster: String,
+    /// The log's name in the entries: the LogService's `namespace/name`.
+    pub log_name: String,
+    /// Entries are sent when this many bytes are buffered...
+    pub buffer_size_bytes: u32,
+    /// ... or after this long, in milliseconds.
+    pub flush_interval_ms: u64,
+    /// Request headers written into entries.
+    pub request_headers: Vec<String>,
+    /// Response headers written into entries.
+    pub response_headers: Vec<String>,
+    /// Response trailers written into entries.
+    pub response_trailers: Vec<String>,
+    /// The LogService.
     pub source: Option<SourceRef>,
 }
 

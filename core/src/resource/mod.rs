@@ -11,6 +11,7 @@ pub mod fields;
 pub mod host;
 pub mod kubernetes;
 pub mod listener;
+pub mod logservice;
 pub mod mapping;
 pub mod module;
 mod patch;
@@ -33,6 +34,7 @@ use crate::source::RawObject;
 pub use authservice::AuthService;
 pub use host::Host;
 pub use listener::Listener;
+pub use logservice::LogService;
 pub use mapping::Mapping;
 pub use module::AmbassadorModule;
 pub use ratelimitservice::RateLimitService;
@@ -112,6 +114,8 @@ pub enum Spec {
     RateLimitService(Box<RateLimitService>),
     /// `TracingService`.
     TracingService(Box<TracingService>),
+    /// `LogService`.
+    LogService(Box<LogService>),
     /// `TCPMapping`.
     TcpMapping(Box<TcpMapping>),
     /// A core `v1` `Service` (its ports).
@@ -154,6 +158,8 @@ pub struct ResourceSet {
     pub rate_limit_service: Option<(Meta, RateLimitService)>,
     /// The `TracingService` in effect (the first by namespace and name), or `None`.
     pub tracing_service: Option<(Meta, TracingService)>,
+    /// Every `LogService`, sorted by namespace and name (several may coexist).
+    pub log_services: Vec<(Meta, LogService)>,
     /// The `ambassador` Module in effect (the first by namespace if there are several), or `None`.
     pub module: Option<(Meta, AmbassadorModule)>,
     /// `v1` `Service`s (for their ports).
@@ -209,6 +215,7 @@ impl ResourceSet {
             auth_service,
             rate_limit_service,
             tracing_service,
+            log_services,
             module,
             services,
             endpoint_slices,
@@ -223,6 +230,7 @@ impl ResourceSet {
             && *auth_service == other.auth_service
             && *rate_limit_service == other.rate_limit_service
             && *tracing_service == other.tracing_service
+            && *log_services == other.log_services
             && *module == other.module
             && *services == other.services
             && *endpoint_slices == other.endpoint_slices
@@ -242,6 +250,7 @@ impl ResourceSet {
             auth_service: self.auth_service.clone(),
             rate_limit_service: self.rate_limit_service.clone(),
             tracing_service: self.tracing_service.clone(),
+            log_services: self.log_services.clone(),
             module: self.module.clone(),
             services: self.services.clone(),
             endpoint_slices: self.endpoint_slices.clone(),
@@ -284,7 +293,7 @@ impl ResourceSet {
 
 /// Kinds of the getambassador.io group that attache does not handle yet (they are ignored with a
 /// notice, rather than called unknown).
-const NOT_YET: &[&str] = &["LogService", "ConsulResolver", "DevPortal"];
+const NOT_YET: &[&str] = &["ConsulResolver", "DevPortal"];
 
 /// A field reader for one object: turns serde errors and ignored fields into diagnostics that
 /// point at the right line.
@@ -668,6 +677,7 @@ fn assemble<'p>(
     let mut auth_services = Vec::new();
     let mut rate_limit_services = Vec::new();
     let mut tracing_services = Vec::new();
+    let mut log_services = Vec::new();
     let mut tcp_mappings = Vec::new();
     let mut services = Vec::new();
     let mut endpoint_slices = Vec::new();
@@ -698,6 +708,7 @@ fn assemble<'p>(
                 Spec::AuthService(a) => auth_services.push(((meta(), (**a).clone()), i)),
                 Spec::RateLimitService(r) => rate_limit_services.push(((meta(), (**r).clone()), i)),
                 Spec::TracingService(t) => tracing_services.push(((meta(), (**t).clone()), i)),
+                Spec::LogService(l) => log_services.push(((meta(), (**l).clone()), i)),
                 Spec::TcpMapping(t) => tcp_mappings.push(((meta(), (**t).clone()), i)),
                 Spec::Service(s) => services.push(((meta(), s.clone()), i)),
                 Spec::EndpointSlice(e) => endpoint_slices.push(((meta(), e.clone()), i)),
@@ -735,6 +746,7 @@ fn assemble<'p>(
                 "keep one RateLimitService (Emissary uses one too)",
             ),
         ),
+        log_services: dedupe(log_services, objects, &mut diagnostics),
         tracing_service: the_one(
             dedupe(tracing_services, objects, &mut diagnostics),
             &mut diagnostics,
@@ -1129,6 +1141,12 @@ pub(crate) const KINDS: &[Kind] = &[
         code: "tracingservice",
         read: |r| tracingservice::read(r).map(|x| Spec::TracingService(Box::new(x))),
         fields: || fields::names(tracingservice::spec_fields()),
+    },
+    Kind {
+        kind: "LogService",
+        code: "logservice",
+        read: |r| logservice::read(r).map(|x| Spec::LogService(Box::new(x))),
+        fields: || fields::names(logservice::spec_fields()),
     },
     Kind {
         kind: "TCPMapping",

@@ -126,6 +126,7 @@ struct Frame<'s> {
     auth: Option<crate::ir::AuthFilter>,
     ratelimit: Option<crate::ir::RateLimitFilter>,
     tracing: Option<crate::ir::Tracing>,
+    log_services: Vec<crate::ir::LogSink>,
     /// Which Hosts each Listener serves, as indices into `hosts`.
     bound: Vec<Vec<usize>>,
 }
@@ -156,6 +157,11 @@ impl<'s> Frame<'s> {
             .tracing_service
             .as_ref()
             .map(|(meta, t)| mapping::tracing(&mut clusters, meta, t, options, module));
+        let log_services = set
+            .log_services
+            .iter()
+            .map(|(meta, l)| mapping::log_sink(&mut clusters, meta, l, options, module))
+            .collect();
         let bound = listeners
             .iter()
             .map(|l| {
@@ -173,6 +179,7 @@ impl<'s> Frame<'s> {
             auth,
             ratelimit,
             tracing,
+            log_services,
             bound,
         }
     }
@@ -323,6 +330,7 @@ fn serve_hosts(
         l.ir.auth.clone_from(&frame.auth);
         l.ir.ratelimit.clone_from(&frame.ratelimit);
         l.ir.tracing.clone_from(&frame.tracing);
+        l.ir.log_services.clone_from(&frame.log_services);
         l.ir.filter_chains = chains;
         if shared.is_none() {
             tables.push((l.ir.security_model, bound, l.ir.route_config.clone(), needs));

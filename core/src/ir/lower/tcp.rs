@@ -136,6 +136,7 @@ pub(super) fn listeners<'a>(
             rbac: false,
             ratelimit: None,
             tracing: None,
+            log_services: Vec::new(),
             error_responses: false,
             source: first.source.clone(),
             tcp: chains,

@@ -1,5 +1,6 @@
 //! The listener-wide services: the AuthService's `ext_authz` filter, the RateLimitService's
-//! filter and the TracingService's tracing, each with its cluster. Must not decide routes (a
+//! filter, the TracingService's tracing and the LogServices' access loggers, each with its
+//! cluster. Must not decide routes (a
 //! route's own auth and rate limit settings are the route's).
 
 use super::super::LowerOptions;
@@ -99,6 +100,28 @@ pub(in crate::ir::lower) fn tracing<'a>(
         trace_id_128bit: t.trace_id_128bit,
         shared_span_context: t.shared_span_context,
         service_name: t.service_name.clone(),
+        source: Some(super::super::source_of(meta)),
+    }
+}
+
+/// A LogService's access logger, with its (gRPC) cluster.
+pub(in crate::ir::lower) fn log_sink<'a>(
+    clusters: &mut Clusters<'a>,
+    meta: &'a Meta,
+    l: &crate::resource::LogService,
+    options: &LowerOptions,
+    module: &crate::resource::AmbassadorModule,
+) -> crate::ir::LogSink {
+    let key = ClusterKey::for_service(&l.service, l.cluster.clone(), meta, options, module);
+    crate::ir::LogSink {
+        http: l.http,
+        cluster: clusters.add(key, meta, None),
+        log_name: format!("{}/{}", meta.namespace, meta.name),
+        buffer_size_bytes: l.buffer_size_bytes,
+        flush_interval_ms: u64::from(l.flush_interval_s) * 1000,
+        request_headers: l.request_headers.clone(),
+        response_headers: l.response_headers.clone(),
+        response_trailers: l.response_trailers.clone(),
         source: Some(super::super::source_of(meta)),
     }
 }

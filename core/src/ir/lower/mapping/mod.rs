@@ -15,7 +15,7 @@ mod auth;
 mod clusters;
 mod resolvers;
 
-pub(super) use auth::{auth_filter, rate_limit_domain, ratelimit_filter, services, tracing};
+pub(super) use auth::{auth_filter, log_sink, rate_limit_domain, ratelimit_filter, services, tracing};
 pub(super) use clusters::{
     cluster_name, cluster_node, name_order, same_users, settle, tcp_cluster, ClusterKey, Clusters, Finished, Interner,
     DEFAULT_CONNECT_TIMEOUT_MS,
