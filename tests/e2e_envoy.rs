@@ -1054,20 +1054,12 @@ mod ratelimit {
     /// Starts the service on a loopback port (on its own runtime, which lives as long as the
     /// returned guard).
     pub fn start() -> (std::net::SocketAddr, Seen, tokio::runtime::Runtime) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
         let seen: Seen = Arc::default();
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        let addr = listener.local_addr().unwrap();
         let service = Service(Arc::clone(&seen));
-        rt.spawn(async move {
+        let (addr, rt) = crate::support::grpc_server(|incoming| {
             tonic::transport::Server::builder()
                 .add_service(RateLimitServiceServer::new(service))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await
+                .serve_with_incoming(incoming)
         });
         (addr, seen, rt)
     }
@@ -1537,20 +1529,12 @@ mod als {
     /// Starts the service on a loopback port (on its own runtime, which lives as long as the
     /// returned guard).
     pub fn start() -> (std::net::SocketAddr, Seen, tokio::runtime::Runtime) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
         let seen: Seen = Arc::default();
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        let addr = listener.local_addr().unwrap();
         let service = Service(Arc::clone(&seen));
-        rt.spawn(async move {
+        let (addr, rt) = crate::support::grpc_server(|incoming| {
             tonic::transport::Server::builder()
                 .add_service(AccessLogServiceServer::new(service))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await
+                .serve_with_incoming(incoming)
         });
         (addr, seen, rt)
     }

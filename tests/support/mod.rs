@@ -478,3 +478,26 @@ pub fn curl(port: u16, sni: &str, host: Option<&str>, path: &str, ca: &str) -> (
         body.to_string(),
     )
 }
+
+/// Runs a gRPC server (a tonic service in the test) on a loopback port, on a runtime of its own
+/// that lives as long as the returned guard: `serve` gets the incoming connections and returns
+/// the server's future.
+pub fn grpc_server<F, Fut>(serve: F) -> (SocketAddr, tokio::runtime::Runtime)
+where
+    F: FnOnce(tokio_stream::wrappers::TcpListenerStream) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = {
+        let _in_runtime = rt.enter();
+        serve(tokio_stream::wrappers::TcpListenerStream::new(listener))
+    };
+    rt.spawn(server);
+    (addr, rt)
+}

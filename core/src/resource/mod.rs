@@ -327,6 +327,15 @@ impl Reader<'_> {
             .path(path)
     }
 
+    /// Warns that the key at `path` (named `key`), which Emissary accepts, is not used by
+    /// attache: `why` says what to do instead.
+    pub(crate) fn not_used(&mut self, path: &str, key: &str, why: &str) {
+        let d = self
+            .warning("unsupported_key", path, format!("`{key}` is not used by attache"))
+            .hint(format!("{why}; this key is ignored"));
+        self.diagnostics.push(d);
+    }
+
     /// Parses the service reference at `path` (`[scheme://]name[.namespace][:port]`); `None`,
     /// with an error pointing at the column that does not fit, when it does not parse.
     pub(crate) fn service(&mut self, path: &str, text: &str) -> Option<crate::lang::service::ServiceRef> {

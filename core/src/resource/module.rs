@@ -918,94 +918,87 @@ fn unsupported(r: &mut Reader<'_>, c: &ConfigSpec) {
         (
             "regex_type",
             c.regex_type.is_some(),
-            "Envoy's v3 API has RE2 regular expressions only (Emissary's `unsafe` is gone too): every regex is RE2; this key is ignored",
+            "Envoy's v3 API has RE2 regular expressions only (Emissary's `unsafe` is gone too): every regex is RE2",
         ),
         (
             "regex_max_size",
             c.regex_max_size.is_some(),
-            "Envoy limits RE2 program sizes through its runtime (`re2.max_program_size.error_level`), not per regex; this key is ignored",
+            "Envoy limits RE2 program sizes through its runtime (`re2.max_program_size.error_level`), not per regex",
         ),
         (
             "use_proxy_proto",
             c.use_proxy_proto.is_some(),
-            "give the Listener `protocol: HTTPPROXY` (or `HTTPSPROXY`) to expect a PROXY protocol header; this key is ignored",
+            "give the Listener `protocol: HTTPPROXY` (or `HTTPSPROXY`) to expect a PROXY protocol header",
         ),
         (
             "x_forwarded_proto_redirect",
             c.x_forwarded_proto_redirect.is_some(),
-            "a Host's `requestPolicy.insecure.action: Redirect` under an XFP Listener redirects cleartext requests; this key is ignored",
+            "a Host's `requestPolicy.insecure.action: Redirect` under an XFP Listener redirects cleartext requests",
         ),
         (
             "envoy_validation_timeout",
             c.envoy_validation_timeout.is_some(),
-            "attache checks every resource against Envoy's schema and validation rules itself, without running `envoy --mode validate`; this key is ignored",
+            "attache checks every resource against Envoy's schema and validation rules itself, without running `envoy --mode validate`",
         ),
         (
             "debug_mode",
             c.debug_mode.is_some(),
-            "attache's log level is `RUST_LOG` (e.g. `RUST_LOG=attache=debug`), Envoy's `--envoy-arg=--log-level --envoy-arg=debug`; this key is ignored",
+            "attache's log level is `RUST_LOG` (e.g. `RUST_LOG=attache=debug`), Envoy's `--envoy-arg=--log-level --envoy-arg=debug`",
         ),
         (
             "prune_unreachable_routes",
             c.prune_unreachable_routes.is_some(),
-            "attache always puts a Mapping's routes only on the Hosts whose names it matches; this key is ignored",
+            "attache always puts a Mapping's routes only on the Hosts whose names it matches",
         ),
         (
             "runtime_flags",
             c.runtime_flags.is_some(),
-            "Envoy's runtime is part of its bootstrap, which attache does not write from resources; this key is ignored",
+            "Envoy's runtime is part of its bootstrap, which attache does not write from resources",
         ),
         (
             "auth_enabled",
             c.auth_enabled.is_some(),
-            "an AuthService turns external authorization on (Emissary does not read this key either); it is ignored",
+            "an AuthService turns external authorization on (Emissary does not read this key either)",
         ),
         (
             "statsd",
             c.statsd.is_some(),
-            "stats sinks are part of Envoy's bootstrap (Emissary configures StatsD through environment variables, not this key); scrape Envoy's Prometheus statistics instead; this key is ignored",
+            "stats sinks are part of Envoy's bootstrap (Emissary configures StatsD through environment variables, not this key); scrape Envoy's Prometheus statistics instead",
         ),
         (
             "diagnostics",
             c.diagnostics.is_some(),
-            "attache serves its diagnostics on its own admin port (`/debug/*`), not through Envoy; this key is ignored",
+            "attache serves its diagnostics on its own admin port (`/debug/*`), not through Envoy",
         ),
         (
             "liveness_probe",
             c.liveness_probe.is_some(),
-            "attache answers `/alive` on its own admin port; this key is ignored",
+            "attache answers `/alive` on its own admin port",
         ),
         (
             "readiness_probe",
             c.readiness_probe.is_some(),
-            "attache answers `/ready` on its own admin port; this key is ignored",
+            "attache answers `/ready` on its own admin port",
         ),
         (
             "admin_port",
             c.admin_port.is_some(),
-            "Envoy's admin port is a command-line flag (`--envoy-admin`); this key is ignored",
+            "Envoy's admin port is a command-line flag (`--envoy-admin`)",
         ),
         (
             "diag_port",
             c.diag_port.is_some(),
-            "attache's admin port is a command-line flag (`--admin-listen`); this key is ignored",
+            "attache's admin port is a command-line flag (`--admin-listen`)",
         ),
         (
             "service_port",
             c.service_port.is_some(),
-            "ports come from Listeners; this key is ignored",
+            "ports come from Listeners",
         ),
     ];
     for (key, set, what) in keys {
         if set {
-            let d = r
-                .warning(
-                    "unsupported_key",
-                    &format!("spec.config.{key}"),
-                    format!("`{key}` is not used by attache"),
-                )
-                .hint(what);
-            r.diagnostics.push(d);
+            r.not_used(&format!("spec.config.{key}"), key, what);
         }
     }
 }

@@ -276,14 +276,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<TracingService> {
         ),
     ] {
         if set {
-            let d = r
-                .warning(
-                    "unsupported_key",
-                    &format!("spec.config.{key}"),
-                    format!("`{key}` is not used by attache"),
-                )
-                .hint(format!("{why}; this key is ignored"));
-            r.diagnostics.push(d);
+            r.not_used(&format!("spec.config.{key}"), key, why);
         }
     }
     let (Some(driver), Some(service), true) = (driver, service, ok) else {

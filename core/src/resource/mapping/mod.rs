@@ -716,10 +716,7 @@ fn not_used(r: &mut Reader<'_>, spec: &MappingSpec) {
         ),
     ] {
         if set {
-            let d = r
-                .warning("unsupported_key", &format!("spec.{key}"), format!("`{key}` is not used by attache"))
-                .hint(format!("{why}; this key is ignored"));
-            r.diagnostics.push(d);
+            r.not_used(&format!("spec.{key}"), key, why);
         }
     }
 }
