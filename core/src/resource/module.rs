@@ -834,30 +834,27 @@ fn read_mapping_defaults(r: &mut Reader<'_>, defaults: &serde_json::Value, ok: &
         return out;
     };
     let class = top.get("httpmapping").and_then(serde_json::Value::as_object);
-    for key in top.keys() {
-        let known = MAPPING_DEFAULTS.contains(&key.as_str()) || key == "httpmapping";
-        if !known {
-            let d = r
-                .warning(
-                    "unknown_field",
-                    &format!("spec.config.defaults.{key}"),
-                    format!("`{key}` is not a default attache (or Emissary) gives Mappings; ignored"),
-                )
-                .hint(format!("defaults are {}", MAPPING_DEFAULTS.join(", ")));
-            r.diagnostics.push(d);
-        }
-    }
-    for key in class.into_iter().flat_map(|c| c.keys()) {
-        if !MAPPING_DEFAULTS.contains(&key.as_str()) {
-            let d = r
-                .warning(
-                    "unknown_field",
-                    &format!("spec.config.defaults.httpmapping.{key}"),
-                    format!("`{key}` is not a default attache (or Emissary) gives Mappings; ignored"),
-                )
-                .hint(format!("defaults are {}", MAPPING_DEFAULTS.join(", ")));
-            r.diagnostics.push(d);
-        }
+    // Keys Emissary's defaults do not give Mappings, at the top level and in `httpmapping`.
+    let unknown = top
+        .keys()
+        .filter(|k| *k != "httpmapping")
+        .map(|k| ("spec.config.defaults", k))
+        .chain(
+            class
+                .into_iter()
+                .flat_map(|c| c.keys())
+                .map(|k| ("spec.config.defaults.httpmapping", k)),
+        )
+        .filter(|(_, k)| !MAPPING_DEFAULTS.contains(&k.as_str()));
+    for (at, key) in unknown {
+        let d = r
+            .warning(
+                "unknown_field",
+                &format!("{at}.{key}"),
+                format!("`{key}` is not a default attache (or Emissary) gives Mappings; ignored"),
+            )
+            .hint(format!("defaults are {}", MAPPING_DEFAULTS.join(", ")));
+        r.diagnostics.push(d);
     }
     for key in MAPPING_DEFAULTS {
         let (value, path) = match class.and_then(|c| c.get(key)) {
