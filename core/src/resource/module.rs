@@ -542,11 +542,9 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
         },
     };
     let dns_lookup_family = if c.enable_ipv4.is_some() || c.enable_ipv6.is_some() {
-        match (c.enable_ipv4.unwrap_or(true), c.enable_ipv6.unwrap_or(false)) {
-            (true, false) => Some("V4_ONLY"),
-            (false, true) => Some("V6_ONLY"),
-            (true, true) => Some("AUTO"),
-            (false, false) => {
+        match super::mapping::dns_lookup_family(c.enable_ipv4, c.enable_ipv6) {
+            Some(family) => Some(family),
+            None => {
                 let d = r
                     .error(
                         "invalid_value",

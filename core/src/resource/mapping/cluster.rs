@@ -448,6 +448,17 @@ pub(crate) fn read_circuit_breakers(
     out
 }
 
+/// Envoy's `dns_lookup_family` for `enable_ipv4` and `enable_ipv6` (Emissary's defaults: IPv4
+/// on, IPv6 off); `None` when both are off.
+pub(crate) fn dns_lookup_family(v4: Option<bool>, v6: Option<bool>) -> Option<&'static str> {
+    match (v4.unwrap_or(true), v6.unwrap_or(false)) {
+        (true, false) => Some("V4_ONLY"),
+        (false, true) => Some("V6_ONLY"),
+        (true, true) => Some("AUTO"),
+        (false, false) => None,
+    }
+}
+
 /// Reads `<base>.load_balancer`: Envoy's `lb_policy` and the route's hash policy.
 pub(crate) fn read_load_balancer(
     r: &mut Reader<'_>,
@@ -559,11 +570,9 @@ pub(super) fn read_settings(
             false
         }
     };
-    let dns_lookup_family = match (spec.enable_ipv4.unwrap_or(true), spec.enable_ipv6.unwrap_or(false)) {
-        (true, false) => "V4_ONLY",
-        (false, true) => "V6_ONLY",
-        (true, true) => "AUTO",
-        (false, false) => {
+    let dns_lookup_family = match dns_lookup_family(spec.enable_ipv4, spec.enable_ipv6) {
+        Some(family) => family,
+        None => {
             let d = r
                 .error(
                     "no_ip_family",
