@@ -23,6 +23,11 @@ use attache::snapshot::ResourceType;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How attache writes its own log lines on stderr: `text` for people, `json` (one object
+    /// per line: timestamp, level, target, fields) for log pipelines. `RUST_LOG` sets the level.
+    /// With `json`, the Envoy that `serve --envoy` starts (and `bootstrap`'s output) logs JSON too.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "ATTACHE_LOG_FORMAT")]
+    log_format: attache::serve::LogFormat,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -119,7 +124,6 @@ fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
 /// of objects read and the translation. A path that does not exist is an error (an empty
 /// translation would look like success).
 fn translate_path(path: &std::path::Path, translation: &Translation) -> anyhow::Result<(usize, attache::Translation)> {
-    attache::serve::init_logging("warn");
     if !path.exists() {
         anyhow::bail!("{}: no such file or directory", path.display());
     }
@@ -133,6 +137,12 @@ fn translate_path(path: &std::path::Path, translation: &Translation) -> anyhow::
 
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    attache::serve::init_logging(default_level, cli.log_format);
     // Emissary's deprecated switch back to loose label selectors: attache's are always strict.
     if std::env::var("DISABLE_STRICT_LABEL_SELECTORS").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")) {
         eprintln!("attache: warning: DISABLE_STRICT_LABEL_SELECTORS is not supported: a Host's mappingSelector must match every one of its labels (Emissary's default since 2.5/3.2); see docs/compatibility.md");
@@ -197,6 +207,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 admin_host: envoy_admin.ip().to_string(),
                 admin_port: envoy_admin.port(),
                 protocol: xds.into(),
+                json_logs: cli.log_format == attache::serve::LogFormat::Json,
             })
             .map_err(|e| anyhow::anyhow!("cannot build a bootstrap: {e}"))?;
             print(&value, output)?;
@@ -212,9 +223,8 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
-            attache::serve::init_logging("info");
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(attache::serve::run(args))?;
+            runtime.block_on(attache::serve::run(args, cli.log_format))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -229,7 +239,11 @@ fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("attache: error: {e:#}");
+            if attache::serve::json_logging() {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("attache: error: {e:#}");
+            }
             ExitCode::from(2)
         }
     }

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub translations: AtomicU64,
     /// Duration of the last translation, in microseconds.
     pub last_translation_micros: AtomicU64,
+    /// Every translation's duration.
+    pub translation_seconds: Histogram,
     /// Snapshots published (version changed).
     pub snapshots_published: AtomicU64,
     /// Raw objects in the last load.
@@ -70,6 +72,48 @@ pub struct Metrics {
     pub xds_streams_opened: AtomicU64,
     /// Envoy child restarts.
     pub envoy_restarts: AtomicU64,
+}
+
+/// Upper bounds of [`Histogram`]'s buckets, in seconds: from a one-object change (about a
+/// millisecond) to a cold translation of 100,000 Mappings.
+pub const DURATION_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// A Prometheus histogram of durations with [`DURATION_BUCKETS`].
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations at or below each bound (not cumulative; summed when rendered).
+    buckets: [AtomicU64; DURATION_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, d: std::time::Duration) {
+        let seconds = d.as_secs_f64();
+        if let Some(i) = DURATION_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, n) in DURATION_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}\n{name}_count {count}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+    }
 }
 
 /// Index of a type in the per-type counter arrays.
@@ -92,6 +136,9 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// The Kubernetes source's watches (all zero with a directory source).
     pub kube: Arc<crate::source::kube::Metrics>,
+    /// The admin address of the Envoy that `serve --envoy` supervises: `/metrics` adds its
+    /// Prometheus stats to attache's own.
+    pub envoy_admin: Option<std::net::SocketAddr>,
 }
 
 impl Default for Shared {
@@ -103,6 +150,7 @@ impl Default for Shared {
             metrics: Metrics::default(),
             ready: AtomicBool::new(false),
             kube: Arc::default(),
+            envoy_admin: None,
         }
     }
 }
@@ -162,6 +210,17 @@ impl Shared {
             "gauge",
             one(&m.last_translation_micros),
         );
+        m.translation_seconds.render(
+            &mut out,
+            "attache_translation_duration_seconds",
+            "Duration of translations (load to snapshot)",
+        );
+        let mut counter = |name: &str, help: &str, kind: &str, samples: Vec<(String, u64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
         counter(
             "attache_snapshots_published_total",
             "Snapshots with a new version",

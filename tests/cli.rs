@@ -79,6 +79,24 @@ fn ads_bootstrap_is_accepted_by_envoy() {
         String::from_utf8_lossy(&v.stdout),
         String::from_utf8_lossy(&v.stderr)
     );
+    // With --log-format json, Envoy's own log lines are JSON objects too.
+    let out = attache()
+        .args(["--log-format", "json", "bootstrap", "--ads", "127.0.0.1:18000"])
+        .output()
+        .unwrap();
+    std::fs::write(&path, &out.stdout).unwrap();
+    let v = Command::new(envoy_bin())
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&v.stderr).to_string() + &String::from_utf8_lossy(&v.stdout);
+    assert!(v.status.success(), "{log}");
+    let json_line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["target"].as_str().is_some_and(|t| t.starts_with("envoy::")));
+    assert!(json_line.is_some_and(|l| l["message"].is_string()), "{log}");
     let out = attache().args(["bootstrap", "--ads", "nonsense"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("HOST:PORT"));
@@ -122,6 +140,8 @@ fn help_explains_every_subcommand() {
         "--single-namespace",
         "--label-selector",
         "AMBASSADOR_SINGLE_NAMESPACE",
+        "--log-format",
+        "ATTACHE_LOG_FORMAT",
     ] {
         assert!(text.contains(flag), "{flag} missing from serve --help:\n{text}");
     }

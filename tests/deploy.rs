@@ -104,6 +104,13 @@ fn every_manifest_parses_as_its_kubernetes_type() {
         .filter(|f| *f != "rbac-namespaced.yaml")
         .collect();
     assert_eq!(listed, expected);
+    // The generated ConfigMaps (the Grafana dashboard) name files that exist and parse.
+    for generator in k["configMapGenerator"].as_array().unwrap() {
+        for file in generator["files"].as_array().unwrap() {
+            let text = std::fs::read_to_string(deploy().join(file.as_str().unwrap())).unwrap();
+            let _: Value = serde_json::from_str(&text).unwrap();
+        }
+    }
 }
 
 #[test]
@@ -207,7 +214,17 @@ fn rbac_grants_read_access_to_exactly_what_is_watched() {
 fn the_deployment_probes_attache_admin_and_runs_the_kubernetes_source_with_envoy() {
     let doc = documents("deployment.yaml").remove(0);
     let d: Deployment = serde_json::from_value(doc).unwrap();
-    let pod = d.spec.unwrap().template.spec.unwrap();
+    let template = d.spec.unwrap().template;
+    // A standard annotation-driven Prometheus scrapes attache's /metrics (with Envoy's stats).
+    let annotations = template.metadata.unwrap().annotations.unwrap();
+    for (key, value) in [
+        ("prometheus.io/scrape", "true"),
+        ("prometheus.io/port", "8877"),
+        ("prometheus.io/path", "/metrics"),
+    ] {
+        assert_eq!(annotations.get(key).map(String::as_str), Some(value), "{key}");
+    }
+    let pod = template.spec.unwrap();
     assert_eq!(pod.service_account_name.as_deref(), Some("attache"));
     let c = &pod.containers[0];
     let args = c.args.clone().unwrap();

@@ -1578,3 +1578,131 @@ fn log_services_receive_an_entry_per_request_with_the_additional_headers() {
     assert!(entries.iter().any(|e| e.0 == "default/als-two"), "{entries:?}");
     assert_eq!(nack_count(admin), 0);
 }
+
+/// The metric names a PromQL expression reads: `attache_*` and `envoy_*` identifiers outside
+/// label matchers (`{...}`) and grouping clauses (`by (...)`), whose label names look alike.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(c) = rest.chars().next() {
+        if c == '{' {
+            rest = rest.split_once('}').map_or("", |(_, r)| r);
+        } else if let Some(r) = ["by (", "without ("].iter().find_map(|k| rest.strip_prefix(k)) {
+            rest = r.split_once(')').map_or("", |(_, r)| r);
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(rest.len());
+            let word = &rest[..end];
+            if word.starts_with("attache_") || word.starts_with("envoy_") {
+                names.push(word.to_string());
+            }
+            rest = &rest[end..];
+        } else {
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    names
+}
+
+#[test]
+fn metric_names_skip_label_matchers_and_grouping() {
+    assert_eq!(
+        metric_names(
+            r#"sum by (envoy_cluster_name) (rate(envoy_cluster_upstream_rq_xx{envoy_response_code_class="5"}[1m])) / attache_ready"#
+        ),
+        ["envoy_cluster_upstream_rq_xx", "attache_ready"]
+    );
+}
+
+#[test]
+fn one_scrape_of_attache_has_envoys_stats_and_every_dashboard_metric_and_logs_are_json() {
+    let f = fixture();
+    let status = status_upstream();
+    // JSON everywhere: attache's lines, Envoy's, and the access log (on Envoy's stdout).
+    write(
+        &f.config.join("more.yaml"),
+        &format!(
+            "apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata:\n  name: ambassador\nspec:\n  config:\n    envoy_log_type: json\n---\n{}",
+            mapping("s", "/s/", status, "")
+        ),
+    );
+    let (mut attache, listen, _envoy_admin, admin) = serve(&f.config, f.dir.path(), f.port, &["--log-format", "json"]);
+    wait_for("the route to answer", Duration::from_secs(30), || {
+        get(listen, "x", "/a/").ok().filter(|r| r.status == 200)
+    });
+    assert_eq!(get(listen, "x", "/s/status/503").unwrap().status, 503);
+
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            queried.extend(metric_names(target["expr"].as_str().unwrap()));
+        }
+    }
+    assert!(queried.len() >= 10, "{queried:?}");
+    // Envoy publishes histograms at its stats flush (every 5 s): ask until every name is there.
+    let exposed = |body: &str| -> std::collections::BTreeSet<String> {
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_string)
+            .collect()
+    };
+    let body = wait_for(
+        "every dashboard metric in attache's /metrics",
+        Duration::from_secs(30),
+        || {
+            let _ = get(listen, "x", "/a/");
+            let body = get(admin, "a", "/metrics").ok()?.body;
+            let have = exposed(&body);
+            queried.iter().all(|m| have.contains(m)).then_some(body)
+        },
+    );
+    assert!(body.contains("\nattache_envoy_stats_up 1\n"), "{body:.2000}");
+    // One exposition: no metric family declared twice (Prometheus rejects the scrape).
+    let mut types = std::collections::BTreeSet::new();
+    for l in body.lines().filter(|l| l.starts_with("# TYPE ")) {
+        assert!(types.insert(l.split(' ').nth(2).unwrap()), "declared twice: {l}");
+    }
+    // The 5xx reached the per-cluster counter the dashboard shows.
+    assert!(
+        body.lines().any(|l| l.starts_with("envoy_cluster_upstream_rq_xx{")
+            && l.contains("envoy_response_code_class=\"5\"")
+            && !l.ends_with(" 0")),
+        "no 5xx counted"
+    );
+    // Envoy's alone, with the scrape's query passed on (`filter` is Envoy's).
+    let envoy_only = get(admin, "a", "/metrics/envoy?filter=cluster_manager").unwrap();
+    assert_eq!(envoy_only.status, 200);
+    assert!(
+        envoy_only.body.contains("envoy_cluster_manager_"),
+        "{:.500}",
+        envoy_only.body
+    );
+    assert!(!envoy_only.body.contains("attache_") && !envoy_only.body.contains("envoy_server_live"));
+
+    // Every line of the container's output is a JSON object: attache's, Envoy's, access log.
+    attache.terminate();
+    let log = attache.log_text();
+    let mut sources = std::collections::BTreeSet::new();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        let source = match v["target"].as_str() {
+            Some(t) if t.starts_with("attache") => "attache",
+            Some(t) if t.starts_with("envoy::") => "envoy",
+            _ if v.get("response_code").is_some() => "access log",
+            _ => "other",
+        };
+        sources.insert(source);
+    }
+    assert_eq!(
+        sources,
+        ["access log", "attache", "envoy"].into_iter().collect(),
+        "{log:.3000}"
+    );
+}

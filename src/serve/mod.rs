@@ -131,17 +131,40 @@ pub struct ServeArgs {
     pub translation: TranslationArgs,
 }
 
+/// How attache's own log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event (colours on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`) and
+    /// the enclosing spans, for log pipelines.
+    Json,
+}
+
+static JSON_LOGGING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`init_logging`] set up JSON lines (so a fatal error is written as one too).
+pub fn json_logging() -> bool {
+    JSON_LOGGING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Sets up logging to stderr; `RUST_LOG` overrides `default` (e.g. `RUST_LOG=attache=debug`).
-pub fn init_logging(default: &str) {
+pub fn init_logging(default: &str, format: LogFormat) {
+    JSON_LOGGING.store(format == LogFormat::Json, std::sync::atomic::Ordering::Relaxed);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // kube's client logs every failed request at ERROR; the Kubernetes source logs each
         // distinct error once, with the watch it concerns and what to check.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},kube_client::client::builder=off")));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 async fn shutdown_signal() {
@@ -165,13 +188,16 @@ async fn shutdown_signal() {
 ///
 /// # Errors
 /// On bad flags, an invalid rule pack, or an address that cannot be bound.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
     let registry = Arc::new(args.translation.registry()?);
     let options = args.translation.options();
     if let Some(dir) = args.config_dir.as_ref().filter(|d| !d.is_dir()) {
         anyhow::bail!("--config-dir {}: not a directory", dir.display());
     }
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        envoy_admin: args.envoy.is_some().then_some(args.envoy_admin),
+        ..Shared::default()
+    });
     let kube_client = if args.kubernetes {
         Some(crate::source::kube::client().await?)
     } else {
@@ -271,6 +297,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             node_id: args.node_id.clone(),
             protocol: args.xds.into(),
             extra_args: args.envoy_args.clone(),
+            json_logs: log_format == LogFormat::Json,
         };
         tokio::spawn(envoy_process::supervise(config, Arc::clone(&shared), stop_rx.clone()))
     });
@@ -311,6 +338,7 @@ fn publish(
         u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         Ordering::Relaxed,
     );
+    m.translation_seconds.observe(elapsed);
     m.objects.store(objects as u64, Ordering::Relaxed);
     let counts = crate::diagnostic::count(&t.diagnostics);
     // Log each problem once, when it appears, not at every reload.

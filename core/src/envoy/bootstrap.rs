@@ -33,6 +33,8 @@ pub struct AdsBootstrap {
     pub admin_port: u16,
     /// Which xDS flavour.
     pub protocol: XdsProtocol,
+    /// Envoy's own log lines as JSON objects (`application_log_config`) instead of text.
+    pub json_logs: bool,
 }
 
 fn socket(host: &str, port: u16) -> Value {
@@ -42,6 +44,12 @@ fn socket(host: &str, port: u16) -> Value {
 fn admin(host: &str, port: u16) -> Value {
     json!({"address": socket(host, port)})
 }
+
+/// Envoy's `--log-format` for JSON lines, with the same keys as attache's own JSON lines where
+/// they mean the same thing, so one log pipeline parses both processes of the container (`%j` is
+/// the message escaped for JSON). The command-line flag, unlike the bootstrap's
+/// `application_log_config`, also covers the lines Envoy writes before it reads its bootstrap.
+pub const ENVOY_JSON_LOG_FORMAT: &str = r#"{"timestamp":"%Y-%m-%dT%T.%f%z","level":"%l","target":"envoy::%n","source":"%g:%#","thread":"%t","message":"%j"}"#;
 
 /// The name of the static cluster that reaches attache.
 pub const ADS_CLUSTER: &str = "attache_ads";
@@ -56,7 +64,7 @@ pub fn ads(b: &AdsBootstrap) -> Result<Value, DecodeError> {
         XdsProtocol::Sotw => "GRPC",
         XdsProtocol::Delta => "DELTA_GRPC",
     };
-    let value = json!({
+    let mut value = json!({
         "node": {"id": b.node_id, "cluster": b.node_cluster},
         "admin": admin(&b.admin_host, b.admin_port),
         "dynamic_resources": {
@@ -87,6 +95,16 @@ pub fn ads(b: &AdsBootstrap) -> Result<Value, DecodeError> {
             }
         }]}
     });
+    if b.json_logs {
+        value["application_log_config"] = json!({"log_format": {"json_format": {
+            "timestamp": "%Y-%m-%dT%T.%f%z",
+            "level": "%l",
+            "target": "envoy::%n",
+            "source": "%g:%#",
+            "thread": "%t",
+            "message": "%j",
+        }}});
+    }
     decode("envoy.config.bootstrap.v3.Bootstrap", &value)?;
     Ok(value)
 }
