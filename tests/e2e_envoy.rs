@@ -1706,3 +1706,115 @@ fn one_scrape_of_attache_has_envoys_stats_and_every_dashboard_metric_and_logs_ar
         "{log:.3000}"
     );
 }
+
+/// An OpenTelemetry trace collector (OTLP over gRPC, `opentelemetry.proto.collector.trace.v1`):
+/// records every span as (resource `service.name`, span attributes as strings).
+mod otlp {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+    use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+    use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    pub type Seen = Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>;
+
+    struct Collector(Seen);
+
+    fn strings(attributes: &[KeyValue]) -> BTreeMap<String, String> {
+        attributes
+            .iter()
+            .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some((kv.key.clone(), s.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            for resource_spans in request.into_inner().resource_spans {
+                let resource = resource_spans
+                    .resource
+                    .map(|r| strings(&r.attributes))
+                    .unwrap_or_default();
+                let service = resource.get("service.name").cloned().unwrap_or_default();
+                for scope in resource_spans.scope_spans {
+                    for span in scope.spans {
+                        self.0
+                            .lock()
+                            .unwrap()
+                            .push((service.clone(), strings(&span.attributes)));
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }))
+        }
+    }
+
+    /// Starts the collector on a loopback port (on its own runtime, which lives as long as the
+    /// returned guard).
+    pub fn start() -> (std::net::SocketAddr, Seen, tokio::runtime::Runtime) {
+        let seen: Seen = Arc::default();
+        let collector = Collector(Arc::clone(&seen));
+        let (addr, rt) = crate::support::grpc_server(|incoming| {
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(collector))
+                .serve_with_incoming(incoming)
+        });
+        (addr, seen, rt)
+    }
+}
+
+#[test]
+fn opentelemetry_spans_reach_an_otlp_collector_and_the_upstream_sees_traceparent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let (collector, seen, _rt) = otlp::start();
+    let port = free_port();
+    write(
+        &config.join("all.yaml"),
+        &[
+            format!("apiVersion: getambassador.io/v3alpha1\nkind: TracingService\nmetadata:\n  name: tracing\nspec:\n  driver: opentelemetry\n  service: {collector}\n  config:\n    service_name: edge-otel\n  custom_tags:\n    - tag: edge\n      literal:\n        value: attache\n    - tag: user\n      request_header:\n        name: x-user\n"),
+            listener_and_host(port),
+            mapping("a", "/a/", a.addr, ""),
+        ]
+        .join("---\n"),
+    );
+    let (_attache, listen, _envoy_admin, admin) = serve(&config, dir.path(), port, &[]);
+    // W3C trace context towards the upstream: version 00, a 32-hex-digit trace id.
+    let r = wait_for("Envoy to answer /a/", Duration::from_secs(30), || {
+        http_with("GET", listen, "x", "/a/", &[("x-user", "otel-1")])
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    let traceparent = r.header("x-echo-traceparent").expect("traceparent at the upstream");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert!(
+        parts.len() == 4 && parts[0] == "00" && parts[1].len() == 32,
+        "{traceparent}"
+    );
+    // Envoy exports in batches (at least every 5 s): the span comes with the service name from
+    // the TracingService and both custom tags.
+    let (service, attributes) = wait_for("spans at the OTLP collector", Duration::from_secs(30), || {
+        let _ = http_with("GET", listen, "x", "/a/", &[("x-user", "otel-1")]);
+        seen.lock()
+            .unwrap()
+            .iter()
+            .find(|(_, attributes)| attributes.get("user").is_some_and(|u| u == "otel-1"))
+            .cloned()
+    });
+    assert_eq!(service, "edge-otel", "{attributes:?}");
+    assert_eq!(
+        attributes.get("edge").map(String::as_str),
+        Some("attache"),
+        "{attributes:?}"
+    );
+    assert_eq!(nack_count(admin), 0);
+}
