@@ -1460,6 +1460,8 @@ fn zipkin_spans_reach_a_collector_and_sampling_changes_without_restarting_envoy(
         .and_then(|s| s.iter().find(|s| s["tags"]["user"] == "before"))
         .expect("a span with the request header tag");
     assert_eq!(span["tags"]["edge"], "attache", "{span}");
+    // Zipkin's service name is the Envoy node's cluster, `attache` with `serve --envoy`.
+    assert_eq!(span["localEndpoint"]["serviceName"], "attache", "{span}");
     // Sampling to 0: no more spans, and Envoy was not restarted (its uptime only grows).
     let uptime = stat(envoy_admin, "server.uptime").unwrap();
     write(&config.join("all.yaml"), &docs(0));
