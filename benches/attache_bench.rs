@@ -17,6 +17,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[allow(dead_code, reason = "shared with the tests, which use all of it")]
+#[path = "../tests/support/browser.rs"]
+mod browser;
+
 use attache::snapshot::{diff, ResourceType, Snapshot};
 use attache::state::Shared;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
@@ -365,6 +369,100 @@ fn end_to_end(root: &Path, n: usize, xds: &str, changes: usize) -> Option<(Durat
     Some((median(samples), rss))
 }
 
+/// GET on the admin port: (status, body length, time to the whole body).
+fn admin_get(port: u16, path: &str) -> Option<(u16, usize, Duration)> {
+    use std::io::Read as _;
+    let started = Instant::now();
+    let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map_or(0, |(_, b)| b.len());
+    Some((status, body, started.elapsed()))
+}
+
+/// `--ui N`: the diagnostics page at N Mappings (and one error): what each JSON endpoint the
+/// page reads costs, and how long headless Chromium takes from navigation to the page showing
+/// everything (its own `performance.now()` when the first full render is done). Needs Debian's
+/// chromium and chromium-driver.
+fn ui(n: usize) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = generate(root.path(), n, &|i| format!("svc-{i}:80"));
+    std::fs::write(
+        dir.join("zz-broken.yaml"),
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: broken\nspec:\n  prefix: /broken/\n  service: backend\n  timeout_ms: abc\n",
+    )
+    .unwrap();
+    let admin = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_attache"))
+        .args(["serve", "--config-dir"])
+        .arg(&dir)
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--ads-listen", &format!("127.0.0.1:{}", free_port())])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while admin_get(admin, "/ready").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "attache did not become ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut report = "| Mappings | endpoint | bytes | ms (median of 5) |\n|---:|---|---:|---:|\n".to_string();
+    for path in [
+        "/ui/",
+        "/ui/app.js",
+        "/debug/summary",
+        "/debug/routes?q=&offset=0&limit=100",
+        "/debug/routes?q=svc-9999&offset=0&limit=100",
+        "/debug/clusters?q=&offset=0&limit=100",
+        "/debug/diagnostics?context=2",
+        "/debug/envoys",
+        "/debug/rules",
+    ] {
+        let mut times = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..5 {
+            let (status, b, t) = admin_get(admin, path).expect("an answer");
+            assert_eq!(status, 200, "{path}");
+            bytes = b;
+            times.push(t);
+        }
+        report.push_str(&format!("| {n} | `{path}` | {bytes} | {} |\n", ms(median(times))));
+    }
+    let browser = browser::Browser::start(root.path());
+    let mut ready = Vec::new();
+    for _ in 0..5 {
+        browser.goto(&format!("http://127.0.0.1:{admin}/ui/"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let at = loop {
+            let v = browser.eval("return window.attacheReadyMs === undefined ? null : window.attacheReadyMs;");
+            if let Some(ms) = v.as_f64() {
+                break ms;
+            }
+            assert!(Instant::now() < deadline, "the page did not become ready");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        ready.push(Duration::from_secs_f64(at / 1000.0));
+    }
+    drop(browser);
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    report.push_str(&format!(
+        "\n| Mappings | headless Chromium: navigation to everything shown, ms (median of 5; min–max) |\n|---:|---:|\n| {n} | {} ({}–{}) |\n",
+        ms(median(ready.clone())),
+        ms(*ready.iter().min().unwrap()),
+        ms(*ready.iter().max().unwrap()),
+    ));
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-ui-report.md");
+    std::fs::write(&out, &report).unwrap();
+    println!("{report}\nreport written to {}", out.display());
+}
+
 /// `--stages N`: where a full translation of N Mappings spends its time, stage by stage.
 fn stages(n: usize, cold: bool, input: &str) {
     let root = tempfile::tempdir().unwrap();
@@ -522,6 +620,10 @@ fn main() {
                 .and_then(|i| args.get(i + 1))
                 .map_or("plain", String::as_str),
         );
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--ui") {
+        ui(args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(10_000));
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--change-stages") {

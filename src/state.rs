@@ -139,6 +139,51 @@ pub struct Shared {
     /// The admin address of the Envoy that `serve --envoy` supervises: `/metrics` adds its
     /// Prometheus stats to attache's own.
     pub envoy_admin: Option<std::net::SocketAddr>,
+    /// The directory source's root (`--config-dir`): the diagnostics page shows the lines around
+    /// a problem from the files under it, and only from those.
+    pub config_dir: Option<std::path::PathBuf>,
+    /// The effective rule table, for the diagnostics page (fixed at start).
+    pub rules: Vec<RuleSummary>,
+    /// When the served configuration last changed version (None before the first).
+    pub changed_at: Mutex<Option<std::time::SystemTime>>,
+}
+
+/// One effective rule, as the diagnostics page lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleSummary {
+    /// Rule id.
+    pub id: String,
+    /// The pack that defined it (a later pack's rule of the same id replaced earlier ones).
+    pub pack: String,
+    /// IR node kind.
+    pub kind: String,
+    /// The Envoy message it emits.
+    pub emits: String,
+    /// `pack/template path`.
+    pub template: String,
+    /// Its condition as written.
+    pub when: Option<String>,
+    /// A patch merged into the other rules' output.
+    pub patch: bool,
+}
+
+impl RuleSummary {
+    /// The rule table of a registry.
+    pub fn table(registry: &crate::rules::Registry) -> Vec<RuleSummary> {
+        registry
+            .rules()
+            .iter()
+            .map(|r| RuleSummary {
+                id: r.id.clone(),
+                pack: r.pack.clone(),
+                kind: r.kind.as_str().to_string(),
+                emits: r.emits.clone(),
+                template: r.template.clone(),
+                when: r.when.as_ref().map(|(text, _)| text.clone()),
+                patch: r.patch,
+            })
+            .collect()
+    }
 }
 
 impl Default for Shared {
@@ -151,6 +196,9 @@ impl Default for Shared {
             ready: AtomicBool::new(false),
             kube: Arc::default(),
             envoy_admin: None,
+            config_dir: None,
+            rules: Vec::new(),
+            changed_at: Mutex::new(None),
         }
     }
 }

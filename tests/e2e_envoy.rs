@@ -1820,3 +1820,78 @@ fn opentelemetry_spans_reach_an_otlp_collector_and_the_upstream_sees_traceparent
     );
     assert_eq!(nack_count(admin), 0);
 }
+
+#[test]
+fn the_diagnostics_page_shows_routes_errors_and_envoys_in_chromium_and_follows_changes() {
+    let f = fixture();
+    write(
+        &f.config.join("broken.yaml"),
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: broken\nspec:\n  hostname: \"*\"\n  prefix: /broken/\n  service: backend\n  timeout_ms: abc\n",
+    );
+    let (_attache, listen, _envoy_admin, admin) = serve(&f.config, f.dir.path(), f.port, &[]);
+    wait_for("the route to answer", Duration::from_secs(30), || {
+        get(listen, "x", "/a/").ok().filter(|r| r.status == 200)
+    });
+    // Emissary's address of the page, and `/` for a browser, serve it too.
+    for path in ["/ambassador/v0/diag/", "/ui/"] {
+        let r = get(admin, "a", path).unwrap();
+        assert!(
+            r.status == 200 && r.body.contains("<title>attache diagnostics</title>"),
+            "{path}"
+        );
+    }
+    let r = http_with("GET", admin, "a", "/", &[("accept", "text/html")]).unwrap();
+    assert!(r.body.contains("/ui/app.js"), "{}", r.body);
+
+    let browser = support::browser::Browser::start(f.dir.path());
+    browser.goto(&format!("http://{admin}/ui/"));
+    let shown = |script: &str| browser.eval(&format!("return {script};"));
+    wait_for("the page to show the connected Envoy", Duration::from_secs(20), || {
+        (shown(
+            "document.body.dataset.ready === 'true' && document.querySelector('.envoy[data-node=\"e2e\"]') !== null",
+        ) == true)
+            .then_some(())
+    });
+    // A route with its match, target cluster and source object with file:line.
+    let routes = shown("document.getElementById('routes-rows').innerText").to_string();
+    assert!(
+        routes.contains("/a/") && routes.contains("Mapping default/a") && routes.contains("all.yaml:"),
+        "{routes}"
+    );
+    // The error with its file:line, field path, and the line itself marked in the source.
+    let diagnostics = shown("document.getElementById('diagnostics-body').innerText").to_string();
+    assert!(
+        diagnostics.contains("Mapping default/broken")
+            && diagnostics.contains("broken.yaml:9:3")
+            && diagnostics.contains("spec.timeout_ms"),
+        "{diagnostics}"
+    );
+    assert_eq!(
+        shown("document.querySelector('pre.source mark').innerText.trim()"),
+        "9    timeout_ms: abc"
+    );
+    // The Envoy, with every type ACKed.
+    let envoy = shown("document.querySelector('.envoy[data-node=\"e2e\"]').innerText").to_string();
+    assert!(envoy.contains("in sync") && !envoy.contains("rejected"), "{envoy}");
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    browser.screenshot(&artifacts.join("diagnostics-page.png"));
+
+    // A change appears without a reload: the page's own state survives.
+    let version = shown("document.body.dataset.version");
+    browser.eval("window.stillTheSamePage = true; return null;");
+    write(&f.config.join("b.yaml"), &mapping("b", "/b/", f.a.addr, ""));
+    wait_for("the new route on the page", Duration::from_secs(20), || {
+        shown("document.getElementById('routes-rows').innerText")
+            .as_str()?
+            .contains("/b/")
+            .then_some(())
+    });
+    assert_eq!(shown("window.stillTheSamePage === true"), true, "the page reloaded");
+    assert_ne!(shown("document.body.dataset.version"), version);
+    // The filter asks the server for the matching routes only.
+    browser.eval("const q = document.getElementById('routes-q'); q.value = 'default/b'; q.dispatchEvent(new Event('input')); return null;");
+    wait_for("the filtered routes", Duration::from_secs(10), || {
+        (shown("document.getElementById('routes-range').innerText") == "1–1 of 1").then_some(())
+    });
+    browser.screenshot(&artifacts.join("diagnostics-page-filtered.png"));
+}

@@ -196,6 +196,8 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
     }
     let shared = Arc::new(Shared {
         envoy_admin: args.envoy.is_some().then_some(args.envoy_admin),
+        config_dir: args.config_dir.clone(),
+        rules: crate::state::RuleSummary::table(&registry),
         ..Shared::default()
     });
     let kube_client = if args.kubernetes {
@@ -367,6 +369,9 @@ fn publish(
             millis = elapsed.as_millis() as u64, "configuration changed; pushing to Envoy"
         );
         m.snapshots_published.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut at) = shared.changed_at.lock() {
+            *at = Some(std::time::SystemTime::now());
+        }
         shared.snapshot.send_replace(Some(snapshot));
     } else {
         tracing::debug!(%version, "configuration reloaded; nothing changed for Envoy");
