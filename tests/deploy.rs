@@ -192,10 +192,16 @@ fn rbac_grants_read_access_to_exactly_what_is_watched() {
         ("", "services"),
         ("", "secrets"),
         ("discovery.k8s.io", "endpointslices"),
+        ("networking.k8s.io", "ingresses"),
     ] {
         expected.insert((group.to_string(), resource.to_string()));
     }
     for (file, kind) in [("rbac.yaml", "ClusterRole"), ("rbac-namespaced.yaml", "Role")] {
+        // IngressClasses are cluster-scoped: watched only when watching every namespace.
+        let mut expected = expected.clone();
+        if kind == "ClusterRole" {
+            expected.insert(("networking.k8s.io".to_string(), "ingressclasses".to_string()));
+        }
         let mut granted = BTreeSet::new();
         for rule in rules_of(file, kind) {
             let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();

@@ -213,3 +213,41 @@ fn endpoint_slice_changes(xds: &str) {
     });
     assert_eq!(counters(), before);
 }
+
+fn ingress(class: &str) -> String {
+    format!("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: shop\n  namespace: shop\nspec:\n  ingressClassName: {class}\n  rules:\n  - http:\n      paths:\n      - path: /shop/\n        pathType: Prefix\n        backend:\n          service:\n            name: pods\n            port:\n              name: web\n      - path: /exact\n        pathType: Exact\n        backend:\n          service:\n            name: pods\n            port:\n              number: 80\n")
+}
+
+#[test]
+fn ingresses_of_attaches_class_reach_envoy_through_their_services() {
+    let (dir, api, kubeconfig) = emulated_cluster();
+    let a = upstream("a");
+    let port = free_port();
+    api.apply(&listener_and_host(port));
+    // Ingress backends are Kubernetes Services: here their pods are found through their
+    // EndpointSlices (the Module's default resolver), which point at a loopback upstream.
+    api.apply("apiVersion: getambassador.io/v3alpha1\nkind: Module\nmetadata:\n  name: ambassador\n  namespace: ambassador\nspec:\n  config:\n    resolver: kubernetes-endpoint\n");
+    api.apply("apiVersion: v1\nkind: Service\nmetadata:\n  name: pods\n  namespace: shop\nspec:\n  ports:\n  - name: web\n    port: 80\n    targetPort: 8080\n");
+    api.apply(&endpoint_slice(a.addr).replace("- name: http", "- name: web"));
+    api.apply("apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: ambassador\nspec:\n  controller: getambassador.io/ingress-controller\n");
+    api.apply(&ingress("ambassador"));
+    let (_attache, envoy, _envoy_admin, admin) = serve_kubernetes(&kubeconfig, dir.path(), port, &[]);
+    // The named port resolved through the Service; the prefix is rewritten to `/` (Emissary's
+    // Mapping default, which its Ingress support keeps).
+    let r = wait_for("the Ingress path answers", Duration::from_secs(60), || {
+        get(envoy, "example.com", "/shop/items")
+            .ok()
+            .filter(|r| r.status == 200 && r.body.contains("upstream=a"))
+    });
+    assert!(r.body.contains("path=/items"), "{}", r.body);
+    // Exact means exact.
+    assert_eq!(status(envoy, "/exact"), Some(200));
+    assert_eq!(status(envoy, "/exact/more"), Some(404));
+    // Given to another controller, the Ingress is no longer served, and the diagnostics say why.
+    api.apply(&ingress("nginx"));
+    wait_for("the Ingress of another class to go", Duration::from_secs(30), || {
+        (status(envoy, "/shop/items") == Some(404)).then_some(())
+    });
+    let diagnostics = get(admin, "a", "/debug/diagnostics").unwrap().body;
+    assert!(diagnostics.contains("ingress.other_class"), "{diagnostics}");
+}

@@ -39,6 +39,11 @@ fn manifests() -> String {
         "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: quote\n  namespace: shop\nspec:\n  hostname: \"*\"\n  prefix: /quote/\n  service: quote:80\n  resolver: kubernetes-endpoint\n",
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: quote\n  namespace: shop\nspec:\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n",
         &endpoint_slice("quote-1", "10.1.0.5"),
+        // An Ingress of attache's class, with a backend port by name: its Service is read only
+        // because the Ingress names it.
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: ambassador\nspec:\n  controller: getambassador.io/ingress-controller\n",
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: catalog\n  namespace: shop\nspec:\n  ingressClassName: ambassador\n  rules:\n  - host: h1.example.com\n    http:\n      paths:\n      - path: /catalog\n        pathType: Prefix\n        backend:\n          service:\n            name: catalog\n            port:\n              name: web\n",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: catalog\n  namespace: shop\nspec:\n  ports:\n  - name: web\n    port: 8000\n",
     ];
     objects.join("---\n")
 }
@@ -174,8 +179,21 @@ async fn same_manifests_give_the_same_snapshot_as_the_directory_source() {
         metrics.watches_synced.load(Ordering::Relaxed),
         metrics.watches.load(Ordering::Relaxed)
     );
-    // 10 kinds + Services + EndpointSlices + the two referenced Secrets.
-    assert_eq!(metrics.watches.load(Ordering::Relaxed), 16);
+    // 10 kinds + Services + EndpointSlices + Ingresses + IngressClasses + the two referenced
+    // Secrets.
+    assert_eq!(metrics.watches.load(Ordering::Relaxed), 18);
+    // The Ingress's route reached the snapshot, its named port resolved.
+    let routes = attache::envoy::resources_json(&k.snapshot, ResourceType::Route);
+    assert!(
+        routes.iter().any(|r| r.to_string().contains("shop/catalog-0-0")),
+        "{routes:?}"
+    );
+    assert!(
+        attache::envoy::resources_json(&k.snapshot, ResourceType::Cluster)
+            .iter()
+            .any(|c| c.to_string().contains("\"portValue\":8000")),
+        "the named port resolved to the Service's port"
+    );
     assert!(
         attache::envoy::resources_json(&k.snapshot, ResourceType::Endpoint)
             .iter()

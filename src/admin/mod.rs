@@ -1,8 +1,8 @@
 //! Stage 8: the admin HTTP server, for humans and machines.
 //!
-//! `/ready` (200 once the first snapshot is served), `/alive`, `/metrics` ([`metrics`]),
-//! the diagnostics page at `/ui/` ([`ui`], also at Emissary's `/ambassador/v0/diag/`, and at `/`
-//! for a browser) and the JSON it reads under `/debug/` ([`debug`]). Binds to loopback by
+//! `/ready` (200 once the first snapshot is served), `/alive`, `/metrics` (module `metrics`),
+//! the diagnostics page at `/ui/` (module `ui`; also at Emissary's `/ambassador/v0/diag/`, and at
+//! `/` for a browser) and the JSON it reads under `/debug/` (module `debug`). Binds to loopback by
 //! default. Read-only: nothing here changes what Envoy is served; it reads Envoy's admin API only
 //! for its stats and the configuration directory only for the lines around a diagnostic.
 

@@ -158,6 +158,11 @@ enum WatchId {
     /// Every Service's ports, when the annotations watch is label-selected.
     ServicePorts,
     EndpointSlices,
+    /// `networking.k8s.io/v1` Ingresses (label-selected, like the Ambassador kinds).
+    Ingresses,
+    /// IngressClasses (cluster-scoped: not watched in single-namespace mode, as in Emissary;
+    /// label-selected like everything of attache's).
+    IngressClasses,
     Secret {
         namespace: String,
         name: String,
@@ -183,6 +188,8 @@ impl fmt::Display for WatchId {
             WatchId::Services { .. } => write!(f, "services"),
             WatchId::ServicePorts => write!(f, "services (ports)"),
             WatchId::EndpointSlices => write!(f, "endpointslices.discovery.k8s.io"),
+            WatchId::Ingresses => write!(f, "ingresses.networking.k8s.io"),
+            WatchId::IngressClasses => write!(f, "ingressclasses.networking.k8s.io"),
             WatchId::Secret { namespace, name } => write!(f, "secret {namespace}/{name}"),
         }
     }
@@ -312,6 +319,10 @@ async fn run(client: kube::Client, options: Options, refs: Refs, metrics: Arc<Me
         source.start(WatchId::ServicePorts);
     }
     source.start(WatchId::EndpointSlices);
+    source.start(WatchId::Ingresses);
+    if source.options.namespace.is_none() {
+        source.start(WatchId::IngressClasses);
+    }
     let debounce = source.options.debounce;
     // Under a constant stream of events, yield at least this often.
     let longest = debounce * 10;
@@ -391,6 +402,17 @@ impl Source {
             WatchId::EndpointSlices => (
                 scoped(&resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices")),
                 watcher::Config::default(),
+            ),
+            WatchId::Ingresses => (
+                scoped(&resource("networking.k8s.io", "v1", "Ingress", "ingresses")),
+                config,
+            ),
+            WatchId::IngressClasses => (
+                Api::all_with(
+                    self.client.clone(),
+                    &resource("networking.k8s.io", "v1", "IngressClass", "ingressclasses"),
+                ),
+                config,
             ),
             WatchId::Secret { namespace, name } => (
                 Api::namespaced_with(self.client.clone(), namespace, &resource("", "v1", "Secret", "secrets")),
@@ -556,7 +578,15 @@ impl Source {
                 // Secret that cannot be read (forbidden, say) is empty too: waiting for it would
                 // hold back every other change; its Host reports the missing certificate.
                 let unreadable_secret = matches!(id, WatchId::Secret { .. });
-                if !store.synced && (unreadable_secret || (status == Some(404) && matches!(id, WatchId::Kind(_)))) {
+                // Ingresses that cannot be read (RBAC from before attache read them, an API
+                // server without them) are reported, not waited for.
+                let unreadable_ingresses =
+                    matches!(id, WatchId::Ingresses | WatchId::IngressClasses) && matches!(status, Some(403 | 404));
+                if !store.synced
+                    && (unreadable_secret
+                        || unreadable_ingresses
+                        || (status == Some(404) && matches!(id, WatchId::Kind(_))))
+                {
                     store.synced = true;
                     store.missing = true;
                     metrics.watches_synced.fetch_add(1, Ordering::Relaxed);
@@ -583,6 +613,19 @@ impl Source {
                         )
                         .at(Origin::new("kubernetes", 0, 0))
                         .hint("install attache's CRDs: `attache crds | kubectl apply -f -`"),
+                    );
+                }
+                if matches!(id, WatchId::Ingresses | WatchId::IngressClasses) {
+                    loaded.diagnostics.push(
+                        Diagnostic::warning(
+                            "source.ingress_unreadable",
+                            format!(
+                                "cannot read {id}: {}; Kubernetes Ingresses are not served",
+                                store.last_error.as_deref().unwrap_or("unknown error")
+                            ),
+                        )
+                        .at(Origin::new("kubernetes", 0, 0))
+                        .hint("attache needs get, list and watch on ingresses and ingressclasses (deploy/rbac.yaml); it keeps retrying"),
                     );
                 }
                 if let WatchId::Secret { namespace, name } = id {
@@ -638,6 +681,8 @@ fn convert(id: &WatchId, o: DynamicObject) -> Converted {
         WatchId::Kind(k) => (k.kind, written_version(&o)),
         WatchId::Services { .. } | WatchId::ServicePorts => ("Service", "v1".to_string()),
         WatchId::EndpointSlices => ("EndpointSlice", "discovery.k8s.io/v1".to_string()),
+        WatchId::Ingresses => ("Ingress", "networking.k8s.io/v1".to_string()),
+        WatchId::IngressClasses => ("IngressClass", "networking.k8s.io/v1".to_string()),
         WatchId::Secret { .. } => ("Secret", "v1".to_string()),
     };
     let (namespace, name) = key(&o);

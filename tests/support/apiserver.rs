@@ -31,6 +31,8 @@ struct ResourceType {
     group: String,
     versions: Vec<String>,
     kind: String,
+    /// Objects without a namespace (IngressClass), listed only across namespaces.
+    cluster_scoped: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -112,12 +114,15 @@ impl ApiServer {
                     group: group.to_string(),
                     versions: versions.iter().map(|v| v.to_string()).collect(),
                     kind: kind.to_string(),
+                    cluster_scoped: kind == "IngressClass",
                 },
             );
         };
         add("", &["v1"], "Service", "services");
         add("", &["v1"], "Secret", "secrets");
         add("discovery.k8s.io", &["v1"], "EndpointSlice", "endpointslices");
+        add("networking.k8s.io", &["v1"], "Ingress", "ingresses");
+        add("networking.k8s.io", &["v1"], "IngressClass", "ingressclasses");
         for (kind, plural) in AMBASSADOR {
             if !missing.contains(plural) {
                 add("getambassador.io", &["v2", "v3alpha1"], kind, plural);
@@ -262,10 +267,17 @@ impl Inner {
             .resource_of(&api_version, &kind)
             .unwrap_or_else(|| panic!("the emulation serves no {api_version} {kind}"));
         let name = object["metadata"]["name"].as_str().unwrap().to_string();
-        if object["metadata"]["namespace"].is_null() {
-            object["metadata"]["namespace"] = json!("default");
-        }
-        let namespace = object["metadata"]["namespace"].as_str().unwrap().to_string();
+        let namespace = if self.types[&resource].cluster_scoped {
+            if let Some(m) = object["metadata"].as_object_mut() {
+                m.remove("namespace");
+            }
+            String::new()
+        } else {
+            if object["metadata"]["namespace"].is_null() {
+                object["metadata"]["namespace"] = json!("default");
+            }
+            object["metadata"]["namespace"].as_str().unwrap().to_string()
+        };
         // The API server stores a Secret's stringData as base64 data.
         if kind == "Secret" {
             if let Some(Value::Object(plain)) = object.as_object_mut().and_then(|o| o.remove("stringData")) {

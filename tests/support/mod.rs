@@ -31,9 +31,25 @@ pub fn envoy_bin() -> PathBuf {
     path
 }
 
-/// A free loopback port (bound and released; good enough on a test machine).
+/// A free loopback port for a server a test starts. Taken below the kernel's ephemeral range
+/// (32768-60999 here), where no outgoing connection of a concurrent test can take it between this
+/// check and the server's bind (which `bind(0)` ports suffered from), and never handed out twice
+/// in one process; a port something listens on is skipped.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test binaries run one after the other, but each from its own place in the range.
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(LOW + (start + n) % SPAN).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOW} and {}", LOW + SPAN)
 }
 
 /// A child process killed when dropped.

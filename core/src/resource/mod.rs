@@ -9,6 +9,7 @@
 pub mod authservice;
 pub mod fields;
 pub mod host;
+pub mod ingress;
 pub mod kubernetes;
 pub mod listener;
 pub mod logservice;
@@ -465,6 +466,19 @@ pub fn parse_path(path: &str) -> Vec<Segment> {
 /// resolver (the Module sets a default resolver or a Mapping names one other than
 /// `kubernetes-service`), every Service a Mapping names is included; otherwise none.
 pub fn references(objects: &[&RawObject], options: &ParseOptions) -> crate::source::References {
+    // Ingresses: the Hosts of their `tls` name Secrets, and a backend port given by name is
+    // looked up in its Service.
+    let named_ports = ingress::named_port_services(objects);
+    let owned: Vec<RawObject>;
+    let expanded: Vec<&RawObject>;
+    let objects = match ingress::expand(&objects.iter().map(|o| (*o).clone()).collect::<Vec<_>>(), options) {
+        Some((list, _)) => {
+            owned = list;
+            expanded = owned.iter().collect();
+            &expanded[..]
+        }
+        None => objects,
+    };
     let kind_of = |o: &RawObject| str_field(&o.root, &["kind"]).and_then(Node::as_str).map(str::to_string);
     let text = |o: &RawObject, path: &[&str]| str_field(&o.root, path).and_then(Node::as_str).map(str::to_string);
     let not_dns = |r: Option<String>| r.is_some_and(|r| r != "kubernetes-service");
@@ -497,6 +511,7 @@ pub fn references(objects: &[&RawObject], options: &ParseOptions) -> crate::sour
             }
         }
     }
+    services.extend(named_ports);
     crate::source::References { secrets, services }
 }
 
@@ -549,6 +564,11 @@ fn str_field<'a>(root: &'a Node, path: &[&str]) -> Option<&'a Node> {
 /// gathered by kind, one definition per identity. The reference reading; [`parse_cached`] gives
 /// the same set, reading only what changed.
 pub fn parse(objects: &[RawObject], options: &ParseOptions) -> (ResourceSet, Vec<Diagnostic>) {
+    if let Some((expanded, mut diagnostics)) = ingress::expand(objects, options) {
+        let (set, more) = parse(&expanded, options);
+        diagnostics.extend(more);
+        return (set, diagnostics);
+    }
     let parsed: Vec<Parsed> = objects
         .iter()
         .map(|obj| {
@@ -601,6 +621,11 @@ pub fn parse_cached(
     options: &ParseOptions,
     mut cache: Option<&mut ParseCache>,
 ) -> (std::sync::Arc<ResourceSet>, Vec<Diagnostic>) {
+    if let Some((expanded, mut diagnostics)) = ingress::expand(objects, options) {
+        let (set, more) = parse_cached(&expanded, options, cache);
+        diagnostics.extend(more);
+        return (set, diagnostics);
+    }
     if let Some(c) = cache.as_deref_mut() {
         c.patched = false;
         if let Some(patched) = patch::patch(objects, options, c) {
