@@ -40,12 +40,32 @@ impl JsonSchema for OpenSpec {
     }
 }
 
+/// The open `status` of every kind: what `attache serve --write-status` writes (a Host's
+/// `state`, an `Accepted` condition), not validated by the API server.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OpenStatus(pub Map<String, Value>);
+
+impl JsonSchema for OpenStatus {
+    fn schema_name() -> Cow<'static, str> {
+        "OpenStatus".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": true,
+            "description": "Written by attache with --write-status: a Host's state (Ready or Error, with the reason), an Accepted condition on Mappings, TCPMappings and Listeners."
+        })
+    }
+}
+
 /// One kind at one version: `$version::$kind`.
 macro_rules! version {
     ($version:ident, $name:literal, $kind:literal, $plural:literal, $doc:literal $(, $col:literal)*) => {
         pub mod $version {
             #[derive(kube::CustomResource, serde::Serialize, serde::Deserialize, Clone, Debug, schemars::JsonSchema)]
-            #[kube(group = "getambassador.io", version = $name, kind = $kind, plural = $plural, namespaced)]
+            #[kube(group = "getambassador.io", version = $name, kind = $kind, plural = $plural, namespaced, status = "super::super::OpenStatus")]
             #[kube(category = "ambassador-crds", doc = $doc $(, printcolumn = $col)*)]
             pub struct Spec(pub super::super::OpenSpec);
         }
@@ -78,6 +98,7 @@ kind!(
     "A hostname served, its TLS certificate and what happens to cleartext requests.",
     printcolumn = r#"{"name":"Hostname","type":"string","jsonPath":".spec.hostname"}"#,
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".spec.tlsSecret.name"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
 );
 kind!(
     endpoint_resolver,
@@ -99,6 +120,8 @@ kind!(
     printcolumn = r#"{"name":"Port","type":"integer","jsonPath":".spec.port"}"#,
     printcolumn = r#"{"name":"Protocol","type":"string","jsonPath":".spec.protocol"}"#,
     printcolumn = r#"{"name":"Security","type":"string","jsonPath":".spec.securityModel"}"#,
+    printcolumn =
+        r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
 );
 kind!(
     log_service,
@@ -116,6 +139,8 @@ kind!(
     printcolumn = r#"{"name":"Source Host","type":"string","jsonPath":".spec.hostname"}"#,
     printcolumn = r#"{"name":"Source Prefix","type":"string","jsonPath":".spec.prefix"}"#,
     printcolumn = r#"{"name":"Dest Service","type":"string","jsonPath":".spec.service"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.reason","priority":1}"#,
 );
 kind!(
     module,
@@ -146,6 +171,8 @@ kind!(
     "Proxies TCP connections on a port (optionally by TLS server name) to a service.",
     printcolumn = r#"{"name":"Port","type":"integer","jsonPath":".spec.port"}"#,
     printcolumn = r#"{"name":"Dest Service","type":"string","jsonPath":".spec.service"}"#,
+    printcolumn =
+        r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
 );
 kind!(
     tls_context,

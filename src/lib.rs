@@ -4,7 +4,7 @@
 //! the same module names): where objects come from (a watched directory, Kubernetes), the ADS
 //! server, the admin endpoints and `attache serve`. See ARCHITECTURE.md.
 
-pub use attache_core::{diagnostic, envoy, fuzzing, ir, keyed, lang, output, resource, rules, snapshot};
+pub use attache_core::{diagnostic, envoy, fuzzing, ir, keyed, lang, output, resource, rules, snapshot, status};
 pub use attache_core::{translate, Options, Translation, Translator};
 
 /// Stage 1, where objects come from. The pure parts (YAML, raw objects, loading a directory)
@@ -18,6 +18,7 @@ pub mod source {
 }
 // Live state shared by the server parts (snapshot, connected Envoys, metrics).
 pub mod state;
+pub mod status_writer;
 // 7. The ADS server (the only module that knows tonic).
 pub mod xds;
 // 8. Admin HTTP endpoints.

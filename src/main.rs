@@ -89,7 +89,7 @@ enum Command {
     },
     /// Serve ADS, watch the configuration (a directory, or Kubernetes with --kubernetes) and
     /// push every change to Envoy.
-    Serve(attache::serve::ServeArgs),
+    Serve(Box<attache::serve::ServeArgs>),
     /// Print the CustomResourceDefinitions of the getambassador.io kinds attache reads, for
     /// `attache crds | kubectl apply -f -` (the same as deploy/crds.yaml).
     ///
@@ -224,7 +224,7 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Serve(args) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(attache::serve::run(args, cli.log_format))?;
+            runtime.block_on(attache::serve::run(*args, cli.log_format))?;
             Ok(ExitCode::SUCCESS)
         }
     }

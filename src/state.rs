@@ -72,6 +72,12 @@ pub struct Metrics {
     pub xds_streams_opened: AtomicU64,
     /// Envoy child restarts.
     pub envoy_restarts: AtomicU64,
+    /// 1 while this replica holds the status Lease (`--write-status`).
+    pub status_leader: AtomicU64,
+    /// Status subresources written.
+    pub status_writes: AtomicU64,
+    /// Status writes that failed (retried).
+    pub status_write_errors: AtomicU64,
 }
 
 /// Upper bounds of [`Histogram`]'s buckets, in seconds: from a one-object change (about a
@@ -379,6 +385,24 @@ impl Shared {
             "Times the supervised Envoy was restarted",
             "counter",
             one(&m.envoy_restarts),
+        );
+        counter(
+            "attache_status_leader",
+            "1 while this replica holds the status Lease and writes status (--write-status)",
+            "gauge",
+            one(&m.status_leader),
+        );
+        counter(
+            "attache_status_writes_total",
+            "Status subresources written",
+            "counter",
+            one(&m.status_writes),
+        );
+        counter(
+            "attache_status_write_errors_total",
+            "Status writes that failed (each retried)",
+            "counter",
+            one(&m.status_write_errors),
         );
         out
     }

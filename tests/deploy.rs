@@ -90,7 +90,8 @@ fn every_manifest_parses_as_its_kubernetes_type() {
             typed_check(file, doc);
         }
     }
-    // The kustomization lists every file but the namespaced RBAC variant.
+    // The kustomization lists every file but the namespaced RBAC variant and the status writer's
+    // RBAC (only with --write-status).
     let k = &documents("kustomization.yaml")[0];
     let listed: BTreeSet<&str> = k["resources"]
         .as_array()
@@ -101,7 +102,7 @@ fn every_manifest_parses_as_its_kubernetes_type() {
     let expected: BTreeSet<&str> = files
         .iter()
         .map(String::as_str)
-        .filter(|f| *f != "rbac-namespaced.yaml")
+        .filter(|f| *f != "rbac-namespaced.yaml" && *f != "rbac-status.yaml")
         .collect();
     assert_eq!(listed, expected);
     // The generated ConfigMaps (the Grafana dashboard) name files that exist and parse.
@@ -279,4 +280,30 @@ fn the_default_listeners_are_valid_configuration() {
         .filter_map(|l| l["address"]["socketAddress"]["portValue"].as_u64())
         .collect();
     assert_eq!(ports, vec![8080, 8443]);
+}
+
+#[test]
+fn the_status_rbac_grants_exactly_what_the_status_writer_uses() {
+    let mut patched = BTreeSet::new();
+    for rule in rules_of("rbac-status.yaml", "ClusterRole") {
+        let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
+        assert_eq!(verbs, BTreeSet::from(["get", "patch"]), "status subresources only");
+        for group in rule.api_groups.unwrap() {
+            for resource in rule.resources.clone().unwrap() {
+                assert!(resource.ends_with("/status"), "{resource}: only status is written");
+                patched.insert((group.clone(), resource));
+            }
+        }
+    }
+    let mut expected: BTreeSet<(String, String)> = attache::status::KINDS
+        .iter()
+        .map(|(_, plural)| ("getambassador.io".to_string(), format!("{plural}/status")))
+        .collect();
+    expected.insert(("networking.k8s.io".into(), "ingresses/status".into()));
+    assert_eq!(patched, expected);
+    let lease = rules_of("rbac-status.yaml", "Role");
+    assert_eq!(lease.len(), 1);
+    assert_eq!(lease[0].resources.as_deref(), Some(&["leases".to_string()][..]));
+    let verbs: BTreeSet<&str> = lease[0].verbs.iter().map(String::as_str).collect();
+    assert_eq!(verbs, BTreeSet::from(["create", "get", "update"]));
 }

@@ -251,3 +251,108 @@ fn ingresses_of_attaches_class_reach_envoy_through_their_services() {
     let diagnostics = get(admin, "a", "/debug/diagnostics").unwrap().body;
     assert!(diagnostics.contains("ingress.other_class"), "{diagnostics}");
 }
+
+/// `attache serve --kubernetes --write-status` without Envoy, with a short status Lease.
+fn status_replica(
+    kubeconfig: &std::path::Path,
+    logs: &std::path::Path,
+    name: &'static str,
+) -> (Proc, std::net::SocketAddr) {
+    let admin = loopback(free_port());
+    let mut cmd = attache();
+    cmd.args(["serve", "--kubernetes", "--write-status", "--status-lease-seconds", "2"])
+        .args(["--status-service", "ambassador/attache"])
+        .args(["--ads-listen", &loopback(free_port()).to_string()])
+        .args(["--admin-listen", &admin.to_string()])
+        .args(["--ambassador-namespace", "ambassador", "--debounce-ms", "50"])
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST");
+    (Proc::spawn(name, cmd, logs.join(format!("{name}.log"))), admin)
+}
+
+fn bad_mapping(timeout: &str) -> String {
+    format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: bad\n  namespace: shop\nspec:\n  hostname: \"*\"\n  prefix: /bad/\n  service: bad:80\n  timeout_ms: {timeout}\n")
+}
+
+#[test]
+fn one_replica_writes_status_and_another_takes_over_when_it_dies() {
+    let (dir, api, kubeconfig) = emulated_cluster();
+    let port = free_port();
+    api.apply(&listener_and_host(port));
+    api.apply(&mapping_in("shop", "good", "/good/", loopback(1)));
+    api.apply(&bad_mapping("abc"));
+    api.apply("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n  namespace: shop\n  annotations:\n    kubernetes.io/ingress.class: ambassador\nspec:\n  defaultBackend:\n    service:\n      name: web\n      port:\n        number: 80\n");
+    // attache's own Service, with the address its load balancer got.
+    api.apply("apiVersion: v1\nkind: Service\nmetadata:\n  name: attache\n  namespace: ambassador\nspec:\n  ports:\n  - port: 80\nstatus:\n  loadBalancer:\n    ingress:\n    - ip: 192.0.2.10\n      ipMode: VIP\n");
+    let (a, a_admin) = status_replica(&kubeconfig, dir.path(), "replica-a");
+    let (b, b_admin) = status_replica(&kubeconfig, dir.path(), "replica-b");
+    let status = |kind: &str, ns: &str, name: &str| {
+        let api_version = if kind == "Ingress" {
+            "networking.k8s.io/v1"
+        } else {
+            "getambassador.io/v3alpha1"
+        };
+        api.object(api_version, kind, ns, name)
+            .map(|o| o["status"].clone())
+            .unwrap_or_default()
+    };
+    let accepted = |name: &str| {
+        status("Mapping", "shop", name)["conditions"][0]["status"]
+            .as_str()
+            .map(str::to_string)
+    };
+    wait_for("statuses written", Duration::from_secs(30), || {
+        (accepted("good").as_deref() == Some("True")
+            && accepted("bad").as_deref() == Some("False")
+            && status("Host", "ambassador", "any")["state"] == "Ready"
+            && status("Ingress", "shop", "web")["loadBalancer"]["ingress"][0]["ip"] == "192.0.2.10")
+            .then_some(())
+    });
+    let bad = status("Mapping", "shop", "bad");
+    assert_eq!(bad["state"], "Inactive");
+    let message = bad["conditions"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("spec.timeout_ms:"), "{bad}");
+    assert!(bad["conditions"][0]["lastTransitionTime"].is_string(), "{bad}");
+    assert!(
+        status("Ingress", "shop", "web")["loadBalancer"]["ingress"][0]
+            .get("ipMode")
+            .is_none(),
+        "a Service's ipMode is not an Ingress field"
+    );
+    // One writer.
+    let leader = |admin| metric(admin, "attache_status_leader ").unwrap_or(0);
+    wait_for("one leader", Duration::from_secs(10), || {
+        (leader(a_admin) + leader(b_admin) == 1).then_some(())
+    });
+    // Status writes are not changes to translate, and nothing is written twice.
+    let counts = || {
+        [a_admin, b_admin].map(|admin| {
+            (
+                metric(admin, "attache_translations_total ").unwrap_or(0),
+                metric(admin, "attache_status_writes_total ").unwrap_or(0),
+            )
+        })
+    };
+    let before = counts();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(counts(), before, "(translations, status writes) of each replica");
+
+    // The leader dies; the author fixes the Mapping; the other replica takes over and clears
+    // the error.
+    let (mut leader_proc, survivor) = if leader(a_admin) == 1 {
+        (a, b_admin)
+    } else {
+        (b, a_admin)
+    };
+    let _ = leader_proc.child.kill();
+    let _ = leader_proc.child.wait();
+    api.apply(&bad_mapping("3000"));
+    wait_for("the other replica to clear the error", Duration::from_secs(30), || {
+        (accepted("bad").as_deref() == Some("True")).then_some(())
+    });
+    let fixed = status("Mapping", "shop", "bad");
+    assert_eq!(fixed["state"], "Running", "{fixed}");
+    assert!(fixed.get("reason").is_none(), "the error's reason is removed: {fixed}");
+    assert_eq!(leader(survivor), 1);
+    drop(leader_proc);
+}

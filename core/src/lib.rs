@@ -24,6 +24,7 @@ pub mod rules;
 pub mod envoy;
 // 6. Versioned snapshots.
 pub mod snapshot;
+pub mod status;
 // YAML output for humans and golden files.
 pub mod output;
 // The worker threads the parallel stages share.

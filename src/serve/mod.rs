@@ -99,6 +99,19 @@ pub struct ServeArgs {
     /// selector (e.g. `ingress=public`).
     #[arg(long, env = "AMBASSADOR_LABEL_SELECTOR", value_name = "SELECTOR")]
     pub label_selector: Option<String>,
+    /// With --kubernetes: write each object's status back (Host `state`, an `Accepted` condition
+    /// on Mappings, TCPMappings and Listeners, Ingresses' `loadBalancer`), from one replica at a
+    /// time (a Lease). Needs deploy/rbac-status.yaml. Also on with Emissary's
+    /// AMBASSADOR_UPDATE_MAPPING_STATUS=true.
+    #[arg(long, env = "ATTACHE_WRITE_STATUS", value_parser = clap::builder::FalseyValueParser::new(), requires = "kubernetes")]
+    pub write_status: bool,
+    /// With --write-status: attache's Service (NAMESPACE/NAME), whose load balancer address the
+    /// Ingresses get; default: `attache` in --ambassador-namespace.
+    #[arg(long, env = "ATTACHE_STATUS_SERVICE", value_name = "NAMESPACE/NAME")]
+    pub status_service: Option<String>,
+    /// With --write-status: how long the status Lease holds without renewal.
+    #[arg(long, default_value_t = 15, value_name = "SECONDS", hide = true)]
+    pub status_lease_seconds: u64,
     /// Address of the ADS (gRPC) server Envoy connects to.
     #[arg(long, default_value = "127.0.0.1:18000", value_name = "HOST:PORT")]
     pub ads_listen: SocketAddr,
@@ -167,6 +180,18 @@ pub fn init_logging(default: &str, format: LogFormat) {
     };
 }
 
+/// This replica, as the status Lease names its holder: the pod's name (`HOSTNAME`) and the
+/// process id.
+fn identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "attache".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -205,6 +230,7 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
     } else {
         None
     };
+    let status_client = kube_client.clone();
     let ads_listener = tokio::net::TcpListener::bind(args.ads_listen)
         .await
         .with_context(|| format!("cannot listen for ADS on {} (--ads-listen)", args.ads_listen))?;
@@ -245,6 +271,47 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Status written back (with --write-status): the wanted statuses of each translation go to
+    // the writer, which holds them until it holds the Lease.
+    let write_status = args.write_status
+        || std::env::var("AMBASSADOR_UPDATE_MAPPING_STATUS").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let (wanted_tx, wanted_rx) = watch::channel(None);
+    let wanted_tx = Arc::new(wanted_tx);
+    let status_writer = match (&status_client, write_status) {
+        (Some(client), true) => {
+            let namespace = args.translation.ambassador_namespace.clone();
+            let service = match args.status_service.as_deref() {
+                Some(s) => match s.split_once('/') {
+                    Some((ns, name)) => (ns.to_string(), name.to_string()),
+                    None => (namespace.clone(), s.to_string()),
+                },
+                None => (namespace.clone(), "attache".to_string()),
+            };
+            let id = &args.translation.ambassador_id;
+            let options = crate::status_writer::Options {
+                namespace,
+                lease: if id == crate::resource::DEFAULT_AMBASSADOR_ID {
+                    "attache-status".to_string()
+                } else {
+                    format!("attache-status-{id}")
+                },
+                identity: identity(),
+                lease_duration: Duration::from_secs(args.status_lease_seconds.max(1)),
+                service,
+                writes_per_second: 50,
+            };
+            Some(tokio::spawn(crate::status_writer::run(
+                client.clone(),
+                options,
+                Arc::clone(&shared),
+                wanted_rx,
+                stop_rx.clone(),
+            )))
+        }
+        (None, true) => anyhow::bail!("--write-status needs --kubernetes"),
+        _ => None,
+    };
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -257,11 +324,38 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
             // Incremental: the translator keeps its previous output and re-renders only what
             // changed (a fresh one after a panic, which would be a bug).
             let mut translator = crate::Translator::new(Arc::clone(&registry), options.clone());
+            let parse_options = options.parse.clone();
             while let Some(loaded) = updates.recv().await {
                 let objects = loaded.objects.len();
                 let started = Instant::now();
+                let parse_options = parse_options.clone();
+                let wanted_tx = Arc::clone(&wanted_tx);
                 let (t, tr) = match tokio::task::spawn_blocking(move || {
                     let t = translator.translate(&loaded);
+                    // The statuses to write back (what they are computed from is cheap next to
+                    // the translation; the writer writes only what differs).
+                    if write_status {
+                        let targets = crate::status::targets(&loaded.objects);
+                        let statuses = crate::status::desired(&targets, &t.diagnostics);
+                        let plurals: std::collections::BTreeMap<_, _> =
+                            targets.iter().map(|t| (t.object.clone(), t.plural)).collect();
+                        let wanted = crate::status_writer::Wanted {
+                            statuses: statuses
+                                .into_iter()
+                                .filter_map(|(o, v)| Some((o.clone(), (*plurals.get(&o)?, v))))
+                                .collect(),
+                            ingresses: crate::resource::ingress::served(&loaded.objects, &parse_options),
+                        };
+                        wanted_tx.send_if_modified(|w| {
+                            let new = Some(Arc::new(wanted));
+                            if *w == new {
+                                false
+                            } else {
+                                *w = new;
+                                true
+                            }
+                        });
+                    }
                     (t, translator)
                 })
                 .await
@@ -315,6 +409,10 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
         }
     }
     translator.abort();
+    // The status writer gives its Lease up, so another replica takes over at once.
+    if let Some(w) = status_writer {
+        let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), ads).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), admin).await;
     Ok(())

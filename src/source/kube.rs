@@ -231,6 +231,22 @@ fn visible_all<'a>(objects: &'a BTreeMap<ObjectKey, Converted>, services: &BTree
 }
 
 /// Whether replacing `old` by `new` changes what a set holds.
+/// Whether two conversions of one object say the same, whatever their resourceVersions: an
+/// update that changed only what attache does not read (a status written by `--write-status`,
+/// say) changes their origins and nothing else.
+fn same_content(old: &Converted, new: &Converted) -> bool {
+    let roots = |list: &[RawObject]| list.iter().map(|o| std::sync::Arc::clone(&o.root)).collect::<Vec<_>>();
+    let said = |list: &[Diagnostic]| {
+        list.iter()
+            .map(|d| (d.code.clone(), d.path.clone(), d.message.clone()))
+            .collect::<Vec<_>>()
+    };
+    old.scope == new.scope
+        && roots(&old.objects) == roots(&new.objects)
+        && roots(&old.scoped) == roots(&new.scoped)
+        && said(&old.diagnostics) == said(&new.diagnostics)
+}
+
 fn visible_change(old: Option<&Converted>, new: Option<&Converted>, services: &BTreeSet<ObjectKey>) -> bool {
     let empty = Converted::default();
     old.unwrap_or(&empty).visible(services) != new.unwrap_or(&empty).visible(services)
@@ -550,6 +566,10 @@ impl Source {
                 if converted.is_empty() {
                     let old = store.objects.remove(&key);
                     visible_change(old.as_ref(), None, &self.services)
+                } else if store.objects.get(&key).is_some_and(|old| same_content(old, &converted)) {
+                    // Nothing attache reads changed: keep the old conversion (and its origin),
+                    // so that nothing downstream sees a difference.
+                    false
                 } else {
                     let old = store.objects.insert(key, converted.clone());
                     visible_change(old.as_ref(), Some(&converted), &self.services)

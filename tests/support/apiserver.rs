@@ -123,6 +123,7 @@ impl ApiServer {
         add("discovery.k8s.io", &["v1"], "EndpointSlice", "endpointslices");
         add("networking.k8s.io", &["v1"], "Ingress", "ingresses");
         add("networking.k8s.io", &["v1"], "IngressClass", "ingressclasses");
+        add("coordination.k8s.io", &["v1"], "Lease", "leases");
         for (kind, plural) in AMBASSADOR {
             if !missing.contains(plural) {
                 add("getambassador.io", &["v2", "v3alpha1"], kind, plural);
@@ -249,6 +250,22 @@ impl ApiServer {
     pub fn requests(&self) -> Vec<String> {
         self.inner.lock().unwrap().requests.clone()
     }
+
+    /// An object as stored (`namespace` empty for a cluster-scoped kind).
+    pub fn object(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let inner = self.inner.lock().unwrap();
+        let resource = inner.resource_of(api_version, kind)?;
+        inner
+            .objects
+            .get(&resource)?
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.inner.lock().unwrap().rv
+    }
 }
 
 impl Inner {
@@ -295,6 +312,13 @@ impl Inner {
             .get(&resource)
             .and_then(|m| m.get(&(namespace.clone(), name.clone())));
         let generation = old.and_then(|o| o["metadata"]["generation"].as_u64()).unwrap_or(0) + 1;
+        // An update of the object leaves its status alone (the status subresource owns it).
+        if let Some(status) = old
+            .and_then(|o| o.get("status"))
+            .filter(|_| object.get("status").is_none())
+        {
+            object["status"] = status.clone();
+        }
         let metadata = &mut object["metadata"];
         metadata["resourceVersion"] = json!(rv.to_string());
         metadata["uid"] = json!(format!("uid-{namespace}-{name}"));
@@ -419,7 +443,165 @@ fn served(object: &Value, target: &Target) -> Value {
     o
 }
 
-async fn handle(State(server): State<ApiServer>, uri: Uri, Query(q): Query<HashMap<String, String>>) -> Response {
+/// One object's path: `(resource, namespace, name, subresource)`.
+fn parse_item(inner: &Inner, path: &str) -> Option<(String, String, String, Option<String>)> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let rest = match parts.as_slice() {
+        ["api", _version, rest @ ..] => (String::new(), rest),
+        ["apis", group, _version, rest @ ..] => (group.to_string(), rest),
+        _ => return None,
+    };
+    let (group, rest) = rest;
+    let (namespace, plural, name, sub) = match rest {
+        ["namespaces", ns, plural, name] => (ns.to_string(), *plural, *name, None),
+        ["namespaces", ns, plural, name, sub] => (ns.to_string(), *plural, *name, Some(sub.to_string())),
+        [plural, name] if *plural != "namespaces" => (String::new(), *plural, *name, None),
+        [plural, name, sub] if *plural != "namespaces" => (String::new(), *plural, *name, Some(sub.to_string())),
+        _ => return None,
+    };
+    let resource = format!("{group}/{plural}");
+    inner
+        .types
+        .contains_key(&resource)
+        .then(|| (resource, namespace, name.to_string(), sub))
+}
+
+/// Merges a JSON merge patch (RFC 7386) into `target`.
+fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            for (k, v) in p {
+                if v.is_null() {
+                    target.as_object_mut().unwrap().remove(k);
+                } else {
+                    merge(
+                        target.as_object_mut().unwrap().entry(k.clone()).or_insert(Value::Null),
+                        v,
+                    );
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+impl Inner {
+    /// A changed object: a new resourceVersion and a MODIFIED event.
+    fn modified(&mut self, resource: &str, key: (String, String), mut object: Value) -> Value {
+        self.rv += 1;
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        self.objects
+            .entry(resource.to_string())
+            .or_default()
+            .insert(key, object.clone());
+        self.events.push(Event {
+            rv: self.rv,
+            ty: "MODIFIED",
+            resource: resource.to_string(),
+            object: object.clone(),
+        });
+        object
+    }
+
+    /// GET, POST, PUT and PATCH (merge, of the status subresource) of one object: what a
+    /// status writer and a Lease holder use. `None` for lists and watches.
+    fn write(&mut self, method: &axum::http::Method, path: &str, body: &[u8]) -> Option<Response> {
+        use axum::http::Method;
+        let json_response = |v: &Value| ([("content-type", "application/json")], v.to_string()).into_response();
+        if *method == Method::POST {
+            let target = parse_path(self, path)?;
+            let mut object: Value = serde_json::from_slice(body).ok()?;
+            let name = object["metadata"]["name"].as_str()?.to_string();
+            let namespace = target.namespace.clone().unwrap_or_default();
+            if self
+                .objects
+                .get(&target.resource)
+                .is_some_and(|m| m.contains_key(&(namespace.clone(), name.clone())))
+            {
+                return Some(error_response(409, "AlreadyExists", &format!("{name} already exists")));
+            }
+            if !namespace.is_empty() {
+                object["metadata"]["namespace"] = json!(namespace);
+            }
+            self.requests.push(format!("POST {path}"));
+            self.put(object);
+            let stored = self.objects[&target.resource][&(namespace, name)].clone();
+            return Some((StatusCode::CREATED, json_response(&served(&stored, &target))).into_response());
+        }
+        let (resource, namespace, name, sub) = parse_item(self, path)?;
+        self.requests.push(format!("{method} {path}"));
+        let key = (namespace, name.clone());
+        let Some(current) = self.objects.get(&resource).and_then(|m| m.get(&key)).cloned() else {
+            return Some(error_response(
+                404,
+                "NotFound",
+                &format!("{resource} \"{name}\" not found"),
+            ));
+        };
+        let api_version = current["apiVersion"].clone();
+        match (method.clone(), sub.as_deref()) {
+            (Method::GET, None | Some("status")) => Some(json_response(&current)),
+            (Method::PUT, None) => {
+                let mut object: Value = serde_json::from_slice(body).ok()?;
+                let sent = object["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+                if sent != current["metadata"]["resourceVersion"].as_str().unwrap_or_default() {
+                    return Some(error_response(
+                        409,
+                        "Conflict",
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    ));
+                }
+                object["apiVersion"] = api_version;
+                let object = self.modified(&resource, key, object);
+                Some(json_response(&object))
+            }
+            (Method::PATCH, Some("status")) => {
+                let patch: Value = serde_json::from_slice(body).ok()?;
+                let mut object = current.clone();
+                if let Some(status) = patch.get("status") {
+                    merge(&mut object["status"], status);
+                }
+                // A patch that changes nothing is not a change (no new version, no event).
+                if object == current {
+                    return Some(json_response(&current));
+                }
+                let object = self.modified(&resource, key, object);
+                Some(json_response(&object))
+            }
+            _ => Some(error_response(
+                405,
+                "MethodNotAllowed",
+                &format!("{method} is not emulated here"),
+            )),
+        }
+    }
+}
+
+async fn handle(
+    State(server): State<ApiServer>,
+    method: axum::http::Method,
+    uri: Uri,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    {
+        let mut inner = server.inner.lock().unwrap();
+        let is_item = parse_item(&inner, uri.path()).is_some();
+        if method != axum::http::Method::GET || is_item {
+            if inner.outage {
+                return error_response(500, "InternalError", "the emulated API server is down");
+            }
+            if let Some(response) = inner.write(&method, uri.path(), &body) {
+                drop(inner);
+                let _ = server.wake.send(Wake::Events);
+                return response;
+            }
+            return error_response(400, "BadRequest", &format!("cannot {method} {}", uri.path()));
+        }
+    }
     let (target, list, rv) = {
         let mut inner = server.inner.lock().unwrap();
         inner.requests.push(format!("GET {uri}"));

@@ -242,15 +242,8 @@ impl Expansion<'_> {
     }
 }
 
-/// The Ingresses of attache's class among `objects`, as Mappings and Hosts, in place of the
-/// Ingress and IngressClass documents (every other object is kept as it is). `None` when there
-/// is no Ingress or IngressClass.
-pub(crate) fn expand(objects: &[RawObject], options: &ParseOptions) -> Option<(Vec<RawObject>, Vec<Diagnostic>)> {
-    if !present(objects) {
-        return None;
-    }
-    let mut diagnostics = Vec::new();
-    // attache's classes: their names, and whether one is the default.
+/// attache's IngressClasses among `objects`: their names, and the one marked as the default.
+fn classes(objects: &[RawObject], options: &ParseOptions) -> (BTreeSet<String>, Option<String>) {
     let mut classes = BTreeSet::new();
     let mut default_class = None;
     for o in objects.iter().filter(|o| is(o, "IngressClass")) {
@@ -266,6 +259,52 @@ pub(crate) fn expand(objects: &[RawObject], options: &ParseOptions) -> Option<(V
             default_class = Some(name.to_string());
         }
     }
+    (classes, default_class)
+}
+
+/// Whether an Ingress is of attache's class (not checking its ambassador_id).
+fn of_class(root: &Node, classes: &BTreeSet<String>, default_class: Option<&String>) -> bool {
+    let class_name = text(root, &["spec", "ingressClassName"]);
+    let annotated = annotation(root, CLASS_ANNOTATION).map(str::trim);
+    match (class_name, annotated) {
+        (Some(c), _) if classes.contains(c) => true,
+        (_, Some(a)) if a.eq_ignore_ascii_case(CLASS_VALUE) => true,
+        (None, None) => default_class.is_some(),
+        _ => false,
+    }
+}
+
+/// The Ingresses among `objects` that attache serves (its class and ambassador_id, API
+/// version v1), whose `status.loadBalancer` it may write.
+pub fn served(objects: &[RawObject], options: &ParseOptions) -> Vec<ObjectRef> {
+    let (classes, default_class) = classes(objects, options);
+    objects
+        .iter()
+        .filter(|o| is(o, "Ingress") && text(&o.root, &["apiVersion"]) == Some(API_VERSION))
+        .filter(|o| {
+            of_class(&o.root, &classes, default_class.as_ref()) && ambassador_id(&o.root) == options.ambassador_id
+        })
+        .filter_map(|o| {
+            Some(ObjectRef {
+                kind: "Ingress".into(),
+                namespace: text(&o.root, &["metadata", "namespace"])
+                    .unwrap_or(DEFAULT_NAMESPACE)
+                    .into(),
+                name: text(&o.root, &["metadata", "name"])?.into(),
+            })
+        })
+        .collect()
+}
+
+/// The Ingresses of attache's class among `objects`, as Mappings and Hosts, in place of the
+/// Ingress and IngressClass documents (every other object is kept as it is). `None` when there
+/// is no Ingress or IngressClass.
+pub(crate) fn expand(objects: &[RawObject], options: &ParseOptions) -> Option<(Vec<RawObject>, Vec<Diagnostic>)> {
+    if !present(objects) {
+        return None;
+    }
+    let mut diagnostics = Vec::new();
+    let (classes, default_class) = classes(objects, options);
     let ports = service_ports(objects);
     let mut out = Vec::with_capacity(objects.len());
     for o in objects {
@@ -306,13 +345,7 @@ pub(crate) fn expand(objects: &[RawObject], options: &ParseOptions) -> Option<(V
         // Is it attache's?
         let class_name = text(root, &["spec", "ingressClassName"]);
         let annotated = annotation(root, CLASS_ANNOTATION).map(str::trim);
-        let ours = match (class_name, annotated) {
-            (Some(c), _) if classes.contains(c) => true,
-            (_, Some(a)) if a.eq_ignore_ascii_case(CLASS_VALUE) => true,
-            (None, None) => default_class.is_some(),
-            _ => false,
-        };
-        if !ours {
+        if !of_class(root, &classes, default_class.as_ref()) {
             let why = match (class_name, annotated) {
                 (Some(c), _) => format!("its class `{c}` is not an IngressClass with controller {CONTROLLER}"),
                 (None, Some(a)) => format!("its `{CLASS_ANNOTATION}` annotation is `{a}`, not `{CLASS_VALUE}`"),
