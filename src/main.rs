@@ -16,10 +16,19 @@ use attache::snapshot::ResourceType;
 
 /// attache: an Envoy control plane for Ambassador / Emissary-ingress resources.
 ///
-/// Reads Mapping, Host and Listener resources (getambassador.io v3alpha1 or v2) from a directory
-/// of YAML files, turns them into Envoy configuration, and serves it to Envoy over ADS.
+/// Reads the getambassador.io resources (Mapping, Host, Listener, Module, TLSContext, AuthService,
+/// RateLimitService, TracingService, LogService, TCPMapping, resolvers; v3alpha1, v2, v1),
+/// `getambassador.io/config` annotations on Services, Kubernetes Ingresses of its class, and the
+/// Secrets, Services and EndpointSlices they name, from Kubernetes or a directory of YAML files;
+/// turns them into Envoy configuration and serves it to Envoy over ADS (delta or state of the
+/// world).
 #[derive(Parser)]
-#[command(name = "attache", version, propagate_version = true)]
+#[command(
+    name = "attache",
+    version,
+    propagate_version = true,
+    after_help = "Examples:\n  attache serve --config-dir examples/quickstart --envoy   # serve a directory through a supervised Envoy\n  attache serve --kubernetes --envoy                     # the same from the cluster (KUBECONFIG or in-cluster)\n  attache validate config/                               # check files; exit 1 on errors\n  attache translate config/ -o json                      # print the Envoy resources\n  attache crds | kubectl apply -f -                      # install the CustomResourceDefinitions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -181,9 +190,13 @@ fn run() -> anyhow::Result<ExitCode> {
                 println!("{d}");
             }
             let counts = attache::diagnostic::count(&t.diagnostics);
+            let n = |count: usize, one: &str| format!("{count} {one}{}", if count == 1 { "" } else { "s" });
             println!(
-                "{} objects read: {} errors, {} warnings, {} notices",
-                objects, counts.errors, counts.warnings, counts.notices
+                "{} read: {}, {}, {}",
+                n(objects, "object"),
+                n(counts.errors, "error"),
+                n(counts.warnings, "warning"),
+                n(counts.notices, "notice")
             );
             Ok(if counts.errors > 0 {
                 ExitCode::from(1)

@@ -39,6 +39,8 @@ pub struct Options {
     pub service: (String, String),
     /// At most this many writes per second.
     pub writes_per_second: u32,
+    /// The one namespace watched (single-namespace mode), where statuses are listed.
+    pub watched_namespace: Option<String>,
 }
 
 /// What the objects' statuses should be, from one translation.
@@ -229,8 +231,20 @@ impl Writer {
             .collect();
         kinds.push(("Ingress".into(), ingresses()));
         for (kind, ar) in kinds {
-            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
-            for o in api.list(&ListParams::default()).await?.items {
+            let api: Api<DynamicObject> = match &self.options.watched_namespace {
+                Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+                None => Api::all_with(self.client.clone(), &ar),
+            };
+            let list = match api.list(&ListParams::default()).await {
+                Ok(list) => list,
+                // A kind not installed, or not readable: nothing of it to write.
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => {
+                    tracing::debug!(kind, error = %e.message, "cannot list statuses of this kind; skipped");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for o in list.items {
                 if let Some(status) = o.data.get("status").filter(|s| !s.is_null()) {
                     let object = ObjectRef {
                         kind: kind.clone(),
@@ -265,8 +279,9 @@ impl Writer {
 
     /// Writes what differs, at most `writes_per_second`, for at most `budget`; whether
     /// everything is written.
-    async fn write(&mut self, wanted: &Wanted, budget: Duration) -> bool {
+    async fn write(&mut self, wanted: &Wanted, budget: Duration, stop: &watch::Receiver<bool>) -> bool {
         let started = Instant::now();
+        let mut failed = false;
         let pause = Duration::from_secs(1) / self.options.writes_per_second.max(1);
         let mut work: Vec<(ObjectRef, ApiResource, Value)> = Vec::new();
         for (object, (plural, status)) in &wanted.statuses {
@@ -286,7 +301,7 @@ impl Writer {
             }
         }
         for (object, ar, p) in work {
-            if started.elapsed() > budget {
+            if started.elapsed() > budget || *stop.borrow() {
                 return false;
             }
             let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &object.namespace, &ar);
@@ -306,8 +321,9 @@ impl Writer {
                 // Deleted meanwhile: the next set will not have it.
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => {
+                    failed = true;
                     self.shared.metrics.status_write_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(object = %object, error = %e, "cannot write status; retrying later");
+                    tracing::warn!(object = %object, error = %e, "cannot write status; retrying at the next Lease renewal");
                 }
             }
             tokio::time::sleep(pause).await;
@@ -315,7 +331,7 @@ impl Writer {
         // Objects gone from the configuration are forgotten.
         let present: BTreeSet<&ObjectRef> = wanted.statuses.keys().chain(&wanted.ingresses).collect();
         self.known.retain(|o, _| present.contains(o));
-        true
+        !failed
     }
 }
 
@@ -349,12 +365,20 @@ pub async fn run(
                 last_error = None;
                 if holds && !leader {
                     tracing::info!(identity = %options.identity, lease = %format!("{}/{}", options.namespace, options.lease), "writing status: this replica holds the Lease");
-                    match writer.learn().await {
-                        Ok(()) => {
+                    match tokio::time::timeout(renew, writer.learn()).await {
+                        Ok(Ok(())) => {
                             leader = true;
                             done = false;
                         }
-                        Err(e) => tracing::warn!(error = %e, "cannot list the objects' statuses; retrying"),
+                        failed => {
+                            let why = match failed {
+                                Ok(Err(e)) => e.to_string(),
+                                _ => format!("no answer within {renew:?}"),
+                            };
+                            tracing::warn!(error = %why, "cannot list the objects' statuses; giving the Lease up and retrying");
+                            // Holding the Lease without writing would keep every replica from it.
+                            election.release().await;
+                        }
                     }
                 } else if !holds && leader {
                     tracing::info!("another replica holds the status Lease now; not writing status");
@@ -374,7 +398,7 @@ pub async fn run(
         if leader && !done {
             let current = wanted.borrow_and_update().clone();
             if let Some(w) = current {
-                done = writer.write(&w, renew).await;
+                done = writer.write(&w, renew, &stop).await;
             } else {
                 done = true;
             }
@@ -389,7 +413,12 @@ pub async fn run(
         };
         match changed {
             None => break,
-            Some(true) => {}
+            Some(true) => {
+                // attache's Service is not watched: its load balancer may have changed.
+                if wanted.borrow().as_ref().is_some_and(|w| !w.ingresses.is_empty()) {
+                    done = false;
+                }
+            }
             Some(false) => {
                 done = false;
                 // Let a burst settle.

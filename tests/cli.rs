@@ -24,7 +24,7 @@ fn validate_prints_located_diagnostics_and_fails_on_errors() {
         stdout.contains("hint: timeout_ms is a whole number of milliseconds"),
         "{stdout}"
     );
-    assert!(stdout.contains("2 objects read: 1 errors"), "{stdout}");
+    assert!(stdout.contains("2 objects read: 1 error, "), "{stdout}");
 
     write(&dir.path().join("ns/mappings.yaml"), "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: ok\nspec:\n  hostname: \"*\"\n  prefix: /ok/\n  service: ok\n");
     let out = attache().arg("validate").arg(dir.path()).output().unwrap();
@@ -151,7 +151,8 @@ fn help_explains_every_subcommand() {
 fn serve_needs_exactly_one_source() {
     let out = attache().arg("serve").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--config-dir"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("give --config-dir DIR or --kubernetes"), "{err}");
     let out = attache()
         .args(["serve", "--config-dir", ".", "--kubernetes"])
         .output()
@@ -213,5 +214,20 @@ fn a_missing_path_is_an_error_not_an_empty_config() {
             String::from_utf8_lossy(&out.stderr).contains("no such file or directory"),
             "{sub}"
         );
+    }
+}
+
+#[test]
+fn help_says_what_attache_reads_with_examples() {
+    let out = attache().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "Ingress",
+        "annotations",
+        "Kubernetes",
+        "Examples:",
+        "attache serve --config-dir",
+    ] {
+        assert!(text.contains(word), "{word} missing from --help:\n{text}");
     }
 }

@@ -227,6 +227,7 @@ fn supervised_envoy_is_restarted_and_stopped_with_attache() {
     });
 
     // SIGTERM to attache stops Envoy too.
+    let before_stop = attache_proc.log_text().len();
     let status = attache_proc.terminate().expect("attache exits after SIGTERM");
     assert!(
         status.success(),
@@ -236,6 +237,14 @@ fn supervised_envoy_is_restarted_and_stopped_with_attache() {
     wait_for("Envoy to stop", Duration::from_secs(15), || {
         get(envoy_admin, "admin", "/ready").is_err().then_some(())
     });
+    // A clean stop says nothing alarming: Envoy going away is not an ADS error.
+    let log = attache_proc.log_text().split_off(before_stop);
+    for alarming in ["ADS stream ended with an error", "ConnectionReset", " ERROR "] {
+        assert!(
+            !log.contains(alarming),
+            "`{alarming}` in the log of a clean stop:\n{log}"
+        );
+    }
 }
 
 #[test]
@@ -362,6 +371,22 @@ fn rejected_config_is_nacked_once_and_the_previous_keeps_serving(xds: &str) {
         "the NACK message is shown: {envoys}"
     );
     assert!(stat(envoy_admin, "cluster_manager.cds.update_rejected").unwrap() >= 1);
+    // The rejection is a diagnostic on the object the cluster came from, with its file and line.
+    let diagnostics: serde_json::Value =
+        serde_json::from_str(&get(admin, "a", "/debug/diagnostics?context=1").unwrap().body).unwrap();
+    let rejected = diagnostics["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["code"] == "envoy.rejected")
+        .cloned()
+        .unwrap_or_else(|| panic!("no envoy.rejected diagnostic: {diagnostics}"));
+    assert_eq!(rejected["object"]["name"], "bad", "{rejected}");
+    assert_eq!(rejected["origin"]["file"], "bad.yaml", "{rejected}");
+    assert!(
+        rejected["message"].as_str().unwrap().contains("bad.invalid"),
+        "{rejected}"
+    );
     // The previous configuration keeps serving.
     assert_eq!(get(listen, "x", "/a/").unwrap().status, 200);
 
@@ -371,6 +396,10 @@ fn rejected_config_is_nacked_once_and_the_previous_keeps_serving(xds: &str) {
         let envoys = get(admin, "a", "/debug/envoys").ok()?.body;
         (!envoys.contains("bad.invalid")).then_some(())
     });
+    assert!(!get(admin, "a", "/debug/diagnostics")
+        .unwrap()
+        .body
+        .contains("envoy.rejected"));
     assert_eq!(nack_count(admin), 1);
     assert_eq!(get(listen, "x", "/a/").unwrap().status, 200);
 }
@@ -1629,7 +1658,12 @@ fn one_scrape_of_attache_has_envoys_stats_and_every_dashboard_metric_and_logs_ar
             mapping("s", "/s/", status, "")
         ),
     );
-    let (mut attache, listen, _envoy_admin, admin) = serve(&f.config, f.dir.path(), f.port, &["--log-format", "json"]);
+    let (mut attache, listen, _envoy_admin, admin) = serve(
+        &f.config,
+        f.dir.path(),
+        f.port,
+        &["--log-format", "json", "--envoy-log-level", "info"],
+    );
     wait_for("the route to answer", Duration::from_secs(30), || {
         get(listen, "x", "/a/").ok().filter(|r| r.status == 200)
     });

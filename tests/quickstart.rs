@@ -32,8 +32,11 @@ fn quickstart_script_serves_traffic() {
         get(envoy, "localhost", "/quote/").ok().filter(|r| r.status == 200)
     });
     assert!(r.body.contains("quote upstream"), "{r:?}\n{}", script.log_text());
-    let r = get(envoy, "localhost", "/echo/").unwrap();
-    assert!(r.body.contains("echo upstream"), "{r:?}");
+    // The echo upstream shows the rewrite and the added header.
+    let r = get(envoy, "localhost", "/echo/anything?x=1").unwrap();
+    let echoed: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    assert_eq!(echoed["path"], "/anything?x=1", "{echoed}");
+    assert_eq!(echoed["headers"]["x-routed-by"], "attache", "{echoed}");
     let admin: SocketAddr = "127.0.0.1:8877".parse().unwrap();
     assert_eq!(get(admin, "localhost", "/ready").unwrap().status, 200);
     // Stop the whole process group (script, attache, Envoy, upstreams).

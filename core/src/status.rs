@@ -104,8 +104,15 @@ pub fn desired(targets: &[Target], diagnostics: &[Diagnostic]) -> BTreeMap<Objec
             by_object.entry(o).or_default().push(d);
         }
     }
+    // Objects for another instance (`ambassador_id`) are that instance's to write.
+    let other_instance = |t: &&Target| {
+        by_object
+            .get(&t.object)
+            .is_some_and(|ds| ds.iter().any(|d| d.code == "resource.other_ambassador_id"))
+    };
     targets
         .iter()
+        .filter(|t| !other_instance(t))
         .map(|t| {
             let found = by_object.get(&t.object).map(Vec::as_slice).unwrap_or_default();
             let errors: Vec<&Diagnostic> = found
@@ -193,6 +200,11 @@ mod tests {
                 .on(on("bad", "Mapping"))
                 .path("spec.timeout_ms"),
             Diagnostic::warning("mapping.no_host", "no Host serves this Mapping").on(on("warned", "Mapping")),
+            Diagnostic::notice(
+                "resource.other_ambassador_id",
+                "ambassador_id does not include `default`; ignored",
+            )
+            .on(on("h", "Host")),
         ];
         let status = desired(&targets, &diagnostics);
         let bad = &status[&on("bad", "Mapping")];
@@ -204,6 +216,9 @@ mod tests {
             (&warned["state"], &warned["conditions"][0]["reason"]),
             (&json!("Running"), &json!("AcceptedWithWarnings"))
         );
+        // Another instance's Host is left to it.
+        assert!(!status.contains_key(&on("h", "Host")));
+        let status = desired(&targets, &diagnostics[..2]);
         assert_eq!(
             status[&on("h", "Host")],
             json!({"state": "Ready", "tlsCertificateSource": "Other"})

@@ -109,7 +109,7 @@ async fn summary(State(s): State<Arc<Shared>>) -> Json<Value> {
             None => "kubernetes".to_string(),
         },
         "objects": s.metrics.objects.load(Ordering::Relaxed),
-        "counts": crate::diagnostic::count(&t.diagnostics),
+        "counts": crate::diagnostic::count(&[t.diagnostics.clone(), crate::xds::nack_diagnostics(&s)].concat()),
         "routes": routes,
         "clusters": t.ir.clusters.len(),
         "envoys": envoys,
@@ -290,11 +290,42 @@ fn config_file(dir: &Path, file: &str) -> Option<PathBuf> {
 }
 
 async fn diagnostics(State(s): State<Arc<Shared>>, Query(context): Query<Context>) -> Json<Value> {
+    // Reading files is blocking work.
+    let value = tokio::task::spawn_blocking(move || diagnostics_json(&s, context.context.min(10)))
+        .await
+        .unwrap_or(Value::Null);
+    Json(value)
+}
+
+/// The lines around `line` (1-based) within its YAML document (never past a `---`): context
+/// that belongs to the object the diagnostic is about, and never to a neighbouring Secret.
+fn document_lines(lines: &[String], line: u32, around: u32) -> Vec<Value> {
+    let index = line as usize - 1;
+    let separator = |i: usize| lines.get(i).is_some_and(|l| l.starts_with("---"));
+    let mut first = index;
+    while first > 0 && index - first < around as usize && !separator(first - 1) && !separator(first) {
+        first -= 1;
+    }
+    let mut last = index;
+    while last + 1 < lines.len() && last - index < around as usize && !separator(last + 1) {
+        last += 1;
+    }
+    (first..=last.min(lines.len().saturating_sub(1)))
+        .filter_map(|i| lines.get(i).map(|l| json!({"line": i + 1, "text": l})))
+        .collect()
+}
+
+fn diagnostics_json(s: &Shared, around: u32) -> Value {
     let t = s.translation();
-    let around = context.context.min(10);
+    // The configuration's own, then what connected Envoys refused (on the objects it came from).
+    let mut all = t.diagnostics.clone();
+    all.extend(crate::xds::nack_diagnostics(s));
     let mut files: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();
-    let mut lines_of = |origin: &crate::diagnostic::Origin| -> Value {
-        let (Some(dir), true) = (&s.config_dir, around > 0 && origin.line > 0) else {
+    let mut lines_of = |d: &crate::diagnostic::Diagnostic| -> Value {
+        let Some(origin) = &d.origin else { return Value::Null };
+        // A Secret's lines are its key material.
+        let secret = d.object.as_ref().is_some_and(|o| o.kind == "Secret");
+        let (Some(dir), true) = (&s.config_dir, around > 0 && origin.line > 0 && !secret) else {
             return Value::Null;
         };
         let text = files.entry(origin.file.clone()).or_insert_with(|| {
@@ -302,19 +333,17 @@ async fn diagnostics(State(s): State<Arc<Shared>>, Query(context): Query<Context
             let text = std::fs::read_to_string(path).ok()?;
             Some(text.lines().map(str::to_string).collect())
         });
-        let Some(lines) = text else { return Value::Null };
-        let first = origin.line.saturating_sub(around).max(1);
-        let last = origin.line.saturating_add(around);
-        let shown: Vec<Value> = (first..=last)
-            .filter_map(|n| lines.get(n as usize - 1).map(|l| json!({"line": n, "text": l})))
-            .collect();
-        Value::Array(shown)
+        match text {
+            Some(lines) if (origin.line as usize) <= lines.len() => {
+                Value::Array(document_lines(lines, origin.line, around))
+            }
+            _ => Value::Null,
+        }
     };
-    let list: Vec<Value> = t
-        .diagnostics
+    let list: Vec<Value> = all
         .iter()
         .map(|d| {
-            let source = d.origin.as_ref().map_or(Value::Null, &mut lines_of);
+            let source = lines_of(d);
             json!({
                 "text": d.to_string(),
                 "code": d.code,
@@ -328,10 +357,10 @@ async fn diagnostics(State(s): State<Arc<Shared>>, Query(context): Query<Context
             })
         })
         .collect();
-    Json(json!({
-        "counts": crate::diagnostic::count(&t.diagnostics),
+    json!({
+        "counts": crate::diagnostic::count(&all),
         "diagnostics": list,
-    }))
+    })
 }
 
 async fn rules(State(s): State<Arc<Shared>>) -> Json<Value> {
@@ -400,6 +429,35 @@ mod tests {
         }
         .apply((0..2000).map(|i| (String::new(), move || json!(i))));
         assert_eq!(all["items"].as_array().unwrap().len(), MAX_LIMIT);
+    }
+
+    #[test]
+    fn context_stays_inside_the_document() {
+        let lines: Vec<String> = [
+            "kind: Secret",
+            "data:",
+            "  tls.key: SECRET",
+            "---",
+            "kind: Mapping",
+            "spec:",
+            "  timeout_ms: abc",
+            "---",
+            "kind: Secret",
+        ]
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+        let shown: Vec<u64> = document_lines(&lines, 7, 5)
+            .iter()
+            .map(|v| v["line"].as_u64().unwrap())
+            .collect();
+        assert_eq!(shown, [5, 6, 7]);
+        let shown: Vec<u64> = document_lines(&lines, 5, 1)
+            .iter()
+            .map(|v| v["line"].as_u64().unwrap())
+            .collect();
+        assert_eq!(shown, [5, 6]);
+        assert_eq!(document_lines(&lines, 1, 0).len(), 1);
     }
 
     #[test]

@@ -80,12 +80,7 @@ impl TranslationArgs {
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServeArgs {
     /// Directory of YAML files to read and watch (recursively).
-    #[arg(
-        long,
-        value_name = "DIR",
-        required_unless_present = "kubernetes",
-        conflicts_with = "kubernetes"
-    )]
+    #[arg(long, value_name = "DIR", conflicts_with = "kubernetes")]
     pub config_dir: Option<PathBuf>,
     /// Read the configuration from Kubernetes instead of a directory: getambassador.io objects,
     /// annotated Services and the Secrets they name (in-cluster service account, else KUBECONFIG).
@@ -132,7 +127,11 @@ pub struct ServeArgs {
     /// xDS protocol flavour for the started Envoy.
     #[arg(long, value_enum, default_value = "delta")]
     pub xds: XdsFlag,
-    /// Extra argument for Envoy (repeatable), e.g. --envoy-arg=--log-level --envoy-arg=debug.
+    /// Envoy's own log level (with --envoy): `warning` keeps its start-up banner and routine
+    /// lines out of attache's; `info` or `debug` to see them. An --envoy-arg=--log-level wins.
+    #[arg(long, default_value = "warning", value_name = "LEVEL", value_parser = ["trace", "debug", "info", "warning", "error", "critical", "off"])]
+    pub envoy_log_level: String,
+    /// Extra argument for Envoy (repeatable), e.g. --envoy-arg=--component-log-level --envoy-arg=upstream:debug.
     #[arg(long = "envoy-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub envoy_args: Vec<String>,
     /// Quiet period before a burst of changes (files or Kubernetes events) is translated, in
@@ -216,6 +215,9 @@ async fn shutdown_signal() {
 pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
     let registry = Arc::new(args.translation.registry()?);
     let options = args.translation.options();
+    if args.config_dir.is_none() && !args.kubernetes {
+        anyhow::bail!("give --config-dir DIR or --kubernetes: a directory of YAML files, or the cluster (`attache serve --help` says more)");
+    }
     if let Some(dir) = args.config_dir.as_ref().filter(|d| !d.is_dir()) {
         anyhow::bail!("--config-dir {}: not a directory", dir.display());
     }
@@ -300,6 +302,9 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
                 lease_duration: Duration::from_secs(args.status_lease_seconds.max(1)),
                 service,
                 writes_per_second: 50,
+                watched_namespace: args
+                    .single_namespace
+                    .then(|| args.translation.ambassador_namespace.clone()),
             };
             Some(tokio::spawn(crate::status_writer::run(
                 client.clone(),
@@ -392,7 +397,16 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
             admin: args.envoy_admin,
             node_id: args.node_id.clone(),
             protocol: args.xds.into(),
-            extra_args: args.envoy_args.clone(),
+            extra_args: {
+                let mut extra = args.envoy_args.clone();
+                if !extra
+                    .iter()
+                    .any(|a| a == "--log-level" || a == "-l" || a.starts_with("--log-level="))
+                {
+                    extra.splice(0..0, ["--log-level".to_string(), args.envoy_log_level.clone()]);
+                }
+                extra
+            },
             json_logs: log_format == LogFormat::Json,
         };
         tokio::spawn(envoy_process::supervise(config, Arc::clone(&shared), stop_rx.clone()))
@@ -450,7 +464,11 @@ fn publish(
     {
         let text = d.to_string();
         if !last_errors.contains(&text) {
-            tracing::warn!("{text}");
+            if d.is_error() {
+                tracing::error!("{text}");
+            } else {
+                tracing::warn!("{text}");
+            }
         }
         current.insert(text);
     }

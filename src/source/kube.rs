@@ -547,7 +547,14 @@ impl Source {
             }
             Msg::InitDone => {
                 recovered(store);
-                let listed = store.relist.take().unwrap_or_default();
+                let mut listed = store.relist.take().unwrap_or_default();
+                // Objects that say the same as before keep their old conversion (and origin):
+                // a re-list after status writes is not a change.
+                for (key, new) in &mut listed {
+                    if let Some(old) = store.objects.get(key).filter(|old| same_content(old, new)) {
+                        *new = old.clone();
+                    }
+                }
                 let changed = !store.synced
                     || store.missing
                     || visible_all(&listed, &self.services) != visible_all(&store.objects, &self.services);

@@ -126,7 +126,11 @@ impl DeltaStream {
             let version = version.unwrap_or_default();
             if let Some(error) = &req.error_detail {
                 shared.metrics.xds_nacks[type_index(ty)].fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(stream = id, r#type = ty.label(), %version, message = %error.message, "Envoy rejected an update (NACK); it keeps its previous configuration");
+                let from: Vec<String> = super::rejected_sources(shared, ty, &error.message)
+                    .iter()
+                    .map(|s| format!("{} ({})", s.object, s.origin))
+                    .collect();
+                tracing::error!(stream = id, r#type = ty.label(), %version, message = %error.message, from = %from.join(", "), "Envoy rejected an update (NACK); it keeps its previous configuration");
                 shared.with_envoy(id, |e| {
                     e.types.entry(ty.label()).or_default().last_nack = Some(Nack {
                         version,

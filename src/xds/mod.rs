@@ -30,6 +30,88 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use crate::snapshot::Snapshot;
 use crate::state::{EnvoyStatus, Shared};
 
+/// The objects a rejected update of `ty` came from: the resources of that type in the served
+/// snapshot that Envoy's message names (Envoy names the listener, cluster or route table it
+/// refused), traced back through the IR. Empty when the message names none.
+pub fn rejected_sources(
+    shared: &Shared,
+    ty: crate::snapshot::ResourceType,
+    message: &str,
+) -> Vec<crate::ir::SourceRef> {
+    let Some(snapshot) = shared.snapshot.borrow().clone() else {
+        return Vec::new();
+    };
+    let t = shared.translation();
+    let mut out: Vec<crate::ir::SourceRef> = snapshot
+        .of_type(ty)
+        .filter(|(name, _)| message.contains(&***name))
+        .flat_map(|(name, _)| t.ir.sources_of(ty, name).into_iter().cloned())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Every connected Envoy's last rejected update, as diagnostics on the objects it came from
+/// (or on no object when Envoy's message names no resource attache knows).
+pub fn nack_diagnostics(shared: &Shared) -> Vec<crate::diagnostic::Diagnostic> {
+    let envoys = shared.envoys.lock().map(|m| m.clone()).unwrap_or_default();
+    let mut out = Vec::new();
+    for e in envoys.values() {
+        for (label, t) in &e.types {
+            let Some(nack) = &t.last_nack else { continue };
+            let Some(ty) = crate::snapshot::ResourceType::ALL
+                .into_iter()
+                .find(|ty| ty.label() == *label)
+            else {
+                continue;
+            };
+            let what = format!(
+                "Envoy `{}` rejected {label} version {}: {}; it keeps serving its previous configuration",
+                e.node_id, nack.version, nack.message
+            );
+            let hint =
+                "fix this object; the next version Envoy accepts clears this (its text is also at /debug/envoys)";
+            let sources = rejected_sources(shared, ty, &nack.message);
+            if sources.is_empty() {
+                out.push(crate::diagnostic::Diagnostic::error("envoy.rejected", what.clone()).hint(hint));
+            }
+            for source in sources {
+                out.push(
+                    crate::diagnostic::Diagnostic::error("envoy.rejected", what.clone())
+                        .at(source.origin.clone())
+                        .on(source.object.clone())
+                        .hint(hint),
+                );
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether a stream error only says that the peer went away: its connection reset or closed
+/// under a request body (Envoy stopping or restarting), not a protocol problem worth a warning.
+fn peer_went_away(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    matches!(status.code(), tonic::Code::Cancelled) || status.message().contains("error reading a body from connection")
+}
+
 /// Largest xDS message accepted or sent (SotW responses at tens of thousands of routes are big).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
@@ -206,7 +288,12 @@ async fn run_stream<P: Protocol>(
                     stream.on_request(&req, snapshot.as_deref(), &shared)
                 }
                 Some(Err(status)) => {
-                    tracing::info!(stream = id, %peer, error = %status, "ADS stream ended with an error");
+                    if peer_went_away(&status) {
+                        // Envoy stopped or restarted (as at every shutdown): nothing is wrong.
+                        tracing::debug!(stream = id, %peer, error = %status.message(), "ADS stream closed: Envoy went away");
+                    } else {
+                        tracing::warn!(stream = id, %peer, code = ?status.code(), error = %status.message(), "ADS stream ended with an error");
+                    }
                     break;
                 }
                 None => {

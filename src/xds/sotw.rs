@@ -88,7 +88,11 @@ impl SotwStream {
             let version = st.sent_version.clone().unwrap_or_default();
             shared.metrics.xds_nacks[type_index(ty)].fetch_add(1, Ordering::Relaxed);
             if st.nacked_version.as_deref() != Some(version.as_str()) {
-                tracing::warn!(stream = id, r#type = ty.label(), %version, message = %error.message, "Envoy rejected an update (NACK); it keeps its previous configuration");
+                let from: Vec<String> = super::rejected_sources(shared, ty, &error.message)
+                    .iter()
+                    .map(|s| format!("{} ({})", s.object, s.origin))
+                    .collect();
+                tracing::error!(stream = id, r#type = ty.label(), %version, message = %error.message, from = %from.join(", "), "Envoy rejected an update (NACK); it keeps its previous configuration");
             }
             st.nacked_version = Some(version.clone());
             shared.with_envoy(id, |e| {

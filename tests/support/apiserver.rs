@@ -511,11 +511,29 @@ impl Inner {
     fn write(&mut self, method: &axum::http::Method, path: &str, body: &[u8]) -> Option<Response> {
         use axum::http::Method;
         let json_response = |v: &Value| ([("content-type", "application/json")], v.to_string()).into_response();
+        let bad = |message: &str| Some(error_response(400, "BadRequest", message));
         if *method == Method::POST {
             let target = parse_path(self, path)?;
-            let mut object: Value = serde_json::from_slice(body).ok()?;
-            let name = object["metadata"]["name"].as_str()?.to_string();
+            let Ok(mut object) = serde_json::from_slice::<Value>(body) else {
+                return bad("the body is not JSON");
+            };
+            let declared = self.resource_of(
+                object["apiVersion"].as_str().unwrap_or_default(),
+                object["kind"].as_str().unwrap_or_default(),
+            );
+            if declared.as_deref() != Some(target.resource.as_str()) {
+                return bad("the object's apiVersion and kind do not match the path");
+            }
+            let Some(name) = object["metadata"]["name"].as_str().map(str::to_string) else {
+                return bad("metadata.name is required");
+            };
             let namespace = target.namespace.clone().unwrap_or_default();
+            if object["metadata"]["namespace"]
+                .as_str()
+                .is_some_and(|ns| ns != namespace)
+            {
+                return bad("the object's namespace does not match the path");
+            }
             if self
                 .objects
                 .get(&target.resource)
@@ -526,13 +544,11 @@ impl Inner {
             if !namespace.is_empty() {
                 object["metadata"]["namespace"] = json!(namespace);
             }
-            self.requests.push(format!("POST {path}"));
             self.put(object);
             let stored = self.objects[&target.resource][&(namespace, name)].clone();
             return Some((StatusCode::CREATED, json_response(&served(&stored, &target))).into_response());
         }
         let (resource, namespace, name, sub) = parse_item(self, path)?;
-        self.requests.push(format!("{method} {path}"));
         let key = (namespace, name.clone());
         let Some(current) = self.objects.get(&resource).and_then(|m| m.get(&key)).cloned() else {
             return Some(error_response(
@@ -541,28 +557,69 @@ impl Inner {
                 &format!("{resource} \"{name}\" not found"),
             ));
         };
-        let api_version = current["apiVersion"].clone();
         match (method.clone(), sub.as_deref()) {
-            (Method::GET, None | Some("status")) => Some(json_response(&current)),
+            (Method::GET, None | Some("status")) => {
+                // In the version the path asks for.
+                let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+                let api_version = match parts.as_slice() {
+                    ["api", version, ..] => (*version).to_string(),
+                    ["apis", group, version, ..] => format!("{group}/{version}"),
+                    _ => return bad("bad path"),
+                };
+                let mut o = current.clone();
+                o["apiVersion"] = json!(api_version);
+                Some(json_response(&o))
+            }
             (Method::PUT, None) => {
-                let mut object: Value = serde_json::from_slice(body).ok()?;
+                let Ok(mut object) = serde_json::from_slice::<Value>(body) else {
+                    return bad("the body is not JSON");
+                };
+                if object["metadata"]["name"].as_str() != Some(name.as_str()) {
+                    return bad("the object's name does not match the path");
+                }
+                // An empty resourceVersion is an unconditional update; another must be current.
                 let sent = object["metadata"]["resourceVersion"].as_str().unwrap_or_default();
-                if sent != current["metadata"]["resourceVersion"].as_str().unwrap_or_default() {
+                if !sent.is_empty() && sent != current["metadata"]["resourceVersion"].as_str().unwrap_or_default() {
                     return Some(error_response(
                         409,
                         "Conflict",
                         "the object has been modified; please apply your changes to the latest version and try again",
                     ));
                 }
-                object["apiVersion"] = api_version;
+                object["apiVersion"] = current["apiVersion"].clone();
+                // What the server owns stays: identity, creation, generation, and the status
+                // (the status subresource's).
+                for k in ["uid", "creationTimestamp", "generation", "namespace"] {
+                    if !current["metadata"][k].is_null() {
+                        object["metadata"][k] = current["metadata"][k].clone();
+                    }
+                }
+                if let Some(o) = object.as_object_mut() {
+                    match current.get("status") {
+                        Some(status) => {
+                            o.insert("status".into(), status.clone());
+                        }
+                        None => {
+                            o.remove("status");
+                        }
+                    }
+                }
                 let object = self.modified(&resource, key, object);
                 Some(json_response(&object))
             }
             (Method::PATCH, Some("status")) => {
-                let patch: Value = serde_json::from_slice(body).ok()?;
+                let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+                    return bad("the body is not JSON");
+                };
                 let mut object = current.clone();
-                if let Some(status) = patch.get("status") {
-                    merge(&mut object["status"], status);
+                match patch.get("status") {
+                    Some(Value::Null) => {
+                        if let Some(o) = object.as_object_mut() {
+                            o.remove("status");
+                        }
+                    }
+                    Some(status) => merge(&mut object["status"], status),
+                    None => {}
                 }
                 // A patch that changes nothing is not a change (no new version, no event).
                 if object == current {
@@ -591,8 +648,16 @@ async fn handle(
         let mut inner = server.inner.lock().unwrap();
         let is_item = parse_item(&inner, uri.path()).is_some();
         if method != axum::http::Method::GET || is_item {
+            inner.requests.push(format!("{method} {uri}"));
             if inner.outage {
                 return error_response(500, "InternalError", "the emulated API server is down");
+            }
+            if inner.forbidden.as_deref().is_some_and(|f| uri.path().contains(f)) {
+                return error_response(
+                    403,
+                    "Forbidden",
+                    &format!("forbidden: {method} {} is not allowed", uri.path()),
+                );
             }
             if let Some(response) = inner.write(&method, uri.path(), &body) {
                 drop(inner);

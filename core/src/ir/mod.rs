@@ -96,6 +96,56 @@ pub struct Ir {
     pub endpoints: Vec<Endpoints>,
 }
 
+impl Ir {
+    /// The user objects an Envoy resource of type `ty` named `name` came from: a listener's
+    /// Listener, a route table's Listeners and Hosts, a cluster's (or its endpoints') first
+    /// Mapping, a secret's Host or TLSContext. Empty for what attache made up (defaults).
+    pub fn sources_of(&self, ty: crate::snapshot::ResourceType, name: &str) -> Vec<&SourceRef> {
+        use crate::snapshot::ResourceType;
+        let mut out: Vec<&SourceRef> = match ty {
+            ResourceType::Listener => self
+                .listeners
+                .iter()
+                .filter(|l| l.name == name)
+                .filter_map(|l| l.source.as_ref())
+                .collect(),
+            ResourceType::Route => self
+                .listeners
+                .iter()
+                .filter(|l| l.route_config == name)
+                .filter_map(|l| l.source.as_ref())
+                .chain(
+                    self.route_configs
+                        .iter()
+                        .filter(|rc| rc.name == name)
+                        .flat_map(|rc| rc.virtual_hosts.iter().filter_map(|vh| vh.source.as_ref())),
+                )
+                .collect(),
+            ResourceType::Cluster => self
+                .clusters
+                .iter()
+                .filter(|c| c.name == name)
+                .filter_map(|c| c.source.as_ref())
+                .collect(),
+            ResourceType::Endpoint => self
+                .endpoints
+                .iter()
+                .filter(|e| e.name == name)
+                .filter_map(|e| e.source.as_ref())
+                .collect(),
+            ResourceType::Secret => self
+                .secrets
+                .iter()
+                .filter(|s| s.name == name)
+                .filter_map(|s| s.source.as_ref())
+                .collect(),
+        };
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 /// How a listener decides whether a request is secure (Ambassador's `securityModel`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]

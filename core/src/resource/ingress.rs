@@ -439,7 +439,10 @@ pub(crate) fn expand(objects: &[RawObject], options: &ParseOptions) -> Option<(V
                 match host {
                     // One DNS label in place of `*`, as the Ingress API says (and Emissary does).
                     Some(h) if h.starts_with("*.") => {
-                        spec["host"] = json!(format!("^[a-z0-9]([-a-z0-9]*[a-z0-9])?{}$", h[1..].replace('.', "\\.")));
+                        spec["host"] = json!(format!(
+                            "^[a-z0-9]([-a-z0-9]*[a-z0-9])?\\.{}$",
+                            regex_syntax::escape(&h[2..])
+                        ));
                         spec["host_regex"] = json!(true);
                     }
                     Some(h) => spec["hostname"] = json!(h),

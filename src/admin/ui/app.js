@@ -10,9 +10,10 @@ const state = {
   envoysKey: null,
   version: null,
   lists: {
-    routes: { q: '', offset: 0, total: 0 },
-    clusters: { q: '', offset: 0, total: 0 },
+    routes: { q: '', offset: 0, total: 0, asked: 0 },
+    clusters: { q: '', offset: 0, total: 0, asked: 0 },
   },
+  refreshing: false,
 };
 
 const byId = (id) => document.getElementById(id);
@@ -193,8 +194,11 @@ const renderers = {
 
 async function loadList(name) {
   const list = state.lists[name];
+  // Only the latest request's answer is shown (typing asks again before an answer arrives).
+  const asked = ++list.asked;
   const q = encodeURIComponent(list.q);
   const data = await getJSON(`/debug/${name}?q=${q}&offset=${list.offset}&limit=${PAGE_SIZE}`);
+  if (asked !== list.asked) return;
   list.total = data.total;
   if (data.total > 0 && list.offset >= data.total) {
     list.offset = Math.floor((data.total - 1) / PAGE_SIZE) * PAGE_SIZE;
@@ -281,5 +285,11 @@ function wireLists() {
 
 wireLists();
 loadRules().catch(showError);
-refresh(true).catch(showError);
-setInterval(() => refresh(false).catch(showError), POLL_MS);
+state.refreshing = true;
+refresh(true).catch(showError).finally(() => { state.refreshing = false; });
+// One refresh at a time: a slow answer is not overtaken by the next poll's.
+setInterval(() => {
+  if (state.refreshing) return;
+  state.refreshing = true;
+  refresh(false).catch(showError).finally(() => { state.refreshing = false; });
+}, POLL_MS);
