@@ -166,7 +166,7 @@ fn run() -> anyhow::Result<ExitCode> {
         } => {
             let (_, t) = translate_path(&path, &translation)?;
             for d in &t.diagnostics {
-                eprintln!("{d}");
+                eprintln!("{}", attache::serve::as_given(d, &path));
             }
             let value = if bootstrap {
                 bootstrap::static_resources(&t.snapshot, &envoy_admin.ip().to_string(), envoy_admin.port())
@@ -187,7 +187,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Validate { path, translation } => {
             let (objects, t) = translate_path(&path, &translation)?;
             for d in &t.diagnostics {
-                println!("{d}");
+                println!("{}", attache::serve::as_given(d, &path));
             }
             let counts = attache::diagnostic::count(&t.diagnostics);
             let n = |count: usize, one: &str| format!("{count} {one}{}", if count == 1 { "" } else { "s" });

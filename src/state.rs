@@ -252,6 +252,15 @@ impl Shared {
             "gauge",
             vec![(String::new(), u64::from(self.ready.load(Ordering::Relaxed)))],
         );
+        let version = self.snapshot.borrow().as_ref().map(|snap| snap.version());
+        if let Some(version) = version {
+            counter(
+                "attache_configuration_info",
+                "The configuration version served (as in the log, /debug/snapshot and /debug/envoys)",
+                "gauge",
+                vec![(format!("{{version=\"{version}\"}}"), 1)],
+            );
+        }
         counter(
             "attache_translations_total",
             "Translations run",

@@ -17,7 +17,7 @@ fn validate_prints_located_diagnostics_and_fails_on_errors() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("ns/mappings.yaml:19:3: Mapping shop/slow: spec.timeout_ms: error[mapping.invalid_field]: invalid type: string \"notanumber\""),
+        stdout.contains("ns/mappings.yaml:19:3: Mapping shop/slow: spec.timeout_ms: error[mapping.invalid_field]: `timeout_ms` must be a whole number (0 or more), got `notanumber`"),
         "{stdout}"
     );
     assert!(
@@ -25,6 +25,11 @@ fn validate_prints_located_diagnostics_and_fails_on_errors() {
         "{stdout}"
     );
     assert!(stdout.contains("2 objects read: 1 error, "), "{stdout}");
+    // The file as it opens from where attache was started: under the directory given.
+    assert!(
+        stdout.contains(&format!("{}/ns/mappings.yaml:19:3", dir.path().display())),
+        "{stdout}"
+    );
 
     write(&dir.path().join("ns/mappings.yaml"), "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: ok\nspec:\n  hostname: \"*\"\n  prefix: /ok/\n  service: ok\n");
     let out = attache().arg("validate").arg(dir.path()).output().unwrap();
@@ -229,5 +234,62 @@ fn help_says_what_attache_reads_with_examples() {
         "attache serve --config-dir",
     ] {
         assert!(text.contains(word), "{word} missing from --help:\n{text}");
+    }
+}
+
+#[test]
+fn misspelled_fields_and_kinds_get_a_did_you_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("typos.yaml"),
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: a\nspec:\n  hostname: \"*\"\n  prefx: /a/\n  prefix: /a/\n  service: a\n  timeout: 30\n---\napiVersion: getambassador.io/v3alpha1\nkind: Mappng\nmetadata:\n  name: b\nspec:\n  prefix: /b/\n  service: b\n",
+    );
+    let out = attache().arg("validate").arg(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "typos.yaml:7:3: Mapping default/a: spec.prefx: warning[mapping.unknown_field]: unknown field `prefx` (did you mean `prefix`?); ignored",
+        "spec.timeout: warning[mapping.unknown_field]: unknown field `timeout` (did you mean `timeout_ms`?)",
+        "typos.yaml:12:1: Mappng default/b: kind: warning[resource.unknown_kind]: unknown kind `Mappng` (did you mean `Mapping`?); ignored",
+    ] {
+        assert!(stdout.contains(expected), "missing `{expected}` in:\n{stdout}");
+    }
+}
+
+#[test]
+fn yaml_slips_are_explained_at_the_line_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let mapping = |name: &str, spec: &str| {
+        format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: {name}\nspec:\n{spec}")
+    };
+    write(
+        &dir.path().join("tab.yaml"),
+        &mapping("tab", "\tprefix: /a/\n  service: a\n"),
+    );
+    write(
+        &dir.path().join("colon.yaml"),
+        &mapping("colon", "  prefix /a/\n  service: a\n"),
+    );
+    write(
+        &dir.path().join("indent.yaml"),
+        &mapping("indent", "  prefix: /a/\n   service: a\n"),
+    );
+    write(
+        &dir.path().join("dedent.yaml"),
+        &mapping("dedent", "    prefix: /a/\n  service: a\n"),
+    );
+    write(
+        &dir.path().join("outdent.yaml"),
+        &mapping("outdent", "  hostname: \"*\"\n  prefix: /a/\nservice: a\n"),
+    );
+    let out = attache().arg("validate").arg(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "tab.yaml:6:2: error[yaml.syntax]: YAML syntax error: a tab in the indentation",
+        "colon.yaml:6:3: error[yaml.syntax]: YAML syntax error: a key without `:`",
+        "indent.yaml:7:11: error[yaml.syntax]: YAML syntax error: this line is indented more than the key above",
+        "dedent.yaml:7:3: error[yaml.syntax]: YAML syntax error: this line is not indented like the keys around it",
+        "outdent.yaml:8:1: Mapping default/outdent: service: warning[mapping.misplaced_field]: `service` is at the top of the object, not under `spec:`",
+    ] {
+        assert!(stdout.contains(expected), "missing `{expected}` in:\n{stdout}");
     }
 }

@@ -1721,6 +1721,31 @@ fn one_scrape_of_attache_has_envoys_stats_and_every_dashboard_metric_and_logs_ar
     );
     assert!(!envoy_only.body.contains("attache_") && !envoy_only.body.contains("envoy_server_live"));
 
+    // One version story: the version attache logs is the one /metrics, /debug/snapshot and
+    // /debug/envoys show, and the Envoy has ACKed it.
+    let envoys: serde_json::Value = wait_for("the Envoy to ACK", Duration::from_secs(10), || {
+        let v: serde_json::Value = serde_json::from_str(&get(admin, "a", "/debug/envoys").ok()?.body).ok()?;
+        (v[0]["configuration"]["acked"] == true).then_some(v)
+    });
+    let version = envoys[0]["configuration"]["version"].as_str().unwrap().to_string();
+    let snapshot: serde_json::Value = serde_json::from_str(&get(admin, "a", "/debug/snapshot").unwrap().body).unwrap();
+    assert_eq!(snapshot["version"], version.as_str());
+    assert!(
+        get(admin, "a", "/metrics")
+            .unwrap()
+            .body
+            .contains(&format!("attache_configuration_info{{version=\"{version}\"}} 1")),
+        "{version}"
+    );
+    let logged = attache
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "configuration changed; pushing to Envoy")
+        .filter_map(|l| l["fields"]["version"].as_str().map(str::to_string))
+        .next_back();
+    assert_eq!(logged.as_deref(), Some(version.as_str()));
+
     // Every line of the container's output is a JSON object: attache's, Envoy's, access log.
     attache.terminate();
     let log = attache.log_text();

@@ -189,6 +189,30 @@ pub struct Counts {
     pub notices: usize,
 }
 
+/// The candidate `name` was probably meant to be, for a "did you mean": the closest by
+/// Damerau-Levenshtein distance, ignoring case, when it is a slip of the keyboard (at most a third
+/// of the letters, at least one) or shares most of its spelling (Jaro-Winkler similarity 0.88 or
+/// more, for names of 5 letters or more: `timeout` for `timeout_ms`). Ties go to the first in
+/// alphabetical order, so the suggestion never depends on the candidates' order.
+pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let lower = name.to_lowercase();
+    let letters = lower.chars().count();
+    let candidates: Vec<&'a str> = candidates.into_iter().collect();
+    if candidates.contains(&name) {
+        return None;
+    }
+    candidates
+        .into_iter()
+        .filter_map(|c| {
+            let other = c.to_lowercase();
+            let edits = strsim::damerau_levenshtein(&lower, &other);
+            let close = edits <= (letters / 3).max(1) || (letters >= 5 && strsim::jaro_winkler(&lower, &other) >= 0.88);
+            close.then_some((edits, c))
+        })
+        .min()
+        .map(|(_, c)| c)
+}
+
 /// Counts diagnostics by severity.
 pub fn count(diagnostics: &[Diagnostic]) -> Counts {
     let mut counts = Counts::default();
@@ -200,4 +224,24 @@ pub fn count(diagnostics: &[Diagnostic]) -> Counts {
         }
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::closest;
+
+    #[test]
+    fn suggestions_are_for_slips_not_for_anything() {
+        let fields = ["prefix", "prefix_regex", "timeout_ms", "service", "host", "hostname"];
+        assert_eq!(closest("prefx", fields), Some("prefix"));
+        assert_eq!(closest("Prefix", fields), Some("prefix"));
+        assert_eq!(closest("timeout", fields), Some("timeout_ms"));
+        assert_eq!(closest("hots", fields), Some("host"));
+        assert_eq!(closest("frobnicate", fields), None);
+        assert_eq!(closest("prefix", fields), None, "an exact name needs no suggestion");
+        // The same answer whatever the order.
+        let mut reversed = fields;
+        reversed.reverse();
+        assert_eq!(closest("prefx", reversed), Some("prefix"));
+    }
 }

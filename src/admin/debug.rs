@@ -398,11 +398,35 @@ async fn ir(State(s): State<Arc<Shared>>) -> Json<Value> {
     Json(serde_json::to_value(&s.translation().ir).unwrap_or(Value::Null))
 }
 
+/// Every connected Envoy, and whether it runs the configuration being served: the served
+/// `version` (the one in attache's log and `/debug/snapshot`) counts as ACKed when everything sent
+/// to the stream is ACKed and nothing was rejected; `types` are its per-type versions, which the
+/// streams' `sent_version`/`acked_version` are (for a stream subscribed to every resource).
 async fn envoys(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let snapshot = s.snapshot.borrow().clone();
     let list: Vec<Value> = s
         .envoys
         .lock()
-        .map(|m| m.iter().map(|(id, e)| json!({"stream": id, "status": e})).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(id, e)| {
+                    let configuration = snapshot.as_ref().map(|snap| {
+                        let types: BTreeMap<&str, String> = ResourceType::ALL
+                            .iter()
+                            .map(|ty| (ty.label(), snap.type_version(*ty)))
+                            .collect();
+                        // Everything sent ACKed and nothing rejected: each stream answers every
+                        // new version, so this is the served configuration.
+                        let acked = !e.types.is_empty()
+                            && e.types.values().all(|t| {
+                                t.last_nack.is_none() && t.acked_version.is_some() && t.acked_version == t.sent_version
+                            });
+                        json!({"version": snap.version(), "acked": acked, "types": types})
+                    });
+                    json!({"stream": id, "configuration": configuration, "status": e})
+                })
+                .collect()
+        })
         .unwrap_or_default();
     Json(Value::Array(list))
 }

@@ -179,6 +179,20 @@ pub fn init_logging(default: &str, format: LogFormat) {
     };
 }
 
+/// A diagnostic with its file as the user gave the directory (`examples/quickstart/x.yaml`
+/// rather than `x.yaml`), so that the path opens from where attache was started. Files of a
+/// single-file source, absolute paths and Kubernetes origins are kept as they are.
+pub fn as_given(d: &crate::diagnostic::Diagnostic, base: &std::path::Path) -> crate::diagnostic::Diagnostic {
+    let mut d = d.clone();
+    if let Some(origin) = d.origin.as_mut() {
+        let file = std::path::Path::new(&origin.file);
+        if base.is_dir() && file.is_relative() && !origin.file.starts_with("kubernetes") {
+            origin.file = base.join(file).display().to_string();
+        }
+    }
+    d
+}
+
 /// This replica, as the status Lease names its holder: the pod's name (`HOSTNAME`) and the
 /// process id.
 fn identity() -> String {
@@ -462,7 +476,10 @@ fn publish(
         .iter()
         .filter(|d| d.severity != crate::diagnostic::Severity::Notice)
     {
-        let text = d.to_string();
+        let text = match &shared.config_dir {
+            Some(dir) => as_given(d, dir).to_string(),
+            None => d.to_string(),
+        };
         if !last_errors.contains(&text) {
             if d.is_error() {
                 tracing::error!("{text}");

@@ -292,6 +292,115 @@ impl ResourceSet {
     }
 }
 
+/// Keys at the top of an object beside `apiVersion`, `kind`, `metadata` and `spec`: most often
+/// a spec field that an indentation slip moved out of `spec:` (then said so), else unknown.
+/// Without this they would be dropped without a word.
+fn misplaced_keys(r: &mut Reader<'_>, kind: &Kind) {
+    let crate::source::yaml::NodeValue::Map(entries) = &r.root.value else {
+        return;
+    };
+    let known = (kind.fields)();
+    for (key, _) in entries {
+        let name = key.name.as_str();
+        if matches!(name, "apiVersion" | "kind" | "metadata" | "spec" | "status") {
+            continue;
+        }
+        let origin = Origin::new(r.meta.origin.file.clone(), key.line, key.column);
+        let d = if known.iter().any(|f| f == name) {
+            Diagnostic::warning(
+                &format!("{}.misplaced_field", kind.code),
+                format!("`{name}` is at the top of the object, not under `spec:`; ignored"),
+            )
+            .hint(format!("indent `{name}` like the other fields under `spec:`"))
+        } else {
+            let suggestion = crate::diagnostic::closest(name, ["apiVersion", "kind", "metadata", "spec"]);
+            Diagnostic::warning(
+                &format!("{}.unknown_field", kind.code),
+                match suggestion {
+                    Some(meant) => format!("unknown top-level key `{name}` (did you mean `{meant}`?); ignored"),
+                    None => format!("unknown top-level key `{name}`; ignored"),
+                },
+            )
+            .hint("an object has `apiVersion`, `kind`, `metadata` and `spec`; check the indentation")
+        };
+        r.diagnostics.push(d.at(origin).on(r.meta.object_ref()).path(name));
+    }
+}
+
+/// serde's words for a value of the wrong type or an unknown variant, in users' words:
+/// `invalid type: string "abc", expected u64` becomes ``timeout_ms` must be a whole number (0 or
+/// more), got `abc``; an unknown variant gets a "did you mean". Other messages are kept.
+fn rephrase(path: &str, message: &str) -> String {
+    let field = match path.rsplit('.').next() {
+        Some(last) if !last.is_empty() && !last.ends_with(']') => last,
+        _ => path,
+    };
+    let expected_words = |expected: &str| -> String {
+        match expected.trim() {
+            "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (0 or more)".into(),
+            "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".into(),
+            "f32" | "f64" => "a number".into(),
+            "a boolean" => "`true` or `false`".into(),
+            "a string" => "text".into(),
+            "a sequence" => "a list".into(),
+            "a map" => "a map of fields".into(),
+            e if e.starts_with("struct ") => "a map of fields".into(),
+            e => e.to_string(),
+        }
+    };
+    let got_words = |got: &str| -> String {
+        let got = got.trim();
+        if let Some(text) = got.strip_prefix("string ") {
+            format!("`{}`", text.trim_matches('"'))
+        } else if let Some((_, value)) = got.split_once('`') {
+            value.trim_end_matches('`').to_string()
+        } else {
+            match got {
+                "map" => "a map".into(),
+                "sequence" => "a list".into(),
+                "null" | "unit value" => "nothing".into(),
+                other => other.to_string(),
+            }
+        }
+    };
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            if let Some((got, expected)) = rest.rsplit_once(", expected ") {
+                return format!("`{field}` must be {}, got {}", expected_words(expected), got_words(got));
+            }
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        if let Some((value, expected)) = rest.split_once("`, expected ") {
+            let choices: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            return match crate::diagnostic::closest(value, choices.iter().copied()) {
+                Some(meant) => {
+                    format!("`{field}`: unknown value `{value}` (did you mean `{meant}`?); expected {expected}")
+                }
+                None => format!("`{field}`: unknown value `{value}`; expected {expected}"),
+            };
+        }
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        return format!("`{}` is required", rest.trim_end_matches('`'));
+    }
+    message.to_string()
+}
+
+/// The field an unknown `spec` field (`spec.prefx`, `spec.config.x` of a Module) was probably
+/// meant to be, among the kind's fields at the same level.
+fn suggestion<'a>(path: &str, known: &'a [String]) -> Option<&'a str> {
+    let rel = path.strip_prefix("spec.")?;
+    let (parent, last) = rel.rsplit_once('.').unwrap_or(("", rel));
+    crate::diagnostic::closest(
+        last,
+        known.iter().filter_map(|f| {
+            let (p, l) = f.rsplit_once('.').unwrap_or(("", f.as_str()));
+            (p == parent).then_some(l)
+        }),
+    )
+}
+
 /// Kinds of the getambassador.io group that attache does not handle yet (they are ignored with a
 /// notice, rather than called unknown).
 const NOT_YET: &[&str] = &["ConsulResolver", "DevPortal"];
@@ -395,11 +504,26 @@ impl Reader<'_> {
                 serde_path_to_error::deserialize(de)
             }
         };
-        for path in ignored {
-            let d = self
-                .warning("unknown_field", &path, "field not supported by attache (yet); ignored")
-                .hint("check the spelling against the getambassador.io CRD; supported fields are listed in docs/compatibility.md");
-            self.diagnostics.push(d);
+        if !ignored.is_empty() {
+            let known = fields::spec_fields(&self.meta.kind);
+            for path in ignored {
+                let d = match suggestion(&path, &known) {
+                    Some(field) => self
+                        .warning(
+                            "unknown_field",
+                            &path,
+                            format!(
+                                "unknown field `{}` (did you mean `{field}`?); ignored",
+                                path.rsplit('.').next().unwrap_or(&path)
+                            ),
+                        )
+                        .hint(format!("rename it `{field}`; the fields attache reads are listed in docs/compatibility.md")),
+                    None => self
+                        .warning("unknown_field", &path, "field not supported by attache (yet); ignored")
+                        .hint("check the spelling against the getambassador.io CRD; supported fields are listed in docs/compatibility.md"),
+                };
+                self.diagnostics.push(d);
+            }
         }
         match result {
             Ok(v) => Some(v),
@@ -411,7 +535,7 @@ impl Reader<'_> {
                     format!("spec.{inner}")
                 };
                 let hint = hint_for(&path).unwrap_or_else(|| "fix the field".to_string());
-                let mut message = e.inner().to_string();
+                let mut message = rephrase(&path, &e.inner().to_string());
                 // serde's message for untagged enums names a Rust type, which helps nobody.
                 if message.contains("did not match any variant of untagged enum") {
                     message = "this value does not have any of the accepted shapes".to_string();
@@ -1019,12 +1143,36 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         return None;
     }
     let Some(read_kind) = KINDS.iter().find(|k| k.kind == kind) else {
-        let message = if NOT_YET.contains(&kind.as_str()) {
-            format!("{kind} is not supported by attache yet; ignored")
-        } else {
-            format!("unknown kind `{kind}`; ignored")
+        if NOT_YET.contains(&kind.as_str()) {
+            diagnostics.push(
+                Diagnostic::notice(
+                    "resource.ignored_kind",
+                    format!("{kind} is not supported by attache yet; ignored"),
+                )
+                .at(at)
+                .on(object),
+            );
+            return None;
+        }
+        // A kind of this group that does not exist is most likely a slip: a warning, which
+        // `serve` logs, since the routes it stands for are missing.
+        let known = KINDS.iter().map(|k| k.kind).chain(NOT_YET.iter().copied());
+        let d = match crate::diagnostic::closest(&kind, known) {
+            Some(meant) => Diagnostic::warning(
+                "resource.unknown_kind",
+                format!("unknown kind `{kind}` (did you mean `{meant}`?); ignored"),
+            )
+            .hint(format!("write `kind: {meant}`")),
+            None => Diagnostic::warning(
+                "resource.unknown_kind",
+                format!("unknown kind `{kind}` in {GROUP}; ignored"),
+            )
+            .hint(format!(
+                "the kinds attache reads: {}",
+                KINDS.iter().map(|k| k.kind).collect::<Vec<_>>().join(", ")
+            )),
         };
-        diagnostics.push(Diagnostic::notice("resource.ignored_kind", message).at(at).on(object));
+        diagnostics.push(d.at(at).on(object).path("kind"));
         return None;
     };
     let Some(name) = name else {
@@ -1104,6 +1252,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         diagnostics,
         code_prefix: read_kind.code,
     };
+    misplaced_keys(&mut reader, read_kind);
     let spec = (read_kind.read)(&mut reader)?;
     Some(Resource { meta, spec })
 }
@@ -1205,6 +1354,24 @@ pub(crate) const KINDS: &[Kind] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serde_errors_are_said_in_users_words() {
+        assert_eq!(
+            rephrase("spec.timeout_ms", "invalid type: string \"abc\", expected u64"),
+            "`timeout_ms` must be a whole number (0 or more), got `abc`"
+        );
+        assert_eq!(
+            rephrase("spec.cors.origins", "invalid type: map, expected a sequence"),
+            "`origins` must be a list, got a map"
+        );
+        assert_eq!(
+            rephrase("spec.load_balancer.policy", "unknown variant `round-robin`, expected one of `round_robin`, `ring_hash`"),
+            "`policy`: unknown value `round-robin` (did you mean `round_robin`?); expected one of `round_robin`, `ring_hash`"
+        );
+        assert_eq!(rephrase("spec", "missing field `service`"), "`service` is required");
+        assert_eq!(rephrase("spec.x", "something else"), "something else");
+    }
 
     #[test]
     fn an_exact_authority_taken_as_the_host_stays_exact_with_host_regex() {

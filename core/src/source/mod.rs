@@ -134,6 +134,122 @@ pub(crate) fn unfold_lists(root: yaml::Node) -> Vec<yaml::Node> {
     }
 }
 
+/// A YAML syntax error in users' words: the line to look at (the parser sometimes stops a line
+/// after the slip), what is wrong and how to fix it. The usual slips: a tab in the indentation,
+/// a line indented unlike its neighbours, a key without `:`, an unquoted value with `: ` in it.
+fn explain_syntax_error(text: &str, e: &yaml::SyntaxError) -> (u32, String, String) {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = e.line.max(1);
+    let line_text = |n: u32| lines.get(n as usize - 1).copied().unwrap_or("");
+    let indent = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    // A tab before the text, on this line or the one before.
+    for n in [at, at.saturating_sub(1)].into_iter().filter(|n| *n >= 1) {
+        let l = line_text(n);
+        if l[..l.len() - l.trim_start().len()].contains('\t') {
+            return (
+                n,
+                "a tab in the indentation".into(),
+                "indent with spaces only (YAML does not allow tabs there)".into(),
+            );
+        }
+    }
+    let message = e.message.as_str();
+    // The nearest line above with text, and its indentation.
+    let previous = (1..at)
+        .rev()
+        .map(|n| (n, line_text(n)))
+        .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    if message.contains("did not find expected key") || message.contains("did not find expected '-'") {
+        // The parser stops where the block ended: the slip is the line with other indentation.
+        let here = line_text(at);
+        let culprit = if here.trim().is_empty() {
+            previous.map_or(at, |(n, _)| n)
+        } else {
+            at
+        };
+        let siblings = previous.map(|(_, l)| indent(l)).unwrap_or(0);
+        return (
+            culprit,
+            "this line is not indented like the keys around it".into(),
+            format!(
+                "line its key up with its siblings ({siblings} spaces before the key above), or indent it further under a key that ends with `:`"
+            ),
+        );
+    }
+    if message.contains("could not find expected ':'") {
+        let culprit = previous.map_or(at, |(n, _)| n).max(1);
+        return (
+            culprit,
+            "a key without `:`".into(),
+            "write `key: value` (a space after the colon), or quote the text".into(),
+        );
+    }
+    if message.contains("mapping values are not allowed") {
+        let here = line_text(at);
+        if let Some((n, above)) = previous {
+            // `prefix /a/` above `service: a`: the line above lost its colon.
+            if !above.contains(':') && !above.trim_start().starts_with('-') && indent(above) == indent(here) {
+                return (
+                    n,
+                    "a key without `:`".into(),
+                    "write `key: value` (a colon and a space after the key)".into(),
+                );
+            }
+            // `  prefix: /a/` above `   service: a`: a key indented under a key with a value.
+            if indent(here) > indent(above)
+                && above
+                    .trim_end()
+                    .rsplit_once(':')
+                    .is_some_and(|(_, v)| !v.trim().is_empty())
+            {
+                return (
+                    at,
+                    "this line is indented more than the key above, which already has a value".into(),
+                    format!("line it up with the key above ({} spaces)", indent(above)),
+                );
+            }
+        }
+        return (
+            at,
+            "a `: ` where a plain value goes, or a key indented under a value".into(),
+            "quote the value if it contains `: ` (e.g. `\"a: b\"`), or put the key on its own line at its parent's indentation plus two spaces".into(),
+        );
+    }
+    if message.contains("found character that cannot start any token") {
+        return (
+            at,
+            "a character YAML cannot start a value with here".into(),
+            "quote the value (`@`, `` ` `` and `%` start no plain value)".into(),
+        );
+    }
+    // `prefix: [/a/` : a flow list or map left open swallows the lines after it.
+    let unclosed =
+        |l: &str| l.matches('[').count() > l.matches(']').count() || l.matches('{').count() > l.matches('}').count();
+    if let Some(n) = [Some(at), previous.map(|(n, _)| n)]
+        .into_iter()
+        .flatten()
+        .find(|n| unclosed(line_text(*n)))
+    {
+        return (
+            n,
+            "a `[` or `{` that is not closed".into(),
+            "close it, or quote the value if the bracket is part of the text (`\"[a\"`)".into(),
+        );
+    }
+    if let Some(key) = message.strip_prefix("duplicate key ") {
+        return (
+            at,
+            format!("the key {key} appears twice in one map"),
+            "keep one of them (which one would win is not defined, so neither is read)".into(),
+        );
+    }
+    (
+        at,
+        String::new(),
+        "check the indentation and the quoting around this line".into(),
+    )
+}
+
 /// Parses one YAML text (a file's content) into raw objects; syntax errors become diagnostics.
 pub fn parse_text(file: &str, text: &str) -> Loaded {
     let (docs, errors) = yaml::parse_stream(text);
@@ -155,9 +271,25 @@ pub fn parse_text(file: &str, text: &str) -> Loaded {
     let diagnostics = annotation_diagnostics
         .into_iter()
         .chain(errors.into_iter().map(|e| {
-            Diagnostic::error("yaml.syntax", format!("YAML syntax error: {}", e.message))
-                .at(Origin::new(file, e.line, e.column))
-                .hint("this document was skipped; the other documents in the file were read")
+            let (line, what, fix) = explain_syntax_error(text, &e);
+            // The parser's column on its line; on another line, where that line's text starts.
+            let column = if line == e.line {
+                e.column
+            } else {
+                text.lines()
+                    .nth(line as usize - 1)
+                    .map_or(1, |l| u32::try_from(l.len() - l.trim_start().len() + 1).unwrap_or(1))
+            };
+            let message = if what.is_empty() {
+                format!("YAML syntax error: {}", e.message)
+            } else {
+                format!("YAML syntax error: {what} (the parser says: {})", e.message)
+            };
+            Diagnostic::error("yaml.syntax", message)
+                .at(Origin::new(file, line, column))
+                .hint(format!(
+                    "{fix}; this document was skipped, the other documents in the file were read"
+                ))
         }))
         .collect();
     Loaded { objects, diagnostics }
