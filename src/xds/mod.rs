@@ -41,12 +41,49 @@ pub fn rejected_sources(
     let Some(snapshot) = shared.snapshot.borrow().clone() else {
         return Vec::new();
     };
-    let t = shared.translation();
-    let mut out: Vec<crate::ir::SourceRef> = snapshot
-        .of_type(ty)
-        .filter(|(name, _)| message.contains(&***name))
-        .flat_map(|(name, _)| t.ir.sources_of(ty, name).into_iter().cloned())
+    sources_named(&shared.translation().ir, &snapshot, &[ty], message)
+}
+
+/// The objects behind the resources of `types` in `snapshot` whose names `message` contains.
+pub fn sources_named(
+    ir: &crate::ir::Ir,
+    snapshot: &Snapshot,
+    types: &[crate::snapshot::ResourceType],
+    message: &str,
+) -> Vec<crate::ir::SourceRef> {
+    let mut out: Vec<crate::ir::SourceRef> = types
+        .iter()
+        .flat_map(|ty| {
+            snapshot
+                .of_type(*ty)
+                .filter(|(name, _)| message.contains(&***name))
+                .flat_map(|(name, _)| ir.sources_of(*ty, name).into_iter().cloned())
+        })
         .collect();
+    // Envoy's checks of a cluster's address quote the address, not the cluster
+    // (`malformed IP address: bad.invalid`).
+    if out.is_empty() && types.contains(&crate::snapshot::ResourceType::Cluster) {
+        // The host as a word: not inside a longer name (a full stop ending the sentence is fine).
+        let quoted = |host: &str| {
+            message.match_indices(host).any(|(at, _)| {
+                let name_char = |c: char| c.is_alphanumeric() || c == '-' || c == '_';
+                let before = message[..at].chars().next_back();
+                let rest = &message[at + host.len()..];
+                let after_ok = match rest.chars().next() {
+                    None => true,
+                    Some('.') => rest[1..].chars().next().is_none_or(|c| !name_char(c)),
+                    Some(c) => !name_char(c),
+                };
+                before.is_none_or(|c| !name_char(c) && c != '.') && after_ok
+            })
+        };
+        out.extend(
+            ir.clusters
+                .iter()
+                .filter(|c| c.host.len() >= 3 && quoted(&c.host))
+                .filter_map(|c| c.source.clone()),
+        );
+    }
     out.sort();
     out.dedup();
     out
