@@ -1954,3 +1954,55 @@ fn the_diagnostics_page_shows_routes_errors_and_envoys_in_chromium_and_follows_c
     });
     browser.screenshot(&artifacts.join("diagnostics-page-filtered.png"));
 }
+
+#[test]
+fn an_empty_source_is_held_back_and_served_only_if_it_stays_empty() {
+    let f = fixture();
+    let (attache, listen, envoy_admin, admin) = serve(&f.config, f.dir.path(), f.port, &["--empty-grace-seconds", "3"]);
+    wait_for("Envoy to serve /a/", Duration::from_secs(30), || {
+        get(listen, "x", "/a/").ok().filter(|r| r.status == 200)
+    });
+    let published = || metric(admin, "attache_snapshots_published_total ").unwrap_or(0);
+    let before = published();
+    // The directory is emptied and filled again (a deploy replacing it): Envoy never gets an
+    // empty configuration.
+    let file = f.config.join("all.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        get(listen, "x", "/a/").unwrap().status,
+        200,
+        "served while the directory is empty"
+    );
+    std::fs::write(&file, &text).unwrap();
+    wait_for("the refill to be seen", Duration::from_secs(10), || {
+        attache
+            .log_text()
+            .contains("the source has objects again")
+            .then_some(())
+    });
+    assert_eq!(get(listen, "x", "/a/").unwrap().status, 200);
+    assert_eq!(published(), before, "nothing new was published");
+    // Emptied for good: served until the grace period ends, then the empty configuration (no
+    // listener: Envoy closes the port).
+    std::fs::remove_file(&file).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        get(listen, "x", "/a/").unwrap().status,
+        200,
+        "held back during the grace period"
+    );
+    wait_for(
+        "the empty configuration after the grace period",
+        Duration::from_secs(20),
+        || (published() == before + 1).then_some(()),
+    );
+    // Envoy has no listener left (a removed listener drains its open connections).
+    wait_for("Envoy to remove the listener", Duration::from_secs(20), || {
+        (stat(envoy_admin, "listener_manager.listener_removed")? >= 1).then_some(())
+    });
+    assert!(attache
+        .log_text()
+        .contains("the source stayed empty; serving the empty configuration"));
+}

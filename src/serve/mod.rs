@@ -138,6 +138,11 @@ pub struct ServeArgs {
     /// milliseconds.
     #[arg(long, default_value_t = 150, value_name = "MS")]
     pub debounce_ms: u64,
+    /// When the source, which had objects, yields none at all (a directory being replaced, an
+    /// API server answering empty lists during an outage), keep serving the previous
+    /// configuration this long and publish the empty one only if it stays empty. 0: at once.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub empty_grace_seconds: u64,
     #[allow(missing_docs, reason = "a doc comment here would become clap help text")]
     #[command(flatten)]
     pub translation: TranslationArgs,
@@ -259,6 +264,7 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
         None => None,
     };
     let debounce = Duration::from_millis(args.debounce_ms);
+    let empty_grace_seconds = args.empty_grace_seconds;
     let mut updates = match (kube_client, &args.config_dir) {
         (Some(client), _) => {
             let namespace = args
@@ -344,7 +350,47 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
             // changed (a fresh one after a panic, which would be a bug).
             let mut translator = crate::Translator::new(Arc::clone(&registry), options.clone());
             let parse_options = options.parse.clone();
-            while let Some(loaded) = updates.recv().await {
+            let grace = Duration::from_secs(empty_grace_seconds);
+            // Whether the last set published had objects, and an empty set held back since when.
+            let mut had_objects = false;
+            let mut held: Option<(Instant, crate::source::Loaded)> = None;
+            loop {
+                // `confirmed`: an empty set that stayed empty through the grace period.
+                let (loaded, confirmed) = match held.take() {
+                    Some((since, empty)) => match tokio::time::timeout_at((since + grace).into(), updates.recv()).await
+                    {
+                        Ok(Some(loaded)) if loaded.objects.is_empty() => {
+                            held = Some((since, loaded));
+                            continue;
+                        }
+                        Ok(Some(loaded)) => {
+                            tracing::info!("the source has objects again; the empty set was never served");
+                            (loaded, false)
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            tracing::warn!(
+                                seconds = grace.as_secs(),
+                                "the source stayed empty; serving the empty configuration"
+                            );
+                            (empty, true)
+                        }
+                    },
+                    None => match updates.recv().await {
+                        Some(loaded) => (loaded, false),
+                        None => break,
+                    },
+                };
+                // Nothing at all, where there was something: hold it back (see --empty-grace-seconds).
+                if loaded.objects.is_empty() && had_objects && !grace.is_zero() && !confirmed {
+                    tracing::warn!(
+                        seconds = grace.as_secs(),
+                        "the source yielded no objects at all; keeping the previous configuration unless it stays empty"
+                    );
+                    held = Some((Instant::now(), loaded));
+                    continue;
+                }
+                had_objects = !loaded.objects.is_empty();
                 let objects = loaded.objects.len();
                 let started = Instant::now();
                 let parse_options = parse_options.clone();
