@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::diagnostic::ObjectRef;
+use crate::source::kube::api_resource as resource;
 use crate::state::Shared;
 
 /// How the writer runs.
@@ -54,20 +55,6 @@ pub struct Wanted {
 
 /// Quiet period before a new wanted set is written (changes come in bursts).
 const QUIET: Duration = Duration::from_millis(500);
-
-fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
-    ApiResource {
-        group: group.into(),
-        version: version.into(),
-        api_version: if group.is_empty() {
-            version.into()
-        } else {
-            format!("{group}/{version}")
-        },
-        kind: kind.into(),
-        plural: plural.into(),
-    }
-}
 
 fn ambassador(kind: &str, plural: &str) -> ApiResource {
     resource(crate::source::GROUP, "v3alpha1", kind, plural)

@@ -385,23 +385,28 @@ async fn run(client: kube::Client, options: Options, refs: Refs, metrics: Arc<Me
     }
 }
 
+/// A Kubernetes resource type by group (empty for the core API), version, kind and plural.
+pub(crate) fn api_resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
+        group: group.to_string(),
+        version: version.to_string(),
+        api_version: if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        },
+        kind: kind.to_string(),
+        plural: plural.to_string(),
+    }
+}
+
 impl Source {
     fn all_synced(&self) -> bool {
         self.stores.values().all(|s| s.synced)
     }
 
     fn api(&self, id: &WatchId) -> (Api<DynamicObject>, watcher::Config) {
-        let resource = |group: &str, version: &str, kind: &str, plural: &str| ApiResource {
-            group: group.to_string(),
-            version: version.to_string(),
-            api_version: if group.is_empty() {
-                version.to_string()
-            } else {
-                format!("{group}/{version}")
-            },
-            kind: kind.to_string(),
-            plural: plural.to_string(),
-        };
+        let resource = api_resource;
         let scoped = |ar: &ApiResource| match &self.options.namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, ar),
             None => Api::all_with(self.client.clone(), ar),
