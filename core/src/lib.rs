@@ -56,8 +56,9 @@ pub struct Translation {
 
 /// Translates raw objects into Envoy resources: the reference pipeline, plain stage after plain
 /// stage (read, lower, render through the rules, file into a snapshot), with nothing remembered
-/// and no shortcut. `attache translate`, `validate`, the golden tests and the fuzzers call it;
-/// [`Translator`] is the fast path, and tests check that it gives exactly what this gives.
+/// and no shortcut. The golden tests and the fuzzers call it; [`Translator`] is the fast path
+/// (`serve`, `attache translate` and `validate` run it), and tests check that it gives exactly
+/// what this gives.
 /// Deterministic: the same objects in any order give the same bytes.
 pub fn translate(loaded: &source::Loaded, registry: &rules::Registry, options: &Options) -> Translation {
     let mut diagnostics = loaded.diagnostics.clone();
