@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::diagnostic::{Diagnostic, ObjectRef, Severity};
-use crate::source::yaml::Node;
 use crate::source::RawObject;
 
 /// The kinds whose status attache writes, with their plurals.
@@ -37,9 +36,7 @@ pub struct Target {
     pub tls_secret: bool,
 }
 
-fn text<'n>(node: &'n Node, path: &[&str]) -> Option<&'n str> {
-    path.iter().try_fold(node, |n, k| n.get(k))?.as_str()
-}
+use crate::resource::str_text as text;
 
 /// The objects among `objects` whose status attache writes: getambassador.io Hosts, Mappings,
 /// TCPMappings and Listeners that are Kubernetes objects of their own (not the contents of a
@@ -162,6 +159,7 @@ pub fn desired(targets: &[Target], diagnostics: &[Diagnostic]) -> BTreeMap<Objec
 mod tests {
     use super::*;
     use crate::diagnostic::Origin;
+    use crate::source::yaml::Node;
     use crate::source::RawObject;
 
     fn object(kind: &str, name: &str, origin: &str) -> RawObject {

@@ -98,6 +98,12 @@ async fn summary(State(s): State<Arc<Shared>>) -> Json<Value> {
                 .collect()
         })
         .unwrap_or_default();
+    // The configuration's own and the Envoys' refusals, counted without copying the list.
+    let mut counts = crate::diagnostic::count(&t.diagnostics);
+    let refused = crate::diagnostic::count(&crate::xds::nack_diagnostics(&s));
+    counts.errors += refused.errors;
+    counts.warnings += refused.warnings;
+    counts.notices += refused.notices;
     Json(json!({
         "ready": s.ready.load(Ordering::Relaxed),
         "version": version,
@@ -109,7 +115,7 @@ async fn summary(State(s): State<Arc<Shared>>) -> Json<Value> {
             None => "kubernetes".to_string(),
         },
         "objects": s.metrics.objects.load(Ordering::Relaxed),
-        "counts": crate::diagnostic::count(&[t.diagnostics.clone(), crate::xds::nack_diagnostics(&s)].concat()),
+        "counts": counts,
         "routes": routes,
         "clusters": t.ir.clusters.len(),
         "envoys": envoys,

@@ -42,14 +42,17 @@ fn is(o: &RawObject, kind: &str) -> bool {
             .is_some_and(|v| v.starts_with("networking.k8s.io/") || v.starts_with("extensions/"))
 }
 
-/// Whether the objects hold an Ingress or an IngressClass (else [`expand`] has nothing to do).
-pub(crate) fn present(objects: &[RawObject]) -> bool {
-    objects.iter().any(|o| is(o, "Ingress") || is(o, "IngressClass"))
+/// Whether an object is an Ingress or an IngressClass.
+pub(crate) fn is_ingress_or_class(o: &RawObject) -> bool {
+    is(o, "Ingress") || is(o, "IngressClass")
 }
 
-fn text<'n>(node: &'n Node, path: &[&str]) -> Option<&'n str> {
-    path.iter().try_fold(node, |n, k| n.get(k))?.as_str()
+/// Whether the objects hold an Ingress or an IngressClass (else [`expand`] has nothing to do).
+pub(crate) fn present(objects: &[RawObject]) -> bool {
+    objects.iter().any(is_ingress_or_class)
 }
+
+use super::str_text as text;
 
 fn items(node: Option<&Node>) -> &[Node] {
     match node.map(|n| &n.value) {

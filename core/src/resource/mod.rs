@@ -595,7 +595,12 @@ pub fn references(objects: &[&RawObject], options: &ParseOptions) -> crate::sour
     let named_ports = ingress::named_port_services(objects);
     let owned: Vec<RawObject>;
     let expanded: Vec<&RawObject>;
-    let objects = match ingress::expand(&objects.iter().map(|o| (*o).clone()).collect::<Vec<_>>(), options) {
+    // Copied only when there is an Ingress to expand (a source asks this after every change).
+    let with_ingresses = objects.iter().any(|o| ingress::is_ingress_or_class(o));
+    let objects = match with_ingresses
+        .then(|| ingress::expand(&objects.iter().map(|o| (*o).clone()).collect::<Vec<_>>(), options))
+        .flatten()
+    {
         Some((list, _)) => {
             owned = list;
             expanded = owned.iter().collect();
@@ -682,6 +687,11 @@ fn str_field<'a>(root: &'a Node, path: &[&str]) -> Option<&'a Node> {
         cur = cur.get(p)?;
     }
     Some(cur)
+}
+
+/// The string at `path` in a document, if it is one.
+pub(crate) fn str_text<'a>(root: &'a Node, path: &[&str]) -> Option<&'a str> {
+    str_field(root, path)?.as_str()
 }
 
 /// Parses raw documents into typed resources: each object read on its own (`parse_one`), then
