@@ -55,7 +55,7 @@ impl JsonSchema for OpenStatus {
         json_schema!({
             "type": "object",
             "x-kubernetes-preserve-unknown-fields": true,
-            "description": "Written by attache with --write-status: a Host's state (Ready or Error, with the reason), an Accepted condition on Mappings, TCPMappings and Listeners."
+            "description": "Written by attache with --write-status: a Host's state (Ready or Error, with the reason), an Accepted condition on Mappings, TCPMappings and Listeners, and lastValid (the version served while the object is invalid)."
         })
     }
 }

@@ -4,7 +4,9 @@
 //! the same module names): where objects come from (a watched directory, Kubernetes), the ADS
 //! server, the admin endpoints and `attache serve`. See ARCHITECTURE.md.
 
-pub use attache_core::{diagnostic, envoy, fuzzing, ir, keyed, lang, output, resource, rules, snapshot, status};
+pub use attache_core::{
+    diagnostic, envoy, fuzzing, ir, keyed, lang, lastgood, output, resource, rules, snapshot, status,
+};
 pub use attache_core::{translate, Options, Translation, Translator};
 
 /// Stage 1, where objects come from. The pure parts (YAML, raw objects, loading a directory)

@@ -309,6 +309,12 @@ impl Shared {
             ],
         );
         counter(
+            "attache_last_known_good_objects",
+            "Objects served from their previous valid version because the current one has errors",
+            "gauge",
+            vec![(String::new(), t.kept.len() as u64)],
+        );
+        counter(
             "attache_snapshot_resources",
             "Resources in the served snapshot",
             "gauge",

@@ -7,8 +7,9 @@
 //! duration, by its own clock, as client-go's leader election does). Writes are idempotent (only
 //! what differs from what the object has: the leader lists the objects' statuses when it takes
 //! over), batched (the latest wanted set, after a quiet period) and rate-limited. Only `status`
-//! subresources are written, which the Kubernetes source does not read: a status write never
-//! causes a translation. Knows nothing of what the statuses mean.
+//! subresources are written, and only the keys attache owns; the Kubernetes source reads back
+//! only `lastValid` (the version served while the object is invalid, shared by the replicas), so
+//! no other status write causes a translation. Knows nothing of what the statuses mean.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -93,21 +94,25 @@ fn with_times(wanted: &Value, current: Option<&Value>) -> Value {
     out
 }
 
-/// The merge patch that turns `current` into `wanted` (keys `current` has and `wanted` has not
-/// are removed), or `None` when they are equal.
+/// The merge patch that turns `current` into `wanted` for the keys attache owns
+/// (`status::OWNED_KEYS`: those `current` has and `wanted` has not are removed; any other key is
+/// left alone), or `None` when there is nothing to change.
 fn patch(current: Option<&Value>, wanted: &Value) -> Option<Value> {
-    if current == Some(wanted) {
-        return None;
-    }
-    let mut patch = wanted.clone();
-    if let (Some(Value::Object(current)), Value::Object(p)) = (current, &mut patch) {
-        for k in current.keys() {
-            if !p.contains_key(k) {
-                p.insert(k.clone(), Value::Null);
-            }
+    let empty = serde_json::Map::new();
+    let current = current.and_then(Value::as_object).unwrap_or(&empty);
+    let wanted = wanted.as_object().unwrap_or(&empty);
+    let mut patch = serde_json::Map::new();
+    for (k, v) in wanted {
+        if current.get(k) != Some(v) {
+            patch.insert(k.clone(), v.clone());
         }
     }
-    Some(patch)
+    for k in crate::status::OWNED_KEYS {
+        if current.contains_key(*k) && !wanted.contains_key(*k) {
+            patch.insert((*k).to_string(), Value::Null);
+        }
+    }
+    (!patch.is_empty()).then_some(Value::Object(patch))
 }
 
 /// The Lease: held by this replica, or observed held by another.
@@ -212,9 +217,9 @@ impl Writer {
     /// Lists every status attache writes (when it takes the Lease).
     async fn learn(&mut self) -> Result<(), kube::Error> {
         self.known.clear();
-        let mut kinds: Vec<(String, ApiResource)> = crate::status::KINDS
+        let mut kinds: Vec<(String, ApiResource)> = crate::source::kube::KINDS
             .iter()
-            .map(|(kind, plural)| ((*kind).to_string(), ambassador(kind, plural)))
+            .map(|k| (k.kind.to_string(), ambassador(k.kind, k.plural)))
             .collect();
         kinds.push(("Ingress".into(), ingresses()));
         for (kind, ar) in kinds {
@@ -432,6 +437,11 @@ mod tests {
             Some(json!({"state": "Ready", "tlsCertificateSource": "None", "errorReason": null}))
         );
         assert_eq!(patch(Some(&wanted), &wanted), None);
+        // Only what differs, and keys attache does not own are left alone.
+        let current = json!({"state": "Ready", "tlsCertificateSource": "None", "theirs": 1, "lastValid": {"spec": {}}});
+        assert_eq!(patch(Some(&current), &wanted), Some(json!({"lastValid": null})));
+        // Nothing to say about an object without a status: nothing written.
+        assert_eq!(patch(None, &json!({})), None);
     }
 
     #[test]

@@ -295,9 +295,10 @@ fn the_status_rbac_grants_exactly_what_the_status_writer_uses() {
             }
         }
     }
-    let mut expected: BTreeSet<(String, String)> = attache::status::KINDS
+    // Every kind: any object may get `status.lastValid`.
+    let mut expected: BTreeSet<(String, String)> = attache::source::kube::KINDS
         .iter()
-        .map(|(_, plural)| ("getambassador.io".to_string(), format!("{plural}/status")))
+        .map(|k| ("getambassador.io".to_string(), format!("{}/status", k.plural)))
         .collect();
     expected.insert(("networking.k8s.io".into(), "ingresses/status".into()));
     assert_eq!(patched, expected);

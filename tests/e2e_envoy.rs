@@ -2006,3 +2006,82 @@ fn an_empty_source_is_held_back_and_served_only_if_it_stays_empty() {
         .log_text()
         .contains("the source stayed empty; serving the empty configuration"));
 }
+
+#[test]
+fn a_mapping_that_turns_invalid_keeps_serving_its_last_valid_version_until_fixed_or_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let (a, b) = (upstream("a"), upstream("b"));
+    let port = free_port();
+    write(&config.join("base.yaml"), &listener_and_host(port));
+    let file = config.join("shop.yaml");
+    write(&file, &mapping("shop", "/shop/", a.addr, ""));
+    let (_attache, listen, _envoy_admin, admin) = serve(&config, dir.path(), port, &[]);
+    let body = |path: &str| get(listen, "x", path).ok().filter(|r| r.status == 200).map(|r| r.body);
+    wait_for("Envoy to route /shop/", Duration::from_secs(30), || body("/shop/x"));
+    let kept = || metric(admin, "attache_last_known_good_objects ");
+
+    // Broken (and pointed at b): the version that worked keeps serving, and attache says so.
+    write(&file, &mapping("shop", "/shop/", b.addr, "  timeout_ms: abc\n"));
+    let diagnostics = wait_for("the warning", Duration::from_secs(10), || {
+        get(admin, "a", "/debug/diagnostics")
+            .ok()
+            .map(|r| r.body)
+            .filter(|d| d.contains("lastgood.serving_previous"))
+    });
+    assert!(
+        diagnostics.contains("serving the previous valid version of this Mapping"),
+        "{diagnostics}"
+    );
+    assert!(
+        diagnostics.contains("timeout_ms"),
+        "the current version's error stays: {diagnostics}"
+    );
+    assert_eq!(kept(), Some(1));
+    for _ in 0..5 {
+        assert_eq!(body("/shop/x").as_deref(), Some("upstream=a path=/x host=x"));
+    }
+
+    // Fixed: the new version (on b) is served.
+    write(&file, &mapping("shop", "/shop/", b.addr, "  timeout_ms: 3000\n"));
+    wait_for("/shop/ to move to b", Duration::from_secs(10), || {
+        body("/shop/x").filter(|b| b.starts_with("upstream=b"))
+    });
+    assert_eq!(kept(), Some(0));
+
+    // Broken again: b (the last valid version now) stays. Deleted: gone.
+    write(&file, &mapping("shop", "/shop/", a.addr, "  timeout_ms: -1\n"));
+    wait_for("the warning again", Duration::from_secs(10), || {
+        (kept()? == 1).then_some(())
+    });
+    assert!(body("/shop/x").is_some_and(|b| b.starts_with("upstream=b")));
+    std::fs::remove_file(&file).unwrap();
+    wait_for("the deleted Mapping to 404", Duration::from_secs(10), || {
+        get(listen, "x", "/shop/x").ok().filter(|r| r.status == 404)
+    });
+    assert_eq!(kept(), Some(0));
+}
+
+#[test]
+fn without_last_known_good_an_invalid_mapping_is_dropped_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let file = config.join("shop.yaml");
+    write(&file, &mapping("shop", "/shop/", loopback(1), ""));
+    let admin = loopback(free_port());
+    let mut cmd = attache();
+    cmd.args(["serve", "--no-last-known-good", "--config-dir"])
+        .arg(&config)
+        .args(["--ads-listen", &loopback(free_port()).to_string()])
+        .args(["--admin-listen", &admin.to_string(), "--debounce-ms", "20"]);
+    let _attache = Proc::spawn("attache", cmd, dir.path().join("attache.log"));
+    let routes = || get(admin, "a", "/debug/routes").ok().map(|r| r.body);
+    wait_for("the route", Duration::from_secs(30), || {
+        routes().filter(|r| r.contains("/shop/"))
+    });
+    write(&file, &mapping("shop", "/shop/", loopback(1), "  timeout_ms: abc\n"));
+    wait_for("the route dropped", Duration::from_secs(10), || {
+        routes().filter(|r| !r.contains("/shop/"))
+    });
+    assert_eq!(metric(admin, "attache_last_known_good_objects "), Some(0));
+}

@@ -356,3 +356,86 @@ fn one_replica_writes_status_and_another_takes_over_when_it_dies() {
     assert_eq!(leader(survivor), 1);
     drop(leader_proc);
 }
+
+fn versioned_mapping(prefix: &str, timeout: &str) -> String {
+    format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: shop\n  namespace: shop\nspec:\n  hostname: \"*\"\n  prefix: {prefix}\n  service: shop:80\n  timeout_ms: {timeout}\n")
+}
+
+/// The snapshot version a replica serves, and whether its routes hold `prefix`.
+fn served(admin: std::net::SocketAddr, prefix: &str) -> Option<(String, bool)> {
+    let body = get(admin, "a", "/debug/snapshot").ok()?.body;
+    let snapshot: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let version = snapshot["version"].as_str()?.to_string();
+    Some((version, body.contains(&format!("\"prefix\":\"{prefix}\""))))
+}
+
+#[test]
+fn replicas_share_the_last_valid_version_so_a_restarted_one_serves_the_same() {
+    let (dir, api, kubeconfig) = emulated_cluster();
+    api.apply(&listener_and_host(free_port()));
+    api.apply(&versioned_mapping("/v1/", "3000"));
+    let (_a, a_admin) = status_replica(&kubeconfig, dir.path(), "replica-a");
+    let status = || {
+        api.object("getambassador.io/v3alpha1", "Mapping", "shop", "shop")
+            .map(|o| o["status"].clone())
+            .unwrap_or_default()
+    };
+    wait_for("the first version served", Duration::from_secs(30), || {
+        served(a_admin, "/v1/").filter(|(_, has)| *has)
+    });
+    wait_for("the Mapping accepted", Duration::from_secs(30), || {
+        (status()["conditions"][0]["status"] == "True").then_some(())
+    });
+
+    // The author breaks it: the first version is still served, and kept in its status.
+    api.apply(&versioned_mapping("/v2/", "abc"));
+    wait_for("status.lastValid written", Duration::from_secs(30), || {
+        (status()["lastValid"]["spec"]["prefix"] == "/v1/").then_some(())
+    });
+    let s = status();
+    assert_eq!(s["conditions"][0]["status"], "False", "{s}");
+    assert_eq!(s["conditions"][0]["reason"], "ServingLastValid", "{s}");
+    assert_eq!(s["state"], "Running", "{s}");
+    let (version_a, has_v1) = served(a_admin, "/v1/").unwrap();
+    assert!(has_v1);
+    assert!(!served(a_admin, "/v2/").unwrap().1);
+    assert_eq!(metric(a_admin, "attache_last_known_good_objects ").unwrap_or(0), 1);
+    let diagnostics = get(a_admin, "a", "/debug/diagnostics").unwrap().body;
+    assert!(diagnostics.contains("lastgood.serving_previous"), "{diagnostics}");
+
+    // A replica that starts now never saw the valid version: it reads it from the status and
+    // serves exactly the same bytes.
+    let (_b, b_admin) = status_replica(&kubeconfig, dir.path(), "replica-b");
+    let (version_b, b_has_v1) = wait_for("the new replica's first snapshot", Duration::from_secs(30), || {
+        served(b_admin, "/v1/")
+    });
+    assert!(b_has_v1, "the restarted replica serves the last valid version");
+    assert_eq!(version_b, version_a, "replicas agree byte for byte");
+
+    // Fixed: both serve the new version, and the stored one is removed.
+    api.apply(&versioned_mapping("/v3/", "3000"));
+    wait_for("both replicas serve the fix", Duration::from_secs(30), || {
+        let a = served(a_admin, "/v3/").filter(|(_, has)| *has)?;
+        let b = served(b_admin, "/v3/").filter(|(_, has)| *has)?;
+        (a.0 == b.0).then_some(())
+    });
+    wait_for("status.lastValid removed", Duration::from_secs(30), || {
+        status().get("lastValid").is_none().then_some(())
+    });
+
+    // Broken again, then deleted: gone from both.
+    api.apply(&versioned_mapping("/v4/", "abc"));
+    wait_for("the fix kept", Duration::from_secs(30), || {
+        (status()["lastValid"]["spec"]["prefix"] == "/v3/").then_some(())
+    });
+    assert!(api.delete("getambassador.io/v3alpha1", "Mapping", "shop", "shop"));
+    wait_for(
+        "both replicas drop the deleted Mapping",
+        Duration::from_secs(30),
+        || {
+            let a = served(a_admin, "/v3/").filter(|(_, has)| !*has)?;
+            let b = served(b_admin, "/v3/").filter(|(_, has)| !*has)?;
+            (a.0 == b.0).then_some(())
+        },
+    );
+}

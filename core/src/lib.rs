@@ -24,7 +24,10 @@ pub mod rules;
 pub mod envoy;
 // 6. Versioned snapshots.
 pub mod snapshot;
+// What `serve --write-status` writes back.
 pub mod status;
+// Last known good: previous versions of objects that turned invalid.
+pub mod lastgood;
 // YAML output for humans and golden files.
 pub mod output;
 // The worker threads the parallel stages share.
@@ -52,6 +55,8 @@ pub struct Translation {
     pub snapshot: snapshot::Snapshot,
     /// Everything worth telling the user, sorted by file and line.
     pub diagnostics: Vec<Diagnostic>,
+    /// Objects served from their previous version ([`lastgood::translate`]; empty otherwise).
+    pub kept: Vec<lastgood::Kept>,
 }
 
 /// Translates raw objects into Envoy resources: the reference pipeline, plain stage after plain
@@ -79,6 +84,7 @@ fn finish(ir: ir::Ir, snapshot: snapshot::Snapshot, mut diagnostics: Vec<Diagnos
         ir,
         snapshot,
         diagnostics,
+        kept: Vec::new(),
     }
 }
 

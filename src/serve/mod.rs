@@ -143,6 +143,12 @@ pub struct ServeArgs {
     /// configuration this long and publish the empty one only if it stays empty. 0: at once.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub empty_grace_seconds: u64,
+    /// Drop an object as soon as it has errors. By default an object that was valid and turns
+    /// invalid keeps being served as it last was (with a warning and the
+    /// attache_last_known_good_objects metric) until it is fixed or deleted; in Kubernetes,
+    /// replicas share those versions through --write-status (status.lastValid).
+    #[arg(long, env = "ATTACHE_NO_LAST_KNOWN_GOOD", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_last_known_good: bool,
     #[allow(missing_docs, reason = "a doc comment here would become clap help text")]
     #[command(flatten)]
     pub translation: TranslationArgs,
@@ -265,6 +271,7 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
     };
     let debounce = Duration::from_millis(args.debounce_ms);
     let empty_grace_seconds = args.empty_grace_seconds;
+    let no_last_known_good = args.no_last_known_good;
     let mut updates = match (kube_client, &args.config_dir) {
         (Some(client), _) => {
             let namespace = args
@@ -354,6 +361,8 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
             // Whether the last set published had objects, and an empty set held back since when.
             let mut had_objects = false;
             let mut held: Option<(Instant, crate::source::Loaded)> = None;
+            // The last valid version of each object (see `lastgood`), unless turned off.
+            let mut last_good = (!no_last_known_good).then(crate::lastgood::LastGood::default);
             loop {
                 // `confirmed`: an empty set that stayed empty through the grace period.
                 let (loaded, confirmed) = match held.take() {
@@ -395,13 +404,26 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
                 let started = Instant::now();
                 let parse_options = parse_options.clone();
                 let wanted_tx = Arc::clone(&wanted_tx);
-                let (t, tr) = match tokio::task::spawn_blocking(move || {
-                    let t = translator.translate(&loaded);
+                let mut memory = last_good.take();
+                let (t, tr, memory) = match tokio::task::spawn_blocking(move || {
+                    let t = match memory.as_mut() {
+                        Some(memory) => {
+                            let t = crate::lastgood::translate(&loaded, memory, |l| translator.translate(l));
+                            memory.remember(&loaded, &t);
+                            t
+                        }
+                        None => translator.translate(&loaded),
+                    };
                     // The statuses to write back (what they are computed from is cheap next to
                     // the translation; the writer writes only what differs).
                     if write_status {
-                        let targets = crate::status::targets(&loaded.objects);
-                        let statuses = crate::status::desired(&targets, &t.diagnostics);
+                        let targets = crate::status::targets(&loaded.objects, |kind| {
+                            crate::source::kube::KINDS
+                                .iter()
+                                .find(|k| k.kind == kind)
+                                .map(|k| k.plural)
+                        });
+                        let statuses = crate::status::desired(&targets, &t.diagnostics, &t.kept);
                         let plurals: std::collections::BTreeMap<_, _> =
                             targets.iter().map(|t| (t.object.clone(), t.plural)).collect();
                         let wanted = crate::status_writer::Wanted {
@@ -421,7 +443,7 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
                             }
                         });
                     }
-                    (t, translator)
+                    (t, translator, memory)
                 })
                 .await
                 {
@@ -429,10 +451,12 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
                     Err(_) => {
                         tracing::error!("translation panicked; keeping the previous configuration (this is a bug)");
                         translator = crate::Translator::new(Arc::clone(&registry), options.clone());
+                        last_good = (!no_last_known_good).then(crate::lastgood::LastGood::default);
                         continue;
                     }
                 };
                 translator = tr;
+                last_good = memory;
                 let (reused, rendered) = translator.last_render_stats();
                 tracing::debug!(reused, rendered, "IR nodes reused from the previous translation");
                 publish(&shared, t, objects, started.elapsed(), &mut last_errors);

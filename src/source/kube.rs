@@ -205,14 +205,16 @@ struct Converted {
     /// The Service `(namespace, name)` that `scoped` belongs to.
     scope: Option<ObjectKey>,
     scoped: Vec<RawObject>,
+    /// The object's last valid version, from its `status.lastValid` (see `lastgood`).
+    previous: Vec<RawObject>,
 }
 
 /// The parts of a [`Converted`] that go into a set.
-type Visible<'a> = (&'a [RawObject], &'a [Diagnostic], &'a [RawObject]);
+type Visible<'a> = (&'a [RawObject], &'a [Diagnostic], &'a [RawObject], &'a [RawObject]);
 
 impl Converted {
     fn is_empty(&self) -> bool {
-        self.objects.is_empty() && self.diagnostics.is_empty() && self.scoped.is_empty()
+        self.objects.is_empty() && self.diagnostics.is_empty() && self.scoped.is_empty() && self.previous.is_empty()
     }
 
     /// What of it goes into a set, given the referenced Services.
@@ -221,7 +223,7 @@ impl Converted {
             Some(key) if services.contains(key) => &self.scoped,
             _ => &[],
         };
-        (&self.objects, &self.diagnostics, scoped)
+        (&self.objects, &self.diagnostics, scoped, &self.previous)
     }
 }
 
@@ -233,7 +235,7 @@ fn visible_all<'a>(objects: &'a BTreeMap<ObjectKey, Converted>, services: &BTree
 /// Whether replacing `old` by `new` changes what a set holds.
 /// Whether two conversions of one object say the same, whatever their resourceVersions: an
 /// update that changed only what attache does not read (a status written by `--write-status`,
-/// say) changes their origins and nothing else.
+/// other than `lastValid`) changes their origins and nothing else.
 fn same_content(old: &Converted, new: &Converted) -> bool {
     let roots = |list: &[RawObject]| list.iter().map(|o| std::sync::Arc::clone(&o.root)).collect::<Vec<_>>();
     let said = |list: &[Diagnostic]| {
@@ -244,6 +246,7 @@ fn same_content(old: &Converted, new: &Converted) -> bool {
     old.scope == new.scope
         && roots(&old.objects) == roots(&new.objects)
         && roots(&old.scoped) == roots(&new.scoped)
+        && roots(&old.previous) == roots(&new.previous)
         && said(&old.diagnostics) == said(&new.diagnostics)
 }
 
@@ -675,10 +678,11 @@ impl Source {
                 }
             }
             for converted in store.objects.values() {
-                let (objects, diagnostics, scoped) = converted.visible(&self.services);
+                let (objects, diagnostics, scoped, previous) = converted.visible(&self.services);
                 loaded.objects.extend(objects.iter().cloned());
                 loaded.diagnostics.extend(diagnostics.iter().cloned());
                 loaded.objects.extend(scoped.iter().cloned());
+                loaded.previous.extend(previous.iter().cloned());
             }
         }
         loaded
@@ -734,6 +738,14 @@ fn convert(id: &WatchId, o: DynamicObject) -> Converted {
             metadata.insert("annotations".into(), serde_json::to_value(kept).unwrap_or_default());
         }
     }
+    let stored_previous = match id {
+        WatchId::Kind(_) => o
+            .data
+            .get("status")
+            .and_then(|s| s.get(crate::status::LAST_VALID))
+            .cloned(),
+        _ => None,
+    };
     let mut object = serde_json::Map::new();
     object.insert("apiVersion".into(), Value::String(api_version));
     object.insert("kind".into(), Value::String(kind.to_string()));
@@ -745,7 +757,8 @@ fn convert(id: &WatchId, o: DynamicObject) -> Converted {
             }
         }
     }
-    let root = Node::from_json(&Value::Object(object), 0, 0);
+    let object = Value::Object(object);
+    let root = Node::from_json(&object, 0, 0);
     let origin = Origin::new(format!("kubernetes resourceVersion {resource_version}"), 0, 0);
     match id {
         WatchId::Services { ports } => {
@@ -763,6 +776,7 @@ fn convert(id: &WatchId, o: DynamicObject) -> Converted {
                 } else {
                     Vec::new()
                 },
+                previous: Vec::new(),
             }
         }
         WatchId::ServicePorts => Converted {
@@ -784,10 +798,23 @@ fn convert(id: &WatchId, o: DynamicObject) -> Converted {
                 ..Converted::default()
             }
         }
-        _ => Converted {
-            objects: vec![RawObject::new(origin, root)],
-            ..Converted::default()
-        },
+        _ => {
+            // The version the status writer keeps while the object is invalid (no
+            // resourceVersion in its origin: every replica reads the same bytes).
+            let previous = stored_previous
+                .and_then(|stored| crate::status::from_last_valid(&object, &stored))
+                .map(|v| {
+                    RawObject::new(
+                        Origin::new(format!("kubernetes {kind} {namespace}/{name} status.lastValid"), 0, 0),
+                        Node::from_json(&v, 0, 0),
+                    )
+                });
+            Converted {
+                objects: vec![RawObject::new(origin, root)],
+                previous: previous.into_iter().collect(),
+                ..Converted::default()
+            }
+        }
     }
 }
 

@@ -102,6 +102,9 @@ pub struct Loaded {
     pub objects: Vec<RawObject>,
     /// Files or documents that could not be read.
     pub diagnostics: Vec<Diagnostic>,
+    /// The last valid version of objects, where the source keeps them (Kubernetes: beside each
+    /// object, in `status.lastValid`, written by `serve --write-status`); see `lastgood`.
+    pub previous: Vec<RawObject>,
 }
 
 /// What a configuration needs from outside the getambassador.io group: the Secrets its Hosts and
@@ -292,5 +295,9 @@ pub fn parse_text(file: &str, text: &str) -> Loaded {
                 ))
         }))
         .collect();
-    Loaded { objects, diagnostics }
+    Loaded {
+        objects,
+        diagnostics,
+        previous: Vec::new(),
+    }
 }
