@@ -281,6 +281,14 @@ fn yaml_slips_are_explained_at_the_line_to_fix() {
         &dir.path().join("outdent.yaml"),
         &mapping("outdent", "  hostname: \"*\"\n  prefix: /a/\nservice: a\n"),
     );
+    // Both required fields slipped out of `spec`: both are named, not one per edit.
+    write(
+        &dir.path().join("both.yaml"),
+        &format!(
+            "{}---\napiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: l\nspec:\n  hostBinding: {{}}\n",
+            mapping("both", "  hostname: \"*\"\nprefix: /a/\nservice: a\n")
+        ),
+    );
     let out = attache().arg("validate").arg(dir.path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     for expected in [
@@ -289,6 +297,12 @@ fn yaml_slips_are_explained_at_the_line_to_fix() {
         "indent.yaml:7:11: error[yaml.syntax]: YAML syntax error: this line is indented more than the key above",
         "dedent.yaml:7:3: error[yaml.syntax]: YAML syntax error: this line is not indented like the keys around it",
         "outdent.yaml:8:1: Mapping default/outdent: service: warning[mapping.misplaced_field]: `service` is at the top of the object, not under `spec:`",
+        "both.yaml:5:1: Mapping default/both: spec.prefix: error[mapping.missing_prefix]",
+        "both.yaml:5:1: Mapping default/both: spec.service: error[mapping.missing_service]",
+        "both.yaml:7:1: Mapping default/both: prefix: warning[mapping.misplaced_field]",
+        "Listener default/l: spec: error[listener.missing_port]",
+        "Listener default/l: spec: error[listener.missing_protocol]",
+        "Listener default/l: spec: error[listener.missing_security_model]",
     ] {
         assert!(stdout.contains(expected), "missing `{expected}` in:\n{stdout}");
     }

@@ -116,33 +116,35 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Listener> {
             .to_string(),
         )
     })?;
+    // Every missing or wrong required field at once, not one per edit.
     let port = match spec.port.map(u16::try_from) {
-        Some(Ok(p)) if p > 0 => p,
+        Some(Ok(p)) if p > 0 => Some(p),
         Some(_) => {
             let d = r.error("invalid_port", "spec.port", "port must be between 1 and 65535");
             r.diagnostics.push(d);
-            return None;
+            None
         }
         None => {
             let d = r
                 .error("missing_port", "spec", "a Listener needs a `port`")
                 .hint("add e.g. `port: 8080`");
             r.diagnostics.push(d);
-            return None;
+            None
         }
     };
-    let Some(protocol) = spec.protocol else {
+    if spec.protocol.is_none() {
         let d = r
             .error("missing_protocol", "spec", "a Listener needs a `protocol`")
             .hint("add e.g. `protocol: HTTP`");
         r.diagnostics.push(d);
-        return None;
-    };
-    let Some(security_model) = spec.security_model else {
+    }
+    if spec.security_model.is_none() {
         let d = r
             .error("missing_security_model", "spec", "a Listener needs a `securityModel`")
             .hint("add `securityModel: XFP` (secure when X-Forwarded-Proto is https), SECURE or INSECURE");
         r.diagnostics.push(d);
+    }
+    let (Some(port), Some(protocol), Some(security_model)) = (port, spec.protocol, spec.security_model) else {
         return None;
     };
     match protocol {

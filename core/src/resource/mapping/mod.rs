@@ -511,11 +511,22 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         drop_false_matches(r, &mut spec);
     }
     let (hostname, host, host_regex) = host_match(r, &mut spec, legacy, &mut ok);
-    let Some(prefix) = spec.prefix.take().filter(|p| !p.is_empty()) else {
+    // Every missing required field at once, not one per edit.
+    let prefix = spec.prefix.take().filter(|p| !p.is_empty());
+    let service_text = spec.service.take().filter(|s| !s.trim().is_empty());
+    if prefix.is_none() {
         let d = r
             .error("missing_prefix", "spec.prefix", "a Mapping needs a `prefix`")
             .hint("add e.g. `prefix: /backend/`; this Mapping was left out of the configuration");
         r.diagnostics.push(d);
+    }
+    if service_text.is_none() {
+        let d = r
+            .error("missing_service", "spec.service", "a Mapping needs a `service` to send requests to")
+            .hint("add e.g. `service: quote:80` (or `name.namespace:port`); this Mapping was left out of the configuration");
+        r.diagnostics.push(d);
+    }
+    let (Some(prefix), Some(service_text)) = (prefix, service_text) else {
         return None;
     };
     if !prefix.starts_with('/') {
@@ -529,13 +540,6 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         r.diagnostics.push(d);
         ok = false;
     }
-    let Some(service_text) = spec.service.take().filter(|s| !s.trim().is_empty()) else {
-        let d = r
-            .error("missing_service", "spec.service", "a Mapping needs a `service` to send requests to")
-            .hint("add e.g. `service: quote:80` (or `name.namespace:port`); this Mapping was left out of the configuration");
-        r.diagnostics.push(d);
-        return None;
-    };
     let service = r.service("spec.service", &service_text);
     check_matches(r, &spec, &mut ok);
     not_used(r, &spec);
