@@ -29,3 +29,5 @@ pub mod admin;
 /// Kubernetes CustomResourceDefinitions of the kinds attache reads (`attache crds`).
 pub mod crd;
 pub mod serve;
+// Operators' tooling for rule packs: `attache rules test`, `attache translate --diff`.
+pub mod pack_test;

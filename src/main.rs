@@ -66,6 +66,10 @@ enum Command {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "yaml")]
         output: Format,
+        /// Instead of the resources, print what the --rules packs change: a unified diff of the
+        /// output with the built-in pack alone against the output with the packs.
+        #[arg(long, conflicts_with = "bootstrap")]
+        diff: bool,
         #[command(flatten)]
         translation: Translation,
     },
@@ -105,6 +109,9 @@ enum Command {
     /// Serve ADS, watch the configuration (a directory, or Kubernetes with --kubernetes) and
     /// push every change to Envoy.
     Serve(Box<attache::serve::ServeArgs>),
+    /// Work with rule packs (operators' extensions of the built-in translation).
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Print the CustomResourceDefinitions of the getambassador.io kinds attache reads, for
     /// `attache crds | kubectl apply -f -` (the same as deploy/crds.yaml).
     ///
@@ -114,6 +121,28 @@ enum Command {
     Crds,
 }
 
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Run a pack's fixtures: each PACK/tests/NAME/ holds an input.yaml (or an input/ directory)
+    /// and an expected.yaml with the Envoy resources (by type, as `translate` prints them) and
+    /// optionally the `diagnostics` the case must give. Every resource expected.yaml lists must
+    /// be in the output as it is; others are not compared. Exit 1 when a case fails.
+    #[command(
+        after_help = "Examples:\n  attache rules test examples/packs/security-headers            # run the fixtures\n  attache rules test examples/packs/security-headers --update   # (re)write every expected.yaml\n  attache rules test my-pack --rules base-pack                  # a pack that builds on another"
+    )]
+    Test {
+        /// The pack directory (with pack.yaml and tests/).
+        pack: PathBuf,
+        /// Write each case's whole output to its expected.yaml instead of comparing (review the
+        /// change, then trim it to what the pack is about).
+        #[arg(long)]
+        update: bool,
+        /// Packs applied before PACK (--rules DIR, repeatable), and the shared flags.
+        #[command(flatten)]
+        translation: Translation,
+    },
+}
+
 fn print(value: &serde_json::Value, format: Format) -> anyhow::Result<()> {
     let text = match format {
         Format::Yaml => attache::output::to_yaml(value),
@@ -121,6 +150,16 @@ fn print(value: &serde_json::Value, format: Format) -> anyhow::Result<()> {
     };
     let mut out = std::io::stdout().lock();
     // A closed pipe (`| head`) is not an error worth a message.
+    if let Err(e) = out.write_all(text.as_bytes()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+fn print_text(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(text.as_bytes()) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             return Err(e.into());
@@ -170,8 +209,40 @@ fn run() -> anyhow::Result<ExitCode> {
             bootstrap,
             envoy_admin,
             output,
+            diff,
             translation,
         } => {
+            if diff {
+                anyhow::ensure!(
+                    !translation.rules.is_empty(),
+                    "--diff shows what --rules packs change: give at least one --rules DIR"
+                );
+                let core = Translation {
+                    rules: Vec::new(),
+                    ..translation.clone()
+                };
+                let (_, before) = translate_path(&path, &core)?;
+                let (_, after) = translate_path(&path, &translation)?;
+                let text = |t: &attache::Translation| {
+                    let mut v = attache::pack_test::output_value(t, &path);
+                    if let Some(m) = v.as_object_mut() {
+                        m.remove("diagnostics");
+                    }
+                    attache::output::to_yaml(&v)
+                };
+                for d in after.diagnostics.iter().filter(|d| !before.diagnostics.contains(d)) {
+                    eprintln!("{}", attache::serve::as_given(d, &path));
+                }
+                let packs: Vec<String> = translation.rules.iter().map(|p| p.display().to_string()).collect();
+                let out = attache::pack_test::diff(
+                    "built-in pack",
+                    &format!("with {}", packs.join(", ")),
+                    &text(&before),
+                    &text(&after),
+                );
+                print_text(if out.is_empty() { "(no change)\n" } else { &out })?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let (_, t) = translate_path(&path, &translation)?;
             for d in &t.diagnostics {
                 eprintln!("{}", attache::serve::as_given(d, &path));
@@ -246,6 +317,45 @@ fn run() -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("cannot build a bootstrap: {e}"))?;
             print(&value, output)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Rules(RulesCommand::Test {
+            pack,
+            update,
+            translation,
+        }) => {
+            let mut registry = translation.registry()?;
+            registry
+                .add_dir(&pack)
+                .with_context(|| format!("loading the pack under test, {}", pack.display()))?;
+            let results =
+                attache::pack_test::run(&pack, &std::sync::Arc::new(registry), &translation.options(), update)?;
+            let mut failed = 0;
+            let mut text = String::new();
+            for r in &results {
+                match &r.outcome {
+                    attache::pack_test::Outcome::Passed => text.push_str(&format!("ok      {}\n", r.name)),
+                    attache::pack_test::Outcome::Written => {
+                        text.push_str(&format!("written {}/tests/{}/expected.yaml\n", pack.display(), r.name));
+                    }
+                    attache::pack_test::Outcome::Failed(why) => {
+                        failed += 1;
+                        text.push_str(&format!("FAILED  {}\n{why}", r.name));
+                    }
+                }
+            }
+            let n = |count: usize, one: &str| format!("{count} {one}{}", if count == 1 { "" } else { "s" });
+            text.push_str(&format!("{}: {} failed\n", n(results.len(), "case"), failed));
+            print_text(&text)?;
+            anyhow::ensure!(
+                !results.is_empty(),
+                "{}/tests/ has no case (a directory with input.yaml)",
+                pack.display()
+            );
+            Ok(if failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Crds => {
             let mut out = std::io::stdout().lock();

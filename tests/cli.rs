@@ -346,3 +346,95 @@ fn validate_with_envoy_reports_what_envoy_refuses_on_its_object() {
         "{stdout}"
     );
 }
+
+fn examples_pack(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/packs")
+        .join(name)
+}
+
+#[test]
+fn the_example_packs_pass_their_fixtures() {
+    for pack in ["security-headers", "lua-filter", "json-access-log", "namespace-retries"] {
+        let out = attache()
+            .args(["rules", "test"])
+            .arg(examples_pack(pack))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{pack}:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(" 0 failed"), "{pack}: {stdout}");
+        assert!(!stdout.contains("written"), "{pack}: every case has its expected.yaml");
+    }
+}
+
+#[test]
+fn rules_test_shows_what_differs_and_update_rewrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("pack");
+    // A copy of an example pack, with its fixture's expectation made wrong.
+    let source = examples_pack("security-headers");
+    for file in ["pack.yaml", "route/headers.yaml.hbs", "tests/every-route/input.yaml"] {
+        write(&pack.join(file), &std::fs::read_to_string(source.join(file)).unwrap());
+    }
+    let expected = std::fs::read_to_string(source.join("tests/every-route/expected.yaml")).unwrap();
+    write(
+        &pack.join("tests/every-route/expected.yaml"),
+        &expected.replace("value: nosniff", "value: sniff-away"),
+    );
+    let out = attache().args(["rules", "test"]).arg(&pack).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAILED  every-route"), "{stdout}");
+    assert!(
+        stdout.contains("-                value: sniff-away") || stdout.contains("-") && stdout.contains("sniff-away"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("+") && stdout.contains("nosniff"), "{stdout}");
+    let out = attache()
+        .args(["rules", "test", "--update"])
+        .arg(&pack)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("written"));
+    let out = attache().args(["rules", "test"]).arg(&pack).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // A pack that does not load is exit 2, naming the pack.
+    write(&pack.join("pack.yaml"), "name: broken\nrules:\n  - id: x\n");
+    let out = attache().args(["rules", "test"]).arg(&pack).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loading the pack under test"));
+}
+
+#[test]
+fn translate_diff_shows_what_a_pack_changes() {
+    let input = examples_pack("namespace-retries").join("tests/payments-only/input.yaml");
+    let out = attache()
+        .arg("translate")
+        .arg(&input)
+        .arg("--diff")
+        .arg("--rules")
+        .arg(examples_pack("namespace-retries"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("--- built-in pack\n+++ with "), "{stdout}");
+    assert!(
+        stdout.contains("+                numRetries: 2") || stdout.contains("numRetries: 2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("-") && stdout.contains("timeout: 3s"), "{stdout}");
+    // Only the payments route changed: the blog route's lines are not in the diff.
+    assert!(
+        !stdout.contains("web/blog") || stdout.matches("retryPolicy").count() == 1,
+        "{stdout}"
+    );
+    let out = attache().arg("translate").arg(&input).arg("--diff").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

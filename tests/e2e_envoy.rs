@@ -4,6 +4,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -291,14 +292,36 @@ fn operator_rule_packs_change_what_envoy_serves() {
         &filters.join("http_filter/broken.yaml.hbs"),
         "name: filters.broken\ntyped_config:\n  \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer\n",
     );
+    // Pack 4 is an operator's first try at a Lua filter as a listener patch: it appends a second
+    // filter chain that matches what the first does, which Envoy would refuse with the whole
+    // listener. The patch is dropped alone; the listener is sent without it.
+    let mistakes = dir.path().join("packs/mistakes");
+    write(
+        &mistakes.join("pack.yaml"),
+        "name: mistakes\nrules:\n  - id: mistakes.lua_chain\n    kind: listener\n    patch: true\n    emits: envoy.config.listener.v3.Listener\n    template: listener/lua.yaml.hbs\n",
+    );
+    write(
+        &mistakes.join("listener/lua.yaml.hbs"),
+        "filter_chains:\n  - filters:\n      - name: envoy.filters.http.lua\n",
+    );
     let retries_arg = retries.display().to_string();
     let header_arg = header.display().to_string();
     let filters_arg = filters.display().to_string();
+    let mistakes_arg = mistakes.display().to_string();
     let (_attache, listen, envoy_admin, admin) = serve(
         &config,
         dir.path(),
         port,
-        &["--rules", &retries_arg, "--rules", &header_arg, "--rules", &filters_arg],
+        &[
+            "--rules",
+            &retries_arg,
+            "--rules",
+            &header_arg,
+            "--rules",
+            &filters_arg,
+            "--rules",
+            &mistakes_arg,
+        ],
     );
     let r = wait_for("Envoy to serve /a/", Duration::from_secs(30), || {
         get(listen, "x", "/a/z").ok().filter(|r| r.status == 200)
@@ -317,6 +340,10 @@ fn operator_rule_packs_change_what_envoy_serves() {
     let diagnostics = get(admin, "admin", "/debug/diagnostics").unwrap().body;
     assert!(
         diagnostics.contains("filters.broken") && diagnostics.contains("rules.invalid_output"),
+        "{diagnostics}"
+    );
+    assert!(
+        diagnostics.contains("mistakes.lua_chain") && diagnostics.contains("rules.patch_dropped"),
         "{diagnostics}"
     );
     assert_eq!(
@@ -2084,4 +2111,85 @@ fn without_last_known_good_an_invalid_mapping_is_dropped_at_once() {
         routes().filter(|r| !r.contains("/shop/"))
     });
     assert_eq!(metric(admin, "attache_last_known_good_objects "), Some(0));
+}
+
+#[test]
+fn the_example_rule_packs_work_in_a_real_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    // Fails the first request of each path with a 503, then answers.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let flaky = {
+        let seen = std::sync::Arc::clone(&seen);
+        http_server(move |head| {
+            let path = head.lines().next().unwrap_or("").to_string();
+            let first = seen.lock().unwrap().insert(path);
+            let (status, body) = if first {
+                ("503 Service Unavailable", "try again")
+            } else {
+                ("200 OK", "done")
+            };
+            format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+        })
+    };
+    let port = free_port();
+    write(
+        &config.join("all.yaml"),
+        &format!(
+            "{}---\n{}---\n{}---\n{}",
+            listener_and_host(port),
+            mapping("shop", "/shop/", a.addr, ""),
+            mapping("charge", "/charge/", flaky, "").replace("name: charge", "name: charge\n  namespace: payments-eu"),
+            mapping("blog", "/blog/", flaky, "").replace("name: blog", "name: blog\n  namespace: web"),
+        ),
+    );
+    let packs = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/packs");
+    let args: Vec<String> = ["security-headers", "lua-filter", "json-access-log", "namespace-retries"]
+        .iter()
+        .flat_map(|p| ["--rules".to_string(), packs.join(p).display().to_string()])
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (attache_proc, listen, envoy_admin, admin) = serve(&config, dir.path(), port, &args);
+    let r = wait_for("Envoy to serve /shop/", Duration::from_secs(30), || {
+        get(listen, "x", "/shop/x").ok().filter(|r| r.status == 200)
+    });
+    // security-headers: on every route.
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{r:?}");
+    assert_eq!(
+        r.header("strict-transport-security"),
+        Some("max-age=31536000; includeSubDomains")
+    );
+    // lua-filter: the upstream was told the listener, the client too.
+    let listener = format!("listener-{port}");
+    assert_eq!(r.header("x-echo-x-attache-listener"), Some(listener.as_str()), "{r:?}");
+    assert_eq!(r.header("x-served-by-listener"), Some(listener.as_str()));
+    // namespace-retries: the payments route retries the 503; the web route does not.
+    let charge = get(listen, "x", "/charge/once").unwrap();
+    assert_eq!((charge.status, charge.body.as_str()), (200, "done"));
+    assert_eq!(get(listen, "x", "/blog/other").unwrap().status, 503);
+    // json-access-log: one JSON line per request on Envoy's stdout.
+    let line = wait_for("the access log line", Duration::from_secs(10), || {
+        attache_proc
+            .log_text()
+            .lines()
+            .find(|l| l.contains("\"log\":\"json-access-log\"") && l.contains("/charge/once"))
+            .map(str::to_string)
+    });
+    let entry: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(entry["status"].to_string().trim_matches('"'), "200", "{entry}");
+    assert_eq!(entry["method"], "GET");
+    assert_eq!(entry["listener"], listener.as_str());
+    // Envoy took everything, and attache reported nothing about the packs.
+    assert_eq!(
+        metric(admin, "attache_xds_nacks_total{type=\"listeners\"} ").unwrap_or(0),
+        0
+    );
+    assert_eq!(
+        metric(admin, "attache_xds_nacks_total{type=\"routes\"} ").unwrap_or(0),
+        0
+    );
+    let diagnostics = get(admin, "a", "/debug/diagnostics").unwrap().body;
+    assert!(!diagnostics.contains("rules."), "{diagnostics}");
+    assert_eq!(stat(envoy_admin, "cluster_manager.cds.update_rejected"), Some(0));
 }

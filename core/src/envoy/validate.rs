@@ -81,7 +81,42 @@ pub fn check_list_len(desc: &MessageDescriptor, field: &FieldDescriptor, n: usiz
 pub fn check(msg: &DynamicMessage) -> Vec<Violation> {
     let mut out = Vec::new();
     check_message(msg, "", &mut out, 0);
+    if msg.descriptor().full_name() == "envoy.config.listener.v3.Listener" {
+        check_filter_chain_matches(msg, &mut out);
+    }
     out
+}
+
+/// Envoy refuses a listener two of whose filter chains have the same `filter_chain_match`
+/// (compared as messages, as Envoy does): no protoc-gen-validate rule says so.
+fn check_filter_chain_matches(listener: &DynamicMessage, out: &mut Vec<Violation>) {
+    use prost::Message as _;
+    let Some(Value::List(chains)) = listener.get_field_by_name("filter_chains").map(|v| v.into_owned()) else {
+        return;
+    };
+    let mut seen: HashMap<Vec<u8>, (usize, String)> = HashMap::new();
+    for (i, chain) in chains.iter().enumerate() {
+        let Value::Message(chain) = chain else { continue };
+        let matching = chain
+            .get_field_by_name("filter_chain_match")
+            .and_then(|m| m.as_message().map(|m| m.encode_to_vec()))
+            .unwrap_or_default();
+        let name = chain
+            .get_field_by_name("name")
+            .and_then(|n| n.as_str().map(str::to_string))
+            .unwrap_or_default();
+        match seen.get(&matching) {
+            Some((j, other)) => out.push(Violation {
+                path: format!("filter_chains[{i}].filter_chain_match"),
+                message: format!(
+                    "is the same as filter chain {j}'s (`{other}`): Envoy refuses a listener whose filter chains match the same connections"
+                ),
+            }),
+            None => {
+                seen.insert(matching, (i, name));
+            }
+        }
+    }
 }
 
 fn join(path: &str, name: &str) -> String {
@@ -150,7 +185,10 @@ fn plan(desc: &MessageDescriptor) -> Arc<Plan> {
     let fields = desc
         .fields()
         .filter_map(|field| {
-            let rules = rules_of(&field).map(|r| compile(&r));
+            let mut rules = rules_of(&field).map(|r| compile(&r));
+            if is_duration(&field) && !field.is_list() && !field.is_map() {
+                rules.get_or_insert_with(Compiled::default).proto_duration = true;
+            }
             let holds_messages = match field.kind() {
                 Kind::Message(m) if field.is_map() => m
                     .map_entry_value_field()
@@ -197,6 +235,7 @@ fn has_rules_below(desc: &MessageDescriptor) -> bool {
         oneof_required
             || desc.fields().any(|f| {
                 rules_of(&f).is_some()
+                    || is_duration(&f)
                     || match f.kind() {
                         Kind::Message(m) => walk(&m, seen),
                         _ => false,
@@ -212,6 +251,24 @@ fn has_rules_below(desc: &MessageDescriptor) -> bool {
         m.insert(desc.full_name().to_string(), v);
     }
     v
+}
+
+fn is_duration(field: &FieldDescriptor) -> bool {
+    matches!(field.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.Duration")
+}
+
+/// Longest duration protobuf allows (10,000 years), as Envoy checks it.
+const MAX_DURATION_SECONDS: i64 = 315_576_000_000;
+
+/// What Envoy says of a duration it refuses whatever the field: negative, or out of range.
+fn duration_range(seconds: i64, nanos: i32) -> Option<&'static str> {
+    if seconds < 0 || nanos < 0 {
+        Some("must not be negative (Envoy refuses negative durations)")
+    } else if seconds > MAX_DURATION_SECONDS || nanos > 999_999_999 {
+        Some("is out of range (at most 315576000000s)")
+    } else {
+        None
+    }
 }
 
 fn check_message(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>, depth: usize) {
@@ -296,6 +353,9 @@ impl FieldCheck {
         let Some(rules) = fp.rules.as_ref().filter(|r| !r.skip) else {
             return true;
         };
+        if rules.proto_duration && duration_range(seconds, nanos).is_some() {
+            return false;
+        }
         let mut ok = true;
         if let Some(bounds) = &rules.duration {
             check_bounds(seconds as f64 + f64::from(nanos) / 1e9, bounds, "s", &mut |_| {
@@ -377,6 +437,9 @@ type ItemRules = (Option<f64>, Option<f64>, Option<Box<Compiled>>);
 struct Compiled {
     skip: bool,
     required: bool,
+    /// A `google.protobuf.Duration` field: Envoy refuses any negative or out-of-range duration,
+    /// whatever the field's own rules (`Invalid duration: Expected positive duration`).
+    proto_duration: bool,
     duration: Option<Bounds>,
     items: Option<ItemRules>,
     pairs: Option<(Option<f64>, Option<f64>)>,
@@ -537,6 +600,13 @@ fn check_field_rules(
     if let Kind::Message(m) = field.kind() {
         let name = m.full_name();
         if name == "google.protobuf.Duration" {
+            if let (true, true, Value::Message(d)) = (rules.proto_duration, present, value) {
+                let int = |n: &str| d.get_field_by_name(n).and_then(|v| as_f64(&v)).unwrap_or(0.0);
+                if let Some(problem) = duration_range(int("seconds") as i64, int("nanos") as i32) {
+                    fail(problem.to_string());
+                    return;
+                }
+            }
             if let (Some(bounds), true, Value::Message(d)) = (&rules.duration, present, value) {
                 check_bounds(duration_secs(d), bounds, "s", &mut fail);
             }
@@ -736,6 +806,31 @@ mod tests {
         assert!(
             v.iter()
                 .any(|m| m.starts_with("connect_timeout: must be greater than 0s")),
+            "{v:?}"
+        );
+        // A negative duration where the field has no rule of its own: Envoy refuses any.
+        let v = violations(
+            "envoy.config.route.v3.Route",
+            json!({"match": {"prefix": "/"}, "route": {"cluster": "c", "timeout": "-1s", "idle_timeout": "0.5s"}}),
+        );
+        assert_eq!(
+            v,
+            vec!["route.timeout: must not be negative (Envoy refuses negative durations)"]
+        );
+        // Two filter chains that match the same connections.
+        let hcm = json!({"name": "hcm", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "s", "rds": {"route_config_name": "r", "config_source": {"ads": {}}}}});
+        let v = violations(
+            "envoy.config.listener.v3.Listener",
+            json!({"name": "l", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 80}},
+                   "filter_chains": [{"name": "a", "filters": [hcm]},
+                                     {"name": "b", "filter_chain_match": {"server_names": ["x"]}, "filters": [hcm]},
+                                     {"filters": [hcm]}]}),
+        );
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].starts_with("filter_chains[2].filter_chain_match: is the same as filter chain 0's (`a`)"),
             "{v:?}"
         );
         // A required oneof left unset (route action) and a required message (match).

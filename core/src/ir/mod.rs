@@ -79,6 +79,9 @@ pub struct SourceRef {
     /// Where it was defined.
     #[serde(skip)]
     pub origin: Origin,
+    /// The object's labels (what a rule's `select` matches), when it has any.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The whole model.

@@ -4,6 +4,7 @@
 //! a diagnostic can show the user exactly where their string went wrong. Pure functions only.
 
 pub mod header_format;
+pub mod patch_path;
 pub mod service;
 pub mod when;
 

@@ -128,6 +128,149 @@ pub(super) fn merge(base: &mut Value, patch: Value) {
     }
 }
 
+/// What a patch rule gives for one node: a value merged into the output (`patch: true` with a
+/// template), or the values of its edits (`edits`), in order.
+pub(super) enum PatchValue {
+    Merge(Value),
+    Edits(Vec<Option<Value>>),
+}
+
+/// Applies one patch rule's value to `value`: the paths of its edits that found nothing, or why
+/// it cannot apply.
+fn apply_patch(value: &mut Value, rule: &Rule, patch: &PatchValue) -> Result<Vec<String>, String> {
+    match patch {
+        PatchValue::Merge(p) => {
+            merge(value, p.clone());
+            Ok(Vec::new())
+        }
+        PatchValue::Edits(values) => {
+            let mut unmatched = Vec::new();
+            for (edit, v) in rule.edits.iter().zip(values) {
+                match super::edit::apply(value, edit, v.as_ref()) {
+                    Ok(true) => {}
+                    Ok(false) => unmatched.push(format!("{}: {}", edit.op.as_str(), edit.path)),
+                    Err(e) => return Err(format!("`{}: {}`: {e}", edit.op.as_str(), edit.path)),
+                }
+            }
+            Ok(unmatched)
+        }
+    }
+}
+
+/// Finishes one plain rule's output: `base` with the `patches` (in table order) applied,
+/// checked and encoded by `check` (which may edit the value: fill placeholders, take spliced
+/// children out). `prepare` runs on `base` first when there are edits (it fills the placeholders
+/// edits may reach into). When the patched output fails and there were patches, a patch that
+/// cannot apply or whose result fails is dropped alone (a `rules.patch_dropped` warning naming
+/// it) and the output is sent with the others, unpatched at worst: an operator's mistake never
+/// takes the output away. Only the rule's own output failing leaves it out
+/// (`rules.invalid_output`). An edit whose path finds nothing is a `rules.edit_unmatched`
+/// warning.
+pub(super) fn finish_patched<E: std::fmt::Display>(
+    node: &mut NodeRenderer<'_>,
+    rule: &Rule,
+    mut base: Value,
+    patches: Vec<(&Rule, PatchValue)>,
+    prepare: impl FnOnce(&mut Value),
+    mut check: impl FnMut(&mut Value) -> Result<Vec<u8>, E>,
+) -> Option<(Value, Vec<u8>)> {
+    let invalid = |node: &mut NodeRenderer<'_>, e: E| {
+        node.fail(
+            rule,
+            "rules.invalid_output",
+            format!("output is not a valid {}: {e}", rule.emits),
+        );
+    };
+    if patches.is_empty() {
+        let mut value = base;
+        return match check(&mut value) {
+            Ok(encoded) => Some((value, encoded)),
+            Err(e) => {
+                invalid(node, e);
+                None
+            }
+        };
+    }
+    if patches.iter().any(|(_, p)| matches!(p, PatchValue::Edits(_))) {
+        prepare(&mut base);
+    }
+    let unmatched = |node: &mut NodeRenderer<'_>, patch: &Rule, paths: Vec<String>| {
+        for path in paths {
+            node.warn(
+                patch,
+                "rules.edit_unmatched",
+                format!("`{path}` found nothing in the output of rule `{}`", rule.id),
+            );
+        }
+    };
+    let mut all = base.clone();
+    let mut found = Vec::new();
+    let applied = patches.iter().all(|(r, p)| match apply_patch(&mut all, r, p) {
+        Ok(u) => {
+            found.push((*r, u));
+            true
+        }
+        Err(_) => false,
+    });
+    if applied {
+        if let Ok(encoded) = check(&mut all) {
+            for (r, u) in found {
+                unmatched(node, r, u);
+            }
+            return Some((all, encoded));
+        }
+    }
+    // Slow path, only when something failed: the rule alone, then each patch on top.
+    let mut trial = base.clone();
+    let mut done = match check(&mut trial) {
+        Ok(encoded) => (trial, encoded),
+        Err(e) => {
+            invalid(node, e);
+            return None;
+        }
+    };
+    let mut current = base;
+    for (patch, p) in patches {
+        let mut next = current.clone();
+        let outcome = apply_patch(&mut next, patch, &p).and_then(|u| {
+            let mut trial = next.clone();
+            check(&mut trial)
+                .map(|encoded| (u, trial, encoded))
+                .map_err(|e| e.to_string())
+        });
+        match outcome {
+            Ok((u, trial, encoded)) => {
+                unmatched(node, patch, u);
+                current = next;
+                done = (trial, encoded);
+            }
+            Err(e) => node.warn(
+                patch,
+                "rules.patch_dropped",
+                format!(
+                    "patch makes the output of rule `{}` invalid ({e}); it is sent without this patch",
+                    rule.id
+                ),
+            ),
+        }
+    }
+    Some(done)
+}
+
+/// [`fill_placeholders`] everywhere but in the field `except` (children spliced as bytes).
+pub(super) fn fill_placeholders_except(value: &mut Value, rendered: &Value, except: Option<&str>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if Some(k.as_str()) != except {
+                    fill_placeholders(v, rendered);
+                }
+            }
+        }
+        other => fill_placeholders(other, rendered),
+    }
+}
+
 /// Whether `value` is the placeholder `{{json rendered.<key>}}` prints.
 pub(super) fn is_placeholder(value: Option<&Value>, key: &str) -> bool {
     value
@@ -208,7 +351,48 @@ impl<'a> NodeRenderer<'a> {
         self.diagnostics.push(d);
     }
 
+    /// A warning about a rule's output that was sent anyway (without the part named).
+    pub(super) fn warn(&mut self, rule: &Rule, code: &str, message: String) {
+        let hint = if code == "rules.edit_unmatched" {
+            "narrow the rule with `when` or `select` to the nodes where the path exists"
+        } else {
+            "fix the patch, or narrow its `when` or `select` to the nodes it fits"
+        };
+        let mut d = Diagnostic::warning(
+            code,
+            format!("rule `{}` ({}) for {}: {message}", rule.id, rule.template, self.node),
+        )
+        .hint(hint);
+        if let Some(s) = self.source {
+            d = d.on(s.object.clone()).at(s.origin.clone());
+        }
+        self.diagnostics.push(d);
+    }
+
+    /// The values of a patch rule with edits: literals as written, templates rendered the plain
+    /// way with the node's context; `None` when a template fails (reported).
+    pub(super) fn render_edits(&mut self, rule: &Rule, ctx: &handlebars::Context) -> Option<PatchValue> {
+        let mut values = Vec::with_capacity(rule.edits.len());
+        for edit in &rule.edits {
+            values.push(match &edit.value {
+                super::edit::EditValue::None => None,
+                super::edit::EditValue::Literal(v) => Some(v.clone()),
+                super::edit::EditValue::Template(key) => match self.registry.hbs.render_with_context(key, ctx) {
+                    Ok(text) => Some(self.parse_text(rule, &text)?),
+                    Err(e) => {
+                        self.fail(rule, "rules.template_failed", e.to_string());
+                        return None;
+                    }
+                },
+            });
+        }
+        Some(PatchValue::Edits(values))
+    }
+
     pub(super) fn applies(&mut self, rule: &Rule, ctx: &Value) -> bool {
+        if rule.select.as_ref().is_some_and(|s| !s.matches(self.source)) {
+            return false;
+        }
         match &rule.when {
             None => true,
             Some((text, c)) => match c.eval(ctx) {

@@ -186,14 +186,33 @@ struct RuleEntry {
     id: String,
     kind: String,
     emits: String,
-    template: String,
+    /// Required, except for a rule with `edits` (whose templates are in its edits).
+    template: Option<String>,
     when: Option<String>,
     #[serde(default)]
     patch: bool,
+    /// Which nodes, by their source object.
+    select: Option<super::edit::Select>,
+    /// Edits at paths of the other rules' output (makes the rule a patch rule).
+    edits: Option<Vec<EditEntry>>,
     /// `http_filter` rules: a named place in the chain ([`SLOTS`]) ...
     slot: Option<String>,
     /// ... or a number (the slots' numbers show where it falls).
     order: Option<i32>,
+}
+
+/// One edit as written: exactly one operation key with its path, and a `template` or a `value`
+/// (none for `remove`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditEntry {
+    add: Option<String>,
+    replace: Option<String>,
+    remove: Option<String>,
+    insert_before: Option<String>,
+    insert_after: Option<String>,
+    template: Option<String>,
+    value: Option<serde_json::Value>,
 }
 
 /// The named places of the HTTP filter chain, in Emissary's order (`ir.py` and
@@ -234,8 +253,12 @@ pub struct Rule {
     /// The condition, as written and parsed.
     pub when: Option<(String, Condition)>,
     /// Whether the output is merged into the output of the other rules for the same node and
-    /// message instead of being a message of its own.
+    /// message instead of being a message of its own (also true for a rule with `edits`).
     pub patch: bool,
+    /// Which nodes it applies to, by their source object (besides `when`).
+    pub select: Option<super::edit::Select>,
+    /// Its edits, in order (empty for a plain rule or a merge patch).
+    pub edits: Vec<super::edit::Edit>,
     /// For an `http_filter` rule: its place in the chain (a slot's number, or its `order`).
     pub order: Option<i32>,
     /// Name the template is registered under.
@@ -400,26 +423,67 @@ impl Registry {
                 }
                 None => None,
             };
-            let template_text = read(&entry.template).map_err(|e| io(&entry.template, e))?;
-            let reads_rendered =
-                reads_rendered(&template_text) || when.as_ref().is_some_and(|(text, _)| text.contains("rendered"));
-            let template_key = format!("{name}:{}", entry.template);
-            self.hbs
-                .register_template_string(&template_key, template_text)
-                .map_err(|e| invalid(label, &entry.template, e.to_string()))?;
-            used_templates.insert(entry.template.clone());
+            let mut reads = when.as_ref().is_some_and(|(text, _)| text.contains("rendered"));
+            let mut register = |file: &str, hbs: &mut Handlebars<'static>| -> Result<String, PackError> {
+                let text = read(file).map_err(|e| io(&format!("{file} (the template of rule `{}`)", entry.id), e))?;
+                reads |= reads_rendered(&text);
+                let key = format!("{name}:{file}");
+                hbs.register_template_string(&key, text)
+                    .map_err(|e| invalid(label, file, e.to_string()))?;
+                used_templates.insert(file.to_string());
+                Ok(key)
+            };
+            let (template, template_key, edits) = match (&entry.template, entry.edits) {
+                (Some(file), None) => (format!("{name}/{file}"), register(file, &mut self.hbs)?, Vec::new()),
+                (None, Some(list)) => {
+                    if entry.patch {
+                        return Err(invalid(
+                            label,
+                            &at,
+                            "a rule with `edits` is a patch already: drop `patch: true`",
+                        ));
+                    }
+                    let message =
+                        crate::envoy::message(&entry.emits).ok_or_else(|| invalid(label, &at, "unknown message"))?;
+                    let mut edits = Vec::new();
+                    for (n, e) in list.into_iter().enumerate() {
+                        let at = format!("{at}: edits[{n}]");
+                        edits.push(edit_of(e, &message, kind, &at, label, &mut |f| {
+                            register(f, &mut self.hbs)
+                        })?);
+                    }
+                    if edits.is_empty() {
+                        return Err(invalid(label, &at, "`edits` is empty"));
+                    }
+                    (format!("{name}/pack.yaml"), String::new(), edits)
+                }
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        label,
+                        &at,
+                        "a rule has a `template` or `edits`, not both (each edit names its own template)",
+                    ))
+                }
+                (None, None) => return Err(invalid(
+                    label,
+                    &at,
+                    "a rule needs a `template` (a message, or with `patch: true` one merged into others) or `edits`",
+                )),
+            };
             let rule = Rule {
                 shared_id: entry.id.as_str().into(),
                 id: entry.id,
                 pack: name.clone(),
                 kind,
                 emits: entry.emits,
-                template: format!("{name}/{}", entry.template),
+                template,
                 when,
-                patch: entry.patch,
+                patch: entry.patch || !edits.is_empty(),
+                select: entry.select,
+                edits,
                 order,
                 template_key,
-                reads_rendered,
+                reads_rendered: reads,
             };
             if let Some(existing) = self.rules.iter_mut().find(|r| r.id == rule.id) {
                 tracing::info!(rule = %rule.id, pack = %name, "rule pack overrides a rule");
@@ -440,6 +504,78 @@ impl Registry {
         }
         Ok(())
     }
+}
+
+/// One edit, checked: one operation, a path that parses and fits the emitted message (see
+/// `edit::check_path`), a value where the operation needs one.
+fn edit_of(
+    e: EditEntry,
+    message: &prost_reflect::MessageDescriptor,
+    kind: NodeKind,
+    at: &str,
+    label: &str,
+    register: &mut dyn FnMut(&str) -> Result<String, PackError>,
+) -> Result<super::edit::Edit, PackError> {
+    use super::edit::{Edit, EditValue, Op};
+    let ops: Vec<(Op, String)> = [
+        (Op::Add, e.add),
+        (Op::Replace, e.replace),
+        (Op::Remove, e.remove),
+        (Op::InsertBefore, e.insert_before),
+        (Op::InsertAfter, e.insert_after),
+    ]
+    .into_iter()
+    .filter_map(|(op, path)| Some((op, path?)))
+    .collect();
+    let [(op, text)] = <[(Op, String); 1]>::try_from(ops).map_err(|_| {
+        invalid(
+            label,
+            at,
+            "an edit has exactly one of `add`, `replace`, `remove`, `insert_before`, `insert_after` (with its path)",
+        )
+    })?;
+    let path = crate::lang::patch_path::parse(&text)
+        .map_err(|err| invalid(label, at, format!("`{}: {text}`: {err}", op.as_str())))?;
+    let children = match kind {
+        NodeKind::RouteConfig => Some("virtual_hosts"),
+        NodeKind::VirtualHost => Some("routes"),
+        _ => None,
+    };
+    super::edit::check_path(message, &path, children)
+        .map_err(|err| invalid(label, at, format!("`{}: {text}`: {err}", op.as_str())))?;
+    if matches!(op, Op::InsertBefore | Op::InsertAfter)
+        && !matches!(
+            path.steps.last().and_then(|s| s.selectors.last()),
+            Some(crate::lang::patch_path::Selector::Element(..) | crate::lang::patch_path::Selector::All)
+        )
+    {
+        return Err(invalid(
+            label,
+            at,
+            format!(
+                "`{}: {text}`: the path must end in a list element chosen by content, e.g. `http_filters[name=\"envoy.filters.http.router\"]`",
+                op.as_str()
+            ),
+        ));
+    }
+    let value = match (op, e.template, e.value) {
+        (Op::Remove, None, None) => EditValue::None,
+        (Op::Remove, _, _) => return Err(invalid(label, at, "`remove` takes no `template` or `value`")),
+        (_, Some(file), None) => EditValue::Template(register(&file)?),
+        (_, None, Some(v)) => EditValue::Literal(v),
+        (_, Some(_), Some(_)) => return Err(invalid(label, at, "an edit has a `template` or a `value`, not both")),
+        (_, None, None) => {
+            return Err(invalid(
+                label,
+                at,
+                format!(
+                    "`{}` needs a `template` (rendered with the node's context) or a `value`",
+                    op.as_str()
+                ),
+            ))
+        }
+    };
+    Ok(Edit { op, path, value })
 }
 
 /// The place of an `http_filter` rule in the chain, checked: exactly one of `slot` (a known one)
@@ -469,7 +605,7 @@ fn filter_order(entry: &RuleEntry, label: &str, at: &str) -> Result<Option<i32>,
             ),
         ));
     }
-    if entry.patch {
+    if entry.patch || entry.edits.is_some() {
         return Err(invalid(
             label,
             at,
@@ -660,6 +796,78 @@ mod tests {
         assert!(reads_rendered("r: {{json rendered}}"));
         let core = Registry::core().unwrap();
         assert!(NodeKind::ALL.iter().all(|k| !core.reads_rendered(*k)));
+    }
+
+    #[test]
+    fn edits_are_checked_when_the_pack_loads() {
+        let load = |edits: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            if edits.contains("v.yaml.hbs") {
+                std::fs::write(dir.path().join("v.yaml.hbs"), "x: 1").unwrap();
+            }
+            std::fs::write(
+                dir.path().join("pack.yaml"),
+                format!("name: ops\nrules:\n  - id: ops.r\n    kind: route\n    emits: envoy.config.route.v3.Route\n    edits:\n{edits}"),
+            )
+            .unwrap();
+            Registry::with_packs(&[dir.path().to_path_buf()])
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            load("      - add: response_headers_to_add\n        template: v.yaml.hbs\n"),
+            Ok(())
+        );
+        assert_eq!(load("      - replace: route.timeout\n        value: 5s\n"), Ok(()));
+        for (edits, expected) in [
+            (
+                "      - add: route.timout\n        value: 5s\n",
+                "did you mean `timeout`",
+            ),
+            ("      - remove: request_headers_to_add[0]\n", "never by index"),
+            (
+                "      - insert_before: response_headers_to_add\n        value: {}\n",
+                "must end in a list element",
+            ),
+            (
+                "      - remove: route.timeout\n        value: 1s\n",
+                "`remove` takes no",
+            ),
+            ("      - add: route.timeout\n", "needs a `template`"),
+            (
+                "      - add: a\n        replace: b\n        value: 1\n",
+                "exactly one of",
+            ),
+            (
+                "      - add: route.timeout\n        template: missing.hbs\n",
+                "missing.hbs",
+            ),
+        ] {
+            let e = load(edits).unwrap_err();
+            assert!(e.contains(expected), "{edits}: {e}");
+            assert!(e.contains("rule `ops.r`"), "{e}");
+        }
+        // Both a template and edits, or neither.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pack.yaml"),
+            "name: ops\nrules:\n  - id: ops.r\n    kind: route\n    emits: envoy.config.route.v3.Route\n",
+        )
+        .unwrap();
+        let e = Registry::with_packs(&[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs a `template`"), "{e}");
+        // A virtual host's routes are edited through the route kind.
+        std::fs::write(
+            dir.path().join("pack.yaml"),
+            "name: ops\nrules:\n  - id: ops.r\n    kind: virtual_host\n    emits: envoy.config.route.v3.VirtualHost\n    edits:\n      - remove: routes[name=x]\n",
+        )
+        .unwrap();
+        let e = Registry::with_packs(&[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rules of their own kind"), "{e}");
     }
 
     #[test]

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::node::{
-    duplicate_resource, fill_placeholders, merge, output, route_config_head, virtual_host_head, with_rendered, Leaf,
-    NodeRenderer, Output, Rendered, ROUTE, VIRTUAL_HOST,
+    duplicate_resource, fill_placeholders, fill_placeholders_except, finish_patched, output, route_config_head,
+    virtual_host_head, with_rendered, Leaf, NodeRenderer, Output, PatchValue, Rendered, ROUTE, VIRTUAL_HOST,
 };
 use super::pack::Registry;
 use crate::diagnostic::Diagnostic;
@@ -123,38 +123,51 @@ impl Reference<'_> {
             if !node.applies(rule, hctx.data()) {
                 continue;
             }
-            let Some(mut value) = node.render_plain(rule, &hctx) else {
+            let Some(value) = node.render_plain(rule, &hctx) else {
                 continue;
             };
-            let mut applied = rule;
+            let mut patches = Vec::new();
             for patch in rules
                 .iter()
                 .filter(|r| r.kind == kind && r.patch && r.emits == rule.emits)
             {
                 if node.applies(patch, hctx.data()) {
-                    if let Some(p) = node.render_plain(patch, &hctx) {
-                        merge(&mut value, p);
-                        applied = patch;
+                    let p = if patch.edits.is_empty() {
+                        node.render_plain(patch, &hctx).map(PatchValue::Merge)
+                    } else {
+                        node.render_edits(patch, &hctx)
+                    };
+                    if let Some(p) = p {
+                        patches.push((patch, p));
                     }
                 }
             }
-            fill_placeholders(&mut value, &rendered);
-            match crate::envoy::decode_checked(&rule.emits, &value) {
-                Ok(message) => {
-                    // A resource's xDS name: `name`, but `cluster_name` for a ClusterLoadAssignment.
-                    let name = value
-                        .get("name")
-                        .or_else(|| value.get("cluster_name"))
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string();
-                    outputs.push(output(rule, crate::envoy::encode(&message), name));
-                }
-                Err(e) => node.fail(
-                    applied,
-                    "rules.invalid_output",
-                    format!("output is not a valid {}: {e}", rule.emits),
-                ),
+            // What edits may reach: everything but the children (edited through their own kind).
+            let children = match kind {
+                NodeKind::RouteConfig => Some("virtual_hosts"),
+                NodeKind::VirtualHost => Some("routes"),
+                _ => None,
+            };
+            let checked = finish_patched(
+                &mut node,
+                rule,
+                value,
+                patches,
+                |value| fill_placeholders_except(value, &rendered, children),
+                |value| {
+                    fill_placeholders(value, &rendered);
+                    crate::envoy::decode_checked(&rule.emits, value).map(|m| crate::envoy::encode(&m))
+                },
+            );
+            if let Some((value, encoded)) = checked {
+                // A resource's xDS name: `name`, but `cluster_name` for a ClusterLoadAssignment.
+                let name = value
+                    .get("name")
+                    .or_else(|| value.get("cluster_name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                outputs.push(output(rule, encoded, name));
             }
         }
         self.diagnostics.extend(node.into_diagnostics());

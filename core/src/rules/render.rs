@@ -18,8 +18,8 @@ use serde_json::Value;
 use super::filing::Filer;
 pub use super::node::Rendered;
 use super::node::{
-    duplicate_resource, fill_placeholders, is_placeholder, merge, output, route_config_head, virtual_host_head,
-    with_rendered, Leaf, NodeRenderer, Output, ROUTE, VIRTUAL_HOST,
+    duplicate_resource, fill_placeholders, fill_placeholders_except, finish_patched, is_placeholder, output,
+    route_config_head, virtual_host_head, with_rendered, Leaf, NodeRenderer, Output, PatchValue, ROUTE, VIRTUAL_HOST,
 };
 use super::pack::{Registry, Rule};
 use crate::diagnostic::Diagnostic;
@@ -283,48 +283,49 @@ impl NodeRenderer<'_> {
                 outputs.push(output(rule, encoded, name));
                 continue;
             }
-            let Some((mut value, mut placeholders)) = self.parse_rendered(rule, &shape, &values, parsed.as_deref())
-            else {
+            let Some((value, mut placeholders)) = self.parse_rendered(rule, &shape, &values, parsed.as_deref()) else {
                 continue;
             };
-            let mut applied = rule;
+            let mut patches = Vec::new();
             for patch in registry
                 .rules
                 .iter()
                 .filter(|r| r.kind == kind && r.patch && r.emits == rule.emits)
             {
                 if self.applies(patch, data) {
-                    if let Some((p, ph)) = self.render_one(sc, patch, &hctx, children.is_none()) {
-                        merge(&mut value, p);
+                    if !patch.edits.is_empty() {
+                        if let Some(p) = self.render_edits(patch, &hctx) {
+                            // Edit values are plain JSON: a placeholder in them is filled too.
+                            placeholders += 1;
+                            patches.push((patch, p));
+                        }
+                    } else if let Some((p, ph)) = self.render_one(sc, patch, &hctx, children.is_none()) {
+                        patches.push((patch, PatchValue::Merge(p)));
                         placeholders += ph;
-                        applied = patch;
                     }
                 }
             }
             // Children printed as `{{json rendered.routes}}` were checked and encoded on their
             // own: their bytes are appended to the parent's. Anything else is decoded in full.
-            let spliced = children.filter(|c| is_placeholder(value.get(c.key), c.key));
-            if let (Some(c), Some(map)) = (spliced, value.as_object_mut()) {
-                map.remove(c.key);
-                placeholders = placeholders.saturating_sub(1);
-            }
-            if placeholders > 0 {
-                fill_placeholders(&mut value, rendered());
-            }
-            let encoded = match spliced {
-                Some(c) => crate::envoy::encode_with_children(&rule.emits, &value, &[(c.key, c.bytes)]),
-                None => crate::envoy::decode_checked(&rule.emits, &value).map(|m| crate::envoy::encode(&m)),
-            };
-            let encoded = match encoded {
-                Ok(m) => m,
-                Err(e) => {
-                    self.fail(
-                        applied,
-                        "rules.invalid_output",
-                        format!("output is not a valid {}: {e}", rule.emits),
-                    );
-                    continue;
+            let check = |value: &mut Value| {
+                let spliced = children.filter(|c| is_placeholder(value.get(c.key), c.key));
+                let mut left = placeholders;
+                if let (Some(c), Some(map)) = (spliced, value.as_object_mut()) {
+                    map.remove(c.key);
+                    left = left.saturating_sub(1);
                 }
+                if left > 0 {
+                    fill_placeholders(value, rendered());
+                }
+                match spliced {
+                    Some(c) => crate::envoy::encode_with_children(&rule.emits, value, &[(c.key, c.bytes)]),
+                    None => crate::envoy::decode_checked(&rule.emits, value).map(|m| crate::envoy::encode(&m)),
+                }
+            };
+            let child_key = children.map(|c| c.key);
+            let prepare = |value: &mut Value| fill_placeholders_except(value, rendered(), child_key);
+            let Some((value, encoded)) = finish_patched(&mut self, rule, value, patches, prepare, check) else {
+                continue;
             };
             if plannable {
                 if let Some(p) = &parsed {
@@ -775,8 +776,8 @@ fn render_pass(
 
 #[cfg(test)]
 mod tests {
-    use super::merge;
     use crate::ir::NodeKind;
+    use crate::rules::node::merge;
     use serde_json::json;
 
     fn translate_with_route_template(template: &str) -> crate::Translation {

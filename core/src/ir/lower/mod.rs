@@ -45,6 +45,7 @@ fn source_of(meta: &crate::resource::Meta) -> SourceRef {
     SourceRef {
         object: meta.object_ref(),
         origin: meta.origin.clone(),
+        labels: meta.labels.clone(),
     }
 }
 
