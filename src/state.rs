@@ -78,6 +78,12 @@ pub struct Metrics {
     pub status_writes: AtomicU64,
     /// Status writes that failed (retried).
     pub status_write_errors: AtomicU64,
+    /// Rule pack reloads that took effect (`serve --rules`: a pack's files changed).
+    pub rule_reloads: AtomicU64,
+    /// Rule pack reloads refused (the pack is broken; the previous packs stay).
+    pub rule_reload_errors: AtomicU64,
+    /// 1 while the rule packs in use are the ones on disk, 0 while a broken edit is refused.
+    pub rule_packs_current: AtomicU64,
 }
 
 /// Upper bounds of [`Histogram`]'s buckets, in seconds: from a one-object change (about a
@@ -148,8 +154,8 @@ pub struct Shared {
     /// The directory source's root (`--config-dir`): the diagnostics page shows the lines around
     /// a problem from the files under it, and only from those.
     pub config_dir: Option<std::path::PathBuf>,
-    /// The effective rule table, for the diagnostics page (fixed at start).
-    pub rules: Vec<RuleSummary>,
+    /// The effective rule table, for the diagnostics page (replaced when packs are reloaded).
+    pub rules: RwLock<Arc<Vec<RuleSummary>>>,
     /// When the served configuration last changed version (None before the first).
     pub changed_at: Mutex<Option<std::time::SystemTime>>,
 }
@@ -203,13 +209,18 @@ impl Default for Shared {
             kube: Arc::default(),
             envoy_admin: None,
             config_dir: None,
-            rules: Vec::new(),
+            rules: RwLock::default(),
             changed_at: Mutex::new(None),
         }
     }
 }
 
 impl Shared {
+    /// The effective rule table.
+    pub fn rules(&self) -> Arc<Vec<RuleSummary>> {
+        self.rules.read().map(|r| Arc::clone(&r)).unwrap_or_default()
+    }
+
     /// The current translation.
     pub fn translation(&self) -> Arc<Translation> {
         self.translation.read().map(|t| Arc::clone(&t)).unwrap_or_default()
@@ -418,6 +429,24 @@ impl Shared {
             "Status writes that failed (each retried)",
             "counter",
             one(&m.status_write_errors),
+        );
+        counter(
+            "attache_rule_pack_reloads_total",
+            "Rule pack reloads after their files changed, by result (an error keeps the previous packs)",
+            "counter",
+            vec![
+                ("{result=\"ok\"}".into(), m.rule_reloads.load(Ordering::Relaxed)),
+                (
+                    "{result=\"error\"}".into(),
+                    m.rule_reload_errors.load(Ordering::Relaxed),
+                ),
+            ],
+        );
+        counter(
+            "attache_rule_packs_current",
+            "1 while the rule packs in use are those on disk; 0 while a broken edit of one is refused",
+            "gauge",
+            one(&m.rule_packs_current),
         );
         out
     }

@@ -355,7 +355,13 @@ fn examples_pack(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn the_example_packs_pass_their_fixtures() {
-    for pack in ["security-headers", "lua-filter", "json-access-log", "namespace-retries"] {
+    for pack in [
+        "security-headers",
+        "lua-filter",
+        "json-access-log",
+        "namespace-retries",
+        "platform-defaults",
+    ] {
         let out = attache()
             .args(["rules", "test"])
             .arg(examples_pack(pack))

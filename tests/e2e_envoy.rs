@@ -2145,10 +2145,21 @@ fn the_example_rule_packs_work_in_a_real_envoy() {
         ),
     );
     let packs = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/packs");
-    let args: Vec<String> = ["security-headers", "lua-filter", "json-access-log", "namespace-retries"]
-        .iter()
-        .flat_map(|p| ["--rules".to_string(), packs.join(p).display().to_string()])
-        .collect();
+    let args: Vec<String> = [
+        "security-headers",
+        "lua-filter",
+        "json-access-log",
+        "namespace-retries",
+        "platform-defaults",
+    ]
+    .iter()
+    .flat_map(|p| ["--rules".to_string(), packs.join(p).display().to_string()])
+    // Access logs reach stdout at Envoy's file flush (every 10 s by default).
+    .chain([
+        "--envoy-arg=--file-flush-interval-msec".to_string(),
+        "--envoy-arg=100".to_string(),
+    ])
+    .collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (attache_proc, listen, envoy_admin, admin) = serve(&config, dir.path(), port, &args);
     let r = wait_for("Envoy to serve /shop/", Duration::from_secs(30), || {
@@ -2164,6 +2175,8 @@ fn the_example_rule_packs_work_in_a_real_envoy() {
     let listener = format!("listener-{port}");
     assert_eq!(r.header("x-echo-x-attache-listener"), Some(listener.as_str()), "{r:?}");
     assert_eq!(r.header("x-served-by-listener"), Some(listener.as_str()));
+    // platform-defaults: the connection manager's server name.
+    assert_eq!(r.header("server"), Some("shop"), "{r:?}");
     // namespace-retries: the payments route retries the 503; the web route does not.
     let charge = get(listen, "x", "/charge/once").unwrap();
     assert_eq!((charge.status, charge.body.as_str()), (200, "done"));
@@ -2192,4 +2205,74 @@ fn the_example_rule_packs_work_in_a_real_envoy() {
     let diagnostics = get(admin, "a", "/debug/diagnostics").unwrap().body;
     assert!(!diagnostics.contains("rules."), "{diagnostics}");
     assert_eq!(stat(envoy_admin, "cluster_manager.cds.update_rejected"), Some(0));
+}
+
+#[test]
+fn an_edited_pack_is_reloaded_and_a_broken_edit_keeps_the_last_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    write(&config.join("shop.yaml"), &mapping("shop", "/shop/", loopback(1), ""));
+    let pack = dir.path().join("pack");
+    let pack_yaml = "name: hdr\nrules:\n  - id: hdr.route\n    kind: route\n    emits: envoy.config.route.v3.Route\n    edits:\n      - add: response_headers_to_add\n        template: route/h.yaml.hbs\n";
+    write(&pack.join("pack.yaml"), pack_yaml);
+    write(
+        &pack.join("route/h.yaml.hbs"),
+        "- header: { key: x-pack, value: one }\n",
+    );
+    let admin = loopback(free_port());
+    let mut cmd = attache();
+    cmd.args(["serve", "--config-dir"])
+        .arg(&config)
+        .arg("--rules")
+        .arg(&pack)
+        .args(["--ads-listen", &loopback(free_port()).to_string()])
+        .args(["--admin-listen", &admin.to_string(), "--debounce-ms", "20"]);
+    let _attache = Proc::spawn("attache", cmd, dir.path().join("attache.log"));
+    let snapshot = || get(admin, "a", "/debug/snapshot").ok().map(|r| r.body);
+    wait_for("the pack's header", Duration::from_secs(30), || {
+        snapshot().filter(|s| s.contains("\"value\":\"one\""))
+    });
+
+    // Edited: the new output, without a restart.
+    write(
+        &pack.join("route/h.yaml.hbs"),
+        "- header: { key: x-pack, value: two }\n",
+    );
+    wait_for("the edited header", Duration::from_secs(10), || {
+        snapshot().filter(|s| s.contains("\"value\":\"two\""))
+    });
+    assert_eq!(
+        metric(admin, "attache_rule_pack_reloads_total{result=\"ok\"} "),
+        Some(1)
+    );
+
+    // Broken: refused, said in the diagnostics and the metrics; the last good pack stays.
+    write(
+        &pack.join("pack.yaml"),
+        &pack_yaml.replace("response_headers_to_add", "response_headers_to_ad"),
+    );
+    let diagnostics = wait_for("the refusal", Duration::from_secs(10), || {
+        get(admin, "a", "/debug/diagnostics")
+            .ok()
+            .map(|r| r.body)
+            .filter(|d| d.contains("rules.pack_invalid"))
+    });
+    assert!(diagnostics.contains("response_headers_to_ad"), "{diagnostics}");
+    assert_eq!(metric(admin, "attache_rule_packs_current "), Some(0));
+    assert_eq!(
+        metric(admin, "attache_rule_pack_reloads_total{result=\"error\"} "),
+        Some(1)
+    );
+    assert!(snapshot().unwrap().contains("\"value\":\"two\""));
+
+    // Fixed: back to current, the diagnostic gone.
+    write(&pack.join("pack.yaml"), pack_yaml);
+    wait_for("the fixed pack", Duration::from_secs(10), || {
+        (metric(admin, "attache_rule_packs_current ")? == 1).then_some(())
+    });
+    wait_for("the diagnostic gone", Duration::from_secs(10), || {
+        get(admin, "a", "/debug/diagnostics")
+            .ok()
+            .filter(|r| !r.body.contains("rules.pack_invalid"))
+    });
 }

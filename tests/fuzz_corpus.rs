@@ -37,6 +37,11 @@ fn lang_when_corpus() {
 }
 
 #[test]
+fn lang_patch_path_corpus() {
+    assert!(replay("lang_patch_path", attache::fuzzing::lang_patch_path) > 0);
+}
+
+#[test]
 fn yaml_corpus() {
     assert!(replay("yaml", attache::fuzzing::yaml) > 0);
 }

@@ -47,6 +47,34 @@ pub fn lang_when(data: &[u8]) {
     }
 }
 
+/// Rule-pack edit paths: parsed, checked against a message's schema, and applied with every
+/// operation to a small listener-like value (nothing panics, errors point inside the input).
+pub fn lang_patch_path(data: &[u8]) {
+    use crate::rules::edit::{apply, check_path, Edit, EditValue, Op};
+    let Ok(s) = std::str::from_utf8(data) else { return };
+    match crate::lang::patch_path::parse(s) {
+        Err(e) => assert!(e.offset <= s.chars().count(), "error offset past the end of the input"),
+        Ok(path) => {
+            if let Some(listener) = crate::envoy::message("envoy.config.listener.v3.Listener") {
+                let _ = check_path(&listener, &path, None);
+            }
+            let base = serde_json::json!({"name": "l", "filter_chains": [
+                {"name": "a", "filters": [{"name": "hcm", "typed_config": {"http_filters": [{"name": "router"}]}}]},
+                {"name": "b", "filters": []}], "m": {"k": {"x": 1}}, "s": "text"});
+            for op in [Op::Add, Op::Replace, Op::Remove, Op::InsertBefore, Op::InsertAfter] {
+                let mut v = base.clone();
+                let edit = Edit {
+                    op,
+                    path: path.clone(),
+                    value: EditValue::None,
+                };
+                let _ = apply(&mut v, &edit, Some(&serde_json::json!([{"name": "new"}])));
+                let _ = apply(&mut v, &edit, None);
+            }
+        }
+    }
+}
+
 /// The YAML reader and the YAML writer: what is read and written back reads the same.
 pub fn yaml(data: &[u8]) {
     if let Ok(s) = std::str::from_utf8(data) {

@@ -119,7 +119,7 @@ async fn summary(State(s): State<Arc<Shared>>) -> Json<Value> {
         "routes": routes,
         "clusters": t.ir.clusters.len(),
         "envoys": envoys,
-        "rules": s.rules.len(),
+        "rules": s.rules().len(),
     }))
 }
 
@@ -370,7 +370,7 @@ fn diagnostics_json(s: &Shared, around: u32) -> Value {
 }
 
 async fn rules(State(s): State<Arc<Shared>>) -> Json<Value> {
-    Json(serde_json::to_value(&s.rules).unwrap_or(Value::Null))
+    Json(serde_json::to_value(&*s.rules()).unwrap_or(Value::Null))
 }
 
 async fn snapshot(State(s): State<Arc<Shared>>) -> Json<Value> {

@@ -7,6 +7,7 @@
 //! bootstrap pointing at our ADS server, and restarted if it exits.
 
 pub mod envoy_process;
+pub mod packs;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -249,7 +250,7 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         envoy_admin: args.envoy.is_some().then_some(args.envoy_admin),
         config_dir: args.config_dir.clone(),
-        rules: crate::state::RuleSummary::table(&registry),
+        rules: std::sync::RwLock::new(Arc::new(crate::state::RuleSummary::table(&registry))),
         ..Shared::default()
     });
     let kube_client = if args.kubernetes {
@@ -270,6 +271,13 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
         None => None,
     };
     let debounce = Duration::from_millis(args.debounce_ms);
+    // Operator packs are reloaded when their files change (a broken edit is refused).
+    shared.metrics.rule_packs_current.store(1, Ordering::Relaxed);
+    let mut pack_reloads = if args.translation.rules.is_empty() {
+        None
+    } else {
+        Some(packs::watch(args.translation.rules.clone(), debounce).context("cannot watch the --rules directories")?)
+    };
     let empty_grace_seconds = args.empty_grace_seconds;
     let no_last_known_good = args.no_last_known_good;
     let mut updates = match (kube_client, &args.config_dir) {
@@ -363,6 +371,11 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
             let mut held: Option<(Instant, crate::source::Loaded)> = None;
             // The last valid version of each object (see `lastgood`), unless turned off.
             let mut last_good = (!no_last_known_good).then(crate::lastgood::LastGood::default);
+            let mut registry = registry;
+            // The last set translated (a reloaded pack translates it again), and why the packs
+            // on disk are not the ones in use.
+            let mut last_loaded: Option<crate::source::Loaded> = None;
+            let mut pack_error: Option<String> = None;
             loop {
                 // `confirmed`: an empty set that stayed empty through the grace period.
                 let (loaded, confirmed) = match held.take() {
@@ -385,10 +398,46 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
                             (empty, true)
                         }
                     },
-                    None => match updates.recv().await {
-                        Some(loaded) => (loaded, false),
-                        None => break,
-                    },
+                    None => {
+                        let reload = async {
+                            match pack_reloads.as_mut() {
+                                Some(rx) => rx.recv().await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        tokio::select! {
+                            update = updates.recv() => match update {
+                                Some(loaded) => (loaded, false),
+                                None => break,
+                            },
+                            Some(reload) = reload => {
+                                let m = &shared.metrics;
+                                match reload {
+                                    packs::Reload::Loaded(new) => {
+                                        tracing::info!(rules = new.rules().len(), "rule packs reloaded");
+                                        m.rule_reloads.fetch_add(1, Ordering::Relaxed);
+                                        m.rule_packs_current.store(1, Ordering::Relaxed);
+                                        if let Ok(mut rules) = shared.rules.write() {
+                                            *rules = Arc::new(crate::state::RuleSummary::table(&new));
+                                        }
+                                        registry = new;
+                                        translator = crate::Translator::new(Arc::clone(&registry), options.clone());
+                                        pack_error = None;
+                                    }
+                                    packs::Reload::Failed(e) => {
+                                        tracing::error!(error = %e, "rule packs not reloaded: a pack is broken; the packs in use stay until it is fixed");
+                                        m.rule_reload_errors.fetch_add(1, Ordering::Relaxed);
+                                        m.rule_packs_current.store(0, Ordering::Relaxed);
+                                        pack_error = Some(e);
+                                    }
+                                }
+                                match last_loaded.take() {
+                                    Some(loaded) => (loaded, false),
+                                    None => continue,
+                                }
+                            }
+                        }
+                    }
                 };
                 // Nothing at all, where there was something: hold it back (see --empty-grace-seconds).
                 if loaded.objects.is_empty() && had_objects && !grace.is_zero() && !confirmed {
@@ -405,7 +454,7 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
                 let parse_options = parse_options.clone();
                 let wanted_tx = Arc::clone(&wanted_tx);
                 let mut memory = last_good.take();
-                let (t, tr, memory) = match tokio::task::spawn_blocking(move || {
+                let (mut t, tr, memory, loaded) = match tokio::task::spawn_blocking(move || {
                     let t = match memory.as_mut() {
                         Some(memory) => {
                             let t = crate::lastgood::translate(&loaded, memory, |l| translator.translate(l));
@@ -443,7 +492,7 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
                             }
                         });
                     }
-                    (t, translator, memory)
+                    (t, translator, memory, loaded)
                 })
                 .await
                 {
@@ -457,6 +506,17 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
                 };
                 translator = tr;
                 last_good = memory;
+                last_loaded = Some(loaded);
+                if let Some(e) = &pack_error {
+                    t.diagnostics.push(
+                        crate::diagnostic::Diagnostic::error(
+                            "rules.pack_invalid",
+                            format!("rule packs not reloaded, the previous ones are in use: {e}"),
+                        )
+                        .hint("fix the pack: attache loads it again as soon as its files change"),
+                    );
+                    t.diagnostics.sort();
+                }
                 let (reused, rendered) = translator.last_render_stats();
                 tracing::debug!(reused, rendered, "IR nodes reused from the previous translation");
                 publish(&shared, t, objects, started.elapsed(), &mut last_errors);

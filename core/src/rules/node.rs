@@ -340,11 +340,18 @@ impl<'a> NodeRenderer<'a> {
     }
 
     pub(super) fn fail(&mut self, rule: &Rule, code: &str, message: String) {
+        let hint = if code == "rules.bad_condition" {
+            "the rule was skipped on this node (the other rules' output is sent); fix its `when`"
+        } else if rule.patch {
+            "this patch was left out on this node; if the rule comes from an operator pack, fix its template"
+        } else {
+            "this output was left out; if the rule comes from an operator pack, fix the template"
+        };
         let mut d = Diagnostic::error(
             code,
             format!("rule `{}` ({}) for {}: {message}", rule.id, rule.template, self.node),
         )
-        .hint("this output was left out; if the rule comes from an operator pack, fix the template");
+        .hint(hint);
         if let Some(s) = self.source {
             d = d.on(s.object.clone()).at(s.origin.clone());
         }

@@ -371,6 +371,22 @@ impl Registry {
             source,
         };
         let text = read("pack.yaml").map_err(|e| io("pack.yaml", e))?;
+        // `when: !x` is a YAML tag, not a negation: the condition would silently vanish.
+        if let Some((n, _)) = text.lines().enumerate().find(|(_, l)| {
+            l.trim_start()
+                .trim_start_matches("- ")
+                .strip_prefix("when:")
+                .is_some_and(|rest| rest.trim_start().starts_with('!'))
+        }) {
+            return Err(invalid(
+                label,
+                "pack.yaml",
+                format!(
+                    "line {}: quote a `when` that starts with `!` (`when: \"!tcp\"`): YAML reads an unquoted `!` as a tag",
+                    n + 1
+                ),
+            ));
+        }
         let doc = crate::source::yaml::parse_one(&text)
             .map_err(|e| invalid(label, "pack.yaml", format!("line {}: {}", e.line, e.message)))?
             .ok_or_else(|| invalid(label, "pack.yaml", "empty file"))?;
@@ -847,6 +863,10 @@ mod tests {
             assert!(e.contains(expected), "{edits}: {e}");
             assert!(e.contains("rule `ops.r`"), "{e}");
         }
+        // An unquoted `!` in a `when` is a YAML tag.
+        assert!(load("      - remove: route.timeout\n    when: !tcp\n")
+            .unwrap_err()
+            .contains("quote a `when`"));
         // Both a template and edits, or neither.
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
