@@ -102,6 +102,10 @@ enum Command {
         /// xDS protocol flavour.
         #[arg(long, value_enum, default_value = "delta")]
         xds: XdsFlag,
+        /// The most downstream connections Envoy accepts at once, over all its listeners
+        /// (Envoy's global_downstream_max_connections); 0 for no limit.
+        #[arg(long, default_value_t = bootstrap::DEFAULT_MAX_DOWNSTREAM_CONNECTIONS, value_name = "N")]
+        max_connections: u64,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "yaml")]
         output: Format,
@@ -301,6 +305,7 @@ fn run() -> anyhow::Result<ExitCode> {
             node_id,
             envoy_admin,
             xds,
+            max_connections,
             output,
         } => {
             let (ads_host, ads_port) = parse_host_port(&ads).with_context(|| format!("--ads {ads}"))?;
@@ -313,6 +318,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 admin_port: envoy_admin.port(),
                 protocol: xds.into(),
                 json_logs: cli.log_format == attache::serve::LogFormat::Json,
+                max_downstream_connections: max_connections,
             })
             .map_err(|e| anyhow::anyhow!("cannot build a bootstrap: {e}"))?;
             print(&value, output)?;

@@ -71,6 +71,13 @@ fn ads_bootstrap_is_accepted_by_envoy() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("id: n1") && text.contains("attache_ads"), "{text}");
+    // A limit on downstream connections by default (Envoy warns at start without one).
+    assert!(text.contains("max_active_downstream_connections: 50000"), "{text}");
+    let unlimited = attache()
+        .args(["bootstrap", "--max-connections", "0"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&unlimited.stdout).contains("overload_manager"));
     let path = dir.path().join("b.yaml");
     std::fs::write(&path, &text).unwrap();
     let v = Command::new(envoy_bin())

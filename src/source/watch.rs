@@ -12,12 +12,12 @@ use tokio::sync::mpsc;
 use super::dir::Loader;
 use super::Loaded;
 
-/// Watches `path` and sends a freshly loaded set after every burst of changes, starting with the
-/// initial load. Stops when the receiver is dropped.
+/// Bursts of changes under `paths`: the receiver gets one `()` per burst, once no change has
+/// arrived for `debounce` (the watcher lives as long as the returned task's receiver is read).
 ///
 /// # Errors
-/// When the operating system refuses to watch the path.
-pub fn watch(path: PathBuf, debounce: Duration) -> notify::Result<mpsc::Receiver<Loaded>> {
+/// When the operating system refuses to watch a path.
+pub fn bursts(paths: &[PathBuf], debounce: Duration) -> notify::Result<mpsc::Receiver<()>> {
     let (tx, rx) = mpsc::channel(1);
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -27,9 +27,37 @@ pub fn watch(path: PathBuf, debounce: Duration) -> notify::Result<mpsc::Receiver
             }
         }
     })?;
-    watcher.watch(&path, RecursiveMode::Recursive)?;
+    for path in paths {
+        watcher.watch(path, RecursiveMode::Recursive)?;
+    }
     tokio::spawn(async move {
         let _watcher = watcher; // dropped (and unwatched) when this task ends
+        while ev_rx.recv().await.is_some() {
+            // Coalesce: wait until no event arrived for `debounce`.
+            loop {
+                match tokio::time::timeout(debounce, ev_rx.recv()).await {
+                    Ok(Some(())) => {}
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            if tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Watches `path` and sends a freshly loaded set after every burst of changes, starting with the
+/// initial load. Stops when the receiver is dropped.
+///
+/// # Errors
+/// When the operating system refuses to watch the path.
+pub fn watch(path: PathBuf, debounce: Duration) -> notify::Result<mpsc::Receiver<Loaded>> {
+    let (tx, rx) = mpsc::channel(1);
+    let mut changes = bursts(std::slice::from_ref(&path), debounce)?;
+    tokio::spawn(async move {
         let loader = std::sync::Arc::new(std::sync::Mutex::new(Loader::default()));
         let reload = move |p: PathBuf| {
             let loader = std::sync::Arc::clone(&loader);
@@ -45,15 +73,7 @@ pub fn watch(path: PathBuf, debounce: Duration) -> notify::Result<mpsc::Receiver
         if tx.send(initial).await.is_err() {
             return;
         }
-        while ev_rx.recv().await.is_some() {
-            // Coalesce: wait until no event arrived for `debounce`.
-            loop {
-                match tokio::time::timeout(debounce, ev_rx.recv()).await {
-                    Ok(Some(())) => {}
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
+        while changes.recv().await.is_some() {
             let Ok(loaded) = reload(path.clone()).await else {
                 return;
             };

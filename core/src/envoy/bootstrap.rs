@@ -35,7 +35,15 @@ pub struct AdsBootstrap {
     pub protocol: XdsProtocol,
     /// Envoy's own log lines as JSON objects (`application_log_config`) instead of text.
     pub json_logs: bool,
+    /// The most downstream connections Envoy accepts at once, over all listeners (its overload
+    /// manager's `global_downstream_max_connections`); 0 for no limit.
+    pub max_downstream_connections: u64,
 }
+
+/// The default of [`AdsBootstrap::max_downstream_connections`]: what Envoy's edge-proxy guide
+/// suggests, far above what one Envoy serves well, low enough to stop a connection flood before
+/// memory runs out.
+pub const DEFAULT_MAX_DOWNSTREAM_CONNECTIONS: u64 = 50_000;
 
 fn socket(host: &str, port: u16) -> Value {
     json!({"socket_address": {"address": host, "port_value": port}})
@@ -95,6 +103,15 @@ pub fn ads(b: &AdsBootstrap) -> Result<Value, DecodeError> {
             }
         }]}
     });
+    if b.max_downstream_connections > 0 {
+        value["overload_manager"] = json!({"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                "max_active_downstream_connections": b.max_downstream_connections
+            }
+        }]});
+    }
     if b.json_logs {
         value["application_log_config"] = json!({"log_format": {"json_format": {
             "timestamp": "%Y-%m-%dT%T.%f%z",

@@ -347,15 +347,7 @@ impl<'a> NodeRenderer<'a> {
         } else {
             "this output was left out; if the rule comes from an operator pack, fix the template"
         };
-        let mut d = Diagnostic::error(
-            code,
-            format!("rule `{}` ({}) for {}: {message}", rule.id, rule.template, self.node),
-        )
-        .hint(hint);
-        if let Some(s) = self.source {
-            d = d.on(s.object.clone()).at(s.origin.clone());
-        }
-        self.diagnostics.push(d);
+        self.report(Diagnostic::error, rule, code, message, hint);
     }
 
     /// A warning about a rule's output that was sent anyway (without the part named).
@@ -365,7 +357,19 @@ impl<'a> NodeRenderer<'a> {
         } else {
             "fix the patch, or narrow its `when` or `select` to the nodes it fits"
         };
-        let mut d = Diagnostic::warning(
+        self.report(Diagnostic::warning, rule, code, message, hint);
+    }
+
+    /// A diagnostic about a rule on this node, on the node's source object.
+    fn report(
+        &mut self,
+        severity: fn(&str, String) -> Diagnostic,
+        rule: &Rule,
+        code: &str,
+        message: String,
+        hint: &str,
+    ) {
+        let mut d = severity(
             code,
             format!("rule `{}` ({}) for {}: {message}", rule.id, rule.template, self.node),
         )
@@ -437,6 +441,16 @@ pub(super) fn duplicate_resource(
         d = d.on(s.object.clone()).at(s.origin.clone());
     }
     d
+}
+
+/// A rendered message's xDS name: `name`, but `cluster_name` for a ClusterLoadAssignment.
+pub(super) fn resource_name(value: &Value) -> String {
+    value
+        .get("name")
+        .or_else(|| value.get("cluster_name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// One rule's output: its encoded message, named and (for xDS resources) versioned.

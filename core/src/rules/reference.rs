@@ -19,8 +19,9 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::node::{
-    duplicate_resource, fill_placeholders, fill_placeholders_except, finish_patched, output, route_config_head,
-    virtual_host_head, with_rendered, Leaf, NodeRenderer, Output, PatchValue, Rendered, ROUTE, VIRTUAL_HOST,
+    duplicate_resource, fill_placeholders, fill_placeholders_except, finish_patched, output, resource_name,
+    route_config_head, virtual_host_head, with_rendered, Leaf, NodeRenderer, Output, PatchValue, Rendered, ROUTE,
+    VIRTUAL_HOST,
 };
 use super::pack::Registry;
 use crate::diagnostic::Diagnostic;
@@ -160,14 +161,7 @@ impl Reference<'_> {
                 },
             );
             if let Some((value, encoded)) = checked {
-                // A resource's xDS name: `name`, but `cluster_name` for a ClusterLoadAssignment.
-                let name = value
-                    .get("name")
-                    .or_else(|| value.get("cluster_name"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                outputs.push(output(rule, encoded, name));
+                outputs.push(output(rule, encoded, resource_name(&value)));
             }
         }
         self.diagnostics.extend(node.into_diagnostics());

@@ -19,7 +19,8 @@ use super::filing::Filer;
 pub use super::node::Rendered;
 use super::node::{
     duplicate_resource, fill_placeholders, fill_placeholders_except, finish_patched, is_placeholder, output,
-    route_config_head, virtual_host_head, with_rendered, Leaf, NodeRenderer, Output, PatchValue, ROUTE, VIRTUAL_HOST,
+    resource_name, route_config_head, virtual_host_head, with_rendered, Leaf, NodeRenderer, Output, PatchValue, ROUTE,
+    VIRTUAL_HOST,
 };
 use super::pack::{Registry, Rule};
 use crate::diagnostic::Diagnostic;
@@ -332,14 +333,7 @@ impl NodeRenderer<'_> {
                     p.learn(&rule.emits, &values, &encoded);
                 }
             }
-            // A resource's xDS name: `name`, but `cluster_name` for a ClusterLoadAssignment.
-            let name = value
-                .get("name")
-                .or_else(|| value.get("cluster_name"))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            outputs.push(output(rule, encoded, name));
+            outputs.push(output(rule, encoded, resource_name(&value)));
         }
         NodeOutput {
             outputs,
