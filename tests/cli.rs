@@ -451,3 +451,56 @@ fn translate_diff_shows_what_a_pack_changes() {
     let out = attache().arg("translate").arg(&input).arg("--diff").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn envoy_override_is_merged_into_the_routes_only_when_the_operator_allows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mapping = |name: &str, prefix: &str, over: &str| {
+        format!("apiVersion: getambassador.io/v2\nkind: Mapping\nmetadata:\n  name: {name}\nspec:\n  prefix: {prefix}\n  service: svc\n  envoy_override:\n{over}")
+    };
+    write(
+        &dir.path().join("m.yaml"),
+        &format!(
+            "{}---\n{}",
+            mapping(
+                "over",
+                "/over/",
+                "    route:\n      idle_timeout: 42s\n    decorator:\n      operation: checkout\n"
+            ),
+            mapping("bad", "/bad/", "    route:\n      idle_timeout: -5s\n"),
+        ),
+    );
+    // Off: a warning, nothing merged.
+    let out = attache().arg("translate").arg(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stdout.contains("42s") && !stdout.contains("checkout"), "{stdout}");
+    assert!(stderr.contains("warning[mapping.envoy_override_disabled]"), "{stderr}");
+    // On: merged, and a bad override is an error on its Mapping while the route is sent without it.
+    let out = attache()
+        .args(["translate", "--allow-envoy-override"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("idleTimeout: 42s") && stdout.contains("operation: checkout"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("prefix: /bad/"), "the route stays: {stdout}");
+    assert!(
+        stderr.contains("Mapping default/bad: spec.envoy_override: error[mapping.envoy_override_invalid]"),
+        "{stderr}"
+    );
+    // And Envoy takes what is sent.
+    let out = attache()
+        .args(["validate", "--allow-envoy-override"])
+        .arg(format!("--envoy={}", envoy_bin().display()))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("envoy.rejected"), "{stdout}");
+    assert!(stdout.contains("1 error"), "{stdout}");
+}

@@ -53,6 +53,11 @@ pub struct TranslationArgs {
     /// watched.
     #[arg(long, alias = "namespace", env = "AMBASSADOR_NAMESPACE", default_value = "default")]
     pub ambassador_namespace: String,
+    /// Merge a Mapping's `envoy_override` (Envoy Route fields) into its routes. Off by default:
+    /// it lets anyone who can write a Mapping change anything on its Envoy routes (timeouts,
+    /// retries, filters' per-route configuration), which only an operator should allow.
+    #[arg(long, env = "ATTACHE_ALLOW_ENVOY_OVERRIDE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub allow_envoy_override: bool,
 }
 
 impl TranslationArgs {
@@ -61,6 +66,7 @@ impl TranslationArgs {
         crate::Options {
             parse: crate::resource::ParseOptions {
                 ambassador_id: self.ambassador_id.clone(),
+                allow_envoy_override: self.allow_envoy_override,
             },
             lower: crate::ir::lower::LowerOptions {
                 ambassador_namespace: self.ambassador_namespace.clone(),

@@ -670,6 +670,10 @@ pub struct Route {
     pub bypass_error_responses: bool,
     /// `HIGH` for the cluster's high-priority circuit breakers, or `null` (default).
     pub priority: Option<crate::resource::mapping::RoutePriority>,
+    /// The Mapping's `envoy_override` (JSON text, with `--allow-envoy-override`): merged into the
+    /// rendered route last, and checked with it. In the context only when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envoy_override: Option<String>,
     /// Cluster name for `route` actions (Envoy `RouteAction.cluster`).
     pub cluster: String,
     /// Replacement for the matched prefix, `null` for none (Envoy `RouteAction.prefix_rewrite`).

@@ -53,12 +53,17 @@ pub use crate::source::{DEFAULT_NAMESPACE, GROUP};
 pub struct ParseOptions {
     /// This instance's `ambassador_id`; objects naming other ids are ignored (as in Emissary).
     pub ambassador_id: String,
+    /// Whether a Mapping's `envoy_override` is merged into its routes (`--allow-envoy-override`:
+    /// it lets any Mapping author change anything on their routes); ignored with a warning
+    /// otherwise.
+    pub allow_envoy_override: bool,
 }
 
 impl Default for ParseOptions {
     fn default() -> Self {
         ParseOptions {
             ambassador_id: DEFAULT_AMBASSADOR_ID.to_string(),
+            allow_envoy_override: false,
         }
     }
 }
@@ -412,6 +417,7 @@ pub(crate) struct Reader<'a> {
     pub meta: &'a Meta,
     pub diagnostics: &'a mut Vec<Diagnostic>,
     pub code_prefix: &'static str,
+    pub options: &'a ParseOptions,
 }
 
 impl Reader<'_> {
@@ -1096,6 +1102,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
             meta: &meta,
             diagnostics,
             code_prefix,
+            options,
         };
         let spec = read(&mut reader)?;
         Some(Resource { meta, spec })
@@ -1125,6 +1132,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
             meta: &meta,
             diagnostics,
             code_prefix: "secret",
+            options,
         };
         let spec = secret::read(&mut reader).map(Spec::Secret)?;
         return Some(Resource { meta, spec });
@@ -1245,6 +1253,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
                     meta: &meta,
                     diagnostics,
                     code_prefix: "resource",
+                    options,
                 };
                 let d = r.error(
                     "invalid_field",
@@ -1261,6 +1270,7 @@ fn parse_one(obj: &RawObject, options: &ParseOptions, diagnostics: &mut Vec<Diag
         meta: &meta,
         diagnostics,
         code_prefix: read_kind.code,
+        options,
     };
     misplaced_keys(&mut reader, read_kind);
     let spec = (read_kind.read)(&mut reader)?;

@@ -133,13 +133,24 @@ pub(super) fn merge(base: &mut Value, patch: Value) {
 pub(super) enum PatchValue {
     Merge(Value),
     Edits(Vec<Option<Value>>),
+    /// A Mapping's `envoy_override`, merged last into its routes.
+    Override(Value),
+}
+
+/// The `envoy_override` of a route node (its context's), to merge into the output of `rule`.
+pub(super) fn envoy_override(kind: crate::ir::NodeKind, rule: &Rule, ctx: &Value) -> Option<PatchValue> {
+    if kind != crate::ir::NodeKind::Route || rule.emits != ROUTE {
+        return None;
+    }
+    let text = ctx.get("envoy_override")?.as_str()?;
+    serde_json::from_str(text).ok().map(PatchValue::Override)
 }
 
 /// Applies one patch rule's value to `value`: the paths of its edits that found nothing, or why
 /// it cannot apply.
 fn apply_patch(value: &mut Value, rule: &Rule, patch: &PatchValue) -> Result<Vec<String>, String> {
     match patch {
-        PatchValue::Merge(p) => {
+        PatchValue::Merge(p) | PatchValue::Override(p) => {
             merge(value, p.clone());
             Ok(Vec::new())
         }
@@ -244,6 +255,7 @@ pub(super) fn finish_patched<E: std::fmt::Display>(
                 current = next;
                 done = (trial, encoded);
             }
+            Err(e) if matches!(p, PatchValue::Override(_)) => node.override_failed(&e),
             Err(e) => node.warn(
                 patch,
                 "rules.patch_dropped",
@@ -358,6 +370,21 @@ impl<'a> NodeRenderer<'a> {
             "fix the patch, or narrow its `when` or `select` to the nodes it fits"
         };
         self.report(Diagnostic::warning, rule, code, message, hint);
+    }
+
+    /// A Mapping's `envoy_override` that Envoy would refuse: an error on the Mapping, the route
+    /// sent without it.
+    fn override_failed(&mut self, why: &str) {
+        let mut d = Diagnostic::error(
+            "mapping.envoy_override_invalid",
+            format!("`envoy_override` makes {} invalid ({why}); the route is sent without it", self.node),
+        )
+        .path("spec.envoy_override")
+        .hint("write fields of envoy.config.route.v3.Route as Envoy's JSON mapping has them, e.g. `route: {idle_timeout: 30s}`");
+        if let Some(s) = self.source {
+            d = d.on(s.object.clone()).at(s.origin.clone());
+        }
+        self.diagnostics.push(d);
     }
 
     /// A diagnostic about a rule on this node, on the node's source object.

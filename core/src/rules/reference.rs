@@ -19,9 +19,9 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::node::{
-    duplicate_resource, fill_placeholders, fill_placeholders_except, finish_patched, output, resource_name,
-    route_config_head, virtual_host_head, with_rendered, Leaf, NodeRenderer, Output, PatchValue, Rendered, ROUTE,
-    VIRTUAL_HOST,
+    duplicate_resource, envoy_override, fill_placeholders, fill_placeholders_except, finish_patched, output,
+    resource_name, route_config_head, virtual_host_head, with_rendered, Leaf, NodeRenderer, Output, PatchValue,
+    Rendered, ROUTE, VIRTUAL_HOST,
 };
 use super::pack::Registry;
 use crate::diagnostic::Diagnostic;
@@ -142,6 +142,9 @@ impl Reference<'_> {
                         patches.push((patch, p));
                     }
                 }
+            }
+            if let Some(o) = envoy_override(kind, rule, hctx.data()) {
+                patches.push((rule, o));
             }
             // What edits may reach: everything but the children (edited through their own kind).
             let children = match kind {

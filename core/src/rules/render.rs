@@ -18,9 +18,9 @@ use serde_json::Value;
 use super::filing::Filer;
 pub use super::node::Rendered;
 use super::node::{
-    duplicate_resource, fill_placeholders, fill_placeholders_except, finish_patched, is_placeholder, output,
-    resource_name, route_config_head, virtual_host_head, with_rendered, Leaf, NodeRenderer, Output, PatchValue, ROUTE,
-    VIRTUAL_HOST,
+    duplicate_resource, envoy_override, fill_placeholders, fill_placeholders_except, finish_patched, is_placeholder,
+    output, resource_name, route_config_head, virtual_host_head, with_rendered, Leaf, NodeRenderer, Output, PatchValue,
+    ROUTE, VIRTUAL_HOST,
 };
 use super::pack::{Registry, Rule};
 use crate::diagnostic::Diagnostic;
@@ -275,7 +275,8 @@ impl NodeRenderer<'_> {
                     .rules
                     .iter()
                     .any(|r| r.kind == kind && r.patch && r.emits == rule.emits)
-                && !values.iter().any(|v| v.contains("attache-placeholder:"));
+                && !values.iter().any(|v| v.contains("attache-placeholder:"))
+                && data.get("envoy_override").is_none();
             let plan = parsed
                 .as_deref()
                 .filter(|_| plannable)
@@ -305,6 +306,9 @@ impl NodeRenderer<'_> {
                         placeholders += ph;
                     }
                 }
+            }
+            if let Some(o) = envoy_override(kind, rule, data) {
+                patches.push((rule, o));
             }
             // Children printed as `{{json rendered.routes}}` were checked and encoded on their
             // own: their bytes are appended to the parent's. Anything else is decoded in full.

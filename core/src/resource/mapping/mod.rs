@@ -130,8 +130,9 @@ struct MappingSpec {
     #[serde(default)]
     allow_upgrade: Vec<String>,
     use_websocket: Option<bool>,
-    // Read only to say why they are not used (see `not_used`).
+    // Merged into the routes with --allow-envoy-override (see `read_envoy_override`).
     envoy_override: Option<serde_json::Value>,
+    // Read only to say why they are not used (see `not_used`).
     modules: Option<serde_json::Value>,
     docs: Option<serde_json::Value>,
     host_regex: Option<bool>,
@@ -281,6 +282,9 @@ pub struct Mapping {
     /// The route's priority (`priority`): `HIGH` uses the cluster's high-priority circuit
     /// breakers; `None` is Envoy's default.
     pub priority: Option<RoutePriority>,
+    /// `envoy_override`, as JSON text (keys sorted): fields merged into each of the Mapping's
+    /// Envoy routes. Only with `--allow-envoy-override`; `None` otherwise.
+    pub envoy_override: Option<String>,
     /// Requests are not checked by the AuthService.
     pub bypass_auth: bool,
     /// Context sent to the AuthService with each request (gRPC `context_extensions`).
@@ -543,6 +547,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
     let service = r.service("spec.service", &service_text);
     check_matches(r, &spec, &mut ok);
     not_used(r, &spec);
+    let envoy_override = read_envoy_override(r, spec.envoy_override.take(), &mut ok);
     let [add_request_headers, add_response_headers] = read_added_headers(r, &spec, &mut ok);
     check_regexes(r, &spec, &prefix, host.as_deref().filter(|_| host_regex), &mut ok);
     let response_code = check_redirect(r, &spec, &mut ok);
@@ -612,6 +617,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         response_code,
     });
     Some(Mapping {
+        envoy_override,
         prefix,
         service,
         service_text,
@@ -700,14 +706,40 @@ fn check_matches(r: &mut Reader<'_>, spec: &MappingSpec, ok: &mut bool) {
     }
 }
 
+/// `envoy_override`: a map of Envoy Route fields merged into each route of the Mapping, when the
+/// operator allows it (`--allow-envoy-override`); a warning saying so otherwise. Its fields are
+/// checked with the route, when it is rendered.
+fn read_envoy_override(r: &mut Reader<'_>, value: Option<serde_json::Value>, ok: &mut bool) -> Option<String> {
+    let value = value?;
+    if !r.options.allow_envoy_override {
+        let d = r
+            .warning(
+                "envoy_override_disabled",
+                "spec.envoy_override",
+                "`envoy_override` is ignored: attache runs without --allow-envoy-override",
+            )
+            .hint("an operator turns it on with `--allow-envoy-override` (it lets a Mapping's author change anything on its Envoy routes); or ask for a rule pack (rules/README.md)");
+        r.diagnostics.push(d);
+        return None;
+    }
+    if !value.is_object() {
+        let d = r
+            .error(
+                "invalid_field",
+                "spec.envoy_override",
+                "`envoy_override` must be a map of Envoy Route fields (e.g. `route: {idle_timeout: 30s}`)",
+            )
+            .hint("fix the field; this Mapping was left out of the configuration");
+        r.diagnostics.push(d);
+        *ok = false;
+        return None;
+    }
+    Some(value.to_string())
+}
+
 /// Keys Emissary 3 accepts that attache does not use: a warning each, with why.
 fn not_used(r: &mut Reader<'_>, spec: &MappingSpec) {
     for (key, set, why) in [
-        (
-            "envoy_override",
-            spec.envoy_override.is_some(),
-            "Emissary 2 and 3 ignore it too (its raw Envoy route was removed in 2.0); to add Envoy settings to routes, write a rule pack (rules/README.md)",
-        ),
         (
             "modules",
             spec.modules.is_some(),

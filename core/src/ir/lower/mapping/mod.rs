@@ -696,6 +696,7 @@ fn build_route<L: Holds>(
         error_responses: c.m.error_responses.clone(),
         bypass_error_responses: c.m.bypass_error_responses,
         priority: c.m.priority,
+        envoy_override: c.m.envoy_override.clone(),
         auth: (has_auth && (c.m.bypass_auth || !c.m.auth_context_extensions.is_empty())).then(|| {
             crate::ir::RouteAuth {
                 bypass: c.m.bypass_auth,
