@@ -106,6 +106,21 @@ enum Command {
         /// (Envoy's global_downstream_max_connections); 0 for no limit.
         #[arg(long, default_value_t = bootstrap::DEFAULT_MAX_DOWNSTREAM_CONNECTIONS, value_name = "N")]
         max_connections: u64,
+        /// Reach attache's ADS server over mTLS (`serve --ads-tls-*`): the CA that signed
+        /// attache's certificate, as a path on Envoy's machine. Needs --tls-cert and --tls-key.
+        #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+        tls_ca: Option<String>,
+        /// Envoy's client certificate chain (a path on Envoy's machine), signed by attache's
+        /// --ads-client-ca.
+        #[arg(long, value_name = "FILE", requires = "tls_ca")]
+        tls_cert: Option<String>,
+        /// The private key of --tls-cert (a path on Envoy's machine).
+        #[arg(long, value_name = "FILE", requires = "tls_ca")]
+        tls_key: Option<String>,
+        /// The name attache's certificate holds (SNI, and checked against its SANs); default:
+        /// the --ads host when it is a DNS name.
+        #[arg(long, value_name = "NAME", requires = "tls_ca")]
+        tls_server_name: Option<String>,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "yaml")]
         output: Format,
@@ -306,6 +321,10 @@ fn run() -> anyhow::Result<ExitCode> {
             envoy_admin,
             xds,
             max_connections,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            tls_server_name,
             output,
         } => {
             let (ads_host, ads_port) = parse_host_port(&ads).with_context(|| format!("--ads {ads}"))?;
@@ -319,6 +338,15 @@ fn run() -> anyhow::Result<ExitCode> {
                 protocol: xds.into(),
                 json_logs: cli.log_format == attache::serve::LogFormat::Json,
                 max_downstream_connections: max_connections,
+                tls: match (tls_ca, tls_cert, tls_key) {
+                    (Some(ca), Some(cert), Some(key)) => Some(bootstrap::AdsTls {
+                        ca,
+                        cert,
+                        key,
+                        server_name: tls_server_name,
+                    }),
+                    _ => None,
+                },
             })
             .map_err(|e| anyhow::anyhow!("cannot build a bootstrap: {e}"))?;
             print(&value, output)?;

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub rule_reload_errors: AtomicU64,
     /// 1 while the rule packs in use are the ones on disk, 0 while a broken edit is refused.
     pub rule_packs_current: AtomicU64,
+    /// ADS connections refused in the TLS handshake (`serve --ads-tls-*`).
+    pub ads_tls_failures: AtomicU64,
 }
 
 /// Upper bounds of [`Histogram`]'s buckets, in seconds: from a one-object change (about a
@@ -441,6 +443,12 @@ impl Shared {
                     m.rule_reload_errors.load(Ordering::Relaxed),
                 ),
             ],
+        );
+        counter(
+            "attache_ads_tls_handshake_failures_total",
+            "ADS connections refused in the TLS handshake (no client certificate, or one --ads-client-ca did not sign)",
+            "counter",
+            one(&m.ads_tls_failures),
         );
         counter(
             "attache_rule_packs_current",

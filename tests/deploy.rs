@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
@@ -68,6 +69,7 @@ fn typed_check(file: &str, doc: &Value) {
         "RoleBinding" => drop(round_trip::<RoleBinding>(file, doc)),
         "Deployment" => drop(round_trip::<Deployment>(file, doc)),
         "Service" => drop(round_trip::<Service>(file, doc)),
+        "NetworkPolicy" => drop(round_trip::<NetworkPolicy>(file, doc)),
         "CustomResourceDefinition" => drop(round_trip::<CustomResourceDefinition>(file, doc)),
         "Listener" => {}
         other => panic!("{file}: unexpected kind {other:?}"),
@@ -307,4 +309,54 @@ fn the_status_rbac_grants_exactly_what_the_status_writer_uses() {
     assert_eq!(lease[0].resources.as_deref(), Some(&["leases".to_string()][..]));
     let verbs: BTreeSet<&str> = lease[0].verbs.iter().map(String::as_str).collect();
     assert_eq!(verbs, BTreeSet::from(["create", "get", "update"]));
+}
+
+#[test]
+fn the_network_policy_opens_the_traffic_ports_and_keeps_admin_to_prometheus() {
+    let policy: NetworkPolicy = round_trip("networkpolicy.yaml", &documents("networkpolicy.yaml")[0]);
+    let deployment: Deployment = round_trip("deployment.yaml", &documents("deployment.yaml")[0]);
+    let spec = policy.spec.unwrap();
+    let pod_labels = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone();
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels,
+        pod_labels,
+        "selects the attache pods"
+    );
+    let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0];
+    let port_of = |name: &str| {
+        container
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name))
+            .unwrap()
+            .container_port
+    };
+    let mut open = BTreeSet::new();
+    let mut restricted = BTreeSet::new();
+    for rule in spec.ingress.unwrap() {
+        for p in rule.ports.unwrap_or_default() {
+            let port = match p.port.unwrap() {
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => n,
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => port_of(&s),
+            };
+            if rule.from.as_ref().is_none_or(Vec::is_empty) {
+                open.insert(port);
+            } else {
+                restricted.insert(port);
+            }
+        }
+    }
+    assert_eq!(open, BTreeSet::from([port_of("http"), port_of("https")]));
+    assert_eq!(restricted, BTreeSet::from([port_of("admin")]));
 }

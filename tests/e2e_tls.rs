@@ -333,3 +333,150 @@ fn tcp_mappings_proxy_connections_and_terminate_tls_by_server_name() {
     assert_eq!(stat(envoy_admin, "listener_manager.lds.update_rejected"), Some(0));
     assert!(stat(envoy_admin, &format!("tcp.ingress_tcp_{raw_port}.downstream_cx_total")).unwrap_or(0) >= 1);
 }
+
+/// A real Envoy, run here with a bootstrap `attache bootstrap` printed (`args` are its flags).
+fn envoy_with_bootstrap(dir: &Path, name: &'static str, args: &[String]) -> (Proc, SocketAddr) {
+    let admin = loopback(free_port());
+    let out = attache()
+        .arg("bootstrap")
+        .args(["--envoy-admin", &admin.to_string(), "--node-id", name])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, &out.stdout).unwrap();
+    let mut cmd = Command::new(envoy_bin());
+    cmd.arg("-c")
+        .arg(&path)
+        .args(["--use-dynamic-base-id", "--log-level", "warning"]);
+    (Proc::spawn(name, cmd, dir.join(format!("{name}.log"))), admin)
+}
+
+#[test]
+fn remote_envoys_need_a_client_certificate_signed_by_the_client_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let port = free_port();
+    write(
+        &config.join("all.yaml"),
+        &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")),
+    );
+    let fixture = |f: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tls")
+            .join(f)
+            .display()
+            .to_string()
+    };
+    let ads = loopback(free_port());
+    let admin = loopback(free_port());
+    let mut cmd = attache();
+    cmd.args(["serve", "--config-dir"])
+        .arg(&config)
+        .args(["--ads-listen", &ads.to_string(), "--admin-listen", &admin.to_string()])
+        .args([
+            "--ads-tls-cert",
+            &fixture("ads-server.crt"),
+            "--ads-tls-key",
+            &fixture("ads-server.key"),
+        ])
+        .args(["--ads-client-ca", &fixture("ca.crt")]);
+    let _attache = Proc::spawn("attache", cmd, dir.path().join("attache.log"));
+    wait_for("attache ready", Duration::from_secs(30), || {
+        get(admin, "a", "/ready").ok().filter(|r| r.status == 200)
+    });
+    let tls = |cert: &str, key: &str| -> Vec<String> {
+        [
+            "--ads",
+            &ads.to_string(),
+            "--tls-ca",
+            &fixture("ca.crt"),
+            "--tls-cert",
+            &fixture(cert),
+            "--tls-key",
+            &fixture(key),
+            "--tls-server-name",
+            "attache-ads.test",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    // Served: a client certificate the CA signed.
+    let (_good, good_admin) = envoy_with_bootstrap(dir.path(), "good", &tls("ads-client.crt", "ads-client.key"));
+    let r = wait_for(
+        "traffic through the Envoy with a certificate",
+        Duration::from_secs(30),
+        || get(loopback(port), "x", "/a/b").ok().filter(|r| r.status == 200),
+    );
+    assert_eq!(r.body, "upstream=a path=/b host=x");
+    assert_eq!(stat(good_admin, "control_plane.connected_state"), Some(1));
+    // Refused: a certificate the CA did not sign, and none at all (plaintext).
+    let (_bad, bad_admin) = envoy_with_bootstrap(dir.path(), "bad", &tls("h2.crt", "h2.key"));
+    let (_plain, plain_admin) = envoy_with_bootstrap(dir.path(), "plain", &["--ads".to_string(), ads.to_string()]);
+    wait_for("two refused handshakes", Duration::from_secs(30), || {
+        (metric(admin, "attache_ads_tls_handshake_failures_total ")? >= 2).then_some(())
+    });
+    for envoy_admin in [bad_admin, plain_admin] {
+        let state = wait_for("the refused Envoy's admin", Duration::from_secs(30), || {
+            stat(envoy_admin, "control_plane.connected_state")
+        });
+        assert_eq!(state, 0, "a refused Envoy is not connected");
+    }
+    let envoys = get(admin, "a", "/debug/envoys").unwrap().body;
+    assert!(envoys.contains("\"node_id\":\"good\""), "{envoys}");
+    assert!(
+        !envoys.contains("\"node_id\":\"bad\"") && !envoys.contains("\"node_id\":\"plain\""),
+        "{envoys}"
+    );
+}
+
+#[test]
+fn ads_tls_flags_are_checked_at_start() {
+    let fixture = |f: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tls")
+            .join(f)
+            .display()
+            .to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = attache()
+        .args(["serve", "--config-dir"])
+        .arg(dir.path())
+        .args([
+            "--ads-tls-cert",
+            &fixture("ads-server.crt"),
+            "--ads-tls-key",
+            &fixture("ca.crt"),
+        ])
+        .args(["--ads-client-ca", &fixture("ca.crt")])
+        .args(["--ads-listen", &loopback(free_port()).to_string()])
+        .args(["--admin-listen", &loopback(free_port()).to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--ads-tls-key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // TLS for remote Envoys and a supervised Envoy do not go together.
+    let out = attache()
+        .args(["serve", "--config-dir"])
+        .arg(dir.path())
+        .args([
+            "--ads-tls-cert",
+            "x",
+            "--ads-tls-key",
+            "y",
+            "--ads-client-ca",
+            "z",
+            "--envoy",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -31,7 +31,7 @@ fn mappings(names: &[&str]) -> String {
 async fn start(shared: Arc<Shared>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(attache::xds::serve(listener, shared, std::future::pending()));
+    tokio::spawn(attache::xds::serve(listener, shared, None, std::future::pending()));
     format!("http://{addr}")
 }
 

@@ -91,6 +91,7 @@ pub async fn supervise(config: Config, shared: Arc<Shared>, mut stop: watch::Rec
         // The command line's --log-format below covers the whole run; Envoy refuses both.
         json_logs: false,
         max_downstream_connections: config.max_connections,
+        tls: None,
     })
     .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
     let dir = tempfile::Builder::new()

@@ -117,6 +117,18 @@ pub struct ServeArgs {
     /// Address of the ADS (gRPC) server Envoy connects to.
     #[arg(long, default_value = "127.0.0.1:18000", value_name = "HOST:PORT")]
     pub ads_listen: SocketAddr,
+    /// Serve ADS over TLS with this certificate chain (PEM), for Envoys outside attache's pod;
+    /// needs --ads-tls-key and --ads-client-ca. The in-pod Envoy (--envoy) talks over loopback
+    /// without TLS.
+    #[arg(long, value_name = "FILE", requires_all = ["ads_tls_key", "ads_client_ca"], conflicts_with = "envoy")]
+    pub ads_tls_cert: Option<PathBuf>,
+    /// The private key of --ads-tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "ads_tls_cert")]
+    pub ads_tls_key: Option<PathBuf>,
+    /// With --ads-tls-cert: the CA (PEM) that signs the Envoys' client certificates; an Envoy
+    /// without one is refused in the handshake.
+    #[arg(long, value_name = "FILE", requires = "ads_tls_cert")]
+    pub ads_client_ca: Option<PathBuf>,
     /// Address of the admin HTTP server (/ready, /alive, /metrics, /debug/...).
     #[arg(long, default_value = "127.0.0.1:8877", value_name = "HOST:PORT")]
     pub admin_listen: SocketAddr,
@@ -269,6 +281,14 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
         None
     };
     let status_client = kube_client.clone();
+    let ads_tls = match (&args.ads_tls_cert, &args.ads_tls_key, &args.ads_client_ca) {
+        (Some(cert), Some(key), Some(client_ca)) => Some(crate::xds::tls::server_config(&crate::xds::tls::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: client_ca.clone(),
+        })?),
+        _ => None,
+    };
     let ads_listener = tokio::net::TcpListener::bind(args.ads_listen)
         .await
         .with_context(|| format!("cannot listen for ADS on {} (--ads-listen)", args.ads_listen))?;
@@ -537,7 +557,7 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
     let ads = {
         let shared = Arc::clone(&shared);
         let stop = stopped(stop_rx.clone());
-        tokio::spawn(async move { crate::xds::serve(ads_listener, shared, stop).await })
+        tokio::spawn(async move { crate::xds::serve(ads_listener, shared, ads_tls, stop).await })
     };
     let admin = {
         let shared = Arc::clone(&shared);

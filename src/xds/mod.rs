@@ -9,6 +9,7 @@
 
 pub mod delta;
 pub mod sotw;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -183,8 +184,17 @@ impl Ads {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .add_service(Ads::new(Arc::clone(&shared)).into_service());
+    if let Some(config) = tls {
+        return server
+            .serve_with_incoming_shutdown(tls::incoming(listener, config, shared), shutdown)
+            .await;
+    }
     // Responses go out at once: with Nagle's algorithm, the last segment of a large response
     // waited for Envoy's delayed ACK (about 40 ms on loopback).
     let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |stream| {
@@ -192,11 +202,7 @@ pub async fn serve(
         stream.set_nodelay(true)?;
         Ok::<_, std::io::Error>(stream)
     });
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .add_service(Ads::new(shared).into_service())
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+    server.serve_with_incoming_shutdown(incoming, shutdown).await
 }
 
 #[tonic::async_trait]

@@ -38,6 +38,22 @@ pub struct AdsBootstrap {
     /// The most downstream connections Envoy accepts at once, over all listeners (its overload
     /// manager's `global_downstream_max_connections`); 0 for no limit.
     pub max_downstream_connections: u64,
+    /// mTLS to attache's ADS server (`serve --ads-tls-*`), or plaintext.
+    pub tls: Option<AdsTls>,
+}
+
+/// The files Envoy reads to reach attache's ADS server over mTLS (paths on Envoy's machine).
+#[derive(Clone, Debug)]
+pub struct AdsTls {
+    /// The CA that signed attache's certificate.
+    pub ca: String,
+    /// Envoy's client certificate chain.
+    pub cert: String,
+    /// Its private key.
+    pub key: String,
+    /// The name attache's certificate must hold (sent as SNI and checked against its SANs);
+    /// `None`: the ADS host when it is a DNS name, else only the CA is checked.
+    pub server_name: Option<String>,
 }
 
 /// The default of [`AdsBootstrap::max_downstream_connections`]: what Envoy's edge-proxy guide
@@ -103,6 +119,24 @@ pub fn ads(b: &AdsBootstrap) -> Result<Value, DecodeError> {
             }
         }]}
     });
+    if let Some(tls) = &b.tls {
+        let name = tls.server_name.clone().or_else(|| (!is_ip).then(|| b.ads_host.clone()));
+        let mut validation = json!({"trusted_ca": {"filename": tls.ca}});
+        if let Some(n) = &name {
+            validation["match_typed_subject_alt_names"] = json!([{"san_type": "DNS", "matcher": {"exact": n}}]);
+        }
+        let mut context = json!({"common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "tls_certificates": [{"certificate_chain": {"filename": tls.cert}, "private_key": {"filename": tls.key}}],
+            "validation_context": validation
+        }});
+        if let Some(n) = &name {
+            context["sni"] = json!(n);
+        }
+        context["@type"] = json!("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext");
+        value["static_resources"]["clusters"][0]["transport_socket"] =
+            json!({"name": "envoy.transport_sockets.tls", "typed_config": context});
+    }
     if b.max_downstream_connections > 0 {
         value["overload_manager"] = json!({"resource_monitors": [{
             "name": "envoy.resource_monitors.global_downstream_max_connections",
