@@ -1,13 +1,15 @@
 //! Stage 3: the semantic model between what users wrote and what Envoy gets.
 //!
 //! The IR speaks neither Ambassador nor protobuf: listeners with their route tables, virtual hosts,
-//! routes in match order, and deduplicated upstream clusters. `lower` builds it from a
-//! [`ResourceSet`](crate::resource::ResourceSet), resolving Listener ↔ Host ↔ Mapping association,
+//! routes in match order, and deduplicated upstream clusters. `lower` builds it from the
+//! resource set, resolving Listener ↔ Host ↔ Mapping association,
 //! and reports conflicts as diagnostics. Every node serializes to the template context that rule
 //! packs see (see `rules/README.md`): field names here are a public API, so change them with care.
-//! Knows nothing about Kubernetes, files, time or protobuf.
+//! Knows nothing about Kubernetes, files, time or protobuf, and imports nothing from `resource`
+//! (its value types are its own, `values`; conversions are `lower`'s).
 
 pub mod lower;
+pub mod values;
 
 use serde::Serialize;
 
@@ -194,7 +196,7 @@ pub struct Listener {
     /// Whether some route has CORS (then the CORS filter is in the chain).
     pub cors: bool,
     /// The Module's IP allow or deny list (`ip_allow` / `ip_deny`), or `null`.
-    pub ip_policy: Option<crate::resource::mapping::IpPolicy>,
+    pub ip_policy: Option<values::IpPolicy>,
     /// Whether the RBAC filter is in the chain: the Module or some route has an IP policy.
     pub rbac: bool,
     /// The rate limit filter (the RateLimitService), or `null`.
@@ -255,7 +257,7 @@ pub struct FilterChain {
     /// Name of the [`Secret`] with the certificate when the chain terminates TLS.
     pub secret: Option<String>,
     /// How TLS is spoken on this chain (ALPN, versions, ciphers, client certificates).
-    pub tls: Option<crate::resource::tlscontext::TlsSettings>,
+    pub tls: Option<values::TlsSettings>,
     /// Name of the [`Secret`] with the CA that client certificates are checked against.
     pub ca_secret: Option<String>,
     /// Name of the RouteConfiguration served over RDS for this chain.
@@ -301,7 +303,7 @@ pub struct AuthFilter {
     /// `http://host:port` (or `https://`) of the service, for Envoy's `server_uri`.
     pub uri: String,
     /// `http` or `grpc`.
-    pub proto: crate::resource::authservice::AuthProto,
+    pub proto: values::AuthProto,
     /// Prefix added to the checked request's path (HTTP).
     pub path_prefix: String,
     /// Timeout in milliseconds.
@@ -374,13 +376,13 @@ pub struct HttpSettings {
     pub grpc_http1_bridge: bool,
     /// The gRPC statistics filter: `{upstream_stats, services: [{name, method_names}], all_methods}`
     /// (`services` `null` unless listed), or `null`.
-    pub grpc_stats: Option<crate::resource::module::GrpcStats>,
+    pub grpc_stats: Option<values::GrpcStats>,
     /// Lua code for the Lua filter, or `null`.
     pub lua_scripts: Option<String>,
     /// Response compression (the compressor filter with gzip): `{memory_level,
     /// min_content_length, compression_level, compression_strategy, window_bits, content_type,
     /// disable_on_etag_header, remove_accept_encoding_header}` (unset values `null`), or `null`.
-    pub gzip: Option<crate::resource::module::Gzip>,
+    pub gzip: Option<values::Gzip>,
     /// The buffer filter's `max_request_bytes` (larger requests get 413), or `null`.
     pub buffer_max_request_bytes: Option<u32>,
     /// HTTP/1.0 is accepted.
@@ -392,54 +394,21 @@ pub struct HttpSettings {
     /// `ALLOW`, `REJECT_REQUEST` or `DROP_HEADER` for request headers with `_`, or `null`.
     pub headers_with_underscores_action: Option<&'static str>,
     /// The Module's custom error responses: `[{status, text, json, content_type}]`.
-    pub error_responses: Vec<crate::resource::mapping::ErrorResponse>,
+    pub error_responses: Vec<values::ErrorResponse>,
     /// Brotli compression: `{quality, window_bits, min_content_length, content_type}`, or `null`.
-    pub brotli: Option<crate::resource::module::Brotli>,
+    pub brotli: Option<values::Brotli>,
     /// How header names are written to HTTP/1 clients: `proper_case`, `preserve`, or `null`
     /// (lowercase).
-    pub header_case: Option<crate::resource::module::HeaderCase>,
+    pub header_case: Option<values::HeaderCase>,
     /// `forward_client_cert_details` (Envoy's enum name), or `null`.
     pub forward_client_cert_details: Option<&'static str>,
     /// `set_current_client_cert_details`: `{subject, cert, chain, dns, uri}`, or `null`.
-    pub set_current_client_cert_details: Option<crate::resource::module::ClientCertDetails>,
+    pub set_current_client_cert_details: Option<values::ClientCertDetails>,
     /// The listener's `per_connection_buffer_limit_bytes`, or `null`.
     pub buffer_limit_bytes: Option<u32>,
     /// The access log: `{path, text, json}` (`path` `null`: standard output; neither `text` nor
     /// `json`: Envoy's default line).
-    pub access_log: crate::resource::module::AccessLog,
-}
-
-impl HttpSettings {
-    /// From the Module (or its defaults).
-    pub fn from_module(m: &crate::resource::AmbassadorModule) -> Self {
-        HttpSettings {
-            use_remote_address: m.use_remote_address,
-            server_name: m.server_name.clone(),
-            max_request_headers_kb: m.max_request_headers_kb,
-            idle_timeout_ms: m.listener_idle_timeout_ms,
-            merge_slashes: m.merge_slashes,
-            reject_escaped_slashes: m.reject_requests_with_escaped_slashes,
-            strip_matching_host_port: m.strip_matching_host_port,
-            suppress_envoy_headers: m.suppress_envoy_headers,
-            grpc_web: m.grpc_web,
-            grpc_http1_bridge: m.grpc_http1_bridge,
-            grpc_stats: m.grpc_stats.clone(),
-            lua_scripts: m.lua_scripts.clone(),
-            gzip: m.gzip.clone(),
-            buffer_max_request_bytes: m.buffer_max_request_bytes,
-            enable_http10: m.enable_http10,
-            allow_chunked_length: m.allow_chunked_length,
-            preserve_external_request_id: m.preserve_external_request_id,
-            headers_with_underscores_action: m.headers_with_underscores_action,
-            error_responses: m.error_responses.clone(),
-            brotli: m.brotli.clone(),
-            header_case: m.header_case,
-            forward_client_cert_details: m.forward_client_cert_details,
-            set_current_client_cert_details: m.set_current_client_cert_details,
-            buffer_limit_bytes: m.buffer_limit_bytes,
-            access_log: m.access_log.clone(),
-        }
-    }
+    pub access_log: values::AccessLog,
 }
 
 /// The rate limit filter: where and how routes' descriptors are checked.
@@ -463,19 +432,19 @@ pub struct RateLimitFilter {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Tracing {
     /// `zipkin`, `opentelemetry` or `datadog`.
-    pub driver: crate::resource::tracingservice::Driver,
+    pub driver: values::Driver,
     /// The collector's cluster.
     pub cluster: String,
     /// Percentages traced, each `null` for Envoy's default (100): requests that ask for a trace
     /// (`x-client-trace-id`), random requests, all requests.
-    pub client_sampling: Option<crate::resource::tracingservice::Percent>,
+    pub client_sampling: Option<values::Percent>,
     /// See `client_sampling`.
-    pub random_sampling: Option<crate::resource::tracingservice::Percent>,
+    pub random_sampling: Option<values::Percent>,
     /// See `client_sampling`.
-    pub overall_sampling: Option<crate::resource::tracingservice::Percent>,
+    pub overall_sampling: Option<values::Percent>,
     /// Tags on every span: `[{tag, kind, value, default_value}]` (`kind` is `literal`,
     /// `environment` or `request_header`).
-    pub custom_tags: Vec<crate::resource::tracingservice::CustomTag>,
+    pub custom_tags: Vec<values::CustomTag>,
     /// Zipkin: the collector's path.
     pub collector_endpoint: String,
     /// Zipkin: `HTTP_JSON` or `HTTP_PROTO`.
@@ -623,7 +592,7 @@ pub struct Route {
     /// (`path`) or a regular expression (`safe_regex`), as `path_kind` says.
     pub prefix: String,
     /// `prefix`, `exact` or `regex`.
-    pub path_kind: crate::resource::mapping::PathKind,
+    pub path_kind: values::PathKind,
     /// Whether the path match is case sensitive.
     pub case_sensitive: bool,
     /// Header conditions, sorted by name (Envoy `RouteMatch.headers`).
@@ -636,40 +605,40 @@ pub struct Route {
     /// along the group, and the group's last route has none (Envoy `RouteMatch.runtime_fraction`).
     pub runtime_fraction: Option<RuntimeFraction>,
     /// For `redirect` actions: where to (Envoy `Route.redirect`).
-    pub redirect: Option<Box<crate::resource::mapping::Redirect>>,
+    pub redirect: Option<Box<values::Redirect>>,
     /// Path rewrite by regular expression (Envoy `RouteAction.regex_rewrite`); `prefix_rewrite`
     /// is `null` when this is set.
-    pub regex_rewrite: Option<Box<crate::resource::mapping::RegexRewrite>>,
+    pub regex_rewrite: Option<Box<values::RegexRewrite>>,
     /// Send the upstream's host name as `Host` (Envoy `RouteAction.auto_host_rewrite`).
     pub auto_host_rewrite: bool,
     /// Connection upgrades allowed (`websocket`; Envoy `RouteAction.upgrade_configs`).
     pub upgrades: Vec<String>,
     /// Retries (Envoy `RouteAction.retry_policy`).
-    pub retry_policy: Option<Box<crate::resource::mapping::RetryPolicy>>,
+    pub retry_policy: Option<Box<values::RetryPolicy>>,
     /// Shadow Mappings with this route's match: requests are mirrored to their cluster
     /// (Envoy `RouteAction.request_mirror_policies`).
     pub mirrors: Vec<Mirror>,
     /// What requests are hashed on for `ring_hash`/`maglev` clusters (Envoy
     /// `RouteAction.hash_policy`): `{cookie: {name, path, ttl_ms}}`, `{header: {name}}` or
     /// `source_ip`.
-    pub hash_policy: Option<Box<crate::resource::mapping::HashPolicy>>,
+    pub hash_policy: Option<Box<values::HashPolicy>>,
     /// Per-route settings of the AuthService check, when there is an AuthService and the
     /// Mapping says something (`bypass_auth`, `auth_context_extensions`).
     pub auth: Option<RouteAuth>,
     /// CORS (the Mapping's, else the Module's), or `null`.
-    pub cors: Option<Box<crate::resource::mapping::Cors>>,
+    pub cors: Option<Box<values::Cors>>,
     /// The Mapping's own IP allow or deny list, which replaces the listener's (the Module's) on
     /// this route, or `null`.
-    pub ip_policy: Option<Box<crate::resource::mapping::IpPolicy>>,
+    pub ip_policy: Option<Box<values::IpPolicy>>,
     /// Rate limits (with a RateLimitService): one list of actions per label group of the
     /// service's domain, the Module's default labels first; empty without labels.
-    pub rate_limits: Vec<Vec<crate::resource::mapping::RateLimitAction>>,
+    pub rate_limits: Vec<Vec<values::RateLimitAction>>,
     /// The Mapping's own custom error responses (replacing the Module's on this route).
-    pub error_responses: Vec<crate::resource::mapping::ErrorResponse>,
+    pub error_responses: Vec<values::ErrorResponse>,
     /// No custom error responses on this route (`bypass_error_response_overrides`).
     pub bypass_error_responses: bool,
     /// `HIGH` for the cluster's high-priority circuit breakers, or `null` (default).
-    pub priority: Option<crate::resource::mapping::RoutePriority>,
+    pub priority: Option<values::RoutePriority>,
     /// The Mapping's `envoy_override` (JSON text, with `--allow-envoy-override`): merged into the
     /// rendered route last, and checked with it. In the context only when set.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -687,9 +656,9 @@ pub struct Route {
     /// Stream idle timeout in milliseconds, `null` for Envoy's default (Envoy `RouteAction.idle_timeout`).
     pub idle_timeout_ms: Option<u64>,
     /// Headers added to requests (Envoy `Route.request_headers_to_add`).
-    pub request_headers_to_add: Vec<crate::resource::mapping::AddedHeader>,
+    pub request_headers_to_add: Vec<values::AddedHeader>,
     /// Headers added to responses (Envoy `Route.response_headers_to_add`).
-    pub response_headers_to_add: Vec<crate::resource::mapping::AddedHeader>,
+    pub response_headers_to_add: Vec<values::AddedHeader>,
     /// Headers removed from requests (Envoy `Route.request_headers_to_remove`).
     pub request_headers_to_remove: Vec<String>,
     /// Headers removed from responses (Envoy `Route.response_headers_to_remove`).
@@ -758,9 +727,29 @@ pub struct Cluster {
     /// The rest of the cluster's settings (`http2`, `lb_policy`, `circuit_breakers`, ...: see
     /// `rules/README.md`); Mappings asking for different ones get different clusters.
     #[serde(flatten)]
-    pub settings: crate::resource::mapping::ClusterSettings,
+    pub settings: values::ClusterSettings,
     /// The Mappings using this cluster (first few, sorted, for diagnostics).
     pub used_by: Vec<ObjectRef>,
     /// The first of those Mappings, which diagnostics about the cluster point at.
     pub source: Option<SourceRef>,
+}
+
+#[cfg(test)]
+mod tests {
+    /// The model and its value types name nothing of `resource` (conversions are `lower`'s): a
+    /// change to how a CRD is read cannot change the rule packs' context by accident.
+    #[test]
+    fn the_model_imports_nothing_from_resource() {
+        // Spelled apart, so that this test does not find itself.
+        let path = ["resource", "::"].concat();
+        for (file, text) in [
+            ("ir/mod.rs", include_str!("mod.rs")),
+            ("ir/values.rs", include_str!("values.rs")),
+        ] {
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                assert!(!code.contains(&path), "{file}:{}: {line}", n + 1);
+            }
+        }
+    }
 }

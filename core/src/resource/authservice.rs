@@ -57,15 +57,7 @@ enum TlsField {
     Context(String),
 }
 
-/// How attache talks to the authorization service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthProto {
-    /// The request (headers, no body) is sent to `path_prefix` + its path; 2xx allows.
-    Http,
-    /// Envoy's `envoy.service.auth.v3.Authorization` gRPC service.
-    Grpc,
-}
+pub use crate::ir::values::AuthProto;
 
 /// A valid AuthService.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -109,51 +109,11 @@ struct ConfigSpec {
     service_port: Option<serde_json::Value>,
 }
 
-/// `set_current_client_cert_details`: what of a client certificate goes upstream in
-/// `x-forwarded-client-cert` (Envoy's field of the same name).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientCertDetails {
-    /// The subject.
-    #[serde(default)]
-    pub subject: bool,
-    /// The certificate, URL-encoded PEM.
-    #[serde(default)]
-    pub cert: bool,
-    /// The whole chain, URL-encoded PEM.
-    #[serde(default)]
-    pub chain: bool,
-    /// DNS subject alternative names.
-    #[serde(default)]
-    pub dns: bool,
-    /// URI subject alternative names.
-    #[serde(default)]
-    pub uri: bool,
-}
+pub use crate::ir::values::ClientCertDetails;
 
-/// Envoy's access log of HTTP requests (the Module's `envoy_log_type`, `envoy_log_path` and
-/// `envoy_log_format`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct AccessLog {
-    /// A file on the Envoy host; `null`: Envoy's standard output.
-    pub path: Option<String>,
-    /// A line format (`%COMMAND%`s, ending in a newline), or `null`.
-    pub text: Option<String>,
-    /// A JSON format: keys to format strings (numbers, booleans and nested maps kept), or `null`.
-    /// Neither: Envoy's default line.
-    pub json: Option<serde_json::Map<String, serde_json::Value>>,
-}
+pub use crate::ir::values::AccessLog;
 
-/// How header names are written to HTTP/1 peers (Envoy keeps them lowercase by default).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HeaderCase {
-    /// `proper_case`: `Proper-Case` names to clients, as in Emissary.
-    ProperCase,
-    /// `header_case_overrides`: names keep the case they came with, both ways (Envoy's
-    /// preserve-case formatter; Emissary's exact per-name rewriting needs its own Envoy build).
-    Preserve,
-}
+pub use crate::ir::values::HeaderCase;
 
 /// The Module's `defaults` for Mappings (Emissary's `defaults` element, class `httpmapping`
 /// first, then the top level): used by Mappings that do not set the field themselves.
@@ -181,18 +141,7 @@ struct BrotliSpec {
     content_type: Vec<String>,
 }
 
-/// `brotli` (beyond Emissary): response compression with brotli, for clients that accept it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Brotli {
-    /// 0 to 11 (Envoy: 3).
-    pub quality: Option<u32>,
-    /// 10 to 24 (Envoy: 18).
-    pub window_bits: Option<u32>,
-    /// Smallest response compressed, in bytes.
-    pub min_content_length: Option<u32>,
-    /// Media types compressed (Envoy's list when empty).
-    pub content_type: Vec<String>,
-}
+pub use crate::ir::values::Brotli;
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -202,27 +151,9 @@ struct GrpcStatsSpec {
     services: Option<Vec<GrpcStatsService>>,
 }
 
-/// A gRPC service whose methods get stats of their own (`grpc_stats.services`).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrpcStatsService {
-    /// The fully qualified service name.
-    pub name: String,
-    /// Its methods (all of them when empty).
-    #[serde(default)]
-    pub method_names: Vec<String>,
-}
+pub use crate::ir::values::GrpcStatsService;
 
-/// `grpc_stats`: Envoy's gRPC statistics filter.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct GrpcStats {
-    /// Upstream request time statistics.
-    pub upstream_stats: bool,
-    /// Statistics per method for these services only (`null`: see `all_methods`).
-    pub services: Option<Vec<GrpcStatsService>>,
-    /// Without `services`: statistics for every method (else one bucket for unknown ones).
-    pub all_methods: bool,
-}
+pub use crate::ir::values::GrpcStats;
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -238,29 +169,7 @@ struct GzipSpec {
     remove_accept_encoding_header: Option<bool>,
 }
 
-/// `gzip`: response compression (Envoy's compressor filter with the gzip library). Unset values
-/// are Envoy's defaults.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Gzip {
-    /// zlib memory level, 1 to 9.
-    pub memory_level: Option<u32>,
-    /// Smallest response compressed, in bytes.
-    pub min_content_length: Option<u32>,
-    /// Envoy's name of the level (`BEST_COMPRESSION`, `BEST_SPEED`, `COMPRESSION_LEVEL_1`..9,
-    /// `DEFAULT_COMPRESSION`).
-    pub compression_level: Option<&'static str>,
-    /// Envoy's name of the strategy (`DEFAULT_STRATEGY`, `FILTERED`, `HUFFMAN_ONLY`, `RLE`,
-    /// `FIXED`).
-    pub compression_strategy: Option<&'static str>,
-    /// zlib window bits, 9 to 15.
-    pub window_bits: Option<u32>,
-    /// Media types compressed (Envoy's list when empty).
-    pub content_type: Vec<String>,
-    /// Leave responses with an `ETag` alone.
-    pub disable_on_etag_header: bool,
-    /// Drop `Accept-Encoding` before the request goes upstream.
-    pub remove_accept_encoding_header: bool,
-}
+pub use crate::ir::values::Gzip;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

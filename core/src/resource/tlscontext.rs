@@ -49,25 +49,7 @@ pub(crate) struct TlsSettingsSpec {
     redirect_cleartext_from: Option<serde_json::Value>,
 }
 
-/// How TLS is spoken (Envoy `CommonTlsContext.tls_params`, ALPN, client certificates).
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct TlsSettings {
-    /// ALPN protocols offered, in order.
-    pub alpn_protocols: Vec<String>,
-    /// Lowest version (`TLSv1_2`), or `None` for Envoy's default.
-    pub min_version: Option<&'static str>,
-    /// Highest version, or `None`.
-    pub max_version: Option<&'static str>,
-    /// Cipher suites (OpenSSL names), or Envoy's defaults when empty.
-    pub cipher_suites: Vec<String>,
-    /// ECDH curves, or Envoy's defaults when empty.
-    pub ecdh_curves: Vec<String>,
-    /// Clients must present a certificate signed by the CA.
-    pub cert_required: bool,
-    /// The Secret with the CA certificate that client certificates are checked against:
-    /// `(namespace, name)`.
-    pub ca_secret: Option<(String, String)>,
-}
+pub use crate::ir::values::TlsSettings;
 
 fn version(r: &mut Reader<'_>, path: &str, v: Option<&str>, ok: &mut bool) -> Option<&'static str> {
     let v = v?;

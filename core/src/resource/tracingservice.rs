@@ -72,30 +72,9 @@ pub(super) fn spec_fields() -> &'static [&'static str] {
     super::fields::of::<TracingServiceSpec>()
 }
 
-/// The tracer Envoy runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Driver {
-    /// Zipkin over HTTP (JSON or protobuf).
-    Zipkin,
-    /// OpenTelemetry over gRPC (OTLP).
-    Opentelemetry,
-    /// Datadog's agent.
-    Datadog,
-}
+pub use crate::ir::values::Driver;
 
-/// A span tag: a literal, an environment variable of Envoy's, or a request header.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct CustomTag {
-    /// The tag's name.
-    pub tag: String,
-    /// `literal`, `environment` or `request_header`.
-    pub kind: &'static str,
-    /// The literal's value, or the variable's or header's name.
-    pub value: String,
-    /// For a variable or header: the value when it is absent.
-    pub default_value: Option<String>,
-}
+pub use crate::ir::values::CustomTag;
 
 /// A tracing service.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,10 +105,7 @@ pub struct TracingService {
     pub cluster: super::mapping::ClusterSettings,
 }
 
-/// A percentage from 0 to 100, kept as its text (exact, hashable).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(transparent)]
-pub struct Percent(pub serde_json::Number);
+pub use crate::ir::values::Percent;
 
 /// Reads and checks a TracingService spec.
 pub(crate) fn read(r: &mut Reader<'_>) -> Option<TracingService> {

@@ -75,7 +75,7 @@ pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec
                 } else {
                     module.xff_num_trusted_hops
                 },
-                http: crate::ir::HttpSettings::from_module(&module),
+                http: super::http_settings(&module),
                 auth: None,
                 cors: false,
                 ip_policy: module.ip_policy.clone(),
@@ -111,7 +111,7 @@ pub(super) fn lower(set: &ResourceSet, diagnostics: &mut Vec<Diagnostic>) -> Vec
                 security_model: SecurityModel::Xfp,
                 proxy_protocol: false,
                 xff_num_trusted_hops: module.xff_num_trusted_hops,
-                http: crate::ir::HttpSettings::from_module(&module),
+                http: super::http_settings(&module),
                 auth: None,
                 cors: false,
                 ip_policy: module.ip_policy.clone(),

@@ -362,3 +362,34 @@ fn assemble(
         secrets: secrets.into_values().collect(),
     }
 }
+
+/// A listener's connection manager settings, from the Module (or its defaults).
+pub(crate) fn http_settings(m: &crate::resource::AmbassadorModule) -> crate::ir::HttpSettings {
+    crate::ir::HttpSettings {
+        use_remote_address: m.use_remote_address,
+        server_name: m.server_name.clone(),
+        max_request_headers_kb: m.max_request_headers_kb,
+        idle_timeout_ms: m.listener_idle_timeout_ms,
+        merge_slashes: m.merge_slashes,
+        reject_escaped_slashes: m.reject_requests_with_escaped_slashes,
+        strip_matching_host_port: m.strip_matching_host_port,
+        suppress_envoy_headers: m.suppress_envoy_headers,
+        grpc_web: m.grpc_web,
+        grpc_http1_bridge: m.grpc_http1_bridge,
+        grpc_stats: m.grpc_stats.clone(),
+        lua_scripts: m.lua_scripts.clone(),
+        gzip: m.gzip.clone(),
+        buffer_max_request_bytes: m.buffer_max_request_bytes,
+        enable_http10: m.enable_http10,
+        allow_chunked_length: m.allow_chunked_length,
+        preserve_external_request_id: m.preserve_external_request_id,
+        headers_with_underscores_action: m.headers_with_underscores_action,
+        error_responses: m.error_responses.clone(),
+        brotli: m.brotli.clone(),
+        header_case: m.header_case,
+        forward_client_cert_details: m.forward_client_cert_details,
+        set_current_client_cert_details: m.set_current_client_cert_details,
+        buffer_limit_bytes: m.buffer_limit_bytes,
+        access_log: m.access_log.clone(),
+    }
+}

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::diagnostic::Diagnostic;
-use crate::ir::{HttpSettings, Listener, PrivateKey, Secret, SecurityModel, TcpChain, TcpWeight};
+use crate::ir::{Listener, PrivateKey, Secret, SecurityModel, TcpChain, TcpWeight};
 use crate::resource::{Meta, ResourceSet, TcpMapping};
 
 use super::host::EffectiveHost;
@@ -129,7 +129,7 @@ pub(super) fn listeners<'a>(
             security_model: SecurityModel::Insecure,
             proxy_protocol: false,
             xff_num_trusted_hops: 0,
-            http: HttpSettings::from_module(&crate::resource::AmbassadorModule::default()),
+            http: super::http_settings(&crate::resource::AmbassadorModule::default()),
             auth: None,
             cors: false,
             ip_policy: None,

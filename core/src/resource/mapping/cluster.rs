@@ -47,42 +47,11 @@ struct GrpcHealthCheckSpec {
     authority: Option<String>,
 }
 
-/// Active health checking of an upstream (Envoy `HealthCheck`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct HealthCheck {
-    /// Time between checks, in milliseconds (Emissary's default 5 s).
-    pub interval_ms: u64,
-    /// Time to wait for an answer, in milliseconds (Emissary's default 3 s).
-    pub timeout_ms: u64,
-    /// Failed checks before an endpoint is unhealthy (default 2).
-    pub unhealthy_threshold: u32,
-    /// Passed checks before it is healthy again (default 1).
-    pub healthy_threshold: u32,
-    /// HTTP check: `{path, hostname, expected_statuses: [[start, end)]}`, or `null`.
-    pub http: Option<HttpHealthCheck>,
-    /// gRPC check: `{service_name, authority}`, or `null`.
-    pub grpc: Option<GrpcHealthCheck>,
-}
+pub use crate::ir::values::HealthCheck;
 
-/// An HTTP health check.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct HttpHealthCheck {
-    /// Path requested.
-    pub path: String,
-    /// `Host` sent, or `null` for the cluster name.
-    pub hostname: Option<String>,
-    /// Healthy status ranges, `[start, end)` (Envoy's 200 only when empty).
-    pub expected_statuses: Vec<(u16, u16)>,
-}
+pub use crate::ir::values::HttpHealthCheck;
 
-/// A gRPC health check (`grpc.health.v1.Health`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct GrpcHealthCheck {
-    /// Service name asked about, or `null` for the server as a whole.
-    pub service_name: Option<String>,
-    /// `:authority` sent, or `null`.
-    pub authority: Option<String>,
-}
+pub use crate::ir::values::GrpcHealthCheck;
 
 /// Reads `spec.health_checks`.
 pub(super) fn read_health_checks(r: &mut Reader<'_>, spec: &[HealthCheckSpec], ok: &mut bool) -> Vec<HealthCheck> {
@@ -160,18 +129,7 @@ pub(super) fn read_health_checks(r: &mut Reader<'_>, spec: &[HealthCheckSpec], o
     out
 }
 
-/// TCP keepalive of upstream connections (`keepalive`; seconds).
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Keepalive {
-    /// Idle seconds before probes start (Emissary's `idle_time`; `time` is read too).
-    #[serde(alias = "idle_time")]
-    pub time: Option<u32>,
-    /// Seconds between probes.
-    pub interval: Option<u32>,
-    /// Unanswered probes before the connection is dropped.
-    pub probes: Option<u32>,
-}
+pub use crate::ir::values::Keepalive;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,20 +141,7 @@ pub(crate) struct CircuitBreakerSpec {
     max_retries: Option<u32>,
 }
 
-/// One circuit breaker threshold set (Envoy `CircuitBreakers.Thresholds`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct CircuitBreaker {
-    /// `DEFAULT` or `HIGH`.
-    pub priority: &'static str,
-    /// Most connections.
-    pub max_connections: Option<u32>,
-    /// Most requests waiting for a connection.
-    pub max_pending_requests: Option<u32>,
-    /// Most requests in flight.
-    pub max_requests: Option<u32>,
-    /// Most retries in flight.
-    pub max_retries: Option<u32>,
-}
+pub use crate::ir::values::CircuitBreaker;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,66 +160,9 @@ struct CookieSpec {
     ttl: Option<String>,
 }
 
-/// What a request is hashed on for `ring_hash` / `maglev` (Envoy `RouteAction.HashPolicy`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HashPolicy {
-    /// A cookie (Envoy creates it when `ttl_ms` is set and the request has none).
-    Cookie {
-        /// Cookie name.
-        name: String,
-        /// Cookie path.
-        path: Option<String>,
-        /// Lifetime in milliseconds.
-        ttl_ms: Option<u64>,
-    },
-    /// A request header.
-    Header {
-        /// Header name.
-        name: String,
-    },
-    /// The client's address.
-    SourceIp,
-}
+pub use crate::ir::values::HashPolicy;
 
-/// The cluster settings a Mapping asks for.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct ClusterSettings {
-    /// HTTP/2 to the upstream (`grpc: true`).
-    pub http2: bool,
-    /// Idle timeout of upstream connections in milliseconds.
-    pub idle_timeout_ms: Option<u64>,
-    /// Longest life of an upstream connection in milliseconds.
-    pub max_connection_lifetime_ms: Option<u64>,
-    /// TCP keepalive.
-    pub keepalive: Option<Keepalive>,
-    /// Circuit breakers.
-    pub circuit_breakers: Vec<CircuitBreaker>,
-    /// `LOGICAL_DNS` instead of `STRICT_DNS` for DNS names.
-    pub logical_dns: bool,
-    /// Use the DNS record's TTL to refresh.
-    pub respect_dns_ttl: bool,
-    /// Envoy's `dns_lookup_family`: `V4_ONLY` (default), `V6_ONLY` or `AUTO`.
-    pub dns_lookup_family: &'static str,
-    /// Stats name of the cluster (`alt_stat_name`).
-    pub stats_name: Option<String>,
-    /// `cluster_tag`: only makes a cluster of its own.
-    pub tag: Option<String>,
-    /// Originate TLS (an `https://` service, `tls: true`, or `tls: <TLSContext>`).
-    pub originate_tls: bool,
-    /// The TLSContext whose client certificate, SNI and ALPN are used upstream.
-    pub tls_context: Option<String>,
-    /// Envoy `lb_policy`: `ROUND_ROBIN` (default), `LEAST_REQUEST`, `RING_HASH`, `MAGLEV`.
-    pub lb_policy: &'static str,
-    /// Active health checks.
-    pub health_checks: Vec<HealthCheck>,
-    /// Passive health checking: hosts that fail are ejected for a while (boxed: rarely set,
-    /// and the settings are held by every Mapping, cluster key and cluster).
-    pub outlier_detection: Option<Box<OutlierDetection>>,
-    /// HTTP/1 header names keep the case they came with (the Module's
-    /// `header_case_overrides`).
-    pub preserve_header_case: bool,
-}
+pub use crate::ir::values::ClusterSettings;
 
 /// `outlier_detection` as written (beyond Emissary, whose CRD has a string that it refuses).
 #[derive(Clone, Debug, Deserialize)]
@@ -287,20 +175,7 @@ pub(crate) struct OutlierDetectionSpec {
     max_ejection_percent: Option<u32>,
 }
 
-/// Envoy's outlier detection of a cluster; unset values are Envoy's defaults.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct OutlierDetection {
-    /// Consecutive 5xx answers that eject a host (Envoy: 5).
-    pub consecutive_5xx: Option<u32>,
-    /// Consecutive 502, 503 or 504 that eject a host (Envoy: off).
-    pub consecutive_gateway_failure: Option<u32>,
-    /// Time between analyses, in milliseconds (Envoy: 10 s).
-    pub interval_ms: Option<u64>,
-    /// Base time a host stays ejected, in milliseconds (Envoy: 30 s).
-    pub base_ejection_time_ms: Option<u64>,
-    /// Most hosts ejected at once, in percent (Envoy: 10).
-    pub max_ejection_percent: Option<u32>,
-}
+pub use crate::ir::values::OutlierDetection;
 
 /// Reads `spec.outlier_detection`: a map (attache's form); Emissary's string form is refused,
 /// as Emissary refuses it.

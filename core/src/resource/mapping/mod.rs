@@ -75,16 +75,7 @@ impl Names {
     }
 }
 
-/// A header to add, checked.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct AddedHeader {
-    /// Header name.
-    pub name: String,
-    /// Value (may use Envoy `%COMMAND%`s).
-    pub value: String,
-    /// Append to an existing header rather than replace it.
-    pub append: bool,
-}
+pub use crate::ir::values::AddedHeader;
 
 /// The spec as written (CRD spelling).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -328,18 +319,7 @@ fn parse_duration_ms(text: &str) -> Result<u64, String> {
     Ok(ms.round() as u64)
 }
 
-/// How a Mapping's `prefix` matches the request path.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PathKind {
-    /// The path starts with it.
-    #[default]
-    Prefix,
-    /// The path is exactly it (`prefix_exact: true`).
-    Exact,
-    /// The whole path matches it as an RE2 regular expression (`prefix_regex: true`).
-    Regex,
-}
+pub use crate::ir::values::PathKind;
 
 /// Checks an RE2 regular expression (Envoy's `safe_regex`), with what is wrong and where.
 fn check_regex(re: &str) -> Result<(), String> {
@@ -497,14 +477,7 @@ fn host_match(
     (hostname, host, host_regex)
 }
 
-/// A route's priority other than Envoy's default (one byte, where a name would take sixteen in
-/// every Mapping and route).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub enum RoutePriority {
-    /// The cluster's high-priority circuit breakers.
-    #[serde(rename = "HIGH")]
-    High,
-}
+pub use crate::ir::values::RoutePriority;
 
 /// Reads and checks a Mapping spec.
 pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {

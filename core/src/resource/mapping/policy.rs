@@ -22,22 +22,7 @@ pub(crate) struct CorsSpec {
     max_age: Option<serde_json::Value>,
 }
 
-/// Cross-origin resource sharing (Envoy's CORS filter, per route).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct Cors {
-    /// Allowed origins (`*` for any).
-    pub origins: Vec<String>,
-    /// Allowed methods.
-    pub methods: Vec<String>,
-    /// Allowed request headers.
-    pub headers: Vec<String>,
-    /// Response headers exposed to scripts.
-    pub exposed_headers: Vec<String>,
-    /// `Access-Control-Allow-Credentials`.
-    pub credentials: bool,
-    /// `Access-Control-Max-Age`, in seconds, as text.
-    pub max_age: Option<String>,
-}
+pub use crate::ir::values::Cors;
 
 /// Reads `<base>.cors`.
 pub(crate) fn read_cors(r: &mut Reader<'_>, spec: Option<&CorsSpec>, base: &str, ok: &mut bool) -> Option<Cors> {
@@ -80,31 +65,9 @@ pub(crate) fn read_cors(r: &mut Reader<'_>, spec: Option<&CorsSpec>, base: &str,
     })
 }
 
-/// `{pattern, substitution}`: an RE2 pattern and what replaces its matches.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegexRewrite {
-    /// RE2 regular expression.
-    pub pattern: String,
-    /// Replacement (`\1` for groups).
-    #[serde(default)]
-    pub substitution: String,
-}
+pub use crate::ir::values::RegexRewrite;
 
-/// Where a `host_redirect` Mapping sends clients.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct Redirect {
-    /// Host (and port) to redirect to: the Mapping's `service`.
-    pub host: String,
-    /// `path_redirect`: replaces the whole path.
-    pub path: Option<String>,
-    /// `prefix_redirect`: replaces the matched prefix.
-    pub prefix: Option<String>,
-    /// `regex_redirect`.
-    pub regex: Option<RegexRewrite>,
-    /// Envoy's name of the response code (`MOVED_PERMANENTLY` for 301, the default).
-    pub response_code: &'static str,
-}
+pub use crate::ir::values::Redirect;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,16 +77,7 @@ pub(crate) struct RetryPolicySpec {
     per_try_timeout: Option<String>,
 }
 
-/// Retries (Envoy `RetryPolicy`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct RetryPolicy {
-    /// Envoy's comma-separated retry conditions (`5xx,reset`).
-    pub retry_on: String,
-    /// How many retries (Envoy's default 1 when absent).
-    pub num_retries: Option<u32>,
-    /// Timeout of each try in milliseconds.
-    pub per_try_timeout_ms: Option<u64>,
-}
+pub use crate::ir::values::RetryPolicy;
 
 /// Envoy's retry conditions (HTTP and gRPC).
 const RETRY_ON: &[&str] = &[
@@ -190,27 +144,9 @@ pub(crate) fn read_retry_policy(
 /// `{remote: ...}`.
 pub(crate) type IpEntrySpec = std::collections::BTreeMap<String, String>;
 
-/// An IP allow or deny list (Module or Mapping `ip_allow` / `ip_deny`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct IpPolicy {
-    /// `ALLOW` (`ip_allow`: only requests from these addresses) or `DENY` (`ip_deny`: every
-    /// request but those).
-    pub action: &'static str,
-    /// The addresses, in the order written.
-    pub principals: Vec<IpPrincipal>,
-}
+pub use crate::ir::values::IpPolicy;
 
-/// One address range of an [`IpPolicy`].
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct IpPrincipal {
-    /// `remote`: the client's address as the connection manager sees it (after
-    /// `X-Forwarded-For` and the trusted hops); `peer`: the address of the connection itself.
-    pub source: &'static str,
-    /// The address (of a CIDR range: its address part).
-    pub address: String,
-    /// The prefix length (32 or 128 for a single address).
-    pub prefix_len: u8,
-}
+pub use crate::ir::values::IpPrincipal;
 
 /// Reads `<base>.ip_allow` and `<base>.ip_deny`: at most one of them, each entry one of `peer`
 /// and `remote` with an IP address or CIDR range. A bad entry fails the object (skipping it
@@ -313,23 +249,7 @@ fn parse_cidr(text: &str) -> Result<(String, u8), String> {
     Ok((ip.to_string(), prefix_len))
 }
 
-/// One rate limit action of a label group: what the route puts into a descriptor for the rate
-/// limit service (Envoy's `RateLimit.Action`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct RateLimitAction {
-    /// `source_cluster`, `destination_cluster`, `remote_address`, `generic_key` or
-    /// `request_headers`.
-    pub kind: &'static str,
-    /// The descriptor key of a `generic_key` (`generic_key` when unset) or `request_headers`.
-    pub key: Option<String>,
-    /// The value of a `generic_key`.
-    pub value: Option<String>,
-    /// The header of `request_headers`.
-    pub header_name: Option<String>,
-    /// `request_headers`: the descriptor is skipped, not the whole rate limit, when the header
-    /// is absent.
-    pub omit_if_not_present: bool,
-}
+pub use crate::ir::values::RateLimitAction;
 
 /// Rate limit labels: by domain, label groups, each a list of actions (the group's name is not
 /// used, as in Emissary).
@@ -517,18 +437,7 @@ struct ErrorBodySpec {
     content_type: Option<String>,
 }
 
-/// A custom error response: the body that replaces a response with this status.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct ErrorResponse {
-    /// The status it replaces the body of (400 to 599).
-    pub status: u16,
-    /// A text body (Envoy `%COMMAND%`s substituted), or `null`.
-    pub text: Option<String>,
-    /// A JSON body: keys to format strings, or `null`.
-    pub json: Option<std::collections::BTreeMap<String, String>>,
-    /// The body's `Content-Type` (Envoy's default for the format when `null`).
-    pub content_type: Option<String>,
-}
+pub use crate::ir::values::ErrorResponse;
 
 /// Reads `<base>.error_response_overrides`: each rule a status from 400 to 599 and a body with
 /// exactly one of `text_format` and `json_format`, whose `%COMMAND%`s are checked. A bad rule
