@@ -160,6 +160,15 @@ enum RulesCommand {
         #[command(flatten)]
         translation: Translation,
     },
+    /// Print the JSON Schema of the template context a rule of KIND sees (every kind without
+    /// KIND): the fields templates and `when` conditions may read, with their types.
+    #[command(
+        after_help = "Examples:\n  attache rules schema route      # what a route template may read\n  attache rules schema            # every kind, and the context version"
+    )]
+    Schema {
+        /// route, virtual_host, route_config, cluster, endpoints, secret, listener or http_filter.
+        kind: Option<String>,
+    },
 }
 
 fn print(value: &serde_json::Value, format: Format) -> anyhow::Result<()> {
@@ -390,6 +399,20 @@ fn run() -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Rules(RulesCommand::Schema { kind }) => {
+            let value = match kind {
+                None => attache::rules::context::all(),
+                Some(k) => {
+                    let Some(kind) = attache::ir::NodeKind::from_key(&k) else {
+                        let kinds: Vec<&str> = attache::ir::NodeKind::ALL.iter().map(|k| k.as_str()).collect();
+                        anyhow::bail!("unknown kind `{k}` (one of: {})", kinds.join(", "));
+                    };
+                    attache::rules::context::schema(kind)
+                }
+            };
+            print(&value, Format::Json)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Crds => {
             let mut out = std::io::stdout().lock();

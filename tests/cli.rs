@@ -504,3 +504,18 @@ fn envoy_override_is_merged_into_the_routes_only_when_the_operator_allows_it() {
     assert!(!stdout.contains("envoy.rejected"), "{stdout}");
     assert!(stdout.contains("1 error"), "{stdout}");
 }
+
+#[test]
+fn rules_schema_prints_the_context_of_a_kind() {
+    let out = attache().args(["rules", "schema", "route"]).output().unwrap();
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let props = schema["properties"].as_object().unwrap();
+    for field in ["name", "prefix", "timeout_ms", "retry_policy", "source", "rendered"] {
+        assert!(props.contains_key(field), "{field}: {schema}");
+    }
+    let all: serde_json::Value =
+        serde_json::from_slice(&attache().args(["rules", "schema"]).output().unwrap().stdout).unwrap();
+    assert_eq!(all["version"], "v1");
+    assert!(all["virtual_host"]["properties"]["rendered"]["properties"]["routes"].is_object());
+}

@@ -61,7 +61,7 @@ impl fmt::Display for Origin {
 }
 
 /// The object a diagnostic is about, in the user's words.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ObjectRef {
     /// Kind as written by the user (`Mapping`, `Host`, ...).
     pub kind: String,

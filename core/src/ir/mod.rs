@@ -74,7 +74,7 @@ impl NodeKind {
 }
 
 /// The user object an IR node came from, for diagnostics.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct SourceRef {
     /// `Kind namespace/name`.
     pub object: ObjectRef,
@@ -87,7 +87,7 @@ pub struct SourceRef {
 }
 
 /// The whole model.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Ir {
     /// Listeners, by port.
     pub listeners: Vec<Listener>,
@@ -152,7 +152,7 @@ impl Ir {
 }
 
 /// How a listener decides whether a request is secure (Ambassador's `securityModel`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SecurityModel {
     /// `X-Forwarded-Proto: https` means secure.
@@ -164,7 +164,7 @@ pub enum SecurityModel {
 }
 
 /// An Envoy listener. Ends up as `envoy.config.listener.v3.Listener`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Listener {
     /// Envoy resource name: `listener-<port>` (Envoy `Listener.name`).
     pub name: String,
@@ -216,7 +216,7 @@ pub struct Listener {
 }
 
 /// A cluster's share of a TCP chain's connections.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct TcpWeight {
     /// Cluster.
     pub cluster: String,
@@ -225,7 +225,7 @@ pub struct TcpWeight {
 }
 
 /// A TCP proxy chain of a TCP listener (one TCPMapping, or several sharing by weight).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct TcpChain {
     /// Chain name, unique in its listener: `tcp` or `tcp-<server name>`.
     pub name: String,
@@ -248,7 +248,7 @@ pub struct TcpChain {
 }
 
 /// One filter chain of a listener: which connections it takes and the routes it serves.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct FilterChain {
     /// Chain name, unique in its listener: `cleartext`, or `tls-<server name>`.
     pub name: String,
@@ -275,6 +275,16 @@ impl Serialize for PrivateKey {
     }
 }
 
+impl schemars::JsonSchema for PrivateKey {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PrivateKey".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "description": "PEM private key (templates get the key itself)"})
+    }
+}
+
 impl std::fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
@@ -283,7 +293,7 @@ impl std::fmt::Debug for PrivateKey {
 
 /// A certificate chain and its key, served over SDS. Ends up as
 /// `envoy.extensions.transport_sockets.tls.v3.Secret`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Secret {
     /// Envoy resource name: `<namespace>/<secret name>`.
     pub name: String,
@@ -296,7 +306,7 @@ pub struct Secret {
 }
 
 /// The `ext_authz` filter an AuthService asks for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct AuthFilter {
     /// Cluster of the authorization service.
     pub cluster: String,
@@ -323,7 +333,7 @@ pub struct AuthFilter {
 }
 
 /// How much of the request body an authorization check gets.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct IncludeBody {
     /// Most bytes sent.
     pub max_bytes: u32,
@@ -332,7 +342,7 @@ pub struct IncludeBody {
 }
 
 /// A header name and value.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct NameValue {
     /// Name.
     pub name: String,
@@ -341,7 +351,7 @@ pub struct NameValue {
 }
 
 /// What a route tells the `ext_authz` filter.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RouteAuth {
     /// Skip the check (`bypass_auth`).
     pub bypass: bool,
@@ -350,7 +360,7 @@ pub struct RouteAuth {
 }
 
 /// HTTP connection manager settings (the `ambassador` Module's).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct HttpSettings {
     /// Envoy's `use_remote_address` (Emissary's default: true).
     pub use_remote_address: bool,
@@ -412,7 +422,7 @@ pub struct HttpSettings {
 }
 
 /// The rate limit filter: where and how routes' descriptors are checked.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RateLimitFilter {
     /// The service's gRPC cluster.
     pub cluster: String,
@@ -429,7 +439,7 @@ pub struct RateLimitFilter {
 }
 
 /// Tracing of a listener's requests: the connection manager's `tracing` (the TracingService).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Tracing {
     /// `zipkin`, `opentelemetry` or `datadog`.
     pub driver: values::Driver,
@@ -463,7 +473,7 @@ pub struct Tracing {
 
 /// A LogService's access logger: entries for requests (`http`) or connections go to its gRPC
 /// cluster.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct LogSink {
     /// An entry per HTTP request (else per connection).
     pub http: bool,
@@ -486,7 +496,7 @@ pub struct LogSink {
 }
 
 /// The routes of one listener. Ends up as `envoy.config.route.v3.RouteConfiguration`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RouteConfig {
     /// Envoy resource name: `routes-<port>`.
     pub name: String,
@@ -495,7 +505,7 @@ pub struct RouteConfig {
 }
 
 /// One hostname inside a route table. Ends up as `envoy.config.route.v3.VirtualHost`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct VirtualHost {
     /// Name, unique within the route table: the hostname.
     pub name: String,
@@ -511,7 +521,7 @@ pub struct VirtualHost {
 }
 
 /// What a route does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteAction {
     /// Forward to `cluster`.
@@ -523,7 +533,7 @@ pub enum RouteAction {
 }
 
 /// How a header matcher compares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MatchKind {
     /// Equal to `value`.
@@ -539,7 +549,7 @@ pub enum MatchKind {
 }
 
 /// A header condition (Envoy `HeaderMatcher`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct HeaderMatch {
     /// Header name (lowercase; `:authority` and `:method` are pseudo-headers).
     pub name: String,
@@ -553,7 +563,7 @@ pub struct HeaderMatch {
 }
 
 /// A share of requests (Envoy `RuntimeFractionalPercent` with a `HUNDRED` denominator).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RuntimeFraction {
     /// Percent threshold.
     pub numerator: u32,
@@ -562,7 +572,7 @@ pub struct RuntimeFraction {
 }
 
 /// TLS to an upstream with a TLSContext (`Mapping.tls: <name>`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct UpstreamTls {
     /// The [`Secret`] with the client certificate, if the TLSContext has one.
     pub client_secret: Option<String>,
@@ -573,7 +583,7 @@ pub struct UpstreamTls {
 }
 
 /// Where a share of a route's requests is mirrored (responses are ignored).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct Mirror {
     /// Cluster of the shadow Mapping.
     pub cluster: String,
@@ -582,7 +592,7 @@ pub struct Mirror {
 }
 
 /// One route. Ends up as `envoy.config.route.v3.Route` inside its virtual host.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Route {
     /// Route name: `<namespace>/<mapping>` (plus `/insecure` for the cleartext variant).
     pub name: String,
@@ -668,7 +678,7 @@ pub struct Route {
 }
 
 /// How Envoy finds a cluster's endpoints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Discovery {
     /// Fixed IP address.
@@ -684,7 +694,7 @@ pub enum Discovery {
 
 /// The addresses of an EDS cluster. Ends up as `envoy.config.endpoint.v3.ClusterLoadAssignment`;
 /// a change of pods changes only this node, so only EDS goes to Envoy.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Endpoints {
     /// The cluster's name (the ClusterLoadAssignment's `cluster_name`).
     pub name: String,
@@ -699,7 +709,7 @@ pub struct Endpoints {
 }
 
 /// One upstream address.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct EndpointAddress {
     /// IP address.
     pub address: String,
@@ -708,7 +718,7 @@ pub struct EndpointAddress {
 }
 
 /// An upstream. Ends up as `envoy.config.cluster.v3.Cluster`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Cluster {
     /// Envoy resource name: `cluster_<host>_<port>` (non-alphanumerics as `_`, `_tls` when TLS).
     pub name: String,

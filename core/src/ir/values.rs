@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Envoy's access log of HTTP requests (the Module's `envoy_log_type`, `envoy_log_path` and
 /// `envoy_log_format`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct AccessLog {
     /// A file on the Envoy host; `null`: Envoy's standard output.
     pub path: Option<String>,
@@ -19,7 +19,7 @@ pub struct AccessLog {
 }
 
 /// A header to add, checked.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct AddedHeader {
     /// Header name.
     pub name: String,
@@ -30,7 +30,7 @@ pub struct AddedHeader {
 }
 
 /// How attache talks to the authorization service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthProto {
     /// The request (headers, no body) is sent to `path_prefix` + its path; 2xx allows.
@@ -40,7 +40,7 @@ pub enum AuthProto {
 }
 
 /// `brotli` (beyond Emissary): response compression with brotli, for clients that accept it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Brotli {
     /// 0 to 11 (Envoy: 3).
     pub quality: Option<u32>,
@@ -53,7 +53,7 @@ pub struct Brotli {
 }
 
 /// One circuit breaker threshold set (Envoy `CircuitBreakers.Thresholds`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub struct CircuitBreaker {
     /// `DEFAULT` or `HIGH`.
     pub priority: &'static str,
@@ -69,7 +69,7 @@ pub struct CircuitBreaker {
 
 /// `set_current_client_cert_details`: what of a client certificate goes upstream in
 /// `x-forwarded-client-cert` (Envoy's field of the same name).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientCertDetails {
     /// The subject.
@@ -90,7 +90,7 @@ pub struct ClientCertDetails {
 }
 
 /// The cluster settings a Mapping asks for.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub struct ClusterSettings {
     /// HTTP/2 to the upstream (`grpc: true`).
     pub http2: bool,
@@ -129,7 +129,7 @@ pub struct ClusterSettings {
 }
 
 /// Cross-origin resource sharing (Envoy's CORS filter, per route).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct Cors {
     /// Allowed origins (`*` for any).
     pub origins: Vec<String>,
@@ -146,7 +146,7 @@ pub struct Cors {
 }
 
 /// A span tag: a literal, an environment variable of Envoy's, or a request header.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct CustomTag {
     /// The tag's name.
     pub tag: String,
@@ -159,7 +159,7 @@ pub struct CustomTag {
 }
 
 /// The tracer Envoy runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Driver {
     /// Zipkin over HTTP (JSON or protobuf).
@@ -171,7 +171,7 @@ pub enum Driver {
 }
 
 /// A custom error response: the body that replaces a response with this status.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub struct ErrorResponse {
     /// The status it replaces the body of (400 to 599).
     pub status: u16,
@@ -184,7 +184,7 @@ pub struct ErrorResponse {
 }
 
 /// A gRPC health check (`grpc.health.v1.Health`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub struct GrpcHealthCheck {
     /// Service name asked about, or `null` for the server as a whole.
     pub service_name: Option<String>,
@@ -193,7 +193,7 @@ pub struct GrpcHealthCheck {
 }
 
 /// `grpc_stats`: Envoy's gRPC statistics filter.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct GrpcStats {
     /// Upstream request time statistics.
     pub upstream_stats: bool,
@@ -204,7 +204,7 @@ pub struct GrpcStats {
 }
 
 /// A gRPC service whose methods get stats of their own (`grpc_stats.services`).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrpcStatsService {
     /// The fully qualified service name.
@@ -216,7 +216,7 @@ pub struct GrpcStatsService {
 
 /// `gzip`: response compression (Envoy's compressor filter with the gzip library). Unset values
 /// are Envoy's defaults.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Gzip {
     /// zlib memory level, 1 to 9.
     pub memory_level: Option<u32>,
@@ -239,7 +239,7 @@ pub struct Gzip {
 }
 
 /// What a request is hashed on for `ring_hash` / `maglev` (Envoy `RouteAction.HashPolicy`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HashPolicy {
     /// A cookie (Envoy creates it when `ttl_ms` is set and the request has none).
@@ -261,7 +261,7 @@ pub enum HashPolicy {
 }
 
 /// How header names are written to HTTP/1 peers (Envoy keeps them lowercase by default).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HeaderCase {
     /// `proper_case`: `Proper-Case` names to clients, as in Emissary.
@@ -272,7 +272,7 @@ pub enum HeaderCase {
 }
 
 /// Active health checking of an upstream (Envoy `HealthCheck`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub struct HealthCheck {
     /// Time between checks, in milliseconds (Emissary's default 5 s).
     pub interval_ms: u64,
@@ -289,7 +289,7 @@ pub struct HealthCheck {
 }
 
 /// An HTTP health check.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub struct HttpHealthCheck {
     /// Path requested.
     pub path: String,
@@ -300,7 +300,7 @@ pub struct HttpHealthCheck {
 }
 
 /// An IP allow or deny list (Module or Mapping `ip_allow` / `ip_deny`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub struct IpPolicy {
     /// `ALLOW` (`ip_allow`: only requests from these addresses) or `DENY` (`ip_deny`: every
     /// request but those).
@@ -310,7 +310,7 @@ pub struct IpPolicy {
 }
 
 /// One address range of an [`IpPolicy`].
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub struct IpPrincipal {
     /// `remote`: the client's address as the connection manager sees it (after
     /// `X-Forwarded-For` and the trusted hops); `peer`: the address of the connection itself.
@@ -322,7 +322,7 @@ pub struct IpPrincipal {
 }
 
 /// TCP keepalive of upstream connections (`keepalive`; seconds).
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Keepalive {
     /// Idle seconds before probes start (Emissary's `idle_time`; `time` is read too).
@@ -335,7 +335,7 @@ pub struct Keepalive {
 }
 
 /// Envoy's outlier detection of a cluster; unset values are Envoy's defaults.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub struct OutlierDetection {
     /// Consecutive 5xx answers that eject a host (Envoy: 5).
     pub consecutive_5xx: Option<u32>,
@@ -350,7 +350,7 @@ pub struct OutlierDetection {
 }
 
 /// How a Mapping's `prefix` matches the request path.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PathKind {
     /// The path starts with it.
@@ -363,13 +363,13 @@ pub enum PathKind {
 }
 
 /// A percentage from 0 to 100, kept as its text (exact, hashable).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct Percent(pub serde_json::Number);
 
 /// One rate limit action of a label group: what the route puts into a descriptor for the rate
 /// limit service (Envoy's `RateLimit.Action`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub struct RateLimitAction {
     /// `source_cluster`, `destination_cluster`, `remote_address`, `generic_key` or
     /// `request_headers`.
@@ -386,7 +386,7 @@ pub struct RateLimitAction {
 }
 
 /// Where a `host_redirect` Mapping sends clients.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct Redirect {
     /// Host (and port) to redirect to: the Mapping's `service`.
     pub host: String,
@@ -401,7 +401,7 @@ pub struct Redirect {
 }
 
 /// `{pattern, substitution}`: an RE2 pattern and what replaces its matches.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegexRewrite {
     /// RE2 regular expression.
@@ -412,7 +412,7 @@ pub struct RegexRewrite {
 }
 
 /// Retries (Envoy `RetryPolicy`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct RetryPolicy {
     /// Envoy's comma-separated retry conditions (`5xx,reset`).
     pub retry_on: String,
@@ -424,7 +424,7 @@ pub struct RetryPolicy {
 
 /// A route's priority other than Envoy's default (one byte, where a name would take sixteen in
 /// every Mapping and route).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub enum RoutePriority {
     /// The cluster's high-priority circuit breakers.
     #[serde(rename = "HIGH")]
@@ -432,7 +432,7 @@ pub enum RoutePriority {
 }
 
 /// How TLS is spoken (Envoy `CommonTlsContext.tls_params`, ALPN, client certificates).
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct TlsSettings {
     /// ALPN protocols offered, in order.
     pub alpn_protocols: Vec<String>,

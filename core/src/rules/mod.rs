@@ -12,6 +12,7 @@
 //! (template memo, shapes, encode plans, splicing children's bytes) for thousands of similar
 //! nodes. Tests compare the second with the first.
 
+pub mod context;
 pub mod edit;
 mod filing;
 mod key;

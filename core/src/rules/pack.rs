@@ -177,6 +177,8 @@ struct PackFile {
     #[serde(default)]
     #[allow(dead_code, reason = "documentation for humans; shown by nothing yet")]
     description: String,
+    /// The template context version the pack was written for (`context::VERSION`).
+    context: Option<String>,
     rules: Vec<RuleEntry>,
 }
 
@@ -392,6 +394,16 @@ impl Registry {
             .ok_or_else(|| invalid(label, "pack.yaml", "empty file"))?;
         let pack: PackFile = serde_path_to_error::deserialize(doc.to_json())
             .map_err(|e| invalid(label, "pack.yaml", format!("at `{}`: {}", e.path(), e.inner())))?;
+        if let Some(v) = pack.context.as_deref().filter(|v| *v != super::context::VERSION) {
+            return Err(invalid(
+                label,
+                "pack.yaml",
+                format!(
+                    "`context: {v}`: this attache gives templates the context {} (rules/README.md says what changed; `attache rules schema` prints it)",
+                    super::context::VERSION
+                ),
+            ));
+        }
         let name = pack.name;
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(invalid(
@@ -863,6 +875,15 @@ mod tests {
             assert!(e.contains(expected), "{edits}: {e}");
             assert!(e.contains("rule `ops.r`"), "{e}");
         }
+        // A context version this attache does not give.
+        let dir2 = tempfile::tempdir().unwrap();
+        std::fs::write(dir2.path().join("pack.yaml"), "name: ops\ncontext: v0\nrules: []\n").unwrap();
+        let e = Registry::with_packs(&[dir2.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`context: v0`") && e.contains("v1"), "{e}");
+        std::fs::write(dir2.path().join("pack.yaml"), "name: ops\ncontext: v1\nrules: []\n").unwrap();
+        assert!(Registry::with_packs(&[dir2.path().to_path_buf()]).is_ok());
         // An unquoted `!` in a `when` is a YAML tag.
         assert!(load("      - remove: route.timeout\n    when: !tcp\n")
             .unwrap_err()
