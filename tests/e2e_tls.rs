@@ -355,21 +355,13 @@ fn envoy_with_bootstrap(dir: &Path, name: &'static str, args: &[String]) -> (Pro
 
 #[test]
 fn remote_envoys_need_a_client_certificate_signed_by_the_client_ca() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config");
-    let a = upstream("a");
-    let port = free_port();
-    write(
-        &config.join("all.yaml"),
-        &format!("{}---\n{}", listener_and_host(port), mapping("a", "/a/", a.addr, "")),
-    );
-    let fixture = |f: &str| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/tls")
-            .join(f)
-            .display()
-            .to_string()
-    };
+    let Fixture {
+        dir,
+        config,
+        a: _a,
+        port,
+    } = support::fixture();
+    let fixture = fixture_path;
     let ads = loopback(free_port());
     let admin = loopback(free_port());
     let mut cmd = attache();
@@ -435,13 +427,7 @@ fn remote_envoys_need_a_client_certificate_signed_by_the_client_ca() {
 
 #[test]
 fn ads_tls_flags_are_checked_at_start() {
-    let fixture = |f: &str| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/tls")
-            .join(f)
-            .display()
-            .to_string()
-    };
+    let fixture = fixture_path;
     let dir = tempfile::tempdir().unwrap();
     let out = attache()
         .args(["serve", "--config-dir"])

@@ -450,12 +450,16 @@ pub fn assert_routes_accepted(envoy_admin: SocketAddr, port: u16) {
 
 /// A TLS fixture file's text (tests/fixtures/tls).
 pub fn fixture_file(name: &str) -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/tls")
-            .join(name),
-    )
-    .unwrap()
+    std::fs::read_to_string(fixture_path(name)).unwrap()
+}
+
+/// The path of a file in `tests/fixtures/tls`, as text (for command-line flags).
+pub fn fixture_path(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// A `kubernetes.io/tls` Secret document with fixture certificate and key files (as stringData).
