@@ -75,6 +75,70 @@ pub fn schema(kind: NodeKind) -> Value {
     s
 }
 
+/// A schema's `$ref`, and `Option<T>`'s `anyOf: [T, null]`, followed down to the object or list
+/// they stand for (`Null` when that cannot be told).
+fn resolve_schema<'a>(defs: &'a Value, mut s: &'a Value) -> Value {
+    for _ in 0..16 {
+        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+            match r.strip_prefix("#/$defs/").and_then(|n| defs.get(n)) {
+                Some(d) => s = d,
+                None => return Value::Null,
+            }
+        } else if let Some(any) = s.get("anyOf").or_else(|| s.get("oneOf")).and_then(Value::as_array) {
+            match any
+                .iter()
+                .find(|a| a.get("type").and_then(Value::as_str) != Some("null"))
+            {
+                Some(a) if any.len() == 2 => s = a,
+                _ => return Value::Null,
+            }
+        } else {
+            return s.clone();
+        }
+    }
+    Value::Null
+}
+
+/// Whether `path` (dotted field names; numbers index lists) names something in the context of
+/// `kind`: `Err` with what is wrong (and the closest field) when a step is not there. Through a
+/// map, or a part the schema does not describe, the rest is not checked.
+pub fn check_path(kind: NodeKind, path: &str) -> Result<(), String> {
+    let root = schema(kind);
+    let defs = root.get("$defs").cloned().unwrap_or(Value::Null);
+    let resolve = |v: &Value| resolve_schema(&defs, v);
+    let mut at = resolve(&root);
+    let mut walked: Vec<&str> = Vec::new();
+    for seg in path.split('.') {
+        if seg.parse::<usize>().is_ok() {
+            match at.get("items") {
+                Some(items) => at = resolve(items),
+                None => return Ok(()),
+            }
+        } else if let Some(props) = at.get("properties").and_then(Value::as_object) {
+            match props.get(seg) {
+                Some(next) => at = resolve(next),
+                None => {
+                    let known: Vec<&str> = props.keys().map(String::as_str).collect();
+                    let within = if walked.is_empty() {
+                        format!("the `{}` context", kind.as_str())
+                    } else {
+                        format!("`{}` of the `{}` context", walked.join("."), kind.as_str())
+                    };
+                    return Err(match crate::diagnostic::closest(seg, known.iter().copied()) {
+                        Some(m) => format!("`{path}`: {within} has no field `{seg}` (did you mean `{m}`?)"),
+                        None => format!("`{path}`: {within} has no field `{seg}` (it has: {})", known.join(", ")),
+                    });
+                }
+            }
+        } else {
+            // A map, a scalar, or what the schema leaves open: not checked further.
+            return Ok(());
+        }
+        walked.push(seg);
+    }
+    Ok(())
+}
+
 /// Every kind's schema, by kind.
 pub fn all() -> Value {
     let mut out = serde_json::Map::new();
@@ -108,6 +172,21 @@ mod tests {
         assert!(fields(NodeKind::Route).contains(&"timeout_ms".to_string()));
         assert!(!fields(NodeKind::VirtualHost).contains(&"routes".to_string()));
         assert_eq!(fields(NodeKind::RouteConfig), ["name", "rendered"]);
+    }
+
+    #[test]
+    fn paths_are_checked_through_options_references_and_lists() {
+        assert_eq!(check_path(NodeKind::Route, "action"), Ok(()));
+        assert_eq!(check_path(NodeKind::Route, "retry_policy.num_retries"), Ok(()));
+        assert_eq!(check_path(NodeKind::Listener, "http.gzip"), Ok(()));
+        assert_eq!(check_path(NodeKind::Listener, "filter_chains.0.name"), Ok(()));
+        assert_eq!(check_path(NodeKind::Listener, "rendered.http_filters"), Ok(()));
+        let e = check_path(NodeKind::Listener, "protocol").unwrap_err();
+        assert!(e.contains("the `listener` context has no field `protocol`"), "{e}");
+        let e = check_path(NodeKind::Route, "retry_policy.num_retry").unwrap_err();
+        assert!(e.contains("did you mean `num_retries`"), "{e}");
+        let e = check_path(NodeKind::Listener, "http.gzp").unwrap_err();
+        assert!(e.contains("`http` of the `listener` context"), "{e}");
     }
 }
 

@@ -447,6 +447,12 @@ impl Registry {
             let when = match entry.when {
                 Some(text) => {
                     let c = when::parse(&text).map_err(|e| invalid(label, &at, format!("`when`: {e}")))?;
+                    // Every path it reads, against the kind's context: a misspelling is found
+                    // here, not on the first node that takes the branch.
+                    for path in c.paths() {
+                        super::context::check_path(kind, &path)
+                            .map_err(|e| invalid(label, &at, format!("`when: {text}`: {e}")))?;
+                    }
                     Some((text, c))
                 }
                 None => None,
@@ -875,6 +881,9 @@ mod tests {
             assert!(e.contains(expected), "{edits}: {e}");
             assert!(e.contains("rule `ops.r`"), "{e}");
         }
+        // A `when` path the kind's context does not have is refused at load.
+        let e = load("      - remove: route.timeout\n    when: timeout_m != null || action == \"route\"\n");
+        assert!(e.is_err_and(|e| e.contains("has no field `timeout_m` (did you mean `timeout_ms`?)")));
         // A context version this attache does not give.
         let dir2 = tempfile::tempdir().unwrap();
         std::fs::write(dir2.path().join("pack.yaml"), "name: ops\ncontext: v0\nrules: []\n").unwrap();
