@@ -12,7 +12,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use attache::envoy::bootstrap::{self, AdsBootstrap};
 use attache::serve::XdsFlag;
-use attache::snapshot::ResourceType;
 
 /// attache: an Envoy control plane for Ambassador / Emissary-ingress resources.
 ///
@@ -252,11 +251,9 @@ fn run() -> anyhow::Result<ExitCode> {
                 let (_, before) = translate_path(&path, &core)?;
                 let (_, after) = translate_path(&path, &translation)?;
                 let text = |t: &attache::Translation| {
-                    let mut v = attache::pack_test::output_value(t, &path);
-                    if let Some(m) = v.as_object_mut() {
-                        m.remove("diagnostics");
-                    }
-                    attache::output::to_yaml(&v)
+                    attache::output::to_yaml(&serde_json::Value::Object(attache::pack_test::resources_value(
+                        &t.snapshot,
+                    )))
                 };
                 for d in after.diagnostics.iter().filter(|d| !before.diagnostics.contains(d)) {
                     eprintln!("{}", attache::serve::as_given(d, &path));
@@ -279,14 +276,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 bootstrap::static_resources(&t.snapshot, &envoy_admin.ip().to_string(), envoy_admin.port())
                     .map_err(|e| anyhow::anyhow!("generated bootstrap is invalid ({e}); this is a bug"))?
             } else {
-                let mut map = serde_json::Map::new();
-                for ty in ResourceType::ALL {
-                    let items = attache::envoy::resources_json(&t.snapshot, ty);
-                    if !items.is_empty() {
-                        map.insert(ty.label().to_string(), serde_json::Value::Array(items));
-                    }
-                }
-                serde_json::Value::Object(map)
+                serde_json::Value::Object(attache::pack_test::resources_value(&t.snapshot))
             };
             print(&value, output)?;
             Ok(ExitCode::SUCCESS)

@@ -39,13 +39,7 @@ pub struct CaseResult {
 /// The output of a translation as `attache translate` prints it: resources by type label, plus
 /// `diagnostics` (one line each, files relative to `base`) when there are any.
 pub fn output_value(t: &crate::Translation, base: &Path) -> Value {
-    let mut map = Map::new();
-    for ty in ResourceType::ALL {
-        let items = crate::envoy::resources_json(&t.snapshot, ty);
-        if !items.is_empty() {
-            map.insert(ty.label().to_string(), Value::Array(items));
-        }
-    }
+    let mut map = resources_value(&t.snapshot);
     let lines: Vec<Value> = t
         .diagnostics
         .iter()
@@ -55,6 +49,19 @@ pub fn output_value(t: &crate::Translation, base: &Path) -> Value {
         map.insert("diagnostics".into(), Value::Array(lines));
     }
     Value::Object(map)
+}
+
+/// A snapshot's resources by type label (types without resources left out): what `attache
+/// translate` prints.
+pub fn resources_value(snapshot: &crate::snapshot::Snapshot) -> Map<String, Value> {
+    let mut map = Map::new();
+    for ty in ResourceType::ALL {
+        let items = crate::envoy::resources_json(snapshot, ty);
+        if !items.is_empty() {
+            map.insert(ty.label().to_string(), Value::Array(items));
+        }
+    }
+    map
 }
 
 /// A diagnostic with its file relative to the case directory, so that fixtures do not depend on
