@@ -75,14 +75,24 @@ pub fn schema(kind: NodeKind) -> Value {
     s
 }
 
+/// `schema(kind)`, derived once per process (a pack's load checks hundreds of paths).
+fn schema_cached(kind: NodeKind) -> &'static Value {
+    static SCHEMAS: std::sync::OnceLock<Vec<(NodeKind, Value)>> = std::sync::OnceLock::new();
+    let all = SCHEMAS.get_or_init(|| NodeKind::ALL.iter().map(|&k| (k, schema(k))).collect());
+    all.iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, s)| s)
+        .expect("NodeKind::ALL lists every kind")
+}
+
 /// A schema's `$ref`, and `Option<T>`'s `anyOf: [T, null]`, followed down to the object or list
 /// they stand for (`Null` when that cannot be told).
-fn resolve_schema<'a>(defs: &'a Value, mut s: &'a Value) -> Value {
+fn resolve_schema<'a>(defs: &'a Value, mut s: &'a Value) -> &'a Value {
     for _ in 0..16 {
         if let Some(r) = s.get("$ref").and_then(Value::as_str) {
             match r.strip_prefix("#/$defs/").and_then(|n| defs.get(n)) {
                 Some(d) => s = d,
-                None => return Value::Null,
+                None => return &Value::Null,
             }
         } else if let Some(any) = s.get("anyOf").or_else(|| s.get("oneOf")).and_then(Value::as_array) {
             match any
@@ -90,27 +100,31 @@ fn resolve_schema<'a>(defs: &'a Value, mut s: &'a Value) -> Value {
                 .find(|a| a.get("type").and_then(Value::as_str) != Some("null"))
             {
                 Some(a) if any.len() == 2 => s = a,
-                _ => return Value::Null,
+                _ => return &Value::Null,
             }
         } else {
-            return s.clone();
+            return s;
         }
     }
-    Value::Null
+    &Value::Null
 }
 
-/// Whether `path` (dotted field names; numbers index lists) names something in the context of
+/// Whether `path` (dotted field names; numbers or `*` for a list's items) names something in the context of
 /// `kind`: `Err` with what is wrong (and the closest field) when a step is not there. Through a
 /// map, or a part the schema does not describe, the rest is not checked.
 pub fn check_path(kind: NodeKind, path: &str) -> Result<(), String> {
-    let root = schema(kind);
-    let defs = root.get("$defs").cloned().unwrap_or(Value::Null);
-    let resolve = |v: &Value| resolve_schema(&defs, v);
-    let mut at = resolve(&root);
+    let root = schema_cached(kind);
+    let defs = root.get("$defs").unwrap_or(&Value::Null);
+    let resolve = |v: &'static Value| resolve_schema(defs, v);
+    let mut at = resolve(root);
     let mut walked: Vec<&str> = Vec::new();
     for seg in path.split('.') {
-        if seg.parse::<usize>().is_ok() {
-            match at.get("items") {
+        if seg == "*" || seg.parse::<usize>().is_ok() {
+            // A list's items (`*` also a map's values).
+            match at
+                .get("items")
+                .or_else(|| at.get("additionalProperties").filter(|a| a.is_object()))
+            {
                 Some(items) => at = resolve(items),
                 None => return Ok(()),
             }

@@ -40,7 +40,7 @@ const PURE_HELPERS: &[&str] = &[
 
 /// Every helper the registry has: handlebars' own and attache's (`json`, `duration`, `join`);
 /// packs cannot add helpers.
-const HELPERS: &[&str] = &[
+pub(crate) const HELPERS: &[&str] = &[
     "if", "unless", "each", "with", "lookup", "raw", "log", "eq", "ne", "gt", "gte", "lt", "lte", "and", "or", "not",
     "len", "json", "duration", "join",
 ];

@@ -526,6 +526,40 @@ impl Registry {
                 self.rules.push(rule);
             }
         }
+        // Every path this pack's templates read, against their kind's context (partials
+        // followed): a misspelling is refused here, not found on the first node that takes its
+        // branch.
+        let prefix = format!("{name}:");
+        for rule in &self.rules {
+            let edit_templates = rule.edits.iter().filter_map(|e| match &e.value {
+                super::edit::EditValue::Template(key) => Some(key),
+                _ => None,
+            });
+            for key in std::iter::once(&rule.template_key).chain(edit_templates) {
+                let (Some(file), Some(template)) = (key.strip_prefix(&prefix), self.hbs.get_template(key)) else {
+                    continue;
+                };
+                super::template_paths::check(rule.kind, file, template, &self.hbs).map_err(|m| {
+                    invalid(
+                        label,
+                        &m.file,
+                        format!(
+                            "line {}: {} (rule `{}`, a `{}` rule: `attache rules schema {}` lists its context){}",
+                            m.line,
+                            m.message,
+                            rule.id,
+                            rule.kind.as_str(),
+                            rule.kind.as_str(),
+                            if m.included_from.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; the partial is included from {}", m.included_from.join(", then "))
+                            }
+                        ),
+                    )
+                })?;
+            }
+        }
         if let Some(orphan) = files
             .iter()
             .find(|f| f.ends_with(".hbs") && !f.starts_with("_partials/") && !used_templates.contains(*f))

@@ -824,8 +824,36 @@ mod tests {
     }
 
     #[test]
-    fn a_misspelled_context_field_is_a_strict_mode_error() {
-        let t = translate_with_route_template("name: {{json nmae}}\n");
+    fn a_misspelled_context_field_is_refused_when_the_pack_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pack.yaml"),
+            "name: typo\nrules:\n  - id: core.route\n    kind: route\n    emits: envoy.config.route.v3.Route\n    template: route.yaml.hbs\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("route.yaml.hbs"),
+            "name: {{json name}}\n{{#if cors}}\nx: {{json nmae}}\n{{/if}}\n",
+        )
+        .unwrap();
+        let e = crate::rules::Registry::with_packs(&[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "route.yaml.hbs",
+            "line 3",
+            "`nmae`",
+            "did you mean `name`",
+            "rule `core.route`",
+        ] {
+            assert!(e.contains(needle), "{needle} not in {e}");
+        }
+    }
+
+    #[test]
+    fn a_misspelled_context_field_the_load_check_cannot_follow_is_a_strict_mode_error() {
+        // A block parameter's fields are not checked at load (see `template_paths`).
+        let t = translate_with_route_template("name: {{#with this as |n|}}{{json n.nmae}}{{/with}}\n");
         let e = t
             .diagnostics
             .iter()
