@@ -67,3 +67,8 @@ fn translate_corpus_and_golden_inputs() {
     }
     assert!(n > 5);
 }
+
+#[test]
+fn template_paths_corpus() {
+    assert!(replay("template_paths", attache::fuzzing::template_paths) > 0);
+}

@@ -121,3 +121,26 @@ pub fn translate(data: &[u8]) {
         );
     }
 }
+
+/// A rule template's context paths, checked against every kind's context schema as a pack's
+/// load does (partials followed, one of them including itself): nothing panics, the walk ends.
+pub fn template_paths(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else { return };
+    let mut hbs = handlebars::Handlebars::new();
+    let partials = [
+        ("names", "{{json server_names}}{{#each x}}{{> names}}{{/each}}"),
+        ("again", "{{> again}}{{> again}}{{json ../name}}"),
+    ];
+    for (name, text) in partials {
+        if hbs.register_partial(name, text).is_err() {
+            return;
+        }
+    }
+    if hbs.register_template_string("t", s).is_err() {
+        return;
+    }
+    let Some(template) = hbs.get_template("t") else { return };
+    for kind in crate::ir::NodeKind::ALL {
+        let _ = crate::rules::template_paths::check(kind, "t.yaml.hbs", template, &hbs);
+    }
+}

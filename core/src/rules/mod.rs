@@ -22,7 +22,7 @@ pub mod pack;
 mod reference;
 pub mod render;
 mod shape;
-mod template_paths;
+pub(crate) mod template_paths;
 
 pub use pack::{PackError, Registry, Rule};
 // `render` is the reference rendering (plain, the oracle); `render_cached` the fast one.
