@@ -162,11 +162,15 @@ enum RulesCommand {
     /// Print the JSON Schema of the template context a rule of KIND sees (every kind without
     /// KIND): the fields templates and `when` conditions may read, with their types.
     #[command(
-        after_help = "Examples:\n  attache rules schema route      # what a route template may read\n  attache rules schema            # every kind, and the context version"
+        after_help = "Examples:\n  attache rules schema route             # what a route template may read\n  attache rules schema                   # every kind, and the context version\n  attache rules schema --markdown route  # the same as a table, as in rules/README.md"
     )]
     Schema {
         /// route, virtual_host, route_config, cluster, endpoints, secret, listener or http_filter.
         kind: Option<String>,
+        /// Print a Markdown table of the fields (name, type, description) instead of JSON
+        /// Schema: what rules/README.md's "Template contexts" shows.
+        #[arg(long)]
+        markdown: bool,
     },
 }
 
@@ -390,18 +394,26 @@ fn run() -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Rules(RulesCommand::Schema { kind }) => {
-            let value = match kind {
-                None => attache::rules::context::all(),
-                Some(k) => {
-                    let Some(kind) = attache::ir::NodeKind::from_key(&k) else {
-                        let kinds: Vec<&str> = attache::ir::NodeKind::ALL.iter().map(|k| k.as_str()).collect();
-                        anyhow::bail!("unknown kind `{k}` (one of: {})", kinds.join(", "));
-                    };
-                    attache::rules::context::schema(kind)
-                }
+        Command::Rules(RulesCommand::Schema { kind, markdown }) => {
+            use attache::rules::context;
+            let kind = match kind {
+                None => None,
+                Some(k) => Some(attache::ir::NodeKind::from_key(&k).ok_or_else(|| {
+                    let kinds: Vec<&str> = attache::ir::NodeKind::ALL.iter().map(|k| k.as_str()).collect();
+                    anyhow::anyhow!("unknown kind `{k}` (one of: {})", kinds.join(", "))
+                })?),
             };
-            print(&value, Format::Json)?;
+            if markdown {
+                let text = kind.map_or_else(context::markdown_all, context::markdown);
+                let mut out = std::io::stdout().lock();
+                if let Err(e) = out.write_all(text.as_bytes()) {
+                    if e.kind() != std::io::ErrorKind::BrokenPipe {
+                        return Err(e.into());
+                    }
+                }
+            } else {
+                print(&kind.map_or_else(context::all, context::schema), Format::Json)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Crds => {

@@ -518,4 +518,15 @@ fn rules_schema_prints_the_context_of_a_kind() {
         serde_json::from_slice(&attache().args(["rules", "schema"]).output().unwrap().stdout).unwrap();
     assert_eq!(all["version"], "v1");
     assert!(all["virtual_host"]["properties"]["rendered"]["properties"]["routes"].is_object());
+    // As the table rules/README.md shows; an unknown kind is named with the ones there are.
+    let md = attache()
+        .args(["rules", "schema", "--markdown", "route"])
+        .output()
+        .unwrap();
+    let md = String::from_utf8(md.stdout).unwrap();
+    assert!(md.starts_with("### `route` → `envoy.config.route.v3.Route`"), "{md}");
+    assert!(md.contains("| `timeout_ms` | integer | Upstream timeout"), "{md}");
+    let bad = attache().args(["rules", "schema", "rout"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown kind `rout` (one of: "));
 }

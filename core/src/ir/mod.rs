@@ -172,46 +172,69 @@ pub struct Listener {
     pub address: String,
     /// Port to bind (Envoy `Listener.address.socket_address.port_value`).
     pub port: u16,
-    /// HTTP connection manager stat prefix.
+    /// HTTP connection manager stat prefix: the Listener's `statsPrefix`, else `ingress_http`
+    /// (`ingress_https` for HTTPS and HTTPSPROXY); `ingress_tcp_<port>` for a TCP listener.
     pub stat_prefix: String,
-    /// Name of the RouteConfiguration served over RDS for this listener (its cleartext chain).
+    /// Name of the RouteConfiguration of the cleartext chain, fetched over RDS: `routes-<port>`,
+    /// or the table of a lower port whose listener serves the same Hosts under the same
+    /// security model (then shared); empty for a TCP listener.
     pub route_config: String,
-    /// Filter chains: the cleartext one first, then one per Host terminating TLS.
+    /// Filter chains: first `cleartext` (no server name, no certificate), then `tls-<server name>`
+    /// per TLS server name of the Hosts terminating TLS here (a hostname without its port; Hosts
+    /// sharing one share the chain), each with its own route table holding only those Hosts.
+    /// A chain's `secret` and `ca_secret` are SDS names (`null` when absent; `server_names` is
+    /// empty for `cleartext` and `*`). Empty for a TCP listener.
     pub filter_chains: Vec<FilterChain>,
-    /// Whether some chain terminates TLS (then the TLS inspector reads SNI).
+    /// Whether some chain reads the TLS server name (a chain terminating TLS, or a TCP chain
+    /// with `server_names`): then add the TLS inspector listener filter.
     pub tls: bool,
-    /// Whether Envoy drops the port from `Host:` before matching hostnames (unless some Host's
-    /// hostname has a port).
+    /// Whether Envoy drops the port from `Host:` before matching hostnames: false when a Host's
+    /// hostname on this listener, or any Mapping's `hostname` or `host`, has a port (then
+    /// hostnames are matched with it).
     pub strip_host_port: bool,
-    /// How requests are judged secure.
+    /// How requests are judged secure: the Listener's `securityModel` (`xfp` for the default
+    /// listener, `insecure` for a TCP one); `xfp` means `X-Forwarded-Proto: https` is secure.
     pub security_model: SecurityModel,
-    /// Whether a PROXY protocol header is expected (HTTPPROXY / HTTPSPROXY).
+    /// Whether a PROXY protocol header is expected (the Listener's protocol is HTTPPROXY or
+    /// HTTPSPROXY).
     pub proxy_protocol: bool,
-    /// `xff_num_trusted_hops` (the Listener's `l7Depth`, else the Module's).
+    /// Envoy's `xff_num_trusted_hops`: the Listener's `l7Depth`, else the Module's
+    /// `xff_num_trusted_hops`.
     pub xff_num_trusted_hops: u32,
-    /// HTTP connection manager settings from the `ambassador` Module.
+    /// The `ambassador` Module's HTTP connection manager settings and the HTTP filters it turns
+    /// on; an optional setting the Module leaves unset is `null` (Envoy's default). A TCP
+    /// listener has the defaults. `header_case` is `proper_case`, `preserve` or `null`;
+    /// `access_log.path` `null` is standard output, and neither `access_log.text` nor `json` is
+    /// Envoy's default line.
     pub http: HttpSettings,
-    /// External authorization (the AuthService), or `null`.
+    /// The AuthService's external authorization (`ext_authz`) filter, or `null`.
     pub auth: Option<AuthFilter>,
-    /// Whether some route has CORS (then the CORS filter is in the chain).
+    /// Whether some route has CORS (then add the CORS filter).
     pub cors: bool,
-    /// The Module's IP allow or deny list (`ip_allow` / `ip_deny`), or `null`.
+    /// The Module's IP allow or deny list (`ip_allow` / `ip_deny`), applied by the RBAC filter
+    /// to every route that has none of its own, or `null`. `action` is `ALLOW` or `DENY`; a
+    /// principal's `source` is `peer` or `remote`.
     pub ip_policy: Option<values::IpPolicy>,
-    /// Whether the RBAC filter is in the chain: the Module or some route has an IP policy.
+    /// Whether the RBAC filter is needed: the Module or some route has an IP policy.
     pub rbac: bool,
-    /// The rate limit filter (the RateLimitService), or `null`.
+    /// The RateLimitService's rate limit filter, or `null`.
     pub ratelimit: Option<RateLimitFilter>,
-    /// Tracing (the TracingService), or `null`.
+    /// The TracingService's tracing of requests (the connection manager's `tracing`), or `null`.
+    /// `driver` is `zipkin`, `opentelemetry` or `datadog`; the samplings are `null` for Envoy's
+    /// 100; a custom tag's `kind` is `literal`, `environment` or `request_header`.
     pub tracing: Option<Tracing>,
-    /// The LogServices' access loggers, by namespace and name.
+    /// The LogServices' access loggers, by namespace and name (empty without LogServices).
     pub log_services: Vec<LogSink>,
-    /// Whether some route has custom error responses of its own (then the filter that applies
-    /// them is in the chain; the Module's have their own filter).
+    /// Whether some route has custom error responses of its own (then add the filter that
+    /// applies them; the Module's have their own filter, see `http.error_responses`).
     pub error_responses: bool,
-    /// For a TCP listener (TCPMappings): its chains; then `filter_chains` is empty and
-    /// `route_config` names nothing.
+    /// For a TCP listener (TCPMappings on its port): its TCP proxy chains, selected by TLS
+    /// server name; then `filter_chains` is empty and `route_config` names nothing. HTTP
+    /// listeners have `[]`. A chain's `weighted` is empty for one TCPMapping, else its `cluster`
+    /// is empty; with `server_names` and no `secret`, TLS is passed through.
     pub tcp: Vec<TcpChain>,
-    /// The Listener resource this came from (`null` for the default listener).
+    /// The Listener resource this came from (for a TCP listener: its first TCPMapping), or
+    /// `null` for the default listener.
     pub source: Option<SourceRef>,
 }
 
@@ -220,24 +243,27 @@ pub struct Listener {
 pub struct TcpWeight {
     /// Cluster.
     pub cluster: String,
-    /// Relative weight.
+    /// Relative weight: the TCPMapping's `weight`, else an equal share of what the others leave
+    /// of 100.
     pub weight: Option<u32>,
 }
 
 /// A TCP proxy chain of a TCP listener (one TCPMapping, or several sharing by weight).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct TcpChain {
-    /// Chain name, unique in its listener: `tcp` or `tcp-<server name>`.
+    /// Chain name, unique in its listener: `tcp` or `tcp-<server name>` (the TCPMapping's
+    /// `host`).
     pub name: String,
     /// TLS server names it takes (empty: every connection).
     pub server_names: Vec<String>,
-    /// The certificate's [`Secret`] when TLS is terminated here; with `server_names` and no
-    /// secret, TLS is passed through to the service.
+    /// The certificate's [`Secret`] (its SDS name) when TLS is terminated here, from the Host
+    /// or TLSContext with that name, else `null`; with `server_names` and no secret, TLS is
+    /// passed through to the service.
     pub secret: Option<String>,
-    /// Cluster connections go to (empty when `weighted` is used).
+    /// Cluster connections go to for one TCPMapping (empty when `weighted` is used).
     pub cluster: String,
     /// Several TCPMappings for the same connections: their clusters and weights (Envoy's
-    /// `weighted_clusters`); empty for one.
+    /// `weighted_clusters`); empty for one TCPMapping (then see `cluster`).
     pub weighted: Vec<TcpWeight>,
     /// Idle timeout in milliseconds, or `null` for Envoy's.
     pub idle_timeout_ms: Option<u64>,
@@ -252,15 +278,21 @@ pub struct TcpChain {
 pub struct FilterChain {
     /// Chain name, unique in its listener: `cleartext`, or `tls-<server name>`.
     pub name: String,
-    /// SNI names the chain takes (empty: any, including none).
+    /// SNI names the chain takes (empty: any, including none; so for `cleartext` and for the
+    /// `*` server name).
     pub server_names: Vec<String>,
-    /// Name of the [`Secret`] with the certificate when the chain terminates TLS.
+    /// SDS name of the [`Secret`] with the certificate when the chain terminates TLS; `null`
+    /// for `cleartext`.
     pub secret: Option<String>,
-    /// How TLS is spoken on this chain (ALPN, versions, ciphers, client certificates).
+    /// How TLS is spoken on this chain (ALPN, versions, ciphers, client certificates): the
+    /// Host's `tls`, else its TLSContext's; `null` for `cleartext`.
     pub tls: Option<values::TlsSettings>,
-    /// Name of the [`Secret`] with the CA that client certificates are checked against.
+    /// SDS name of the [`Secret`] with the CA that client certificates are checked against
+    /// (`<namespace>/<name>#ca`), or `null`.
     pub ca_secret: Option<String>,
-    /// Name of the RouteConfiguration served over RDS for this chain.
+    /// Name of the RouteConfiguration served over RDS for this chain: the listener's
+    /// `route_config` for `cleartext`, `routes-<port>-<server name>` (only this chain's Hosts)
+    /// for a TLS chain.
     pub route_config: String,
 }
 
@@ -295,11 +327,14 @@ impl std::fmt::Debug for PrivateKey {
 /// `envoy.extensions.transport_sockets.tls.v3.Secret`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Secret {
-    /// Envoy resource name: `<namespace>/<secret name>`.
+    /// Envoy resource name, which listeners' and clusters' SDS configs reference:
+    /// `<namespace>/<secret name>`, or `<namespace>/<secret name>#ca` for a CA.
     pub name: String,
-    /// PEM certificate chain.
+    /// PEM certificate chain (for a CA: the CA certificate).
     pub certificate_chain: String,
-    /// PEM private key; `null` for a CA certificate (served as a validation context).
+    /// PEM private key; `null` for a CA certificate, which renders as a validation context.
+    /// Templates get the key itself; wherever attache prints the IR or Secrets (`/debug/ir`,
+    /// `/debug/snapshot`, `translate`, golden files) it shows as `<redacted>`.
     pub private_key: Option<PrivateKey>,
     /// The Kubernetes Secret it came from.
     pub source: Option<SourceRef>,
@@ -316,7 +351,7 @@ pub struct AuthFilter {
     pub proto: values::AuthProto,
     /// Prefix added to the checked request's path (HTTP).
     pub path_prefix: String,
-    /// Timeout in milliseconds.
+    /// Timeout of the check in milliseconds.
     pub timeout_ms: u64,
     /// Request headers sent to the service (lowercase; Emissary's defaults included).
     pub allowed_request_headers: Vec<String>,
@@ -428,7 +463,7 @@ pub struct RateLimitFilter {
     pub cluster: String,
     /// The descriptors' domain.
     pub domain: String,
-    /// How long a request waits for the answer.
+    /// How long a request waits for the answer, in milliseconds.
     pub timeout_ms: u64,
     /// Refuse requests when the service cannot answer (else let them through).
     pub failure_mode_deny: bool,
@@ -498,7 +533,9 @@ pub struct LogSink {
 /// The routes of one listener. Ends up as `envoy.config.route.v3.RouteConfiguration`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RouteConfig {
-    /// Envoy resource name: `routes-<port>`.
+    /// Envoy resource name: `routes-<port>` for a listener's cleartext chain (listeners that
+    /// serve the same Hosts under the same security model share the table of the lowest port),
+    /// `routes-<port>-<server name>` for a TLS chain.
     pub name: String,
     /// One virtual host per hostname, sorted by hostname (most specific first is Envoy's job).
     pub virtual_hosts: Vec<VirtualHost>,
@@ -509,9 +546,9 @@ pub struct RouteConfig {
 pub struct VirtualHost {
     /// Name, unique within the route table: the hostname.
     pub name: String,
-    /// The Host's hostname.
+    /// The Host's hostname (`*` for the default host).
     pub hostname: String,
-    /// Envoy domains matched (Envoy `VirtualHost.domains`).
+    /// Envoy domains matched (Envoy `VirtualHost.domains`): the hostname.
     pub domains: Vec<String>,
     /// Routes in match order (shared: lowering hands an unchanged Mapping's route to the next
     /// translation as the same allocation, and rendering recognises it by address).
@@ -594,84 +631,107 @@ pub struct Mirror {
 /// One route. Ends up as `envoy.config.route.v3.Route` inside its virtual host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Route {
-    /// Route name: `<namespace>/<mapping>` (plus `/insecure` for the cleartext variant).
+    /// Route name: `<namespace>/<mapping>`, plus `/insecure` for the cleartext variant (the
+    /// route that redirects a Host's cleartext requests to HTTPS).
     pub name: String,
-    /// What the route does.
+    /// What the route does: `route` forwards to `cluster`, `redirect` sends clients to another
+    /// host (see `redirect`), `https_redirect` to the same URL over HTTPS.
     pub action: RouteAction,
     /// The Mapping's `prefix`: a path prefix (Envoy `RouteMatch.prefix`), an exact path
     /// (`path`) or a regular expression (`safe_regex`), as `path_kind` says.
     pub prefix: String,
-    /// `prefix`, `exact` or `regex`.
+    /// How `prefix` matches the path: `prefix`, `exact` (the Mapping's `prefix_exact`) or
+    /// `regex` (`prefix_regex`; RE2, the whole path).
     pub path_kind: values::PathKind,
     /// Whether the path match is case sensitive.
     pub case_sensitive: bool,
-    /// Header conditions, sorted by name (Envoy `RouteMatch.headers`).
+    /// Header conditions, sorted by name (Envoy `RouteMatch.headers`); `kind` is `exact`,
+    /// `prefix`, `suffix`, `present` or `regex`. Besides the Mapping's headers, they include the
+    /// `:authority` condition of its `hostname` or `host`, the `:method` one of its `method`, and
+    /// `x-forwarded-proto: https` on a route for secure requests only.
     pub headers: Vec<HeaderMatch>,
-    /// Query parameter conditions, sorted by name (Envoy `RouteMatch.query_parameters`; kinds
-    /// `exact`, `present`, `regex`).
+    /// Query parameter conditions, sorted by name (Envoy `RouteMatch.query_parameters`);
+    /// `kind` is `exact`, `present` or `regex`, and `ignore_case` is false.
     pub query_parameters: Vec<HeaderMatch>,
     /// For a member of a canary group (Mappings with the same match): the route matches a
-    /// request when its random value (0-99) is below `numerator`; thresholds are cumulative
-    /// along the group, and the group's last route has none (Envoy `RouteMatch.runtime_fraction`).
+    /// request when its random value (0-99) is below `numerator`, a cumulative percent threshold
+    /// along the group (Envoy `RouteMatch.runtime_fraction`). `null` (always matches) outside a
+    /// group and for the group's last route.
     pub runtime_fraction: Option<RuntimeFraction>,
-    /// For `redirect` actions: where to (Envoy `Route.redirect`).
+    /// For `redirect` actions: where to (Envoy `Route.redirect`), else `null`; `response_code`
+    /// is Envoy's enum name.
     pub redirect: Option<Box<values::Redirect>>,
-    /// Path rewrite by regular expression (Envoy `RouteAction.regex_rewrite`); `prefix_rewrite`
-    /// is `null` when this is set.
+    /// Path rewrite by regular expression (Envoy `RouteAction.regex_rewrite`), or `null`;
+    /// `prefix_rewrite` is `null` when this is set.
     pub regex_rewrite: Option<Box<values::RegexRewrite>>,
     /// Send the upstream's host name as `Host` (Envoy `RouteAction.auto_host_rewrite`).
     pub auto_host_rewrite: bool,
     /// Connection upgrades allowed (`websocket`; Envoy `RouteAction.upgrade_configs`).
     pub upgrades: Vec<String>,
-    /// Retries (Envoy `RouteAction.retry_policy`).
+    /// Retries (Envoy `RouteAction.retry_policy`): the Mapping's `retry_policy`, else the
+    /// Module's, or `null`.
     pub retry_policy: Option<Box<values::RetryPolicy>>,
     /// Shadow Mappings with this route's match: requests are mirrored to their cluster
     /// (Envoy `RouteAction.request_mirror_policies`).
     pub mirrors: Vec<Mirror>,
     /// What requests are hashed on for `ring_hash`/`maglev` clusters (Envoy
-    /// `RouteAction.hash_policy`): `{cookie: {name, path, ttl_ms}}`, `{header: {name}}` or
-    /// `source_ip`.
+    /// `RouteAction.hash_policy`), from the Mapping's `load_balancer`, else the Module's:
+    /// `{cookie: {name, path, ttl_ms}}`, `{header: {name}}`, the string `"source_ip"`, or `null`.
     pub hash_policy: Option<Box<values::HashPolicy>>,
     /// Per-route settings of the AuthService check, when there is an AuthService and the
-    /// Mapping says something (`bypass_auth`, `auth_context_extensions`).
+    /// Mapping says something (`bypass_auth`, `auth_context_extensions`); else `null`.
     pub auth: Option<RouteAuth>,
     /// CORS (the Mapping's, else the Module's), or `null`.
     pub cors: Option<Box<values::Cors>>,
-    /// The Mapping's own IP allow or deny list, which replaces the listener's (the Module's) on
-    /// this route, or `null`.
+    /// The Mapping's own IP allow or deny list (`ip_allow` / `ip_deny`, shaped as the listener's
+    /// `ip_policy`), which replaces the listener's (the Module's) on this route through the
+    /// RBAC filter's per-route config, or `null`.
     pub ip_policy: Option<Box<values::IpPolicy>>,
     /// Rate limits (with a RateLimitService): one list of actions per label group of the
-    /// service's domain, the Module's default labels first; empty without labels.
+    /// service's domain, the Module's default labels first; empty without labels. An action's
+    /// `kind` is `source_cluster`, `destination_cluster`, `remote_address`, `generic_key` or
+    /// `request_headers`.
     pub rate_limits: Vec<Vec<values::RateLimitAction>>,
-    /// The Mapping's own custom error responses (replacing the Module's on this route).
+    /// The Mapping's own custom error responses (`error_response_overrides`), replacing the
+    /// Module's on this route; empty when it has none.
     pub error_responses: Vec<values::ErrorResponse>,
-    /// No custom error responses on this route (`bypass_error_response_overrides`).
+    /// No custom error responses at all on this route, not even the Module's
+    /// (`bypass_error_response_overrides`).
     pub bypass_error_responses: bool,
-    /// `HIGH` for the cluster's high-priority circuit breakers, or `null` (default).
+    /// `HIGH` for the cluster's high-priority circuit breakers, or `null` for Envoy's default.
     pub priority: Option<values::RoutePriority>,
-    /// The Mapping's `envoy_override` (JSON text, with `--allow-envoy-override`): merged into the
-    /// rendered route last, and checked with it. In the context only when set.
+    /// The Mapping's `envoy_override` as JSON text, only with `--allow-envoy-override` and when
+    /// set (absent otherwise): attache merges it into the rendered route after every rule, and
+    /// checks it with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub envoy_override: Option<String>,
-    /// Cluster name for `route` actions (Envoy `RouteAction.cluster`).
+    /// Name of the cluster for `route` actions (Envoy `RouteAction.cluster`).
     pub cluster: String,
     /// Replacement for the matched prefix, `null` for none (Envoy `RouteAction.prefix_rewrite`).
     pub prefix_rewrite: Option<String>,
-    /// Upstream timeout in milliseconds (Envoy `RouteAction.timeout`).
+    /// Upstream timeout in milliseconds (Envoy `RouteAction.timeout`): the Mapping's
+    /// `timeout_ms`, else the Module's `cluster_request_timeout_ms`, else 3000.
     pub timeout_ms: u64,
-    /// Mapping precedence (higher first).
+    /// The Mapping's `precedence` (higher first).
     pub precedence: i32,
     /// Host header sent upstream, `null` to keep it (Envoy `RouteAction.host_rewrite_literal`).
     pub host_rewrite: Option<String>,
     /// Stream idle timeout in milliseconds, `null` for Envoy's default (Envoy `RouteAction.idle_timeout`).
     pub idle_timeout_ms: Option<u64>,
-    /// Headers added to requests (Envoy `Route.request_headers_to_add`).
+    /// Headers added to requests (Envoy `Route.request_headers_to_add`): the Mapping's
+    /// `add_request_headers`, else the Module's `defaults`, plus `l5d-dst-override` with
+    /// `add_linkerd_headers`. `{{> header_value_option}}` renders one as Envoy's
+    /// `HeaderValueOption` (the core route template writes it out in its loops).
     pub request_headers_to_add: Vec<values::AddedHeader>,
-    /// Headers added to responses (Envoy `Route.response_headers_to_add`).
+    /// Headers added to responses (Envoy `Route.response_headers_to_add`): the Mapping's
+    /// `add_response_headers`, else the Module's `defaults`. `{{> header_value_option}}` renders
+    /// one as Envoy's `HeaderValueOption` (the core route template writes it out in its loops).
     pub response_headers_to_add: Vec<values::AddedHeader>,
-    /// Headers removed from requests (Envoy `Route.request_headers_to_remove`).
+    /// Names of the headers removed from requests (Envoy `Route.request_headers_to_remove`):
+    /// the Mapping's `remove_request_headers`, else the Module's `defaults`.
     pub request_headers_to_remove: Vec<String>,
-    /// Headers removed from responses (Envoy `Route.response_headers_to_remove`).
+    /// Names of the headers removed from responses (Envoy `Route.response_headers_to_remove`):
+    /// the Mapping's `remove_response_headers`, else the Module's `defaults`.
     pub response_headers_to_remove: Vec<String>,
     /// The Mapping this came from.
     pub source: Option<SourceRef>,
@@ -696,13 +756,14 @@ pub enum Discovery {
 /// a change of pods changes only this node, so only EDS goes to Envoy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Endpoints {
-    /// The cluster's name (the ClusterLoadAssignment's `cluster_name`).
+    /// The EDS cluster's name, used as the ClusterLoadAssignment's `cluster_name`.
     pub name: String,
-    /// The Kubernetes Service, `namespace/name`.
+    /// The Kubernetes Service, `<namespace>/<name>`.
     pub service: String,
     /// The Service port the Mappings name.
     pub port: u16,
-    /// Ready pod addresses with the pods' port, sorted.
+    /// The ready pods' IP addresses with the pods' port (the Service port's target), sorted;
+    /// empty when no pod is ready (or the Service or its port is not found).
     pub addresses: Vec<EndpointAddress>,
     /// The first Mapping using the cluster.
     pub source: Option<SourceRef>,
@@ -720,27 +781,38 @@ pub struct EndpointAddress {
 /// An upstream. Ends up as `envoy.config.cluster.v3.Cluster`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Cluster {
-    /// Envoy resource name: `cluster_<host>_<port>` (non-alphanumerics as `_`, `_tls` when TLS).
+    /// Envoy resource name: `cluster_<host>_<port>` (`host` lowercased, characters other than
+    /// letters and digits as `_`), plus `_tls` for TLS, `_eds` for EDS, and a short hash when
+    /// the settings differ from the defaults or the name alone would be ambiguous (a host with
+    /// characters other than lowercase letters, digits and dots), e.g.
+    /// `cluster_charge_payments_eu_80_d327a9bc` for `charge.payments-eu`.
     pub name: String,
-    /// Host to connect to (DNS name or IP).
+    /// Host to connect to (DNS name or IP); a bare service name gets the Mapping's namespace
+    /// (`charge.payments-eu`) unless that is attache's namespace or the Module's
+    /// `use_ambassador_namespace_for_service_resolution` is set.
     pub host: String,
-    /// Port to connect to.
+    /// Port to connect to: the service's, else 80 (443 with TLS).
     pub port: u16,
-    /// Whether to originate TLS.
+    /// Whether to originate TLS: an `https://` service, `tls: true` or a TLSContext.
     pub tls: bool,
-    /// How, when a TLSContext says: client certificate, SNI, ALPN.
+    /// How TLS is originated, with a TLSContext: the SDS name of its client certificate (`null`
+    /// when it has none), SNI and ALPN; else `null`.
     pub upstream_tls: Option<UpstreamTls>,
-    /// How endpoints are found.
+    /// How endpoints are found: `static` (an IP address), `strict_dns`, `logical_dns`, or `eds`
+    /// (the `kubernetes-endpoint` resolver: the addresses come in the `endpoints` node of the
+    /// same name).
     pub discovery: Discovery,
-    /// Connect timeout in milliseconds.
+    /// Connect timeout in milliseconds: the Mappings' `connect_timeout_ms` (the smallest when
+    /// they differ), else 3000.
     pub connect_timeout_ms: u64,
     /// The rest of the cluster's settings (`http2`, `lb_policy`, `circuit_breakers`, ...: see
     /// `rules/README.md`); Mappings asking for different ones get different clusters.
     #[serde(flatten)]
     pub settings: values::ClusterSettings,
-    /// The Mappings using this cluster (first few, sorted, for diagnostics).
+    /// The objects using this cluster (Mappings, TCPMappings, or the AuthService,
+    /// RateLimitService, TracingService or LogService it serves): the first 8 in sort order.
     pub used_by: Vec<ObjectRef>,
-    /// The first of those Mappings, which diagnostics about the cluster point at.
+    /// The first object of `used_by`, which diagnostics about the cluster point at.
     pub source: Option<SourceRef>,
 }
 

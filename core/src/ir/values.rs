@@ -55,15 +55,15 @@ pub struct Brotli {
 /// One circuit breaker threshold set (Envoy `CircuitBreakers.Thresholds`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub struct CircuitBreaker {
-    /// `DEFAULT` or `HIGH`.
+    /// `DEFAULT` or `HIGH` (the thresholds of routes with `priority: HIGH`).
     pub priority: &'static str,
-    /// Most connections.
+    /// Most connections, or `null` for Envoy's default.
     pub max_connections: Option<u32>,
-    /// Most requests waiting for a connection.
+    /// Most requests waiting for a connection, or `null` for Envoy's default.
     pub max_pending_requests: Option<u32>,
-    /// Most requests in flight.
+    /// Most requests in flight, or `null` for Envoy's default.
     pub max_requests: Option<u32>,
-    /// Most retries in flight.
+    /// Most retries in flight, or `null` for Envoy's default.
     pub max_retries: Option<u32>,
 }
 
@@ -92,39 +92,51 @@ pub struct ClientCertDetails {
 /// The cluster settings a Mapping asks for.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub struct ClusterSettings {
-    /// HTTP/2 to the upstream (`grpc: true`).
+    /// HTTP/2 to the upstream (the Mapping's `grpc: true`).
     pub http2: bool,
-    /// Idle timeout of upstream connections in milliseconds.
+    /// Idle timeout of upstream connections in milliseconds (the Mapping's
+    /// `cluster_idle_timeout_ms`, else the Module's), or `null` for Envoy's.
     pub idle_timeout_ms: Option<u64>,
-    /// Longest life of an upstream connection in milliseconds.
+    /// Longest life of an upstream connection in milliseconds (the Mapping's
+    /// `cluster_max_connection_lifetime_ms`, else the Module's), or `null` for no limit.
     pub max_connection_lifetime_ms: Option<u64>,
-    /// TCP keepalive.
+    /// TCP keepalive of upstream connections (the Mapping's `keepalive`, else the Module's), or
+    /// `null`; each value in it may be `null` (the system's default).
     pub keepalive: Option<Keepalive>,
-    /// Circuit breakers.
+    /// Circuit breakers (the Mapping's `circuit_breakers`, else the Module's), one threshold set
+    /// per priority; `priority` is `DEFAULT` or `HIGH`, and limits not given are `null`.
     pub circuit_breakers: Vec<CircuitBreaker>,
-    /// `LOGICAL_DNS` instead of `STRICT_DNS` for DNS names.
+    /// `LOGICAL_DNS` instead of `STRICT_DNS` for DNS names (`dns_type: logical_dns`); then
+    /// `discovery` is `logical_dns`.
     pub logical_dns: bool,
-    /// Use the DNS record's TTL to refresh.
+    /// Use the DNS record's TTL to refresh (`respect_dns_ttl`).
     pub respect_dns_ttl: bool,
-    /// Envoy's `dns_lookup_family`: `V4_ONLY` (default), `V6_ONLY` or `AUTO`.
+    /// Envoy's `dns_lookup_family`: `V4_ONLY` (default), `V6_ONLY` or `AUTO` (from the
+    /// Mapping's `enable_ipv4` / `enable_ipv6`, else the Module's).
     pub dns_lookup_family: &'static str,
-    /// Stats name of the cluster (`alt_stat_name`).
+    /// Stats name of the cluster (the Mapping's `stats_name`, else the Module's `defaults`;
+    /// Envoy `alt_stat_name`), or `null`.
     pub stats_name: Option<String>,
-    /// `cluster_tag`: only makes a cluster of its own.
+    /// `cluster_tag`, or `null`: only makes a cluster of its own (Envoy has no such field).
     pub tag: Option<String>,
-    /// Originate TLS (an `https://` service, `tls: true`, or `tls: <TLSContext>`).
+    /// Whether the Mapping originates TLS with a TLSContext (`tls: <TLSContext>`): the setting
+    /// behind `tls` and `upstream_tls` (an `https://` service or `tls: true` shows only in `tls`).
     pub originate_tls: bool,
-    /// The TLSContext whose client certificate, SNI and ALPN are used upstream.
+    /// The name of the TLSContext whose client certificate, SNI and ALPN are used upstream
+    /// (the setting behind `upstream_tls`), or `null`.
     pub tls_context: Option<String>,
-    /// Envoy `lb_policy`: `ROUND_ROBIN` (default), `LEAST_REQUEST`, `RING_HASH`, `MAGLEV`.
+    /// Envoy `lb_policy`: `ROUND_ROBIN` (default), `LEAST_REQUEST`, `RING_HASH` or `MAGLEV`
+    /// (the Mapping's `load_balancer`, else the Module's).
     pub lb_policy: &'static str,
-    /// Active health checks.
+    /// Active health checks (`health_checks`); each has either `http` or `grpc`, the other is
+    /// `null`.
     pub health_checks: Vec<HealthCheck>,
-    /// Passive health checking: hosts that fail are ejected for a while (boxed: rarely set,
-    /// and the settings are held by every Mapping, cluster key and cluster).
+    /// Passive health checking (`outlier_detection`): hosts that fail are ejected for a while.
+    /// `null` when not set; values not given are `null` (Envoy's defaults).
+    // Boxed: rarely set, and the settings are held by every Mapping, cluster key and cluster.
     pub outlier_detection: Option<Box<OutlierDetection>>,
     /// HTTP/1 header names keep the case they came with (the Module's
-    /// `header_case_overrides`).
+    /// `header_case_overrides`); never with `http2`.
     pub preserve_header_case: bool,
 }
 
@@ -325,12 +337,13 @@ pub struct IpPrincipal {
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Keepalive {
-    /// Idle seconds before probes start (Emissary's `idle_time`; `time` is read too).
+    /// Idle seconds before probes start (Emissary's `idle_time`; `time` is read too), or `null`
+    /// for the system's default.
     #[serde(alias = "idle_time")]
     pub time: Option<u32>,
-    /// Seconds between probes.
+    /// Seconds between probes, or `null` for the system's default.
     pub interval: Option<u32>,
-    /// Unanswered probes before the connection is dropped.
+    /// Unanswered probes before the connection is dropped, or `null` for the system's default.
     pub probes: Option<u32>,
 }
 
@@ -390,11 +403,11 @@ pub struct RateLimitAction {
 pub struct Redirect {
     /// Host (and port) to redirect to: the Mapping's `service`.
     pub host: String,
-    /// `path_redirect`: replaces the whole path.
+    /// `path_redirect`: replaces the whole path, or `null`.
     pub path: Option<String>,
-    /// `prefix_redirect`: replaces the matched prefix.
+    /// `prefix_redirect`: replaces the matched prefix, or `null`.
     pub prefix: Option<String>,
-    /// `regex_redirect`.
+    /// `regex_redirect`: rewrites the path by regular expression, or `null`.
     pub regex: Option<RegexRewrite>,
     /// Envoy's name of the response code (`MOVED_PERMANENTLY` for 301, the default).
     pub response_code: &'static str,
@@ -418,7 +431,7 @@ pub struct RetryPolicy {
     pub retry_on: String,
     /// How many retries (Envoy's default 1 when absent).
     pub num_retries: Option<u32>,
-    /// Timeout of each try in milliseconds.
+    /// Timeout of each try in milliseconds, or `null` (Envoy: the route's timeout).
     pub per_try_timeout_ms: Option<u64>,
 }
 
@@ -436,9 +449,9 @@ pub enum RoutePriority {
 pub struct TlsSettings {
     /// ALPN protocols offered, in order.
     pub alpn_protocols: Vec<String>,
-    /// Lowest version (`TLSv1_2`), or `None` for Envoy's default.
+    /// Lowest version (`TLSv1_0` to `TLSv1_3`), or `null` for Envoy's default.
     pub min_version: Option<&'static str>,
-    /// Highest version, or `None`.
+    /// Highest version (`TLSv1_0` to `TLSv1_3`), or `null` for Envoy's default.
     pub max_version: Option<&'static str>,
     /// Cipher suites (OpenSSL names), or Envoy's defaults when empty.
     pub cipher_suites: Vec<String>,
@@ -447,6 +460,7 @@ pub struct TlsSettings {
     /// Clients must present a certificate signed by the CA.
     pub cert_required: bool,
     /// The Secret with the CA certificate that client certificates are checked against:
-    /// `(namespace, name)`.
+    /// `[namespace, name]` as the Host or TLSContext names it, or `null` (the chain's
+    /// `ca_secret` is its SDS name).
     pub ca_secret: Option<(String, String)>,
 }

@@ -25,7 +25,7 @@ fn with_properties(mut schema: Value, edit: impl FnOnce(&mut serde_json::Map<Str
 
 /// The JSON Schema of the context a rule of `kind` sees.
 pub fn schema(kind: NodeKind) -> Value {
-    let list = |items: Value| json!({"type": "array", "items": items});
+    let list = |description: &str, items: Value| json!({"type": "array", "description": description, "items": items});
     let rendered =
         |props: Value| json!({"type": "object", "description": "already rendered children", "properties": props});
     let mut s = match kind {
@@ -44,7 +44,10 @@ pub fn schema(kind: NodeKind) -> Value {
         NodeKind::Listener => with_properties(of::<crate::ir::Listener>(), |p| {
             p.insert(
                 "rendered".into(),
-                rendered(json!({"http_filters": list(json!({"type": "object", "description": "an HttpFilter message as JSON"}))})),
+                rendered(json!({"http_filters": list(
+                    "The HTTP filter table's output for this listener, in chain order: HttpFilter messages as JSON (not in an `http_filter` rule's own context).",
+                    json!({"type": "object", "description": "an HttpFilter message as JSON"}),
+                )})),
             );
         }),
         NodeKind::HttpFilter => with_properties(of::<crate::ir::Listener>(), |p| {
@@ -54,14 +57,20 @@ pub fn schema(kind: NodeKind) -> Value {
             p.remove("routes");
             p.insert(
                 "rendered".into(),
-                rendered(json!({"routes": list(json!({"type": "object", "description": "a Route message as JSON, in match order"}))})),
+                rendered(json!({"routes": list(
+                    "The rendered routes, in match order: Route messages as JSON.",
+                    json!({"type": "object", "description": "a Route message as JSON"}),
+                )})),
             );
         }),
         NodeKind::RouteConfig => with_properties(of::<crate::ir::RouteConfig>(), |p| {
             p.remove("virtual_hosts");
             p.insert(
                 "rendered".into(),
-                rendered(json!({"virtual_hosts": list(json!({"type": "object", "description": "a VirtualHost message as JSON"}))})),
+                rendered(json!({"virtual_hosts": list(
+                    "The rendered virtual hosts: VirtualHost messages as JSON.",
+                    json!({"type": "object", "description": "a VirtualHost message as JSON"}),
+                )})),
             );
         }),
     };
@@ -172,6 +181,191 @@ pub fn fields(kind: NodeKind) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The Envoy message the core pack's rules of `kind` emit (what its context is rendered into).
+pub fn message(kind: NodeKind) -> &'static str {
+    match kind {
+        NodeKind::Cluster => "envoy.config.cluster.v3.Cluster",
+        NodeKind::Route => "envoy.config.route.v3.Route",
+        NodeKind::VirtualHost => "envoy.config.route.v3.VirtualHost",
+        NodeKind::RouteConfig => "envoy.config.route.v3.RouteConfiguration",
+        NodeKind::Listener => "envoy.config.listener.v3.Listener",
+        NodeKind::HttpFilter => "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
+        NodeKind::Endpoints => "envoy.config.endpoint.v3.ClusterLoadAssignment",
+        NodeKind::Secret => "envoy.extensions.transport_sockets.tls.v3.Secret",
+    }
+}
+
+/// A schema's description as one line of a Markdown table cell.
+fn cell(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
+}
+
+/// A short, readable summary of a schema's type: `integer`, `string or null`, `list of {a, b}`,
+/// `` `x`, `y` or `z` `` for an enum, `{a, b: {c, d}}` for an object (fields two levels deep).
+fn summary(defs: &Value, s: &Value, depth: usize) -> String {
+    let mut s = s;
+    for _ in 0..16 {
+        match s
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("#/$defs/"))
+        {
+            Some(name) => match defs.get(name) {
+                Some(d) => s = d,
+                None => return "object".into(),
+            },
+            None => break,
+        }
+    }
+    let or = |mut parts: Vec<String>| -> String {
+        parts.dedup();
+        match parts.len() {
+            0 => "any".into(),
+            1 => parts.remove(0),
+            n => format!("{} or {}", parts[..n - 1].join(", "), parts[n - 1]),
+        }
+    };
+    if let Some(c) = s.get("const") {
+        return format!("`{}`", c.as_str().map_or_else(|| c.to_string(), str::to_string));
+    }
+    if let Some(values) = s.get("enum").and_then(Value::as_array) {
+        return or(values
+            .iter()
+            .map(|v| format!("`{}`", v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+            .collect());
+    }
+    if let Some(any) = s.get("anyOf").or_else(|| s.get("oneOf")).and_then(Value::as_array) {
+        let null = any
+            .iter()
+            .any(|a| a.get("type").and_then(Value::as_str) == Some("null"));
+        let mut parts: Vec<String> = any
+            .iter()
+            .filter(|a| a.get("type").and_then(Value::as_str) != Some("null"))
+            .map(|a| summary(defs, a, depth))
+            .collect();
+        if null {
+            parts.push("null".into());
+        }
+        return or(parts);
+    }
+    let (ty, null) = match s.get("type") {
+        Some(Value::String(t)) => (t.as_str(), false),
+        Some(Value::Array(ts)) => (
+            ts.iter()
+                .filter_map(Value::as_str)
+                .find(|t| *t != "null")
+                .unwrap_or("null"),
+            ts.iter().any(|t| t == "null"),
+        ),
+        _ => ("any", false),
+    };
+    let base = match ty {
+        "array" => format!(
+            "list of {}",
+            s.get("items").map_or_else(|| "any".into(), |i| summary(defs, i, depth))
+        ),
+        "object" => match (
+            s.get("properties").and_then(Value::as_object),
+            s.get("additionalProperties"),
+        ) {
+            (Some(props), _) if !props.is_empty() => {
+                let fields: Vec<String> = props
+                    .iter()
+                    .map(|(k, v)| {
+                        let inner = summary(defs, v, depth + 1);
+                        if depth == 0 && inner.starts_with('{') {
+                            format!("{k}: {inner}")
+                        } else {
+                            k.clone()
+                        }
+                    })
+                    .collect();
+                format!("{{{}}}", fields.join(", "))
+            }
+            (_, Some(v)) if v.is_object() => format!("map of {}", summary(defs, v, depth)),
+            _ => "object".into(),
+        },
+        other => other.to_string(),
+    };
+    if null {
+        format!("{base} or null")
+    } else {
+        base
+    }
+}
+
+/// rules/README.md's section on a kind's context: a heading naming the kind and the message it
+/// renders, the context's own description, and a table of its fields (name, type, description),
+/// all from the schema (`attache rules schema --markdown`; a test keeps the README in step).
+pub fn markdown(kind: NodeKind) -> String {
+    let s = schema_cached(kind);
+    let defs = s.get("$defs").unwrap_or(&Value::Null);
+    let mut out = format!("### `{}` → `{}`\n\n", kind.as_str(), message(kind));
+    if kind == NodeKind::HttpFilter {
+        out.push_str("The `listener` context: an `http_filter` rule renders one filter of a listener's chain.\n");
+        return out;
+    }
+    if let Some(d) = s.get("description").and_then(Value::as_str) {
+        for paragraph in d.split("\n\n") {
+            out.push_str(&cell(paragraph).replace("\\|", "|"));
+            out.push_str("\n\n");
+        }
+    }
+    out.push_str("| field | type | |\n|---|---|---|\n");
+    let Some(props) = s.get("properties").and_then(Value::as_object) else {
+        return out;
+    };
+    for (name, field) in props {
+        if name == "rendered" {
+            continue;
+        }
+        let description = field.get("description").and_then(Value::as_str).unwrap_or("");
+        out.push_str(&format!(
+            "| `{name}` | {} | {} |\n",
+            cell(&summary(defs, field, 0)),
+            cell(description)
+        ));
+    }
+    for (name, field) in props
+        .get("rendered")
+        .and_then(|r| r.get("properties"))
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let description = field.get("description").and_then(Value::as_str).unwrap_or("");
+        out.push_str(&format!(
+            "| `rendered.{name}` | {} | {} |\n",
+            cell(&summary(defs, field, 0)),
+            cell(description)
+        ));
+    }
+    out
+}
+
+/// Every kind's section (see [`markdown`]): the route table's kinds, then the listener's, then
+/// what the clusters use.
+pub fn markdown_all() -> String {
+    use NodeKind::*;
+    [
+        Cluster,
+        Route,
+        VirtualHost,
+        RouteConfig,
+        Listener,
+        HttpFilter,
+        Endpoints,
+        Secret,
+    ]
+    .iter()
+    .map(|&k| markdown(k))
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,77 +400,53 @@ mod tests {
 
 #[cfg(test)]
 mod readme {
-    use std::collections::BTreeSet;
-
     use super::*;
 
-    /// The field names rules/README.md lists for each kind (the first column of its table:
-    /// every backticked name, up to a dot).
-    fn documented() -> Vec<(String, BTreeSet<String>)> {
-        let text = include_str!("../../../rules/README.md");
-        let mut out: Vec<(String, BTreeSet<String>)> = Vec::new();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("### `") {
-                let kind = rest.split('`').next().unwrap_or_default().to_string();
-                out.push((kind, BTreeSet::new()));
-            } else if line.starts_with("## ") {
-                out.push((String::new(), BTreeSet::new()));
-            } else if let (Some((_, names)), Some(cell)) = (out.last_mut(), line.strip_prefix("| ")) {
-                let first = cell.split(" |").next().unwrap_or_default();
-                for name in first.split('`').skip(1).step_by(2) {
-                    names.insert(name.to_string());
-                }
-            }
+    const BEGIN: &str = "<!-- BEGIN generated by `attache rules schema --markdown`: edit the IR's doc comments, then `UPDATE_GOLDEN=1 cargo test -p attache-core readme` -->\n";
+    const END: &str = "<!-- END generated -->\n";
+
+    /// rules/README.md's context sections are the schema's, generated: a field added, renamed or
+    /// documented differently in the IR fails here until the README is regenerated.
+    #[test]
+    fn the_readme_context_tables_are_the_generated_ones() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/README.md");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (Some(b), Some(e)) = (text.find(BEGIN), text.find(END)) else {
+            panic!("rules/README.md lacks the generated section's markers");
+        };
+        let current = &text[b + BEGIN.len()..e];
+        let generated = format!("\n{}\n", markdown_all());
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            let updated = format!("{}{BEGIN}{generated}{}", &text[..b], &text[e..]);
+            std::fs::write(&path, updated).unwrap();
+            return;
         }
-        out.retain(|(k, names)| !k.is_empty() && !names.is_empty());
-        out
+        if current != generated {
+            let diff = similar::TextDiff::from_lines(current, generated.as_str())
+                .unified_diff()
+                .header("rules/README.md", "generated")
+                .to_string();
+            panic!(
+                "rules/README.md's context tables differ from the schema (regenerate with UPDATE_GOLDEN=1):\n{diff}"
+            );
+        }
+        // Every kind has its section.
+        for kind in NodeKind::ALL {
+            assert!(current.contains(&format!("### `{}`", kind.as_str())), "{kind:?}");
+        }
     }
 
     #[test]
-    fn the_readme_context_tables_list_exactly_the_schema_fields() {
-        let docs = documented();
-        let kinds: Vec<&str> = docs.iter().map(|(k, _)| k.as_str()).collect();
-        for kind in NodeKind::ALL.iter().filter(|k| **k != NodeKind::HttpFilter) {
-            assert!(
-                kinds.contains(&kind.as_str()),
-                "rules/README.md has no table for `{}`",
-                kind.as_str()
-            );
+    fn type_summaries_read_as_operators_write_them() {
+        let route = markdown(NodeKind::Route);
+        for row in [
+            "| `action` | `route`, `https_redirect` or `redirect` |",
+            "| `timeout_ms` | integer |",
+            "| `retry_policy` | {num_retries, per_try_timeout_ms, retry_on} or null |",
+            "| `upgrades` | list of string |",
+        ] {
+            assert!(route.contains(row), "{row} not in\n{route}");
         }
-        for (kind, names) in docs {
-            let kind = NodeKind::from_key(&kind).unwrap();
-            let top: BTreeSet<String> = names
-                .iter()
-                .map(|n| n.split('.').next().unwrap_or_default().to_string())
-                .collect();
-            let schema: BTreeSet<String> = fields(kind).into_iter().collect();
-            let mut want = schema.clone();
-            // Leaves' `rendered` is empty: not listed.
-            if !top.contains("rendered") {
-                want.remove("rendered");
-            }
-            assert_eq!(
-                top,
-                want,
-                "rules/README.md's table for `{}` and the context's fields differ",
-                kind.as_str()
-            );
-            // Every rendered child is documented by its full name.
-            let children = schema_children(kind);
-            for child in children {
-                assert!(
-                    names.contains(&format!("rendered.{child}")),
-                    "{}: rendered.{child} undocumented",
-                    kind.as_str()
-                );
-            }
-        }
-    }
-
-    fn schema_children(kind: NodeKind) -> Vec<String> {
-        schema(kind)["properties"]["rendered"]["properties"]
-            .as_object()
-            .map(|p| p.keys().cloned().collect())
-            .unwrap_or_default()
+        assert!(markdown(NodeKind::VirtualHost).contains("| `rendered.routes` | list of object |"));
     }
 }
