@@ -174,6 +174,24 @@ enum RulesCommand {
     },
 }
 
+/// With operator packs: a note on standard error for each of their rules that no node of this
+/// configuration selects (a `select` or `when` matching nothing changes nothing, silently).
+fn unapplied_notes(t: &attache::Translation, translation: &Translation) -> anyhow::Result<()> {
+    if translation.rules.is_empty() {
+        return Ok(());
+    }
+    let registry = translation.registry()?;
+    for rule in attache::rules::coverage::unapplied(&t.ir, &registry) {
+        eprintln!(
+            "attache: note: rule `{}` of pack `{}` applies to no node of this configuration (its kind `{}`, `select` and `when` match none)",
+            rule.id,
+            rule.pack,
+            rule.kind.as_str()
+        );
+    }
+    Ok(())
+}
+
 fn print(value: &serde_json::Value, format: Format) -> anyhow::Result<()> {
     let text = match format {
         Format::Yaml => attache::output::to_yaml(value),
@@ -262,6 +280,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 for d in after.diagnostics.iter().filter(|d| !before.diagnostics.contains(d)) {
                     eprintln!("{}", attache::serve::as_given(d, &path));
                 }
+                unapplied_notes(&after, &translation)?;
                 let packs: Vec<String> = translation.rules.iter().map(|p| p.display().to_string()).collect();
                 let out = attache::pack_test::diff(
                     "built-in pack",
@@ -276,6 +295,7 @@ fn run() -> anyhow::Result<ExitCode> {
             for d in &t.diagnostics {
                 eprintln!("{}", attache::serve::as_given(d, &path));
             }
+            unapplied_notes(&t, &translation)?;
             let value = if bootstrap {
                 bootstrap::static_resources(&t.snapshot, &envoy_admin.ip().to_string(), envoy_admin.port())
                     .map_err(|e| anyhow::anyhow!("generated bootstrap is invalid ({e}); this is a bug"))?
@@ -364,11 +384,12 @@ fn run() -> anyhow::Result<ExitCode> {
             registry
                 .add_dir(&pack)
                 .with_context(|| format!("loading the pack under test, {}", pack.display()))?;
-            let results =
+            let report =
                 attache::pack_test::run(&pack, &std::sync::Arc::new(registry), &translation.options(), update)?;
+            let results = &report.cases;
             let mut failed = 0;
             let mut text = String::new();
-            for r in &results {
+            for r in results {
                 match &r.outcome {
                     attache::pack_test::Outcome::Passed => text.push_str(&format!("ok      {}\n", r.name)),
                     attache::pack_test::Outcome::Written => {
@@ -382,6 +403,11 @@ fn run() -> anyhow::Result<ExitCode> {
             }
             let n = |count: usize, one: &str| format!("{count} {one}{}", if count == 1 { "" } else { "s" });
             text.push_str(&format!("{}: {} failed\n", n(results.len(), "case"), failed));
+            for id in &report.unexercised {
+                text.push_str(&format!(
+                    "note: rule `{id}` applies to no node in any case: add a case it changes, or check its `select` and `when`\n"
+                ));
+            }
             print_text(&text)?;
             anyhow::ensure!(
                 !results.is_empty(),

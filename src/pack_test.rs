@@ -36,6 +36,16 @@ pub struct CaseResult {
     pub outcome: Outcome,
 }
 
+/// A pack's fixtures, run.
+#[derive(Debug)]
+pub struct Report {
+    /// Each case, in name order.
+    pub cases: Vec<CaseResult>,
+    /// The ids of the pack's rules that no case's configuration selects (see
+    /// `rules::coverage`): untested, or a `select`/`when` that matches nothing.
+    pub unexercised: Vec<String>,
+}
+
 /// The output of a translation as `attache translate` prints it: resources by type label, plus
 /// `diagnostics` (one line each, files relative to `base`) when there are any.
 pub fn output_value(t: &crate::Translation, base: &Path) -> Value {
@@ -190,8 +200,15 @@ pub fn run(
     registry: &std::sync::Arc<crate::rules::Registry>,
     options: &crate::Options,
     update: bool,
-) -> anyhow::Result<Vec<CaseResult>> {
+) -> anyhow::Result<Report> {
     use anyhow::Context as _;
+    // The pack under test's own rules (not those of the packs applied before it).
+    let name = std::fs::read_to_string(pack.join("pack.yaml"))
+        .ok()
+        .and_then(|text| crate::source::yaml::parse_one(&text).ok().flatten())
+        .and_then(|doc| doc.to_json().get("name").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default();
+    let mut unexercised: Option<std::collections::BTreeSet<String>> = None;
     let cases = cases(pack).with_context(|| {
         format!(
             "{}: no tests/ directory (a case is tests/NAME/input.yaml with tests/NAME/expected.yaml)",
@@ -200,7 +217,7 @@ pub fn run(
     })?;
     let mut results = Vec::new();
     for case in cases {
-        let name = case
+        let case_name = case
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -211,6 +228,15 @@ pub fn run(
         };
         let loaded = crate::source::dir::load(&input);
         let t = crate::Translator::new(std::sync::Arc::clone(registry), options.clone()).translate(&loaded);
+        let unapplied: std::collections::BTreeSet<String> = crate::rules::coverage::unapplied(&t.ir, registry)
+            .into_iter()
+            .filter(|r| r.pack == name)
+            .map(|r| r.id.clone())
+            .collect();
+        unexercised = Some(match unexercised {
+            None => unapplied,
+            Some(before) => before.intersection(&unapplied).cloned().collect(),
+        });
         let actual = output_value(&t, &case);
         let expected_path = case.join("expected.yaml");
         let outcome = if update || !expected_path.exists() {
@@ -229,9 +255,15 @@ pub fn run(
                 Err(e) => Outcome::Failed(format!("expected.yaml:{}: {}\n", e.line, e.message)),
             }
         };
-        results.push(CaseResult { name, outcome });
+        results.push(CaseResult {
+            name: case_name,
+            outcome,
+        });
     }
-    Ok(results)
+    Ok(Report {
+        cases: results,
+        unexercised: unexercised.unwrap_or_default().into_iter().collect(),
+    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Command;
 
 use support::{attache, envoy_bin, write};
@@ -529,4 +530,45 @@ fn rules_schema_prints_the_context_of_a_kind() {
     let bad = attache().args(["rules", "schema", "rout"]).output().unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown kind `rout` (one of: "));
+}
+
+#[test]
+fn a_rule_that_selects_nothing_is_noted_by_translate_and_rules_test() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pack = root.join("examples/packs/namespace-retries");
+    // The quick start has no `payments*` namespace.
+    let out = attache()
+        .args(["translate", "-o", "json", "--rules"])
+        .arg(&pack)
+        .arg(root.join("examples/quickstart"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("note: rule `namespace_retries.payments` of pack `namespace-retries` applies to no node"),
+        "{stderr}"
+    );
+    // A misspelled namespace glob: no fixture exercises the rule any more.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("pack");
+    std::fs::create_dir_all(copy.join("tests/payments-only")).unwrap();
+    let text = std::fs::read_to_string(pack.join("pack.yaml")).unwrap();
+    write(&copy.join("pack.yaml"), &text.replace("\"payments*\"", "\"paymets*\""));
+    for f in ["input.yaml", "expected.yaml"] {
+        std::fs::copy(
+            pack.join("tests/payments-only").join(f),
+            copy.join("tests/payments-only").join(f),
+        )
+        .unwrap();
+    }
+    let out = attache().args(["rules", "test"]).arg(&copy).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("note: rule `namespace_retries.payments` applies to no node in any case"),
+        "{stdout}"
+    );
+    // The example pack itself: exercised.
+    let out = attache().args(["rules", "test"]).arg(&pack).output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("note:"));
 }

@@ -13,6 +13,7 @@
 //! nodes. Tests compare the second with the first.
 
 pub mod context;
+pub mod coverage;
 pub mod edit;
 mod filing;
 mod key;
