@@ -3,7 +3,7 @@
 //! as the template context shows them (a public API of rule packs). The readers in `resource`
 //! produce them from what users wrote; this module imports nothing from `resource`.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Envoy's access log of HTTP requests (the Module's `envoy_log_type`, `envoy_log_path` and
 /// `envoy_log_format`).
@@ -69,23 +69,17 @@ pub struct CircuitBreaker {
 
 /// `set_current_client_cert_details`: what of a client certificate goes upstream in
 /// `x-forwarded-client-cert` (Envoy's field of the same name).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ClientCertDetails {
     /// The subject.
-    #[serde(default)]
     pub subject: bool,
     /// The certificate, URL-encoded PEM.
-    #[serde(default)]
     pub cert: bool,
     /// The whole chain, URL-encoded PEM.
-    #[serde(default)]
     pub chain: bool,
     /// DNS subject alternative names.
-    #[serde(default)]
     pub dns: bool,
     /// URI subject alternative names.
-    #[serde(default)]
     pub uri: bool,
 }
 
@@ -216,13 +210,11 @@ pub struct GrpcStats {
 }
 
 /// A gRPC service whose methods get stats of their own (`grpc_stats.services`).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct GrpcStatsService {
     /// The fully qualified service name.
     pub name: String,
     /// Its methods (all of them when empty).
-    #[serde(default)]
     pub method_names: Vec<String>,
 }
 
@@ -334,12 +326,10 @@ pub struct IpPrincipal {
 }
 
 /// TCP keepalive of upstream connections (`keepalive`; seconds).
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub struct Keepalive {
-    /// Idle seconds before probes start (Emissary's `idle_time`; `time` is read too), or `null`
-    /// for the system's default.
-    #[serde(alias = "idle_time")]
+    /// Idle seconds before probes start (the Mapping's `idle_time`), or `null` for the
+    /// system's default.
     pub time: Option<u32>,
     /// Seconds between probes, or `null` for the system's default.
     pub interval: Option<u32>,
@@ -414,13 +404,11 @@ pub struct Redirect {
 }
 
 /// `{pattern, substitution}`: an RE2 pattern and what replaces its matches.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct RegexRewrite {
     /// RE2 regular expression.
     pub pattern: String,
     /// Replacement (`\1` for groups).
-    #[serde(default)]
     pub substitution: String,
 }
 

@@ -76,12 +76,12 @@ struct ConfigSpec {
     default_label_domain: Option<String>,
     default_labels: Option<serde_json::Value>,
     error_response_overrides: Option<Vec<super::mapping::ErrorResponseSpec>>,
-    keepalive: Option<super::mapping::Keepalive>,
+    keepalive: Option<super::mapping::KeepaliveSpec>,
     brotli: Option<BrotliSpec>,
     proper_case: Option<bool>,
     header_case_overrides: Option<serde_json::Value>,
     forward_client_cert_details: Option<String>,
-    set_current_client_cert_details: Option<ClientCertDetails>,
+    set_current_client_cert_details: Option<ClientCertDetailsSpec>,
     buffer_limit_bytes: Option<u32>,
     enable_ipv4: Option<bool>,
     enable_ipv6: Option<bool>,
@@ -110,6 +110,34 @@ struct ConfigSpec {
 }
 
 pub use crate::ir::values::ClientCertDetails;
+
+/// `set_current_client_cert_details` as written.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientCertDetailsSpec {
+    #[serde(default)]
+    subject: bool,
+    #[serde(default)]
+    cert: bool,
+    #[serde(default)]
+    chain: bool,
+    #[serde(default)]
+    dns: bool,
+    #[serde(default)]
+    uri: bool,
+}
+
+impl From<ClientCertDetailsSpec> for ClientCertDetails {
+    fn from(s: ClientCertDetailsSpec) -> Self {
+        ClientCertDetails {
+            subject: s.subject,
+            cert: s.cert,
+            chain: s.chain,
+            dns: s.dns,
+            uri: s.uri,
+        }
+    }
+}
 
 pub use crate::ir::values::AccessLog;
 
@@ -148,7 +176,16 @@ pub use crate::ir::values::Brotli;
 struct GrpcStatsSpec {
     upstream_stats: Option<bool>,
     all_methods: Option<bool>,
-    services: Option<Vec<GrpcStatsService>>,
+    services: Option<Vec<GrpcStatsServiceSpec>>,
+}
+
+/// A `grpc_stats.services` entry as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrpcStatsServiceSpec {
+    name: String,
+    #[serde(default)]
+    method_names: Vec<String>,
 }
 
 pub use crate::ir::values::GrpcStatsService;
@@ -514,7 +551,14 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
         grpc_stats: c.grpc_stats.map(|g| GrpcStats {
             upstream_stats: g.upstream_stats.unwrap_or(false),
             all_methods: g.all_methods.unwrap_or(false),
-            services: g.services,
+            services: g.services.map(|list| {
+                list.into_iter()
+                    .map(|s| GrpcStatsService {
+                        name: s.name,
+                        method_names: s.method_names,
+                    })
+                    .collect()
+            }),
         }),
         lua_scripts: c.lua_scripts.filter(|l| !l.trim().is_empty()),
         gzip: gzip.flatten(),
@@ -529,11 +573,11 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<AmbassadorModule> {
             .unwrap_or_else(|| "ambassador".to_string()),
         default_labels,
         error_responses,
-        keepalive: c.keepalive,
+        keepalive: c.keepalive.map(Into::into),
         brotli,
         header_case,
         forward_client_cert_details,
-        set_current_client_cert_details: c.set_current_client_cert_details,
+        set_current_client_cert_details: c.set_current_client_cert_details.map(Into::into),
         buffer_limit_bytes: c.buffer_limit_bytes,
         dns_lookup_family,
         services_in_ambassador_namespace: c.use_ambassador_namespace_for_service_resolution.unwrap_or(false),

@@ -131,6 +131,27 @@ pub(super) fn read_health_checks(r: &mut Reader<'_>, spec: &[HealthCheckSpec], o
 
 pub use crate::ir::values::Keepalive;
 
+/// `keepalive` as written (a Mapping's or the Module's; seconds).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeepaliveSpec {
+    /// Emissary's name is `idle_time`; `time` is read too.
+    #[serde(alias = "idle_time")]
+    time: Option<u32>,
+    interval: Option<u32>,
+    probes: Option<u32>,
+}
+
+impl From<KeepaliveSpec> for Keepalive {
+    fn from(s: KeepaliveSpec) -> Self {
+        Keepalive {
+            time: s.time,
+            interval: s.interval,
+            probes: s.probes,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CircuitBreakerSpec {
@@ -468,7 +489,7 @@ pub(super) fn read_settings(
         preserve_header_case: false,
         idle_timeout_ms: spec.cluster_idle_timeout_ms,
         max_connection_lifetime_ms: spec.cluster_max_connection_lifetime_ms,
-        keepalive: spec.keepalive.clone(),
+        keepalive: spec.keepalive.clone().map(Into::into),
         circuit_breakers,
         logical_dns,
         respect_dns_ttl: spec.respect_dns_ttl.unwrap_or(false),

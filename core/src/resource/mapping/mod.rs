@@ -113,9 +113,9 @@ struct MappingSpec {
     host_redirect: bool,
     path_redirect: Option<String>,
     prefix_redirect: Option<String>,
-    regex_redirect: Option<RegexRewrite>,
+    regex_redirect: Option<policy::RegexRewriteSpec>,
     redirect_response_code: Option<u16>,
-    regex_rewrite: Option<RegexRewrite>,
+    regex_rewrite: Option<policy::RegexRewriteSpec>,
     #[serde(default)]
     auto_host_rewrite: bool,
     #[serde(default)]
@@ -149,7 +149,7 @@ struct MappingSpec {
     auth_context_extensions: BTreeMap<String, String>,
     cluster_idle_timeout_ms: Option<u64>,
     cluster_max_connection_lifetime_ms: Option<u64>,
-    keepalive: Option<Keepalive>,
+    keepalive: Option<cluster::KeepaliveSpec>,
     #[serde(default)]
     circuit_breakers: Vec<CircuitBreakerSpec>,
     dns_type: Option<String>,
@@ -586,7 +586,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         host: service_text.trim().to_string(),
         path: spec.path_redirect,
         prefix: spec.prefix_redirect,
-        regex: spec.regex_redirect,
+        regex: spec.regex_redirect.map(Into::into),
         response_code,
     });
     Some(Mapping {
@@ -629,7 +629,7 @@ pub(crate) fn read(r: &mut Reader<'_>) -> Option<Mapping> {
         host_regex,
         method_regex: spec.method_regex.unwrap_or(false),
         redirect: redirect.map(Box::new),
-        regex_rewrite: spec.regex_rewrite.map(Box::new),
+        regex_rewrite: spec.regex_rewrite.map(|r| Box::new(r.into())),
         auto_host_rewrite: spec.auto_host_rewrite,
         allow_upgrade: {
             let mut u: Vec<String> = spec
@@ -842,7 +842,7 @@ fn check_regexes(r: &mut Reader<'_>, spec: &MappingSpec, prefix: &str, host_rege
         r.diagnostics.push(d);
         *ok = false;
     }
-    let mut regex_fields: Vec<(&str, &RegexRewrite)> = Vec::new();
+    let mut regex_fields: Vec<(&str, &policy::RegexRewriteSpec)> = Vec::new();
     if let Some(r) = &spec.regex_rewrite {
         regex_fields.push(("spec.regex_rewrite.pattern", r));
     }

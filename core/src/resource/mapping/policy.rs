@@ -67,6 +67,24 @@ pub(crate) fn read_cors(r: &mut Reader<'_>, spec: Option<&CorsSpec>, base: &str,
 
 pub use crate::ir::values::RegexRewrite;
 
+/// `regex_rewrite` / `regex_redirect` as written: `{pattern, substitution}`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegexRewriteSpec {
+    pub(crate) pattern: String,
+    #[serde(default)]
+    pub(crate) substitution: String,
+}
+
+impl From<RegexRewriteSpec> for RegexRewrite {
+    fn from(s: RegexRewriteSpec) -> Self {
+        RegexRewrite {
+            pattern: s.pattern,
+            substitution: s.substitution,
+        }
+    }
+}
+
 pub use crate::ir::values::Redirect;
 
 #[derive(Clone, Debug, Deserialize)]
