@@ -15,16 +15,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
+use bytes::{BufMut as _, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::codegen::http;
+use tonic::{Status, Streaming};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 
@@ -168,13 +166,60 @@ impl Ads {
             next_stream: Arc::new(AtomicU64::new(1)),
         }
     }
+}
 
-    /// The tonic service, with raised message limits.
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Ads> {
-        AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+/// The ADS gRPC service at the HTTP level. Requests are decoded with tonic; each response is
+/// encoded into a buffer of its own exact size, handed to hyper, and freed once written. (Through
+/// tonic's generated server, every stream kept a buffer as large as the largest response it ever
+/// sent: with 10,000 clusters, megabytes per connected Envoy for as long as it stays connected.)
+impl tonic::server::NamedService for Ads {
+    const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+}
+
+const SOTW_METHOD: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_METHOD: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
+impl tower::Service<http::Request<tonic::body::Body>> for Ads {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
     }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let response = match req.uri().path() {
+            SOTW_METHOD => self.open(req, sotw::SotwStream::new),
+            DELTA_METHOD => self.open(req, delta::DeltaStream::new),
+            other => Status::unimplemented(format!("attache serves ADS only, not {other}")).into_http(),
+        };
+        std::future::ready(Ok(response))
+    }
+}
+
+/// Decodes one request message (prost), as tonic's own codec does.
+struct RequestDecoder<T>(std::marker::PhantomData<T>);
+
+impl<T: prost::Message + Default> tonic::codec::Decoder for RequestDecoder<T> {
+    type Item = T;
+    type Error = Status;
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<T>, Status> {
+        T::decode(buf)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("cannot decode the request: {e}")))
+    }
+}
+
+/// One gRPC message frame (uncompressed flag, length, message) in a buffer of exactly its size.
+fn frame(message: &impl prost::Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut buf = BytesMut::with_capacity(5 + len);
+    buf.put_u8(0);
+    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    // Cannot fail: the buffer has the message's length.
+    let _ = message.encode(&mut buf);
+    buf.freeze()
 }
 
 /// Serves ADS on an already bound listener until `shutdown` resolves.
@@ -189,7 +234,7 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .add_service(Ads::new(Arc::clone(&shared)).into_service());
+        .add_service(Ads::new(Arc::clone(&shared)));
     if let Some(config) = tls {
         return server
             .serve_with_incoming_shutdown(tls::incoming(listener, config, shared), shutdown)
@@ -205,45 +250,50 @@ pub async fn serve(
     server.serve_with_incoming_shutdown(incoming, shutdown).await
 }
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(self.open(request, sotw::SotwStream::new))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(self.open(request, delta::DeltaStream::new))
-    }
-}
-
 impl Ads {
     /// Starts the task that serves one stream and returns its response side.
     fn open<P: Protocol>(
         &self,
-        request: Request<Streaming<P::Request>>,
+        request: http::Request<tonic::body::Body>,
         new: fn(u64) -> P,
-    ) -> Response<ReceiverStream<Result<P::Response, Status>>>
+    ) -> http::Response<tonic::body::Body>
     where
+        P::Request: prost::Message + Default,
+        P::Response: prost::Message,
         Streaming<P::Request>: futures::Stream<Item = Result<P::Request, Status>> + Unpin + Send,
     {
+        let request = tonic::Request::from_http(request);
         let peer = request.remote_addr();
-        let inbound = request.into_inner();
+        let inbound = Streaming::new_request(
+            RequestDecoder::<P::Request>(std::marker::PhantomData),
+            request.into_inner(),
+            None,
+            Some(MAX_MESSAGE_BYTES),
+        );
         // Small queue: a slow Envoy slows only its own task, and responses are computed from the
         // latest snapshot when they are due, never queued stale.
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx) = mpsc::channel::<Result<P::Response, Status>>(4);
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.xds_streams_opened.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(run_stream(Arc::clone(&self.shared), id, peer, inbound, tx, new(id)));
-        Response::new(ReceiverStream::new(rx))
+        // Each response as one data frame; when the stream task ends, the trailers say how.
+        let frames = futures::stream::unfold(Some(rx), |rx| async move {
+            let mut rx = rx?;
+            let frame = match rx.recv().await {
+                Some(Ok(message)) => return Some((Ok::<_, Status>(http_body::Frame::data(frame(&message))), Some(rx))),
+                Some(Err(status)) => status,
+                None => Status::ok(""),
+            };
+            let mut trailers = http::HeaderMap::new();
+            let _ = frame.add_header(&mut trailers);
+            Some((Ok(http_body::Frame::trailers(trailers)), None))
+        });
+        let mut response = http::Response::new(tonic::body::Body::new(http_body_util::StreamBody::new(frames)));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        response
     }
 }
 

@@ -37,7 +37,8 @@ struct TypeState {
     awaiting: bool,
     /// What the last response carried (full-state types), so clusters can be kept while routes
     /// still use them.
-    sent: BTreeMap<crate::snapshot::Name, crate::snapshot::Resource>,
+    /// (The snapshot's own map when it is sent as it is: shared, not a copy per stream.)
+    sent: crate::snapshot::ResourceMap,
 }
 
 /// The state of one SotW ADS stream.
@@ -219,27 +220,31 @@ impl SotwStream {
     ) -> Option<DiscoveryResponse> {
         let keep_old_clusters = ty == ResourceType::Cluster && self.cluster_removal_pending;
         let st = self.types.get_mut(&ty)?;
-        let mut items: Vec<(crate::snapshot::Name, crate::snapshot::Resource)> = if ty.is_full_state() {
-            snapshot.of_type(ty).map(|(n, r)| (n.clone(), r.clone())).collect()
-        } else {
-            st.names
-                .iter()
-                .filter_map(|n| {
-                    snapshot
-                        .get(ty, n)
-                        .map(|r| (crate::snapshot::Name::from(n.as_str()), r.clone()))
-                })
-                .collect()
+        // What to send, as a map by name: a full-state type as the snapshot has it is the
+        // snapshot's own map, with its version computed once for every stream.
+        let pairs = |m: &crate::snapshot::ResourceMap| {
+            crate::snapshot::version_of_pairs(m.iter().map(|(n, r)| (&**n, r.version.as_str())))
         };
-        if keep_old_clusters {
+        let (items, version) = if ty.is_full_state() && !keep_old_clusters {
+            (snapshot.type_map(ty), snapshot.type_version(ty))
+        } else if ty.is_full_state() {
+            let mut items = snapshot.type_map(ty);
             for (n, r) in &st.sent {
-                if snapshot.get(ty, n).is_none() {
-                    items.push((n.clone(), r.clone()));
+                if !items.contains_key(&**n) {
+                    items.insert(n.clone(), r.clone());
                 }
             }
-            items.sort_by(|a, b| a.0.cmp(&b.0));
-        }
-        let version = crate::snapshot::version_of_pairs(items.iter().map(|(n, r)| (&**n, r.version.as_str())));
+            let version = pairs(&items);
+            (items, version)
+        } else {
+            let items: crate::snapshot::ResourceMap = st
+                .names
+                .iter()
+                .filter_map(|n| snapshot.get_key_value(ty, n).map(|(k, r)| (k.clone(), r.clone())))
+                .collect();
+            let version = pairs(&items);
+            (items, version)
+        };
         if !force && st.sent_version.as_deref() == Some(version.as_str()) {
             return None;
         }
@@ -255,7 +260,7 @@ impl SotwStream {
             .collect();
         let count = items.len();
         if ty.is_full_state() {
-            st.sent = items.into_iter().collect();
+            st.sent = items;
         }
         st.awaiting = true;
         self.nonce_counter += 1;
