@@ -176,8 +176,8 @@ fn bytes_sent(before: &Snapshot, after: &Snapshot) -> (usize, usize) {
             let ack = DiscoveryRequest {
                 type_url: ty.type_url(),
                 resource_names: names.clone(),
-                version_info: r.version_info,
-                response_nonce: r.nonce,
+                version_info: r.version_info.clone(),
+                response_nonce: r.nonce.clone(),
                 ..Default::default()
             };
             sotw.on_request(&ack, Some(before), &shared);
@@ -194,8 +194,8 @@ fn bytes_sent(before: &Snapshot, after: &Snapshot) -> (usize, usize) {
         let ack = DiscoveryRequest {
             type_url: r.type_url.clone(),
             resource_names: names,
-            version_info: r.version_info,
-            response_nonce: r.nonce,
+            version_info: r.version_info.clone(),
+            response_nonce: r.nonce.clone(),
             ..Default::default()
         };
         pending.extend(sotw.on_request(&ack, Some(after), &shared));

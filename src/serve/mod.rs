@@ -289,8 +289,7 @@ pub async fn run(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
         })?),
         _ => None,
     };
-    let ads_listener = tokio::net::TcpListener::bind(args.ads_listen)
-        .await
+    let ads_listener = listen_for_fleet(args.ads_listen)
         .with_context(|| format!("cannot listen for ADS on {} (--ads-listen)", args.ads_listen))?;
     let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
@@ -671,4 +670,22 @@ fn publish(
         tracing::debug!(%version, "configuration reloaded; nothing changed for Envoy");
     }
     shared.ready.store(true, Ordering::Relaxed);
+}
+
+/// How many connections may wait to be accepted on the ADS port: a fleet of Envoys reconnecting
+/// at once (after a restart of attache) arrives faster than connections are accepted while
+/// responses go out; with the default 1,024, a few thousand Envoys met resets and retried
+/// (the kernel caps this at `net.core.somaxconn`).
+const ADS_BACKLOG: u32 = 8192;
+
+/// A listener for the ADS port with a backlog for a fleet (`ADS_BACKLOG`).
+fn listen_for_fleet(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ADS_BACKLOG)
 }

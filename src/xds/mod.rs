@@ -16,9 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest};
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
 use tonic::codegen::http;
@@ -259,7 +257,6 @@ impl Ads {
     ) -> http::Response<tonic::body::Body>
     where
         P::Request: prost::Message + Default,
-        P::Response: prost::Message,
         Streaming<P::Request>: futures::Stream<Item = Result<P::Request, Status>> + Unpin + Send,
     {
         let request = tonic::Request::from_http(request);
@@ -276,16 +273,24 @@ impl Ads {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.xds_streams_opened.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(run_stream(Arc::clone(&self.shared), id, peer, inbound, tx, new(id)));
-        // Each response as one data frame; when the stream task ends, the trailers say how.
-        let frames = futures::stream::unfold(Some(rx), |rx| async move {
-            let mut rx = rx?;
-            let frame = match rx.recv().await {
-                Some(Ok(message)) => return Some((Ok::<_, Status>(http_body::Frame::data(frame(&message))), Some(rx))),
+        // Each response as its data frames; when the stream task ends, the trailers say how.
+        let pending: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
+        let frames = futures::stream::unfold(Some((rx, pending)), |state| async move {
+            let (mut rx, mut pending) = state?;
+            if let Some(data) = pending.pop_front() {
+                return Some((Ok::<_, Status>(http_body::Frame::data(data)), Some((rx, pending))));
+            }
+            let status = match rx.recv().await {
+                Some(Ok(response)) => {
+                    pending.extend(P::frames(&response));
+                    let first = pending.pop_front().unwrap_or_default();
+                    return Some((Ok(http_body::Frame::data(first)), Some((rx, pending))));
+                }
                 Some(Err(status)) => status,
                 None => Status::ok(""),
             };
             let mut trailers = http::HeaderMap::new();
-            let _ = frame.add_header(&mut trailers);
+            let _ = status.add_header(&mut trailers);
             Some((Ok(http_body::Frame::trailers(trailers)), None))
         });
         let mut response = http::Response::new(tonic::body::Body::new(http_body_util::StreamBody::new(frames)));
@@ -306,11 +311,13 @@ trait Protocol: Send + 'static {
     fn node(req: &Self::Request) -> Option<&Node>;
     fn on_request(&mut self, req: &Self::Request, snapshot: Option<&Snapshot>, shared: &Shared) -> Vec<Self::Response>;
     fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<Self::Response>;
+    /// A response as gRPC message frames: HTTP/2 data, in order (one message may span several).
+    fn frames(response: &Self::Response) -> Vec<Bytes>;
 }
 
 impl Protocol for sotw::SotwStream {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = sotw::Outgoing;
     const NAME: &'static str = "sotw";
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
@@ -320,11 +327,25 @@ impl Protocol for sotw::SotwStream {
         req: &DiscoveryRequest,
         snapshot: Option<&Snapshot>,
         shared: &Shared,
-    ) -> Vec<DiscoveryResponse> {
+    ) -> Vec<sotw::Outgoing> {
         sotw::SotwStream::on_request(self, req, snapshot, shared)
     }
-    fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DiscoveryResponse> {
+    fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<sotw::Outgoing> {
         sotw::SotwStream::on_snapshot(self, snapshot, shared)
+    }
+    fn frames(response: &sotw::Outgoing) -> Vec<Bytes> {
+        match &response.shared {
+            // The stream's own fields, then the snapshot's encoded resources as they are.
+            Some(shared) => {
+                let own = prost::Message::encoded_len(&response.message);
+                let mut head = BytesMut::with_capacity(5 + own);
+                head.put_u8(0);
+                head.put_u32(u32::try_from(own + shared.len()).unwrap_or(u32::MAX));
+                let _ = prost::Message::encode(&response.message, &mut head);
+                vec![head.freeze(), shared.clone()]
+            }
+            None => vec![frame(&response.message)],
+        }
     }
 }
 
@@ -345,6 +366,9 @@ impl Protocol for delta::DeltaStream {
     }
     fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DeltaDiscoveryResponse> {
         delta::DeltaStream::on_snapshot(self, snapshot, shared)
+    }
+    fn frames(response: &DeltaDiscoveryResponse) -> Vec<Bytes> {
+        vec![frame(response)]
     }
 }
 

@@ -41,6 +41,40 @@ struct TypeState {
     sent: crate::snapshot::ResourceMap,
 }
 
+/// A SotW response as it goes out: the message, with its `resources` left empty when `shared`
+/// holds them, encoded once per snapshot (`Snapshot::sotw_resources`) and sent by every stream as
+/// the same bytes. Derefs to the message for its version, nonce and type.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The response (without the shared resources).
+    pub message: DiscoveryResponse,
+    /// Its `resources` field, encoded, when shared.
+    pub shared: Option<bytes::Bytes>,
+}
+
+impl Outgoing {
+    /// The length of the whole encoded response.
+    pub fn encoded_len(&self) -> usize {
+        prost::Message::encoded_len(&self.message) + self.shared.as_ref().map_or(0, bytes::Bytes::len)
+    }
+
+    /// The whole response, as Envoy decodes it.
+    pub fn decoded(&self) -> DiscoveryResponse {
+        let mut buf = prost::Message::encode_to_vec(&self.message);
+        if let Some(s) = &self.shared {
+            buf.extend_from_slice(s);
+        }
+        prost::Message::decode(buf.as_slice()).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Outgoing {
+    type Target = DiscoveryResponse;
+    fn deref(&self) -> &DiscoveryResponse {
+        &self.message
+    }
+}
+
 /// The state of one SotW ADS stream.
 #[derive(Debug)]
 pub struct SotwStream {
@@ -71,7 +105,7 @@ impl SotwStream {
         req: &DiscoveryRequest,
         snapshot: Option<&Snapshot>,
         shared: &Shared,
-    ) -> Vec<DiscoveryResponse> {
+    ) -> Vec<Outgoing> {
         let Some(ty) = ResourceType::from_type_url(&req.type_url) else {
             tracing::debug!(stream = self.id, type_url = %req.type_url, "request for a type attache does not serve; ignored");
             return Vec::new();
@@ -124,7 +158,7 @@ impl SotwStream {
         // Answer a new subscription even when the content did not change. Listeners and routes
         // held for new clusters go out only with `release_held`.
         let held = self.routes_held && matches!(ty, ResourceType::Listener | ResourceType::Route);
-        let mut out: Vec<DiscoveryResponse> = if held && !(first || changed) {
+        let mut out: Vec<Outgoing> = if held && !(first || changed) {
             Vec::new()
         } else {
             self.respond(ty, snapshot, first || changed, shared)
@@ -137,7 +171,7 @@ impl SotwStream {
 
     /// Handles a new snapshot: every requested type whose content changed, in make-before-break
     /// order (clusters, endpoints, listeners, routes).
-    pub fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DiscoveryResponse> {
+    pub fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<Outgoing> {
         let requested: Vec<ResourceType> = ResourceType::ALL
             .into_iter()
             .filter(|ty| self.types.get(ty).is_some_and(|s| s.requested))
@@ -175,7 +209,7 @@ impl SotwStream {
 
     /// Sends the held listeners and routes once new clusters (and endpoints) are answered, then the
     /// removal of dropped clusters once those are answered.
-    fn release_held(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DiscoveryResponse> {
+    fn release_held(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<Outgoing> {
         let mut out = Vec::new();
         if self.routes_held {
             let waiting = [ResourceType::Cluster, ResourceType::Endpoint]
@@ -197,7 +231,7 @@ impl SotwStream {
 
     /// Sends the CDS update without the dropped clusters once the routes and listeners sent after
     /// them have been answered (ACK or NACK).
-    fn finish_cluster_removal(&mut self, snapshot: &Snapshot, shared: &Shared) -> Option<DiscoveryResponse> {
+    fn finish_cluster_removal(&mut self, snapshot: &Snapshot, shared: &Shared) -> Option<Outgoing> {
         if !self.cluster_removal_pending {
             return None;
         }
@@ -211,13 +245,7 @@ impl SotwStream {
         self.respond(ResourceType::Cluster, snapshot, false, shared)
     }
 
-    fn respond(
-        &mut self,
-        ty: ResourceType,
-        snapshot: &Snapshot,
-        force: bool,
-        shared: &Shared,
-    ) -> Option<DiscoveryResponse> {
+    fn respond(&mut self, ty: ResourceType, snapshot: &Snapshot, force: bool, shared: &Shared) -> Option<Outgoing> {
         let keep_old_clusters = ty == ResourceType::Cluster && self.cluster_removal_pending;
         let st = self.types.get_mut(&ty)?;
         // What to send, as a map by name: a full-state type as the snapshot has it is the
@@ -225,7 +253,8 @@ impl SotwStream {
         let pairs = |m: &crate::snapshot::ResourceMap| {
             crate::snapshot::version_of_pairs(m.iter().map(|(n, r)| (&**n, r.version.as_str())))
         };
-        let (items, version) = if ty.is_full_state() && !keep_old_clusters {
+        let as_snapshot_has_it = ty.is_full_state() && !keep_old_clusters;
+        let (items, version) = if as_snapshot_has_it {
             (snapshot.type_map(ty), snapshot.type_version(ty))
         } else if ty.is_full_state() {
             let mut items = snapshot.type_map(ty);
@@ -251,13 +280,18 @@ impl SotwStream {
         if !force && st.nacked_version.as_deref() == Some(version.as_str()) {
             return None;
         }
-        let resources = items
-            .iter()
-            .map(|(_, r)| Any {
-                type_url: ty.type_url(),
-                value: r.bytes.to_vec(),
-            })
-            .collect();
+        let (resources, shared_resources) = if as_snapshot_has_it {
+            (Vec::new(), Some(snapshot.sotw_resources(ty)))
+        } else {
+            let resources = items
+                .iter()
+                .map(|(_, r)| Any {
+                    type_url: ty.type_url(),
+                    value: r.bytes.to_vec(),
+                })
+                .collect();
+            (resources, None)
+        };
         let count = items.len();
         if ty.is_full_state() {
             st.sent = items;
@@ -273,15 +307,62 @@ impl SotwStream {
             e.types.entry(ty.label()).or_default().sent_version = Some(version.clone())
         });
         tracing::debug!(stream = id, r#type = ty.label(), %version, resources = count, "sending");
-        Some(DiscoveryResponse {
-            version_info: version,
-            resources,
-            type_url: ty.type_url(),
-            nonce,
-            control_plane: Some(ControlPlane {
-                identifier: format!("attache {}", env!("CARGO_PKG_VERSION")),
-            }),
-            ..Default::default()
+        Some(Outgoing {
+            message: DiscoveryResponse {
+                version_info: version,
+                resources,
+                type_url: ty.type_url(),
+                nonce,
+                control_plane: Some(ControlPlane {
+                    identifier: format!("attache {}", env!("CARGO_PKG_VERSION")),
+                }),
+                ..Default::default()
+            },
+            shared: shared_resources,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full-state response carries the snapshot's shared encoding of its resources: decoded,
+    /// it is the message prost would have written, resource for resource.
+    #[test]
+    fn shared_resources_decode_as_the_plain_message() {
+        let yaml = ["a", "b", "c"]
+            .iter()
+            .map(|n| format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: {n}\nspec:\n  hostname: \"*\"\n  prefix: /{n}/\n  service: {n}\n"))
+            .collect::<Vec<_>>()
+            .join("---\n");
+        let loaded = crate::source::parse_text("t.yaml", &yaml);
+        let registry = crate::rules::Registry::core().unwrap();
+        let snapshot = crate::translate(&loaded, &registry, &crate::Options::default()).snapshot;
+        let shared = Shared::default();
+        let mut stream = SotwStream::new(1);
+        let req = DiscoveryRequest {
+            type_url: ResourceType::Cluster.type_url(),
+            ..Default::default()
+        };
+        let out = stream.on_request(&req, Some(&snapshot), &shared);
+        assert_eq!(out.len(), 1);
+        let r = &out[0];
+        assert!(r.shared.is_some() && r.message.resources.is_empty());
+        let whole = r.decoded();
+        let plain: Vec<Any> = snapshot
+            .of_type(ResourceType::Cluster)
+            .map(|(_, res)| Any {
+                type_url: ResourceType::Cluster.type_url(),
+                value: res.bytes.to_vec(),
+            })
+            .collect();
+        assert_eq!(plain.len(), 3);
+        assert_eq!(whole.resources, plain);
+        assert_eq!(
+            (whole.version_info.as_str(), whole.nonce.as_str()),
+            (r.version_info.as_str(), r.nonce.as_str())
+        );
+        assert_eq!(r.encoded_len(), prost::Message::encoded_len(&whole));
     }
 }

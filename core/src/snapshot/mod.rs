@@ -195,6 +195,31 @@ pub fn version_of_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>)
     short_hash(&h.finalize())
 }
 
+/// Appends field `field` holding a `google.protobuf.Any` of `type_url` and `value`, in
+/// protobuf's encoding (what prost would write for that field of the enclosing message).
+pub fn encode_any(field: u32, type_url: &str, value: &[u8], buf: &mut Vec<u8>) {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+    let any_len = 1
+        + encoded_len_varint(type_url.len() as u64)
+        + type_url.len()
+        + if value.is_empty() {
+            0
+        } else {
+            1 + encoded_len_varint(value.len() as u64) + value.len()
+        };
+    encode_key(field, WireType::LengthDelimited, buf);
+    encode_varint(any_len as u64, buf);
+    encode_key(1, WireType::LengthDelimited, buf);
+    encode_varint(type_url.len() as u64, buf);
+    buf.extend_from_slice(type_url.as_bytes());
+    // proto3: an empty `bytes` field is not written.
+    if !value.is_empty() {
+        encode_key(2, WireType::LengthDelimited, buf);
+        encode_varint(value.len() as u64, buf);
+        buf.extend_from_slice(value);
+    }
+}
+
 /// A resource's name, shared: snapshots, diffs and streams hold the same allocation.
 pub type Name = Arc<str>;
 
@@ -211,6 +236,9 @@ pub struct Snapshot {
     /// The version of each type, computed once when first asked for (every stream's response
     /// and every reload's log line ask); emptied by any change.
     versions: OnceLock<BTreeMap<ResourceType, String>>,
+    /// Each full-state type's resources as a SotW response carries them, encoded once when first
+    /// asked for (`sotw_resources`); emptied by any change.
+    sotw_encoded: [OnceLock<bytes::Bytes>; ResourceType::ALL.len()],
 }
 
 impl PartialEq for Snapshot {
@@ -227,6 +255,7 @@ impl Snapshot {
         Snapshot {
             resources: maps.into_iter().filter(|(_, m)| !m.is_empty()).collect(),
             versions: OnceLock::new(),
+            sotw_encoded: Default::default(),
         }
     }
 
@@ -238,12 +267,14 @@ impl Snapshot {
     /// Adds (or replaces) a resource.
     pub fn insert(&mut self, ty: ResourceType, name: impl Into<Name>, resource: Resource) {
         self.versions = OnceLock::new();
+        self.sotw_encoded = Default::default();
         self.resources.entry(ty).or_default().insert(name.into(), resource);
     }
 
     /// Removes a resource (if present).
     pub fn remove(&mut self, ty: ResourceType, name: &str) {
         self.versions = OnceLock::new();
+        self.sotw_encoded = Default::default();
         if let Some(m) = self.resources.get_mut(&ty) {
             m.remove(name);
             if m.is_empty() {
@@ -261,6 +292,24 @@ impl Snapshot {
     /// count: a stream can hold "what I sent" for 10,000 clusters at no cost of its own).
     pub fn type_map(&self, ty: ResourceType) -> ResourceMap {
         self.resources.get(&ty).cloned().unwrap_or_default()
+    }
+
+    /// Every resource of a type encoded as `DiscoveryResponse.resources` (field 2, each an
+    /// `Any` of the type's URL and the resource's encoding), in name order: what a SotW response
+    /// of a full-state type carries, encoded once per snapshot and sent by every stream as a
+    /// shared chunk of its response (a reference count per stream, not a copy).
+    pub fn sotw_resources(&self, ty: ResourceType) -> bytes::Bytes {
+        let i = ResourceType::ALL.iter().position(|t| *t == ty).unwrap_or(0);
+        self.sotw_encoded[i]
+            .get_or_init(|| {
+                let type_url = ty.type_url();
+                let mut buf = Vec::new();
+                for (_, r) in self.of_type(ty) {
+                    encode_any(2, &type_url, &r.bytes, &mut buf);
+                }
+                bytes::Bytes::from(buf)
+            })
+            .clone()
     }
 
     /// One resource, with the snapshot's own name for it.
