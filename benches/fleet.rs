@@ -685,7 +685,9 @@ fn envoys(root: &Path, k: usize, mappings: usize) -> Option<String> {
             .arg(&file)
             .args(["--concurrency", "1", "--disable-hot-restart", "--log-level", "warning"])
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.with_extension(format!("envoy-{e}.log"))).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.with_extension(format!("envoy-{e}.log"))).unwrap(),
+            ))
             .spawn()
             .ok()?;
         procs.push((child.id(), admin));
@@ -703,7 +705,10 @@ fn envoys(root: &Path, k: usize, mappings: usize) -> Option<String> {
         |admin: u16| envoy_stat(admin, &rds) >= 1 && envoy_stat(admin, "cluster_manager.cds.update_success") >= 1;
     while !procs.iter().all(|(_, a)| ready(*a)) {
         if started.elapsed() > Duration::from_secs(300) {
-            eprintln!("the Envoys did not all get the configuration in 300 s (their logs: {})", dir.with_extension("envoy-*.log").display());
+            eprintln!(
+                "the Envoys did not all get the configuration in 300 s (their logs: {})",
+                dir.with_extension("envoy-*.log").display()
+            );
             return None;
         }
         std::thread::sleep(Duration::from_millis(100));
