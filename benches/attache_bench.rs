@@ -24,7 +24,6 @@ mod browser;
 use attache::snapshot::{diff, ResourceType, Snapshot};
 use attache::state::Shared;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use prost::Message as _;
 
 const PER_FILE: usize = 100;
 
@@ -217,7 +216,7 @@ fn bytes_sent(before: &Snapshot, after: &Snapshot) -> (usize, usize) {
         for r in delta.on_request(&req, Some(before), &shared) {
             let ack = DeltaDiscoveryRequest {
                 type_url: ty.type_url(),
-                response_nonce: r.nonce,
+                response_nonce: r.nonce.clone(),
                 ..Default::default()
             };
             delta.on_request(&ack, Some(before), &shared);
@@ -228,7 +227,7 @@ fn bytes_sent(before: &Snapshot, after: &Snapshot) -> (usize, usize) {
         delta_bytes += r.encoded_len();
         let ack = DeltaDiscoveryRequest {
             type_url: r.type_url.clone(),
-            response_nonce: r.nonce,
+            response_nonce: r.nonce.clone(),
             ..Default::default()
         };
         pending.extend(delta.on_request(&ack, Some(after), &shared));

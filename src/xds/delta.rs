@@ -15,8 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 
 use envoy_types::pb::envoy::config::core::v3::ControlPlane;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
-use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 
 use crate::snapshot::{Name, Resource as SnapshotResource, ResourceMap, ResourceType, Snapshot, Version};
 use crate::state::{type_index, Nack, Shared};
@@ -79,7 +78,7 @@ impl DeltaStream {
         req: &DeltaDiscoveryRequest,
         snapshot: Option<&Snapshot>,
         shared: &Shared,
-    ) -> Vec<DeltaDiscoveryResponse> {
+    ) -> Vec<Outgoing> {
         let Some(ty) = ResourceType::from_type_url(&req.type_url) else {
             tracing::debug!(stream = self.id, type_url = %req.type_url, "delta request for a type attache does not serve; ignored");
             return Vec::new();
@@ -178,7 +177,7 @@ impl DeltaStream {
         // subscription asks for.
         let subscription_changed =
             !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() || first;
-        let mut out: Vec<DeltaDiscoveryResponse> = if self.routes_held && route_side && !subscription_changed {
+        let mut out: Vec<Outgoing> = if self.routes_held && route_side && !subscription_changed {
             Vec::new()
         } else {
             self.respond(ty, snapshot, part, shared).into_iter().collect()
@@ -190,7 +189,7 @@ impl DeltaStream {
     /// Handles a new snapshot, make before break: cluster and endpoint upserts first; listener and
     /// route changes once Envoy has answered those (`release_held`); cluster and endpoint removals
     /// once the listener and route changes are answered.
-    pub fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DeltaDiscoveryResponse> {
+    pub fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<Outgoing> {
         let requested: Vec<ResourceType> = ResourceType::ALL
             .into_iter()
             .filter(|ty| self.types.get(ty).is_some_and(|s| s.requested))
@@ -198,7 +197,7 @@ impl DeltaStream {
         let routes_follow = requested
             .iter()
             .any(|t| matches!(t, ResourceType::Listener | ResourceType::Route));
-        let mut out: Vec<DeltaDiscoveryResponse> = Vec::new();
+        let mut out: Vec<Outgoing> = Vec::new();
         for ty in [ResourceType::Cluster, ResourceType::Endpoint] {
             if requested.contains(&ty) {
                 if let Some(r) = self.respond(ty, snapshot, Part::Upserts, shared) {
@@ -222,7 +221,7 @@ impl DeltaStream {
 
     /// Sends held listener and route changes (upserts, then removals) once cluster and endpoint
     /// updates are answered, then cluster and endpoint removals once those are answered.
-    fn release_held(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DeltaDiscoveryResponse> {
+    fn release_held(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<Outgoing> {
         let mut out = Vec::new();
         let waiting =
             |s: &Self, types: &[ResourceType]| types.iter().any(|t| s.types.get(t).is_some_and(|st| st.awaiting));
@@ -249,7 +248,7 @@ impl DeltaStream {
     }
 
     /// Sends cluster and endpoint removals once no route or listener response is unanswered.
-    fn finish_removals(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DeltaDiscoveryResponse> {
+    fn finish_removals(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<Outgoing> {
         if !self.removals_pending {
             return Vec::new();
         }
@@ -270,13 +269,7 @@ impl DeltaStream {
             .collect()
     }
 
-    fn respond(
-        &mut self,
-        ty: ResourceType,
-        snapshot: &Snapshot,
-        part: Part,
-        shared: &Shared,
-    ) -> Option<DeltaDiscoveryResponse> {
+    fn respond(&mut self, ty: ResourceType, snapshot: &Snapshot, part: Part, shared: &Shared) -> Option<Outgoing> {
         let st = self.types.get_mut(&ty)?;
         let mut resources = Vec::new();
         let mut removed = Vec::new();
@@ -296,15 +289,7 @@ impl DeltaStream {
                 while known.next_if(|(k, _)| ***k < **name).is_some() {}
                 let has = known.next_if(|(k, _)| ***k == **name).map(|(_, v)| v.version);
                 if has != Some(r.version) {
-                    resources.push(Resource {
-                        name: name.to_string(),
-                        version: r.version.to_string(),
-                        resource: Some(Any {
-                            type_url: ty.type_url(),
-                            value: r.bytes.to_vec(),
-                        }),
-                        ..Default::default()
-                    });
+                    resources.push((name.clone(), r.clone()));
                 }
             }
         }
@@ -330,11 +315,9 @@ impl DeltaStream {
         if resources.is_empty() && removed.is_empty() {
             return None;
         }
-        for r in &resources {
-            if let Some((name, sent)) = snapshot.get_key_value(ty, &r.name) {
-                st.known.insert(name.clone(), sent.clone());
-            }
-            st.told_absent.remove(&r.name);
+        for (name, r) in &resources {
+            st.known.insert(name.clone(), r.clone());
+            st.told_absent.remove(&**name);
         }
         for name in &removed {
             st.known.remove(name.as_str());
@@ -372,17 +355,121 @@ impl DeltaStream {
             e.types.entry(ty.label()).or_default().sent_version = Some(version.clone())
         });
         tracing::debug!(stream = id, r#type = ty.label(), %version, upserts = resources.len(), removals = removed.len(), "sending delta");
-        Some(DeltaDiscoveryResponse {
-            system_version_info: version,
-            resources,
-            type_url: ty.type_url(),
-            removed_resources: removed,
-            nonce,
-            control_plane: Some(ControlPlane {
-                identifier: format!("attache {}", env!("CARGO_PKG_VERSION")),
-            }),
-            ..Default::default()
+        Some(Outgoing {
+            message: DeltaDiscoveryResponse {
+                system_version_info: version,
+                type_url: ty.type_url(),
+                removed_resources: removed,
+                nonce,
+                control_plane: Some(ControlPlane {
+                    identifier: format!("attache {}", env!("CARGO_PKG_VERSION")),
+                }),
+                ..Default::default()
+            },
+            upserts: resources,
         })
+    }
+}
+
+/// A delta response as it goes out: the message without its resources, and the resources as
+/// the snapshot holds them (names, versions and encodings shared, not copied), written into the
+/// response's frames by `frames`. Derefs to the message for its type, nonce and removals.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The response, `resources` left empty.
+    pub message: DeltaDiscoveryResponse,
+    /// The resources it carries, in name order.
+    pub upserts: Vec<(Name, SnapshotResource)>,
+}
+
+impl std::ops::Deref for Outgoing {
+    type Target = DeltaDiscoveryResponse;
+    fn deref(&self) -> &DeltaDiscoveryResponse {
+        &self.message
+    }
+}
+
+/// Resources at least this large go out as the snapshot's own bytes (a chunk of their own);
+/// smaller ones are copied into the frame around them.
+const SHARED_CHUNK_FROM: usize = 16 * 1024;
+
+impl Outgoing {
+    /// `Resource.resource`'s `Any` length, and the whole `Resource`'s, for one upsert.
+    fn lengths(&self, name: &str, r: &SnapshotResource) -> (usize, usize) {
+        use prost::encoding::encoded_len_varint as v;
+        let url = self.message.type_url.len();
+        let value = r.bytes.len();
+        let any = 1 + v(url as u64) + url + if value == 0 { 0 } else { 1 + v(value as u64) + value };
+        let version = r.version.as_str().len();
+        let resource =
+            (1 + v(version as u64) + version) + (1 + v(name.len() as u64) + name.len()) + (1 + v(any as u64) + any);
+        (any, resource)
+    }
+
+    /// The length of the whole encoded response.
+    pub fn encoded_len(&self) -> usize {
+        use prost::encoding::encoded_len_varint as v;
+        prost::Message::encoded_len(&self.message)
+            + self
+                .upserts
+                .iter()
+                .map(|(n, r)| {
+                    let (_, len) = self.lengths(n, r);
+                    1 + v(len as u64) + len
+                })
+                .sum::<usize>()
+    }
+
+    /// The gRPC message frame (flag, length, message) as chunks to write in order: resources of
+    /// `SHARED_CHUNK_FROM` bytes or more are the snapshot's own bytes, the rest is copied.
+    /// (`Resource` fields are written version, name, resource: any order is valid protobuf.)
+    pub fn frames(&self) -> Vec<bytes::Bytes> {
+        use bytes::BufMut as _;
+        use prost::encoding::{encode_key, encode_varint, WireType};
+        let mut chunks = Vec::new();
+        let mut buf = bytes::BytesMut::with_capacity(5 + prost::Message::encoded_len(&self.message) + 64);
+        buf.put_u8(0);
+        buf.put_u32(u32::try_from(self.encoded_len()).unwrap_or(u32::MAX));
+        let _ = prost::Message::encode(&self.message, &mut buf);
+        let url = self.message.type_url.as_bytes();
+        for (name, r) in &self.upserts {
+            let (any, resource) = self.lengths(name, r);
+            encode_key(2, WireType::LengthDelimited, &mut buf);
+            encode_varint(resource as u64, &mut buf);
+            encode_key(1, WireType::LengthDelimited, &mut buf);
+            encode_varint(r.version.as_str().len() as u64, &mut buf);
+            buf.put_slice(r.version.as_str().as_bytes());
+            encode_key(3, WireType::LengthDelimited, &mut buf);
+            encode_varint(name.len() as u64, &mut buf);
+            buf.put_slice(name.as_bytes());
+            encode_key(2, WireType::LengthDelimited, &mut buf);
+            encode_varint(any as u64, &mut buf);
+            encode_key(1, WireType::LengthDelimited, &mut buf);
+            encode_varint(url.len() as u64, &mut buf);
+            buf.put_slice(url);
+            if r.bytes.is_empty() {
+                continue;
+            }
+            encode_key(2, WireType::LengthDelimited, &mut buf);
+            encode_varint(r.bytes.len() as u64, &mut buf);
+            if r.bytes.len() >= SHARED_CHUNK_FROM {
+                chunks.push(std::mem::take(&mut buf).freeze());
+                chunks.push(r.bytes.clone());
+            } else {
+                buf.put_slice(&r.bytes);
+            }
+        }
+        if !buf.is_empty() {
+            chunks.push(buf.freeze());
+        }
+        chunks
+    }
+
+    /// The whole response, as Envoy decodes it.
+    pub fn decoded(&self) -> DeltaDiscoveryResponse {
+        let mut all: Vec<u8> = self.frames().iter().flat_map(|c| c.iter().copied()).collect();
+        all.drain(..5.min(all.len()));
+        prost::Message::decode(all.as_slice()).unwrap_or_default()
     }
 }
 
@@ -404,6 +491,60 @@ mod tests {
             .join("---\n")
     }
 
+    /// A response's frames, small resources copied and large ones shared, decode to the message
+    /// prost would have written, resource for resource; its length is what the frame says.
+    #[test]
+    fn frames_decode_as_the_plain_message() {
+        let shared = Shared::default();
+        let one = snapshot(&mappings(&["a", "b", "c"]));
+        let mut stream = DeltaStream::new(1);
+        let cds = DeltaDiscoveryRequest {
+            type_url: ResourceType::Cluster.type_url(),
+            ..Default::default()
+        };
+        let mut out = stream.on_request(&cds, Some(&one), &shared);
+        // One resource above the size that goes out as its own chunk.
+        let big = SnapshotResource {
+            bytes: bytes::Bytes::from(vec![7u8; SHARED_CHUNK_FROM + 1]),
+            version: Version::of_bytes(b"big"),
+        };
+        out[0].upserts.push((Name::from("zz-big"), big.clone()));
+        let r = &out[0];
+        let chunks = r.frames();
+        assert!(
+            chunks.iter().any(|c| c.as_ptr() == big.bytes.as_ptr()),
+            "the large resource is shared"
+        );
+        let total: usize = chunks.iter().map(bytes::Bytes::len).sum();
+        assert_eq!(total, 5 + r.encoded_len());
+        let len = u32::from_be_bytes(chunks[0][1..5].try_into().unwrap()) as usize;
+        assert_eq!(len, r.encoded_len());
+        let whole = r.decoded();
+        let plain: Vec<(String, String, Vec<u8>)> = one
+            .of_type(ResourceType::Cluster)
+            .map(|(n, res)| (n.to_string(), res.version.to_string(), res.bytes.to_vec()))
+            .chain(std::iter::once((
+                "zz-big".to_string(),
+                big.version.to_string(),
+                big.bytes.to_vec(),
+            )))
+            .collect();
+        let got: Vec<(String, String, Vec<u8>)> = whole
+            .resources
+            .iter()
+            .map(|x| {
+                let any = x.resource.clone().unwrap_or_default();
+                assert_eq!(any.type_url, ResourceType::Cluster.type_url());
+                (x.name.clone(), x.version.clone(), any.value)
+            })
+            .collect();
+        assert_eq!(got, plain);
+        assert_eq!(
+            (whole.nonce.as_str(), whole.type_url.as_str()),
+            (r.nonce.as_str(), r.type_url.as_str())
+        );
+    }
+
     /// A stream that has everything of a type as the snapshot has it holds the snapshot's own
     /// map, not a copy: per-stream memory does not grow with the configuration.
     #[test]
@@ -421,7 +562,7 @@ mod tests {
         assert!(known(&stream).ptr_eq(&one.type_map(ResourceType::Cluster)));
         // A change: the upserts go out, then the removal; then it is the new snapshot's map.
         let two = snapshot(&mappings(&["a", "b", "d"]));
-        let ack = |r: &DeltaDiscoveryResponse| DeltaDiscoveryRequest {
+        let ack = |r: &Outgoing| DeltaDiscoveryRequest {
             type_url: r.type_url.clone(),
             response_nonce: r.nonce.clone(),
             ..Default::default()

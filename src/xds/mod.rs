@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
 use tonic::codegen::http;
@@ -351,7 +351,7 @@ impl Protocol for sotw::SotwStream {
 
 impl Protocol for delta::DeltaStream {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
+    type Response = delta::Outgoing;
     const NAME: &'static str = "delta";
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
@@ -361,14 +361,14 @@ impl Protocol for delta::DeltaStream {
         req: &DeltaDiscoveryRequest,
         snapshot: Option<&Snapshot>,
         shared: &Shared,
-    ) -> Vec<DeltaDiscoveryResponse> {
+    ) -> Vec<delta::Outgoing> {
         delta::DeltaStream::on_request(self, req, snapshot, shared)
     }
-    fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<DeltaDiscoveryResponse> {
+    fn on_snapshot(&mut self, snapshot: &Snapshot, shared: &Shared) -> Vec<delta::Outgoing> {
         delta::DeltaStream::on_snapshot(self, snapshot, shared)
     }
-    fn frames(response: &DeltaDiscoveryResponse) -> Vec<Bytes> {
-        vec![frame(response)]
+    fn frames(response: &delta::Outgoing) -> Vec<Bytes> {
+        response.frames()
     }
 }
 
