@@ -395,15 +395,11 @@ const SHARED_CHUNK_FROM: usize = 16 * 1024;
 
 impl Outgoing {
     /// `Resource.resource`'s `Any` length, and the whole `Resource`'s, for one upsert.
-    fn lengths(&self, name: &str, r: &SnapshotResource) -> (usize, usize) {
+    fn resource_len(&self, name: &str, r: &SnapshotResource) -> usize {
         use prost::encoding::encoded_len_varint as v;
-        let url = self.message.type_url.len();
-        let value = r.bytes.len();
-        let any = 1 + v(url as u64) + url + if value == 0 { 0 } else { 1 + v(value as u64) + value };
+        let any = crate::snapshot::any_len(&self.message.type_url, r.bytes.len());
         let version = r.version.as_str().len();
-        let resource =
-            (1 + v(version as u64) + version) + (1 + v(name.len() as u64) + name.len()) + (1 + v(any as u64) + any);
-        (any, resource)
+        (1 + v(version as u64) + version) + (1 + v(name.len() as u64) + name.len()) + (1 + v(any as u64) + any)
     }
 
     /// The length of the whole encoded response.
@@ -414,7 +410,7 @@ impl Outgoing {
                 .upserts
                 .iter()
                 .map(|(n, r)| {
-                    let (_, len) = self.lengths(n, r);
+                    let len = self.resource_len(n, r);
                     1 + v(len as u64) + len
                 })
                 .sum::<usize>()
@@ -427,13 +423,9 @@ impl Outgoing {
         use bytes::BufMut as _;
         use prost::encoding::{encode_key, encode_varint, WireType};
         let mut chunks = Vec::new();
-        let mut buf = bytes::BytesMut::with_capacity(5 + prost::Message::encoded_len(&self.message) + 64);
-        buf.put_u8(0);
-        buf.put_u32(u32::try_from(self.encoded_len()).unwrap_or(u32::MAX));
-        let _ = prost::Message::encode(&self.message, &mut buf);
-        let url = self.message.type_url.as_bytes();
+        let mut buf = super::message_head(&self.message, self.encoded_len());
         for (name, r) in &self.upserts {
-            let (any, resource) = self.lengths(name, r);
+            let resource = self.resource_len(name, r);
             encode_key(2, WireType::LengthDelimited, &mut buf);
             encode_varint(resource as u64, &mut buf);
             encode_key(1, WireType::LengthDelimited, &mut buf);
@@ -442,16 +434,7 @@ impl Outgoing {
             encode_key(3, WireType::LengthDelimited, &mut buf);
             encode_varint(name.len() as u64, &mut buf);
             buf.put_slice(name.as_bytes());
-            encode_key(2, WireType::LengthDelimited, &mut buf);
-            encode_varint(any as u64, &mut buf);
-            encode_key(1, WireType::LengthDelimited, &mut buf);
-            encode_varint(url.len() as u64, &mut buf);
-            buf.put_slice(url);
-            if r.bytes.is_empty() {
-                continue;
-            }
-            encode_key(2, WireType::LengthDelimited, &mut buf);
-            encode_varint(r.bytes.len() as u64, &mut buf);
+            crate::snapshot::encode_any_head(2, &self.message.type_url, r.bytes.len(), &mut buf);
             if r.bytes.len() >= SHARED_CHUNK_FROM {
                 chunks.push(std::mem::take(&mut buf).freeze());
                 chunks.push(r.bytes.clone());
@@ -491,18 +474,23 @@ mod tests {
             .join("---\n")
     }
 
-    /// A response's frames, small resources copied and large ones shared, decode to the message
-    /// prost would have written, resource for resource; its length is what the frame says.
-    #[test]
-    fn frames_decode_as_the_plain_message() {
-        let shared = Shared::default();
+    /// A snapshot of three Mappings, and a stream that asked for every cluster, with what it sent.
+    fn wildcard_cds() -> (Snapshot, DeltaStream, Vec<Outgoing>) {
         let one = snapshot(&mappings(&["a", "b", "c"]));
         let mut stream = DeltaStream::new(1);
         let cds = DeltaDiscoveryRequest {
             type_url: ResourceType::Cluster.type_url(),
             ..Default::default()
         };
-        let mut out = stream.on_request(&cds, Some(&one), &shared);
+        let sent = stream.on_request(&cds, Some(&one), &Shared::default());
+        (one, stream, sent)
+    }
+
+    /// A response's frames, small resources copied and large ones shared, decode to the message
+    /// prost would have written, resource for resource; its length is what the frame says.
+    #[test]
+    fn frames_decode_as_the_plain_message() {
+        let (one, _, mut out) = wildcard_cds();
         // One resource above the size that goes out as its own chunk.
         let big = SnapshotResource {
             bytes: bytes::Bytes::from(vec![7u8; SHARED_CHUNK_FROM + 1]),
@@ -550,13 +538,7 @@ mod tests {
     #[test]
     fn what_envoy_has_is_the_snapshots_map_once_it_has_all_of_it() {
         let shared = Shared::default();
-        let one = snapshot(&mappings(&["a", "b", "c"]));
-        let mut stream = DeltaStream::new(1);
-        let cds = DeltaDiscoveryRequest {
-            type_url: ResourceType::Cluster.type_url(),
-            ..Default::default()
-        };
-        let sent = stream.on_request(&cds, Some(&one), &shared);
+        let (one, mut stream, sent) = wildcard_cds();
         assert_eq!(sent.len(), 1);
         let known = |s: &DeltaStream| s.types[&ResourceType::Cluster].known.clone();
         assert!(known(&stream).ptr_eq(&one.type_map(ResourceType::Cluster)));

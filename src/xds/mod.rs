@@ -209,15 +209,16 @@ impl<T: prost::Message + Default> tonic::codec::Decoder for RequestDecoder<T> {
     }
 }
 
-/// One gRPC message frame (uncompressed flag, length, message) in a buffer of exactly its size.
-fn frame(message: &impl prost::Message) -> Bytes {
-    let len = message.encoded_len();
-    let mut buf = BytesMut::with_capacity(5 + len);
+/// The start of a gRPC message frame of `total` bytes (uncompressed flag, length) and `message`
+/// (the fields a response encodes itself; what follows is the caller's), in a buffer of that
+/// size.
+fn message_head(message: &impl prost::Message, total: usize) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(5 + message.encoded_len());
     buf.put_u8(0);
-    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    buf.put_u32(u32::try_from(total).unwrap_or(u32::MAX));
     // Cannot fail: the buffer has the message's length.
     let _ = message.encode(&mut buf);
-    buf.freeze()
+    buf
 }
 
 /// Serves ADS on an already bound listener until `shutdown` resolves.
@@ -334,18 +335,7 @@ impl Protocol for sotw::SotwStream {
         sotw::SotwStream::on_snapshot(self, snapshot, shared)
     }
     fn frames(response: &sotw::Outgoing) -> Vec<Bytes> {
-        match &response.shared {
-            // The stream's own fields, then the snapshot's encoded resources as they are.
-            Some(shared) => {
-                let own = prost::Message::encoded_len(&response.message);
-                let mut head = BytesMut::with_capacity(5 + own);
-                head.put_u8(0);
-                head.put_u32(u32::try_from(own + shared.len()).unwrap_or(u32::MAX));
-                let _ = prost::Message::encode(&response.message, &mut head);
-                vec![head.freeze(), shared.clone()]
-            }
-            None => vec![frame(&response.message)],
-        }
+        response.frames()
     }
 }
 

@@ -58,6 +58,16 @@ impl Outgoing {
         prost::Message::encoded_len(&self.message) + self.shared.as_ref().map_or(0, bytes::Bytes::len)
     }
 
+    /// The gRPC message frame as chunks to write in order: the stream's own fields, then the
+    /// snapshot's encoded resources as they are (when shared).
+    pub fn frames(&self) -> Vec<bytes::Bytes> {
+        let head = super::message_head(&self.message, self.encoded_len()).freeze();
+        match &self.shared {
+            Some(shared) => vec![head, shared.clone()],
+            None => vec![head],
+        }
+    }
+
     /// The whole response, as Envoy decodes it.
     pub fn decoded(&self) -> DiscoveryResponse {
         let mut buf = prost::Message::encode_to_vec(&self.message);

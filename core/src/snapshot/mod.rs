@@ -198,25 +198,35 @@ pub fn version_of_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>)
 /// Appends field `field` holding a `google.protobuf.Any` of `type_url` and `value`, in
 /// protobuf's encoding (what prost would write for that field of the enclosing message).
 pub fn encode_any(field: u32, type_url: &str, value: &[u8], buf: &mut Vec<u8>) {
-    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
-    let any_len = 1
-        + encoded_len_varint(type_url.len() as u64)
-        + type_url.len()
-        + if value.is_empty() {
-            0
-        } else {
-            1 + encoded_len_varint(value.len() as u64) + value.len()
-        };
+    encode_any_head(field, type_url, value.len(), buf);
+    buf.extend_from_slice(value);
+}
+
+/// The encoded length of a `google.protobuf.Any` of `type_url` and a value of `value_len` bytes.
+pub fn any_len(type_url: &str, value_len: usize) -> usize {
+    use prost::encoding::encoded_len_varint;
+    let url = 1 + encoded_len_varint(type_url.len() as u64) + type_url.len();
+    // proto3: an empty `bytes` field is not written.
+    let value = if value_len == 0 {
+        0
+    } else {
+        1 + encoded_len_varint(value_len as u64) + value_len
+    };
+    url + value
+}
+
+/// `encode_any` up to the value's bytes, which the caller writes next (or sends as a chunk of
+/// their own): field key and length, the type URL, and the value's key and length.
+pub fn encode_any_head(field: u32, type_url: &str, value_len: usize, buf: &mut impl bytes::BufMut) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
     encode_key(field, WireType::LengthDelimited, buf);
-    encode_varint(any_len as u64, buf);
+    encode_varint(any_len(type_url, value_len) as u64, buf);
     encode_key(1, WireType::LengthDelimited, buf);
     encode_varint(type_url.len() as u64, buf);
-    buf.extend_from_slice(type_url.as_bytes());
-    // proto3: an empty `bytes` field is not written.
-    if !value.is_empty() {
+    buf.put_slice(type_url.as_bytes());
+    if value_len > 0 {
         encode_key(2, WireType::LengthDelimited, buf);
-        encode_varint(value.len() as u64, buf);
-        buf.extend_from_slice(value);
+        encode_varint(value_len as u64, buf);
     }
 }
 
