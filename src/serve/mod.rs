@@ -158,7 +158,8 @@ pub struct ServeArgs {
     #[arg(long = "envoy-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub envoy_args: Vec<String>,
     /// Quiet period before a burst of changes (files or Kubernetes events) is translated, in
-    /// milliseconds.
+    /// milliseconds. Under a constant stream of changes, a translation starts at the latest ten
+    /// quiet periods after the first change not yet translated.
     #[arg(long, default_value_t = 150, value_name = "MS")]
     pub debounce_ms: u64,
     /// When the source, which had objects, yields none at all (a directory being replaced, an
