@@ -770,7 +770,7 @@ fn cors_preflights_are_answered_by_envoy() {
 
 #[test]
 fn listeners_with_the_same_hosts_and_model_share_one_route_table_in_envoy() {
-    // Two XFP Listeners serving every Host: one RouteConfiguration (the lower port's), which
+    // Two XFP Listeners serving every Host: one RouteConfiguration (`routes-<lo>+<hi>`), which
     // Envoy accepts for both, and which carries a change to both.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config");
@@ -800,10 +800,12 @@ fn listeners_with_the_same_hosts_and_model_share_one_route_table_in_envoy() {
             get(addr, "x", "/a/").ok().filter(|r| r.status == 200)
         });
     }
-    let shared = format!("http.ingress_http.rds.routes-{lo}.update_success");
+    let shared = format!("http.ingress_http.rds.routes-{lo}+{hi}.update_success");
     assert!(stat(envoy_admin, &shared).unwrap_or(0) >= 1, "{shared}");
-    let own = format!("http.ingress_http.rds.routes-{hi}.update_success");
-    assert_eq!(stat(envoy_admin, &own), None, "no table of its own: {own}");
+    for port in [lo, hi] {
+        let own = format!("http.ingress_http.rds.routes-{port}.update_success");
+        assert_eq!(stat(envoy_admin, &own), None, "no table of its own: {own}");
+    }
     write(&config.join("b.yaml"), &mapping("b", "/b/", b.addr, ""));
     for addr in [listen, other] {
         let r = wait_for("both Listeners to serve the new /b/", Duration::from_secs(30), || {
@@ -811,7 +813,94 @@ fn listeners_with_the_same_hosts_and_model_share_one_route_table_in_envoy() {
         });
         assert!(r.body.starts_with("upstream=b"), "{r:?}");
     }
-    assert_routes_accepted(envoy_admin, lo);
+    let rejected = format!("http.ingress_http.rds.routes-{lo}+{hi}.update_rejected");
+    assert_eq!(stat(envoy_admin, &rejected), Some(0), "{rejected}");
+}
+
+/// One request on a kept-alive HTTP/1.1 connection: the status.
+fn keep_alive_get(conn: &mut std::net::TcpStream, host: &str, path: &str) -> std::io::Result<u16> {
+    use std::io::{Read as _, Write as _};
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body)?;
+    Ok(head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0))
+}
+
+/// Found by the churn soak (benches/soak.rs): two Listeners shared a route table named after
+/// the lower port; when that Listener's Hosts changed, the name kept the lower Listener's new,
+/// smaller table, and the connections the other Listener's previous filter chain still drained
+/// (which read the table by name) met its routes: 404s for seconds. Shared tables are named
+/// after all their Listeners now, so a name never changes what it serves: a request on a
+/// connection accepted before the change still reaches its upstream.
+#[test]
+fn a_kept_alive_connection_keeps_its_routes_when_a_listener_stops_sharing_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let a = upstream("a");
+    let (lo, hi) = {
+        let (x, y) = (free_port(), free_port());
+        (x.min(y), x.max(y))
+    };
+    let listener = |name: &str, port: u16, selector: &str| {
+        format!("apiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: {name}\nspec:\n  port: {port}\n  protocol: HTTP\n  securityModel: XFP\n  hostBinding:\n    namespace:\n      from: ALL\n{selector}")
+    };
+    let hosts = "apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: a\nspec:\n  hostname: a.example\n  requestPolicy:\n    insecure:\n      action: Route\n---\napiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: b\n  labels:\n    only: b\nspec:\n  hostname: b.example\n  requestPolicy:\n    insecure:\n      action: Route\n";
+    write(
+        &config.join("hosts.yaml"),
+        &format!("{hosts}---\n{}", mapping("a", "/a/", a.addr, "")),
+    );
+    write(&config.join("hi.yaml"), &listener("hi", hi, ""));
+    write(&config.join("lo.yaml"), &listener("lo", lo, ""));
+    let (_attache, _, envoy_admin, _admin) = serve(&config, dir.path(), hi, &[]);
+    let addr = loopback(hi);
+    wait_for(
+        "the higher Listener to serve a.example/a/",
+        Duration::from_secs(30),
+        || get(addr, "a.example", "/a/").ok().filter(|r| r.status == 200),
+    );
+    let shared = format!("http.ingress_http.rds.routes-{lo}+{hi}.update_success");
+    assert!(stat(envoy_admin, &shared).unwrap_or(0) >= 1, "{shared}");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(keep_alive_get(&mut conn, "a.example", "/a/").unwrap(), 200);
+
+    // The lower Listener now binds Host b only: the two no longer share a table.
+    write(
+        &config.join("lo.yaml"),
+        &listener("lo", lo, "    selector:\n      matchLabels:\n        only: b\n"),
+    );
+    let own = format!("http.ingress_http.rds.routes-{hi}.update_success");
+    wait_for("the higher Listener's own table", Duration::from_secs(30), || {
+        stat(envoy_admin, &own).filter(|n| *n >= 1)
+    });
+    wait_for(
+        "a.example to be served only by the higher Listener",
+        Duration::from_secs(30),
+        || get(loopback(lo), "a.example", "/a/").ok().filter(|r| r.status == 404),
+    );
+    // The connection accepted before the change (its filter chain now draining) still routes.
+    for _ in 0..3 {
+        assert_eq!(
+            keep_alive_get(&mut conn, "a.example", "/a/").unwrap(),
+            200,
+            "a request on a connection accepted before the change"
+        );
+    }
+    assert_eq!(get(addr, "a.example", "/a/").unwrap().status, 200);
 }
 
 /// Emissary fidelity (issue 22) in one Envoy: paths are normalised before routing (a traversal

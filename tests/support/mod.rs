@@ -307,7 +307,19 @@ pub fn status_upstream() -> SocketAddr {
 
 /// Envoy admin: one stat's value.
 pub fn stat(admin: SocketAddr, name: &str) -> Option<u64> {
-    let r = get(admin, "admin", &format!("/stats?filter=^{}$", name.replace('.', "\\."))).ok()?;
+    // The filter is a regular expression: the name's punctuation is escaped (`.`, and the `+`
+    // of a shared route table's name).
+    let escaped: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect();
+    let r = get(admin, "admin", &format!("/stats?filter=^{escaped}$")).ok()?;
     r.body
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))

@@ -239,19 +239,40 @@ fn serve_hosts(
 ) -> Vec<RouteConfig> {
     let mut route_configs = Vec::new();
     // Listeners serving the same Hosts under the same security model get the same cleartext
-    // route table: the first (lowest port) names it and the others share it, so that it is
-    // built, rendered and sent once. (model, Hosts, table, what its routes need.)
+    // route table, so that it is built, rendered and sent once: `routes-<port>` when one
+    // Listener has it, `routes-<port>+<port>…` (in port order) when several share it. A name
+    // never changes what it means: a table named after one Listener alone would, when another
+    // Listener that shared it leaves the group, change its Hosts under the connections the
+    // other Listener's previous version still drains (which read the table by name), and their
+    // requests would meet the wrong routes. (model, Hosts, table, what its routes need.)
     let mut tables: Vec<(SecurityModel, &Vec<usize>, String, mapping::Needs)> = Vec::new();
-    for (l, bound) in frame.listeners.iter_mut().zip(&frame.bound) {
+    let group_names: Vec<String> = frame
+        .listeners
+        .iter()
+        .zip(&frame.bound)
+        .map(|(l, bound)| {
+            let ports: Vec<String> = frame
+                .listeners
+                .iter()
+                .zip(&frame.bound)
+                .filter(|(o, o_bound)| o.ir.security_model == l.ir.security_model && *o_bound == bound)
+                .map(|(o, _)| o.ir.port.to_string())
+                .collect();
+            if ports.len() > 1 {
+                format!("routes-{}", ports.join("+"))
+            } else {
+                l.ir.route_config.clone()
+            }
+        })
+        .collect();
+    for ((l, bound), group_name) in frame.listeners.iter_mut().zip(&frame.bound).zip(group_names) {
         let shared = tables
             .iter()
             .find(|(model, hosts, _, _)| *model == l.ir.security_model && *hosts == bound)
             .map(|(_, _, name, needs)| (name.clone(), *needs));
         // TLS chains' tables stay the listener's own (`routes-<port>-<sni>`).
         let own_tables = l.ir.route_config.clone();
-        if let Some((name, _)) = &shared {
-            l.ir.route_config.clone_from(name);
-        }
+        l.ir.route_config = group_name;
         let mut virtual_hosts = Vec::new();
         let mut chains = vec![FilterChain {
             name: "cleartext".to_string(),
