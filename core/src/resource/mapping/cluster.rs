@@ -53,8 +53,14 @@ pub use crate::ir::values::HttpHealthCheck;
 
 pub use crate::ir::values::GrpcHealthCheck;
 
-/// Reads `spec.health_checks`.
-pub(super) fn read_health_checks(r: &mut Reader<'_>, spec: &[HealthCheckSpec], ok: &mut bool) -> Vec<HealthCheck> {
+/// Reads `spec.health_checks`; `http2`: whether the upstream is reached over HTTP/2 (a gRPC
+/// health check needs it: Envoy refuses the whole cluster otherwise).
+pub(super) fn read_health_checks(
+    r: &mut Reader<'_>,
+    spec: &[HealthCheckSpec],
+    http2: bool,
+    ok: &mut bool,
+) -> Vec<HealthCheck> {
     let mut out = Vec::new();
     if spec.len() > 1 {
         let d = r
@@ -95,6 +101,19 @@ pub(super) fn read_health_checks(r: &mut Reader<'_>, spec: &[HealthCheckSpec], o
             r.diagnostics.push(d);
             *ok = false;
             continue;
+        }
+        if kind.grpc.is_some() && !http2 {
+            // Found by the churn soak: Envoy NACKs such a cluster ("cluster must support HTTP/2
+            // for gRPC healthchecking").
+            let d = r
+                .error(
+                    "grpc_health_check_needs_http2",
+                    &format!("{base}.health_check.grpc"),
+                    "a gRPC health check needs HTTP/2 to the upstream, and this Mapping's service is reached over HTTP/1.1",
+                )
+                .hint("set `grpc: true` if the service speaks gRPC, or check it with `health_check: {http: {path: /healthz}}`");
+            r.diagnostics.push(d);
+            *ok = false;
         }
         for (j, s) in kind.http.iter().flat_map(|h| h.expected_statuses.iter()).enumerate() {
             if !(100..=599).contains(&s.min) || !(100..=599).contains(&s.max) || s.min > s.max {
@@ -482,7 +501,7 @@ pub(super) fn read_settings(
         }
     };
     let (lb_policy, hash_policy) = read_load_balancer(r, spec.load_balancer.as_ref(), "spec", ok);
-    let health_checks = read_health_checks(r, &spec.health_checks, ok);
+    let health_checks = read_health_checks(r, &spec.health_checks, spec.grpc, ok);
     let cluster = ClusterSettings {
         health_checks,
         http2: spec.grpc,
