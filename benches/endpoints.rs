@@ -259,6 +259,13 @@ fn main() {
         delta("secrets")
     );
     report += &format!("- Envoy's CDS/LDS/RDS update_success: {envoy_before} before, {envoy_after} after\n");
+    let series: Vec<String> = rss
+        .iter()
+        .enumerate()
+        .step_by((rss.len() / 20).max(1))
+        .map(|(s, r)| format!("{s}s {r:.0}"))
+        .collect();
+    report += &format!("- attache RSS through the churn (MiB): {}\n", series.join(", "));
     report += &format!(
         "- Envoy holds every Service's last endpoint set: {} ({:.1} s after the last update; first sync {:.1} s){}\n",
         if converged { "yes" } else { "NO" },

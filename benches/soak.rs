@@ -39,6 +39,9 @@ use support::{free_port, get, loopback, Proc};
 
 const PROBE_HOST: &str = "probe.example";
 
+/// The most churn objects the directory holds at a time.
+const CAP: usize = 60;
+
 struct Args {
     mappings: usize,
     changes: usize,
@@ -545,9 +548,13 @@ fn main() {
         if values.len() > before.len() && !keep(values.last().unwrap()) {
             values.pop();
         }
+        // The input stays about the same size (the generator adds twice as often as it
+        // removes): past the cap, an addition replaces the oldest object.
+        if values.len() > before.len() && values.len() > CAP {
+            values.remove(0);
+        }
         // What changed: an object added at the end, the first one that differs removed or
         // changed.
-        let first_difference = (0..before.len()).find(|&i| values.get(i) != Some(&before[i]));
         let what = |o: &Value| {
             format!(
                 "{} {}",
@@ -555,7 +562,26 @@ fn main() {
                 o["metadata"]["name"].as_str().unwrap_or("?")
             )
         };
-        if values.len() > objects.len() {
+        let replaced_oldest = values.len() == before.len() && values.len() == CAP && values.first() == before.get(1);
+        let first_difference = (0..before.len()).find(|&i| values.get(i) != Some(&before[i]));
+        if replaced_oldest {
+            let (slot, o) = objects.remove(0);
+            changes_log.push(format!(
+                "{:.2} remove o{slot:06} {} (the oldest)",
+                started.elapsed().as_secs_f64(),
+                what(&o)
+            ));
+            let _ = std::fs::remove_file(file_of(slot));
+            let o = values.pop().unwrap();
+            changes_log.push(format!(
+                "{:.2} add o{next_slot:06} {}",
+                started.elapsed().as_secs_f64(),
+                what(&o)
+            ));
+            write_atomically(&staging, &file_of(next_slot), &as_written(&o));
+            objects.push((next_slot, o));
+            next_slot += 1;
+        } else if values.len() > objects.len() {
             let o = values.pop().unwrap();
             changes_log.push(format!(
                 "{:.2} add o{next_slot:06} {}",
@@ -654,6 +680,32 @@ fn main() {
     let churn_time = started.elapsed();
     let cpu_churn = cpu_seconds(pid) - cpu_before;
 
+    // Objects that turned invalid are served as they last were (last known good): what is
+    // served then depends on the history, not only on the final directory. Removing the
+    // churn objects with errors leaves a directory whose translation alone says what to serve.
+    let kept_before = {
+        std::thread::sleep(Duration::from_secs(3));
+        metric_sum(admin, "attache_last_known_good_objects")
+    };
+    let mut removed_invalid = 0;
+    for _ in 0..5 {
+        let (_, _, t) = fresh(&dir);
+        let files: std::collections::BTreeSet<String> = t
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == attache::diagnostic::Severity::Error)
+            .filter_map(|d| d.origin.as_ref().map(|o| o.file.clone()))
+            .filter(|f| f.starts_with("churn/"))
+            .collect();
+        if files.is_empty() {
+            break;
+        }
+        for f in &files {
+            let _ = std::fs::remove_file(dir.join(f));
+            objects.retain(|(slot, _)| format!("churn/o{slot:06}.yaml") != *f);
+            removed_invalid += 1;
+        }
+    }
     let (converged, took, diffs, t) = converge(admin, &dir, Duration::from_secs(60));
     load.stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -666,6 +718,14 @@ fn main() {
     let published = metric_sum(admin, "attache_snapshots_published_total");
     let final_rss = rss_kib(pid);
     attache.terminate();
+    // What Envoy rejected, from attache's log (it logs every NACK with Envoy's message).
+    let nack_lines: Vec<String> = attache
+        .log_text()
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().contains("nack") || l.contains("rejected"))
+        .take(5)
+        .map(|l| l.chars().take(600).collect())
+        .collect();
 
     // Memory: after a warm-up of a tenth of the run, the first and the last third.
     let warm: Vec<&(f64, u64)> = samples
@@ -697,6 +757,9 @@ fn main() {
         load.retried.load(Ordering::Relaxed)
     );
     report += &format!("- NACKs: attache counted {nacks}, Envoy's update_rejected sum {rejected}\n");
+    for l in &nack_lines {
+        report += &format!("  - {l}\n");
+    }
     report += &format!(
         "- final snapshot equals a fresh translation of the final directory: {} ({:.1} s after the last change){}\n",
         if converged { "yes" } else { "NO" },
@@ -708,7 +771,7 @@ fn main() {
         }
     );
     report += &format!(
-        "- final input: {} churn objects ({} errors, {} warnings in a fresh translation); objects served from their last good version: {kept}\n",
+        "- at the end of the churn {kept_before} objects were served from their last good version; the {removed_invalid} churn objects with errors were then removed; final input: {} churn objects ({} errors, {} warnings in a fresh translation); served from their last good version: {kept}\n",
         objects.len(),
         counts.errors,
         counts.warnings

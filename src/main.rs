@@ -230,8 +230,15 @@ fn translate_path(path: &std::path::Path, translation: &Translation) -> anyhow::
     if !path.exists() {
         anyhow::bail!("{}: no such file or directory", path.display());
     }
+    let started = std::time::Instant::now();
     let registry = translation.registry()?;
+    tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "rule packs loaded");
     let loaded = attache::source::dir::load(path);
+    tracing::debug!(
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        objects = loaded.objects.len(),
+        "objects read"
+    );
     Ok((
         loaded.objects.len(),
         // The fast path (the same output, checked by the tests against the reference
@@ -291,7 +298,10 @@ fn run() -> anyhow::Result<ExitCode> {
                 print_text(if out.is_empty() { "(no change)\n" } else { &out })?;
                 return Ok(ExitCode::SUCCESS);
             }
+            // Where a run's time goes, with RUST_LOG=attache=debug (milliseconds since the start).
+            let started = std::time::Instant::now();
             let (_, t) = translate_path(&path, &translation)?;
+            tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "translated");
             for d in &t.diagnostics {
                 eprintln!("{}", attache::serve::as_given(d, &path));
             }
@@ -302,7 +312,12 @@ fn run() -> anyhow::Result<ExitCode> {
             } else {
                 serde_json::Value::Object(attache::pack_test::resources_value(&t.snapshot))
             };
+            tracing::debug!(
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "resources decoded for printing"
+            );
             print(&value, output)?;
+            tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "printed");
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate {

@@ -533,9 +533,9 @@ pub struct LogSink {
 /// The routes of one listener. Ends up as `envoy.config.route.v3.RouteConfiguration`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RouteConfig {
-    /// Envoy resource name: `routes-<port>` for a listener's cleartext chain (listeners that
-    /// serve the same Hosts under the same security model share the table of the lowest port),
-    /// `routes-<port>-<server name>` for a TLS chain.
+    /// Envoy resource name: `routes-<port>` for a listener's cleartext chain, `routes-<port>+<port>…`
+    /// for the one table of listeners that serve the same Hosts under the same security model
+    /// (their ports in order), `routes-<port>-<server name>` for a TLS chain.
     pub name: String,
     /// One virtual host per hostname, sorted by hostname (most specific first is Envoy's job).
     pub virtual_hosts: Vec<VirtualHost>,
