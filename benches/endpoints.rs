@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 use support::apiserver::ApiServer;
-use support::{free_port, get, loopback, Proc};
+use support::{cpu_seconds, free_port, get, loopback, rss_kib, Proc};
 
 fn num(flag: &str, default: u64) -> u64 {
     let all: Vec<String> = std::env::args().collect();
@@ -49,29 +49,6 @@ fn slice(i: usize, generation: u64) -> String {
     format!(
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-{i}-abcde\n  namespace: shop\n  labels:\n    kubernetes.io/service-name: svc-{i}\naddressType: IPv4\nports:\n- name: http\n  port: {port}\nendpoints:\n- addresses: [\"{a}\"]\n  conditions:\n    ready: true\n- addresses: [\"{b}\"]\n  conditions:\n    ready: true\n"
     )
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, s)| s);
-    let field = |n: usize| {
-        after
-            .split_whitespace()
-            .nth(n)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (field(11) + field(12)) as f64 / 100.0
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 /// attache's `/metrics`: the sample of each line starting with `name`, by its labels.
@@ -207,7 +184,7 @@ fn main() {
         generation[i] += 1;
         api.apply(&slice(i, generation[i]));
         if n % rate as usize == 0 {
-            rss.push(rss_mib(pid));
+            rss.push(rss_kib(pid) as f64 / 1024.0);
         }
         let due = churn_started + Duration::from_secs_f64((n + 1) as f64 / rate as f64);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {

@@ -10,6 +10,8 @@
 //! cargo bench --bench soak                                  # 1,000 Mappings, 10,000 changes over 300 s
 //! cargo bench --bench soak -- --changes 1000 --seconds 30   # a short run
 //! cargo bench --bench soak -- --purge-now                   # mimalloc returns freed memory at once
+//! cargo bench --bench soak -- --xds sotw                    # state-of-the-world instead of delta
+//! cargo bench --bench soak -- --changes 1000 --replay --replay-every 20  # in-process, no Envoy
 //! ```
 //!
 //! Traffic goes to probe Mappings on a Host (`probe.example`) whose `mappingSelector` only the
@@ -19,7 +21,6 @@
 //! AuthService); their changes are covered by the property tests. Listener and TCPMapping ports
 //! from the catalog are moved to 21000-21999 so that Envoy binds nothing outside the bench.
 
-use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,7 +36,7 @@ mod churn;
 
 use proptest::strategy::{Strategy as _, ValueTree as _};
 use serde_json::Value;
-use support::{free_port, get, loopback, Proc};
+use support::{cpu_seconds, free_port, get, keep_alive_get, loopback, rss_kib, Proc};
 
 const PROBE_HOST: &str = "probe.example";
 
@@ -49,6 +50,8 @@ struct Args {
     seed: u64,
     purge_now: bool,
     rps: u64,
+    /// `--xds delta|sotw` (attache's default: delta).
+    xds: String,
 }
 
 fn args() -> Args {
@@ -62,6 +65,7 @@ fn args() -> Args {
         seed: num("--seed", 7),
         purge_now: all.iter().any(|a| a == "--purge-now"),
         rps: num("--rps", 200),
+        xds: value("--xds").cloned().unwrap_or_else(|| "delta".into()),
     }
 }
 
@@ -93,30 +97,6 @@ fn write_atomically(staging: &Path, path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// User + system CPU seconds of a process so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, s)| s);
-    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
-    let field = |n: usize| {
-        after
-            .split_whitespace()
-            .nth(n)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (field(11) + field(12)) as f64 / 100.0
-}
-
 fn median(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
     v.get(v.len() / 2).copied().unwrap_or(0)
@@ -131,29 +111,6 @@ struct Load {
     /// byte of the answer (what HTTP clients do for idempotent requests).
     retried: AtomicU64,
     stop: AtomicBool,
-}
-
-/// One GET on a kept-alive connection; the status, and whether the server closes it.
-fn request(conn: &mut TcpStream, path: &str) -> std::io::Result<(u16, bool)> {
-    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: {PROBE_HOST}\r\n\r\n").as_bytes())?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if conn.read(&mut byte)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"));
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    conn.read_exact(&mut body)?;
-    Ok((status, head.contains("connection: close")))
 }
 
 fn connect(addr: SocketAddr) -> Option<TcpStream> {
@@ -191,7 +148,7 @@ fn client(
                 outcome = Some(Err("cannot connect".to_string()));
                 break;
             };
-            match request(c, &path) {
+            match keep_alive_get(c, PROBE_HOST, &path) {
                 Ok((status, close)) => {
                     outcome = Some(Ok(status));
                     if close {
@@ -465,6 +422,8 @@ fn main() {
     };
     let mut memory = attache::lastgood::LastGood::default();
     let mut previous_tables: Option<Vec<String>> = None;
+    // As `serve` reads the directory: unchanged files are not parsed again.
+    let mut loader = attache::source::dir::Loader::default();
     let mut translator = replay.then(|| {
         attache::Translator::new(
             Arc::new(attache::rules::Registry::core().unwrap()),
@@ -483,6 +442,7 @@ fn main() {
         .arg(&dir)
         .args(["--ads-listen", &ads.to_string(), "--admin-listen", &admin.to_string()])
         .args(["--envoy-admin", &envoy_admin.to_string(), "--node-id", "soak"])
+        .args(["--xds", &a.xds])
         .arg("--envoy")
         .arg(support::envoy_bin())
         .env("RUST_LOG", std::env::var("SOAK_LOG").unwrap_or_else(|_| "warn".into()));
@@ -572,16 +532,8 @@ fn main() {
                 what(&o)
             ));
             let _ = std::fs::remove_file(file_of(slot));
-            let o = values.pop().unwrap();
-            changes_log.push(format!(
-                "{:.2} add o{next_slot:06} {}",
-                started.elapsed().as_secs_f64(),
-                what(&o)
-            ));
-            write_atomically(&staging, &file_of(next_slot), &as_written(&o));
-            objects.push((next_slot, o));
-            next_slot += 1;
-        } else if values.len() > objects.len() {
+        }
+        if values.len() > objects.len() {
             let o = values.pop().unwrap();
             changes_log.push(format!(
                 "{:.2} add o{next_slot:06} {}",
@@ -611,13 +563,20 @@ fn main() {
         }
         if let Some(translator) = translator.as_mut().filter(|_| (n + 1) % replay_every == 0) {
             // As `serve` translates: objects that turn invalid are served as they last were.
-            let loaded = attache::source::dir::load(&dir);
+            let loaded = loader.load(&dir);
             let t = attache::lastgood::translate(&loaded, &memory, |l| translator.translate(l));
             memory.remember(&loaded, &t);
             if let Err(e) = probes_routed_by(&t, listen, a.mappings, previous_tables.as_deref()) {
                 println!("change {n}: a route table the probe listener used before now lacks the probes: {e} (tables now: {:?})", probes_routed_by(&t, listen, a.mappings, None));
             }
             previous_tables = probes_routed_by(&t, listen, a.mappings, None).ok();
+            if (n + 1) % (replay_every * 50) == 0 {
+                println!(
+                    "replay: change {}: this process's RSS {:.1} MiB",
+                    n + 1,
+                    rss_kib(std::process::id()) as f64 / 1024.0
+                );
+            }
             if let Err(e) = probes_routed(&t, listen, a.mappings) {
                 let kept = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/soak-replay");
                 let _ = std::fs::remove_dir_all(&kept);
@@ -743,11 +702,12 @@ fn main() {
     let mib = |k: u64| k as f64 / 1024.0;
     let mut report = String::new();
     report += &format!(
-        "## Churn soak: {} probe Mappings, {} changes in {:.0} s (seed {}, purge now: {})\n\n",
+        "## Churn soak: {} probe Mappings, {} changes in {:.0} s (seed {}, xDS {}, purge now: {})\n\n",
         a.mappings,
         a.changes,
         churn_time.as_secs_f64(),
         a.seed,
+        a.xds,
         a.purge_now
     );
     report += &format!(

@@ -817,29 +817,6 @@ fn listeners_with_the_same_hosts_and_model_share_one_route_table_in_envoy() {
     assert_eq!(stat(envoy_admin, &rejected), Some(0), "{rejected}");
 }
 
-/// One request on a kept-alive HTTP/1.1 connection: the status.
-fn keep_alive_get(conn: &mut std::net::TcpStream, host: &str, path: &str) -> std::io::Result<u16> {
-    use std::io::{Read as _, Write as _};
-    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if conn.read(&mut byte)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    conn.read_exact(&mut body)?;
-    Ok(head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0))
-}
-
 /// Found by the churn soak (benches/soak.rs): two Listeners shared a route table named after
 /// the lower port; when that Listener's Hosts changed, the name kept the lower Listener's new,
 /// smaller table, and the connections the other Listener's previous filter chain still drained
@@ -876,7 +853,7 @@ fn a_kept_alive_connection_keeps_its_routes_when_a_listener_stops_sharing_its_ta
     assert!(stat(envoy_admin, &shared).unwrap_or(0) >= 1, "{shared}");
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    assert_eq!(keep_alive_get(&mut conn, "a.example", "/a/").unwrap(), 200);
+    assert_eq!(keep_alive_get(&mut conn, "a.example", "/a/").unwrap().0, 200);
 
     // The lower Listener now binds Host b only: the two no longer share a table.
     write(
@@ -895,7 +872,7 @@ fn a_kept_alive_connection_keeps_its_routes_when_a_listener_stops_sharing_its_ta
     // The connection accepted before the change (its filter chain now draining) still routes.
     for _ in 0..3 {
         assert_eq!(
-            keep_alive_get(&mut conn, "a.example", "/a/").unwrap(),
+            keep_alive_get(&mut conn, "a.example", "/a/").unwrap().0,
             200,
             "a request on a connection accepted before the change"
         );

@@ -305,6 +305,55 @@ pub fn status_upstream() -> SocketAddr {
     })
 }
 
+/// One GET on a kept-alive HTTP/1.1 connection: the status, and whether the server said it
+/// closes the connection.
+pub fn keep_alive_get(conn: &mut TcpStream, host: &str, path: &str) -> std::io::Result<(u16, bool)> {
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body)?;
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((status, head.contains("connection: close")))
+}
+
+/// A process's resident memory in KiB (`VmRSS`), 0 when it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A process's user + system CPU seconds so far (`/proc/PID/stat` fields 14 and 15).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name (in parentheses, which may hold spaces) come fields 3, 4, ...
+    let after = stat.rsplit_once(')').map_or("", |(_, s)| s);
+    let field = |n: usize| {
+        after
+            .split_whitespace()
+            .nth(n)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field(11) + field(12)) as f64 / 100.0
+}
+
 /// Envoy admin: one stat's value.
 pub fn stat(admin: SocketAddr, name: &str) -> Option<u64> {
     // The filter is a regular expression: the name's punctuation is escaped (`.`, and the `+`
