@@ -17,9 +17,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[allow(dead_code, reason = "shared with the tests, which use all of it")]
-#[path = "../tests/support/browser.rs"]
-mod browser;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::browser;
 
 use attache::snapshot::{diff, ResourceType, Snapshot};
 use attache::state::Shared;
@@ -115,15 +115,6 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn rss_kib_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -362,7 +353,7 @@ fn end_to_end(root: &Path, n: usize, xds: &str, changes: usize) -> Option<(Durat
         samples.push(started.elapsed());
         std::thread::sleep(Duration::from_millis(300));
     }
-    let rss = rss_kib_of(child.id());
+    let rss = support::rss_kib(child.id());
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let _ = child.wait();
     Some((median(samples), rss))

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 use support::apiserver::ApiServer;
-use support::{cpu_seconds, free_port, get, loopback, rss_kib, Proc};
+use support::{cpu_seconds, free_port, get, loopback, rss_kib, stat_sum, Proc};
 
 fn num(flag: &str, default: u64) -> u64 {
     let all: Vec<String> = std::env::args().collect();
@@ -82,18 +82,6 @@ fn envoy_endpoints(envoy_admin: SocketAddr) -> BTreeMap<String, BTreeSet<String>
         }
     }
     out
-}
-
-/// Envoy's `update_success` counters of CDS, LDS and every RDS table, summed.
-fn envoy_non_eds_updates(envoy_admin: SocketAddr) -> u64 {
-    get(envoy_admin, "admin", "/stats?filter=(cds|lds|rds).*update_success")
-        .map(|r| {
-            r.body
-                .lines()
-                .filter_map(|l| l.rsplit_once(": ").and_then(|(_, v)| v.trim().parse::<u64>().ok()))
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 fn main() {
@@ -163,7 +151,7 @@ fn main() {
     let first_sync = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     let responses_before = metrics(admin, "attache_xds_responses_total");
-    let envoy_before = envoy_non_eds_updates(envoy_admin);
+    let envoy_before = stat_sum(envoy_admin, "(cds|lds|rds).*update_success");
     let translations_before = metrics(admin, "attache_translations_total").values().sum::<u64>();
     let cpu_before = cpu_seconds(pid);
     println!(
@@ -209,7 +197,7 @@ fn main() {
     let settled = settle.elapsed();
     let responses_after = metrics(admin, "attache_xds_responses_total");
     let translations = metrics(admin, "attache_translations_total").values().sum::<u64>() - translations_before;
-    let envoy_after = envoy_non_eds_updates(envoy_admin);
+    let envoy_after = stat_sum(envoy_admin, "(cds|lds|rds).*update_success");
     let nacks: u64 = metrics(admin, "attache_xds_nacks_total").values().sum();
     attache.terminate();
 

@@ -36,7 +36,7 @@ mod churn;
 
 use proptest::strategy::{Strategy as _, ValueTree as _};
 use serde_json::Value;
-use support::{cpu_seconds, free_port, get, keep_alive_get, loopback, rss_kib, Proc};
+use support::{cpu_seconds, free_port, get, keep_alive_get, loopback, rss_kib, stat_sum, Proc};
 
 const PROBE_HOST: &str = "probe.example";
 
@@ -341,17 +341,6 @@ fn probes_routed_by(
         }
     }
     Ok(tables)
-}
-
-fn envoy_rejected(envoy_admin: SocketAddr) -> u64 {
-    get(envoy_admin, "admin", "/stats?filter=update_rejected")
-        .map(|r| {
-            r.body
-                .lines()
-                .filter_map(|l| l.rsplit_once(": ").and_then(|(_, v)| v.trim().parse::<u64>().ok()))
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 fn metric_sum(admin: SocketAddr, name: &str) -> u64 {
@@ -672,7 +661,7 @@ fn main() {
     }
     let kept = metric_sum(admin, "attache_last_known_good_objects");
     let nacks = metric_sum(admin, "attache_xds_nacks_total");
-    let rejected = envoy_rejected(envoy_admin);
+    let rejected = stat_sum(envoy_admin, "update_rejected");
     let translations = metric_sum(admin, "attache_translations_total");
     let published = metric_sum(admin, "attache_snapshots_published_total");
     let final_rss = rss_kib(pid);

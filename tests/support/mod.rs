@@ -354,6 +354,18 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (field(11) + field(12)) as f64 / 100.0
 }
 
+/// Envoy admin: the sum of the stats a filter (a regular expression) selects.
+pub fn stat_sum(admin: SocketAddr, filter: &str) -> u64 {
+    get(admin, "admin", &format!("/stats?filter={filter}"))
+        .map(|r| {
+            r.body
+                .lines()
+                .filter_map(|l| l.rsplit_once(": ").and_then(|(_, v)| v.trim().parse::<u64>().ok()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Envoy admin: one stat's value.
 pub fn stat(admin: SocketAddr, name: &str) -> Option<u64> {
     // The filter is a regular expression: the name's punctuation is escaped (`.`, and the `+`
