@@ -29,6 +29,7 @@ const PER_FILE: usize = 100;
 
 /// mimalloc: translation allocates many small, short-lived values; glibc's allocator spent a
 /// third of a translation in malloc and free (measured with perf, see BENCHMARKS.md).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -130,12 +131,13 @@ fn translate_once(
     attache::Translator::new(Arc::clone(registry), opts.clone()).translate(loaded)
 }
 
-/// Child mode: one cold translation of DIR, prints "millis peak_kib".
+/// Child mode: one cold translation of DIR as `attache translate` makes it (the one-shot fast
+/// path, which frees each stage's input as it goes), prints "millis peak_kib".
 fn child(dir: &Path) {
     let registry = Arc::new(attache::rules::Registry::core().unwrap());
     let started = Instant::now();
     let loaded = attache::source::dir::load(dir);
-    let t = translate_once(&loaded, &registry, &attache::Options::default());
+    let t = attache::Translator::new(registry, attache::Options::default()).translate_once(loaded);
     let elapsed = started.elapsed();
     assert!(t.snapshot.count(ResourceType::Cluster) > 0);
     println!("{} {}", elapsed.as_secs_f64() * 1000.0, peak_rss_kib());

@@ -137,17 +137,11 @@ fn main() {
             .collect()
     };
     let started = Instant::now();
-    loop {
-        if held(envoy_admin) == expected(&generation) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "Envoy did not get the first endpoint sets within 180 s; log: {}",
-            attache.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    attache.wait_for(
+        "Envoy to hold the first endpoint sets",
+        Duration::from_secs(180),
+        || (held(envoy_admin) == expected(&generation)).then_some(()),
+    );
     let first_sync = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     let responses_before = metrics(admin, "attache_xds_responses_total");

@@ -242,8 +242,9 @@ fn translate_path(path: &std::path::Path, translation: &Translation) -> anyhow::
     Ok((
         loaded.objects.len(),
         // The fast path (the same output, checked by the tests against the reference
-        // `attache::translate`): its memo and worker threads pay off within one translation.
-        attache::Translator::new(std::sync::Arc::new(registry), translation.options()).translate(&loaded),
+        // `attache::translate`): its memo and worker threads pay off within one translation;
+        // one-shot, it frees each stage's input as it goes.
+        attache::Translator::new(std::sync::Arc::new(registry), translation.options()).translate_once(loaded),
     ))
 }
 
@@ -476,6 +477,7 @@ fn run() -> anyhow::Result<ExitCode> {
 
 /// mimalloc: translation allocates many small, short-lived values; glibc's allocator spent a
 /// third of a translation in malloc and free (measured with perf, see BENCHMARKS.md).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -293,6 +293,10 @@ proptest! {
             prop_assert_eq!(fingerprint(&fast), fingerprint(&reference));
             prop_assert_eq!(&fast.diagnostics, &reference.diagnostics);
         }
+        // The command line's one-shot path, which frees each stage's input as it goes.
+        let once = attache::Translator::new(std::sync::Arc::clone(shared), opts.clone()).translate_once(loaded.clone());
+        prop_assert_eq!(fingerprint(&once), fingerprint(&reference));
+        prop_assert_eq!(&once.diagnostics, &reference.diagnostics);
     }
 
     #[test]

@@ -73,6 +73,11 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// [`wait_for`], with this process's log in the timeout's message.
+    pub fn wait_for<T>(&self, what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+        wait_for_or(what, limit, || format!("; {} log:\n{}", self.name, self.log_text()), f)
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
@@ -200,16 +205,25 @@ pub fn get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<Response
 }
 
 /// Polls `f` every 100 ms until it returns Some, for at most `limit`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_or(what, limit, String::new, f)
+}
+
+/// [`wait_for`], with `context()` (a log, a state dump) appended to the timeout's message.
+pub fn wait_for_or<T>(
+    what: &str,
+    limit: Duration,
+    context: impl FnOnce() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for {what}{}", context());
+        }
         thread::sleep(Duration::from_millis(100));
     }
 }
