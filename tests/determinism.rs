@@ -300,6 +300,24 @@ proptest! {
     }
 
     #[test]
+    fn the_wire_reader_prints_what_prost_reflect_prints(docs in docs()) {
+        use attache::envoy::json::{to_json, Names};
+        static SHARED: std::sync::OnceLock<attache::rules::Registry> = std::sync::OnceLock::new();
+        let registry = SHARED.get_or_init(|| attache::rules::Registry::core().unwrap());
+        let t = attache::translate(&load(&docs, 1), registry, &attache::Options::default());
+        for ty in ResourceType::ALL {
+            let desc = attache::envoy::message(ty.message_name()).unwrap();
+            for (name, r) in t.snapshot.of_type(ty) {
+                for names in [Names::Json, Names::Proto] {
+                    let wire = to_json(&desc, &r.bytes, names);
+                    prop_assert!(wire.is_ok(), "{} not read from the wire", name);
+                    prop_assert_eq!(wire.unwrap(), attache::envoy::reflect_to_json(desc.clone(), &r.bytes, names));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn versions_are_content_hashes(docs in docs()) {
         let registry = attache::rules::Registry::core().unwrap();
         let t = attache::translate(&load(&docs, 1), &registry, &attache::Options::default());

@@ -42,6 +42,11 @@ fn lang_patch_path_corpus() {
 }
 
 #[test]
+fn wire_json_corpus() {
+    assert!(replay("wire_json", attache::fuzzing::wire_json) > 0);
+}
+
+#[test]
 fn yaml_corpus() {
     assert!(replay("yaml", attache::fuzzing::yaml) > 0);
 }

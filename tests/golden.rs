@@ -101,7 +101,47 @@ fn main() {
             Ok(())
         },
     ));
+    trials.push(libtest_mimic::Trial::test(
+        "the_wire_reader_prints_what_prost_reflect_prints",
+        || {
+            the_wire_reader_prints_what_prost_reflect_prints();
+            Ok(())
+        },
+    ));
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// Every resource of every golden case, read straight from the wire (`envoy::json`, what
+/// `translate -o json` and the goldens print), is the JSON prost-reflect gives through a
+/// `DynamicMessage`, in both field-name styles, and without falling back to it.
+fn the_wire_reader_prints_what_prost_reflect_prints() {
+    use attache::envoy::json::{to_json, Names};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut checked = 0;
+    for case in cases(&root) {
+        let text = std::fs::read_to_string(case.join("input.yaml")).unwrap();
+        let mut packs: Vec<PathBuf> = std::fs::read_dir(case.join("rules"))
+            .map(|rd| rd.map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect())
+            .unwrap_or_default();
+        packs.sort();
+        let registry = attache::rules::Registry::with_packs(&packs).unwrap();
+        let t = attache::translate(
+            &attache::source::parse_text("input.yaml", &text),
+            &registry,
+            &attache::Options::default(),
+        );
+        for (ty, name, bytes) in resources(&t) {
+            let desc = attache::envoy::message(ty.message_name()).unwrap();
+            for names in [Names::Json, Names::Proto] {
+                let wire = to_json(&desc, &bytes, names)
+                    .unwrap_or_else(|_| panic!("{}: {name} ({names:?}) not read from the wire", case.display()));
+                let reflect = attache::envoy::reflect_to_json(desc.clone(), &bytes, names);
+                assert_eq!(wire, reflect, "{}: {name} ({names:?})", case.display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 200, "expected the golden cases' resources, checked {checked}");
 }
 
 /// One case: what it produces against its expected files (rewritten with `update`).

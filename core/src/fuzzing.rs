@@ -144,3 +144,28 @@ pub fn template_paths(data: &[u8]) {
         let _ = crate::rules::template_paths::check(kind, "t.yaml.hbs", template, &hbs);
     }
 }
+
+/// The wire reader (`envoy::json`): the first byte picks a message type, the rest is read as
+/// one; whatever it reads must be what prost-reflect reads.
+pub fn wire_json(data: &[u8]) {
+    const TYPES: [&str; 8] = [
+        "envoy.config.cluster.v3.Cluster",
+        "envoy.config.listener.v3.Listener",
+        "envoy.config.route.v3.RouteConfiguration",
+        "envoy.config.endpoint.v3.ClusterLoadAssignment",
+        "envoy.extensions.transport_sockets.tls.v3.Secret",
+        "google.protobuf.Any",
+        "google.protobuf.Struct",
+        "envoy.config.route.v3.Route",
+    ];
+    let Some((pick, bytes)) = data.split_first() else {
+        return;
+    };
+    let desc = crate::envoy::message(TYPES[usize::from(*pick) % TYPES.len()])
+        .expect("the fuzzed types are in the descriptor pool; this is a bug");
+    for names in [crate::envoy::json::Names::Json, crate::envoy::json::Names::Proto] {
+        if let Ok(v) = crate::envoy::json::to_json(&desc, bytes, names) {
+            assert_eq!(v, crate::envoy::reflect_to_json(desc.clone(), bytes, names));
+        }
+    }
+}

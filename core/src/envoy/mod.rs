@@ -8,6 +8,7 @@
 //! Envoy bootstraps.
 
 pub mod bootstrap;
+pub mod json;
 pub mod plan;
 pub mod validate;
 
@@ -300,25 +301,38 @@ pub fn to_json(message: &DynamicMessage) -> Value {
 
 /// Decodes encoded bytes of type `name` back into JSON (admin dumps, `translate` output).
 pub fn bytes_to_json(name: &str, bytes: &[u8]) -> Value {
-    match message(name).map(|d| DynamicMessage::decode(d, bytes)) {
-        Some(Ok(m)) => to_json(&m),
-        Some(Err(e)) => Value::String(format!("<cannot decode: {e}>")),
-        None => Value::String(format!("<unknown type {name}>")),
-    }
+    bytes_to_json_with(name, bytes, json::Names::Json)
 }
 
 /// Decodes encoded bytes of type `name` into JSON with proto field names (`prefix_rewrite`, as
 /// templates write them), defaults left out: what a parent template sees of its children.
 pub fn bytes_to_json_proto_names(name: &str, bytes: &[u8]) -> Value {
+    bytes_to_json_with(name, bytes, json::Names::Proto)
+}
+
+/// Straight from the wire ([`json`]); what it cannot read goes through prost-reflect, which
+/// says what is wrong with it.
+fn bytes_to_json_with(name: &str, bytes: &[u8], names: json::Names) -> Value {
+    let Some(desc) = message(name) else {
+        return Value::String(format!("<unknown type {name}>"));
+    };
+    if let Ok(v) = json::to_json(&desc, bytes, names) {
+        return v;
+    }
+    reflect_to_json(desc, bytes, names)
+}
+
+/// What `bytes_to_json` gives, through a prost-reflect `DynamicMessage` (the reference the
+/// wire reader is tested against, and its fallback).
+pub fn reflect_to_json(desc: MessageDescriptor, bytes: &[u8], names: json::Names) -> Value {
     let options = SerializeOptions::new()
         .skip_default_fields(true)
-        .use_proto_field_name(true);
-    match message(name).map(|d| DynamicMessage::decode(d, bytes)) {
-        Some(Ok(m)) => m
+        .use_proto_field_name(names == json::Names::Proto);
+    match DynamicMessage::decode(desc, bytes) {
+        Ok(m) => m
             .serialize_with_options(serde_json::value::Serializer, &options)
             .unwrap_or_else(|e| Value::String(format!("<cannot serialize: {e}>"))),
-        Some(Err(e)) => Value::String(format!("<cannot decode: {e}>")),
-        None => Value::String(format!("<unknown type {name}>")),
+        Err(e) => Value::String(format!("<cannot decode: {e}>")),
     }
 }
 
