@@ -683,6 +683,10 @@ fn main() {
     let third = warm.len() / 3;
     let first = median(warm[..third].iter().map(|(_, r)| *r).collect());
     let last = median(warm[warm.len() - third..].iter().map(|(_, r)| *r).collect());
+    // Whether memory has settled: mimalloc keeps fragments for a few thousand translations
+    // before it holds a level (BENCHMARKS.md), so the middle third against the last says more
+    // than the first against the last once a run is long enough.
+    let middle = median(warm[third..warm.len() - third].iter().map(|(_, r)| *r).collect());
     let (min, max) = (
         samples.iter().map(|s| s.1).min().unwrap_or(0),
         samples.iter().map(|s| s.1).max().unwrap_or(0),
@@ -729,12 +733,14 @@ fn main() {
     );
     report += &format!("- translations {translations}, snapshots published {published}; attache CPU during the churn {cpu_churn:.1} s ({:.0}% of one core)\n", 100.0 * cpu_churn / churn_time.as_secs_f64());
     report += &format!(
-        "- attache RSS MiB: min {:.1}, max {:.1}, median of the first third after warm-up {:.1}, of the last third {:.1} (ratio {:.3}), at the end {:.1}\n",
+        "- attache RSS MiB: min {:.1}, max {:.1}, median of the first third after warm-up {:.1}, of the middle third {:.1}, of the last third {:.1} (last / first {:.3}, last / middle {:.3}), at the end {:.1}\n",
         mib(min),
         mib(max),
         mib(first),
+        mib(middle),
         mib(last),
         last as f64 / first.max(1) as f64,
+        last as f64 / middle.max(1) as f64,
         mib(final_rss)
     );
     let series: Vec<String> = samples
