@@ -307,18 +307,29 @@ fn run() -> anyhow::Result<ExitCode> {
                 eprintln!("{}", attache::serve::as_given(d, &path));
             }
             unapplied_notes(&t, &translation)?;
-            let value = if bootstrap {
-                bootstrap::static_resources(&t.snapshot, &envoy_admin.ip().to_string(), envoy_admin.port())
-                    .map_err(|e| anyhow::anyhow!("generated bootstrap is invalid ({e}); this is a bug"))?
+            // Only the snapshot is printed: the IR (a third of the memory) goes first.
+            let attache::Translation { snapshot, ir, .. } = t;
+            drop(ir);
+            if bootstrap {
+                let value = bootstrap::static_resources(&snapshot, &envoy_admin.ip().to_string(), envoy_admin.port())
+                    .map_err(|e| anyhow::anyhow!("generated bootstrap is invalid ({e}); this is a bug"))?;
+                print(&value, output)?;
             } else {
-                serde_json::Value::Object(attache::pack_test::resources_value(&t.snapshot))
-            };
+                // One resource at a time (see `output::write_resources`).
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                let written = attache::output::write_resources(&snapshot, matches!(output, Format::Yaml), &mut out)
+                    .and_then(|()| out.flush());
+                if let Err(e) = written {
+                    // A closed pipe (`| head`) is not an error worth a message.
+                    if e.kind() != std::io::ErrorKind::BrokenPipe {
+                        return Err(e.into());
+                    }
+                }
+            }
             tracing::debug!(
                 ms = started.elapsed().as_secs_f64() * 1e3,
-                "resources decoded for printing"
+                "resources decoded and printed"
             );
-            print(&value, output)?;
-            tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "printed");
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate {

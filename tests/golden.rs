@@ -108,7 +108,45 @@ fn main() {
             Ok(())
         },
     ));
+    trials.push(libtest_mimic::Trial::test(
+        "resources_written_one_at_a_time_are_the_whole_value_printed",
+        || {
+            resources_written_one_at_a_time_are_the_whole_value_printed();
+            Ok(())
+        },
+    ));
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// `translate`'s output, written resource by resource (`output::write_resources`), is the text of
+/// the whole `{type: [resource, ...]}` value rendered at once, in YAML and JSON, for every golden
+/// case and for an empty configuration.
+fn resources_written_one_at_a_time_are_the_whole_value_printed() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let registry = attache::rules::Registry::core().unwrap();
+    let mut inputs: Vec<String> = cases(&root)
+        .into_iter()
+        .filter(|case| !case.join("rules").exists())
+        .map(|case| std::fs::read_to_string(case.join("input.yaml")).unwrap())
+        .collect();
+    inputs.push(String::new());
+    assert!(inputs.len() > 20);
+    for text in inputs {
+        let t = attache::translate(
+            &attache::source::parse_text("input.yaml", &text),
+            &registry,
+            &attache::Options::default(),
+        );
+        let whole = serde_json::Value::Object(attache::pack_test::resources_value(&t.snapshot));
+        for (yaml, expected) in [
+            (true, to_yaml(&whole)),
+            (false, serde_json::to_string_pretty(&whole).unwrap() + "\n"),
+        ] {
+            let mut written = Vec::new();
+            attache::output::write_resources(&t.snapshot, yaml, &mut written).unwrap();
+            assert_eq!(String::from_utf8(written).unwrap(), expected, "yaml: {yaml}\n{text}");
+        }
+    }
 }
 
 /// Every resource of every golden case, read straight from the wire (`envoy::json`, what

@@ -1,10 +1,77 @@
-//! A small, deterministic YAML emitter for JSON values (Envoy resources, IR, diagnostics).
+//! A small, deterministic YAML emitter for JSON values (Envoy resources, IR, diagnostics), and
+//! the writer of a snapshot's resources as `attache translate` prints them.
 //!
 //! Block style, keys in the order the value has them, strings quoted whenever a plain scalar
 //! could be misread (numbers, booleans, null, special characters), so the output reads back to
 //! the same value.
 
 use serde_json::Value;
+
+/// Writes a snapshot's resources as `{type label: [resource, ...]}` (labels sorted, types
+/// without resources left out, private keys redacted), in YAML ([`to_yaml`]) or as pretty JSON,
+/// one resource at a time: the JSON of the whole set never exists at once (at 100,000 Mappings
+/// it took more memory than the translation). The text is exactly [`to_yaml`] or
+/// `serde_json::to_string_pretty` (plus a newline) of that value, built whole.
+///
+/// # Errors
+/// What writing to `out` returns.
+pub fn write_resources(
+    snapshot: &crate::snapshot::Snapshot,
+    yaml: bool,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    let mut types: Vec<crate::snapshot::ResourceType> = crate::snapshot::ResourceType::ALL
+        .into_iter()
+        .filter(|ty| snapshot.count(*ty) > 0)
+        .collect();
+    types.sort_by_key(|ty| ty.label());
+    if types.is_empty() {
+        return out.write_all(b"{}\n");
+    }
+    if !yaml {
+        out.write_all(b"{\n")?;
+    }
+    let mut text = String::new();
+    for (i, ty) in types.iter().enumerate() {
+        text.clear();
+        let label = serde_json::to_string(ty.label()).unwrap_or_default();
+        if yaml {
+            text.push_str(&scalar(&Value::String(ty.label().to_string())));
+            text.push_str(":\n");
+        } else {
+            text.push_str(&format!("  {label}: [\n"));
+        }
+        out.write_all(text.as_bytes())?;
+        let count = snapshot.count(*ty);
+        for (j, (_, r)) in snapshot.of_type(*ty).enumerate() {
+            let mut v = crate::envoy::bytes_to_json(ty.message_name(), &r.bytes);
+            crate::envoy::redact_private_keys(&mut v);
+            text.clear();
+            if yaml {
+                write_seq(std::slice::from_ref(&v), 2, &mut text);
+            } else {
+                // Inside the outer object and array: every line four spaces in (a JSON string
+                // holds no raw newline, so lines are the pretty printer's own).
+                for line in serde_json::to_string_pretty(&v).unwrap_or_default().lines() {
+                    text.push_str("    ");
+                    text.push_str(line);
+                    text.push('\n');
+                }
+                if j + 1 < count {
+                    text.insert(text.len() - 1, ',');
+                }
+            }
+            out.write_all(text.as_bytes())?;
+        }
+        if !yaml {
+            out.write_all(if i + 1 < types.len() { b"  ],\n" } else { b"  ]\n" })?;
+        }
+    }
+    if !yaml {
+        out.write_all(b"}\n")?;
+    }
+    Ok(())
+}
 
 /// Renders a value as a YAML document (ending with a newline).
 pub fn to_yaml(value: &Value) -> String {
