@@ -459,14 +459,16 @@ fn main() {
                 .then_some(())
         });
     }
-    println!(
-        "soak: {} probe Mappings served after {:.1} s; {} changes over {} s, {} requests/s",
-        a.mappings,
-        ready.elapsed().as_secs_f64(),
-        a.changes,
-        a.seconds,
-        a.rps
-    );
+    if attache.is_some() {
+        println!(
+            "soak: {} probe Mappings served after {:.1} s; {} changes over {} s, {} requests/s",
+            a.mappings,
+            ready.elapsed().as_secs_f64(),
+            a.changes,
+            a.seconds,
+            a.rps
+        );
+    }
 
     let load = Arc::new(Load::default());
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -33,15 +33,12 @@ pub fn write_resources(
     }
     let mut text = String::new();
     for (i, ty) in types.iter().enumerate() {
-        text.clear();
-        let label = serde_json::to_string(ty.label()).unwrap_or_default();
+        let label = Value::String(ty.label().to_string());
         if yaml {
-            text.push_str(&scalar(&Value::String(ty.label().to_string())));
-            text.push_str(":\n");
+            writeln!(out, "{}:", scalar(&label))?;
         } else {
-            text.push_str(&format!("  {label}: [\n"));
+            writeln!(out, "  {label}: [")?;
         }
-        out.write_all(text.as_bytes())?;
         let count = snapshot.count(*ty);
         for (j, (_, r)) in snapshot.of_type(*ty).enumerate() {
             let mut v = crate::envoy::bytes_to_json(ty.message_name(), &r.bytes);
