@@ -386,6 +386,66 @@ fn a_one_mapping_change_rerenders_only_what_it_touches() {
     assert_eq!(fingerprint(&t), fingerprint(&full));
 }
 
+/// An Ingress (with the IngressClass that gives it to attache) as documents.
+fn ingress_docs(path: &str) -> Vec<Doc> {
+    vec![
+        Doc("apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: ambassador\nspec:\n  controller: getambassador.io/ingress-controller\n".into()),
+        Doc(format!("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: shop\nspec:\n  ingressClassName: ambassador\n  rules:\n    - http:\n        paths:\n          - path: {path}\n            pathType: Prefix\n            backend:\n              service:\n                name: cart\n                port:\n                  number: 8080\n")),
+    ]
+}
+
+#[test]
+fn ingresses_that_come_and_go_between_patched_translations_are_read() {
+    // A set without Ingresses is patched without looking for them; an Ingress that comes (with
+    // or without a Mapping's change beside it), changes or goes must still be read, and each
+    // translation must equal a fresh one.
+    let registry = std::sync::Arc::new(attache::rules::Registry::core().unwrap());
+    let mut translator = attache::Translator::new(std::sync::Arc::clone(&registry), attache::Options::default());
+    let with = |changed: Option<usize>, ingress: Option<&str>| {
+        let mut docs = mapping_docs(40, changed);
+        docs.extend(ingress.map(ingress_docs).unwrap_or_default());
+        load(&docs, 2)
+    };
+    // (changed Mapping, the Ingress's path, whether the resource set must be patched; `None`:
+    // either way, as what changed allows).
+    let steps: [(Option<usize>, Option<&str>, Option<bool>); 7] = [
+        (None, None, Some(false)),
+        (Some(3), None, Some(true)),
+        (Some(3), Some("/cart/"), None),
+        (Some(4), Some("/cart/"), None),
+        (Some(4), Some("/basket/"), None),
+        (Some(5), None, None),
+        (Some(6), None, Some(true)),
+    ];
+    for (i, (changed, ingress, patched)) in steps.into_iter().enumerate() {
+        let input = with(changed, ingress);
+        let t = translator.translate(&input);
+        let fresh = attache::translate(&input, &registry, &attache::Options::default());
+        assert_eq!(fingerprint(&t), fingerprint(&fresh), "step {i}");
+        let routes = |t: &attache::Translation| {
+            t.ir.route_configs
+                .iter()
+                .flat_map(|rc| &rc.virtual_hosts)
+                .flat_map(|vh| &vh.routes)
+                .map(|r| r.prefix.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            routes(&t)
+                .iter()
+                .any(|p| p.starts_with("/cart/") || p.starts_with("/basket/")),
+            ingress.is_some(),
+            "step {i}: the Ingress's route"
+        );
+        if let Some(path) = ingress {
+            assert!(routes(&t).iter().any(|p| p == path), "step {i}: {path} is routed");
+        }
+        if let Some(patched) = patched {
+            assert_eq!(translator.last_resources_patched(), patched, "step {i}: patched");
+        }
+    }
+}
+
 /// An operator pack whose rule makes the route of `/dup/` emit a second Cluster under its own
 /// cluster's name: that name is emitted twice only while such a Mapping exists.
 fn duplicating_registry() -> (tempfile::TempDir, std::sync::Arc<attache::rules::Registry>) {

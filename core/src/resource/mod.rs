@@ -761,17 +761,21 @@ pub fn parse_cached(
     options: &ParseOptions,
     mut cache: Option<&mut ParseCache>,
 ) -> (std::sync::Arc<ResourceSet>, Vec<Diagnostic>) {
-    if let Some((expanded, mut diagnostics)) = ingress::expand(objects, options) {
-        let (set, more) = parse_cached(&expanded, options, cache);
-        diagnostics.extend(more);
-        return (set, diagnostics);
-    }
+    // Patched first: a patch takes only Mappings, and an Ingress or IngressClass is never among
+    // the objects the last translation kept (Ingresses are expanded into what they mean before
+    // it reads them), so with one present the patch declines and the Ingresses are expanded
+    // below. Without one, no walk over every object looks for them.
     if let Some(c) = cache.as_deref_mut() {
         c.patched = false;
         if let Some(patched) = patch::patch(objects, options, c) {
             c.patched = true;
             return patched;
         }
+    }
+    if let Some((expanded, mut diagnostics)) = ingress::expand(objects, options) {
+        let (set, more) = parse_cached(&expanded, options, cache);
+        diagnostics.extend(more);
+        return (set, diagnostics);
     }
     // Cache hits first, then every miss (on the worker threads when there are many: objects
     // parse independently), then the results in input order.

@@ -142,6 +142,9 @@ struct Aligned<T> {
     key: u128,
     output: Arc<NodeOutput>,
     fragments: Fragments,
+    /// Whether `output` has no diagnostics (known without following the pointer: a
+    /// translation lists every node's diagnostics, and most nodes have none).
+    quiet: bool,
 }
 
 /// How far ahead along the last translation's list a node is looked for (nodes removed since
@@ -443,12 +446,15 @@ impl Renderer<'_> {
                     Aligned {
                         node: Arc::clone(n),
                         key,
+                        quiet: output.diagnostics.is_empty(),
                         output,
                         fragments,
                     }
                 }
             };
-            self.diagnostics.extend(entry.output.diagnostics.iter().cloned());
+            if !entry.quiet {
+                self.diagnostics.extend(entry.output.diagnostics.iter().cloned());
+            }
             aligned.push(entry);
         }
         aligned
