@@ -231,14 +231,23 @@ fn translate_path(path: &std::path::Path, translation: &Translation) -> anyhow::
         anyhow::bail!("{}: no such file or directory", path.display());
     }
     let started = std::time::Instant::now();
-    let registry = translation.registry()?;
-    tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "rule packs loaded");
-    let loaded = attache::source::dir::load(path);
-    tracing::debug!(
-        ms = started.elapsed().as_secs_f64() * 1e3,
-        objects = loaded.objects.len(),
-        "objects read"
-    );
+    // The rule packs load (templates compiled, Envoy's descriptors decoded) while the files are
+    // read: neither needs the other.
+    let (registry, loaded) = std::thread::scope(|s| {
+        let packs = s.spawn(|| {
+            let registry = translation.registry();
+            tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "rule packs loaded");
+            registry
+        });
+        let loaded = attache::source::dir::load(path);
+        tracing::debug!(
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            objects = loaded.objects.len(),
+            "objects read"
+        );
+        (packs.join(), loaded)
+    });
+    let registry = registry.map_err(|_| anyhow::anyhow!("loading the rule packs panicked"))??;
     Ok((
         loaded.objects.len(),
         // The fast path (the same output, checked by the tests against the reference
