@@ -160,6 +160,8 @@ pub struct Shared {
     pub rules: RwLock<Arc<Vec<RuleSummary>>>,
     /// When the served configuration last changed version (None before the first).
     pub changed_at: Mutex<Option<std::time::SystemTime>>,
+    /// What SotW streams that were sent the same clusters share when a snapshot drops some.
+    pub sotw_clusters: crate::xds::sotw::ClusterMemo,
 }
 
 /// One effective rule, as the diagnostics page lists it.
@@ -213,6 +215,7 @@ impl Default for Shared {
             config_dir: None,
             rules: RwLock::default(),
             changed_at: Mutex::new(None),
+            sotw_clusters: Default::default(),
         }
     }
 }

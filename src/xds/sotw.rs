@@ -12,10 +12,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use envoy_types::pb::envoy::config::core::v3::ControlPlane;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use envoy_types::pb::google::protobuf::Any;
 
 use crate::snapshot::{ResourceType, Snapshot};
 use crate::state::{type_index, Nack, Shared};
@@ -41,40 +41,71 @@ struct TypeState {
     sent: crate::snapshot::ResourceMap,
 }
 
-/// A SotW response as it goes out: the message, with its `resources` left empty when `shared`
-/// holds them, encoded once per snapshot (`Snapshot::sotw_resources`) and sent by every stream as
-/// the same bytes. Derefs to the message for its version, nonce and type.
+/// A SotW response as it goes out: the message, with its `resources` left empty; they are in
+/// `shared` (a full-state type's, encoded once per snapshot by `Snapshot::sotw_resources`, or
+/// once per cluster transition by [`ClusterMemo`], and sent by every stream as the same bytes)
+/// or in `items` (a by-name type's, each the snapshot's own encoding of a resource). Derefs to
+/// the message for its version, nonce and type.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    /// The response (without the shared resources).
+    /// The response (without its resources).
     pub message: DiscoveryResponse,
-    /// Its `resources` field, encoded, when shared.
+    /// Its `resources` field, encoded, for a full-state type.
     pub shared: Option<bytes::Bytes>,
+    /// The resources' encodings (each an `Any`'s value), for a by-name type.
+    pub items: Vec<bytes::Bytes>,
 }
+
+/// Resources at least this large go out as the snapshot's own bytes (a chunk of their own);
+/// smaller ones are copied into the frame around them.
+const SHARED_CHUNK_FROM: usize = 16 * 1024;
 
 impl Outgoing {
     /// The length of the whole encoded response.
     pub fn encoded_len(&self) -> usize {
-        prost::Message::encoded_len(&self.message) + self.shared.as_ref().map_or(0, bytes::Bytes::len)
+        use prost::encoding::encoded_len_varint as v;
+        let items: usize = self
+            .items
+            .iter()
+            .map(|b| {
+                let any = crate::snapshot::any_len(&self.message.type_url, b.len());
+                1 + v(any as u64) + any
+            })
+            .sum();
+        prost::Message::encoded_len(&self.message) + self.shared.as_ref().map_or(0, bytes::Bytes::len) + items
     }
 
     /// The gRPC message frame as chunks to write in order: the stream's own fields, then the
-    /// snapshot's encoded resources as they are (when shared).
+    /// resources: the shared encoding as it is, or each resource's `Any` around its bytes (those
+    /// of `SHARED_CHUNK_FROM` bytes or more as the snapshot's own bytes, the rest copied).
     pub fn frames(&self) -> Vec<bytes::Bytes> {
-        let head = super::message_head(&self.message, self.encoded_len()).freeze();
-        match &self.shared {
-            Some(shared) => vec![head, shared.clone()],
-            None => vec![head],
+        use bytes::BufMut as _;
+        let mut buf = super::message_head(&self.message, self.encoded_len());
+        let mut chunks = Vec::new();
+        if let Some(shared) = &self.shared {
+            chunks.push(std::mem::take(&mut buf).freeze());
+            chunks.push(shared.clone());
         }
+        for item in &self.items {
+            crate::snapshot::encode_any_head(2, &self.message.type_url, item.len(), &mut buf);
+            if item.len() >= SHARED_CHUNK_FROM {
+                chunks.push(std::mem::take(&mut buf).freeze());
+                chunks.push(item.clone());
+            } else {
+                buf.put_slice(item);
+            }
+        }
+        if !buf.is_empty() {
+            chunks.push(buf.freeze());
+        }
+        chunks
     }
 
     /// The whole response, as Envoy decodes it.
     pub fn decoded(&self) -> DiscoveryResponse {
-        let mut buf = prost::Message::encode_to_vec(&self.message);
-        if let Some(s) = &self.shared {
-            buf.extend_from_slice(s);
-        }
-        prost::Message::decode(buf.as_slice()).unwrap_or_default()
+        let mut all: Vec<u8> = self.frames().iter().flat_map(|c| c.iter().copied()).collect();
+        all.drain(..5.min(all.len()));
+        prost::Message::decode(all.as_slice()).unwrap_or_default()
     }
 }
 
@@ -83,6 +114,84 @@ impl std::ops::Deref for Outgoing {
     fn deref(&self) -> &DiscoveryResponse {
         &self.message
     }
+}
+
+/// What the SotW streams that were sent the same clusters share when a new snapshot comes:
+/// whether it drops some of those clusters, whether it adds others, and the CDS response that
+/// keeps the dropped ones while routes still use them (make before break). Each is computed by
+/// the first stream that needs it, for a pair of versions (of the clusters the stream was sent,
+/// and of the snapshot's): a thousand Envoys then cost one walk over the clusters and one
+/// encoding, not a thousand. Versions are content hashes, so a pair names one transition.
+#[derive(Debug, Default)]
+pub struct ClusterMemo {
+    /// The latest transitions (a few: streams may lag a snapshot or two behind).
+    transitions: Mutex<Vec<Arc<Transition>>>,
+}
+
+/// How many transitions [`ClusterMemo`] keeps.
+const TRANSITIONS_KEPT: usize = 8;
+
+#[derive(Debug)]
+struct Transition {
+    /// The version of the clusters a stream was sent.
+    sent: String,
+    /// The version of the snapshot's clusters.
+    next: String,
+    /// (drops clusters the stream has, adds clusters it lacks).
+    change: OnceLock<(bool, bool)>,
+    /// The clusters with the dropped ones kept, their version and their encoding as a
+    /// response's `resources`.
+    kept: OnceLock<(crate::snapshot::ResourceMap, String, bytes::Bytes)>,
+}
+
+impl ClusterMemo {
+    fn transition(&self, sent: &str, next: &str) -> Arc<Transition> {
+        let mut transitions = self.transitions.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = transitions.iter().find(|t| t.sent == sent && t.next == next) {
+            return Arc::clone(t);
+        }
+        if transitions.len() >= TRANSITIONS_KEPT {
+            transitions.remove(0);
+        }
+        let t = Arc::new(Transition {
+            sent: sent.to_string(),
+            next: next.to_string(),
+            change: OnceLock::new(),
+            kept: OnceLock::new(),
+        });
+        transitions.push(Arc::clone(&t));
+        t
+    }
+}
+
+/// Whether `snapshot` drops clusters of `sent`, and whether it adds clusters `sent` lacks.
+fn cluster_change(sent: &crate::snapshot::ResourceMap, snapshot: &Snapshot) -> (bool, bool) {
+    let drops = sent.keys().any(|n| snapshot.get(ResourceType::Cluster, n).is_none());
+    let adds = snapshot
+        .of_type(ResourceType::Cluster)
+        .any(|(n, _)| !sent.contains_key(&**n));
+    (drops, adds)
+}
+
+/// The snapshot's clusters plus those of `sent` it dropped, their version, and their encoding
+/// as a response's `resources`.
+fn clusters_kept(
+    sent: &crate::snapshot::ResourceMap,
+    snapshot: &Snapshot,
+) -> (crate::snapshot::ResourceMap, String, bytes::Bytes) {
+    let mut items = snapshot.type_map(ResourceType::Cluster);
+    for (n, r) in sent {
+        if !items.contains_key(&**n) {
+            items.insert(n.clone(), r.clone());
+        }
+    }
+    let version = crate::snapshot::version_of_pairs(items.iter().map(|(n, r)| (&**n, r.version.as_str())));
+    let type_url = ResourceType::Cluster.type_url();
+    let mut encoded = Vec::new();
+    for r in items.values() {
+        crate::snapshot::encode_any(2, &type_url, &r.bytes, &mut encoded);
+    }
+    (items, version, bytes::Bytes::from(encoded))
 }
 
 /// The state of one SotW ADS stream.
@@ -189,19 +298,25 @@ impl SotwStream {
         let routes_follow = requested
             .iter()
             .any(|t| matches!(t, ResourceType::Route | ResourceType::Listener));
-        let drops_clusters = self
-            .types
-            .get(&ResourceType::Cluster)
-            .is_some_and(|st| st.sent.keys().any(|n| snapshot.get(ResourceType::Cluster, n).is_none()));
+        let (drops_clusters, adds_clusters) = match self.types.get(&ResourceType::Cluster) {
+            Some(st) if st.requested => {
+                let next = snapshot.type_version(ResourceType::Cluster);
+                match &st.sent_version {
+                    // Versions are content hashes: the same clusters.
+                    Some(sent) if *sent == next => (false, false),
+                    Some(sent) => *shared
+                        .sotw_clusters
+                        .transition(sent, &next)
+                        .change
+                        .get_or_init(|| cluster_change(&st.sent, snapshot)),
+                    None => cluster_change(&st.sent, snapshot),
+                }
+            }
+            _ => (false, false),
+        };
         if drops_clusters && routes_follow {
             self.cluster_removal_pending = true;
         }
-        let adds_clusters = self.types.get(&ResourceType::Cluster).is_some_and(|st| {
-            st.requested
-                && snapshot
-                    .of_type(ResourceType::Cluster)
-                    .any(|(n, _)| !st.sent.contains_key(&**n))
-        });
         if adds_clusters && routes_follow {
             self.routes_held = true;
         }
@@ -264,16 +379,22 @@ impl SotwStream {
             crate::snapshot::version_of_pairs(m.iter().map(|(n, r)| (&**n, r.version.as_str())))
         };
         let as_snapshot_has_it = ty.is_full_state() && !keep_old_clusters;
+        // The clusters with the dropped ones kept, encoded: shared with every stream that was
+        // sent the same clusters (see `ClusterMemo`).
+        let mut kept_encoded = None;
         let (items, version) = if as_snapshot_has_it {
             (snapshot.type_map(ty), snapshot.type_version(ty))
-        } else if ty.is_full_state() {
-            let mut items = snapshot.type_map(ty);
-            for (n, r) in &st.sent {
-                if !items.contains_key(&**n) {
-                    items.insert(n.clone(), r.clone());
-                }
-            }
-            let version = pairs(&items);
+        } else if keep_old_clusters {
+            let (items, version, encoded) = match &st.sent_version {
+                Some(sent) => shared
+                    .sotw_clusters
+                    .transition(sent, &snapshot.type_version(ty))
+                    .kept
+                    .get_or_init(|| clusters_kept(&st.sent, snapshot))
+                    .clone(),
+                None => clusters_kept(&st.sent, snapshot),
+            };
+            kept_encoded = Some(encoded);
             (items, version)
         } else {
             let items: crate::snapshot::ResourceMap = st
@@ -290,17 +411,12 @@ impl SotwStream {
         if !force && st.nacked_version.as_deref() == Some(version.as_str()) {
             return None;
         }
-        let (resources, shared_resources) = if as_snapshot_has_it {
-            (Vec::new(), Some(snapshot.sotw_resources(ty)))
+        let (shared_resources, by_name) = if as_snapshot_has_it {
+            (Some(snapshot.sotw_resources(ty)), Vec::new())
+        } else if let Some(encoded) = kept_encoded {
+            (Some(encoded), Vec::new())
         } else {
-            let resources = items
-                .iter()
-                .map(|(_, r)| Any {
-                    type_url: ty.type_url(),
-                    value: r.bytes.to_vec(),
-                })
-                .collect();
-            (resources, None)
+            (None, items.values().map(|r| r.bytes.clone()).collect())
         };
         let count = items.len();
         if ty.is_full_state() {
@@ -320,7 +436,6 @@ impl SotwStream {
         Some(Outgoing {
             message: DiscoveryResponse {
                 version_info: version,
-                resources,
                 type_url: ty.type_url(),
                 nonce,
                 control_plane: Some(ControlPlane {
@@ -329,6 +444,7 @@ impl SotwStream {
                 ..Default::default()
             },
             shared: shared_resources,
+            items: by_name,
         })
     }
 }
@@ -336,6 +452,7 @@ impl SotwStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envoy_types::pb::google::protobuf::Any;
 
     /// A full-state response carries the snapshot's shared encoding of its resources: decoded,
     /// it is the message prost would have written, resource for resource.
@@ -374,5 +491,192 @@ mod tests {
             (r.version_info.as_str(), r.nonce.as_str())
         );
         assert_eq!(r.encoded_len(), prost::Message::encoded_len(&whole));
+    }
+
+    fn snapshot_of(names: &[&str]) -> Snapshot {
+        let yaml = names
+            .iter()
+            .map(|n| format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: {n}\nspec:\n  hostname: \"*\"\n  prefix: /{n}/\n  service: {n}\n"))
+            .collect::<Vec<_>>()
+            .join("---\n");
+        let loaded = crate::source::parse_text("t.yaml", &yaml);
+        let registry = crate::rules::Registry::core().unwrap();
+        crate::translate(&loaded, &registry, &crate::Options::default()).snapshot
+    }
+
+    /// Subscribes to CDS, LDS and RDS as Envoy does and ACKs every response until none comes.
+    fn sync(stream: &mut SotwStream, snapshot: &Snapshot, shared: &Shared) {
+        let routes: Vec<String> = snapshot
+            .of_type(ResourceType::Route)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let subscribe = |ty: ResourceType| DiscoveryRequest {
+            type_url: ty.type_url(),
+            resource_names: if ty == ResourceType::Route {
+                routes.clone()
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        };
+        let mut pending: Vec<Outgoing> = [ResourceType::Cluster, ResourceType::Listener, ResourceType::Route]
+            .into_iter()
+            .flat_map(|ty| stream.on_request(&subscribe(ty), Some(snapshot), shared))
+            .collect();
+        ack_all(stream, &mut pending, snapshot, shared, &routes);
+    }
+
+    fn ack_all(
+        stream: &mut SotwStream,
+        pending: &mut Vec<Outgoing>,
+        snapshot: &Snapshot,
+        shared: &Shared,
+        routes: &[String],
+    ) {
+        let mut rounds = 0;
+        while let Some(r) = (!pending.is_empty()).then(|| pending.remove(0)) {
+            rounds += 1;
+            assert!(rounds < 50, "the stream does not settle");
+            let ty = ResourceType::from_type_url(&r.type_url).unwrap();
+            let ack = DiscoveryRequest {
+                type_url: r.type_url.clone(),
+                version_info: r.version_info.clone(),
+                response_nonce: r.nonce.clone(),
+                resource_names: if ty == ResourceType::Route {
+                    routes.to_vec()
+                } else {
+                    Vec::new()
+                },
+                ..Default::default()
+            };
+            pending.extend(stream.on_request(&ack, Some(snapshot), shared));
+        }
+    }
+
+    /// Streams that were sent the same clusters send the same response keeping the clusters a
+    /// new snapshot drops: computed once (the same bytes), and what a stream computes alone.
+    #[test]
+    fn streams_sent_the_same_clusters_share_the_response_that_keeps_dropped_ones() {
+        let (before, after) = (snapshot_of(&["a", "b", "c"]), snapshot_of(&["a", "b", "d"]));
+        let shared = Shared::default();
+        let alone = Shared::default();
+        let mut streams: Vec<(SotwStream, &Shared)> = vec![
+            (SotwStream::new(1), &shared),
+            (SotwStream::new(2), &shared),
+            (SotwStream::new(3), &alone),
+        ];
+        for (stream, shared) in &mut streams {
+            sync(stream, &before, shared);
+        }
+        let first: Vec<Outgoing> = streams
+            .iter_mut()
+            .map(|(stream, shared)| {
+                let out = stream.on_snapshot(&after, shared);
+                assert_eq!(out.len(), 1, "clusters first, routes held until they are answered");
+                out.into_iter().next().unwrap()
+            })
+            .collect();
+        let names = |r: &Outgoing| -> Vec<String> {
+            r.decoded()
+                .resources
+                .iter()
+                .map(|a| {
+                    let c: envoy_types::pb::envoy::config::cluster::v3::Cluster =
+                        prost::Message::decode(a.value.as_slice()).unwrap();
+                    c.name
+                })
+                .collect()
+        };
+        assert_eq!(first[0].type_url, ResourceType::Cluster.type_url());
+        let mut union = names(&first[0]);
+        union.sort();
+        assert_eq!(
+            union.len(),
+            4,
+            "the new cluster and the dropped one beside the others: {union:?}"
+        );
+        assert!(union.iter().any(|n| n.contains('c')) && union.iter().any(|n| n.contains('d')));
+        let shared_bytes = |r: &Outgoing| r.shared.as_ref().map(|b| b.as_ptr());
+        assert!(shared_bytes(&first[0]).is_some());
+        assert_eq!(
+            shared_bytes(&first[0]),
+            shared_bytes(&first[1]),
+            "encoded once for both streams"
+        );
+        assert_ne!(shared_bytes(&first[0]), shared_bytes(&first[2]));
+        for r in &first[1..] {
+            assert_eq!(r.version_info, first[0].version_info);
+            assert_eq!(r.decoded().resources, first[0].decoded().resources);
+        }
+        assert_eq!(first[0].encoded_len(), prost::Message::encoded_len(&first[0].decoded()));
+        // Then routes, then the clusters without the dropped one: the snapshot's own.
+        let routes: Vec<String> = after.of_type(ResourceType::Route).map(|(n, _)| n.to_string()).collect();
+        for ((stream, shared), r) in streams.iter_mut().zip(first) {
+            let mut pending = vec![r];
+            let mut seen = Vec::new();
+            while let Some(r) = (!pending.is_empty()).then(|| pending.remove(0)) {
+                seen.push((
+                    ResourceType::from_type_url(&r.type_url).unwrap(),
+                    r.version_info.clone(),
+                ));
+                let ack = DiscoveryRequest {
+                    type_url: r.type_url.clone(),
+                    version_info: r.version_info.clone(),
+                    response_nonce: r.nonce.clone(),
+                    resource_names: if r.type_url == ResourceType::Route.type_url() {
+                        routes.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    ..Default::default()
+                };
+                pending.extend(stream.on_request(&ack, Some(&after), shared));
+            }
+            assert_eq!(
+                seen.last(),
+                Some(&(ResourceType::Cluster, after.type_version(ResourceType::Cluster))),
+                "{seen:?}"
+            );
+        }
+    }
+
+    /// A by-name response (RDS) carries the snapshot's encodings of the resources asked for:
+    /// decoded, it is the message prost would have written.
+    #[test]
+    fn by_name_resources_decode_as_the_plain_message() {
+        let snapshot = snapshot_of(&["a", "b"]);
+        let shared = Shared::default();
+        let mut stream = SotwStream::new(1);
+        let names: Vec<String> = snapshot
+            .of_type(ResourceType::Route)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert!(!names.is_empty());
+        let out = stream.on_request(
+            &DiscoveryRequest {
+                type_url: ResourceType::Route.type_url(),
+                resource_names: names.clone(),
+                ..Default::default()
+            },
+            Some(&snapshot),
+            &shared,
+        );
+        assert_eq!(out.len(), 1);
+        let r = &out[0];
+        assert!(r.shared.is_none() && r.message.resources.is_empty() && r.items.len() == names.len());
+        let whole = r.decoded();
+        let plain: Vec<Any> = names
+            .iter()
+            .map(|n| Any {
+                type_url: ResourceType::Route.type_url(),
+                value: snapshot.get(ResourceType::Route, n).unwrap().bytes.to_vec(),
+            })
+            .collect();
+        assert_eq!(whole.resources, plain);
+        assert_eq!(r.encoded_len(), prost::Message::encoded_len(&whole));
+        assert_eq!(
+            r.frames().iter().map(bytes::Bytes::len).sum::<usize>(),
+            5 + r.encoded_len()
+        );
     }
 }
