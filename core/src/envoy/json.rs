@@ -13,7 +13,7 @@
 
 use base64::{display::Base64Display, prelude::BASE64_STANDARD};
 use prost::encoding::{decode_key, decode_varint, WireType};
-use prost_reflect::{Cardinality, FieldDescriptor, Kind, MessageDescriptor, SerializeOptions};
+use prost_reflect::{Cardinality, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value};
 
 /// How field names are written.
@@ -404,11 +404,7 @@ fn any(desc: &MessageDescriptor, bytes: &[u8], names: Names, depth: usize) -> Re
 /// prost-reflect.
 fn well_known(desc: &MessageDescriptor, bytes: &[u8], names: Names) -> Read<Value> {
     let m = prost_reflect::DynamicMessage::decode(desc.clone(), bytes).map_err(|_| Unreadable)?;
-    let options = SerializeOptions::new()
-        .skip_default_fields(true)
-        .use_proto_field_name(names == Names::Proto);
-    m.serialize_with_options(serde_json::value::Serializer, &options)
-        .map_err(|_| Unreadable)
+    super::serialize(&m, names).map_err(|_| Unreadable)
 }
 
 #[cfg(test)]

@@ -291,12 +291,16 @@ fn encode_message_value(m: &DynamicMessage, buf: &mut Vec<u8>) {
     encode_canonical(m, buf);
 }
 
-/// A message in the proto3 JSON mapping (camelCase names, defaults omitted), for humans and goldens.
-pub fn to_json(message: &DynamicMessage) -> Value {
-    let options = SerializeOptions::new().skip_default_fields(true);
-    message
-        .serialize_with_options(serde_json::value::Serializer, &options)
-        .unwrap_or_else(|e| Value::String(format!("<cannot serialize: {e}>")))
+/// A message in the proto3 JSON mapping (defaults omitted), with `names` as field names:
+/// prost-reflect's serialization, which [`json`] reads the wire like and falls back to.
+///
+/// # Errors
+/// What prost-reflect's serializer returns.
+pub(crate) fn serialize(message: &DynamicMessage, names: json::Names) -> Result<Value, serde_json::Error> {
+    let options = SerializeOptions::new()
+        .skip_default_fields(true)
+        .use_proto_field_name(names == json::Names::Proto);
+    message.serialize_with_options(serde_json::value::Serializer, &options)
 }
 
 /// Decodes encoded bytes of type `name` back into JSON (admin dumps, `translate` output).
@@ -325,13 +329,8 @@ fn bytes_to_json_with(name: &str, bytes: &[u8], names: json::Names) -> Value {
 /// What `bytes_to_json` gives, through a prost-reflect `DynamicMessage` (the reference the
 /// wire reader is tested against, and its fallback).
 pub fn reflect_to_json(desc: MessageDescriptor, bytes: &[u8], names: json::Names) -> Value {
-    let options = SerializeOptions::new()
-        .skip_default_fields(true)
-        .use_proto_field_name(names == json::Names::Proto);
     match DynamicMessage::decode(desc, bytes) {
-        Ok(m) => m
-            .serialize_with_options(serde_json::value::Serializer, &options)
-            .unwrap_or_else(|e| Value::String(format!("<cannot serialize: {e}>"))),
+        Ok(m) => serialize(&m, names).unwrap_or_else(|e| Value::String(format!("<cannot serialize: {e}>"))),
         Err(e) => Value::String(format!("<cannot decode: {e}>")),
     }
 }
@@ -401,7 +400,8 @@ mod tests {
         }
         // And it is the same message.
         let back = DynamicMessage::decode(message("envoy.config.route.v3.Route").unwrap(), &first[..]).unwrap();
-        assert_eq!(to_json(&back)["typedPerFilterConfig"].as_object().unwrap().len(), 2);
+        let back = serialize(&back, json::Names::Json).unwrap();
+        assert_eq!(back["typedPerFilterConfig"].as_object().unwrap().len(), 2);
     }
 
     #[test]
@@ -410,7 +410,7 @@ mod tests {
             "name": "c", "connect_timeout": "3s", "type": "STRICT_DNS",
         });
         let m = decode("envoy.config.cluster.v3.Cluster", &v).unwrap();
-        assert_eq!(to_json(&m)["connectTimeout"], "3s");
+        assert_eq!(serialize(&m, json::Names::Json).unwrap()["connectTimeout"], "3s");
     }
 
     #[test]
