@@ -373,6 +373,11 @@ fn a_one_mapping_change_rerenders_only_what_it_touches() {
         translator.last_render_patched(),
         "a Mapping's change patches the last filing"
     );
+    assert_eq!(
+        translator.last_routes_edited(),
+        1,
+        "the Host's route list is the last one, edited"
+    );
     let (reused, rendered) = translator.last_render_stats();
     // The changed route and its new cluster, plus the virtual host and route table that embed
     // the route. The listener and the 299 other routes and clusters are reused.
@@ -384,6 +389,56 @@ fn a_one_mapping_change_rerenders_only_what_it_touches() {
         &attache::Options::default(),
     );
     assert_eq!(fingerprint(&t), fingerprint(&full));
+}
+
+#[test]
+fn route_lists_edited_by_a_patch_are_what_a_full_translation_gives() {
+    // A patch edits a Host's route list while every Mapping is alone in its canary group at one
+    // precedence; a change that forms a group, or a precedence of its own, makes it emit the
+    // list again, and once the grouping is simple again the next patch edits again. Every step
+    // must equal a fresh translation.
+    let registry = std::sync::Arc::new(attache::rules::Registry::core().unwrap());
+    let mut translator = attache::Translator::new(std::sync::Arc::clone(&registry), attache::Options::default());
+    let mapping = |name: &str, prefix: &str, extra: &str| {
+        Doc(format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: {name}\nspec:\n  hostname: \"*\"\n  prefix: {prefix}\n  service: {name}\n{extra}"))
+    };
+    let head = vec![
+        Doc("apiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: http\nspec:\n  port: 8080\n  protocol: HTTP\n  securityModel: XFP\n  hostBinding:\n    namespace:\n      from: ALL\n".into()),
+        Doc("apiVersion: getambassador.io/v3alpha1\nkind: Listener\nmetadata:\n  name: https\nspec:\n  port: 8443\n  protocol: HTTPS\n  securityModel: SECURE\n  hostBinding:\n    namespace:\n      from: ALL\n".into()),
+        Doc("apiVersion: getambassador.io/v3alpha1\nkind: Host\nmetadata:\n  name: any\nspec:\n  hostname: \"*\"\n  requestPolicy:\n    insecure:\n      action: Route\n".into()),
+    ];
+    // (changed Mapping, extra Mappings, route lists that must be edited; `None`: any number)
+    let steps: Vec<(Option<usize>, Vec<Doc>, Option<usize>)> = vec![
+        (None, vec![], Some(0)),
+        (Some(7), vec![], Some(2)),
+        (Some(7), vec![mapping("extra", "/m12/", "")], None),
+        // A canary group (two Mappings on /m3/): the list is emitted again, with thresholds.
+        (Some(8), vec![mapping("canary", "/m3/", "  weight: 10\n")], Some(0)),
+        (Some(9), vec![mapping("canary", "/m3/", "  weight: 10\n")], Some(0)),
+        // Gone: the grouping is simple again, found by emitting once more.
+        (Some(9), vec![], Some(0)),
+        (Some(10), vec![], Some(2)),
+        (
+            Some(11),
+            vec![mapping("first", "/first/", "  precedence: 5\n")],
+            Some(0),
+        ),
+        (Some(12), vec![], Some(0)),
+        (Some(13), vec![], Some(2)),
+    ];
+    for (i, (changed, extra, edited)) in steps.into_iter().enumerate() {
+        let mut docs = head.clone();
+        docs.extend(mapping_docs(20, changed));
+        docs.extend(extra);
+        let input = load(&docs, 3);
+        let t = translator.translate(&input);
+        let fresh = attache::translate(&input, &registry, &attache::Options::default());
+        assert_eq!(fingerprint(&t), fingerprint(&fresh), "step {i}");
+        assert_eq!(t.ir, fresh.ir, "step {i}: the IR");
+        if let Some(edited) = edited {
+            assert_eq!(translator.last_routes_edited(), edited, "step {i}: route lists edited");
+        }
+    }
 }
 
 /// An Ingress (with the IngressClass that gives it to attache) as documents.

@@ -179,6 +179,12 @@ impl Translator {
         self.lower_cache.last_patched()
     }
 
+    /// How many route lists (one per Host and security model) the last translation edited from
+    /// the one before's (a patch that kept the Hosts' grouping simple) instead of emitting them.
+    pub fn last_routes_edited(&self) -> usize {
+        self.lower_cache.last_edited()
+    }
+
     /// Whether the last translation filed its top-level resources as a patch of the one
     /// before's (the resources of unchanged routes and clusters were not filed again).
     pub fn last_render_patched(&self) -> bool {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::diagnostic::Diagnostic;
-use crate::ir::{Cluster, Route};
+use crate::ir::{Cluster, Route, SecurityModel};
 use crate::resource::host::InsecureAction;
 use crate::resource::{AmbassadorModule, LabelSelector, Mapping, Meta, ResourceSet};
 
@@ -111,6 +111,9 @@ pub struct LowerCache {
     pub(super) last: Option<Last>,
     /// Whether the last translation patched the one before.
     pub(super) patched: bool,
+    /// How many Hosts' routes (per security model) the last translation edited rather than
+    /// emitted (see [`HostRoutes::Edited`]).
+    pub(super) edited: std::sync::atomic::AtomicUsize,
 }
 
 /// What the last full or patched lowering saw and produced, beyond the per-Host entries: what
@@ -142,6 +145,25 @@ pub(super) struct HostEntries {
     /// listener's filters, in the last translation.
     pub(super) shadows: Vec<Arc<Entry>>,
     pub(super) needs: Needs,
+    /// The precedence of the Mappings in `order` when their grouping is simple (see
+    /// [`Prepared::simple`]); then a patch that keeps it so edits `emitted`.
+    pub(super) simple: Option<i32>,
+    /// The routes `order` gave, per security model, and the translation that emitted them.
+    emitted: Mutex<Vec<Emitted>>,
+    /// What the patch of translation `edited` changed in `order`, in order (see
+    /// `patch::refresh`).
+    pub(super) edits: Vec<Edit>,
+    pub(super) edited: u64,
+}
+
+/// The routes a Host's Mappings gave under a security model in a translation.
+type Emitted = (SecurityModel, u64, Vec<Arc<Route>>);
+
+/// A change a patch made to a Host's route order: a Mapping removed at, or inserted at, an
+/// index of the order as it was then.
+pub(super) enum Edit {
+    Remove(usize),
+    Insert(usize, Arc<Entry>),
 }
 
 impl HostEntries {
@@ -152,7 +174,80 @@ impl HostEntries {
             order: Vec::new(),
             shadows: Vec::new(),
             needs: Needs::default(),
+            simple: None,
+            emitted: Mutex::new(Vec::new()),
+            edits: Vec::new(),
+            edited: 0,
         }
+    }
+
+    /// Keeps the routes `model` gave in translation `generation` for the next one to edit
+    /// (only when each Mapping gives at most one route under `model` and the grouping is
+    /// simple: then route `i` is the `i`th Mapping's).
+    fn keep_emitted(
+        &self,
+        model: SecurityModel,
+        host: &EffectiveHost,
+        generation: u64,
+        simple: bool,
+        routes: &[Arc<Route>],
+    ) {
+        let mut emitted = self.emitted.lock().unwrap_or_else(PoisonError::into_inner);
+        // What another security model's routes of the translation before are may still be
+        // edited in this one; anything older is stale.
+        emitted.retain(|(m, g, _)| *m != model && *g + 1 >= generation);
+        if simple && mapping::variants(model, host.insecure_action).1.is_none() {
+            emitted.push((model, generation, routes.to_vec()));
+        }
+    }
+
+    /// The routes of `model` in translation `generation`, from those of the translation before
+    /// with this one's edits applied (see [`HostRoutes::Edited`]); `None` when there are none
+    /// to edit.
+    fn edited_routes(
+        &self,
+        base: &Prepared<'_, Arc<Entry>>,
+        model: SecurityModel,
+        host: &EffectiveHost,
+        generation: u64,
+    ) -> Option<Vec<Arc<Route>>> {
+        let (primary, after_group) = mapping::variants(model, host.insecure_action);
+        if after_group.is_some() || self.simple.is_none() || self.edited != generation {
+            return None;
+        }
+        let mut emitted = self.emitted.lock().unwrap_or_else(PoisonError::into_inner);
+        // Already edited for another Host with the same entries.
+        if let Some((_, _, routes)) = emitted.iter().find(|(m, g, _)| *m == model && *g == generation) {
+            return Some(routes.clone());
+        }
+        let at = emitted
+            .iter()
+            .position(|(m, g, _)| *m == model && *g + 1 == generation)?;
+        let (_, _, mut routes) = emitted.swap_remove(at);
+        let Some(variant) = primary else {
+            emitted.push((model, generation, Vec::new()));
+            return Some(Vec::new());
+        };
+        let (inserted, removed) = self.edits.iter().fold((0, 0), |(i, r), e| match e {
+            Edit::Insert(..) => (i + 1, r),
+            Edit::Remove(_) => (i, r + 1),
+        });
+        if routes.len() + inserted != self.order.len() + removed {
+            return None;
+        }
+        for edit in &self.edits {
+            match edit {
+                Edit::Remove(at) => {
+                    routes.remove(*at);
+                }
+                Edit::Insert(at, entry) => {
+                    let route = route_of(base, &Candidate::of(entry), RouteSlot::alone(variant));
+                    routes.insert(*at, route);
+                }
+            }
+        }
+        emitted.push((model, generation, routes.clone()));
+        Some(routes)
     }
 }
 
@@ -175,6 +270,7 @@ impl LowerCache {
         }
         self.generation += 1;
         self.stats = (0, 0);
+        self.edited.store(0, AtomicOrdering::Relaxed);
     }
 
     /// Ends a translation: drops what it did not use.
@@ -199,6 +295,15 @@ impl LowerCache {
             h.order = kept.order;
             h.shadows = kept.shadows;
             h.needs = kept.needs;
+            h.simple = kept.simple;
+        }
+    }
+
+    /// Keeps whether a Host's grouping is simple, as a patch that grouped it again found.
+    pub(super) fn keep_simple(&mut self, host: &EffectiveHost, simple: Option<i32>) {
+        let ctx = HostContext::of(host);
+        if let Some(h) = self.hosts.iter_mut().find(|h| h.ctx == ctx) {
+            h.simple = simple;
         }
     }
 
@@ -214,6 +319,12 @@ impl LowerCache {
         self.patched
     }
 
+    /// How many route lists (one per Host and security model) the last translation edited from
+    /// the one before's instead of emitting them again.
+    pub fn last_edited(&self) -> usize {
+        self.edited.load(AtomicOrdering::Relaxed)
+    }
+
     fn host(&self, host: &EffectiveHost) -> Option<&HostEntries> {
         let ctx = HostContext::of(host);
         self.hosts.iter().find(|h| h.ctx == ctx)
@@ -226,15 +337,106 @@ pub(super) struct Kept {
     order: Vec<Arc<Entry>>,
     shadows: Vec<Arc<Entry>>,
     needs: Needs,
+    simple: Option<i32>,
 }
 
 impl Kept {
     /// The candidates in route order, and the shadows.
-    pub(super) fn of(prepared: &Prepared<'_, Arc<Entry>>) -> Kept {
+    pub(super) fn of(prepared: &HostRoutes<'_>) -> Kept {
+        let (prepared, simple) = match prepared {
+            HostRoutes::Prepared { prepared, simple, .. } => (prepared, *simple),
+            // Only a patch edits.
+            HostRoutes::Edited { base, .. } => (base, None),
+        };
         Kept {
             order: prepared.candidates().iter().map(|c| Arc::clone(c.held())).collect(),
             shadows: prepared.shadows().iter().map(|c| Arc::clone(c.held())).collect(),
             needs: prepared.needs(),
+            simple,
+        }
+    }
+}
+
+/// A served Host's routes in one translation: from its candidates, prepared and grouped; or, in
+/// a patch that kept the Host's grouping simple, the last translation's routes edited as its
+/// route order was (`base`, without candidates, holds what building a route reads; `full`
+/// is prepared only should a security model have no routes to edit).
+pub(super) enum HostRoutes<'a> {
+    Prepared {
+        prepared: Prepared<'a, Arc<Entry>>,
+        entries: Option<&'a HostEntries>,
+        simple: Option<i32>,
+    },
+    Edited {
+        base: Prepared<'a, Arc<Entry>>,
+        entries: &'a HostEntries,
+        full: std::cell::OnceCell<Box<Prepared<'a, Arc<Entry>>>>,
+        set: &'a ResourceSet,
+        cache: &'a LowerCache,
+    },
+}
+
+impl<'a> HostRoutes<'a> {
+    fn prepared(prepared: Prepared<'a, Arc<Entry>>, entries: Option<&'a HostEntries>) -> HostRoutes<'a> {
+        let simple = prepared.simple();
+        HostRoutes::Prepared {
+            prepared,
+            entries,
+            simple,
+        }
+    }
+
+    /// Whether the Host's grouping is simple (see [`Prepared::simple`]).
+    pub(super) fn simple(&self) -> Option<i32> {
+        match self {
+            HostRoutes::Prepared { simple, .. } => *simple,
+            HostRoutes::Edited { entries, .. } => entries.simple,
+        }
+    }
+
+    /// The routes for a security model, and what they need of the listener's filters; kept for
+    /// the next translation to edit.
+    pub(super) fn routes(
+        &self,
+        model: SecurityModel,
+        host: &EffectiveHost,
+        generation: u64,
+    ) -> (Vec<Arc<Route>>, Needs) {
+        match self {
+            HostRoutes::Prepared {
+                prepared,
+                entries,
+                simple,
+            } => {
+                let (routes, needs) = routes(prepared, model, host);
+                if let Some(e) = entries {
+                    e.keep_emitted(model, host, generation, simple.is_some(), &routes);
+                }
+                (routes, needs)
+            }
+            HostRoutes::Edited {
+                base,
+                entries,
+                full,
+                set,
+                cache,
+            } => {
+                if let Some(routes) = entries.edited_routes(base, model, host, generation) {
+                    cache.edited.fetch_add(1, AtomicOrdering::Relaxed);
+                    let needs = base.route_needs(!routes.is_empty());
+                    return (routes, needs);
+                }
+                let prepared = full.get_or_init(|| {
+                    // The grouping is simple: grouping again reports nothing.
+                    let mut none = Vec::new();
+                    let p = prepare_candidates(set, host, cache, &mut none);
+                    debug_assert!(none.is_empty());
+                    Box::new(p)
+                });
+                let (routes, needs) = routes(prepared, model, host);
+                entries.keep_emitted(model, host, generation, true, &routes);
+                (routes, needs)
+            }
         }
     }
 }
@@ -283,7 +485,7 @@ pub(super) fn prepare<'a, 's: 'a>(
     clusters: &mut Clusters<'s>,
     used: &mut [bool],
     diagnostics: &mut Vec<Diagnostic>,
-) -> Prepared<'a, Arc<Entry>> {
+) -> HostRoutes<'a> {
     let cached = cache.host(host);
     let mut taken = Vec::new();
     for (e, used) in set.mappings.iter().zip(used) {
@@ -314,7 +516,7 @@ pub(super) fn prepare<'a, 's: 'a>(
         |c| (c.held().created < generation).then(|| addr(&c.held().lowered.mapping)),
         route_order,
     );
-    group(
+    let prepared = group(
         candidates,
         shadows,
         needs,
@@ -322,12 +524,42 @@ pub(super) fn prepare<'a, 's: 'a>(
         mapping::services(set),
         host,
         diagnostics,
-    )
+    );
+    HostRoutes::prepared(prepared, cached)
 }
 
 /// [`prepare`] for a translation that patches the last one (`super::patch`): the Host's candidates
-/// are the cache's, already in route order.
+/// are the cache's, already in route order; when the patch kept the Host's grouping simple (see
+/// `patch::refresh`), they are not even visited: the last routes are edited.
 pub(super) fn prepare_patched<'a>(
+    set: &'a ResourceSet,
+    host: &EffectiveHost,
+    cache: &'a LowerCache,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> HostRoutes<'a> {
+    let entries = cache.host(host);
+    match entries {
+        Some(h) if h.simple.is_some() && h.edited == cache.generation => HostRoutes::Edited {
+            base: group(
+                Vec::new(),
+                Vec::new(),
+                h.needs,
+                cache.module(),
+                mapping::services(set),
+                host,
+                diagnostics,
+            ),
+            entries: h,
+            full: std::cell::OnceCell::new(),
+            set,
+            cache,
+        },
+        _ => HostRoutes::prepared(prepare_candidates(set, host, cache, diagnostics), entries),
+    }
+}
+
+/// The Host's candidates as the cache has them (in route order), grouped.
+fn prepare_candidates<'a>(
     set: &ResourceSet,
     host: &EffectiveHost,
     cache: &'a LowerCache,
@@ -354,21 +586,20 @@ pub(super) fn prepare_patched<'a>(
 
 /// The routes of a prepared Host for a security model, each the same allocation as the last
 /// translation's when nothing it reads changed.
-pub(super) fn routes(
-    prepared: &Prepared<'_, Arc<Entry>>,
-    model: crate::ir::SecurityModel,
-    host: &EffectiveHost,
-) -> (Vec<Arc<Route>>, Needs) {
-    mapping::emit(prepared, model, host, &mut |c, slot| {
-        let mut built = c.held().routes.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, r)) = built.iter().find(|(s, _)| *s == slot) {
-            return Arc::clone(r);
-        }
-        let r = Arc::new(prepared.build_route(c, slot.clone()));
-        if built.len() >= 4 {
-            built.clear();
-        }
-        built.push((slot, Arc::clone(&r)));
-        r
-    })
+fn routes(prepared: &Prepared<'_, Arc<Entry>>, model: SecurityModel, host: &EffectiveHost) -> (Vec<Arc<Route>>, Needs) {
+    mapping::emit(prepared, model, host, &mut |c, slot| route_of(prepared, c, slot))
+}
+
+/// A candidate's route in a slot: the one its entry built before, else built now and kept.
+fn route_of(prepared: &Prepared<'_, Arc<Entry>>, c: &Candidate<'_, Arc<Entry>>, slot: RouteSlot) -> Arc<Route> {
+    let mut built = c.held().routes.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, r)) = built.iter().find(|(s, _)| *s == slot) {
+        return Arc::clone(r);
+    }
+    let r = Arc::new(prepared.build_route(c, slot.clone()));
+    if built.len() >= 4 {
+        built.clear();
+    }
+    built.push((slot, Arc::clone(&r)));
+    r
 }

@@ -3,7 +3,8 @@
 //! - `cache`: a Mapping whose allocation is unchanged is not lowered again, its routes are the
 //!   same allocations, a Host's route order is moved rather than sorted;
 //! - `patch`: when only a few plain Mappings changed, what depends on every Mapping (unknown
-//!   resolvers, Mappings no Host takes, clusters and their users) is patched too, not recomputed.
+//!   resolvers, Mappings no Host takes, clusters and their users, and a Host's route list while
+//!   its grouping is simple) is patched too, not recomputed.
 //!
 //! Beside the plain lowering, not inside it: this module calls the stages' functions
 //! (`mapping`, `host`, `listener`, `tcp` and the shared [`super::serve_hosts`]) and keeps their
@@ -48,8 +49,17 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
                         .then(|| cache::prepare_patched(set, &frame.hosts[i], cache, &mut diagnostics))
                 })
                 .collect();
-            let route_configs = serve_prepared(&mut frame, mapping_port, &prepared, &mut diagnostics);
+            let route_configs = serve_prepared(&mut frame, mapping_port, &prepared, cache.generation, &mut diagnostics);
+            let simple: Vec<Option<Option<i32>>> = prepared
+                .iter()
+                .map(|p| p.as_ref().map(cache::HostRoutes::simple))
+                .collect();
             drop(prepared);
+            for (h, simple) in frame.hosts.iter().zip(simple) {
+                if let Some(simple) = simple {
+                    cache.keep_simple(h, simple);
+                }
+            }
             let Closed {
                 listeners,
                 mut secrets,
@@ -90,7 +100,7 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
                     })
                 })
                 .collect();
-            let route_configs = serve_prepared(&mut frame, mapping_port, &prepared, &mut diagnostics);
+            let route_configs = serve_prepared(&mut frame, mapping_port, &prepared, cache.generation, &mut diagnostics);
             let kept: Vec<_> = prepared.iter().map(|p| p.as_ref().map(cache::Kept::of)).collect();
             drop(prepared);
             for (h, kept) in frame.hosts.iter().zip(kept) {
@@ -138,7 +148,8 @@ pub fn lower_cached(set: &ResourceSet, options: &LowerOptions, cache: &mut Lower
 fn serve_prepared(
     frame: &mut Frame<'_>,
     mapping_port: bool,
-    prepared: &[Option<mapping::Prepared<'_, std::sync::Arc<cache::Entry>>>],
+    prepared: &[Option<cache::HostRoutes<'_>>],
+    generation: u64,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<crate::ir::RouteConfig> {
     serve_hosts(
@@ -147,7 +158,7 @@ fn serve_prepared(
         |i, host, model| {
             prepared[i]
                 .as_ref()
-                .map(|p| cache::routes(p, model, host))
+                .map(|p| p.routes(model, host, generation))
                 .unwrap_or_default()
         },
         diagnostics,

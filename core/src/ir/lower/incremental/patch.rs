@@ -9,9 +9,13 @@
 //! Mappings, the Listeners or a cluster's settings get; a change that has them is lowered in full.
 //! A patch then
 //! - lowers the added Mappings on each served Host and moves the Host's route order by the
-//!   removed and added ones ([`refresh`]), so that [`super::cache::prepare_patched`] finds the Host's
-//!   candidates in order (canary groups and their diagnostics are still computed over all of
-//!   them: a walk over pointers);
+//!   removed and added ones ([`refresh`], which records those edits), so that
+//!   [`super::cache::prepare_patched`] finds the Host's candidates in order; when the Host's
+//!   grouping was and stays simple (one precedence, no shadow, every Mapping a canary group of
+//!   its own: the Mappings that came match other requests than their neighbours), the last
+//!   translation's route list of each security model is edited the same way and nothing walks
+//!   the candidates; otherwise canary groups and their diagnostics are computed over all of
+//!   them (a walk over pointers) and the routes emitted again;
 //! - updates the clusters the changed Mappings use, and their users ([`finish`]); the other
 //!   clusters, endpoints, client certificates and cluster diagnostics are the last ones.
 //!
@@ -31,7 +35,7 @@ use super::super::mapping::{
     DEFAULT_CONNECT_TIMEOUT_MS,
 };
 use super::super::{has_port, source_of, LowerOptions};
-use super::cache::{Entry, HostContext, HostEntries, Last, LowerCache};
+use super::cache::{Edit, Entry, HostContext, HostEntries, Last, LowerCache};
 use super::clusters::BuiltCluster;
 
 /// Above this many changed Mappings, a translation is done in full.
@@ -227,6 +231,8 @@ pub(super) fn refresh(
             continue;
         }
         let h = &mut cache.hosts[index];
+        h.edits.clear();
+        h.edited = generation;
         for (r, used) in delta.removed.iter().zip(&mut removed_uses) {
             let Some(old) = h.entries.remove(&addr(r)) else {
                 continue;
@@ -248,6 +254,7 @@ pub(super) fn refresh(
             };
             if let Some(at) = at {
                 h.order.remove(at);
+                h.edits.push(Edit::Remove(at));
             }
         }
         for (a, used) in delta.added.iter().zip(&mut added_uses) {
@@ -266,7 +273,22 @@ pub(super) fn refresh(
                 h.order
                     .partition_point(|x| route_order(&Candidate::of(x), &target).is_lt())
             };
-            h.order.insert(p, new);
+            h.order.insert(p, Arc::clone(&new));
+            h.edits.push(Edit::Insert(p, new));
+        }
+        // The grouping stays simple when every Mapping that came has the others' precedence and
+        // matches other requests than its neighbours (one that left cannot join two: they would
+        // have matched its requests too, sorted around it).
+        if let Some(precedence) = h.simple {
+            let alone = h.edits.iter().all(|e| match e {
+                Edit::Remove(_) => true,
+                Edit::Insert(_, entry) => {
+                    Candidate::of(entry).precedence() == precedence && alone_in_order(&h.order, entry)
+                }
+            });
+            if !alone {
+                h.simple = None;
+            }
         }
     }
     let hosts = delta.hosts.len();
@@ -289,6 +311,24 @@ pub(super) fn refresh(
     };
     delta.uses = uses(&delta.removed, removed_uses, false);
     delta.uses.extend(uses(&delta.added, added_uses, true));
+}
+
+/// Whether `entry`, in `order`, matches other requests than its neighbours.
+fn alone_in_order(order: &[Arc<Entry>], entry: &Arc<Entry>) -> bool {
+    let target = Candidate::of(entry);
+    let p = order.partition_point(|x| route_order(&Candidate::of(x), &target).is_lt());
+    let at = if order.get(p).is_some_and(|x| Arc::ptr_eq(x, entry)) {
+        Some(p)
+    } else {
+        order.iter().position(|x| Arc::ptr_eq(x, entry))
+    };
+    let Some(at) = at else { return false };
+    let before = at.checked_sub(1).and_then(|i| order.get(i));
+    let after = order.get(at + 1);
+    !before
+        .into_iter()
+        .chain(after)
+        .any(|n| Candidate::of(n).same_match(&target))
 }
 
 /// [`Clusters::finish`] for a patched translation: the clusters the changed Mappings use are

@@ -119,6 +119,40 @@ pub(in crate::ir::lower) struct RouteSlot {
     mirrors: Vec<Mirror>,
 }
 
+impl RouteSlot {
+    /// The slot of a Mapping alone in its canary group, with no shadow mirroring it.
+    pub(in crate::ir::lower) fn alone(variant: Variant) -> RouteSlot {
+        RouteSlot {
+            variant,
+            threshold: None,
+            mirrors: Vec::new(),
+        }
+    }
+}
+
+/// The routes each Mapping gives under a security model and a Host's insecure action: its
+/// primary route, and a variant that goes after its canary group's primaries (a cleartext
+/// redirect beside a secure route).
+pub(in crate::ir::lower) fn variants(
+    model: SecurityModel,
+    action: InsecureAction,
+) -> (Option<Variant>, Option<Variant>) {
+    match (model, action) {
+        (SecurityModel::Secure, _) | (SecurityModel::Xfp | SecurityModel::Insecure, InsecureAction::Route) => {
+            (Some(Variant::Base), None)
+        }
+        (SecurityModel::Xfp, InsecureAction::Redirect) => (
+            Some(Variant::Secure),
+            Some(Variant::Insecure(RouteAction::HttpsRedirect)),
+        ),
+        (SecurityModel::Xfp, InsecureAction::Reject) => (Some(Variant::Secure), None),
+        (SecurityModel::Insecure, InsecureAction::Redirect) => {
+            (Some(Variant::Insecure(RouteAction::HttpsRedirect)), None)
+        }
+        (SecurityModel::Insecure, InsecureAction::Reject) => (None, None),
+    }
+}
+
 /// What one Mapping lowers to on one Host before routes are ordered: whether the Host takes
 /// it, its matchers and its upstream cluster.
 #[derive(Debug)]
@@ -303,6 +337,21 @@ impl<'a, L: Holds> Candidate<'a, L> {
         &self.held.lowered().query
     }
 
+    /// The Mapping's precedence.
+    pub(in crate::ir::lower) fn precedence(&self) -> i32 {
+        self.m.precedence
+    }
+
+    /// Whether two candidates match the same requests (then they form a canary group).
+    pub(in crate::ir::lower) fn same_match(&self, other: &Candidate<'_, L>) -> bool {
+        self.m.precedence == other.m.precedence
+            && self.m.prefix == other.m.prefix
+            && self.m.path_kind == other.m.path_kind
+            && self.m.case_sensitive == other.m.case_sensitive
+            && self.headers() == other.headers()
+            && self.query() == other.query()
+    }
+
     /// The cluster's name; empty for a host redirect.
     fn cluster(&self) -> &'a str {
         self.held.lowered().cluster.as_ref().map_or("", |(_, name)| name)
@@ -374,6 +423,28 @@ impl<'a, L: Holds> Prepared<'a, L> {
     /// One route of a candidate.
     pub(in crate::ir::lower) fn build_route(&self, c: &Candidate<'_, L>, slot: RouteSlot) -> Route {
         build_route(c, slot, &self.module, self.has_auth, self.rate_limit_domain.as_deref())
+    }
+
+    /// What the Host's routes need of the listener's filters (`any`: whether it has routes). A
+    /// route's CORS policy is its Mapping's, else the Module's (see `build_route`); the Module's
+    /// IP policy is the listener's.
+    pub(in crate::ir::lower) fn route_needs(&self, any: bool) -> Needs {
+        Needs {
+            cors: any && (self.module.cors.is_some() || self.needs.cors),
+            rbac: any && self.needs.rbac,
+            error_responses: any && self.needs.error_responses,
+        }
+    }
+
+    /// The candidates' precedence when the grouping is simple: no shadow, every candidate a
+    /// canary group of its own, one precedence (then no threshold, mirror or grouping
+    /// diagnostic, and each candidate's routes are its own).
+    pub(in crate::ir::lower) fn simple(&self) -> Option<i32> {
+        let first = self.candidates.first()?.m.precedence;
+        (self.shadows.is_empty()
+            && self.group_of.iter().enumerate().all(|(i, g)| *g == i)
+            && self.candidates.iter().all(|c| c.m.precedence == first))
+        .then_some(first)
     }
 }
 
@@ -460,15 +531,6 @@ pub(in crate::ir::lower) fn group<'a, L: Holds>(
     host: &EffectiveHost,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Prepared<'a, L> {
-    // What makes two Mappings match the same requests (then they form a canary group).
-    let same_match = |a: &Candidate<'_, L>, b: &Candidate<'_, L>| {
-        a.m.precedence == b.m.precedence
-            && a.m.prefix == b.m.prefix
-            && a.m.path_kind == b.m.path_kind
-            && a.m.case_sensitive == b.m.case_sensitive
-            && a.headers() == b.headers()
-            && a.query() == b.query()
-    };
     // Canary groups: runs of candidates with the same match. Each member's threshold is the
     // running sum of the group's weights (unweighted members share what the weighted ones leave);
     // the last member takes whatever is left, so every request of the group is routed.
@@ -489,7 +551,7 @@ pub(in crate::ir::lower) fn group<'a, L: Holds>(
     let mut start = 0;
     while start < candidates.len() {
         let mut end = start + 1;
-        while end < candidates.len() && same_match(&candidates[start], &candidates[end]) {
+        while end < candidates.len() && candidates[start].same_match(&candidates[end]) {
             end += 1;
         }
         let group = &candidates[start..end];
@@ -586,10 +648,7 @@ pub(in crate::ir::lower) fn emit<'a, L: Holds>(
         shadows,
         thresholds,
         group_of,
-        module,
-        has_auth: _,
-        rate_limit_domain: _,
-        needs,
+        ..
     } = p;
     // Each Mapping gives a primary route (secure, or for every request) and maybe a cleartext
     // variant; in a canary group all primaries come first, then the variants, so that each kind
@@ -625,29 +684,16 @@ pub(in crate::ir::lower) fn emit<'a, L: Holds>(
                 },
             )
         };
-        match (model, host.insecure_action) {
-            (SecurityModel::Secure, _) | (SecurityModel::Xfp | SecurityModel::Insecure, InsecureAction::Route) => {
-                routes.push(slot(Variant::Base));
-            }
-            (SecurityModel::Xfp, InsecureAction::Redirect) => {
-                routes.push(slot(Variant::Secure));
-                variants.push(slot(Variant::Insecure(RouteAction::HttpsRedirect)));
-            }
-            (SecurityModel::Xfp, InsecureAction::Reject) => routes.push(slot(Variant::Secure)),
-            (SecurityModel::Insecure, InsecureAction::Redirect) => {
-                routes.push(slot(Variant::Insecure(RouteAction::HttpsRedirect)));
-            }
-            (SecurityModel::Insecure, InsecureAction::Reject) => {}
+        let (primary, after_group) = self::variants(model, host.insecure_action);
+        if let Some(v) = primary {
+            routes.push(slot(v));
+        }
+        if let Some(v) = after_group {
+            variants.push(slot(v));
         }
     }
     routes.append(&mut variants);
-    // A route's CORS policy is its Mapping's, else the Module's (see `build_route`); the
-    // Module's IP policy is the listener's.
-    let needs = Needs {
-        cors: !routes.is_empty() && (module.cors.is_some() || needs.cors),
-        rbac: !routes.is_empty() && needs.rbac,
-        error_responses: !routes.is_empty() && needs.error_responses,
-    };
+    let needs = p.route_needs(!routes.is_empty());
     (routes, needs)
 }
 
