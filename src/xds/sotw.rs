@@ -458,14 +458,7 @@ mod tests {
     /// it is the message prost would have written, resource for resource.
     #[test]
     fn shared_resources_decode_as_the_plain_message() {
-        let yaml = ["a", "b", "c"]
-            .iter()
-            .map(|n| format!("apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata:\n  name: {n}\nspec:\n  hostname: \"*\"\n  prefix: /{n}/\n  service: {n}\n"))
-            .collect::<Vec<_>>()
-            .join("---\n");
-        let loaded = crate::source::parse_text("t.yaml", &yaml);
-        let registry = crate::rules::Registry::core().unwrap();
-        let snapshot = crate::translate(&loaded, &registry, &crate::Options::default()).snapshot;
+        let snapshot = snapshot_of(&["a", "b", "c"]);
         let shared = Shared::default();
         let mut stream = SotwStream::new(1);
         let req = DiscoveryRequest {
