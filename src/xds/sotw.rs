@@ -124,11 +124,12 @@ impl std::ops::Deref for Outgoing {
 /// encoding, not a thousand. Versions are content hashes, so a pair names one transition.
 #[derive(Debug, Default)]
 pub struct ClusterMemo {
-    /// The latest transitions (a few: streams may lag a snapshot or two behind).
+    /// The transitions to the latest snapshot.
     transitions: Mutex<Vec<Arc<Transition>>>,
 }
 
-/// How many transitions [`ClusterMemo`] keeps.
+/// How many transitions to one snapshot [`ClusterMemo`] keeps (streams that were sent
+/// different clusters: some lag a snapshot or two behind).
 const TRANSITIONS_KEPT: usize = 8;
 
 #[derive(Debug)]
@@ -150,6 +151,9 @@ impl ClusterMemo {
         if let Some(t) = transitions.iter().find(|t| t.sent == sent && t.next == next) {
             return Arc::clone(t);
         }
+        // Streams answer the latest snapshot: transitions to an earlier one are done with (each
+        // holds an encoding of every cluster).
+        transitions.retain(|t| t.next == next);
         if transitions.len() >= TRANSITIONS_KEPT {
             transitions.remove(0);
         }
@@ -631,6 +635,26 @@ mod tests {
                 "{seen:?}"
             );
         }
+    }
+
+    /// The memo keeps transitions to the latest snapshot only: an earlier one's encoding of
+    /// every cluster is not held once streams answer a newer snapshot.
+    #[test]
+    fn the_cluster_memo_forgets_transitions_to_earlier_snapshots() {
+        let memo = ClusterMemo::default();
+        let first = memo.transition("a", "b");
+        assert!(Arc::ptr_eq(&first, &memo.transition("a", "b")));
+        memo.transition("c", "b");
+        assert_eq!(memo.transitions.lock().unwrap().len(), 2);
+        memo.transition("b", "d");
+        let kept: Vec<(String, String)> = memo
+            .transitions
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| (t.sent.clone(), t.next.clone()))
+            .collect();
+        assert_eq!(kept, [("b".to_string(), "d".to_string())]);
     }
 
     /// A by-name response (RDS) carries the snapshot's encodings of the resources asked for:
