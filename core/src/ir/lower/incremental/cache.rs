@@ -1,8 +1,10 @@
 //! The lowering cache: what each Host's Mappings lowered to in earlier translations, kept by the
-//! address of the Mapping's shared allocation, with their routes and the Host's route order.
-//! An unchanged Mapping then costs a lookup, and its routes are the same allocations (which
-//! rendering recognises). Must not decide anything the plain lowering does not: entries hold
-//! what [`mapping::lower_one`] gave, routes what [`Prepared::build_route`] gave.
+//! address of the Mapping's shared allocation, with their routes and the Host's route order,
+//! and the route lists the Host's last translation emitted (which a patch edits, see
+//! [`HostRoutes`]). An unchanged Mapping then costs a lookup, and its routes are the same
+//! allocations (which rendering recognises). Must not decide anything the plain lowering does
+//! not: entries hold what [`mapping::lower_one`] gave, routes what [`Prepared::build_route`]
+//! gave, and an edited list is what [`mapping::emit`] would give.
 
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, PoisonError};
