@@ -653,11 +653,12 @@ pub(in crate::ir::lower) fn emit<'a, L: Holds>(
     // Each Mapping gives a primary route (secure, or for every request) and maybe a cleartext
     // variant; in a canary group all primaries come first, then the variants, so that each kind
     // of request meets the group's thresholds in order.
+    let (primary, after_group) = variants(model, host.insecure_action);
     let mut routes = Vec::with_capacity(candidates.len() * 2);
-    let mut variants: Vec<Arc<Route>> = Vec::new();
+    let mut after: Vec<Arc<Route>> = Vec::new();
     for (i, (c, threshold)) in candidates.iter().zip(thresholds.iter().copied()).enumerate() {
         if i > 0 && group_of[i] != group_of[i - 1] {
-            routes.append(&mut variants);
+            routes.append(&mut after);
         }
         let mut mirrors: Vec<Mirror> = shadows
             .iter()
@@ -684,15 +685,14 @@ pub(in crate::ir::lower) fn emit<'a, L: Holds>(
                 },
             )
         };
-        let (primary, after_group) = self::variants(model, host.insecure_action);
         if let Some(v) = primary {
             routes.push(slot(v));
         }
         if let Some(v) = after_group {
-            variants.push(slot(v));
+            after.push(slot(v));
         }
     }
-    routes.append(&mut variants);
+    routes.append(&mut after);
     let needs = p.route_needs(!routes.is_empty());
     (routes, needs)
 }
