@@ -389,10 +389,6 @@ impl std::ops::Deref for Outgoing {
     }
 }
 
-/// Resources at least this large go out as the snapshot's own bytes (a chunk of their own);
-/// smaller ones are copied into the frame around them.
-const SHARED_CHUNK_FROM: usize = 16 * 1024;
-
 impl Outgoing {
     /// `Resource.resource`'s `Any` length, and the whole `Resource`'s, for one upsert.
     fn resource_len(&self, name: &str, r: &SnapshotResource) -> usize {
@@ -416,8 +412,8 @@ impl Outgoing {
                 .sum::<usize>()
     }
 
-    /// The gRPC message frame (flag, length, message) as chunks to write in order: resources of
-    /// `SHARED_CHUNK_FROM` bytes or more are the snapshot's own bytes, the rest is copied.
+    /// The gRPC message frame (flag, length, message) as chunks to write in order: large
+    /// resources are the snapshot's own bytes, the rest is copied (`super::put_resource`).
     /// (`Resource` fields are written version, name, resource: any order is valid protobuf.)
     pub fn frames(&self) -> Vec<bytes::Bytes> {
         use bytes::BufMut as _;
@@ -435,12 +431,7 @@ impl Outgoing {
             encode_varint(name.len() as u64, &mut buf);
             buf.put_slice(name.as_bytes());
             crate::snapshot::encode_any_head(2, &self.message.type_url, r.bytes.len(), &mut buf);
-            if r.bytes.len() >= SHARED_CHUNK_FROM {
-                chunks.push(std::mem::take(&mut buf).freeze());
-                chunks.push(r.bytes.clone());
-            } else {
-                buf.put_slice(&r.bytes);
-            }
+            super::put_resource(&mut buf, &mut chunks, &r.bytes);
         }
         if !buf.is_empty() {
             chunks.push(buf.freeze());
@@ -450,9 +441,7 @@ impl Outgoing {
 
     /// The whole response, as Envoy decodes it.
     pub fn decoded(&self) -> DeltaDiscoveryResponse {
-        let mut all: Vec<u8> = self.frames().iter().flat_map(|c| c.iter().copied()).collect();
-        all.drain(..5.min(all.len()));
-        prost::Message::decode(all.as_slice()).unwrap_or_default()
+        super::decode_frames(&self.frames())
     }
 }
 
@@ -493,7 +482,7 @@ mod tests {
         let (one, _, mut out) = wildcard_cds();
         // One resource above the size that goes out as its own chunk.
         let big = SnapshotResource {
-            bytes: bytes::Bytes::from(vec![7u8; SHARED_CHUNK_FROM + 1]),
+            bytes: bytes::Bytes::from(vec![7u8; super::super::SHARED_CHUNK_FROM + 1]),
             version: Version::of_bytes(b"big"),
         };
         out[0].upserts.push((Name::from("zz-big"), big.clone()));

@@ -221,6 +221,27 @@ fn message_head(message: &impl prost::Message, total: usize) -> BytesMut {
     buf
 }
 
+/// Resources at least this large go out as the snapshot's own bytes (a chunk of their own);
+/// smaller ones are copied into the frame around them.
+const SHARED_CHUNK_FROM: usize = 16 * 1024;
+
+/// Appends a resource's bytes to a frame being built: a large one as a chunk of its own (the
+/// snapshot's bytes, not copied, after what `buf` holds so far), a small one copied into `buf`.
+fn put_resource(buf: &mut BytesMut, chunks: &mut Vec<Bytes>, resource: &Bytes) {
+    if resource.len() >= SHARED_CHUNK_FROM {
+        chunks.push(std::mem::take(buf).freeze());
+        chunks.push(resource.clone());
+    } else {
+        buf.put_slice(resource);
+    }
+}
+
+/// A response as Envoy decodes it, from its frame's chunks (tests and the admin's views).
+fn decode_frames<M: prost::Message + Default>(chunks: &[Bytes]) -> M {
+    let all: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).skip(5).collect();
+    M::decode(all.as_slice()).unwrap_or_default()
+}
+
 /// Serves ADS on an already bound listener until `shutdown` resolves.
 ///
 /// # Errors

@@ -56,10 +56,6 @@ pub struct Outgoing {
     pub items: Vec<bytes::Bytes>,
 }
 
-/// Resources at least this large go out as the snapshot's own bytes (a chunk of their own);
-/// smaller ones are copied into the frame around them.
-const SHARED_CHUNK_FROM: usize = 16 * 1024;
-
 impl Outgoing {
     /// The length of the whole encoded response.
     pub fn encoded_len(&self) -> usize {
@@ -76,10 +72,9 @@ impl Outgoing {
     }
 
     /// The gRPC message frame as chunks to write in order: the stream's own fields, then the
-    /// resources: the shared encoding as it is, or each resource's `Any` around its bytes (those
-    /// of `SHARED_CHUNK_FROM` bytes or more as the snapshot's own bytes, the rest copied).
+    /// resources: the shared encoding as it is, or each resource's `Any` around its bytes (large
+    /// ones as the snapshot's own bytes, see `super::put_resource`).
     pub fn frames(&self) -> Vec<bytes::Bytes> {
-        use bytes::BufMut as _;
         let mut buf = super::message_head(&self.message, self.encoded_len());
         let mut chunks = Vec::new();
         if let Some(shared) = &self.shared {
@@ -88,12 +83,7 @@ impl Outgoing {
         }
         for item in &self.items {
             crate::snapshot::encode_any_head(2, &self.message.type_url, item.len(), &mut buf);
-            if item.len() >= SHARED_CHUNK_FROM {
-                chunks.push(std::mem::take(&mut buf).freeze());
-                chunks.push(item.clone());
-            } else {
-                buf.put_slice(item);
-            }
+            super::put_resource(&mut buf, &mut chunks, item);
         }
         if !buf.is_empty() {
             chunks.push(buf.freeze());
@@ -103,9 +93,7 @@ impl Outgoing {
 
     /// The whole response, as Envoy decodes it.
     pub fn decoded(&self) -> DiscoveryResponse {
-        let mut all: Vec<u8> = self.frames().iter().flat_map(|c| c.iter().copied()).collect();
-        all.drain(..5.min(all.len()));
-        prost::Message::decode(all.as_slice()).unwrap_or_default()
+        super::decode_frames(&self.frames())
     }
 }
 
@@ -190,12 +178,8 @@ fn clusters_kept(
         }
     }
     let version = crate::snapshot::version_of_pairs(items.iter().map(|(n, r)| (&**n, r.version.as_str())));
-    let type_url = ResourceType::Cluster.type_url();
-    let mut encoded = Vec::new();
-    for r in items.values() {
-        crate::snapshot::encode_any(2, &type_url, &r.bytes, &mut encoded);
-    }
-    (items, version, bytes::Bytes::from(encoded))
+    let encoded = crate::snapshot::sotw_encode(ResourceType::Cluster, items.values());
+    (items, version, encoded)
 }
 
 /// The state of one SotW ADS stream.
@@ -516,25 +500,27 @@ mod tests {
             },
             ..Default::default()
         };
-        let mut pending: Vec<Outgoing> = [ResourceType::Cluster, ResourceType::Listener, ResourceType::Route]
+        let pending: Vec<Outgoing> = [ResourceType::Cluster, ResourceType::Listener, ResourceType::Route]
             .into_iter()
             .flat_map(|ty| stream.on_request(&subscribe(ty), Some(snapshot), shared))
             .collect();
-        ack_all(stream, &mut pending, snapshot, shared, &routes);
+        ack_all(stream, pending, snapshot, shared, &routes);
     }
 
+    /// ACKs every response, and those its ACKs bring, until none comes; returns what was
+    /// ACKed (type and version), in order.
     fn ack_all(
         stream: &mut SotwStream,
-        pending: &mut Vec<Outgoing>,
+        mut pending: Vec<Outgoing>,
         snapshot: &Snapshot,
         shared: &Shared,
         routes: &[String],
-    ) {
-        let mut rounds = 0;
+    ) -> Vec<(ResourceType, String)> {
+        let mut seen = Vec::new();
         while let Some(r) = (!pending.is_empty()).then(|| pending.remove(0)) {
-            rounds += 1;
-            assert!(rounds < 50, "the stream does not settle");
+            assert!(seen.len() < 50, "the stream does not settle");
             let ty = ResourceType::from_type_url(&r.type_url).unwrap();
+            seen.push((ty, r.version_info.clone()));
             let ack = DiscoveryRequest {
                 type_url: r.type_url.clone(),
                 version_info: r.version_info.clone(),
@@ -548,6 +534,7 @@ mod tests {
             };
             pending.extend(stream.on_request(&ack, Some(snapshot), shared));
         }
+        seen
     }
 
     /// Streams that were sent the same clusters send the same response keeping the clusters a
@@ -609,26 +596,7 @@ mod tests {
         // Then routes, then the clusters without the dropped one: the snapshot's own.
         let routes: Vec<String> = after.of_type(ResourceType::Route).map(|(n, _)| n.to_string()).collect();
         for ((stream, shared), r) in streams.iter_mut().zip(first) {
-            let mut pending = vec![r];
-            let mut seen = Vec::new();
-            while let Some(r) = (!pending.is_empty()).then(|| pending.remove(0)) {
-                seen.push((
-                    ResourceType::from_type_url(&r.type_url).unwrap(),
-                    r.version_info.clone(),
-                ));
-                let ack = DiscoveryRequest {
-                    type_url: r.type_url.clone(),
-                    version_info: r.version_info.clone(),
-                    response_nonce: r.nonce.clone(),
-                    resource_names: if r.type_url == ResourceType::Route.type_url() {
-                        routes.clone()
-                    } else {
-                        Vec::new()
-                    },
-                    ..Default::default()
-                };
-                pending.extend(stream.on_request(&ack, Some(&after), shared));
-            }
+            let seen = ack_all(stream, vec![r], &after, shared, &routes);
             assert_eq!(
                 seen.last(),
                 Some(&(ResourceType::Cluster, after.type_version(ResourceType::Cluster))),

@@ -195,6 +195,17 @@ pub fn version_of_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>)
     short_hash(&h.finalize())
 }
 
+/// Resources of one type encoded as `DiscoveryResponse.resources` (field 2, each an `Any` of the
+/// type's URL and the resource's encoding), in the order given.
+pub fn sotw_encode<'a>(ty: ResourceType, resources: impl Iterator<Item = &'a Resource>) -> bytes::Bytes {
+    let type_url = ty.type_url();
+    let mut buf = Vec::new();
+    for r in resources {
+        encode_any(2, &type_url, &r.bytes, &mut buf);
+    }
+    bytes::Bytes::from(buf)
+}
+
 /// Appends field `field` holding a `google.protobuf.Any` of `type_url` and `value`, in
 /// protobuf's encoding (what prost would write for that field of the enclosing message).
 pub fn encode_any(field: u32, type_url: &str, value: &[u8], buf: &mut Vec<u8>) {
@@ -311,14 +322,7 @@ impl Snapshot {
     pub fn sotw_resources(&self, ty: ResourceType) -> bytes::Bytes {
         let i = ResourceType::ALL.iter().position(|t| *t == ty).unwrap_or(0);
         self.sotw_encoded[i]
-            .get_or_init(|| {
-                let type_url = ty.type_url();
-                let mut buf = Vec::new();
-                for (_, r) in self.of_type(ty) {
-                    encode_any(2, &type_url, &r.bytes, &mut buf);
-                }
-                bytes::Bytes::from(buf)
-            })
+            .get_or_init(|| sotw_encode(ty, self.of_type(ty).map(|(_, r)| r)))
             .clone()
     }
 
